@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python 3.11+ and make: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test proto proto-baseline bench clean
+
+# The virtual environment is rebuilt when the dependencies change.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m toros.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+# Regenerates toros/generated/ from proto/toros.proto (the generated code is committed).
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Itoros/generated=proto --python_out=. --grpc_python_out=. --pyi_out=. proto/toros.proto
+
+# Records the current contract as the baseline that `buf breaking` guards (after a release).
+proto-baseline: $(VENV)/.installed
+	$(VENV)/bin/buf build -o proto/toros.v1.binpb
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/frontdesk.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .hypothesis

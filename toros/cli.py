@@ -1,0 +1,372 @@
+"""The ``toros`` command: run a daemon, and the operators' everyday calls to the daemons.
+
+Every failure is one line on stderr and a non-zero exit: 2 for configuration and usage problems, 1 for a
+daemon that is unreachable or refuses the request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from toros import MODULES, __version__
+from toros.generated import toros_pb2 as pb
+from toros.runtime.config import Config, ConfigError, find_config_file, load_config
+from toros.runtime.validation import TASK_MODULES
+
+UNARY_TIMEOUT = 30.0
+FINAL = {pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED}
+
+
+class CliError(Exception):
+    """A problem to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- work orders from options ----------------------------------------------------------------------
+
+
+def _option(field: FieldDescriptor) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def _enum_choices(field: FieldDescriptor) -> list[str]:
+    prefix = _enum_prefix(field)
+    return [v.name[len(prefix):].lower() for v in field.enum_type.values if v.number != 0]
+
+
+def _enum_prefix(field: FieldDescriptor) -> str:
+    zero = field.enum_type.values_by_number[0].name
+    return zero[: -len("UNSPECIFIED")]
+
+
+def _add_task_options(parser: argparse.ArgumentParser, descriptor: Descriptor) -> None:
+    """One option per field of a task message, typed from the proto descriptor."""
+    for field in descriptor.fields:
+        kwargs: dict[str, Any] = {"dest": f"field_{field.name}", "metavar": field.name.upper()}
+        repeated = field.is_repeated
+        kind = field.message_type.full_name if field.message_type else None
+        if kind == "google.protobuf.Duration":
+            kwargs.update(type=float, metavar="SECONDS")
+        elif kind == "google.protobuf.Timestamp":
+            kwargs.update(metavar="ISO8601")
+        elif field.message_type is not None:
+            kwargs.update(type=json.loads, metavar="JSON", help=f"a {field.message_type.name} as JSON")
+        elif field.enum_type is not None:
+            kwargs.update(choices=_enum_choices(field), metavar="{" + ",".join(_enum_choices(field)) + "}")
+        elif field.type == FieldDescriptor.TYPE_BOOL:
+            kwargs.update(action="store_true")
+            del kwargs["metavar"]
+        elif field.type == FieldDescriptor.TYPE_BYTES:
+            kwargs.update(type=Path, metavar="FILE", help="read from this file")
+        elif field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            kwargs.update(type=float)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            kwargs.update(type=str)
+        else:
+            kwargs.update(type=int)
+        if repeated:
+            kwargs["action"] = "append"
+            kwargs.setdefault("help", "may be given several times")
+        parser.add_argument(_option(field), **kwargs)
+
+
+def _json_value(field: FieldDescriptor, value: Any) -> Any:
+    kind = field.message_type.full_name if field.message_type else None
+    if kind == "google.protobuf.Duration":
+        return f"{value}s"
+    if field.enum_type is not None:
+        return _enum_prefix(field) + value.upper()
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        try:
+            return base64.b64encode(value.read_bytes()).decode()
+        except OSError as exc:
+            raise CliError(f"{_option(field)}: cannot read {value}: {exc.strerror}", 2) from None
+    return value
+
+
+def build_work_order(args: argparse.Namespace) -> pb.WorkOrder:
+    """The work order described by ``--file`` and/or the task options."""
+    order = pb.WorkOrder()
+    if args.file:
+        try:
+            data = yaml.safe_load(Path(args.file).read_text(encoding="utf-8"))
+            json_format.ParseDict(data, order)
+        except OSError as exc:
+            raise CliError(f"{args.file}: cannot read: {exc.strerror}", 2) from None
+        except (yaml.YAMLError, json_format.ParseError, TypeError) as exc:
+            raise CliError(f"{args.file}: not a valid work order: {exc}", 2) from None
+    if args.task:
+        descriptor = pb.WorkOrder.DESCRIPTOR.fields_by_name[args.task].message_type
+        task = {}
+        for field in descriptor.fields:
+            value = getattr(args, f"field_{field.name}", None)
+            if value is None or value is False:
+                continue
+            if isinstance(value, list):
+                task[field.name] = [_json_value(field, v) for v in value]
+            else:
+                task[field.name] = _json_value(field, value)
+        try:
+            json_format.ParseDict(task, getattr(order, args.task))
+        except json_format.ParseError as exc:
+            raise CliError(f"{args.task}: {exc}", 2) from None
+    if args.id:
+        order.id = args.id
+    if args.priority is not None:
+        order.priority = args.priority
+    order.requester = args.requester or order.requester or "toros-cli"
+    if order.WhichOneof("task") is None:
+        raise CliError("give a task (e.g. `toros submit telescope dome_control --action open`) or --file", 2)
+    return order
+
+
+# -- talking to daemons ----------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(find_config_file(args.config))
+
+
+def _stub(args: argparse.Namespace, module: str) -> tuple[Any, str]:
+    from toros.client import frontdesk, module_address
+
+    config = _config(args)
+    address = args.address or module_address(config, module)
+    stub, _channel = frontdesk(config, module, address)
+    return stub, address
+
+
+def _explain(error: grpc.RpcError, module: str, address: str) -> CliError:
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"cannot reach the {module} at {address}: is it running? ({error.details()})")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the {module} at {address} did not answer in time")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CliError(f"the {module} at {address} refused the token: {error.details()} (check security.token)")
+    return CliError(f"the {module} at {address} answered {code.name}: {error.details()}")
+
+
+def _state(state: int) -> str:
+    return pb.WorkOrderState.Name(state).removeprefix("WORK_ORDER_STATE_").lower()
+
+
+def _print_status(status: pb.WorkOrderStatus) -> None:
+    print(f"{status.id}  {status.task}  {_state(status.state)}  {status.progress_percent:.0f}%  {status.message}")
+    for product in status.products:
+        print(f"  {product.kind}: {product.path}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    order = build_work_order(args)
+    stub, address = _stub(args, args.module)
+    try:
+        receipt = stub.Submit(order, timeout=UNARY_TIMEOUT)
+    except grpc.RpcError as exc:
+        raise _explain(exc, args.module, address) from None
+    note = " (already known: not run again)" if receipt.already_known else ""
+    print(f"{receipt.id}{note}")
+    if args.wait:
+        args.work_order = receipt.id
+        args.after, args.kind = 0, None
+        return cmd_watch(args)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    modules = [args.module] if args.module else list(MODULES)
+    failures = 0
+    for module in modules:
+        stub, address = _stub(args, module)
+        try:
+            status = stub.GetStatus(pb.GetStatusRequest(), timeout=5.0)
+        except grpc.RpcError as exc:
+            failures += 1
+            print(f"{module:<13} {address:<21} DOWN     {_explain(exc, module, address)}")
+            continue
+        clock = status.clock_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{status.module:<13} {address:<21} serving  v{status.version}  queued {status.queue_depth}"
+            f"  running {status.running}  last event {status.last_sequence}  clock {clock} UTC"
+            + (f"  {status.message}" if status.message else "")
+        )
+        for device in status.devices:
+            state = pb.DeviceState.Name(device.state).removeprefix("DEVICE_STATE_").lower()
+            print(f"  {device.name:<12} {state:<12} {device.driver:<10} {device.message}")
+    return 1 if failures else 0
+
+
+def cmd_work_order(args: argparse.Namespace) -> int:
+    stub, address = _stub(args, args.module)
+    try:
+        _print_status(stub.GetWorkOrder(pb.GetWorkOrderRequest(id=args.id), timeout=UNARY_TIMEOUT))
+    except grpc.RpcError as exc:
+        raise _explain(exc, args.module, address) from None
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    stub, address = _stub(args, args.module)
+    try:
+        _print_status(stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=args.id, reason=args.reason), timeout=UNARY_TIMEOUT))
+    except grpc.RpcError as exc:
+        raise _explain(exc, args.module, address) from None
+    return 0
+
+
+def describe_event(event: pb.Event) -> str:
+    kind = event.WhichOneof("kind") or "unknown"
+    body = json_format.MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind != "unknown" else {}
+    detail = " ".join(f"{k}={v}" for k, v in body.items())
+    when = event.time.ToDatetime().strftime("%H:%M:%S")
+    return f"#{event.sequence} {when} {event.work_order_id or '-'} {kind} {detail}"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stub, address = _stub(args, args.module)
+    kinds = [pb.EventKind.Value("EVENT_KIND_" + kind.upper()) for kind in args.kind or []]
+    request = pb.WatchRequest(after_sequence=args.after, work_order_id=args.work_order or "", kinds=kinds)
+    stream = stub.Watch(request)
+    outcome = 0
+    try:
+        if not args.work_order:
+            for event in stream:
+                print(describe_event(event), flush=True)
+            return 0
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+        with Progress(*columns, transient=False) as progress:
+            bar = progress.add_task(args.work_order, total=100)
+            for event in stream:
+                kind = event.WhichOneof("kind")
+                if kind == "work_order_update":
+                    update = event.work_order_update
+                    progress.update(bar, completed=update.progress_percent, description=f"{args.work_order}: {update.message}")
+                    if update.state in FINAL:
+                        progress.console.print(f"{args.work_order}: {_state(update.state)}: {update.message}")
+                        outcome = 0 if update.state == pb.WORK_ORDER_STATE_DONE else 1
+                        stream.cancel()
+                        return outcome
+                elif kind == "calibration_progress":
+                    cp = event.calibration_progress
+                    progress.update(bar, completed=cp.percent, description=f"{args.work_order}: {cp.stage} {cp.frames_done}/{cp.frames_total}")
+                else:
+                    progress.console.print(describe_event(event))
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.CANCELLED:
+            return outcome
+        raise _explain(exc, args.module, address) from None
+    except KeyboardInterrupt:
+        stream.cancel()
+        return 130
+    return outcome
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from toros.daemons import serve
+
+    path = find_config_file(args.config)
+    if path is None:
+        raise CliError("no config file: give --config FILE, set TOROS_CONFIG, or create /etc/toros/toros.conf.yaml", 2)
+    serve(args.module, load_config(path))
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+
+def _add_submit_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options of `submit`, accepted before or after the task name."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--config", default=default(None), help="config file (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
+    parser.add_argument("--address", default=default(None), help="host:port of the daemon, instead of the one in the config")
+    parser.add_argument("--file", default=default(None), help="a whole work order as YAML or JSON (proto field names)")
+    parser.add_argument("--id", default=default(None), help="idempotency key (default: assigned by the daemon)")
+    parser.add_argument("--priority", type=int, default=default(None), help="0-100, higher first (default 50)")
+    parser.add_argument("--requester", default=default(None), help="who asks (default toros-cli)")
+    parser.add_argument("--wait", action="store_true", default=default(False), help="follow the work order until it finishes")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="toros", description="TOROS pipeline manager")
+    top.add_argument("--version", action="version", version=f"toros {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument("--address", help="host:port of the daemon, instead of the one in the config")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run a daemon in the foreground")
+    serve.add_argument("module", choices=MODULES)
+    serve.set_defaults(run=cmd_serve)
+
+    submit = commands.add_parser("submit", help="submit a work order")
+    submit.add_argument("module", choices=MODULES)
+    _add_submit_options(submit, suppress=False)
+    tasks = submit.add_subparsers(dest="task", metavar="TASK")
+    for task, module in TASK_MODULES.items():
+        descriptor = pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type
+        task_parser = tasks.add_parser(task, help=f"{module}: {descriptor.name}")
+        _add_submit_options(task_parser, suppress=True)
+        _add_task_options(task_parser, descriptor)
+    submit.set_defaults(run=cmd_submit)
+
+    status = commands.add_parser("status", parents=[client], help="state of one or all daemons")
+    status.add_argument("module", nargs="?", choices=MODULES)
+    status.set_defaults(run=cmd_status)
+
+    work_order = commands.add_parser("work-order", parents=[client], help="state of one work order")
+    work_order.add_argument("module", choices=MODULES)
+    work_order.add_argument("id")
+    work_order.set_defaults(run=cmd_work_order)
+
+    cancel = commands.add_parser("cancel", parents=[client], help="cancel a work order")
+    cancel.add_argument("module", choices=MODULES)
+    cancel.add_argument("id")
+    cancel.add_argument("--reason", default="cancelled by an operator")
+    cancel.set_defaults(run=cmd_cancel)
+
+    watch = commands.add_parser("watch", parents=[client], help="follow a daemon's events")
+    watch.add_argument("module", choices=MODULES)
+    watch.add_argument("--work-order", help="only this work order, with a progress bar, until it finishes")
+    watch.add_argument("--after", type=int, default=0, help="start after this event sequence (default: all)")
+    watch.add_argument(
+        "--kind", action="append", choices=[k.removeprefix("EVENT_KIND_").lower() for k in pb.EventKind.keys()[1:]]
+    )
+    watch.set_defaults(run=cmd_watch)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"toros: config error: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"toros: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

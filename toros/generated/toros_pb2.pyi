@@ -1,0 +1,450 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_TYPE_UNSPECIFIED: _ClassVar[ImageType]
+    IMAGE_TYPE_BIAS: _ClassVar[ImageType]
+    IMAGE_TYPE_DARK: _ClassVar[ImageType]
+    IMAGE_TYPE_FLAT: _ClassVar[ImageType]
+    IMAGE_TYPE_LIGHT: _ClassVar[ImageType]
+
+class FlatSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLAT_SOURCE_UNSPECIFIED: _ClassVar[FlatSource]
+    FLAT_SOURCE_SKY: _ClassVar[FlatSource]
+    FLAT_SOURCE_DOME: _ClassVar[FlatSource]
+
+class NightStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NIGHT_STEP_UNSPECIFIED: _ClassVar[NightStep]
+    NIGHT_STEP_PREPARE: _ClassVar[NightStep]
+    NIGHT_STEP_OPEN: _ClassVar[NightStep]
+    NIGHT_STEP_CLOSE: _ClassVar[NightStep]
+
+class DomeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DOME_ACTION_UNSPECIFIED: _ClassVar[DomeAction]
+    DOME_ACTION_OPEN: _ClassVar[DomeAction]
+    DOME_ACTION_CLOSE: _ClassVar[DomeAction]
+    DOME_ACTION_SLEW: _ClassVar[DomeAction]
+    DOME_ACTION_PARK: _ClassVar[DomeAction]
+
+class AlertFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALERT_FORMAT_UNSPECIFIED: _ClassVar[AlertFormat]
+    ALERT_FORMAT_VOEVENT: _ClassVar[AlertFormat]
+    ALERT_FORMAT_GWALERT_JSON: _ClassVar[AlertFormat]
+
+class WorkOrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORK_ORDER_STATE_UNSPECIFIED: _ClassVar[WorkOrderState]
+    WORK_ORDER_STATE_QUEUED: _ClassVar[WorkOrderState]
+    WORK_ORDER_STATE_RUNNING: _ClassVar[WorkOrderState]
+    WORK_ORDER_STATE_DONE: _ClassVar[WorkOrderState]
+    WORK_ORDER_STATE_FAILED: _ClassVar[WorkOrderState]
+    WORK_ORDER_STATE_CANCELLED: _ClassVar[WorkOrderState]
+
+class DeviceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_STATE_UNSPECIFIED: _ClassVar[DeviceState]
+    DEVICE_STATE_IDLE: _ClassVar[DeviceState]
+    DEVICE_STATE_BUSY: _ClassVar[DeviceState]
+    DEVICE_STATE_PARKED: _ClassVar[DeviceState]
+    DEVICE_STATE_FAULT: _ClassVar[DeviceState]
+    DEVICE_STATE_DISCONNECTED: _ClassVar[DeviceState]
+
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
+    EVENT_KIND_WORK_ORDER_UPDATE: _ClassVar[EventKind]
+    EVENT_KIND_IMAGE_READY: _ClassVar[EventKind]
+    EVENT_KIND_CALIBRATION_PROGRESS: _ClassVar[EventKind]
+    EVENT_KIND_ALERT_PROCESSED: _ClassVar[EventKind]
+    EVENT_KIND_DEVICE_UPDATE: _ClassVar[EventKind]
+IMAGE_TYPE_UNSPECIFIED: ImageType
+IMAGE_TYPE_BIAS: ImageType
+IMAGE_TYPE_DARK: ImageType
+IMAGE_TYPE_FLAT: ImageType
+IMAGE_TYPE_LIGHT: ImageType
+FLAT_SOURCE_UNSPECIFIED: FlatSource
+FLAT_SOURCE_SKY: FlatSource
+FLAT_SOURCE_DOME: FlatSource
+NIGHT_STEP_UNSPECIFIED: NightStep
+NIGHT_STEP_PREPARE: NightStep
+NIGHT_STEP_OPEN: NightStep
+NIGHT_STEP_CLOSE: NightStep
+DOME_ACTION_UNSPECIFIED: DomeAction
+DOME_ACTION_OPEN: DomeAction
+DOME_ACTION_CLOSE: DomeAction
+DOME_ACTION_SLEW: DomeAction
+DOME_ACTION_PARK: DomeAction
+ALERT_FORMAT_UNSPECIFIED: AlertFormat
+ALERT_FORMAT_VOEVENT: AlertFormat
+ALERT_FORMAT_GWALERT_JSON: AlertFormat
+WORK_ORDER_STATE_UNSPECIFIED: WorkOrderState
+WORK_ORDER_STATE_QUEUED: WorkOrderState
+WORK_ORDER_STATE_RUNNING: WorkOrderState
+WORK_ORDER_STATE_DONE: WorkOrderState
+WORK_ORDER_STATE_FAILED: WorkOrderState
+WORK_ORDER_STATE_CANCELLED: WorkOrderState
+DEVICE_STATE_UNSPECIFIED: DeviceState
+DEVICE_STATE_IDLE: DeviceState
+DEVICE_STATE_BUSY: DeviceState
+DEVICE_STATE_PARKED: DeviceState
+DEVICE_STATE_FAULT: DeviceState
+DEVICE_STATE_DISCONNECTED: DeviceState
+EVENT_KIND_UNSPECIFIED: EventKind
+EVENT_KIND_WORK_ORDER_UPDATE: EventKind
+EVENT_KIND_IMAGE_READY: EventKind
+EVENT_KIND_CALIBRATION_PROGRESS: EventKind
+EVENT_KIND_ALERT_PROCESSED: EventKind
+EVENT_KIND_DEVICE_UPDATE: EventKind
+
+class WorkOrder(_message.Message):
+    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    OBSERVE_TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TAKE_CALIBRATIONS_FIELD_NUMBER: _ClassVar[int]
+    NIGHT_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    DOME_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATE_NIGHT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_ALERT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    create_time: _timestamp_pb2.Timestamp
+    requester: str
+    priority: int
+    observe_targets: ObserveTargets
+    take_calibrations: TakeCalibrations
+    night_operation: NightOperation
+    dome_control: DomeControl
+    calibrate_night: CalibrateNight
+    calibrate_images: CalibrateImages
+    process_alert: ProcessAlert
+    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("name", "ra_deg", "dec_deg", "exposure_time", "exposure_count", "filter", "score", "distance_mpc")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RA_DEG_FIELD_NUMBER: _ClassVar[int]
+    DEC_DEG_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_MPC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ra_deg: float
+    dec_deg: float
+    exposure_time: _duration_pb2.Duration
+    exposure_count: int
+    filter: str
+    score: float
+    distance_mpc: float
+    def __init__(self, name: _Optional[str] = ..., ra_deg: _Optional[float] = ..., dec_deg: _Optional[float] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., exposure_count: _Optional[int] = ..., filter: _Optional[str] = ..., score: _Optional[float] = ..., distance_mpc: _Optional[float] = ...) -> None: ...
+
+class ObserveTargets(_message.Message):
+    __slots__ = ("targets", "alert_id", "drill", "valid_until")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    alert_id: str
+    drill: bool
+    valid_until: _timestamp_pb2.Timestamp
+    def __init__(self, targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., alert_id: _Optional[str] = ..., drill: _Optional[bool] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TakeCalibrations(_message.Message):
+    __slots__ = ("image_type", "count", "exposure_time", "filter", "flat_source")
+    IMAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FLAT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    image_type: ImageType
+    count: int
+    exposure_time: _duration_pb2.Duration
+    filter: str
+    flat_source: FlatSource
+    def __init__(self, image_type: _Optional[_Union[ImageType, str]] = ..., count: _Optional[int] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., filter: _Optional[str] = ..., flat_source: _Optional[_Union[FlatSource, str]] = ...) -> None: ...
+
+class NightOperation(_message.Message):
+    __slots__ = ("step",)
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    step: NightStep
+    def __init__(self, step: _Optional[_Union[NightStep, str]] = ...) -> None: ...
+
+class DomeControl(_message.Message):
+    __slots__ = ("action", "azimuth_deg")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    AZIMUTH_DEG_FIELD_NUMBER: _ClassVar[int]
+    action: DomeAction
+    azimuth_deg: float
+    def __init__(self, action: _Optional[_Union[DomeAction, str]] = ..., azimuth_deg: _Optional[float] = ...) -> None: ...
+
+class CalibrateNight(_message.Message):
+    __slots__ = ("directory", "clean_cosmic_rays")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_COSMIC_RAYS_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    clean_cosmic_rays: bool
+    def __init__(self, directory: _Optional[str] = ..., clean_cosmic_rays: _Optional[bool] = ...) -> None: ...
+
+class CalibrateImages(_message.Message):
+    __slots__ = ("paths", "clean_cosmic_rays")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_COSMIC_RAYS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    clean_cosmic_rays: bool
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., clean_cosmic_rays: _Optional[bool] = ...) -> None: ...
+
+class ProcessAlert(_message.Message):
+    __slots__ = ("payload", "format", "source")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    format: AlertFormat
+    source: str
+    def __init__(self, payload: _Optional[bytes] = ..., format: _Optional[_Union[AlertFormat, str]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("id", "accept_time", "already_known")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    accept_time: _timestamp_pb2.Timestamp
+    already_known: bool
+    def __init__(self, id: _Optional[str] = ..., accept_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., already_known: _Optional[bool] = ...) -> None: ...
+
+class GetWorkOrderRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelWorkOrderRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Product(_message.Message):
+    __slots__ = ("path", "kind", "size_bytes", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class WorkOrderStatus(_message.Message):
+    __slots__ = ("id", "state", "message", "progress_percent", "products", "task", "requester", "priority", "accept_time", "start_time", "end_time", "attempts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: WorkOrderState
+    message: str
+    progress_percent: float
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    task: str
+    requester: str
+    priority: int
+    accept_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[WorkOrderState, str]] = ..., message: _Optional[str] = ..., progress_percent: _Optional[float] = ..., products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ..., task: _Optional[str] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., accept_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("name", "state", "driver", "message")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: DeviceState
+    driver: str
+    message: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[DeviceState, str]] = ..., driver: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ModuleStatus(_message.Message):
+    __slots__ = ("module", "version", "queue_depth", "running", "devices", "last_sequence", "start_time", "clock_time", "message")
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    module: str
+    version: str
+    queue_depth: int
+    running: int
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    last_sequence: int
+    start_time: _timestamp_pb2.Timestamp
+    clock_time: _timestamp_pb2.Timestamp
+    message: str
+    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("after_sequence", "work_order_id", "kinds", "replay_only")
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    work_order_id: str
+    kinds: _containers.RepeatedScalarFieldContainer[EventKind]
+    replay_only: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., work_order_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., replay_only: _Optional[bool] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORK_ORDER_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_READY_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ALERT_PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    work_order_id: str
+    work_order_update: WorkOrderUpdate
+    image_ready: ImageReady
+    calibration_progress: CalibrationProgress
+    alert_processed: AlertProcessed
+    device_update: DeviceUpdate
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ...) -> None: ...
+
+class WorkOrderUpdate(_message.Message):
+    __slots__ = ("state", "message", "progress_percent", "task")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    state: WorkOrderState
+    message: str
+    progress_percent: float
+    task: str
+    def __init__(self, state: _Optional[_Union[WorkOrderState, str]] = ..., message: _Optional[str] = ..., progress_percent: _Optional[float] = ..., task: _Optional[str] = ...) -> None: ...
+
+class ImageReady(_message.Message):
+    __slots__ = ("path", "sha256", "size_bytes", "image_type", "filter", "exposure_time", "object", "night", "date_obs")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    NIGHT_FIELD_NUMBER: _ClassVar[int]
+    DATE_OBS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    size_bytes: int
+    image_type: ImageType
+    filter: str
+    exposure_time: _duration_pb2.Duration
+    object: str
+    night: str
+    date_obs: _timestamp_pb2.Timestamp
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., filter: _Optional[str] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., object: _Optional[str] = ..., night: _Optional[str] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CalibrationProgress(_message.Message):
+    __slots__ = ("stage", "frames_done", "frames_total", "percent", "path")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    frames_done: int
+    frames_total: int
+    percent: float
+    path: str
+    def __init__(self, stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., percent: _Optional[float] = ..., path: _Optional[str] = ...) -> None: ...
+
+class AlertProcessed(_message.Message):
+    __slots__ = ("alert_id", "alert_type", "serial", "drill", "targets_relayed", "message")
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALERT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_RELAYED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    alert_id: str
+    alert_type: str
+    serial: int
+    drill: bool
+    targets_relayed: int
+    message: str
+    def __init__(self, alert_id: _Optional[str] = ..., alert_type: _Optional[str] = ..., serial: _Optional[int] = ..., drill: _Optional[bool] = ..., targets_relayed: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class DeviceUpdate(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: Device
+    def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+
+class FetchFileRequest(_message.Message):
+    __slots__ = ("path", "chunk_size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    chunk_size: int
+    def __init__(self, path: _Optional[str] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("data", "offset", "size_bytes", "sha256", "last")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    size_bytes: int
+    sha256: str
+    last: bool
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., last: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The preprocessor daemon: master bias/dark/flat frames and calibrated science frames."""

@@ -1,0 +1,259 @@
+"""Node configuration: one YAML file, validated at start, frozen for the daemon's lifetime.
+
+Lookup order: ``--config FILE``, else ``$TOROS_CONFIG``, else ``/etc/toros/toros.conf.yaml``.
+Strings may reference environment variables as ``${NAME}`` so that secrets (database passwords, tokens)
+need not be written in the file. Relative paths are taken relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/toros/toros.conf.yaml")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line naming the file and the key."""
+
+
+def _relative_to_config(path: Path | None, info: ValidationInfo) -> Path | None:
+    if path is None or path.is_absolute():
+        return path
+    base = (info.context or {}).get("base_dir")
+    return (Path(base) / path).resolve() if base else path.resolve()
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoggingConfig(_Section):
+    file: ConfigPath | None = Path("/etc/toros/logs/toros.log")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    backup_count: int = Field(default=10, ge=0)
+
+
+class DatabaseConfig(_Section):
+    path: ConfigPath = Path("/var/lib/toros/toros.db")
+    url: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            scheme = url.get_secret_value().split(":", 1)[0]
+            if not scheme.startswith(("postgresql", "sqlite")):
+                raise ValueError(f"unsupported database scheme {scheme!r}: use postgresql://… or sqlite:///…")
+        return url
+
+
+class StorageConfig(_Section):
+    root: ConfigPath = Path("/var/lib/toros/data")
+
+
+class TlsConfig(_Section):
+    cert: ConfigPath | None = None
+    key: ConfigPath | None = None
+    ca: ConfigPath | None = None
+    require_client_cert: bool = False
+    client_cert: ConfigPath | None = None
+    client_key: ConfigPath | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+    def read(self, key: str) -> bytes | None:
+        """The PEM bytes of one of the files above (None when not configured)."""
+        path = getattr(self, key)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"security.tls.{key}: cannot read {path}: {exc.strerror}") from None
+
+    @field_validator("key")
+    @classmethod
+    def _pair(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if (key is None) != (info.data.get("cert") is None):
+            raise ValueError("cert and key must be given together")
+        return key
+
+
+class SecurityConfig(_Section):
+    token: SecretStr | None = None
+    tls: TlsConfig = TlsConfig()
+
+
+class ClockConfig(_Section):
+    start: datetime | None = None
+    rate: float = Field(default=1.0, gt=0, le=1e6)
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, start: datetime | None) -> datetime | None:
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        return start
+
+
+class ServerConfig(_Section):
+    """Settings every daemon has: where it listens and how many threads it may use."""
+
+    ip: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    rpc_threads: int = Field(default=16, ge=2, le=256)
+    max_streams: int = Field(default=100, ge=1, le=10000)
+    grace_seconds: float = Field(default=10.0, ge=0, le=600)
+
+
+class Site(_Section):
+    name: str
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=360)
+    elevation: float = Field(default=0.0, ge=-500, le=9000)
+
+
+class Observatory(Site):
+    telescope: str = Field(description="host:port of the observatory's telescope daemon")
+
+
+class AlertConfig(ServerConfig):
+    port: int = Field(default=50051, ge=0, le=65535)
+    catalog: ConfigPath | None = None
+    process_test_alerts: bool = False
+    targets_per_observatory: int = Field(default=30, ge=1, le=10000)
+    observatories: tuple[Observatory, ...] = ()
+
+
+MACON = Site(name="macon", latitude=-24.62, longitude=-67.32, elevation=4650)
+
+
+class TelescopeConfig(ServerConfig):
+    port: int = Field(default=50052, ge=0, le=65535)
+    mode: Literal["robotic", "manual"] = "robotic"
+    site: Site = MACON
+
+
+class PreprocessorConfig(ServerConfig):
+    port: int = Field(default=50053, ge=0, le=65535)
+    http: str | None = "http://127.0.0.1:50053"
+
+    @field_validator("http")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return url
+
+
+class Config(_Section):
+    logging: LoggingConfig = LoggingConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    storage: StorageConfig = StorageConfig()
+    security: SecurityConfig = SecurityConfig()
+    clock: ClockConfig = ClockConfig()
+    alert: AlertConfig = AlertConfig()
+    telescope: TelescopeConfig = TelescopeConfig()
+    preprocessor: PreprocessorConfig = PreprocessorConfig()
+    source: Path | None = Field(default=None, exclude=True, description="the file this was loaded from")
+
+    def server(self, module: str) -> ServerConfig:
+        """The listening settings of one module's daemon."""
+        return getattr(self, module)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The config file to use: explicit, else $TOROS_CONFIG, else the system default if it exists."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("TOROS_CONFIG")
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def _expand_environment(node: Any, where: str, file: Path) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_environment(v, f"{where}.{k}" if where else str(k), file) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_environment(v, f"{where}[{i}]", file) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"{file}: {where}: environment variable {name} is not set")
+            return os.environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, node)
+    return node
+
+
+def _describe(error: ValidationError, file: Path) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        text = "unknown key"
+    elif first["type"] == "missing":
+        text = "required key is missing"
+    else:
+        text = first["msg"]
+        if "input" in first and not isinstance(first["input"], (dict, list)) and "secret" not in key:
+            text += f" (got {first['input']!r})"
+    more = error.error_count() - 1
+    return f"{file}: {key}: {text}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Loads and validates a config file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections, not {type(data).__name__}")
+    data = _expand_environment(data, "", file)
+    try:
+        config = Config.model_validate(data, context={"base_dir": file.resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file)) from None
+    return config.model_copy(update={"source": file.resolve()})

@@ -1,0 +1,180 @@
+"""The FrontDesk service of one daemon: accepts work orders, reports on them, streams events and files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+
+from toros import __version__
+from toros.generated import toros_pb2 as pb
+from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.runtime.files import OutsideStorageRoot, confine
+from toros.runtime.journal import Journal, timestamp
+from toros.runtime.module import Module
+from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
+from toros.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+EVENT_KINDS = {
+    pb.EVENT_KIND_WORK_ORDER_UPDATE: "work_order_update",
+    pb.EVENT_KIND_IMAGE_READY: "image_ready",
+    pb.EVENT_KIND_CALIBRATION_PROGRESS: "calibration_progress",
+    pb.EVENT_KIND_ALERT_PROCESSED: "alert_processed",
+    pb.EVENT_KIND_DEVICE_UPDATE: "device_update",
+}
+DEFAULT_CHUNK = 1 << 20
+MAX_CHUNK = 4 << 20
+# How often a waiting Watch stream checks that its client is still there.
+WATCH_POLL_SECONDS = 1.0
+
+
+class FrontDesk(pb_grpc.FrontDeskServicer):
+    def __init__(
+        self, module: Module, journal: Journal, workers: WorkerPool, storage_root: Path, max_streams: int
+    ) -> None:
+        self.module = module
+        self.tasks = module.tasks()
+        self.journal = journal
+        self.workers = workers
+        self.storage_root = storage_root
+        self._stream_slots = threading.BoundedSemaphore(max_streams)
+        self._max_streams = max_streams
+        self.start_time = module.clock.timestamp()
+
+    # -- work orders -----------------------------------------------------------------------------
+
+    def Submit(self, request: pb.WorkOrder, context: grpc.ServicerContext) -> pb.SubmitResponse:
+        try:
+            task, priority = check_envelope(request, self.module.name, self.storage_root)
+            if task not in self.tasks:
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, f"task: {task} is not supported by this {self.module.name}")
+            self.tasks[task].validate(getattr(request, task), Checker(task, self.storage_root))
+        except InvalidWorkOrder as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.tasks[task].run is None:
+            context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"task: {task} is recognised but not carried out by this version ({__version__}) of the {self.module.name}",
+            )
+        order = pb.WorkOrder()
+        order.CopyFrom(request)
+        if not order.id:
+            order.id = f"{self.module.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        if not order.HasField("create_time"):
+            order.create_time.CopyFrom(timestamp(self.module.clock.timestamp()))
+        record, already_known = self.journal.submit(order, task, priority)
+        if already_known:
+            log.info("work order %s was already known (%s): not run again", record.id, record.task)
+        else:
+            self.workers.enqueue(record)
+        return record.receipt(already_known)
+
+    def GetWorkOrder(self, request: pb.GetWorkOrderRequest, context: grpc.ServicerContext) -> pb.WorkOrderStatus:
+        record = self.journal.get(self._required_id(request.id, context))
+        if record is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {request.id!r} in the {self.module.name}")
+        return record.status()
+
+    def CancelWorkOrder(
+        self, request: pb.CancelWorkOrderRequest, context: grpc.ServicerContext
+    ) -> pb.WorkOrderStatus:
+        record = self.workers.cancel(self._required_id(request.id, context), request.reason)
+        if record is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {request.id!r} in the {self.module.name}")
+        return record.status()
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.ModuleStatus:
+        return pb.ModuleStatus(
+            module=self.module.name,
+            version=__version__,
+            queue_depth=self.workers.queue_depth,
+            running=self.workers.running,
+            devices=self.module.devices(),
+            last_sequence=self.journal.events.last_sequence,
+            start_time=timestamp(self.start_time),
+            clock_time=timestamp(self.module.clock.timestamp()),
+            message=self.module.status_message(),
+        )
+
+    @staticmethod
+    def _required_id(work_order_id: str, context: grpc.ServicerContext) -> str:
+        if not work_order_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
+        return work_order_id
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    def _take_stream_slot(self, context: grpc.ServicerContext) -> None:
+        if not self._stream_slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._max_streams} streams are open already (server.max_streams); try again later",
+            )
+
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
+        unknown = [kind for kind in request.kinds if kind not in EVENT_KINDS]
+        if unknown:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kinds: unknown event kind {unknown[0]}")
+        wanted = {EVENT_KINDS[kind] for kind in request.kinds}
+        self._take_stream_slot(context)
+        hub = self.journal.events
+        context.add_callback(hub.wake)
+        try:
+            last = request.after_sequence
+            while context.is_active() and not hub.closed:
+                batch = hub.after(last)
+                if batch is None:  # fallen behind the in-memory window: read the journal
+                    batch = self.journal.read_events(last)
+                if not batch:
+                    if request.replay_only:
+                        return
+                    hub.wait(last, WATCH_POLL_SECONDS)
+                    continue
+                for event in batch:
+                    last = event.sequence
+                    if request.work_order_id and event.work_order_id != request.work_order_id:
+                        continue
+                    if wanted and event.WhichOneof("kind") not in wanted:
+                        continue
+                    yield event
+        finally:
+            self._stream_slots.release()
+
+    def FetchFile(self, request: pb.FetchFileRequest, context: grpc.ServicerContext) -> Iterator[pb.FileChunk]:
+        if not request.path:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "path: must not be empty")
+        if request.chunk_size > MAX_CHUNK:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size: at most {MAX_CHUNK} bytes")
+        try:
+            path = confine(request.path, self.storage_root)
+        except OutsideStorageRoot as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path: {exc}")
+        if not path.is_file():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"path: no stored file {request.path!r}")
+        self._take_stream_slot(context)
+        try:
+            chunk_size = request.chunk_size or DEFAULT_CHUNK
+            digest = hashlib.sha256()
+            with open(path, "rb") as stream:
+                size = path.stat().st_size
+                offset = 0
+                while context.is_active():
+                    data = stream.read(chunk_size)
+                    digest.update(data)
+                    last = offset + len(data) >= size
+                    yield pb.FileChunk(
+                        data=data, offset=offset, size_bytes=size, last=last, sha256=digest.hexdigest() if last else ""
+                    )
+                    offset += len(data)
+                    if last:
+                        return
+        finally:
+            self._stream_slots.release()

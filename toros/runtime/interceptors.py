@@ -1,0 +1,106 @@
+"""Server interceptors: bearer-token authentication and one log line per call."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from toros.runtime.logs import work_order_context
+
+log = logging.getLogger("toros.rpc")
+
+# The health check answers without a token, so that load balancers and systemd probes need no secret.
+OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
+# Read-only calls are logged at DEBUG so that polling clients do not flood the log.
+QUIET_METHODS = {"GetWorkOrder", "GetStatus"}
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable | None, stream: Callable | None) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+    return grpc.unary_stream_rpc_method_handler(
+        stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` on every call but the health check."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
+            return handler
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                given = value.encode() if isinstance(value, str) else value
+                if hmac.compare_digest(given, self._expected):
+                    return handler
+        if handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # no client-streaming methods are served; leave any other kind to fail on its own
+
+        def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+            log.warning("%s refused: missing or wrong token from %s", details.method, context.peer())
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer …)")
+
+        return _rebuild(handler, refuse, refuse)
+
+
+def _work_order_id(request: Any) -> str:
+    for field in ("work_order_id", "id"):
+        value = getattr(request, field, "")
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class LoggingInterceptor(grpc.ServerInterceptor):
+    """Logs method, work order id, status code and duration of every call."""
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        level = logging.DEBUG if method in QUIET_METHODS or details.method.startswith(OPEN_METHODS_PREFIX) else logging.INFO
+
+        def finish(context: grpc.ServicerContext, work_order: str, started: float, failed: bool, extra: str = "") -> None:
+            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            log.log(
+                logging.WARNING if name not in ("OK", "CANCELLED") and level == logging.INFO else level,
+                "%s %s %s %.1f ms%s", method, work_order or "-", name, (time.perf_counter() - started) * 1e3, extra,
+                extra={"work_order": work_order or "-"},
+            )
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            started, work_order, failed = time.perf_counter(), _work_order_id(request), True
+            try:
+                with work_order_context(work_order):
+                    response = handler.unary_unary(request, context)
+                work_order = work_order or _work_order_id(response)
+                failed = False
+                return response
+            finally:
+                finish(context, work_order, started, failed)
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started, work_order, failed, sent = time.perf_counter(), _work_order_id(request), True, 0
+            try:
+                for item in handler.unary_stream(request, context):
+                    sent += 1
+                    yield item
+                failed = False
+            finally:
+                finish(context, work_order, started, failed and context.is_active(), f", {sent} messages")
+
+        return _rebuild(handler, unary, stream)

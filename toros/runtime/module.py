@@ -1,0 +1,66 @@
+"""What a module adds to the runtime: its tasks (validation and execution), devices and background work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from google.protobuf.message import Message
+
+from toros.generated import toros_pb2 as pb
+from toros.runtime.clock import Clock
+from toros.runtime.config import Config
+from toros.runtime.journal import Journal
+from toros.runtime.validation import Checker
+from toros.runtime.workers import TaskContext
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of WorkOrder.task: how to check it, and how to carry it out (None: not in this version)."""
+
+    validate: Callable[[Any, Checker], None]
+    run: Callable[[TaskContext], str | None] | None = None
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the runtime lends a module."""
+
+    config: Config
+    clock: Clock
+    journal: Journal
+
+
+class Module:
+    """Base of the alert, telescope and preprocessor modules."""
+
+    name: ClassVar[str]
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.config = services.config
+        self.clock = services.clock
+        self.journal = services.journal
+
+    def tasks(self) -> dict[str, Task]:
+        """The tasks this module accepts, by WorkOrder.task field name."""
+        return {}
+
+    def start(self) -> None:
+        """Prepares the module (called before the daemon reports SERVING) and starts background work."""
+
+    def stop(self) -> None:
+        """Stops background work; called once when the daemon shuts down."""
+
+    def devices(self) -> list[pb.Device]:
+        return []
+
+    def status_message(self) -> str:
+        return ""
+
+
+def task_message(order: pb.WorkOrder) -> Message:
+    """The message of the task that is set in a work order."""
+    return getattr(order, order.WhichOneof("task"))

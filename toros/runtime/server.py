@@ -1,0 +1,152 @@
+"""One daemon: a module behind the FrontDesk service, with health, reflection, auth, TLS and a journal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from toros import __version__
+from toros.generated import toros_pb2 as pb
+from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.runtime.clock import Clock
+from toros.runtime.config import Config, ConfigError, TlsConfig
+from toros.runtime.frontdesk import FrontDesk
+from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
+from toros.runtime.journal import Journal
+from toros.runtime.module import Module, Services
+from toros.runtime.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FrontDesk"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 4096  # a ProcessAlert payload may carry a 64 MiB sky map
+
+
+def host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip and not ip.startswith("[") else f"{ip}:{port}"
+
+
+def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
+    """TLS, and mutual TLS when ``require_client_cert`` (clients must present a cert signed by ``ca``)."""
+    if tls.require_client_cert and tls.ca is None:
+        raise ConfigError("security.tls.ca: required when require_client_cert is true")
+    return grpc.ssl_server_credentials(
+        [(tls.read("key"), tls.read("cert"))],
+        root_certificates=tls.read("ca") if tls.require_client_cert else None,
+        require_client_auth=tls.require_client_cert,
+    )
+
+
+class Daemon:
+    """Builds and runs one module's gRPC server."""
+
+    def __init__(self, config: Config, module_factory: Callable[[Services], Module], module: str) -> None:
+        self.config = config
+        self.module_name = module
+        self.settings = config.server(module)
+        self.clock = Clock(config.clock.start, config.clock.rate)
+        self.storage_root = Path(config.storage.root)
+        self._module_factory = module_factory
+        self._stopped = threading.Event()
+        self.port: int | None = None
+
+    def start(self) -> int:
+        """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
+        self.storage_root.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(self.config.database, self.module_name, self.clock)
+        self.module = self._module_factory(Services(self.config, self.clock, self.journal))
+        self.workers = WorkerPool(
+            self.journal, self.clock, self.module.tasks(), self.settings.workers, self.module_name
+        )
+        interceptors: list[grpc.ServerInterceptor] = [LoggingInterceptor()]
+        if self.config.security.token is not None:
+            interceptors.insert(0, TokenAuthInterceptor(self.config.security.token.get_secret_value()))
+        # Streams (Watch, FetchFile) are capped at max_streams, so rpc_threads always remain for unary calls.
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=self.settings.rpc_threads + self.settings.max_streams,
+            thread_name_prefix=f"{self.module_name}-rpc",
+        )
+        self.server = grpc.server(
+            self._executor,
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        self.frontdesk = FrontDesk(
+            self.module, self.journal, self.workers, self.storage_root, self.settings.max_streams
+        )
+        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, self.server)
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        address = host_port(self.settings.ip, self.settings.port)
+        tls = self.config.security.tls
+        try:
+            if tls.enabled:
+                port = self.server.add_secure_port(address, server_credentials(tls))
+            else:
+                port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(f"{self.module_name}.ip/port: cannot listen on {address}: {exc}") from None
+        if not port:
+            raise ConfigError(f"{self.module_name}.ip/port: cannot listen on {address}")
+        self.port = port
+        self.server.start()
+        log.info(
+            "%s %s listening on %s (%s%s), database %s, storage %s",
+            self.module_name, __version__, host_port(self.settings.ip, port),
+            "mutual TLS" if tls.require_client_cert else "TLS" if tls.enabled else "plaintext",
+            ", token required" if self.config.security.token is not None else "",
+            self.journal.url_for_logs, self.storage_root,
+        )
+        self.module.start()
+        self.workers.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, in-flight calls finish within the grace period, work is put down."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.grace_seconds if grace is None else grace
+        log.info("stopping %s (grace %.0f s)", self.module_name, grace)
+        self.health.enter_graceful_shutdown()
+        self.journal.events.close()
+        self.server.stop(grace).wait()
+        self.module.stop()
+        self.workers.stop(timeout=grace)
+        self.journal.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("%s stopped", self.module_name)
+
+    def serve_until_signal(self) -> None:
+        """Runs in the foreground until SIGTERM or SIGINT, then stops gracefully."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            pass
+        self.stop()

@@ -1,0 +1,209 @@
+"""Worker threads that execute queued work orders, apart from the RPC threads.
+
+Work orders run highest priority first, then in order of acceptance. Handlers get a ``TaskContext`` to
+report progress, journal events and products, and notice cancellation or shutdown.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+
+from toros.generated import toros_pb2 as pb
+from toros.runtime.clock import Clock
+from toros.runtime.files import sha256_of
+from toros.runtime.journal import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Journal, WorkOrderRecord
+from toros.runtime.logs import work_order_context
+
+if TYPE_CHECKING:
+    from toros.runtime.module import Task
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """Raised inside a handler when its work order was cancelled."""
+
+
+class Interrupted(Exception):
+    """Raised inside a handler when the daemon shuts down: the work order resumes after the restart."""
+
+
+class TaskFailed(Exception):
+    """A handler's way to fail its work order with a clear message."""
+
+
+class TaskContext:
+    """A running work order, as its handler sees it."""
+
+    def __init__(self, record: WorkOrderRecord, journal: Journal, clock: Clock, stopping: threading.Event) -> None:
+        self.record = record
+        self.id = record.id
+        self.order: pb.WorkOrder = record.work_order()
+        self.task: Message = getattr(self.order, record.task)
+        self.attempt = record.attempts
+        self.journal = journal
+        self.clock = clock
+        self.cancel_requested = threading.Event()
+        self._stopping = stopping
+        self._interrupt = threading.Event()
+
+    def check(self) -> None:
+        """Raises Cancelled or Interrupted when the handler should stop now."""
+        if self.cancel_requested.is_set():
+            raise Cancelled()
+        if self._stopping.is_set():
+            raise Interrupted()
+
+    def sleep(self, clock_seconds: float) -> None:
+        """Waits in clock time, ending early (with Cancelled or Interrupted) when asked to stop."""
+        self.clock.sleep(clock_seconds, self._interrupt)
+        self.check()
+
+    def wake(self) -> None:
+        self._interrupt.set()
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        """Journals progress (0-100) and, optionally, a new message; Watch streams see it at once."""
+        changes: dict[str, Any] = {"progress": max(0.0, min(100.0, percent))}
+        if message is not None:
+            changes["message"] = message
+        self.journal.transition(self.id, **changes)
+
+    def emit(self, **kind: Any) -> pb.Event:
+        """Journals a domain event of this work order, e.g. ``emit(image_ready=pb.ImageReady(...))``."""
+        return self.journal.append_event(self.id, **kind)
+
+    def add_product(self, path: Path, kind: str) -> pb.Product:
+        """Records a finished file (written atomically beforehand) as a product of this work order."""
+        product = {"path": str(path), "kind": kind, "size_bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        self.journal.add_product(self.id, product)
+        return pb.Product(**product)
+
+
+class WorkerPool:
+    """Executes a module's queued work orders on a fixed number of threads."""
+
+    def __init__(self, journal: Journal, clock: Clock, tasks: dict[str, Task], count: int, module: str) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.tasks = tasks
+        self.count = count
+        self.module = module
+        self._queue: list[tuple[int, int, str]] = []
+        self._queued_ids: set[str] = set()
+        self._running: dict[str, TaskContext] = {}
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._queued_ids)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def start(self) -> None:
+        """Resumes what a previous run left unfinished, then starts the worker threads."""
+        for record in self.journal.unfinished():
+            if record.state == RUNNING:
+                record = self.journal.transition(
+                    record.id, state=QUEUED, message=f"interrupted by a restart; resuming (attempt {record.attempts + 1})"
+                )
+                log.warning("work order %s was running when the daemon stopped: resuming it", record.id)
+            self.enqueue(record)
+        for number in range(self.count):
+            thread = threading.Thread(target=self._work, name=f"{self.module}-worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def enqueue(self, record: WorkOrderRecord) -> None:
+        with self._lock:
+            if record.id in self._queued_ids:
+                return
+            heapq.heappush(self._queue, (-record.priority, record.queue_sequence, record.id))
+            self._queued_ids.add(record.id)
+            self._lock.notify()
+
+    def cancel(self, work_order_id: str, reason: str) -> WorkOrderRecord | None:
+        """Cancels a queued work order at once, or asks a running one's handler to stop."""
+        message = f"cancelled: {reason}" if reason else "cancelled"
+        record = self.journal.transition(work_order_id, only_from={QUEUED}, state=CANCELLED, message=message)
+        if record is None or record.state != RUNNING:
+            with self._lock:
+                self._queued_ids.discard(work_order_id)
+            return record
+        with self._lock:
+            context = self._running.get(work_order_id)
+        if context is not None:
+            context.cancel_requested.set()
+            context.wake()
+            return self.journal.transition(work_order_id, message=f"cancellation requested: {reason or 'no reason given'}")
+        return record
+
+    def stop(self, timeout: float) -> None:
+        """Asks running handlers to stop (their work orders resume after a restart) and joins the threads."""
+        self._stopping.set()
+        with self._lock:
+            for context in self._running.values():
+                context.wake()
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _next(self) -> str | None:
+        with self._lock:
+            while not self._stopping.is_set():
+                while self._queue:
+                    _, _, work_order_id = heapq.heappop(self._queue)
+                    if work_order_id in self._queued_ids:
+                        self._queued_ids.discard(work_order_id)
+                        return work_order_id
+                self._lock.wait()
+            return None
+
+    def _work(self) -> None:
+        while (work_order_id := self._next()) is not None:
+            with work_order_context(work_order_id):
+                try:
+                    self._execute(work_order_id)
+                except Exception:  # the journal itself failed: keep the thread alive for the next order
+                    log.exception("could not execute work order %s", work_order_id)
+
+    def _execute(self, work_order_id: str) -> None:
+        record = self.journal.transition(work_order_id, only_from={QUEUED}, state=RUNNING, message="running")
+        if record is None or record.state != RUNNING:
+            return
+        context = TaskContext(record, self.journal, self.clock, self._stopping)
+        with self._lock:
+            self._running[work_order_id] = context
+        log.info("%s started (attempt %d)", record.task, record.attempts)
+        try:
+            run = self.tasks[record.task].run
+            assert run is not None, "Submit accepts only tasks with a handler"
+            message = run(context) or "done"
+            self.journal.transition(work_order_id, state=DONE, message=message)
+            log.info("%s done: %s", record.task, message)
+        except Cancelled:
+            self.journal.transition(work_order_id, state=CANCELLED, message="cancelled while running")
+            log.info("%s cancelled", record.task)
+        except Interrupted:
+            log.info("%s interrupted by shutdown; it resumes after the restart", record.task)
+        except TaskFailed as exc:
+            self.journal.transition(work_order_id, state=FAILED, message=str(exc))
+            log.error("%s failed: %s", record.task, exc)
+        except Exception as exc:
+            self.journal.transition(work_order_id, state=FAILED, message=f"internal error: {type(exc).__name__}: {exc}")
+            log.exception("%s failed with an unexpected error", record.task)
+        finally:
+            with self._lock:
+                self._running.pop(work_order_id, None)

@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 DEFAULT_CONFIG_PATH = Path("/etc/toros/toros.conf.yaml")
@@ -95,12 +96,13 @@ class TlsConfig(_Section):
         except OSError as exc:
             raise ConfigError(f"security.tls.{key}: cannot read {path}: {exc.strerror}") from None
 
-    @field_validator("key")
-    @classmethod
-    def _pair(cls, key: Path | None, info: ValidationInfo) -> Path | None:
-        if (key is None) != (info.data.get("cert") is None):
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.key is None) != (self.cert is None):
             raise ValueError("cert and key must be given together")
-        return key
+        if (self.client_key is None) != (self.client_cert is None):
+            raise ValueError("client_cert and client_key must be given together")
+        return self
 
 
 class SecurityConfig(_Section):

@@ -16,7 +16,6 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
     BigInteger,
+    bindparam,
     Column,
     Engine,
     Float,
@@ -171,14 +171,62 @@ class WorkOrderRecord:
         return pb.SubmitResponse(id=self.id, accept_time=timestamp(self.accept_time), already_known=already_known)
 
 
+# -- writes, as data: one group of them is committed in one transaction -------------------------------
+
+
+@dataclass(frozen=True)
+class _Submit:
+    order: pb.WorkOrder
+    task: str
+    priority: int
+
+
+@dataclass(frozen=True)
+class _Transition:
+    work_order_id: str
+    only_from: frozenset[int] | None
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _AddProduct:
+    work_order_id: str
+    product: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _AppendEvent:
+    work_order_id: str
+    kind: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _SetValue:
+    key: str
+    value: str
+
+
+_Write = _Submit | _Transition | _AddProduct | _AppendEvent | _SetValue
+
+
+def _update_event(record: WorkOrderRecord) -> pb.WorkOrderUpdate:
+    return pb.WorkOrderUpdate(
+        state=record.state, message=record.message, progress_percent=record.progress, task=record.task
+    )
+
+
 @dataclass
-class _Batch:
-    """What one group of writes adds to the event log."""
+class _Group:
+    """The effect of one group of writes, built in memory before it is committed."""
 
     module: str
-    next_sequence: int
     time: float
+    next_sequence: int
+    records: dict[str, WorkOrderRecord] = field(default_factory=dict)  # new or changed, latest version
+    inserted: list[str] = field(default_factory=list)
+    updated: set[str] = field(default_factory=set)
     new_events: list[pb.Event] = field(default_factory=list)
+    values: dict[str, str] = field(default_factory=dict)
 
     def add_event(self, work_order_id: str, **kind: Any) -> pb.Event:
         event = pb.Event(sequence=self.next_sequence, time=timestamp(self.time), work_order_id=work_order_id, **kind)
@@ -186,7 +234,12 @@ class _Batch:
         self.new_events.append(event)
         return event
 
-    def rows(self) -> list[dict[str, Any]]:
+    def change(self, record: WorkOrderRecord) -> None:
+        self.records[record.id] = record
+        if record.id not in self.inserted:
+            self.updated.add(record.id)
+
+    def event_rows(self) -> list[dict[str, Any]]:
         return [
             {
                 "module": self.module,
@@ -197,15 +250,6 @@ class _Batch:
             }
             for e in self.new_events
         ]
-
-
-_Operation = Callable[[Any, _Batch], Any]
-
-
-def _update_event(record: WorkOrderRecord) -> pb.WorkOrderUpdate:
-    return pb.WorkOrderUpdate(
-        state=record.state, message=record.message, progress_percent=record.progress, task=record.task
-    )
 
 
 class Journal:
@@ -225,7 +269,11 @@ class Journal:
                 select(func.max(events.c.sequence)).where(events.c.module == module)
             ).scalar_one_or_none()
         self.events = EventHub(last_sequence=last or 0)
-        self._pending: queue.SimpleQueue[tuple[_Operation, Future] | None] = queue.SimpleQueue()
+        self._prepare_statements()
+        # The module's unfinished work orders, as committed. The writer thread is their only mutator, so
+        # this view is exact; it spares a read for every state change and every status query.
+        self._unfinished = {record.id: record for record in self._read_unfinished()}
+        self._pending: queue.SimpleQueue[tuple[_Write, Future] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"{module}-journal", daemon=True)
         self._writer.start()
         log.info("journal of %s at %s, last event %d", module, self.url_for_logs, self.events.last_sequence)
@@ -259,17 +307,38 @@ class Journal:
 
         return engine
 
+    def _prepare_statements(self) -> None:
+        """Statements built once and executed with parameters (building them per call costs more than SQLite)."""
+        self._select_one = select(work_orders).where(
+            work_orders.c.module == bindparam("m"), work_orders.c.id == bindparam("i")
+        )
+        self._select_in = select(work_orders).where(
+            work_orders.c.module == bindparam("m"), work_orders.c.id.in_(bindparam("ids", expanding=True))
+        )
+        self._insert_order = work_orders.insert()
+        self._update_order = work_orders.update().where(
+            work_orders.c.module == bindparam("b_module"), work_orders.c.id == bindparam("b_id")
+        )
+        self._insert_event = events.insert()
+        upsert = self._dialect_insert(module_state)
+        self._upsert_value = upsert.on_conflict_do_update(
+            index_elements=["module", "key"], set_={"value": upsert.excluded.value}
+        )
+
     # -- the writer ------------------------------------------------------------------------------
 
-    def _write(self, operation: _Operation) -> Any:
+    def _write(self, write: _Write) -> Any:
         future: Future = Future()
-        self._pending.put((operation, future))
+        self._pending.put((write, future))
         return future.result()
 
     def _write_loop(self) -> None:
+        # One connection for the writer's whole life: no pool checkout and reset per group.
+        self._writer_connection = self._write_engine.connect()
         while True:
             item = self._pending.get()
             if item is None:
+                self._writer_connection.close()
                 return
             group = [item]
             while len(group) < 1024:
@@ -283,23 +352,93 @@ class Journal:
                 group.append(more)
             self._commit(group)
 
-    def _commit(self, group: list[tuple[_Operation, Future]]) -> None:
-        batch = _Batch(self.module, self.events.last_sequence + 1, self.clock.timestamp())
+    def _commit(self, items: list[tuple[_Write, Future]]) -> None:
+        group = _Group(self.module, self.clock.timestamp(), self.events.last_sequence + 1)
+        conn = self._writer_connection
         try:
-            with self._write_engine.begin() as conn:
-                results = [operation(conn, batch) for operation, _ in group]
-                if batch.new_events:
-                    conn.execute(events.insert(), batch.rows())
+            with conn.begin():
+                results = self._apply(conn, group, [write for write, _ in items])
+                if group.inserted:
+                    conn.execute(self._insert_order, [self._row(group.records[id]) for id in group.inserted])
+                if group.updated:
+                    conn.execute(self._update_order, [self._row(group.records[id], key_prefix="b_") for id in group.updated])
+                if group.new_events:
+                    conn.execute(self._insert_event, group.event_rows())
+                if group.values:
+                    conn.execute(self._upsert_value, [{"module": self.module, "key": k, "value": v} for k, v in group.values.items()])
         except Exception as exc:  # one bad write must not fail its neighbours: retry them one by one
-            if len(group) == 1:
-                group[0][1].set_exception(exc)
+            if len(items) == 1:
+                items[0][1].set_exception(exc)
             else:
-                for item in group:
+                for item in items:
                     self._commit([item])
             return
-        self.events.publish(batch.new_events)
-        for (_, future), result in zip(group, results):
+        for record in group.records.values():
+            if record.final:
+                self._unfinished.pop(record.id, None)
+            else:
+                self._unfinished[record.id] = record
+        self.events.publish(group.new_events)
+        for (_, future), result in zip(items, results):
             future.set_result(result)
+
+    def _apply(self, conn: Any, group: _Group, writes: list[_Write]) -> list[Any]:
+        """Works out each write's effect on the group; reads only rows not known in memory."""
+        mentioned = {w.order.id if isinstance(w, _Submit) else getattr(w, "work_order_id", "") for w in writes}
+        stored = self._select_many(conn, {id for id in mentioned if id and id not in self._unfinished})
+
+        def current(work_order_id: str) -> WorkOrderRecord | None:
+            return group.records.get(work_order_id) or self._unfinished.get(work_order_id) or stored.get(work_order_id)
+
+        results: list[Any] = []
+        for write in writes:
+            if isinstance(write, _Submit):
+                known = current(write.order.id)
+                if known is not None:
+                    results.append((known, True))
+                    continue
+                record = WorkOrderRecord(
+                    id=write.order.id, task=write.task, state=QUEUED, priority=write.priority,
+                    requester=write.order.requester, accept_time=group.time, queue_sequence=group.next_sequence,
+                    message="queued", work_order_bytes=write.order.SerializeToString(),
+                )
+                group.records[record.id] = record
+                group.inserted.append(record.id)
+                group.add_event(record.id, work_order_update=_update_event(record))
+                results.append((record, False))
+            elif isinstance(write, _Transition):
+                record = current(write.work_order_id)
+                if record is None or record.final or (write.only_from is not None and record.state not in write.only_from):
+                    results.append(record)
+                    continue
+                updated = replace(record, **self._effective_changes(record, write.changes, group.time))
+                group.change(updated)
+                group.add_event(updated.id, work_order_update=_update_event(updated))
+                results.append(updated)
+            elif isinstance(write, _AddProduct):
+                record = current(write.work_order_id)
+                if record is not None:
+                    products = tuple(p for p in record.products if p["path"] != write.product["path"]) + (write.product,)
+                    group.change(replace(record, products=products))
+                results.append(None)
+            elif isinstance(write, _AppendEvent):
+                results.append(group.add_event(write.work_order_id, **write.kind))
+            else:
+                group.values[write.key] = write.value
+                results.append(None)
+        return results
+
+    @staticmethod
+    def _effective_changes(record: WorkOrderRecord, changes: dict[str, Any], now: float) -> dict[str, Any]:
+        applied = dict(changes)
+        if applied.get("state") in FINAL_STATES:
+            applied.setdefault("end_time", now)
+            if applied["state"] == DONE:
+                applied.setdefault("progress", 100.0)
+        if applied.get("state") == RUNNING and record.state != RUNNING:
+            applied.setdefault("start_time", now)
+            applied["attempts"] = record.attempts + 1
+        return applied
 
     def close(self) -> None:
         self._pending.put(None)
@@ -311,24 +450,7 @@ class Journal:
 
     def submit(self, order: pb.WorkOrder, task: str, priority: int) -> tuple[WorkOrderRecord, bool]:
         """Stores a new work order as QUEUED; returns its record and whether the id was already known."""
-
-        def operation(conn: Any, batch: _Batch) -> tuple[WorkOrderRecord, bool]:
-            record = WorkOrderRecord(
-                id=order.id, task=task, state=QUEUED, priority=priority, requester=order.requester,
-                accept_time=batch.time, queue_sequence=batch.next_sequence, message="queued",
-                work_order_bytes=order.SerializeToString(),
-            )
-            inserted = conn.execute(
-                self._dialect_insert(work_orders)
-                .values(self._row(record))
-                .on_conflict_do_nothing(index_elements=["module", "id"])
-            ).rowcount
-            if inserted:
-                batch.add_event(record.id, work_order_update=_update_event(record))
-                return record, False
-            return self._select(conn, order.id), True
-
-        return self._write(operation)
+        return self._write(_Submit(order, task, priority))
 
     def transition(
         self, work_order_id: str, *, only_from: set[int] | None = None, **changes: Any
@@ -339,70 +461,35 @@ class Journal:
         counts an attempt. Returns the record after the change (unchanged if nothing applied), or None if
         the id is unknown.
         """
-
-        def operation(conn: Any, batch: _Batch) -> WorkOrderRecord | None:
-            record = self._select(conn, work_order_id)
-            if record is None or record.final or (only_from is not None and record.state not in only_from):
-                return record
-            applied = dict(changes)
-            if applied.get("state") in FINAL_STATES:
-                applied.setdefault("end_time", batch.time)
-                if applied["state"] == DONE:
-                    applied.setdefault("progress", 100.0)
-            if applied.get("state") == RUNNING and record.state != RUNNING:
-                applied.setdefault("start_time", batch.time)
-                applied["attempts"] = record.attempts + 1
-            updated = replace(record, **applied)
-            conn.execute(
-                work_orders.update()
-                .where(work_orders.c.module == self.module, work_orders.c.id == work_order_id)
-                .values(self._row(updated))
-            )
-            batch.add_event(work_order_id, work_order_update=_update_event(updated))
-            return updated
-
-        return self._write(operation)
+        return self._write(_Transition(work_order_id, frozenset(only_from) if only_from else None, changes))
 
     def add_product(self, work_order_id: str, product: dict[str, Any]) -> None:
         """Records a product of a work order (kept across a crash)."""
-
-        def operation(conn: Any, _batch: _Batch) -> None:
-            record = self._select(conn, work_order_id)
-            if record is None:
-                return
-            products = [p for p in record.products if p["path"] != product["path"]] + [product]
-            conn.execute(
-                work_orders.update()
-                .where(work_orders.c.module == self.module, work_orders.c.id == work_order_id)
-                .values(products=json.dumps(products))
-            )
-
-        self._write(operation)
+        self._write(_AddProduct(work_order_id, product))
 
     def append_event(self, work_order_id: str = "", **kind: Any) -> pb.Event:
         """Journals a domain event (e.g. ``image_ready=ImageReady(...)``) and returns it with its sequence."""
-        return self._write(lambda _conn, batch: batch.add_event(work_order_id, **kind))
+        return self._write(_AppendEvent(work_order_id, kind))
 
     def set_value(self, key: str, value: str) -> None:
         """Durably remembers a small piece of module state (e.g. a followed stream's position)."""
-
-        def operation(conn: Any, _batch: _Batch) -> None:
-            conn.execute(
-                self._dialect_insert(module_state)
-                .values(module=self.module, key=key, value=value)
-                .on_conflict_do_update(index_elements=["module", "key"], set_={"value": value})
-            )
-
-        self._write(operation)
+        self._write(_SetValue(key, value))
 
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, work_order_id: str) -> WorkOrderRecord | None:
+        record = self._unfinished.get(work_order_id)  # committed, and the latest version
+        if record is not None:
+            return record
         with self._read_engine.connect() as conn:
-            return self._select(conn, work_order_id)
+            row = conn.execute(self._select_one, {"m": self.module, "i": work_order_id}).first()
+            return WorkOrderRecord.from_row(row) if row else None
 
     def unfinished(self) -> list[WorkOrderRecord]:
         """QUEUED and RUNNING work orders in order of acceptance (to resume after a restart)."""
+        return sorted(self._unfinished.values(), key=lambda record: record.queue_sequence)
+
+    def _read_unfinished(self) -> list[WorkOrderRecord]:
         with self._read_engine.connect() as conn:
             rows = conn.execute(
                 select(work_orders)
@@ -429,16 +516,16 @@ class Journal:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _select(self, conn: Any, work_order_id: str) -> WorkOrderRecord | None:
-        row = conn.execute(
-            select(work_orders).where(work_orders.c.module == self.module, work_orders.c.id == work_order_id)
-        ).first()
-        return WorkOrderRecord.from_row(row) if row else None
+    def _select_many(self, conn: Any, ids: set[str]) -> dict[str, WorkOrderRecord]:
+        if not ids:
+            return {}
+        rows = conn.execute(self._select_in, {"m": self.module, "ids": list(ids)})
+        return {row.id: WorkOrderRecord.from_row(row) for row in rows}
 
-    def _row(self, record: WorkOrderRecord) -> dict[str, Any]:
+    def _row(self, record: WorkOrderRecord, key_prefix: str = "") -> dict[str, Any]:
         return {
-            "module": self.module,
-            "id": record.id,
+            key_prefix + "module": self.module,
+            key_prefix + "id": record.id,
             "queue_sequence": record.queue_sequence,
             "task": record.task,
             "state": record.state,

@@ -45,15 +45,15 @@ class InvalidWorkOrder(ValueError):
 class Checker:
     """Checks fields of one message; ``at`` descends into a sub-message with a longer field path."""
 
-    def __init__(self, path: str, storage_root: Path) -> None:
-        self.path = path
+    def __init__(self, field_path: str, storage_root: Path) -> None:
+        self.field_path = field_path
         self.storage_root = storage_root
 
     def at(self, name: str) -> Checker:
-        return Checker(f"{self.path}.{name}" if self.path else name, self.storage_root)
+        return Checker(f"{self.field_path}.{name}" if self.field_path else name, self.storage_root)
 
     def fail(self, name: str, problem: str) -> None:
-        raise InvalidWorkOrder(self.at(name).path, problem)
+        raise InvalidWorkOrder(self.at(name).field_path, problem)
 
     def number(self, name: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
         """A finite number in [low, high] (or [low, high) when ``high_open``)."""

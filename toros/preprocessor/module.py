@@ -1,16 +1,91 @@
-"""The preprocessor module as the runtime sees it: its tasks."""
+"""The preprocessor module as the runtime sees it: calibrate_night and calibrate_images work orders."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
-from toros.runtime.module import Module, Task
+from toros.preprocessor.inventory import night_files
+from toros.preprocessor.library import MasterLibrary
+from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
+from toros.runtime.files import confine
+from toros.runtime.module import Module, Services, Task
+from toros.runtime.workers import TaskContext, TaskFailed
+
+
+class WorkOrderReporter:
+    """Calibration progress as calibration_progress events, progress_percent and products of a work order."""
+
+    def __init__(self, context: TaskContext) -> None:
+        self.context = context
+        self._last: tuple[str, int, int, str] | None = None
+
+    def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
+        if (stage, done, total, path) == self._last:
+            return
+        self._last = (stage, done, total, path)
+        percent = 100.0 * done / total if total else 0.0
+        self.context.emit(
+            calibration_progress=pb.CalibrationProgress(stage=stage, frames_done=done, frames_total=total, percent=percent, path=path)
+        )
+        self.context.progress(percent, f"{stage}: {done} of {total} frames")
+
+    def product(self, path: Path, kind: str) -> None:
+        self.context.add_product(path, kind)
+
+    def check(self) -> None:
+        self.context.check()
 
 
 class PreprocessorModule(Module):
     name = "preprocessor"
 
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.storage_root = Path(self.config.storage.root)
+        self.library: MasterLibrary | None = None
+
     def tasks(self) -> dict[str, Task]:
         return {
-            "calibrate_night": Task(orders.check_calibrate_night),
-            "calibrate_images": Task(orders.check_calibrate_images),
+            "calibrate_night": Task(orders.check_calibrate_night, self.calibrate_night),
+            "calibrate_images": Task(orders.check_calibrate_images, self.calibrate_images),
         }
+
+    def start(self) -> None:
+        self.library = MasterLibrary(self.config.database)
+
+    def stop(self) -> None:
+        if self.library is not None:
+            self.library.close()
+
+    def _pipeline(self, context: TaskContext) -> NightCalibration:
+        assert self.library is not None, "started"
+        return NightCalibration(
+            self.config.preprocessor.calibration, self.library, self.storage_root,
+            longitude_deg=self.config.telescope.site.longitude, work_order_id=context.id, now=self.clock.timestamp,
+        )
+
+    @staticmethod
+    def _outcome(result: NightResult) -> str:
+        if not result.calibrated and not result.masters:
+            raise TaskFailed(result.summary())
+        return result.summary()
+
+    def calibrate_night(self, context: TaskContext) -> str:
+        directory = confine(context.task.directory, self.storage_root)
+        if not directory.is_dir():
+            raise TaskFailed(f"calibrate_night.directory: no such directory: {directory}")
+        files = night_files(directory)
+        if not files:
+            raise TaskFailed(f"no FITS files in {directory}")
+        night = directory.name if NIGHT_NAME.match(directory.name) else None
+        result = self._pipeline(context).run(
+            files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
+        )
+        return self._outcome(result)
+
+    def calibrate_images(self, context: TaskContext) -> str:
+        files = [confine(path, self.storage_root) for path in context.task.paths]
+        result = self._pipeline(context).run(files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays)
+        return self._outcome(result)

@@ -18,7 +18,6 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,7 +25,6 @@ from sqlalchemy import (
     BigInteger,
     bindparam,
     Column,
-    Engine,
     Float,
     Integer,
     LargeBinary,
@@ -34,18 +32,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.config import DatabaseConfig
+from toros.runtime.database import make_engine, url_for_logs
 from toros.runtime.events import EventHub
 
 log = logging.getLogger(__name__)
@@ -258,10 +254,9 @@ class Journal:
     def __init__(self, database: DatabaseConfig, module: str, clock: Clock) -> None:
         self.module = module
         self.clock = clock
-        url = database.url.get_secret_value() if database.url else f"sqlite:///{Path(database.path)}"
-        self.url_for_logs = make_url(url).render_as_string(hide_password=True)
-        self._write_engine = self._engine(url, writer=True)
-        self._read_engine = self._engine(url, writer=False)
+        self.url_for_logs = url_for_logs(database)
+        self._write_engine = make_engine(database, writer=True)
+        self._read_engine = make_engine(database, writer=False)
         self._dialect_insert = postgresql_insert if self._write_engine.dialect.name == "postgresql" else sqlite_insert
         metadata.create_all(self._write_engine)
         with self._read_engine.connect() as conn:
@@ -277,35 +272,6 @@ class Journal:
         self._writer = threading.Thread(target=self._write_loop, name=f"{module}-journal", daemon=True)
         self._writer.start()
         log.info("journal of %s at %s, last event %d", module, self.url_for_logs, self.events.last_sequence)
-
-    @staticmethod
-    def _engine(url: str, *, writer: bool) -> Engine:
-        parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True, pool_size=4 if writer else 8, max_overflow=0 if writer else 64)
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1 if writer else 8,
-            max_overflow=0 if writer else 64,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # transactions are begun explicitly below
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            # The writer takes the write lock at once, so another daemon sharing the file cannot make its
-            # snapshot stale between a read and a write of the same transaction.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
-
-        return engine
 
     def _prepare_statements(self) -> None:
         """Statements built once and executed with parameters (building them per call costs more than SQLite)."""

@@ -1,0 +1,381 @@
+"""Calibrating a night: inventory, then per setup the masters (bias, darks per exposure time, flats per
+filter, each from this night's frames or borrowed from the library), then every science frame.
+
+Bad files never stop the night: each is named in the result with the reason and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Protocol
+
+import bottleneck
+import numpy as np
+from astropy.io import fits
+from astropy.stats import mad_std
+
+from toros.preprocessor.combine import combine_bands
+from toros.preprocessor.inventory import BadFrame, Inventory, RawFrame, Setup, stem, take_inventory
+from toros.preprocessor.library import Master, MasterLibrary
+from toros.preprocessor.reduction import Corrections, FrameReader
+from toros.runtime.config import CalibrationConfig
+from toros.runtime.files import atomic_write, sha256_of
+
+log = logging.getLogger(__name__)
+
+# Bits of the calibrated frames' MASK extension.
+MASK_HOT = 1
+MASK_BAD_FLAT = 2
+MASK_SATURATED = 4
+MASK_COSMIC_RAY = 8
+NIGHT_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Reporter(Protocol):
+    """Where a calibration reports to (the work order's context)."""
+
+    def stage(self, stage: str, done: int, total: int, path: str = "") -> None: ...
+
+    def product(self, path: Path, kind: str) -> None: ...
+
+    def check(self) -> None: ...
+
+
+@dataclass
+class LoadedMaster:
+    master: Master
+    data: np.ndarray
+    mask: np.ndarray | None
+    borrowed: bool
+
+
+@dataclass
+class NightResult:
+    calibrated: list[Path] = field(default_factory=list)
+    masters: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{len(self.calibrated)} frames calibrated, {len(self.masters)} masters built"
+        if self.notes:
+            text += "; " + "; ".join(self.notes)
+        if self.problems:
+            text += f"; {len(self.problems)} skipped: " + "; ".join(self.problems)
+        return text
+
+
+def night_of(date_obs: str, longitude_deg: float) -> str:
+    """The observing night (YYYY-MM-DD): the site's local date at noon before the exposure."""
+    try:
+        when = datetime.fromisoformat(date_obs.replace("Z", "+00:00"))
+    except ValueError:
+        when = datetime.now(timezone.utc)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    local = when + timedelta(hours=longitude_deg / 15.0) - timedelta(hours=12)
+    return local.date().isoformat()
+
+
+def _lacosmic(data: np.ndarray, gain: float, readnoise: float, saturation: float) -> tuple[np.ndarray, np.ndarray]:
+    """L.A.Cosmic through ccdproc (astroscrappy); runs in a worker process."""
+    from ccdproc import cosmicray_lacosmic
+
+    cleaned, crmask = cosmicray_lacosmic(data, gain=gain, readnoise=readnoise, satlevel=saturation, gain_apply=False)
+    return np.asarray(cleaned, dtype=np.float32), np.asarray(crmask, dtype=bool)
+
+
+class NightCalibration:
+    def __init__(
+        self, settings: CalibrationConfig, library: MasterLibrary, storage_root: Path, *, longitude_deg: float,
+        work_order_id: str, now: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.library = library
+        self.storage_root = storage_root
+        self.longitude = longitude_deg
+        self.work_order_id = work_order_id
+        self.now = now
+
+    def run(self, paths: list[Path], reporter: Reporter, *, night: str | None = None, clean_cosmic_rays: bool = False) -> NightResult:
+        result = NightResult()
+        reporter.stage("inventory", 0, len(paths))
+        inventory = take_inventory(paths, self.settings)
+        result.problems += inventory.problems
+        if not inventory.frames:
+            result.problems.append("no usable FITS frames")
+            return result
+        total = len(inventory.frames)
+        self._done = 0
+        self._total = total
+        for setup in inventory.setups():
+            first = (inventory.of("light", setup) or [f for f in inventory.frames if f.setup == setup])[0]
+            setup_night = night or night_of(first.date_obs, self.longitude)
+            self._calibrate_setup(inventory, setup, setup_night, reporter, result, clean_cosmic_rays)
+        return result
+
+    # -- masters ---------------------------------------------------------------------------------
+
+    def _advance(self, reporter: Reporter, stage: str, path: str = "") -> None:
+        self._done += 1
+        reporter.stage(stage, self._done, self._total, path)
+
+    def _readers(self, frames: list[RawFrame], result: NightResult) -> list[FrameReader]:
+        readers: list[FrameReader] = []
+        for frame in frames:
+            try:
+                readers.append(FrameReader(frame, self.settings))
+            except BadFrame as exc:
+                result.problems.append(f"{frame.name}: {exc}")
+        if readers:
+            shape = max({r.shape for r in readers}, key=lambda s: sum(r.shape == s for r in readers))
+            for reader in [r for r in readers if r.shape != shape]:
+                result.problems.append(f"{reader.frame.name}: trimmed size {reader.shape} differs from the night's {shape}")
+                reader.close()
+                readers.remove(reader)
+        return readers
+
+    def _combine(
+        self, kind: str, frames: list[RawFrame], corrections: Callable[[RawFrame], Corrections], reporter: Reporter,
+        result: NightResult, *, scale_by_median: bool = False,
+    ) -> tuple[np.ndarray, list[RawFrame]] | None:
+        readers = self._readers(frames, result)
+        minimum = getattr(self.settings, f"min_{kind}")
+        if len(readers) < minimum:
+            for reader in readers:
+                reader.close()
+            if frames:
+                result.problems.append(f"master {kind}: {len(readers)} usable frames, at least {minimum} needed")
+            return None
+        try:
+            shape = readers[0].shape
+            fixes = [corrections(r.frame) for r in readers]
+            scales = None
+            if scale_by_median:  # each flat normalised by its median before combining (ccdproc's inv_median)
+                scales = [1.0 / float(bottleneck.nanmedian(f.apply(r.band(0, shape[0]), 0, shape[0]))) for r, f in zip(readers, fixes)]
+            held = sum(a.nbytes for f in fixes for a in (f.bias, f.dark, f.flat) if a is not None) // max(1, len(fixes))
+            budget = self.settings.memory_limit_bytes - held - shape[0] * shape[1] * 4
+            combined = combine_bands(
+                len(readers), shape, lambda i, start, stop: fixes[i].apply(readers[i].band(start, stop), start, stop),
+                method=self.settings.combine, sigma_low=self.settings.sigma_low, sigma_high=self.settings.sigma_high,
+                budget_bytes=max(budget, 1), scales=scales,
+                on_band=lambda stop, height: reporter.stage(f"master_{kind}", self._done, self._total),
+            )
+        finally:
+            for reader in readers:
+                reader.close()
+        used = [r.frame for r in readers]
+        for frame in used:
+            self._advance(reporter, f"master_{kind}", str(frame.path))
+        return combined, used
+
+    def _store_master(
+        self, kind: str, data: np.ndarray, mask: np.ndarray | None, frames: list[RawFrame], setup: Setup, night: str,
+        reporter: Reporter, result: NightResult, *, exposure_time: float = 0.0, filter: str = "",
+    ) -> LoadedMaster:
+        suffix = {"dark": f"_{exposure_time:g}s", "flat": f"_{filter}"}.get(kind, "")
+        path = self.storage_root / "masters" / setup.key / night / f"master_{kind}{suffix}.fits"
+        header = fits.Header()
+        header["IMAGETYP"] = f"MASTER {kind.upper()}"
+        header["NCOMBINE"] = (len(frames), "raw frames combined")
+        header["COMBINE"] = (self.settings.combine, "sigma-clipped average or median")
+        header["NIGHT"] = night
+        header["SETUP"] = setup.key
+        header["EXPTIME"] = exposure_time
+        header["FILTER"] = filter or "none"
+        header["TOROSWO"] = (self.work_order_id, "work order that built it")
+        for frame in frames:
+            header.add_history(f"from {frame.name}")
+        hdus = fits.HDUList([fits.PrimaryHDU(data.astype(np.float32, copy=False), header)])
+        if mask is not None:
+            hdus.append(fits.ImageHDU(mask, name="MASK"))
+        with atomic_write(path) as stream:
+            hdus.writeto(stream)
+        master = Master(kind, setup.key, night, exposure_time, filter, path, tuple(str(f.path) for f in frames))
+        self.library.add(master, sha256_of(path), self.now(), self.work_order_id)
+        reporter.product(path, f"master_{kind}")
+        result.masters.append(path)
+        return LoadedMaster(master, data, mask, borrowed=False)
+
+    def _borrow(self, kind: str, setup: Setup, night: str, result: NightResult, **which: object) -> LoadedMaster | None:
+        master = self.library.find(kind, setup.key, night, **which)
+        if master is None:
+            return None
+        data, mask = master.load()
+        borrowed = master.night != night
+        if borrowed:
+            result.notes.append(f"master {kind} borrowed from {master.night} ({master.path.name})")
+        return LoadedMaster(master, data, mask, borrowed)
+
+    def _calibrate_setup(
+        self, inventory: Inventory, setup: Setup, night: str, reporter: Reporter, result: NightResult, clean: bool
+    ) -> None:
+        reporter.check()
+        built = self._combine("bias", inventory.of("bias", setup), lambda f: Corrections(), reporter, result)
+        bias = (
+            self._store_master("bias", built[0], None, built[1], setup, night, reporter, result)
+            if built else self._borrow("bias", setup, night, result)
+        )
+        darks: dict[float, LoadedMaster] = {}
+        for exposure_time, frames in inventory.darks_by_exposure(setup).items():
+            reporter.check()
+            built = self._combine("dark", frames, lambda f: Corrections(bias=bias.data if bias else None), reporter, result)
+            if built:
+                hot = self._hot_pixels(built[0], exposure_time)
+                darks[exposure_time] = self._store_master(
+                    "dark", built[0], hot, built[1], setup, night, reporter, result, exposure_time=exposure_time
+                )
+        flats: dict[str, LoadedMaster] = {}
+        for filter_name, frames in inventory.flats_by_filter(setup).items():
+            reporter.check()
+            built = self._combine(
+                "flat", frames, lambda f: self._dark_corrections(f, bias, darks, setup, night, result), reporter, result,
+                scale_by_median=True,
+            )
+            if built:
+                flat = built[0] / np.float32(bottleneck.nanmean(built[0]))
+                bad = ((flat < self.settings.flat_low) | (flat > self.settings.flat_high)).astype(np.uint8) * MASK_BAD_FLAT
+                flats[filter_name] = self._store_master(
+                    "flat", flat, bad, built[1], setup, night, reporter, result, filter=filter_name
+                )
+        self._calibrate_lights(inventory.of("light", setup), setup, night, bias, darks, flats, reporter, result, clean)
+
+    def _hot_pixels(self, dark: np.ndarray, exposure_time: float) -> np.ndarray:
+        if exposure_time <= 0:
+            return np.zeros(dark.shape, dtype=np.uint8)
+        level = float(bottleneck.nanmedian(dark))
+        spread = float(mad_std(dark[:: max(1, dark.shape[0] // 512)], ignore_nan=True))
+        return (dark > level + self.settings.hot_pixel_sigma * max(spread, 1e-6)).astype(np.uint8) * MASK_HOT
+
+    def _dark_for(
+        self, exposure_time: float, darks: dict[float, LoadedMaster], setup: Setup, night: str, result: NightResult
+    ) -> LoadedMaster | None:
+        if exposure_time in darks:
+            return darks[exposure_time]
+        if darks:  # this night's dark of the nearest exposure time, scaled
+            return darks[min(darks, key=lambda t: (abs(t - exposure_time), -t))]
+        dark = self._borrow("dark", setup, night, result, exposure_time=exposure_time)
+        if dark is not None:
+            darks[dark.master.exposure_time] = dark
+        return dark
+
+    def _dark_corrections(
+        self, frame: RawFrame, bias: LoadedMaster | None, darks: dict[float, LoadedMaster], setup: Setup, night: str,
+        result: NightResult,
+    ) -> Corrections:
+        dark = self._dark_for(frame.exposure_time, darks, setup, night, result) if frame.exposure_time > 0 else None
+        scale = frame.exposure_time / dark.master.exposure_time if dark and dark.master.exposure_time > 0 else 0.0
+        return Corrections(bias=bias.data if bias else None, dark=dark.data if dark and scale else None, dark_scale=scale)
+
+    # -- science frames --------------------------------------------------------------------------
+
+    def _calibrate_lights(
+        self, lights: list[RawFrame], setup: Setup, night: str, bias: LoadedMaster | None, darks: dict[float, LoadedMaster],
+        flats: dict[str, LoadedMaster], reporter: Reporter, result: NightResult, clean: bool,
+    ) -> None:
+        pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes) if clean and lights else None
+        pending: list[tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame]] = []
+        try:
+            for frame in lights:
+                reporter.check()
+                output = self.storage_root / "calibrated" / night / f"{stem(frame.path)}_cal.fits"
+                if output.exists():  # calibrated before a restart: written atomically, so complete
+                    self._finish(frame, output, reporter, result)
+                    continue
+                if bias is None:
+                    result.problems.append(f"{frame.name}: no master bias for setup {setup.key} on or before {night}")
+                    self._advance(reporter, "science", str(frame.path))
+                    continue
+                flat = flats.get(frame.filter) or self._borrow("flat", setup, night, result, filter=frame.filter)
+                if flat is None:
+                    result.problems.append(f"{frame.name}: no master flat for filter {frame.filter} on or before {night}")
+                    self._advance(reporter, "science", str(frame.path))
+                    continue
+                flats[frame.filter] = flat
+                try:
+                    data, mask, header = self._calibrate(frame, bias, darks, flat, setup, night, result)
+                except BadFrame as exc:
+                    result.problems.append(f"{frame.name}: {exc}")
+                    self._advance(reporter, "science", str(frame.path))
+                    continue
+                if pool is None:
+                    self._write(data, mask, header, output)
+                    self._finish(frame, output, reporter, result)
+                    continue
+                gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
+                job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
+                pending.append((job, data, mask, header, output, frame))
+                if len(pending) >= self.settings.cosmic_ray_processes:
+                    self._finish_cleaning(pending.pop(0), reporter, result)
+            while pending:
+                self._finish_cleaning(pending.pop(0), reporter, result)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    def _calibrate(
+        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
+        night: str, result: NightResult,
+    ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
+        corrections = self._dark_corrections(frame, bias, darks, setup, night, result)
+        corrections.flat = flat.data
+        with FrameReader(frame, self.settings) as reader:
+            height, width = reader.shape
+            if bias.data.shape != (height, width) or flat.data.shape != (height, width):
+                raise BadFrame(f"trimmed size {reader.shape} differs from the masters' {bias.data.shape}")
+            data = corrections.apply(reader.band(0, height), 0, height)
+            mask = np.zeros((height, width), dtype=np.uint8)
+            if frame.saturation is not None:
+                mask |= (reader.raw_band(0, height) >= frame.saturation).astype(np.uint8) * MASK_SATURATED
+            with fits.open(frame.path, memmap=False) as hdul:
+                header = hdul[frame.hdu].header.copy()
+        dark = next((d for d in darks.values() if d.data is corrections.dark), None)
+        for master in (dark, flat):
+            if master is not None and master.mask is not None:
+                mask |= master.mask
+        for keyword in ("BIASSEC", "TRIMSEC", "DATASEC", "BZERO", "BSCALE"):
+            header.remove(keyword, ignore_missing=True, remove_all=True)
+        header["CALSTAT"] = ("OTBDF", "overscan, trim, bias, dark, flat")
+        header["OVERSCAN"] = (bool(frame.biassec), "overscan subtracted (per-row median)")
+        header["TRIMMED"] = (frame.trimsec or "none", "raw TRIMSEC kept")
+        header["GAINCORR"] = (self.settings.gain is not None, "converted to electrons")
+        header["MBIAS"] = (bias.master.path.name, f"night {bias.master.night}")
+        header["MDARK"] = (dark.master.path.name if dark else "none", f"scaled x{corrections.dark_scale:.4g}")
+        header["MFLAT"] = (flat.master.path.name, f"night {flat.master.night}")
+        header["BORROWED"] = (", ".join(m.master.kind for m in (bias, dark, flat) if m and m.borrowed) or "none", "masters from an earlier night")
+        header["NIGHT"] = night
+        header["TOROSWO"] = (self.work_order_id, "work order that calibrated it")
+        header["RAWFILE"] = frame.name
+        header.add_history(
+            f"TOROS preprocessor: overscan, trim, bias {bias.master.path.name}, "
+            f"dark {dark.master.path.name if dark else 'none'} x{corrections.dark_scale:.4g}, flat {flat.master.path.name}"
+        )
+        return data, mask, header
+
+    def _finish_cleaning(
+        self, item: tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame], reporter: Reporter, result: NightResult
+    ) -> None:
+        job, _data, mask, header, output, frame = item
+        cleaned, cosmic = job.result()
+        mask |= cosmic.astype(np.uint8) * MASK_COSMIC_RAY
+        header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
+        header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
+        self._write(cleaned, mask, header, output)
+        self._finish(frame, output, reporter, result)
+
+    @staticmethod
+    def _write(data: np.ndarray, mask: np.ndarray, header: fits.Header, output: Path) -> None:
+        hdus = fits.HDUList([fits.PrimaryHDU(data.astype(np.float32, copy=False), header), fits.ImageHDU(mask, name="MASK")])
+        with atomic_write(output) as stream:
+            hdus.writeto(stream)
+
+    def _finish(self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult) -> None:
+        reporter.product(output, "calibrated")
+        result.calibrated.append(output)
+        self._advance(reporter, "science", str(frame.path))

@@ -1,0 +1,1 @@
+"""Simulations shared by the whole project (the camera simulator, tests, benchmarks, the demo)."""

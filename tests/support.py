@@ -8,8 +8,12 @@ test can kill -9.
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from astropy.io import fits
+from google.protobuf.duration_pb2 import Duration
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import Config, load_config
@@ -17,6 +21,7 @@ from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.server import Daemon
 from toros.runtime.workers import TaskContext, TaskFailed
+from toros.simulation.ccd import Sensor, make_frame
 from toros.telescope import orders
 
 STEP_SECONDS = 1.0  # clock seconds per step of a drill task
@@ -54,6 +59,53 @@ class DrillTelescope(Module):
             context.emit(image_ready=pb.ImageReady(path=str(path), sha256=product.sha256, size_bytes=product.size_bytes, object=target.name))
             context.progress(100.0 * (index + 1) / len(context.task.targets))
         return f"{len(context.task.targets)} targets observed"
+
+
+KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat", pb.IMAGE_TYPE_LIGHT: "light"}
+SMALL_SENSOR = Sensor(width=96, height=80, overscan=8)
+
+
+class CameraDrillTelescope(DrillTelescope):
+    """The drill telescope with a simulated camera: raw FITS frames from the project's frame generator."""
+
+    def tasks(self) -> dict[str, Task]:
+        return {
+            **super().tasks(),
+            "take_calibrations": Task(orders.check_take_calibrations, self.take_calibrations),
+            "observe_targets": Task(orders.check_observe_targets, self.observe),
+        }
+
+    def _expose(self, context: TaskContext, image_type: int, exposure: float, filter: str, name: str) -> None:
+        sequence = self.journal.events.last_sequence
+        when = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc) + timedelta(seconds=sequence)
+        frame = make_frame(
+            SMALL_SENSOR, KINDS[image_type], exposure_time=exposure, filter=filter, seed=sequence, date_obs=when,
+            object_name=name, stars=20 if image_type == pb.IMAGE_TYPE_LIGHT else 0,
+        )
+        path = Path(self.config.storage.root) / "2026-11-22" / f"{context.id}-{sequence:05d}.fits"
+        with atomic_write(path) as stream:
+            fits.PrimaryHDU(frame.data, frame.header).writeto(stream)
+        product = context.add_product(path, "raw")
+        context.emit(image_ready=pb.ImageReady(
+            path=str(path), sha256=product.sha256, size_bytes=product.size_bytes, image_type=image_type, filter=filter,
+            exposure_time=Duration(seconds=int(exposure)), object=name, night="2026-11-22",
+        ))
+
+    def take_calibrations(self, context: TaskContext) -> str:
+        task = context.task
+        exposure = task.exposure_time.seconds if task.image_type != pb.IMAGE_TYPE_FLAT else 5
+        for _ in range(task.count):
+            self._expose(context, task.image_type, exposure, task.filter or "r", KINDS[task.image_type])
+        return f"{task.count} {KINDS[task.image_type]} frames"
+
+    def observe(self, context: TaskContext) -> str:
+        for target in context.task.targets:
+            self._expose(context, pb.IMAGE_TYPE_LIGHT, target.exposure_time.seconds or 30, target.filter or "r", target.name)
+        return f"{len(context.task.targets)} targets observed"
+
+
+def camera_daemon(config: Config) -> Daemon:
+    return Daemon(config, CameraDrillTelescope, "telescope")
 
 
 def drill_daemon(config: Config) -> Daemon:

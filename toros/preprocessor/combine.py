@@ -1,6 +1,7 @@
 """Combining frames into a master, streamed in row bands so that memory stays under the configured limit.
 
-Every file is opened once; for each band, the same rows of every frame are stacked and combined. The
+Every file is opened once; for each band, the same rows of every frame are stacked and combined, on all
+cores (the frames of a band are read in parallel, and its rows are clipped in parallel chunks). The
 sigma-clipped average is the astropy CCD Data Reduction Guide's recipe and what ``ccdproc.combine`` does:
 one pass of ``astropy.stats.sigma_clip`` about the median with the MAD standard deviation, then the mean of
 what remains.
@@ -8,8 +9,10 @@ what remains.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import bottleneck
 import numpy as np
@@ -17,6 +20,8 @@ from astropy.stats import sigma_clip
 
 # Bytes of working memory per stacked value: the stack itself plus sigma_clip's temporaries.
 WORKING_BYTES_PER_VALUE = 16
+# Reading and clipping release the GIL: a band's frames are read, and its rows combined, on every core.
+THREADS = os.cpu_count() or 1
 
 
 def band_rows(frames: int, width: int, height: int, budget_bytes: int) -> int:
@@ -44,16 +49,26 @@ def combine_bands(
     rows = band_rows(count, width, height, budget_bytes)
     result = np.empty(shape, dtype=np.float32)
     stack = np.empty((count, rows, width), dtype=np.float32)
-    for start in range(0, height, rows):
-        stop = min(height, start + rows)
-        band = stack[:, : stop - start]
-        for index in range(count):
-            band[index] = read_band(index, start, stop)
-            if scales is not None:
-                band[index] *= np.float32(scales[index])
-        result[start:stop] = combine_stack(band, method, sigma_low, sigma_high)
-        if on_band is not None:
-            on_band(stop, height)
+    with ThreadPoolExecutor(THREADS, thread_name_prefix="combine") as pool:
+        for start in range(0, height, rows):
+            stop = min(height, start + rows)
+            band = stack[:, : stop - start]
+
+            def fill(index: int) -> None:
+                band[index] = read_band(index, start, stop)
+                if scales is not None:
+                    band[index] *= np.float32(scales[index])
+
+            list(pool.map(fill, range(count)))
+            chunks = np.array_split(np.arange(stop - start), min(THREADS, stop - start))
+
+            def combine_chunk(chunk: np.ndarray) -> None:
+                first, last = int(chunk[0]), int(chunk[-1]) + 1
+                result[start + first : start + last] = combine_stack(band[:, first:last], method, sigma_low, sigma_high)
+
+            list(pool.map(combine_chunk, chunks))
+            if on_band is not None:
+                on_band(stop, height)
     return result
 
 

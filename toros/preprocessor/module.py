@@ -6,6 +6,7 @@ from pathlib import Path
 
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
+from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
@@ -45,6 +46,7 @@ class PreprocessorModule(Module):
         super().__init__(services)
         self.storage_root = Path(self.config.storage.root)
         self.library: MasterLibrary | None = None
+        self.followers: list[TelescopeFollower] = []
 
     def tasks(self) -> dict[str, Task]:
         return {
@@ -54,10 +56,34 @@ class PreprocessorModule(Module):
 
     def start(self) -> None:
         self.library = MasterLibrary(self.config.database)
+        self.followers = [
+            TelescopeFollower(telescope, self.services, self.storage_root) for telescope in self.config.preprocessor.follow
+        ]
+        for follower in self.followers:
+            follower.start()
 
     def stop(self) -> None:
+        for follower in self.followers:
+            follower.stop()
         if self.library is not None:
             self.library.close()
+
+    def status_message(self) -> str:
+        if not self.followers:
+            return ""
+        return "following " + ", ".join(f"{f.telescope.name} (after event {f.position})" for f in self.followers)
+
+    def _wait_for_earlier_images(self, context: TaskContext) -> None:
+        """Images of a followed telescope are calibrated in the order they arrived: the first of a night
+        builds its masters, the next ones use them."""
+        def earlier() -> bool:
+            return any(
+                r.requester == context.record.requester and r.queue_sequence < context.record.queue_sequence
+                for r in self.journal.unfinished()
+            )
+
+        while earlier():
+            context.sleep(0.2 * self.clock.rate)
 
     def _pipeline(self, context: TaskContext) -> NightCalibration:
         assert self.library is not None, "started"
@@ -86,6 +112,8 @@ class PreprocessorModule(Module):
         return self._outcome(result)
 
     def calibrate_images(self, context: TaskContext) -> str:
+        if context.record.requester.startswith("follower:"):
+            self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
         result = self._pipeline(context).run(files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays)
         return self._outcome(result)

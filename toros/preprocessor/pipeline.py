@@ -329,10 +329,12 @@ class NightCalibration:
             height, width = reader.shape
             if bias.data.shape != (height, width) or flat.data.shape != (height, width):
                 raise BadFrame(f"trimmed size {reader.shape} differs from the masters' {bias.data.shape}")
-            data = corrections.apply(reader.band(0, height), 0, height)
+            raw = reader.read(0, height)
+            data = corrections.apply(reader.reduce(raw), 0, height)
             mask = np.zeros((height, width), dtype=np.uint8)
             if frame.saturation is not None:
-                mask |= (reader.raw_band(0, height) >= frame.saturation).astype(np.uint8) * MASK_SATURATED
+                mask |= (raw[:, reader.columns] >= frame.saturation).astype(np.uint8) * MASK_SATURATED
+            del raw
             with fits.open(frame.path, memmap=False) as hdul:
                 header = hdul[frame.hdu].header.copy()
         dark = next((d for d in darks.values() if d.data is corrections.dark), None)

@@ -38,22 +38,11 @@ def section(text: str | None, shape: tuple[int, int], keyword: str) -> tuple[sli
     return rows, columns
 
 
-@dataclass
-class Overscan:
-    """The overscan level to subtract: one value per raw row (axis 1) or per raw column (axis 0)."""
-
-    axis: int
-    values: np.ndarray
-
-    def apply(self, raw_band: np.ndarray, raw_rows: slice) -> None:
-        if self.axis == 1:
-            raw_band -= self.values[raw_rows, np.newaxis]
-        else:
-            raw_band -= self.values[np.newaxis, :]
-
-
 class FrameReader:
-    """One raw frame, opened once, served as bands of its trimmed (and overscan- and gain-corrected) image."""
+    """One raw frame, opened once, served as bands of its trimmed (and overscan- and gain-corrected) image.
+
+    Bands are read as whole rows (one contiguous read each); columns are selected in memory.
+    """
 
     def __init__(self, frame: RawFrame, settings: CalibrationConfig) -> None:
         self.frame = frame
@@ -61,22 +50,30 @@ class FrameReader:
         self._hdu = self._hdul[frame.hdu]
         raw_shape = (frame.setup.height, frame.setup.width)
         self.rows, self.columns = section(frame.trimsec, raw_shape, "TRIMSEC")
-        self.overscan = self._measure_overscan(frame.biassec, raw_shape) if frame.biassec else None
+        self._overscan_rows, self._overscan_columns = (
+            section(frame.biassec, raw_shape, "BIASSEC") if frame.biassec else (None, None)
+        )
+        self._column_levels = self._overscan_of_columns(raw_shape) if frame.biassec else None
         self.gain = self._gain(settings)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rows.stop - self.rows.start, self.columns.stop - self.columns.start
 
-    def _measure_overscan(self, biassec: str, raw_shape: tuple[int, int]) -> Overscan:
-        rows, columns = section(biassec, raw_shape, "BIASSEC")
-        strip = np.asarray(self._hdu.section[rows, columns], dtype=np.float32)
-        axis = 1 if strip.shape[1] <= strip.shape[0] else 0
-        if axis == 1 and (rows.start, rows.stop) != (0, raw_shape[0]):
-            raise BadFrame(f"BIASSEC {biassec!r} must span every row of the frame")
-        if axis == 0 and (columns.start, columns.stop) != (0, raw_shape[1]):
-            raise BadFrame(f"BIASSEC {biassec!r} must span every column of the frame")
-        return Overscan(axis, np.median(strip, axis=axis).astype(np.float32))
+    def _overscan_of_columns(self, raw_shape: tuple[int, int]) -> np.ndarray | None:
+        """For an overscan strip of rows (wider than tall): its median per column, measured once.
+
+        A strip of columns (the usual case) is measured per row, band by band, as the rows are read.
+        """
+        rows, columns = self._overscan_rows, self._overscan_columns
+        if columns.stop - columns.start <= rows.stop - rows.start:
+            if (rows.start, rows.stop) != (0, raw_shape[0]):
+                raise BadFrame(f"BIASSEC {self.frame.biassec!r} must span every row of the frame")
+            return None
+        if (columns.start, columns.stop) != (0, raw_shape[1]):
+            raise BadFrame(f"BIASSEC {self.frame.biassec!r} must span every column of the frame")
+        strip = np.asarray(self._hdu.section[rows, :], dtype=np.float32)
+        return np.median(strip, axis=0).astype(np.float32)
 
     def _gain(self, settings: CalibrationConfig) -> float | None:
         if settings.gain == "header":
@@ -85,21 +82,25 @@ class FrameReader:
             return self.frame.gain
         return settings.gain
 
-    def band(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of the trimmed image as float32, overscan subtracted, in electrons if gain is set."""
-        raw_rows = slice(self.rows.start + start, self.rows.start + stop)
-        raw = np.asarray(self._hdu.section[raw_rows, :], dtype=np.float32)
-        if self.overscan is not None:
-            self.overscan.apply(raw, raw_rows)
-        band = raw[:, self.columns]
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """The raw rows behind rows [start, stop) of the trimmed image, every column, as stored."""
+        return np.asarray(self._hdu.section[self.rows.start + start : self.rows.start + stop, :])
+
+    def reduce(self, raw: np.ndarray) -> np.ndarray:
+        """Overscan, trim and gain applied to raw rows from ``read``: float32 (electrons if gain is set)."""
+        band = raw.astype(np.float32)
+        if self._column_levels is not None:
+            band -= self._column_levels[np.newaxis, :]
+        elif self._overscan_columns is not None:
+            band -= np.median(band[:, self._overscan_columns], axis=1).astype(np.float32)[:, np.newaxis]
+        band = band[:, self.columns]
         if self.gain is not None:
             band *= np.float32(self.gain)
         return np.ascontiguousarray(band)
 
-    def raw_band(self, start: int, stop: int) -> np.ndarray:
-        """The raw values of the same trimmed rows (to find saturated pixels)."""
-        raw_rows = slice(self.rows.start + start, self.rows.start + stop)
-        return np.asarray(self._hdu.section[raw_rows, self.columns])
+    def band(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the trimmed image, overscan subtracted, in electrons if gain is set."""
+        return self.reduce(self.read(start, stop))
 
     def close(self) -> None:
         self._hdul.close()

@@ -193,10 +193,18 @@ class CalibrationConfig(_Section):
         return {key.strip().upper(): kind for key, kind in mapping.items()}
 
 
+class FollowedTelescope(_Section):
+    """A telescope whose image stream the preprocessor follows."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    address: str = Field(description="host:port of the telescope daemon")
+
+
 class PreprocessorConfig(ServerConfig):
     port: int = Field(default=50053, ge=0, le=65535)
     http: str | None = "http://127.0.0.1:50053"
     calibration: CalibrationConfig = CalibrationConfig()
+    follow: tuple[FollowedTelescope, ...] = ()
 
     @field_validator("http")
     @classmethod

@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.config import Config
-from toros.runtime.journal import Journal
+from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.runtime.validation import Checker
 from toros.runtime.workers import TaskContext
 
@@ -26,11 +26,16 @@ class Task:
 
 @dataclass(frozen=True)
 class Services:
-    """What the runtime lends a module."""
+    """What the runtime lends a module.
+
+    ``submit`` accepts a work order from the module itself (e.g. one per image a followed telescope
+    announces): it is journaled and queued like one from a client, and is idempotent on its id.
+    """
 
     config: Config
     clock: Clock
     journal: Journal
+    submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]]
 
 
 class Module:

@@ -20,7 +20,8 @@ from toros.runtime.clock import Clock
 from toros.runtime.config import Config, ConfigError, TlsConfig
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
-from toros.runtime.journal import Journal
+from toros.runtime.journal import Journal, WorkOrderRecord
+from toros.runtime.validation import Checker, check_envelope
 from toros.runtime.module import Module, Services
 from toros.runtime.workers import WorkerPool
 
@@ -62,7 +63,7 @@ class Daemon:
         """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
         self.storage_root.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(self.config.database, self.module_name, self.clock)
-        self.module = self._module_factory(Services(self.config, self.clock, self.journal))
+        self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
         self.workers = WorkerPool(
             self.journal, self.clock, self.module.tasks(), self.settings.workers, self.module_name
         )
@@ -121,6 +122,15 @@ class Daemon:
         self.workers.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return port
+
+    def _submit_internal(self, order: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:
+        """A work order from the module itself: validated like a client's, journaled, queued."""
+        task, priority = check_envelope(order, self.module_name, self.storage_root)
+        self.frontdesk.tasks[task].validate(getattr(order, task), Checker(task, self.storage_root))
+        record, already_known = self.journal.submit(order, task, priority)
+        if not already_known:
+            self.workers.enqueue(record)
+        return record, already_known
 
     def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):

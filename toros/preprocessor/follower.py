@@ -1,0 +1,128 @@
+"""Following a telescope's image stream: each announced image is found locally or fetched, verified, and
+calibrated.
+
+The stream position and the calibration frames waiting for their first science frame are kept in the
+journal, so nothing is missed or done twice across restarts of either daemon: an event is processed again
+only if the preprocessor stopped before recording it, and its work order id (``follow-<telescope>-<sequence>``)
+makes the repeat a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import grpc
+
+from toros.client import open_channel
+from toros.generated import toros_pb2 as pb
+from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.runtime.config import FollowedTelescope
+from toros.runtime.files import atomic_write, confine, OutsideStorageRoot, sha256_of
+from toros.runtime.module import Services
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_TYPES = {pb.IMAGE_TYPE_BIAS, pb.IMAGE_TYPE_DARK, pb.IMAGE_TYPE_FLAT}
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class FetchFailed(Exception):
+    """An image could not be had intact; the event is retried later."""
+
+
+class TelescopeFollower:
+    def __init__(self, telescope: FollowedTelescope, services: Services, storage_root: Path) -> None:
+        self.telescope = telescope
+        self.services = services
+        self.journal = services.journal
+        self.storage_root = storage_root
+        self.requester = f"follower:{telescope.name}"
+        self._after_key = f"follow:{telescope.name}:after"
+        self._pending_key = f"follow:{telescope.name}:pending"
+        self._stop = threading.Event()
+        self._stream: grpc.Future | None = None
+        self._thread = threading.Thread(target=self._run, name=f"follow-{telescope.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.cancel()
+        self._thread.join(timeout=10)
+
+    @property
+    def position(self) -> int:
+        return int(self.journal.get_value(self._after_key) or 0)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            channel = open_channel(self.telescope.address, self.services.config.security)
+            try:
+                stub = FrontDeskStub(channel)
+                self._stream = stub.Watch(pb.WatchRequest(after_sequence=self.position, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+                log.info("following %s at %s from event %d", self.telescope.name, self.telescope.address, self.position)
+                for event in self._stream:
+                    self._handle(stub, event)
+                    self.journal.set_value(self._after_key, str(event.sequence))
+                    backoff = 1.0
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("stream of %s at %s: %s; retrying in %.0f s", self.telescope.name, self.telescope.address,
+                            exc.code().name, backoff)
+            except (FetchFailed, OSError, ValueError) as exc:
+                log.error("image from %s not processed yet: %s; retrying in %.0f s", self.telescope.name, exc, backoff)
+            finally:
+                channel.close()
+            self._stop.wait(backoff)
+            backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
+
+    def _handle(self, stub: FrontDeskStub, event: pb.Event) -> None:
+        image = event.image_ready
+        path = self._local_copy(stub, image)
+        pending = json.loads(self.journal.get_value(self._pending_key) or "[]")
+        if image.image_type in CALIBRATION_TYPES:
+            if str(path) not in pending:
+                self.journal.set_value(self._pending_key, json.dumps(pending + [str(path)]))
+            return
+        if image.image_type != pb.IMAGE_TYPE_LIGHT:
+            log.warning("%s: image of unknown type %d from %s ignored", image.path, image.image_type, self.telescope.name)
+            return
+        order = pb.WorkOrder(
+            id=f"follow-{self.telescope.name}-{event.sequence}", requester=self.requester,
+            calibrate_images=pb.CalibrateImages(paths=pending + [str(path)]),
+        )
+        record, already_known = self.services.submit(order)
+        if not already_known:
+            log.info("%s: calibrating %s (%d calibration frames with it)", record.id, path.name, len(pending))
+        self.journal.set_value(self._pending_key, "[]")
+
+    def _local_copy(self, stub: FrontDeskStub, image: pb.ImageReady) -> Path:
+        """The image inside this node's storage root, intact: in place if it is already there, else fetched."""
+        try:
+            here = confine(image.path, self.storage_root)
+            if here.is_file() and sha256_of(here) == image.sha256:
+                return here
+        except OutsideStorageRoot:
+            pass
+        target = self.storage_root / "incoming" / self.telescope.name / (image.night or "unknown") / Path(image.path).name
+        if target.is_file() and sha256_of(target) == image.sha256:
+            return target
+        digest = hashlib.sha256()
+        with atomic_write(target) as stream:
+            last = None
+            for chunk in stub.FetchFile(pb.FetchFileRequest(path=image.path)):
+                digest.update(chunk.data)
+                stream.write(chunk.data)
+                last = chunk
+            if last is None or digest.hexdigest() != image.sha256 or last.sha256 != image.sha256:
+                raise FetchFailed(f"{image.path}: sha256 of the fetched bytes does not match the announced {image.sha256}")
+        log.info("fetched %s from %s (%d bytes)", image.path, self.telescope.name, image.size_bytes)
+        return target

@@ -1,4 +1,5 @@
-"""`make demo`: the three daemons of one node on loopback, with embedded defaults, then a clean stop.
+"""`make demo`: the three daemons of one node on loopback, with embedded defaults; a simulated night
+calibrated by the preprocessor; then a clean stop.
 
 Everything goes under ./demo/ (ignored by git): the node's config, its SQLite journal, its storage and logs.
 """
@@ -17,8 +18,10 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
+from toros.simulation.ccd import Sensor, write_night
 
 DEMO = Path("demo")
+NIGHT = "2026-11-22"  # the simulated frames start at 2026-11-23 00:00 UTC: the night of the 22nd at Macón
 
 
 def free_port() -> int:
@@ -77,13 +80,26 @@ def main() -> int:
             wait_serving(ports[module]["port"])
             print(f"demo: {module} is serving on 127.0.0.1:{ports[module]['port']}", flush=True)
         status = subprocess.run([*toros, "status", "--config", str(config)])
+        night = DEMO / "data" / "raw" / NIGHT
+        print(f"demo: the camera simulator writes a night of raw frames to {night}", flush=True)
+        write_night(night, Sensor(width=1024, height=1024, overscan=32), biases=5, darks=5, flats=5, lights=5)
+        print("demo: the preprocessor calibrates it (a calibrate_night work order):", flush=True)
+        calibration = subprocess.run(
+            [*toros, "submit", "preprocessor", "calibrate_night", "--directory", f"raw/{NIGHT}", "--id", f"demo-{NIGHT}",
+             "--wait", "--config", str(config)]
+        )
+        shown = subprocess.run(
+            [*toros, "work-order", "preprocessor", f"demo-{NIGHT}", "--config", str(config)], capture_output=True, text=True
+        )
+        print(shown.stdout, end="")
     finally:
         for process in daemons.values():
             process.send_signal(signal.SIGTERM)
         codes = {module: process.wait(timeout=60) for module, process in daemons.items()}
     print("demo: daemons stopped (exit codes: " + ", ".join(f"{m} {c}" for m, c in codes.items()) + ")")
+    print(f"demo: calibrated frames in {DEMO / 'data' / 'calibrated' / NIGHT}, masters in {DEMO / 'data' / 'masters'}")
     print(f"demo: logs in {DEMO / 'logs' / 'toros.log'}, journal in {DEMO / 'toros.db'}")
-    return 0 if status.returncode == 0 and not any(codes.values()) else 1
+    return 0 if status.returncode == calibration.returncode == 0 and not any(codes.values()) else 1
 
 
 if __name__ == "__main__":

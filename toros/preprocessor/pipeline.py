@@ -165,14 +165,15 @@ class NightCalibration:
                 len(readers), shape, lambda i, start, stop: fixes[i].apply(readers[i].band(start, stop), start, stop),
                 method=self.settings.combine, sigma_low=self.settings.sigma_low, sigma_high=self.settings.sigma_high,
                 budget_bytes=max(budget, 1), scales=scales,
-                on_band=lambda stop, height: reporter.stage(f"master_{kind}", self._done, self._total),
+                on_band=lambda stop, height: reporter.stage(
+                    f"master_{kind}", self._done + len(readers) * stop // height, self._total
+                ),
             )
         finally:
             for reader in readers:
                 reader.close()
         used = [r.frame for r in readers]
-        for frame in used:
-            self._advance(reporter, f"master_{kind}", str(frame.path))
+        self._done += len(used)
         return combined, used
 
     def _store_master(

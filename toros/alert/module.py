@@ -1,17 +1,196 @@
-"""The alert module as the runtime sees it: its tasks."""
+"""The alert module: process_alert work orders, from raw notice bytes to target lists at every telescope."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+
 from toros.alert import orders
-from toros.runtime.module import Module, Task
+from toros.alert.catalog import GalaxyIndex
+from toros.alert.notices import Alert, BadNotice, parse_notice
+from toros.alert.outputs import plot_skymap, write_targets
+from toros.alert.ranking import observable, rank
+from toros.alert.relay import Relay
+from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
+from toros.generated import toros_pb2 as pb
+from toros.runtime.files import atomic_write
+from toros.runtime.module import Module, Services, Task
+from toros.runtime.validation import Checker
+from toros.runtime.workers import TaskContext, TaskFailed
+
+log = logging.getLogger(__name__)
+
+# How many of the best candidates are checked for visibility per observatory, per target wanted.
+CANDIDATES_PER_TARGET = 20
 
 
 class AlertModule(Module):
     name = "alert"
 
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.settings = self.config.alert
+        self.storage_root = Path(self.config.storage.root)
+        self.index: GalaxyIndex | None = None
+
     def tasks(self) -> dict[str, Task]:
-        return {"process_alert": Task(orders.check_process_alert)}
+        return {"process_alert": Task(self.check_process_alert, self.process_alert)}
+
+    def start(self) -> None:
+        """Indexes the catalog (once; kept until the catalog changes) before the daemon reports SERVING."""
+        if self.settings.catalog is not None:
+            self.index = GalaxyIndex.open(self.settings.catalog)
+            log.info("catalog %s: %d galaxies", self.settings.catalog, len(self.index))
 
     def status_message(self) -> str:
-        observatories = ", ".join(o.name for o in self.config.alert.observatories) or "none configured"
-        return f"observatories: {observatories}"
+        observatories = ", ".join(o.name for o in self.settings.observatories) or "none configured"
+        catalog = f"{len(self.index)} galaxies" if self.index is not None else "no catalog"
+        return f"observatories: {observatories}; {catalog}"
+
+    # -- intake ----------------------------------------------------------------------------------
+
+    def archive(self, payload: bytes) -> Path:
+        """Every notice received is kept raw, before it is parsed (named by its sha256, so once only)."""
+        digest = hashlib.sha256(payload).hexdigest()
+        path = self.storage_root / "alerts" / "raw" / f"{digest}.bin"
+        if not path.exists():
+            with atomic_write(path) as stream:
+                stream.write(payload)
+        return path
+
+    def check_process_alert(self, task: pb.ProcessAlert, check: Checker) -> None:
+        orders.check_process_alert(task, check)
+        path = self.archive(task.payload)
+        try:
+            parse_notice(task.payload, task.format)
+        except BadNotice as exc:
+            log.warning("notice %s from %s refused: %s", path.name, task.source or "a client", exc)
+            check.fail("payload", str(exc))
+
+    # -- processing ------------------------------------------------------------------------------
+
+    def process_alert(self, context: TaskContext) -> str:
+        alert = parse_notice(context.task.payload, context.task.format)
+        drill = alert.is_test
+
+        def finish(message: str, relayed: int = 0, failed: bool = False) -> str:
+            context.emit(alert_processed=pb.AlertProcessed(
+                alert_id=alert.alert_id, alert_type=alert.alert_type, serial=alert.serial, drill=drill,
+                targets_relayed=relayed, message=message,
+            ))
+            if failed:
+                raise TaskFailed(message)
+            return message
+
+        label = f"{'drill ' if drill else ''}{alert.alert_type} {alert.alert_id}"
+        if drill and not self.settings.process_test_alerts:
+            return finish(f"{label}: test alert ignored (alert.process_test_alerts is false)")
+        seen = f"alert:notice:{alert.notice_key}"
+        first = self.journal.get_value(seen)
+        if first not in (None, context.id):
+            return finish(f"{label}: duplicate notice, already handled by {first}; not relayed again")
+        self.journal.set_value(seen, context.id)
+        relay = Relay(self.config.security, self.settings.relay_retry_s, context.sleep_real)
+        if alert.retraction:
+            return finish(self._retract(alert, relay, label))
+        if self.settings.far_threshold_hz is not None and (alert.far_hz or 0) > self.settings.far_threshold_hz:
+            return finish(f"{label}: FAR {alert.far_hz:.3g} Hz above alert.far_threshold_hz; not relayed")
+        try:
+            skymap = self._skymap(alert, context)
+        except BadSkymap as exc:
+            return finish(f"{label}: sky map unavailable: {exc}; nothing relayed", failed=True)
+        if self.index is None:
+            return finish(f"{label}: no galaxy catalog configured (alert.catalog); nothing relayed", failed=True)
+        context.progress(30, "ranking galaxies")
+        ranked = rank(self.index, skymap, credible_level=self.settings.credible_level,
+                      luminosity_weighting=self.settings.luminosity_weighting)
+        folder = self.storage_root / "alerts" / alert.alert_id / f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
+        per_site: dict[str, list[dict]] = {}
+        relayed, notes = 0, []
+        for observatory in self.settings.observatories:
+            context.check()
+            targets = self._targets_for(observatory, ranked)
+            per_site[observatory.name] = targets
+            for path in write_targets(folder, observatory.name, targets):
+                context.add_product(path, "target_list")
+            if not targets:
+                notes.append(f"{observatory.name}: no candidate observable tonight")
+                continue
+            outcome = self._send(alert, observatory, targets, drill, context, relay)
+            notes.append(outcome)
+            if outcome.endswith("accepted"):
+                relayed += len(targets)
+        plot = plot_skymap(folder / "skymap.png", skymap, skymap.credible_region(self.settings.credible_level),
+                           f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
+        context.add_product(plot, "skymap_plot")
+        return finish(f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes), relayed)
+
+    def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
+        if alert.skymap is None:
+            raise BadSkymap("the notice names no sky map")
+        data = alert.skymap.data
+        if not data:
+            settings = self.settings.skymap
+            context.progress(10, f"downloading {alert.skymap.url}")
+            data = download(alert.skymap.url, timeout_s=settings.timeout_s, retries=settings.retries,
+                            rewrite=settings.rewrite, wait=context.sleep_real)
+        return read_skymap(data)
+
+    def _targets_for(self, observatory, ranked) -> list[dict]:
+        wanted = self.settings.targets_per_observatory
+        rows = np.asarray(ranked.rows[: wanted * CANDIDATES_PER_TARGET])
+        if len(rows) == 0:
+            return []
+        ra, dec = np.asarray(self.index.ra[rows]), np.asarray(self.index.dec[rows])
+        visible = observable(ra, dec, observatory, self.clock.now(), min_altitude_deg=self.settings.min_altitude_deg,
+                             sun_altitude_deg=self.settings.twilight_sun_altitude_deg)
+        chosen = np.flatnonzero(visible)[:wanted]
+        return [
+            {
+                "rank": rank_number + 1, "name": self.index.name[rows[i]].decode(errors="replace"), "ra_deg": float(ra[i]),
+                "dec_deg": float(dec[i]),
+                "distance_mpc": float(self.index.dist[rows[i]]) if np.isfinite(self.index.dist[rows[i]]) else None,
+                "score": float(ranked.score[: len(rows)][i]),
+            }
+            for rank_number, i in enumerate(chosen)
+        ]
+
+    def _send(self, alert: Alert, observatory, targets: list[dict], drill: bool, context: TaskContext, relay: Relay) -> str:
+        exposure = self.settings.exposure
+        order = pb.WorkOrder(
+            id=f"{alert.alert_id}-{context.id}-{observatory.name}", requester=f"alert:{context.id}", priority=90,
+            observe_targets=pb.ObserveTargets(alert_id=alert.alert_id, drill=drill, targets=[
+                pb.Target(name=t["name"], ra_deg=t["ra_deg"], dec_deg=t["dec_deg"], score=t["score"],
+                          distance_mpc=t["distance_mpc"] or 0.0, exposure_count=exposure.exposure_count,
+                          filter=exposure.filter, exposure_time=Duration(seconds=int(exposure.exposure_time_s),
+                                                                         nanos=int(exposure.exposure_time_s % 1 * 1e9)))
+                for t in targets
+            ]),
+        )
+        try:
+            relay.submit(observatory.telescope, order)
+        except grpc.RpcError as exc:
+            return f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
+        key = f"alert:{alert.alert_id}:orders"
+        sent = json.loads(self.journal.get_value(key) or "[]")
+        if [observatory.telescope, order.id] not in sent:
+            self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
+        return f"{observatory.name}: {len(targets)} targets accepted"
+
+    def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
+        sent = json.loads(self.journal.get_value(f"alert:{alert.alert_id}:orders") or "[]")
+        cancelled, problems = 0, []
+        for address, order_id in sent:
+            try:
+                relay.cancel(address, order_id, f"{alert.alert_id} retracted")
+                cancelled += 1
+            except grpc.RpcError as exc:
+                problems.append(f"{order_id} at {address}: {exc.code().name}")
+        text = f"{label}: retraction; {cancelled} of {len(sent)} target lists cancelled"
+        return text + (f" (not cancelled: {', '.join(problems)})" if problems else "")

@@ -9,6 +9,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from astropy.utils import iers
+
+# Nodes may be offline: Earth-orientation data come from the tables shipped in astropy-iers-data (updated
+# with the package), never from a download in the middle of a night. Their UT1-UTC predictions stay good to
+# milliseconds for months, far below what pointing and scheduling need, so their age is accepted.
+iers.conf.auto_download = False
+iers.conf.auto_max_age = None
+
 
 class Clock:
     """Wall-clock or accelerated time. ``rate`` simulated seconds pass per real second."""

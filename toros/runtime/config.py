@@ -144,12 +144,34 @@ class Observatory(Site):
     telescope: str = Field(description="host:port of the observatory's telescope daemon")
 
 
+class ExposurePlan(_Section):
+    """What each relayed target asks of the telescope."""
+
+    exposure_time_s: float = Field(default=60.0, gt=0, le=3600)
+    exposure_count: int = Field(default=3, ge=1, le=1000)
+    filter: str = "r"
+
+
+class SkymapDownload(_Section):
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    retries: int = Field(default=3, ge=0, le=20)
+    rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
+
+
 class AlertConfig(ServerConfig):
     port: int = Field(default=50051, ge=0, le=65535)
     catalog: ConfigPath | None = None
     process_test_alerts: bool = False
     targets_per_observatory: int = Field(default=30, ge=1, le=10000)
     observatories: tuple[Observatory, ...] = ()
+    credible_level: float = Field(default=0.9, gt=0, le=1)
+    luminosity_weighting: bool = False
+    min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
+    twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0)
+    far_threshold_hz: float | None = Field(default=None, gt=0)
+    exposure: ExposurePlan = ExposurePlan()
+    skymap: SkymapDownload = SkymapDownload()
+    relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
 
 
 MACON = Site(name="macon", latitude=-24.62, longitude=-67.32, elevation=4650)

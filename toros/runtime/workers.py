@@ -65,6 +65,11 @@ class TaskContext:
         self.clock.sleep(clock_seconds, self._interrupt)
         self.check()
 
+    def sleep_real(self, seconds: float) -> None:
+        """Waits in real time (network retries), ending early when asked to stop."""
+        self._interrupt.wait(seconds)
+        self.check()
+
     def wake(self) -> None:
         self._interrupt.set()
 

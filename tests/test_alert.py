@@ -1,0 +1,279 @@
+"""The alert robot: notices, sky maps, the galaxy index, ranking, and process_alert end to end."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy_healpix import HEALPix
+
+from conftest import wait_for, write_config
+from support import drill_daemon
+from toros.alert.catalog import GalaxyIndex
+from toros.alert.module import AlertModule
+from toros.alert.notices import BadNotice, parse_notice
+from toros.alert.ranking import rank
+from toros.alert.skymap import BadSkymap, read_skymap
+from toros.generated import toros_pb2 as pb
+from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.runtime.config import load_config
+from toros.runtime.server import Daemon
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alerts"
+MULTIORDER = DATA / "MS181101ab-bayestar.multiorder.fits"
+
+
+# -- notices -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "name, alert_type, serial, has_map",
+    [
+        ("MS181101ab-1-EarlyWarning.xml", "EARLY_WARNING", 1, True),
+        ("MS181101ab-2-Preliminary.xml", "PRELIMINARY", 2, True),
+        ("MS181101ab-3-Initial.xml", "INITIAL", 3, True),
+        ("MS181101ab-4-Update.xml", "UPDATE", 4, True),
+        ("MS181101ab-5-Retraction.xml", "RETRACTION", 5, False),
+        ("MS181101ab-preliminary.json", "PRELIMINARY", 0, True),
+        ("MS181101ab-retraction.json", "RETRACTION", 0, False),
+    ],
+)
+def test_shared_notices_parse_into_one_record(name, alert_type, serial, has_map):
+    alert = parse_notice((DATA / name).read_bytes())
+    assert (alert.alert_id, alert.alert_type, alert.serial) == ("MS181101ab", alert_type, serial)
+    assert alert.is_test and (alert.skymap is not None) == has_map
+    if alert_type == "PRELIMINARY":
+        assert alert.far_hz == pytest.approx(9.11069936486e-14) and alert.group == "CBC" and alert.pipeline == "gstlal"
+        assert alert.classification["BNS"] == 0.95 and alert.properties["HasNS"] == 0.95
+
+
+def test_o2_era_parameter_names_and_ext_update():
+    o2 = (DATA / "MS181101ab-2-Preliminary.xml").read_text()
+    o2 = o2.replace('name="skymap_fits"', 'name="skymap_fits_basic"').replace('name="HasNS"', 'name="ProbHasNS"')
+    o2 = o2.replace('role="test"', 'role="observation"').replace("MS181101ab", "S190425z")
+    alert = parse_notice(o2.encode())
+    assert alert.skymap.url.endswith("bayestar.multiorder.fits") and alert.properties["HasNS"] == 0.95
+    assert not alert.is_test and alert.alert_id == "S190425z"
+    notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+    notice.update(alert_type="EXT_UPDATE", superevent_id="S250101a", external_coinc={"observatory": "Fermi", "search": "GRB"})
+    ext = parse_notice(json.dumps(notice).encode())
+    assert ext.alert_type == "EXT_UPDATE" and ext.external_coinc["observatory"] == "Fermi" and not ext.is_test
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"\x00\x01garbage", "neither XML nor JSON"),
+        (b"<VOEvent><What>", "malformed XML"),
+        (b"{not json", "not valid JSON"),
+        (b'{"alert_type": "PRELIMINARY"}', "superevent_id is missing"),
+        (b'<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0"><What><Param name="Packet_Type" value="61"/></What></voe:VOEvent>',
+         "no GraceID parameter (packet type 61)"),
+    ],
+)
+def test_bad_notices_say_why(payload, reason):
+    with pytest.raises(BadNotice) as error:
+        parse_notice(payload)
+    assert reason in str(error.value)
+
+
+# -- sky maps ----------------------------------------------------------------------------------------
+
+def test_multi_order_map_peaks_where_the_user_guide_says():
+    skymap = read_skymap(MULTIORDER.read_bytes())
+    ra, dec = skymap.most_probable()
+    assert ra == pytest.approx(194.3042, abs=0.01) and dec == pytest.approx(-17.8569, abs=0.01)
+    assert skymap.probability().sum() == pytest.approx(1.0) and skymap.has_distance
+    assert skymap.meta["DISTMEAN"] == pytest.approx(39.77, abs=0.01)
+
+
+def test_flat_maps_nested_and_ring_agree(tmp_path):
+    nested = read_skymap((DATA / "M323277-bayestar.flat-nested.fits.gz").read_bytes())
+    table = fits.getdata(DATA / "M323277-bayestar.flat-nested.fits.gz", 1)
+    nside = 512
+    ring_order = HEALPix(nside=nside, order="ring").ring_to_nested(np.arange(12 * nside * nside))
+    columns = [fits.Column(name=n, format="D", array=np.asarray(table[n], float).ravel()[ring_order]) for n in ("PROB", "DISTMU", "DISTSIGMA", "DISTNORM")]
+    hdu = fits.BinTableHDU.from_columns(columns)
+    hdu.header["ORDERING"], hdu.header["NSIDE"] = "RING", nside
+    path = tmp_path / "ring.fits"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    ring = read_skymap(path.read_bytes())
+    assert ring.most_probable() == pytest.approx(nested.most_probable())
+    assert nested.meta["DISTMEAN"] == pytest.approx(147.5, abs=0.1)
+
+
+@pytest.mark.parametrize("data, reason", [(b"garbage" * 100, "unreadable FITS"), (b"\x1f\x8bnot gzip", "corrupt gzip")])
+def test_corrupt_sky_maps_say_why(data, reason):
+    with pytest.raises(BadSkymap) as error:
+        read_skymap(data)
+    assert reason in str(error.value)
+
+
+# -- catalog and ranking -----------------------------------------------------------------------------
+
+def glade_plus_line(number: int, ra: float, dec: float, dist: float | None, b: float = 15.0) -> str:
+    fields = ["null"] * 40
+    fields[0], fields[2] = str(number), f"NGC{number}"
+    fields[8], fields[9], fields[10] = f"{ra:.6f}", f"{dec:.6f}", f"{b:.2f}"
+    fields[32] = "null" if dist is None else f"{dist:.3f}"
+    return " ".join(fields)
+
+
+@pytest.fixture
+def glade_catalog(tmp_path) -> Path:
+    """A GLADE+-format catalog: galaxies at the map's peak at the right and wrong distances, and elsewhere."""
+    rng = np.random.default_rng(3)
+    lines = [glade_plus_line(1, 194.30, -17.86, 40.0), glade_plus_line(2, 194.31, -17.85, 400.0),
+             glade_plus_line(3, 194.29, -17.87, None)]
+    ra, dec = rng.uniform(185, 205, 3000), rng.uniform(-30, -5, 3000)
+    away = np.hypot(ra - 194.3, dec + 17.86) > 2.0  # the planted galaxies alone sit at the peak
+    lines += [glade_plus_line(10 + i, r, d, dist) for i, (r, d, dist) in enumerate(
+        zip(ra[away], dec[away], rng.uniform(10, 200, 3000)[away]))]
+    lines += [glade_plus_line(5000 + i, ra, 60.0, 40.0) for i, ra in enumerate(rng.uniform(0, 360, 500))]
+    path = tmp_path / "GLADE+.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_index_is_built_once_and_rebuilt_when_the_catalog_changes(glade_catalog):
+    index = GalaxyIndex.open(glade_catalog)
+    expected = sum(1 for _ in open(glade_catalog))
+    assert len(index) == expected and index.manifest["format"] == "glade+"
+    assert np.all(np.diff(index.hpx) >= 0)
+    built = (GalaxyIndex.folder_for(glade_catalog) / "hpx.npy").stat().st_mtime_ns
+    assert (GalaxyIndex.folder_for(glade_catalog) / "hpx.npy").stat().st_mtime_ns == built
+    GalaxyIndex.open(glade_catalog)
+    assert (GalaxyIndex.folder_for(glade_catalog) / "hpx.npy").stat().st_mtime_ns == built, "not rebuilt"
+    with open(glade_catalog, "a") as stream:
+        stream.write(glade_plus_line(99999, 10.0, 10.0, 50.0) + "\n")
+    assert len(GalaxyIndex.open(glade_catalog)) == expected + 1
+
+
+def test_gwgc_catalog_ra_is_in_hours(tmp_path):
+    shutil.copy(DATA / "minicat-gwgc.txt", tmp_path / "gwgc.txt")
+    index = GalaxyIndex.open(tmp_path / "gwgc.txt")
+    assert len(index) == 29 and index.manifest["format"] == "gwgc"
+    row = list(index.name).index(b"UGC12889")
+    assert index.ra[row] == pytest.approx(0.00047 * 15) and index.dist[row] == pytest.approx(72.458)
+
+
+def test_ranking_follows_the_distance_ansatz(glade_catalog):
+    index = GalaxyIndex.open(glade_catalog)
+    ranked = rank(index, read_skymap(MULTIORDER.read_bytes()), credible_level=0.9, luminosity_weighting=False)
+    names = [index.name[r].decode() for r in ranked.rows]
+    assert names[0] == "NGC1", "the galaxy at the peak and at the map's distance ranks first"
+    assert names.index("NGC2") > 10, "the same position at 400 Mpc ranks far lower"
+    assert names.index("NGC3") >= int(ranked.has_distance.sum()), "no distance: after every galaxy with one"
+    assert not any(n.startswith("NGC5") and len(n) == 7 for n in names), "nothing outside the credible region"
+
+
+# -- the daemon --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def observatory(tmp_path, glade_catalog, start_daemon):
+    """A drill telescope, and an alert daemon with the catalog, the observatory, and a May night clock."""
+    (tmp_path / "scope").mkdir()
+    telescope = start_daemon(load_config(write_config(tmp_path / "scope")), drill_daemon)
+
+    def alert(**extra):
+        (tmp_path / "alert").mkdir(exist_ok=True)
+        settings = {
+            "port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 5,
+            "observatories": [{"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650,
+                               "telescope": f"127.0.0.1:{telescope.port}"}],
+            "relay_retry_s": 2,
+        }
+        settings.update(extra)
+        config = write_config(tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0}, alert=settings)
+        daemon = start_daemon(load_config(config), lambda c: Daemon(c, AlertModule, "alert"))
+        return daemon, FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+
+    return telescope, alert
+
+
+def done(stub, id):
+    return wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
+                    in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED) and s, timeout=60)
+
+
+def submit(stub, name_or_bytes, id):
+    payload = name_or_bytes if isinstance(name_or_bytes, bytes) else (DATA / name_or_bytes).read_bytes()
+    return stub.Submit(pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, source=str(name_or_bytes)[:50])))
+
+
+def test_preliminary_then_duplicate_then_retraction(observatory):
+    telescope, alert = observatory
+    daemon, stub = alert()
+    submit(stub, "MS181101ab-preliminary.json", "a1")
+    status = done(stub, "a1")
+    assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+    assert "macon: 5 targets accepted" in status.message and status.message.startswith("drill PRELIMINARY MS181101ab")
+    assert sorted(p.kind for p in status.products) == ["skymap_plot", "target_list", "target_list"]
+    png = next(Path(p.path) for p in status.products if p.kind == "skymap_plot")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sent = telescope.journal.get("MS181101ab-a1-macon")
+    assert sent is not None
+    order = sent.work_order()
+    assert order.observe_targets.alert_id == "MS181101ab" and order.observe_targets.drill
+    assert order.observe_targets.targets[0].name == "NGC1" and len(order.observe_targets.targets) == 5
+    event = next(e for e in stub.Watch(pb.WatchRequest(kinds=[pb.EVENT_KIND_ALERT_PROCESSED], replay_only=True)))
+    assert event.alert_processed.targets_relayed == 5 and event.alert_processed.drill
+
+    submit(stub, "MS181101ab-preliminary.json", "a2")  # LVK re-sends preliminaries by design
+    duplicate = done(stub, "a2")
+    assert "duplicate notice, already handled by a1" in duplicate.message
+    assert telescope.journal.get("MS181101ab-a2-macon") is None
+
+    submit(stub, "MS181101ab-retraction.json", "a3")
+    retraction = done(stub, "a3")
+    assert "retraction; 1 of 1 target lists cancelled" in retraction.message
+
+
+def test_test_alerts_are_ignored_unless_drills_are_enabled(observatory):
+    telescope, alert = observatory
+    _, stub = alert(process_test_alerts=False)
+    submit(stub, "MS181101ab-preliminary.json", "t1")
+    assert "test alert ignored" in done(stub, "t1").message
+    assert telescope.journal.get("MS181101ab-t1-macon") is None
+
+
+def test_sky_map_downloaded_from_a_mirror_and_an_unreachable_one(observatory, tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(MULTIORDER, served / "bayestar.multiorder.fits")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        telescope, alert = observatory
+        _, stub = alert(skymap={"rewrite": {"https://emfollow.docs.ligo.org/userguide/_static/": f"http://127.0.0.1:{server.server_port}/"},
+                                "retries": 1, "timeout_s": 5})
+        submit(stub, "MS181101ab-3-Initial.xml", "v1")
+        status = done(stub, "v1")
+        assert status.state == pb.WORK_ORDER_STATE_DONE and "macon: 5 targets accepted" in status.message
+        (served / "bayestar.multiorder.fits").unlink()
+        submit(stub, "MS181101ab-4-Update.xml", "v2")
+        missing = done(stub, "v2")
+        assert missing.state == pb.WORK_ORDER_STATE_FAILED
+        assert "sky map unavailable: cannot download http://127.0.0.1" in missing.message and "404" in missing.message
+        assert stub.GetStatus(pb.GetStatusRequest()).module == "alert"
+    finally:
+        server.shutdown()
+
+
+def test_garbage_is_refused_at_submit_and_kept_raw(observatory):
+    _, alert = observatory
+    daemon, stub = alert()
+    with pytest.raises(grpc.RpcError) as error:
+        submit(stub, b"<VOEvent><broken", "g1")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("process_alert.payload: malformed XML")
+    archived = list((daemon.storage_root / "alerts" / "raw").glob("*.bin"))
+    assert [p.read_bytes() for p in archived] == [b"<VOEvent><broken"]

@@ -1,0 +1,178 @@
+"""The galaxy catalog, indexed once: HEALPix nested order-29 pixel of every galaxy, sorted, memory-mapped.
+
+Formats: GLADE+ text (40 whitespace-separated columns, ``null`` for missing), GLADE 2.3 / generic CSV with a
+header naming the columns, and GWGC (whitespace-separated, header line starting with ``#PGC``; RA in hours).
+The index lives beside the catalog (``<catalog>.toros-index/``) and is rebuilt when the source changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+import pandas as pd
+from astropy_healpix import lonlat_to_healpix
+
+log = logging.getLogger(__name__)
+
+ORDER = 29
+NSIDE = 2**ORDER
+INDEX_VERSION = 1
+CHUNK_ROWS = 1_000_000
+NAME_BYTES = 32
+# GLADE+ column numbers (0-based) of what the ranking needs.
+GLADE_PLUS = {"no": 0, "gwgc": 2, "hyperleda": 3, "twomass": 4, "ra": 8, "dec": 9, "b": 10, "dist": 32}
+CSV_NAMES = {
+    "ra": ("ra", "ra_deg", "raj2000"), "dec": ("dec", "dec_deg", "dej2000", "decj2000"),
+    "dist": ("d_l", "dist", "distance", "dl", "lumdist"), "b": ("b", "bmag", "b_mag", "b_app"),
+    "name": ("name", "gwgc_name", "hyperleda_name", "gwgc", "pgc"),
+}
+
+
+class BadCatalog(ValueError):
+    """A catalog that cannot be read, with the reason."""
+
+
+@dataclass
+class Columns:
+    """One chunk of a catalog, in common units: degrees, Mpc, B magnitude."""
+
+    ra: np.ndarray
+    dec: np.ndarray
+    dist: np.ndarray
+    bmag: np.ndarray
+    name: np.ndarray
+
+
+def detect_format(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        first = stream.readline()
+    if first.startswith("#PGC"):
+        return "gwgc"
+    if "," in first:
+        return "csv"
+    if len(first.split()) == 40:
+        return "glade+"
+    raise BadCatalog(f"{path}: unknown catalog format (first line has {len(first.split())} fields)")
+
+
+def _names(*candidates: pd.Series, fallback: pd.Series) -> np.ndarray:
+    name = fallback.astype(str)
+    for column in reversed(candidates):
+        name = column.where(column.notna() & (column.astype(str) != "null"), name).astype(str)
+    return name.str.slice(0, NAME_BYTES).to_numpy(dtype=f"S{NAME_BYTES}")
+
+
+def read_chunks(path: Path, kind: str) -> Iterator[Columns]:
+    if kind == "glade+":
+        columns = sorted(GLADE_PLUS.values())
+        for chunk in pd.read_csv(path, sep=r"\s+", header=None, usecols=columns, na_values=["null"],
+                                 chunksize=CHUNK_ROWS, dtype={c: str for c in (0, 2, 3, 4)}, engine="c"):
+            yield Columns(
+                chunk[8].to_numpy(np.float64), chunk[9].to_numpy(np.float64), chunk[32].to_numpy(np.float32),
+                chunk[10].to_numpy(np.float32),
+                _names(chunk[2], chunk[3], chunk[4], fallback="GLADE+" + chunk[0].astype(str)),
+            )
+    elif kind == "gwgc":
+        for chunk in pd.read_csv(path, sep=r"\s+", chunksize=CHUNK_ROWS, na_values=["NaN", "null", "~"], engine="c"):
+            chunk.columns = [c.lstrip("#") for c in chunk.columns]
+            yield Columns(
+                chunk["RA"].to_numpy(np.float64) * 15.0, chunk["Dec"].to_numpy(np.float64),
+                chunk["Dist"].to_numpy(np.float32), chunk["App_Mag"].to_numpy(np.float32),
+                _names(chunk["Name"], fallback="PGC" + chunk["PGC"].astype(str)),
+            )
+    else:
+        for chunk in pd.read_csv(path, chunksize=CHUNK_ROWS, na_values=["null", "NaN", ""], engine="c"):
+            lower = {c.strip().lower(): c for c in chunk.columns}
+
+            def pick(key: str, required: bool = True) -> pd.Series | None:
+                for name in CSV_NAMES[key]:
+                    if name in lower:
+                        return chunk[lower[name]]
+                if required:
+                    raise BadCatalog(f"{path}: no {key} column (one of {', '.join(CSV_NAMES[key])})")
+                return None
+
+            dist, bmag, name = pick("dist", False), pick("b", False), pick("name", False)
+            nan = np.full(len(chunk), np.nan, dtype=np.float32)
+            yield Columns(
+                pick("ra").to_numpy(np.float64), pick("dec").to_numpy(np.float64),
+                nan if dist is None else dist.to_numpy(np.float32), nan if bmag is None else bmag.to_numpy(np.float32),
+                _names(name, fallback=pd.Series(np.arange(len(chunk)) + 1, index=chunk.index).astype(str))
+                if name is not None else np.array([f"row{i}" for i in range(len(chunk))], dtype=f"S{NAME_BYTES}"),
+            )
+
+
+class GalaxyIndex:
+    """The memory-mapped, sorted index of a catalog."""
+
+    FILES = ("hpx", "ra", "dec", "dist", "bmag", "name")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest = json.loads((folder / "manifest.json").read_text())
+        for name in self.FILES:
+            setattr(self, name, np.load(folder / f"{name}.npy", mmap_mode="r"))
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    @staticmethod
+    def folder_for(catalog: Path) -> Path:
+        return catalog.with_name(catalog.name + ".toros-index")
+
+    @classmethod
+    def open(cls, catalog: Path, progress: Callable[[int], None] | None = None) -> GalaxyIndex:
+        """The index of ``catalog``, built first if it is missing or older than the catalog."""
+        folder = cls.folder_for(catalog)
+        stat = catalog.stat()
+        source = {"path": str(catalog.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": INDEX_VERSION}
+        manifest = folder / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text()).get("source") == source:
+            return cls(folder)
+        build_index(catalog, folder, source, progress)
+        return cls(folder)
+
+
+def build_index(catalog: Path, folder: Path, source: dict, progress: Callable[[int], None] | None = None) -> None:
+    """Reads the catalog in chunks, computes order-29 pixels, sorts, and writes the index atomically."""
+    kind = detect_format(catalog)
+    parts: list[Columns] = []
+    count = 0
+    try:
+        for chunk in read_chunks(catalog, kind):
+            good = np.isfinite(chunk.ra) & np.isfinite(chunk.dec) & (np.abs(chunk.dec) <= 90)
+            parts.append(Columns(*(getattr(chunk, f)[good] for f in ("ra", "dec", "dist", "bmag", "name"))))
+            count += int(good.sum())
+            if progress:
+                progress(count)
+    except (ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise BadCatalog(f"{catalog}: cannot read as {kind}: {exc}") from None
+    if not count:
+        raise BadCatalog(f"{catalog}: no galaxies with coordinates")
+    ra = np.concatenate([p.ra for p in parts])
+    dec = np.concatenate([p.dec for p in parts])
+    hpx = lonlat_to_healpix(np.mod(ra, 360.0) * u.deg, dec * u.deg, NSIDE, order="nested").astype(np.int64)
+    order = np.argsort(hpx, kind="stable")
+    arrays = {
+        "hpx": hpx[order], "ra": ra[order], "dec": dec[order],
+        "dist": np.concatenate([p.dist for p in parts])[order], "bmag": np.concatenate([p.bmag for p in parts])[order],
+        "name": np.concatenate([p.name for p in parts])[order],
+    }
+    building = folder.with_name(folder.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for name, array in arrays.items():
+        np.save(building / f"{name}.npy", array)
+    (building / "manifest.json").write_text(json.dumps({"source": source, "format": kind, "count": count, "order": ORDER}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(building, folder)
+    log.info("indexed %d galaxies of %s (%s) in %s", count, catalog, kind, folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from toros.alert import orders
 from toros.alert.catalog import GalaxyIndex
+from toros.alert.listeners import KafkaListener, VoeventListener
+from toros.alert.notify import notify
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.outputs import plot_skymap, write_targets
 from toros.alert.ranking import observable, rank
@@ -21,7 +24,7 @@ from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.generated import toros_pb2 as pb
 from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Services, Task
-from toros.runtime.validation import Checker
+from toros.runtime.validation import Checker, InvalidWorkOrder
 from toros.runtime.workers import TaskContext, TaskFailed
 
 log = logging.getLogger(__name__)
@@ -38,15 +41,42 @@ class AlertModule(Module):
         self.settings = self.config.alert
         self.storage_root = Path(self.config.storage.root)
         self.index: GalaxyIndex | None = None
+        self.listeners: list[KafkaListener | VoeventListener] = []
+        self._event_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     def tasks(self) -> dict[str, Task]:
         return {"process_alert": Task(self.check_process_alert, self.process_alert)}
 
     def start(self) -> None:
-        """Indexes the catalog (once; kept until the catalog changes) before the daemon reports SERVING."""
+        """Indexes the catalog (once; kept until the catalog changes) before the daemon reports SERVING,
+        then starts listening for alerts."""
         if self.settings.catalog is not None:
             self.index = GalaxyIndex.open(self.settings.catalog)
             log.info("catalog %s: %d galaxies", self.settings.catalog, len(self.index))
+        if self.settings.kafka.enabled:
+            self.listeners.append(KafkaListener(self.settings.kafka, self.receive))
+        if self.settings.voevent.enabled:
+            self.listeners.append(VoeventListener(self.settings.voevent, self.receive, self.archive))
+        for listener in self.listeners:
+            listener.start()
+
+    def stop(self) -> None:
+        for listener in self.listeners:
+            listener.stop()
+
+    def receive(self, payload: bytes, key: str) -> None:
+        """A notice from a listener: kept raw, then journaled as a process_alert work order with id ``key``.
+
+        A notice that cannot be parsed is recorded (an alert_processed event naming the raw file) and
+        dropped; either way it is durably stored before the listener acknowledges it."""
+        order = pb.WorkOrder(id=key, requester=f"listener:{key.split('-', 1)[0]}",
+                             process_alert=pb.ProcessAlert(payload=payload, source=key))
+        try:
+            self.services.submit(order)
+        except InvalidWorkOrder as exc:
+            raw = self.archive(payload)
+            self.journal.append_event(key, alert_processed=pb.AlertProcessed(message=f"refused: {exc} (raw notice {raw})"))
 
     def status_message(self) -> str:
         observatories = ", ".join(o.name for o in self.settings.observatories) or "none configured"
@@ -75,8 +105,18 @@ class AlertModule(Module):
 
     # -- processing ------------------------------------------------------------------------------
 
+    def _event_lock(self, alert_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._event_locks.setdefault(alert_id, threading.Lock())
+
     def process_alert(self, context: TaskContext) -> str:
         alert = parse_notice(context.task.payload, context.task.format)
+        # Notices of one event are handled one at a time, so that a retraction never overtakes the relay of
+        # the notice before it.
+        with self._event_lock(alert.alert_id):
+            return self._process(alert, context)
+
+    def _process(self, alert: Alert, context: TaskContext) -> str:
         drill = alert.is_test
 
         def finish(message: str, relayed: int = 0, failed: bool = False) -> str:
@@ -97,8 +137,12 @@ class AlertModule(Module):
             return finish(f"{label}: duplicate notice, already handled by {first}; not relayed again")
         self.journal.set_value(seen, context.id)
         relay = Relay(self.config.security, self.settings.relay_retry_s, context.sleep_real)
+        retracted = f"alert:{alert.alert_id}:retracted"
         if alert.retraction:
+            self.journal.set_value(retracted, context.id)
             return finish(self._retract(alert, relay, label))
+        if self.journal.get_value(retracted):
+            return finish(f"{label}: the event was retracted ({self.journal.get_value(retracted)}); not relayed")
         if self.settings.far_threshold_hz is not None and (alert.far_hz or 0) > self.settings.far_threshold_hz:
             return finish(f"{label}: FAR {alert.far_hz:.3g} Hz above alert.far_threshold_hz; not relayed")
         try:
@@ -129,7 +173,10 @@ class AlertModule(Module):
         plot = plot_skymap(folder / "skymap.png", skymap, skymap.credible_region(self.settings.credible_level),
                            f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
         context.add_product(plot, "skymap_plot")
-        return finish(f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes), relayed)
+        summary = f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
+        if relayed:
+            notify(self.settings.notify, f"TOROS: {label}", summary, {"alert_id": alert.alert_id, "targets": per_site})
+        return finish(summary, relayed)
 
     def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
         if alert.skymap is None:

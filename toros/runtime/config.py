@@ -158,6 +158,36 @@ class SkymapDownload(_Section):
     rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
 
 
+class KafkaIntake(_Section):
+    """GCN Kafka (igwn.gwalert JSON). Credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET."""
+
+    enabled: bool = False
+    client_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    domain: str = "gcn.nasa.gov"
+    topics: tuple[str, ...] = ("igwn.gwalert",)
+    group_id: str = "toros-alert"
+
+
+class VoeventIntake(_Section):
+    """GCN Classic VOEvent over TCP (pygcn)."""
+
+    enabled: bool = False
+    host: tuple[str, ...] = ("45.58.43.186", "68.169.57.253")
+    port: int = Field(default=8099, ge=1, le=65535)
+    ivorn: str = "ivo://toros/alert"
+
+
+class Notifications(_Section):
+    """Optional messages when targets are relayed (off by default; failures never stop the relay)."""
+
+    webhook: str | None = None
+    email_to: tuple[str, ...] = ()
+    email_from: str = "toros@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+
+
 class AlertConfig(ServerConfig):
     port: int = Field(default=50051, ge=0, le=65535)
     catalog: ConfigPath | None = None
@@ -172,6 +202,9 @@ class AlertConfig(ServerConfig):
     exposure: ExposurePlan = ExposurePlan()
     skymap: SkymapDownload = SkymapDownload()
     relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
+    kafka: KafkaIntake = KafkaIntake()
+    voevent: VoeventIntake = VoeventIntake()
+    notify: Notifications = Notifications()
 
 
 MACON = Site(name="macon", latitude=-24.62, longitude=-67.32, elevation=4650)

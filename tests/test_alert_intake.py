@@ -1,0 +1,145 @@
+"""Alert intake from the network: the Kafka consumer loop (a fake consumer, as no broker runs here), pygcn's
+real client against pygcn's own local VOEvent server, and the webhook notification."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import gcn.voeventclient
+import grpc
+import pytest
+
+from conftest import wait_for, write_config
+from test_alert import DATA, done, observatory, glade_catalog  # noqa: F401  (fixtures)
+from toros.alert.listeners import KafkaListener
+from toros.generated import toros_pb2 as pb
+from toros.runtime.config import KafkaIntake
+
+
+class Message:
+    def __init__(self, offset: int, value: bytes, error: str | None = None) -> None:
+        self._offset, self._value, self._error = offset, value, error
+
+    def topic(self): return "igwn.gwalert"
+    def partition(self): return 0
+    def offset(self): return self._offset
+    def value(self): return self._value
+    def error(self): return self._error
+
+
+class FakeConsumer:
+    """Delivers from the last committed offset, like a broker with a fixed consumer group."""
+
+    def __init__(self, log: list[bytes], committed: list[int], journal, crash_on_commit: int | None = None) -> None:
+        self.log, self.committed, self.journal, self.crash_on_commit = log, committed, journal, crash_on_commit
+        self.position = committed[-1] + 1 if committed else 0
+
+    def subscribe(self, topics): assert topics == ["igwn.gwalert"]
+
+    def consume(self, num_messages, timeout):
+        batch = [Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))]
+        self.position += len(batch)
+        return batch
+
+    def commit(self, message, asynchronous):
+        assert not asynchronous
+        key = f"kafka-igwn.gwalert-0-{message.offset()}"
+        recorded = self.journal.get(key) is not None or any(e.work_order_id == key for e in self.journal.read_events(0, 100000))
+        assert recorded, "committed before the notice (or its refusal) was journaled"
+        if message.offset() == self.crash_on_commit:
+            self.crash_on_commit = None
+            raise RuntimeError("connection lost")
+        self.committed.append(message.offset())
+
+    def close(self): pass
+
+
+def test_kafka_offsets_are_committed_after_journaling_and_redelivery_is_processed_once(observatory):
+    _, alert = observatory
+    daemon, stub = alert()
+    log = [(DATA / "MS181101ab-preliminary.json").read_bytes(), b"{garbage", (DATA / "MS181101ab-retraction.json").read_bytes()]
+    committed: list[int] = []
+    consumers = []
+
+    def factory():
+        consumer = FakeConsumer(log, committed, daemon.journal, crash_on_commit=0 if not consumers else None)
+        consumers.append(consumer)
+        return consumer
+
+    listener = KafkaListener(KafkaIntake(enabled=True), daemon.module.receive, factory)
+    listener.start()
+    try:
+        wait_for(lambda: committed == [0, 1, 2], timeout=30)
+    finally:
+        listener.stop()
+    assert len(consumers) == 2, "reconnected after the failure"
+    first = done(stub, "kafka-igwn.gwalert-0-0").message
+    retraction = done(stub, "kafka-igwn.gwalert-0-2").message
+    # The two notices may be taken by the two workers at once: either the preliminary relays first and the
+    # retraction cancels its list, or the retraction comes first and the preliminary relays nothing.
+    relayed_then_cancelled = "5 targets accepted" in first and retraction.endswith("1 of 1 target lists cancelled")
+    retracted_first = "the event was retracted" in first and retraction.endswith("0 of 0 target lists cancelled")
+    assert relayed_then_cancelled or retracted_first, (first, retraction)
+    refused = [e for e in stub.Watch(pb.WatchRequest(work_order_id="kafka-igwn.gwalert-0-1", replay_only=True))]
+    assert refused and refused[0].alert_processed.message.startswith("refused: process_alert.payload: not valid JSON")
+    with pytest.raises(grpc.RpcError):
+        stub.GetWorkOrder(pb.GetWorkOrderRequest(id="kafka-igwn.gwalert-0-1"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_pygcn_client_against_pygcns_local_server(observatory, tmp_path):
+    other = tmp_path / "swift.xml"
+    other.write_text((DATA / "MS181101ab-2-Preliminary.xml").read_text().replace('value="150"', 'value="61"', 1))
+    port = free_port()
+    payloads = [str(DATA / "MS181101ab-2-Preliminary.xml"), str(other)]
+    threading.Thread(target=gcn.voeventclient.serve, args=(payloads,), kwargs={"port": port, "retransmit_timeout": 0.2},
+                     daemon=True).start()
+    _, alert = observatory
+    closed = f"http://127.0.0.1:{free_port()}/"  # nothing listens there: the download fails, on loopback
+    daemon, stub = alert(voevent={"enabled": True, "host": ["127.0.0.1"], "port": port},
+                         skymap={"retries": 0, "timeout_s": 2, "rewrite": {"https://emfollow.docs.ligo.org/userguide/_static/": closed}})
+    key = "voevent-" + hashlib.sha256((DATA / "MS181101ab-2-Preliminary.xml").read_bytes()).hexdigest()[:32]
+    wait_for(lambda: daemon.journal.get(key), timeout=30)
+    status = done(stub, key)
+    assert status.state == pb.WORK_ORDER_STATE_FAILED and "sky map unavailable: cannot download" in status.message
+    raw = daemon.storage_root / "alerts" / "raw" / f"{hashlib.sha256(other.read_bytes()).hexdigest()}.bin"
+    wait_for(raw.exists)
+    # The server repeats its notices: still one work order per notice.
+    received = [e.work_order_id for e in stub.Watch(pb.WatchRequest(replay_only=True)) if e.work_order_update.state == pb.WORK_ORDER_STATE_QUEUED]
+    assert received.count(key) == 1 and all(r == key for r in received)
+    daemon.module.stop()
+
+
+def test_webhook_notification_after_a_relay(observatory):
+    posts: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, alert = observatory
+        _, stub = alert(notify={"webhook": f"http://127.0.0.1:{server.server_port}/toros"})
+        stub.Submit(pb.WorkOrder(id="w1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())))
+        assert done(stub, "w1").state == pb.WORK_ORDER_STATE_DONE
+        wait_for(lambda: posts)
+        assert posts[0]["alert_id"] == "MS181101ab" and len(posts[0]["targets"]["macon"]) == 5
+    finally:
+        server.shutdown()

@@ -1,0 +1,122 @@
+"""Alert intake from the network: GCN Kafka (igwn.gwalert JSON) and GCN Classic VOEvent (pygcn).
+
+Both hand every notice to ``receive(payload, key)``, which stores it raw and journals a process_alert work
+order whose id is ``key``: a notice delivered twice (a Kafka redelivery after a restart, a VOEvent re-sent)
+becomes the same work order and is processed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from toros.runtime.config import KafkaIntake, VoeventIntake
+
+log = logging.getLogger(__name__)
+
+# GCN Classic notice types of LVK alerts: preliminary, initial, update, test, counterpart, early warning,
+# retraction. Other types are archived and ignored.
+LVK_NOTICE_TYPES = frozenset({150, 151, 152, 153, 154, 163, 164})
+MAX_BACKOFF_SECONDS = 60.0
+
+Receive = Callable[[bytes, str], None]
+
+
+class KafkaListener:
+    """Consumes GCN Kafka topics; an offset is committed only after its notice is journaled."""
+
+    def __init__(self, settings: KafkaIntake, receive: Receive, consumer_factory: Callable[[], Any] | None = None) -> None:
+        self.settings = settings
+        self.receive = receive
+        self._factory = consumer_factory or self._gcn_consumer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-intake", daemon=True)
+
+    def _gcn_consumer(self) -> Any:
+        from gcn_kafka import Consumer
+
+        def secret(value: Any, variable: str) -> str | None:
+            return value.get_secret_value() if value is not None else os.environ.get(variable)
+
+        return Consumer(
+            client_id=secret(self.settings.client_id, "GCN_KAFKA_CLIENT_ID"),
+            client_secret=secret(self.settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
+            domain=self.settings.domain,
+            config={"group.id": self.settings.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            consumer = None
+            try:
+                consumer = self._factory()
+                consumer.subscribe(list(self.settings.topics))
+                log.info("consuming %s from GCN Kafka (%s)", ", ".join(self.settings.topics), self.settings.domain)
+                while not self._stop.is_set():
+                    for message in consumer.consume(num_messages=10, timeout=1.0):
+                        if message.error():
+                            log.warning("GCN Kafka: %s", message.error())
+                            continue
+                        key = f"kafka-{message.topic()}-{message.partition()}-{message.offset()}"
+                        self.receive(message.value(), key)
+                        consumer.commit(message, asynchronous=False)
+                    backoff = 1.0
+            except Exception as exc:  # a broken connection or a refused login: reconnect, never give up
+                log.error("GCN Kafka consumer failed: %s; reconnecting in %.0f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
+            finally:
+                if consumer is not None:
+                    try:
+                        consumer.close()
+                    except Exception:  # closing a broken consumer may fail too; it is dropped either way
+                        log.debug("closing the Kafka consumer failed", exc_info=True)
+
+
+class VoeventListener:
+    """pygcn's VOEvent client in a thread; LVK notice types are received, others archived and ignored."""
+
+    def __init__(self, settings: VoeventIntake, receive: Receive, archive: Callable[[bytes], object]) -> None:
+        self.settings = settings
+        self.receive = receive
+        self.archive = archive
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="voevent-intake", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        # pygcn's listen() has no way out; the thread is a daemon and ignores notices from now on.
+        self._stopped = True
+
+    def _handle(self, payload: bytes, root: Any) -> None:
+        import gcn.handlers
+
+        if self._stopped:
+            return
+        notice_type = gcn.handlers.get_notice_type(root)
+        if notice_type not in LVK_NOTICE_TYPES:
+            self.archive(payload)
+            log.info("VOEvent of notice type %s archived and ignored (not an LVK alert)", notice_type)
+            return
+        self.receive(payload, f"voevent-{hashlib.sha256(payload).hexdigest()[:32]}")
+
+    def _run(self) -> None:
+        import gcn.voeventclient
+
+        hosts = self.settings.host if len(self.settings.host) > 1 else self.settings.host[0]
+        gcn.voeventclient.listen(host=hosts, port=self.settings.port, ivorn=self.settings.ivorn, handler=self._handle,
+                                 log=logging.getLogger("toros.alert.voevent"))

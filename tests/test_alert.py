@@ -277,3 +277,29 @@ def test_garbage_is_refused_at_submit_and_kept_raw(observatory):
     assert error.value.details().startswith("process_alert.payload: malformed XML")
     archived = list((daemon.storage_root / "alerts" / "raw").glob("*.bin"))
     assert [p.read_bytes() for p in archived] == [b"<VOEvent><broken"]
+
+
+def test_cli_ingest_catalog_and_replay(observatory, glade_catalog, tmp_path):
+    from conftest import toros_cli
+
+    fresh = tmp_path / "fresh" / "GLADE+.txt"
+    fresh.parent.mkdir()
+    shutil.copy(glade_catalog, fresh)
+    ingested = toros_cli("alert", "ingest-catalog", str(fresh))
+    assert ingested.returncode == 0, ingested.stderr
+    assert ingested.stdout.strip().endswith(f"galaxies indexed in {GalaxyIndex.folder_for(fresh)}")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a b c\n")
+    refused = toros_cli("alert", "ingest-catalog", str(bad))
+    assert refused.returncode == 2 and refused.stderr.startswith(f"toros: {bad}: unknown catalog format")
+
+    _, alert = observatory
+    daemon, _ = alert()
+    (tmp_path / "cli").mkdir()
+    config = write_config(tmp_path / "cli", alert={"port": daemon.port})
+    replayed = toros_cli("alert", "replay", str(DATA / "MS181101ab-preliminary.json"), str(DATA / "MS181101ab-retraction.json"),
+                         "--wait", "--config", str(config))
+    assert replayed.returncode == 0, replayed.stderr
+    lines = replayed.stdout.splitlines()
+    assert "done: drill PRELIMINARY MS181101ab" in lines[1] and "macon: 5 targets accepted" in lines[1]
+    assert lines[3].endswith("retraction; 1 of 1 target lists cancelled")

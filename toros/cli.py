@@ -10,6 +10,7 @@ import argparse
 import base64
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,58 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return outcome
 
 
+def cmd_alert_replay(args: argparse.Namespace) -> int:
+    """Replays notices from files (drills, tests, notices received by other means)."""
+    stub, address = _stub(args, "alert")
+    failures = 0
+    for name in args.files:
+        try:
+            payload = Path(name).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{name}: cannot read: {exc.strerror}", 2) from None
+        try:
+            receipt = stub.Submit(
+                pb.WorkOrder(requester="toros-cli replay", process_alert=pb.ProcessAlert(payload=payload, source=name)),
+                timeout=UNARY_TIMEOUT,
+            )
+        except grpc.RpcError as exc:
+            failures += 1
+            print(f"toros: {name}: {_explain(exc, 'alert', address)}", file=sys.stderr)
+            continue
+        print(f"{name}: {receipt.id}")
+        if args.wait:
+            while (status := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id), timeout=UNARY_TIMEOUT)).state not in FINAL:
+                time.sleep(0.2)
+            print(f"  {_state(status.state)}: {status.message}")
+            failures += status.state != pb.WORK_ORDER_STATE_DONE
+    return 1 if failures else 0
+
+
+def cmd_alert_ingest(args: argparse.Namespace) -> int:
+    """Builds (or confirms) the galaxy catalog's index ahead of time."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from toros.alert.catalog import BadCatalog, GalaxyIndex
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path}: no such catalog file", 2)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        bar = progress.add_task(f"indexing {path.name}", total=path.stat().st_size)
+
+        def report(galaxies: int, done: int, total: int) -> None:
+            progress.update(bar, completed=done, description=f"indexing {path.name}: {galaxies:,} galaxies")
+
+        try:
+            index = GalaxyIndex.open(path, report)
+        except BadCatalog as exc:
+            raise CliError(str(exc), 2) from None
+        progress.update(bar, completed=path.stat().st_size)
+    print(f"{len(index):,} galaxies indexed in {GalaxyIndex.folder_for(path)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from toros.daemons import serve
 
@@ -342,6 +395,16 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
     cancel.add_argument("--reason", default="cancelled by an operator")
     cancel.set_defaults(run=cmd_cancel)
+
+    alert = commands.add_parser("alert", help="alert robot: replay notices, index the galaxy catalog")
+    alert_commands = alert.add_subparsers(dest="alert_command", required=True, metavar="ACTION")
+    replay = alert_commands.add_parser("replay", parents=[client], help="submit notices from files (drills, tests)")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="VOEvent XML or igwn.gwalert JSON")
+    replay.add_argument("--wait", action="store_true", help="wait for each to be processed")
+    replay.set_defaults(run=cmd_alert_replay)
+    ingest = alert_commands.add_parser("ingest-catalog", help="build the galaxy catalog's index ahead of time")
+    ingest.add_argument("file", help="GLADE+ text, GLADE 2.3 / CSV, or GWGC")
+    ingest.set_defaults(run=cmd_alert_ingest)
 
     watch = commands.add_parser("watch", parents=[client], help="follow a daemon's events")
     watch.add_argument("module", choices=MODULES)

@@ -36,6 +36,10 @@ CSV_NAMES = {
 }
 
 
+# progress(galaxies read, bytes read, bytes in all)
+Progress = Callable[[int, int, int], None]
+
+
 class BadCatalog(ValueError):
     """A catalog that cannot be read, with the reason."""
 
@@ -70,10 +74,11 @@ def _names(*candidates: pd.Series, fallback: pd.Series) -> np.ndarray:
     return name.str.slice(0, NAME_BYTES).to_numpy(dtype=f"S{NAME_BYTES}")
 
 
-def read_chunks(path: Path, kind: str) -> Iterator[Columns]:
+def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
+    """Chunks of the catalog read from ``stream`` (an open binary file of ``path``)."""
     if kind == "glade+":
         columns = sorted(GLADE_PLUS.values())
-        for chunk in pd.read_csv(path, sep=r"\s+", header=None, usecols=columns, na_values=["null"],
+        for chunk in pd.read_csv(stream, sep=r"\s+", header=None, usecols=columns, na_values=["null"],
                                  chunksize=CHUNK_ROWS, dtype={c: str for c in (0, 2, 3, 4)}, engine="c"):
             yield Columns(
                 chunk[8].to_numpy(np.float64), chunk[9].to_numpy(np.float64), chunk[32].to_numpy(np.float32),
@@ -81,7 +86,7 @@ def read_chunks(path: Path, kind: str) -> Iterator[Columns]:
                 _names(chunk[2], chunk[3], chunk[4], fallback="GLADE+" + chunk[0].astype(str)),
             )
     elif kind == "gwgc":
-        for chunk in pd.read_csv(path, sep=r"\s+", chunksize=CHUNK_ROWS, na_values=["NaN", "null", "~"], engine="c"):
+        for chunk in pd.read_csv(stream, sep=r"\s+", chunksize=CHUNK_ROWS, na_values=["NaN", "null", "~"], engine="c"):
             chunk.columns = [c.lstrip("#") for c in chunk.columns]
             yield Columns(
                 chunk["RA"].to_numpy(np.float64) * 15.0, chunk["Dec"].to_numpy(np.float64),
@@ -89,7 +94,7 @@ def read_chunks(path: Path, kind: str) -> Iterator[Columns]:
                 _names(chunk["Name"], fallback="PGC" + chunk["PGC"].astype(str)),
             )
     else:
-        for chunk in pd.read_csv(path, chunksize=CHUNK_ROWS, na_values=["null", "NaN", ""], engine="c"):
+        for chunk in pd.read_csv(stream, chunksize=CHUNK_ROWS, na_values=["null", "NaN", ""], engine="c"):
             lower = {c.strip().lower(): c for c in chunk.columns}
 
             def pick(key: str, required: bool = True) -> pd.Series | None:
@@ -129,7 +134,7 @@ class GalaxyIndex:
         return catalog.with_name(catalog.name + ".toros-index")
 
     @classmethod
-    def open(cls, catalog: Path, progress: Callable[[int], None] | None = None) -> GalaxyIndex:
+    def open(cls, catalog: Path, progress: Progress | None = None) -> GalaxyIndex:
         """The index of ``catalog``, built first if it is missing or older than the catalog."""
         folder = cls.folder_for(catalog)
         stat = catalog.stat()
@@ -141,18 +146,20 @@ class GalaxyIndex:
         return cls(folder)
 
 
-def build_index(catalog: Path, folder: Path, source: dict, progress: Callable[[int], None] | None = None) -> None:
+def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | None = None) -> None:
     """Reads the catalog in chunks, computes order-29 pixels, sorts, and writes the index atomically."""
     kind = detect_format(catalog)
     parts: list[Columns] = []
     count = 0
+    total = catalog.stat().st_size
     try:
-        for chunk in read_chunks(catalog, kind):
-            good = np.isfinite(chunk.ra) & np.isfinite(chunk.dec) & (np.abs(chunk.dec) <= 90)
-            parts.append(Columns(*(getattr(chunk, f)[good] for f in ("ra", "dec", "dist", "bmag", "name"))))
-            count += int(good.sum())
-            if progress:
-                progress(count)
+        with open(catalog, "rb") as stream:
+            for chunk in read_chunks(catalog, kind, stream):
+                good = np.isfinite(chunk.ra) & np.isfinite(chunk.dec) & (np.abs(chunk.dec) <= 90)
+                parts.append(Columns(*(getattr(chunk, f)[good] for f in ("ra", "dec", "dist", "bmag", "name"))))
+                count += int(good.sum())
+                if progress:
+                    progress(count, min(stream.tell(), total), total)
     except (ValueError, KeyError, pd.errors.ParserError) as exc:
         raise BadCatalog(f"{catalog}: cannot read as {kind}: {exc}") from None
     if not count:

@@ -151,18 +151,14 @@ class AlertModule(Module):
             return finish(f"{label}: sky map unavailable: {exc}; nothing relayed", failed=True)
         if self.index is None:
             return finish(f"{label}: no galaxy catalog configured (alert.catalog); nothing relayed", failed=True)
-        context.progress(30, "ranking galaxies")
         ranked = rank(self.index, skymap, credible_level=self.settings.credible_level,
                       luminosity_weighting=self.settings.luminosity_weighting)
-        folder = self.storage_root / "alerts" / alert.alert_id / f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
         per_site: dict[str, list[dict]] = {}
         relayed, notes = 0, []
-        for observatory in self.settings.observatories:
+        for observatory in self.settings.observatories:  # the telescopes first: every second counts
             context.check()
             targets = self._targets_for(observatory, ranked)
             per_site[observatory.name] = targets
-            for path in write_targets(folder, observatory.name, targets):
-                context.add_product(path, "target_list")
             if not targets:
                 notes.append(f"{observatory.name}: no candidate observable tonight")
                 continue
@@ -170,6 +166,10 @@ class AlertModule(Module):
             notes.append(outcome)
             if outcome.endswith("accepted"):
                 relayed += len(targets)
+        folder = self.storage_root / "alerts" / alert.alert_id / f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
+        for site, targets in per_site.items():
+            for path in write_targets(folder, site, targets):
+                context.add_product(path, "target_list")
         plot = plot_skymap(folder / "skymap.png", skymap, skymap.credible_region(self.settings.credible_level),
                            f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
         context.add_product(plot, "skymap_plot")

@@ -8,6 +8,7 @@ index: each sky-map pixel of level L covers the order-29 pixels [ipix << 2(29-L)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,16 +73,26 @@ def observable(
 ) -> np.ndarray:
     """Which targets rise above ``min_altitude_deg`` while the Sun is below ``sun_altitude_deg``, within
     ``hours`` from ``start`` (the site's coming night)."""
-    location = EarthLocation.from_geodetic(site.longitude * u.deg, site.latitude * u.deg, site.elevation * u.m)
-    times = Time(start) + np.arange(0.0, hours * 60.0 + step_minutes, step_minutes) * u.min
-    sun = get_sun(times).transform_to(AltAz(obstime=times, location=location)).alt.to_value(u.deg)
-    dark = times[sun < sun_altitude_deg]
-    if len(dark) == 0:
+    # The grid starts on a whole step so that successive alerts share the cached dark-time grid.
+    step = step_minutes * 60.0
+    grid_start = datetime.fromtimestamp(start.timestamp() // step * step, tz=start.tzinfo)
+    lst = _dark_sidereal_times(site, grid_start, sun_altitude_deg, hours, step_minutes)
+    if len(lst) == 0:
         return np.zeros(len(ra_deg), dtype=bool)
-    lst = dark.sidereal_time("apparent", longitude=location.lon).to_value(u.rad)
     latitude = np.deg2rad(site.latitude)
     dec = np.deg2rad(np.asarray(dec_deg))[:, None]
     hour_angle = lst[None, :] - np.deg2rad(np.asarray(ra_deg))[:, None]
     sin_alt = np.sin(latitude) * np.sin(dec) + np.cos(latitude) * np.cos(dec) * np.cos(hour_angle)
     return (np.rad2deg(np.arcsin(np.clip(sin_alt, -1, 1))) >= min_altitude_deg).any(axis=1)
 
+
+@functools.lru_cache(maxsize=64)
+def _dark_sidereal_times(site: Site, start: datetime, sun_altitude_deg: float, hours: float, step_minutes: float) -> np.ndarray:
+    """Local sidereal times (radians) of the grid points where the Sun is below ``sun_altitude_deg``."""
+    location = EarthLocation.from_geodetic(site.longitude * u.deg, site.latitude * u.deg, site.elevation * u.m)
+    times = Time(start) + np.arange(0.0, hours * 60.0 + step_minutes, step_minutes) * u.min
+    sun = get_sun(times).transform_to(AltAz(obstime=times, location=location)).alt.to_value(u.deg)
+    dark = times[sun < sun_altitude_deg]
+    if len(dark) == 0:
+        return np.empty(0)
+    return dark.sidereal_time("apparent", longitude=location.lon).to_value(u.rad)

@@ -5,8 +5,9 @@
    combine with sigma clipping, subtract, flat-correct, write), in the same run: times and ratio.
 2. Peak memory (VmHWM of a separate process) of combining 10 frames of 10560 x 10560 into a master bias,
    against the configured limit (default 2 GiB).
-3. Time to calibrate one 10560 x 10560 science frame (overscan, trim, bias, scaled dark, flat, mask, atomic
-   write) against reading the raw FITS and writing the same output bytes with no computation.
+3. Time to calibrate one 10560 x 10560 science frame once the night's masters exist (overscan, trim, bias,
+   scaled dark, flat, mask, atomic write, checksum), measured between successive frames, against reading the
+   raw FITS and writing the same output bytes with no computation.
 
 Targets (issue 3): >= 10x ccdproc end to end; a 10560^2 frame within 2x of its raw I/O; memory under the limit.
 Usage: .venv/bin/python benchmarks/calibration.py [--size 2048] [--frames 5] [--big 10560] [--big-frames 10]
@@ -151,12 +152,13 @@ print(json.dumps({{"seconds": elapsed, "peak_bytes": peak, "masters": len(result
 
 def science_vs_io(folder: Path, size: int) -> tuple[float, float]:
     """Seconds to calibrate one size^2 light frame (masters ready), and to read it and write the same bytes."""
-    light = write_big_frames(folder, size, 1, "light")[0]
+    lights = write_big_frames(folder, size, 3, "light")
+    light = lights[0]
     night = sorted(folder.glob("bias-*.fits"))[:3] + write_big_frames(folder, size, 3, "dark") + write_big_frames(folder, size, 3, "flat")
-    _, clock = ours(folder, night + [light], CalibrationConfig())
+    _, clock = ours(folder, night + lights, CalibrationConfig())
     science = [t for t, stage, _ in clock.events if stage == "science"]
-    before = [t for t, stage, _ in clock.events if stage == "master_flat"]
-    calibrate_seconds = science[-1] - before[-1]
+    # Steady state, with the night's masters at hand: the time from one science frame to the next.
+    calibrate_seconds = float(np.median(np.diff(science)))
 
     started = time.perf_counter()
     data = fits.getdata(light)

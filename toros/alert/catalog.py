@@ -26,7 +26,7 @@ ORDER = 29
 NSIDE = 2**ORDER
 INDEX_VERSION = 1
 CHUNK_ROWS = 1_000_000
-NAME_BYTES = 32
+NAME_BYTES = 24
 # GLADE+ column numbers (0-based) of what the ranking needs.
 GLADE_PLUS = {"no": 0, "gwgc": 2, "hyperleda": 3, "twomass": 4, "ra": 8, "dec": 9, "b": 10, "dist": 32}
 CSV_NAMES = {
@@ -164,20 +164,23 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
         raise BadCatalog(f"{catalog}: cannot read as {kind}: {exc}") from None
     if not count:
         raise BadCatalog(f"{catalog}: no galaxies with coordinates")
+    building = folder.with_name(folder.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     ra = np.concatenate([p.ra for p in parts])
     dec = np.concatenate([p.dec for p in parts])
     hpx = lonlat_to_healpix(np.mod(ra, 360.0) * u.deg, dec * u.deg, NSIDE, order="nested").astype(np.int64)
     order = np.argsort(hpx, kind="stable")
-    arrays = {
-        "hpx": hpx[order], "ra": ra[order], "dec": dec[order],
-        "dist": np.concatenate([p.dist for p in parts])[order], "bmag": np.concatenate([p.bmag for p in parts])[order],
-        "name": np.concatenate([p.name for p in parts])[order],
-    }
-    building = folder.with_name(folder.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(building / f"{name}.npy", array)
+    np.save(building / "hpx.npy", hpx[order])
+    del hpx
+    columns = {"ra": ra, "dec": dec}
+    del ra, dec
+    for name in ("ra", "dec", "dist", "bmag", "name"):  # one column at a time, to keep memory low
+        column = columns.pop(name) if name in columns else np.concatenate([getattr(p, name) for p in parts])
+        np.save(building / f"{name}.npy", column[order])
+        for part in parts:
+            setattr(part, name, None)
+        del column
     (building / "manifest.json").write_text(json.dumps({"source": source, "format": kind, "count": count, "order": ORDER}))
     if folder.exists():
         shutil.rmtree(folder)

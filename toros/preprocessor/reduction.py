@@ -87,16 +87,17 @@ class FrameReader:
         return np.asarray(self._hdu.section[self.rows.start + start : self.rows.start + stop, :])
 
     def reduce(self, raw: np.ndarray) -> np.ndarray:
-        """Overscan, trim and gain applied to raw rows from ``read``: float32 (electrons if gain is set)."""
-        band = raw.astype(np.float32)
+        """Overscan, trim and gain applied to raw rows from ``read``: float32 (electrons if gain is set).
+
+        The trimmed region is converted once; the overscan level is measured on the raw values."""
+        band = raw[:, self.columns].astype(np.float32)
         if self._column_levels is not None:
-            band -= self._column_levels[np.newaxis, :]
+            band -= self._column_levels[np.newaxis, self.columns]
         elif self._overscan_columns is not None:
-            band -= np.median(band[:, self._overscan_columns], axis=1).astype(np.float32)[:, np.newaxis]
-        band = band[:, self.columns]
+            band -= np.median(raw[:, self._overscan_columns], axis=1).astype(np.float32)[:, np.newaxis]
         if self.gain is not None:
             band *= np.float32(self.gain)
-        return np.ascontiguousarray(band)
+        return band
 
     def band(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the trimmed image, overscan subtracted, in electrons if gain is set."""

@@ -303,3 +303,44 @@ def test_cli_ingest_catalog_and_replay(observatory, glade_catalog, tmp_path):
     lines = replayed.stdout.splitlines()
     assert "done: drill PRELIMINARY MS181101ab" in lines[1] and "macon: 5 targets accepted" in lines[1]
     assert lines[3].endswith("retraction; 1 of 1 target lists cancelled")
+
+
+def test_csv_catalog_with_a_header(tmp_path):
+    path = tmp_path / "glade23.csv"
+    path.write_text("name,ra,dec,d_L,B\nNGC 4993,197.4487,-23.3839,40.4,13.3\nfar,10,10,,\n")
+    index = GalaxyIndex.open(path)
+    assert index.manifest["format"] == "csv" and len(index) == 2
+    row = list(index.name).index(b"NGC 4993")
+    assert index.ra[row] == pytest.approx(197.4487) and index.dist[row] == pytest.approx(40.4)
+    assert np.isnan(index.dist[list(index.name).index(b"far")])
+
+
+def test_a_2d_map_ranks_by_probability_alone(glade_catalog):
+    index = GalaxyIndex.open(glade_catalog)
+    skymap = read_skymap(MULTIORDER.read_bytes())
+    skymap.distmu = skymap.distsigma = skymap.distnorm = None
+    ranked = rank(index, skymap, credible_level=0.9, luminosity_weighting=False)
+    names = [index.name[r].decode() for r in ranked.rows[:3]]
+    assert set(names) == {"NGC1", "NGC2", "NGC3"}, "at the peak, whatever their distance (or none)"
+    assert ranked.has_distance.all()
+
+
+def test_luminosity_weighting_prefers_the_brighter_of_two_neighbours(tmp_path):
+    path = tmp_path / "pair.csv"
+    path.write_text("name,ra,dec,d_L,B\nfaint,194.30,-17.86,40.0,19.0\nbright,194.30,-17.86,40.0,11.0\n")
+    index = GalaxyIndex.open(path)
+    skymap = read_skymap(MULTIORDER.read_bytes())
+    plain = rank(index, skymap, credible_level=0.9, luminosity_weighting=False)
+    weighted = rank(index, skymap, credible_level=0.9, luminosity_weighting=True)
+    assert plain.score[0] == pytest.approx(plain.score[1])
+    assert index.name[weighted.rows[0]] == b"bright" and weighted.score[0] > 100 * weighted.score[1]
+
+
+def test_significance_threshold(observatory):
+    telescope, alert = observatory
+    _, stub = alert(significant_only=True)
+    notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+    notice["event"]["significant"] = False
+    submit(stub, json.dumps(notice).encode(), "s1")
+    assert "not marked significant" in done(stub, "s1").message
+    assert telescope.journal.get("MS181101ab-s1-macon") is None

@@ -145,6 +145,8 @@ class AlertModule(Module):
             return finish(f"{label}: the event was retracted ({self.journal.get_value(retracted)}); not relayed")
         if self.settings.far_threshold_hz is not None and (alert.far_hz or 0) > self.settings.far_threshold_hz:
             return finish(f"{label}: FAR {alert.far_hz:.3g} Hz above alert.far_threshold_hz; not relayed")
+        if self.settings.significant_only and not alert.significant:
+            return finish(f"{label}: not marked significant (alert.significant_only); not relayed")
         try:
             skymap = self._skymap(alert, context)
         except BadSkymap as exc:

@@ -36,26 +36,45 @@ def write_targets(folder: Path, observatory: str, targets: list[dict]) -> list[P
 
 
 def plot_skymap(path: Path, skymap: SkyMap, credible: np.ndarray, title: str, targets: dict[str, list[dict]]) -> Path:
-    """A Mollweide view of the credible region (colour: probability density) and each site's targets."""
+    """The credible region (colour: probability density) and each site's targets: the whole sky (Mollweide,
+    RA increasing to the left), and a zoom on the region with the targets numbered by rank."""
     level, ipix = skymap.level_ipix
     lon, lat = healpix_to_lonlat(ipix[credible], level_to_nside(level[credible]), order="nested")
-    ra = np.remainder(lon.to_value(u.deg) + 180.0, 360.0) - 180.0
-    figure = plt.figure(figsize=(10, 5.5))
-    axes = figure.add_subplot(111, projection="mollweide")
-    points = axes.scatter(-np.deg2rad(ra), lat.to_value(u.rad), c=skymap.probdensity[credible], s=2, cmap="viridis", linewidths=0)
+    ra, dec = lon.to_value(u.deg), lat.to_value(u.deg)
+    density = skymap.probdensity[credible]
+    figure = plt.figure(figsize=(14, 5.5))
+    sky = figure.add_subplot(1, 2, 1, projection="mollweide")
+    wrapped = np.remainder(ra + 180.0, 360.0) - 180.0
+    sky.scatter(-np.deg2rad(wrapped), np.deg2rad(dec), c=density, s=2, cmap="viridis", linewidths=0)
+    sky.set_xticklabels(["10h", "8h", "6h", "4h", "2h", "0h", "22h", "20h", "18h", "16h", "14h"])
+    sky.grid(True)
+    sky.set_title(title, fontsize=10)
+    zoom = figure.add_subplot(1, 2, 2)
+    centre = np.remainder(np.rad2deg(np.arctan2(np.sin(np.deg2rad(ra)).mean(), np.cos(np.deg2rad(ra)).mean())), 360.0)
+    offset = np.remainder(ra - centre + 180.0, 360.0) - 180.0  # RA relative to the region's centre
+    points = zoom.scatter(centre + offset, dec, c=density, s=4, cmap="viridis", linewidths=0)
     for (site, rows), marker in zip(targets.items(), "o^sDv*"):
-        if rows:
-            ra_t = np.remainder(np.array([r["ra_deg"] for r in rows]) + 180.0, 360.0) - 180.0
-            axes.scatter(-np.deg2rad(ra_t), np.deg2rad([r["dec_deg"] for r in rows]), marker=marker, s=30,
-                         facecolors="none", edgecolors="red", label=f"{site}: {len(rows)} targets")
-    axes.grid(True)
-    axes.set_xticklabels([f"{h}h" for h in (14, 16, 18, 20, 22, 0, 2, 4, 6, 8, 10)])
-    axes.set_title(title)
-    figure.colorbar(points, ax=axes, orientation="horizontal", fraction=0.05, pad=0.08, label="probability density [1/sr]")
+        if not rows:
+            continue
+        target_ra = centre + np.remainder(np.array([r["ra_deg"] for r in rows]) - centre + 180.0, 360.0) - 180.0
+        target_dec = np.array([r["dec_deg"] for r in rows])
+        for plot in (sky, zoom):
+            x = -np.deg2rad(np.remainder(target_ra + 180.0, 360.0) - 180.0) if plot is sky else target_ra
+            y = np.deg2rad(target_dec) if plot is sky else target_dec
+            plot.scatter(x, y, marker=marker, s=40, facecolors="none", edgecolors="red", label=f"{site}: {len(rows)} targets")
+        for number, (x, y) in enumerate(zip(target_ra, target_dec), start=1):
+            zoom.annotate(str(number), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7, color="red")
+    zoom.invert_xaxis()
+    zoom.set_xlabel("RA [deg]")
+    zoom.set_ylabel("Dec [deg]")
+    zoom.set_title("credible region and targets (numbered by rank)", fontsize=10)
+    zoom.grid(True, alpha=0.3)
     if targets:
-        axes.legend(loc="lower right", fontsize=8)
+        zoom.legend(loc="best", fontsize=8)
+    figure.colorbar(points, ax=zoom, label="probability density [1/sr]")
+    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     with atomic_write(path) as stream:
         stream.write(buffer.getvalue())

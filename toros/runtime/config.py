@@ -199,6 +199,7 @@ class AlertConfig(ServerConfig):
     min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
     twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0)
     far_threshold_hz: float | None = Field(default=None, gt=0)
+    significant_only: bool = False
     exposure: ExposurePlan = ExposurePlan()
     skymap: SkymapDownload = SkymapDownload()
     relay_retry_s: float = Field(default=600.0, ge=0, le=86400)

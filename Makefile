@@ -28,7 +28,10 @@ proto-baseline: $(VENV)/.installed
 	$(VENV)/bin/buf build -o proto/toros.v1.binpb
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/frontdesk.py
+	$(PY) benchmarks/calibration.py
+	$(PY) benchmarks/alert.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -34,7 +34,7 @@ import yaml
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alerts"
+SHARED = Path(__file__).resolve().parents[1] / "toros" / "data" / "alerts"
 CHUNK = 1_000_000
 GIB = 1024**3
 

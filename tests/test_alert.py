@@ -15,6 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy_healpix import HEALPix
 
+import toros
 from conftest import wait_for, write_config
 from support import drill_daemon
 from toros.alert.catalog import GalaxyIndex
@@ -27,7 +28,7 @@ from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.config import load_config
 from toros.runtime.server import Daemon
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alerts"
+DATA = Path(toros.__file__).parent / "data" / "alerts"
 MULTIORDER = DATA / "MS181101ab-bayestar.multiorder.fits"
 
 

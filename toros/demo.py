@@ -6,6 +6,7 @@ Everything goes under ./demo/ (ignored by git): the node's config, its SQLite jo
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,8 +32,9 @@ def free_port() -> int:
 
 
 def write_config() -> Path:
-    """A node config with free loopback ports and everything under demo/."""
-    DEMO.mkdir(exist_ok=True)
+    """A node config with free loopback ports and everything under demo/ (started afresh each run)."""
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir()
     config = {
         "logging": {"file": "logs/toros.log", "level": "INFO"},
         "database": {"path": "toros.db"},

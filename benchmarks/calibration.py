@@ -46,7 +46,7 @@ class Clock:
     def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
         self.events.append((time.perf_counter(), stage, done))
 
-    def product(self, path: Path, kind: str) -> None:
+    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
         pass
 
     def check(self) -> None:

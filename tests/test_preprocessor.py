@@ -41,7 +41,7 @@ class Recorder:
     def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
         self.stages.append((stage, done, total))
 
-    def product(self, path: Path, kind: str) -> None:
+    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
         self.products.append((path, kind))
 
     def check(self) -> None:

@@ -32,8 +32,8 @@ class WorkOrderReporter:
         )
         self.context.progress(percent, f"{stage}: {done} of {total} frames")
 
-    def product(self, path: Path, kind: str) -> None:
-        self.context.add_product(path, kind)
+    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
+        self.context.add_product(path, kind, sha256)
 
     def check(self) -> None:
         self.context.check()

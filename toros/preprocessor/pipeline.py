@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,12 +20,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import mad_std
 
-from toros.preprocessor.combine import combine_bands
+from toros.preprocessor.combine import THREADS, combine_bands
 from toros.preprocessor.inventory import BadFrame, Inventory, RawFrame, Setup, stem, take_inventory
 from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.runtime.config import CalibrationConfig
-from toros.runtime.files import atomic_write, sha256_of
+from toros.runtime.files import HashingWriter, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Reporter(Protocol):
 
     def stage(self, stage: str, done: int, total: int, path: str = "") -> None: ...
 
-    def product(self, path: Path, kind: str) -> None: ...
+    def product(self, path: Path, kind: str, sha256: str | None = None) -> None: ...
 
     def check(self) -> None: ...
 
@@ -69,6 +69,14 @@ class NightResult:
         if self.problems:
             text += f"; {len(self.problems)} skipped: " + "; ".join(self.problems)
         return text
+
+
+def write_fits(path: Path, hdus: list[fits.PrimaryHDU | fits.ImageHDU]) -> str:
+    """Writes HDUs atomically and returns the file's sha256, computed as the bytes go out."""
+    with atomic_write(path) as stream:
+        writer = HashingWriter(stream)
+        fits.HDUList(hdus).writeto(writer)
+    return writer.hexdigest()
 
 
 def night_of(date_obs: str, longitude_deg: float) -> str:
@@ -193,14 +201,13 @@ class NightCalibration:
         header["TOROSWO"] = (self.work_order_id, "work order that built it")
         for frame in frames:
             header.add_history(f"from {frame.name}")
-        hdus = fits.HDUList([fits.PrimaryHDU(data.astype(np.float32, copy=False), header)])
+        hdus = [fits.PrimaryHDU(data.astype(np.float32, copy=False), header)]
         if mask is not None:
             hdus.append(fits.ImageHDU(mask, name="MASK"))
-        with atomic_write(path) as stream:
-            hdus.writeto(stream)
+        sha256 = write_fits(path, hdus)
         master = Master(kind, setup.key, night, exposure_time, filter, path, tuple(str(f.path) for f in frames))
-        self.library.add(master, sha256_of(path), self.now(), self.work_order_id)
-        reporter.product(path, f"master_{kind}")
+        self.library.add(master, sha256, self.now(), self.work_order_id)
+        reporter.product(path, f"master_{kind}", sha256)
         result.masters.append(path)
         return LoadedMaster(master, data, mask, borrowed=False)
 
@@ -306,8 +313,7 @@ class NightCalibration:
                     self._advance(reporter, "science", str(frame.path))
                     continue
                 if pool is None:
-                    self._write(data, mask, header, output)
-                    self._finish(frame, output, reporter, result)
+                    self._finish(frame, output, reporter, result, self._write(data, mask, header, output))
                     continue
                 gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
                 job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
@@ -331,10 +337,19 @@ class NightCalibration:
             if bias.data.shape != (height, width) or flat.data.shape != (height, width):
                 raise BadFrame(f"trimmed size {reader.shape} differs from the masters' {bias.data.shape}")
             raw = reader.read(0, height)
-            data = corrections.apply(reader.reduce(raw), 0, height)
+            data = np.empty((height, width), dtype=np.float32)
             mask = np.zeros((height, width), dtype=np.uint8)
-            if frame.saturation is not None:
-                mask |= (raw[:, reader.columns] >= frame.saturation).astype(np.uint8) * MASK_SATURATED
+
+            def rows(chunk: np.ndarray) -> None:  # numpy releases the GIL: chunks run on every core
+                start, stop = int(chunk[0]), int(chunk[-1]) + 1
+                reader.reduce(raw[start:stop], out=data[start:stop])
+                corrections.apply(data[start:stop], start, stop)
+                if frame.saturation is not None:
+                    saturated = raw[start:stop, reader.columns] >= frame.saturation
+                    mask[start:stop][saturated] = MASK_SATURATED
+
+            with ThreadPoolExecutor(THREADS) as pool:
+                list(pool.map(rows, np.array_split(np.arange(height), THREADS * 4)))
             del raw
             with fits.open(frame.path, memmap=False) as hdul:
                 header = hdul[frame.hdu].header.copy()
@@ -369,16 +384,14 @@ class NightCalibration:
         mask |= cosmic.astype(np.uint8) * MASK_COSMIC_RAY
         header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
         header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
-        self._write(cleaned, mask, header, output)
-        self._finish(frame, output, reporter, result)
+        self._finish(frame, output, reporter, result, self._write(cleaned, mask, header, output))
 
     @staticmethod
-    def _write(data: np.ndarray, mask: np.ndarray, header: fits.Header, output: Path) -> None:
-        hdus = fits.HDUList([fits.PrimaryHDU(data.astype(np.float32, copy=False), header), fits.ImageHDU(mask, name="MASK")])
-        with atomic_write(output) as stream:
-            hdus.writeto(stream)
+    def _write(data: np.ndarray, mask: np.ndarray, header: fits.Header, output: Path) -> str:
+        """Writes a calibrated frame atomically; returns its sha256."""
+        return write_fits(output, [fits.PrimaryHDU(data.astype(np.float32, copy=False), header), fits.ImageHDU(mask, name="MASK")])
 
-    def _finish(self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult) -> None:
-        reporter.product(output, "calibrated")
+    def _finish(self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult, sha256: str | None = None) -> None:
+        reporter.product(output, "calibrated", sha256)
         result.calibrated.append(output)
         self._advance(reporter, "science", str(frame.path))

@@ -86,11 +86,13 @@ class FrameReader:
         """The raw rows behind rows [start, stop) of the trimmed image, every column, as stored."""
         return np.asarray(self._hdu.section[self.rows.start + start : self.rows.start + stop, :])
 
-    def reduce(self, raw: np.ndarray) -> np.ndarray:
-        """Overscan, trim and gain applied to raw rows from ``read``: float32 (electrons if gain is set).
+    def reduce(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Overscan, trim and gain applied to raw rows from ``read``: float32 (electrons if gain is set),
+        written into ``out`` when given.
 
         The trimmed region is converted once; the overscan level is measured on the raw values."""
-        band = raw[:, self.columns].astype(np.float32)
+        band = np.empty((raw.shape[0], self.shape[1]), dtype=np.float32) if out is None else out
+        np.copyto(band, raw[:, self.columns])
         if self._column_levels is not None:
             band -= self._column_levels[np.newaxis, self.columns]
         elif self._overscan_columns is not None:
@@ -126,7 +128,10 @@ class Corrections:
         if self.bias is not None:
             band -= self.bias[start:stop]
         if self.dark is not None:
-            band -= np.float32(self.dark_scale) * self.dark[start:stop]
+            if self.dark_scale == 1.0:
+                band -= self.dark[start:stop]
+            else:
+                band -= np.float32(self.dark_scale) * self.dark[start:stop]
         if self.flat is not None:
             band /= self.flat[start:stop]
         return band

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -63,3 +64,37 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := stream.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only stream that computes the sha256 of what passes through it (no second read of a
+    large product just to checksum it)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self.stream = stream
+        self._digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self._digest.update(data)
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    @property
+    def mode(self) -> str:
+        return "wb"
+
+    @property
+    def name(self) -> str:
+        return getattr(self.stream, "name", "")
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()

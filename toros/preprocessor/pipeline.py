@@ -165,8 +165,14 @@ class NightCalibration:
             shape = readers[0].shape
             fixes = [corrections(r.frame) for r in readers]
             scales = None
-            if scale_by_median:  # each flat normalised by its median before combining (ccdproc's inv_median)
-                scales = [1.0 / float(bottleneck.nanmedian(f.apply(r.band(0, shape[0]), 0, shape[0]))) for r, f in zip(readers, fixes)]
+            if scale_by_median:  # each flat normalised by its median before combining, frames read in parallel
+                def inverse_median(pair: tuple[FrameReader, Corrections]) -> float:
+                    reader, fix = pair
+                    return 1.0 / float(bottleneck.nanmedian(fix.apply(reader.band(0, shape[0]), 0, shape[0])))
+
+                workers = max(1, min(THREADS, self.settings.memory_limit_bytes // (8 * shape[0] * shape[1])))
+                with ThreadPoolExecutor(workers) as pool:
+                    scales = list(pool.map(inverse_median, zip(readers, fixes)))
             held = sum(a.nbytes for f in fixes for a in (f.bias, f.dark, f.flat) if a is not None) // max(1, len(fixes))
             budget = self.settings.memory_limit_bytes - held - shape[0] * shape[1] * 4
             combined = combine_bands(

@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import Config, load_config
 from toros.runtime.files import atomic_write
-from toros.runtime.module import Module, Services, Task
+from toros.runtime.module import Module, Task
 from toros.runtime.server import Daemon
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.simulation.ccd import Sensor, make_frame

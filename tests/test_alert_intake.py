@@ -8,13 +8,12 @@ import http.server
 import json
 import socket
 import threading
-from pathlib import Path
 
 import gcn.voeventclient
 import grpc
 import pytest
 
-from conftest import wait_for, write_config
+from conftest import wait_for
 from test_alert import DATA, done, observatory, glade_catalog  # noqa: F401  (fixtures)
 from toros.alert.listeners import KafkaListener
 from toros.generated import toros_pb2 as pb

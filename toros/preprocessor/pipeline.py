@@ -356,7 +356,6 @@ class NightCalibration:
 
             with ThreadPoolExecutor(THREADS) as pool:
                 list(pool.map(rows, np.array_split(np.arange(height), THREADS * 4)))
-            del raw
             with fits.open(frame.path, memmap=False) as hdul:
                 header = hdul[frame.hdu].header.copy()
         dark = next((d for d in darks.values() if d.data is corrections.dark), None)

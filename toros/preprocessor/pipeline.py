@@ -356,8 +356,7 @@ class NightCalibration:
 
             with ThreadPoolExecutor(THREADS) as pool:
                 list(pool.map(rows, np.array_split(np.arange(height), THREADS * 4)))
-            with fits.open(frame.path, memmap=False) as hdul:
-                header = hdul[frame.hdu].header.copy()
+            header = reader.header.copy()
         dark = next((d for d in darks.values() if d.data is corrections.dark), None)
         for master in (dark, flat):
             if master is not None and master.mask is not None:

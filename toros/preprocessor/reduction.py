@@ -60,6 +60,10 @@ class FrameReader:
     def shape(self) -> tuple[int, int]:
         return self.rows.stop - self.rows.start, self.columns.stop - self.columns.start
 
+    @property
+    def header(self) -> fits.Header:
+        return self._hdu.header
+
     def _overscan_of_columns(self, raw_shape: tuple[int, int]) -> np.ndarray | None:
         """For an overscan strip of rows (wider than tall): its median per column, measured once.
 

@@ -1,0 +1,84 @@
+"""The journal and the master library on a real PostgreSQL server (database.url), as several nodes sharing
+one database would use them. The server is a throw-away cluster on a Unix socket in a temporary folder."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import wait_for, write_config
+from support import dome_order, drill_daemon
+from toros.generated import toros_pb2 as pb
+from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.preprocessor.library import Master, MasterLibrary
+from toros.runtime.config import DatabaseConfig, load_config
+
+PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None) or (
+    str(Path(shutil.which("initdb")).parent) if shutil.which("initdb") else None
+)
+pytestmark = pytest.mark.skipif(PG_BIN is None, reason="PostgreSQL server binaries are not installed")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    # Its own folder: the postgres user cannot traverse pytest's temporary tree when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="toros-pg-"))
+    data, socket_dir = folder / "data", folder / "socket"
+    socket_dir.mkdir()
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        shutil.chown(socket_dir, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, f"{PG_BIN}/initdb", "-D", str(data), "-U", "toros", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
+         f"-k {socket_dir} -c listen_addresses='' -p 54329", "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://toros@/postgres?host={socket_dir}&port=54329"
+    finally:
+        subprocess.run([*as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_work_orders_and_events_survive_a_restart_on_postgresql(tmp_path, postgres_url, start_daemon):
+    config = load_config(write_config(tmp_path, database={"url": postgres_url, "path": "unused.db"}))
+    first = start_daemon(config, drill_daemon)
+    with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        stub = FrontDeskStub(channel)
+        for id in ("pg-1", "pg-2"):
+            stub.Submit(dome_order(id))
+        wait_for(lambda: all(first.journal.get(i).final for i in ("pg-1", "pg-2")))
+        last = first.journal.events.last_sequence
+    assert "toros@" in first.journal.url_for_logs and "postgresql" in first.journal.url_for_logs
+    first.stop(grace=1.0)
+
+    second = start_daemon(config, drill_daemon)
+    with grpc.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        stub = FrontDeskStub(channel)
+        assert stub.Submit(dome_order("pg-1")).already_known
+        assert stub.GetWorkOrder(pb.GetWorkOrderRequest(id="pg-2")).state == pb.WORK_ORDER_STATE_DONE
+        stub.Submit(dome_order("pg-3"))
+        wait_for(lambda: second.journal.get("pg-3").final)
+        sequences = [e.sequence for e in stub.Watch(pb.WatchRequest(replay_only=True))]
+        assert sequences == list(range(1, len(sequences) + 1)) and len(sequences) > last
+
+
+def test_master_library_on_postgresql(tmp_path, postgres_url):
+    library = MasterLibrary(DatabaseConfig(url=postgres_url))
+    path = tmp_path / "master_bias.fits"
+    path.write_bytes(b"x")
+    library.add(Master("bias", "96x80_bin1x1", "2026-11-20", 0.0, "", path, ("a.fits", "b.fits")), "0" * 64, 1.0, "wo")
+    found = library.find("bias", "96x80_bin1x1", "2026-11-22")
+    assert found is not None and found.night == "2026-11-20" and found.frames == ("a.fits", "b.fits")
+    assert library.find("bias", "96x80_bin1x1", "2026-11-19") is None
+    library.close()

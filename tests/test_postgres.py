@@ -44,7 +44,7 @@ def postgres_url():
         check=True, capture_output=True,
     )
     try:
-        yield f"postgresql+psycopg://toros@/postgres?host={socket_dir}&port=54329"
+        yield f"postgresql://toros@/postgres?host={socket_dir}&port=54329"  # the form the docs use
     finally:
         subprocess.run([*as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

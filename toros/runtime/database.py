@@ -15,7 +15,11 @@ from toros.runtime.config import DatabaseConfig
 
 
 def database_url(database: DatabaseConfig) -> str:
-    return database.url.get_secret_value() if database.url else f"sqlite:///{Path(database.path)}"
+    """The SQLAlchemy URL; a plain ``postgresql://`` (the form in the docs) uses the psycopg driver."""
+    if database.url is None:
+        return f"sqlite:///{Path(database.path)}"
+    url = database.url.get_secret_value()
+    return "postgresql+psycopg://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
 
 
 def url_for_logs(database: DatabaseConfig) -> str:

@@ -142,3 +142,35 @@ def test_webhook_notification_after_a_relay(observatory):
         assert posts[0]["alert_id"] == "MS181101ab" and len(posts[0]["targets"]["macon"]) == 5
     finally:
         server.shutdown()
+
+
+def test_email_notification_after_a_relay_and_a_dead_mail_server_does_not_stop_it(observatory):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received = []
+
+    class Inbox(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        telescope, alert = observatory
+        _, stub = alert(notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": controller.port})
+        stub.Submit(pb.WorkOrder(id="e1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())))
+        assert done(stub, "e1").state == pb.WORK_ORDER_STATE_DONE
+        wait_for(lambda: received)
+        assert received[0]["To"] == "night@toros.example" and "MS181101ab" in received[0]["Subject"]
+        assert "macon: 5 targets accepted" in received[0].get_payload(decode=True).decode()
+    finally:
+        controller.stop()
+    _, stub = alert(notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": free_port()},
+                    process_test_alerts=True)
+    notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+    notice["superevent_id"] = "MS181101ac"
+    stub.Submit(pb.WorkOrder(id="e2", process_alert=pb.ProcessAlert(payload=json.dumps(notice).encode())))
+    status = done(stub, "e2")
+    assert status.state == pb.WORK_ORDER_STATE_DONE and "5 targets accepted" in status.message
+    assert telescope.journal.get("MS181101ac-e2-macon") is not None

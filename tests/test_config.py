@@ -83,3 +83,26 @@ def test_an_unwritable_log_file_is_a_config_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("toros: config error: logging.file: cannot write")
     assert "Traceback" not in result.stderr
+
+
+def test_daemons_sharing_one_log_file_rotate_it_without_losing_lines(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "logs" / "toros.log"
+    code = """
+import logging, sys
+from pathlib import Path
+from toros.runtime.config import LoggingConfig
+from toros.runtime.logs import setup_logging
+setup_logging(LoggingConfig(file=Path(sys.argv[1]), level="INFO", max_bytes=20000, backup_count=50), sys.argv[2], stderr=False)
+for i in range(400):
+    logging.getLogger("toros.test").info("line %d of %s", i, sys.argv[2])
+"""
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(log), name]) for name in ("alert", "telescope", "preprocessor")]
+    assert [w.wait(timeout=60) for w in writers] == [0, 0, 0]
+    lines = [line for path in log.parent.glob("toros.log*") for line in path.read_text().splitlines()]
+    for name in ("alert", "telescope", "preprocessor"):
+        mine = [line for line in lines if line.endswith(f"of {name}")]
+        assert len(mine) == 400 and all(f" {name} [-] " in line for line in mine)
+    assert len(list(log.parent.glob("toros.log.*"))) >= 3, "rotated"

@@ -1,13 +1,15 @@
-"""Logging for a daemon: a rotated file and stderr, every line naming the module and the work order."""
+"""Logging for a daemon: a rotated file (shared safely by the daemons of a node) and stderr, every line
+naming the module and the work order."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
-import logging.handlers
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 from toros.runtime.config import ConfigError, LoggingConfig
 
@@ -44,8 +46,10 @@ def setup_logging(config: LoggingConfig, module: str, *, stderr: bool = True) ->
     if config.file is not None:
         try:
             config.file.parent.mkdir(parents=True, exist_ok=True)
+            # The daemons of a node share one log file: rotation takes a file lock, so that two processes
+            # never rotate at once.
             handlers.append(
-                logging.handlers.RotatingFileHandler(
+                ConcurrentRotatingFileHandler(
                     config.file, maxBytes=config.max_bytes, backupCount=config.backup_count, encoding="utf-8"
                 )
             )

@@ -16,7 +16,7 @@ from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.files import OutsideStorageRoot, confine
-from toros.runtime.journal import Journal, timestamp
+from toros.runtime.journal import Journal, WorkOrderRecord, timestamp
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
 from toros.runtime.workers import WorkerPool
@@ -36,6 +36,10 @@ MAX_CHUNK = 4 << 20
 WATCH_POLL_SECONDS = 1.0
 
 
+class NotCarriedOut(Exception):
+    """A valid work order for a task this module does not carry out (UNIMPLEMENTED)."""
+
+
 class FrontDesk(pb_grpc.FrontDeskServicer):
     def __init__(
         self, module: Module, journal: Journal, workers: WorkerPool, storage_root: Path, max_streams: int
@@ -51,18 +55,18 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
 
     # -- work orders -----------------------------------------------------------------------------
 
-    def Submit(self, request: pb.WorkOrder, context: grpc.ServicerContext) -> pb.SubmitResponse:
-        try:
-            task, priority = check_envelope(request, self.module.name, self.storage_root)
-            if task not in self.tasks:
-                context.abort(grpc.StatusCode.UNIMPLEMENTED, f"task: {task} is not supported by this {self.module.name}")
-            self.tasks[task].validate(getattr(request, task), Checker(task, self.storage_root))
-        except InvalidWorkOrder as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    def accept(self, request: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:
+        """Validates, journals and queues a work order (from a client or from the module itself).
+
+        Returns its record and whether the id was already known; raises InvalidWorkOrder, or NotCarriedOut
+        for a task this module does not carry out."""
+        task, priority = check_envelope(request, self.module.name, self.storage_root)
+        if task not in self.tasks:
+            raise NotCarriedOut(f"task: {task} is not supported by this {self.module.name}")
+        self.tasks[task].validate(getattr(request, task), Checker(task, self.storage_root))
         if self.tasks[task].run is None:
-            context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"task: {task} is recognised but not carried out by this version ({__version__}) of the {self.module.name}",
+            raise NotCarriedOut(
+                f"task: {task} is recognised but not carried out by this version ({__version__}) of the {self.module.name}"
             )
         order = pb.WorkOrder()
         order.CopyFrom(request)
@@ -75,6 +79,15 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             log.info("work order %s was already known (%s): not run again", record.id, record.task)
         else:
             self.workers.enqueue(record)
+        return record, already_known
+
+    def Submit(self, request: pb.WorkOrder, context: grpc.ServicerContext) -> pb.SubmitResponse:
+        try:
+            record, already_known = self.accept(request)
+        except InvalidWorkOrder as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NotCarriedOut as exc:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
         return record.receipt(already_known)
 
     def GetWorkOrder(self, request: pb.GetWorkOrderRequest, context: grpc.ServicerContext) -> pb.WorkOrderStatus:

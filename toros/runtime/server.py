@@ -21,7 +21,6 @@ from toros.runtime.config import Config, ConfigError, TlsConfig
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
 from toros.runtime.journal import Journal, WorkOrderRecord
-from toros.runtime.validation import Checker, check_envelope
 from toros.runtime.module import Module, Services
 from toros.runtime.workers import WorkerPool
 
@@ -124,13 +123,8 @@ class Daemon:
         return port
 
     def _submit_internal(self, order: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:
-        """A work order from the module itself: validated like a client's, journaled, queued."""
-        task, priority = check_envelope(order, self.module_name, self.storage_root)
-        self.frontdesk.tasks[task].validate(getattr(order, task), Checker(task, self.storage_root))
-        record, already_known = self.journal.submit(order, task, priority)
-        if not already_known:
-            self.workers.enqueue(record)
-        return record, already_known
+        """A work order from the module itself: accepted exactly like a client's."""
+        return self.frontdesk.accept(order)
 
     def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):

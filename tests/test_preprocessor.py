@@ -283,3 +283,11 @@ def test_a_night_of_only_bad_files_fails_naming_each(preprocessor):
     status = finished(stub, "bad")
     assert status.state == pb.WORK_ORDER_STATE_FAILED
     assert "a.fits: unreadable FITS" in status.message and "b.fits: unreadable FITS" in status.message
+
+
+def test_progress_reaches_the_end_when_a_calibration_type_is_skipped(tmp_path):
+    paths = write_night(tmp_path / "2026-11-23", SENSOR, biases=2, darks=3, flats=3, lights=1)
+    result, recorder = calibrate(tmp_path, paths)
+    assert "master bias: 2 usable frames, at least 3 needed" in result.summary()
+    stage, done, total = recorder.stages[-1]
+    assert (stage, done, total) == ("science", 9, 9)

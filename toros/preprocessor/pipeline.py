@@ -160,6 +160,7 @@ class NightCalibration:
                 reader.close()
             if frames:
                 result.problems.append(f"master {kind}: {len(readers)} usable frames, at least {minimum} needed")
+            self._done += len(frames)
             return None
         try:
             shape = readers[0].shape
@@ -173,7 +174,7 @@ class NightCalibration:
                 workers = max(1, min(THREADS, self.settings.memory_limit_bytes // (8 * shape[0] * shape[1])))
                 with ThreadPoolExecutor(workers) as pool:
                     scales = list(pool.map(inverse_median, zip(readers, fixes)))
-            held = sum(a.nbytes for f in fixes for a in (f.bias, f.dark, f.flat) if a is not None) // max(1, len(fixes))
+            held = sum({id(a): a.nbytes for f in fixes for a in (f.bias, f.dark, f.flat) if a is not None}.values())
             budget = self.settings.memory_limit_bytes - held - shape[0] * shape[1] * 4
             combined = combine_bands(
                 len(readers), shape, lambda i, start, stop: fixes[i].apply(readers[i].band(start, stop), start, stop),
@@ -186,9 +187,8 @@ class NightCalibration:
         finally:
             for reader in readers:
                 reader.close()
-        used = [r.frame for r in readers]
-        self._done += len(used)
-        return combined, used
+        self._done += len(frames)  # used or skipped, each frame is done
+        return combined, [r.frame for r in readers]
 
     def _store_master(
         self, kind: str, data: np.ndarray, mask: np.ndarray | None, frames: list[RawFrame], setup: Setup, night: str,
@@ -279,13 +279,21 @@ class NightCalibration:
             darks[dark.master.exposure_time] = dark
         return dark
 
+    def _scaled_dark(
+        self, frame: RawFrame, darks: dict[float, LoadedMaster], setup: Setup, night: str, result: NightResult
+    ) -> tuple[LoadedMaster | None, float]:
+        """The dark master for a frame and the factor that scales it to the frame's exposure time."""
+        dark = self._dark_for(frame.exposure_time, darks, setup, night, result) if frame.exposure_time > 0 else None
+        if dark is None or dark.master.exposure_time <= 0:
+            return None, 0.0
+        return dark, frame.exposure_time / dark.master.exposure_time
+
     def _dark_corrections(
         self, frame: RawFrame, bias: LoadedMaster | None, darks: dict[float, LoadedMaster], setup: Setup, night: str,
         result: NightResult,
     ) -> Corrections:
-        dark = self._dark_for(frame.exposure_time, darks, setup, night, result) if frame.exposure_time > 0 else None
-        scale = frame.exposure_time / dark.master.exposure_time if dark and dark.master.exposure_time > 0 else 0.0
-        return Corrections(bias=bias.data if bias else None, dark=dark.data if dark and scale else None, dark_scale=scale)
+        dark, scale = self._scaled_dark(frame, darks, setup, night, result)
+        return Corrections(bias=bias.data if bias else None, dark=dark.data if dark else None, dark_scale=scale)
 
     # -- science frames --------------------------------------------------------------------------
 
@@ -303,20 +311,17 @@ class NightCalibration:
                     self._finish(frame, output, reporter, result)
                     continue
                 if bias is None:
-                    result.problems.append(f"{frame.name}: no master bias for setup {setup.key} on or before {night}")
-                    self._advance(reporter, "science", str(frame.path))
+                    self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", reporter, result)
                     continue
                 flat = flats.get(frame.filter) or self._borrow("flat", setup, night, result, filter=frame.filter)
                 if flat is None:
-                    result.problems.append(f"{frame.name}: no master flat for filter {frame.filter} on or before {night}")
-                    self._advance(reporter, "science", str(frame.path))
+                    self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", reporter, result)
                     continue
                 flats[frame.filter] = flat
                 try:
                     data, mask, header = self._calibrate(frame, bias, darks, flat, setup, night, result)
                 except BadFrame as exc:
-                    result.problems.append(f"{frame.name}: {exc}")
-                    self._advance(reporter, "science", str(frame.path))
+                    self._skip(frame, str(exc), reporter, result)
                     continue
                 if pool is None:
                     self._finish(frame, output, reporter, result, self._write(data, mask, header, output))
@@ -332,12 +337,17 @@ class NightCalibration:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
 
+    def _skip(self, frame: RawFrame, reason: str, reporter: Reporter, result: NightResult) -> None:
+        """A science frame that cannot be calibrated: named with the reason, and counted as done."""
+        result.problems.append(f"{frame.name}: {reason}")
+        self._advance(reporter, "science", str(frame.path))
+
     def _calibrate(
         self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
         night: str, result: NightResult,
     ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
-        corrections = self._dark_corrections(frame, bias, darks, setup, night, result)
-        corrections.flat = flat.data
+        dark, scale = self._scaled_dark(frame, darks, setup, night, result)
+        corrections = Corrections(bias=bias.data, dark=dark.data if dark else None, dark_scale=scale, flat=flat.data)
         with FrameReader(frame, self.settings) as reader:
             height, width = reader.shape
             if bias.data.shape != (height, width) or flat.data.shape != (height, width):
@@ -357,7 +367,6 @@ class NightCalibration:
             with ThreadPoolExecutor(THREADS) as pool:
                 list(pool.map(rows, np.array_split(np.arange(height), THREADS * 4)))
             header = reader.header.copy()
-        dark = next((d for d in darks.values() if d.data is corrections.dark), None)
         for master in (dark, flat):
             if master is not None and master.mask is not None:
                 mask |= master.mask

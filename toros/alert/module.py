@@ -164,15 +164,14 @@ class AlertModule(Module):
             if not targets:
                 notes.append(f"{observatory.name}: no candidate observable tonight")
                 continue
-            outcome = self._send(alert, observatory, targets, drill, context, relay)
-            notes.append(outcome)
-            if outcome.endswith("accepted"):
-                relayed += len(targets)
+            accepted, note = self._send(alert, observatory, targets, drill, context, relay)
+            notes.append(note)
+            relayed += len(targets) if accepted else 0
         folder = self.storage_root / "alerts" / alert.alert_id / f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
         for site, targets in per_site.items():
             for path in write_targets(folder, site, targets):
                 context.add_product(path, "target_list")
-        plot = plot_skymap(folder / "skymap.png", skymap, skymap.credible_region(self.settings.credible_level),
+        plot = plot_skymap(folder / "skymap.png", skymap, ranked.credible,
                            f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
         context.add_product(plot, "skymap_plot")
         summary = f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
@@ -205,12 +204,15 @@ class AlertModule(Module):
                 "rank": rank_number + 1, "name": self.index.name[rows[i]].decode(errors="replace"), "ra_deg": float(ra[i]),
                 "dec_deg": float(dec[i]),
                 "distance_mpc": float(self.index.dist[rows[i]]) if np.isfinite(self.index.dist[rows[i]]) else None,
-                "score": float(ranked.score[: len(rows)][i]),
+                "score": float(ranked.score[i]),
             }
             for rank_number, i in enumerate(chosen)
         ]
 
-    def _send(self, alert: Alert, observatory, targets: list[dict], drill: bool, context: TaskContext, relay: Relay) -> str:
+    def _send(
+        self, alert: Alert, observatory, targets: list[dict], drill: bool, context: TaskContext, relay: Relay
+    ) -> tuple[bool, str]:
+        """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
         order = pb.WorkOrder(
             id=f"{alert.alert_id}-{context.id}-{observatory.name}", requester=f"alert:{context.id}", priority=90,
@@ -225,12 +227,12 @@ class AlertModule(Module):
         try:
             relay.submit(observatory.telescope, order)
         except grpc.RpcError as exc:
-            return f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
+            return False, f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
         key = f"alert:{alert.alert_id}:orders"
         sent = json.loads(self.journal.get_value(key) or "[]")
         if [observatory.telescope, order.id] not in sent:
             self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
-        return f"{observatory.name}: {len(targets)} targets accepted"
+        return True, f"{observatory.name}: {len(targets)} targets accepted"
 
     def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
         sent = json.loads(self.journal.get_value(f"alert:{alert.alert_id}:orders") or "[]")

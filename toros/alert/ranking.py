@@ -29,6 +29,7 @@ class Ranked:
     rows: np.ndarray
     score: np.ndarray
     has_distance: np.ndarray
+    credible: np.ndarray  # which sky-map pixels form the credible region searched
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -44,7 +45,7 @@ def rank(index: GalaxyIndex, skymap: SkyMap, *, credible_level: float, luminosit
     counts = stops - starts
     total = int(counts.sum())
     if total == 0:
-        return Ranked(np.empty(0, np.int64), np.empty(0), np.empty(0, bool))
+        return Ranked(np.empty(0, np.int64), np.empty(0), np.empty(0, bool), inside)
     pixel = np.repeat(np.arange(len(counts)), counts)
     rows = np.arange(total) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
     density = skymap.probdensity[inside][pixel]
@@ -64,7 +65,7 @@ def rank(index: GalaxyIndex, skymap: SkyMap, *, credible_level: float, luminosit
         luminosity = np.where(np.isfinite(absolute) & has_distance, 10 ** (-0.4 * (absolute + 20.0)), 1.0)
         score = score * luminosity
     order = np.lexsort((-score, ~has_distance))
-    return Ranked(rows[order], score[order], has_distance[order])
+    return Ranked(rows[order], score[order], has_distance[order], inside)
 
 
 def observable(

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import astropy.units as u
@@ -115,10 +115,13 @@ def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
             )
 
 
+COLUMN_NAMES = tuple(f.name for f in fields(Columns))
+
+
 class GalaxyIndex:
     """The memory-mapped, sorted index of a catalog."""
 
-    FILES = ("hpx", "ra", "dec", "dist", "bmag", "name")
+    FILES = ("hpx", *COLUMN_NAMES)
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -156,7 +159,7 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
         with open(catalog, "rb") as stream:
             for chunk in read_chunks(catalog, kind, stream):
                 good = np.isfinite(chunk.ra) & np.isfinite(chunk.dec) & (np.abs(chunk.dec) <= 90)
-                parts.append(Columns(*(getattr(chunk, f)[good] for f in ("ra", "dec", "dist", "bmag", "name"))))
+                parts.append(Columns(*(getattr(chunk, name)[good] for name in COLUMN_NAMES)))
                 count += int(good.sum())
                 if progress:
                     progress(count, min(stream.tell(), total), total)
@@ -175,7 +178,7 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
     del hpx
     columns = {"ra": ra, "dec": dec}
     del ra, dec
-    for name in ("ra", "dec", "dist", "bmag", "name"):  # one column at a time, to keep memory low
+    for name in COLUMN_NAMES:  # one column at a time, to keep memory low
         column = columns.pop(name) if name in columns else np.concatenate([getattr(p, name) for p in parts])
         np.save(building / f"{name}.npy", column[order])
         for part in parts:

@@ -66,8 +66,9 @@ class TelescopeFollower:
             channel = open_channel(self.telescope.address, self.services.config.security)
             try:
                 stub = FrontDeskStub(channel)
-                self._stream = stub.Watch(pb.WatchRequest(after_sequence=self.position, kinds=[pb.EVENT_KIND_IMAGE_READY]))
-                log.info("following %s at %s from event %d", self.telescope.name, self.telescope.address, self.position)
+                after = self.position
+                self._stream = stub.Watch(pb.WatchRequest(after_sequence=after, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+                log.info("following %s at %s from event %d", self.telescope.name, self.telescope.address, after)
                 for event in self._stream:
                     self._handle(stub, event)
                     self.journal.set_value(self._after_key, str(event.sequence))

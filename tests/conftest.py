@@ -76,6 +76,18 @@ def stub(drill: Daemon) -> Iterator[pb_grpc.FrontDeskStub]:
         yield pb_grpc.FrontDeskStub(channel)
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real full disk: a 96 KiB tmpfs as the storage root (needs root, as in CI)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
 def toros_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Runs the installed ``toros`` command."""
     return subprocess.run(

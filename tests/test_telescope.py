@@ -328,18 +328,6 @@ def test_a_hung_driver_trips_the_watchdog_and_the_dome_closes(telescope):
         alpaca.release.set()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real full disk: a 96 KiB tmpfs as the storage root (needs root, as in CI)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount_point)], check=True)
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_a_full_disk_stops_exposures_and_leaves_no_partial_file(telescope, tiny_disk):
     stub = telescope(storage=str(tiny_disk))
     status = run(stub, pb.WorkOrder(id="too-many", take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 40)))

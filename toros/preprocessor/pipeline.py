@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.runtime.config import CalibrationConfig
 from toros.runtime.clock import observing_night
-from toros.runtime.files import write_fits
+from toros.runtime.files import FitsImageStream, write_fits
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ MASK_HOT = 1
 MASK_BAD_FLAT = 2
 MASK_SATURATED = 4
 MASK_COSMIC_RAY = 8
+# Rows of a science frame calibrated at a time: 11 MB of float32 for a TOROS frame.
+SCIENCE_BAND_ROWS = 256
 NIGHT_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -335,13 +338,13 @@ class NightCalibration:
                     continue
                 flats[frame.filter] = flat
                 try:
-                    # Without cosmic-ray cleaning a frame is written before the next starts: its arrays are reused.
-                    data, mask, header = self._calibrate(frame, bias, darks, flat, setup, night, result, reuse=pool is None)
+                    if pool is None:
+                        sha256 = self._calibrate_to_file(frame, bias, darks, flat, setup, night, result, output)
+                        self._finish(frame, output, reporter, result, sha256)
+                        continue
+                    data, mask, header = self._calibrate_in_memory(frame, bias, darks, flat, setup, night, result)
                 except BadFrame as exc:
                     self._skip(frame, str(exc), reporter, result)
-                    continue
-                if pool is None:
-                    self._finish(frame, output, reporter, result, self._write(data, mask, header, output))
                     continue
                 gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
                 job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
@@ -359,40 +362,75 @@ class NightCalibration:
         result.problems.append(f"{frame.name}: {reason}")
         self._advance(reporter, "science", str(frame.path))
 
-    def _calibrate(
+    @contextmanager
+    def _science_frame(
         self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
-        night: str, result: NightResult, *, reuse: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
+        night: str, result: NightResult,
+    ) -> Iterator[tuple[FrameReader, Corrections, fits.Header, list[np.ndarray]]]:
+        """A science frame opened with what calibrates it: the corrections, the calibrated frame's header and
+        the masters' masks to merge into its own."""
         dark, scale = self._scaled_dark(frame, darks, setup, night, result)
         corrections = Corrections(bias=bias.data, dark=dark.data if dark else None, dark_scale=scale, flat=flat.data)
         with FrameReader(frame, self.settings) as reader:
-            height, width = reader.shape
-            if bias.data.shape != (height, width) or flat.data.shape != (height, width):
+            if bias.data.shape != reader.shape or flat.data.shape != reader.shape:
                 raise BadFrame(f"trimmed size {reader.shape} differs from the masters' {bias.data.shape}")
-            if reuse:
-                raw = reader.read(0, height, out=self._buffer("raw", (height, frame.setup.width), np.uint16))
-                data = self._buffer("data", (height, width), np.float32)
-                mask = self._buffer("mask", (height, width), np.uint8)
-                mask.fill(0)
-            else:
-                raw = reader.read(0, height)
-                data = np.empty((height, width), dtype=np.float32)
-                mask = np.zeros((height, width), dtype=np.uint8)
+            header = self._calibrated_header(reader.header, frame, bias, dark, flat, scale, night)
+            yield reader, corrections, header, [m.mask for m in (dark, flat) if m is not None and m.mask is not None]
 
-            def rows(chunk: np.ndarray) -> None:  # numpy releases the GIL: chunks run on every core
-                start, stop = int(chunk[0]), int(chunk[-1]) + 1
-                reader.reduce(raw[start:stop], out=data[start:stop])
-                corrections.apply(data[start:stop], start, stop)
-                if frame.saturation is not None:
-                    saturated = raw[start:stop, reader.columns] >= frame.saturation
-                    mask[start:stop][saturated] = MASK_SATURATED
+    def _calibrated_bands(
+        self, reader: FrameReader, corrections: Corrections, mask: np.ndarray
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The calibrated image as (start row, stop row, band); the band is a buffer reused for the next one.
+        Saturated pixels are marked in ``mask``."""
+        height, width = reader.shape
+        saturation = reader.frame.saturation
+        raw = self._buffer("raw band", (SCIENCE_BAND_ROWS, reader.frame.setup.width), np.uint16)
+        calibrated = self._buffer("calibrated band", (SCIENCE_BAND_ROWS, width), np.float32)
+        for start in range(0, height, SCIENCE_BAND_ROWS):
+            stop = min(height, start + SCIENCE_BAND_ROWS)
+            rows = reader.read(start, stop, out=raw[: stop - start])
+            band = corrections.apply(reader.reduce(rows, out=calibrated[: stop - start]), start, stop)
+            if saturation is not None:
+                mask[start:stop][rows[:, reader.columns] >= saturation] = MASK_SATURATED
+            yield start, stop, band
 
-            with ThreadPoolExecutor(THREADS) as pool:
-                list(pool.map(rows, np.array_split(np.arange(height), THREADS * 4)))
-            header = reader.header.copy()
-        for master in (dark, flat):
-            if master is not None and master.mask is not None:
-                mask |= master.mask
+    def _calibrate_to_file(
+        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
+        night: str, result: NightResult, output: Path,
+    ) -> str:
+        """Calibrates a science frame straight into its product, band by band: the file is written (and
+        hashed) while the next band is computed, so a full TOROS frame costs little more than its I/O.
+        Returns the product's sha256."""
+        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (reader, corrections, header, masks):
+            mask = self._buffer("mask", reader.shape, np.uint8)
+            mask.fill(0)
+            with FitsImageStream(output, header, reader.shape, np.float32) as stream:
+                for _, _, band in self._calibrated_bands(reader, corrections, mask):
+                    stream.write_rows(band)
+                for master_mask in masks:
+                    mask |= master_mask
+                return stream.finish([fits.ImageHDU(mask, name="MASK")])
+
+    def _calibrate_in_memory(
+        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
+        night: str, result: NightResult,
+    ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
+        """Calibrates a science frame into fresh arrays (image, mask, header), for cosmic-ray cleaning."""
+        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (reader, corrections, header, masks):
+            data = np.empty(reader.shape, dtype=np.float32)
+            mask = np.zeros(reader.shape, dtype=np.uint8)
+            for start, stop, band in self._calibrated_bands(reader, corrections, mask):
+                data[start:stop] = band
+        for master_mask in masks:
+            mask |= master_mask
+        return data, mask, header
+
+    def _calibrated_header(
+        self, raw_header: fits.Header, frame: RawFrame, bias: LoadedMaster, dark: LoadedMaster | None,
+        flat: LoadedMaster, dark_scale: float, night: str,
+    ) -> fits.Header:
+        """The raw header with the raw-only keywords removed and every master and step named."""
+        header = raw_header.copy()
         for keyword in ("BIASSEC", "TRIMSEC", "DATASEC", "BZERO", "BSCALE"):
             header.remove(keyword, ignore_missing=True, remove_all=True)
         header["CALSTAT"] = ("OTBDF", "overscan, trim, bias, dark, flat")
@@ -400,7 +438,7 @@ class NightCalibration:
         header["TRIMMED"] = (frame.trimsec or "none", "raw TRIMSEC kept")
         header["GAINCORR"] = (self.settings.gain is not None, "converted to electrons")
         header["MBIAS"] = (bias.master.path.name, f"night {bias.master.night}")
-        header["MDARK"] = (dark.master.path.name if dark else "none", f"scaled x{corrections.dark_scale:.4g}")
+        header["MDARK"] = (dark.master.path.name if dark else "none", f"scaled x{dark_scale:.4g}")
         header["MFLAT"] = (flat.master.path.name, f"night {flat.master.night}")
         header["BORROWED"] = (", ".join(m.master.kind for m in (bias, dark, flat) if m and m.borrowed) or "none", "masters from an earlier night")
         header["NIGHT"] = night
@@ -408,9 +446,9 @@ class NightCalibration:
         header["RAWFILE"] = frame.name
         header.add_history(
             f"TOROS preprocessor: overscan, trim, bias {bias.master.path.name}, "
-            f"dark {dark.master.path.name if dark else 'none'} x{corrections.dark_scale:.4g}, flat {flat.master.path.name}"
+            f"dark {dark.master.path.name if dark else 'none'} x{dark_scale:.4g}, flat {flat.master.path.name}"
         )
-        return data, mask, header
+        return header
 
     def _finish_cleaning(
         self, item: tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame], reporter: Reporter, result: NightResult
@@ -420,12 +458,7 @@ class NightCalibration:
         mask |= cosmic.astype(np.uint8) * MASK_COSMIC_RAY
         header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
         header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
-        self._finish(frame, output, reporter, result, self._write(cleaned, mask, header, output))
-
-    @staticmethod
-    def _write(data: np.ndarray, mask: np.ndarray, header: fits.Header, output: Path) -> str:
-        """Writes a calibrated frame atomically; returns its sha256."""
-        return write_fits(output, [fits.PrimaryHDU(data.astype(np.float32, copy=False), header), fits.ImageHDU(mask, name="MASK")])
+        self._finish(frame, output, reporter, result, write_fits(output, [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]))
 
     def _finish(self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult, sha256: str | None = None) -> None:
         reporter.product(output, "calibrated", sha256)

@@ -18,6 +18,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -274,22 +275,31 @@ class Journal:
         log.info("journal of %s at %s, last event %d", module, self.url_for_logs, self.events.last_sequence)
 
     def _prepare_statements(self) -> None:
-        """Statements built once and executed with parameters (building them per call costs more than SQLite)."""
+        """Statements built once and executed with parameters (building them per call costs more than SQLite).
+
+        The writer's statements run through the driver's own cursor (rows as dicts, named parameters):
+        SQLAlchemy's per-execution machinery costs more CPU than SQLite itself, and the writer thread is what
+        every Submit waits for. They are compiled once for the engine's dialect."""
         self._select_one = select(work_orders).where(
             work_orders.c.module == bindparam("m"), work_orders.c.id == bindparam("i")
         )
-        self._select_in = select(work_orders).where(
-            work_orders.c.module == bindparam("m"), work_orders.c.id.in_(bindparam("ids", expanding=True))
-        )
-        self._insert_order = work_orders.insert()
-        self._update_order = work_orders.update().where(
+        update_order = work_orders.update().where(
             work_orders.c.module == bindparam("b_module"), work_orders.c.id == bindparam("b_id")
         )
-        self._insert_event = events.insert()
         upsert = self._dialect_insert(module_state)
-        self._upsert_value = upsert.on_conflict_do_update(
-            index_elements=["module", "key"], set_={"value": upsert.excluded.value}
-        )
+        upsert = upsert.on_conflict_do_update(index_elements=["module", "key"], set_={"value": upsert.excluded.value})
+        dialect = self._write_engine.dialect
+        if dialect.name == "sqlite":
+            dialect = type(dialect)(paramstyle="named")
+        changing = [column.name for column in work_orders.c if column.name not in ("module", "id")]
+        self._select_one_sql = str(self._select_one.compile(dialect=dialect))
+        self._insert_order_sql = str(work_orders.insert().compile(dialect=dialect))
+        self._update_order_sql = str(update_order.compile(dialect=dialect, column_keys=changing))
+        self._insert_event_sql = str(events.insert().compile(dialect=dialect))
+        self._upsert_value_sql = str(upsert.compile(dialect=dialect))
+        # SQLite's write lock is taken at BEGIN, so another daemon sharing the file cannot make the writer's
+        # reads stale; PostgreSQL's driver begins a transaction by itself.
+        self._begin_sql = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
 
     # -- the writer ------------------------------------------------------------------------------
 
@@ -299,12 +309,12 @@ class Journal:
         return future.result()
 
     def _write_loop(self) -> None:
-        # One connection for the writer's whole life: no pool checkout and reset per group.
-        self._writer_connection = self._write_engine.connect()
+        # One driver connection for the writer's whole life: no pool checkout and reset per group.
+        self._driver_connection = self._write_engine.raw_connection()
         while True:
             item = self._pending.get()
             if item is None:
-                self._writer_connection.close()
+                self._driver_connection.close()
                 return
             group = [item]
             while len(group) < 1024:
@@ -320,19 +330,25 @@ class Journal:
 
     def _commit(self, items: list[tuple[_Write, Future]]) -> None:
         group = _Group(self.module, self.clock.timestamp(), self.events.last_sequence + 1)
-        conn = self._writer_connection
         try:
-            with conn.begin():
-                results = self._apply(conn, group, [write for write, _ in items])
+            cursor = self._driver_connection.cursor()
+            try:
+                if self._begin_sql:
+                    cursor.execute(self._begin_sql)
+                results = self._apply(cursor, group, [write for write, _ in items])
                 if group.inserted:
-                    conn.execute(self._insert_order, [self._row(group.records[id]) for id in group.inserted])
+                    cursor.executemany(self._insert_order_sql, [self._row(group.records[id]) for id in group.inserted])
                 if group.updated:
-                    conn.execute(self._update_order, [self._row(group.records[id], key_prefix="b_") for id in group.updated])
+                    cursor.executemany(self._update_order_sql, [self._row(group.records[id], key_prefix="b_") for id in group.updated])
                 if group.new_events:
-                    conn.execute(self._insert_event, group.event_rows())
+                    cursor.executemany(self._insert_event_sql, group.event_rows())
                 if group.values:
-                    conn.execute(self._upsert_value, [{"module": self.module, "key": k, "value": v} for k, v in group.values.items()])
+                    cursor.executemany(self._upsert_value_sql, [{"module": self.module, "key": k, "value": v} for k, v in group.values.items()])
+                self._driver_connection.commit()
+            finally:
+                cursor.close()
         except Exception as exc:  # one bad write must not fail its neighbours: retry them one by one
+            self._roll_back()
             if len(items) == 1:
                 items[0][1].set_exception(exc)
             else:
@@ -348,10 +364,20 @@ class Journal:
         for (_, future), result in zip(items, results):
             future.set_result(result)
 
-    def _apply(self, conn: Any, group: _Group, writes: list[_Write]) -> list[Any]:
+    def _roll_back(self) -> None:
+        """Ends a failed transaction; a connection that cannot even roll back (the database server went
+        away) is replaced, so the next group starts on a working one."""
+        try:
+            self._driver_connection.rollback()
+        except Exception:
+            log.warning("journal connection lost; reconnecting", exc_info=True)
+            self._driver_connection.invalidate()
+            self._driver_connection = self._write_engine.raw_connection()
+
+    def _apply(self, cursor: Any, group: _Group, writes: list[_Write]) -> list[Any]:
         """Works out each write's effect on the group; reads only rows not known in memory."""
         mentioned = {w.order.id if isinstance(w, _Submit) else getattr(w, "work_order_id", "") for w in writes}
-        stored = self._select_many(conn, {id for id in mentioned if id and id not in self._unfinished})
+        stored = self._select_many(cursor, {id for id in mentioned if id and id not in self._unfinished})
 
         def current(work_order_id: str) -> WorkOrderRecord | None:
             return group.records.get(work_order_id) or self._unfinished.get(work_order_id) or stored.get(work_order_id)
@@ -487,11 +513,16 @@ class Journal:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _select_many(self, conn: Any, ids: set[str]) -> dict[str, WorkOrderRecord]:
-        if not ids:
-            return {}
-        rows = conn.execute(self._select_in, {"m": self.module, "ids": list(ids)})
-        return {row.id: WorkOrderRecord.from_row(row) for row in rows}
+    def _select_many(self, cursor: Any, ids: set[str]) -> dict[str, WorkOrderRecord]:
+        """The stored records of these ids, through the writer's cursor (one indexed lookup each)."""
+        found = {}
+        for work_order_id in ids:
+            cursor.execute(self._select_one_sql, {"m": self.module, "i": work_order_id})
+            row = cursor.fetchone()
+            if row is not None:
+                names = [column[0] for column in cursor.description]
+                found[work_order_id] = WorkOrderRecord.from_row(SimpleNamespace(**dict(zip(names, row))))
+        return found
 
     def _row(self, record: WorkOrderRecord, key_prefix: str = "") -> dict[str, Any]:
         return {

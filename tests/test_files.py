@@ -66,6 +66,9 @@ def test_an_unfinished_or_failing_stream_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="does not continue"):
         with FitsImageStream(tmp_path / "wide.fits", header(), data.shape, np.float32) as stream:
             stream.write_rows(np.ones((2, 9), np.float32))
+    with pytest.raises(ValueError, match="closed before finish"):
+        with FitsImageStream(tmp_path / "unfinished.fits", header(), data.shape, np.float32) as stream:
+            stream.write_rows(data)
     with pytest.raises(RuntimeError, match="camera lost"):
         with FitsImageStream(tmp_path / "interrupted.fits", header(), data.shape, np.float32) as stream:
             stream.write_rows(data[:4])

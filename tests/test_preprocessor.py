@@ -191,6 +191,28 @@ def test_bad_files_are_named_and_the_rest_of_the_night_is_calibrated(tmp_path):
         assert expected in text, text
 
 
+def test_a_frame_cut_short_while_it_is_calibrated_leaves_no_partial_product(tmp_path):
+    """A raw file truncated after the inventory (a copy still arriving) fails midway through its product:
+    it is named, and neither the product nor a temporary file remains."""
+    night = tmp_path / "2026-11-23"
+    paths = write_night(night, SENSOR, lights=2)
+    first, second = sorted(p for p in paths if fits.getheader(p)["IMAGETYP"] == "LIGHT")
+
+    class CutsTheSecondLight(Recorder):
+        def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
+            super().stage(stage, done, total, path)
+            if stage == "science" and path == str(first):
+                second.write_bytes(second.read_bytes()[: 2880 + 20 * SENSOR.width * 2])
+
+    library = MasterLibrary(DatabaseConfig(path=tmp_path / "toros.db"))
+    pipeline = NightCalibration(CalibrationConfig(), library, tmp_path, longitude_deg=-67.32, work_order_id="wo-cut", now=lambda: 0.0)
+    result = pipeline.run(paths, CutsTheSecondLight(), night="2026-11-23")
+    library.close()
+    assert [p.name for p in result.calibrated] == [first.name.replace(".fits", "_cal.fits")]
+    assert any(problem.startswith(f"{second.name}: ") and "ends before row" in problem for problem in result.problems), result.problems
+    assert sorted(p.name for p in (tmp_path / "calibrated" / "2026-11-23").iterdir()) == [first.name.replace(".fits", "_cal.fits")]
+
+
 def test_compressed_frames_are_read(tmp_path):
     night = tmp_path / "2026-11-23"
     paths = write_night(night, SENSOR, lights=2)

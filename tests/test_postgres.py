@@ -28,29 +28,49 @@ REQUIRED = os.environ.get("TOROS_REQUIRE_POSTGRES") == "1"
 pytestmark = pytest.mark.skipif(PG_BIN is None and not REQUIRED, reason="PostgreSQL server binaries are not installed")
 
 
+class PostgresServer:
+    """A throw-away PostgreSQL cluster, which a test may restart under a running daemon."""
+
+    def __init__(self) -> None:
+        assert PG_BIN is not None, "PostgreSQL server binaries are required (TOROS_REQUIRE_POSTGRES=1) but not installed"
+        # Its own folder: the postgres user cannot traverse pytest's temporary tree when the tests run as root.
+        self.folder = Path(tempfile.mkdtemp(prefix="toros-pg-"))
+        self.data, socket_dir = self.folder / "data", self.folder / "socket"
+        socket_dir.mkdir()
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(self.folder, "postgres")
+            shutil.chown(socket_dir, "postgres")
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+        self._options = f"-k {socket_dir} -c listen_addresses='' -p 54329"
+        self.url = f"postgresql://toros@/postgres?host={socket_dir}&port=54329"  # the form the docs use
+        subprocess.run([*self.as_postgres, f"{PG_BIN}/initdb", "-D", str(self.data), "-U", "toros", "--auth=trust"], check=True, capture_output=True)
+
+    def pg_ctl(self, *command: str) -> None:
+        subprocess.run(
+            [*self.as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(self.data), "-w", "-l", str(self.folder / "server.log"),
+             "-o", self._options, *command],
+            check=True, capture_output=True,
+        )
+
+    def remove(self) -> None:
+        subprocess.run([*self.as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(self.data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def postgres_url():
-    assert PG_BIN is not None, "PostgreSQL server binaries are required (TOROS_REQUIRE_POSTGRES=1) but not installed"
-    # Its own folder: the postgres user cannot traverse pytest's temporary tree when the tests run as root.
-    folder = Path(tempfile.mkdtemp(prefix="toros-pg-"))
-    data, socket_dir = folder / "data", folder / "socket"
-    socket_dir.mkdir()
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(folder, "postgres")
-        shutil.chown(socket_dir, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, f"{PG_BIN}/initdb", "-D", str(data), "-U", "toros", "--auth=trust"], check=True, capture_output=True)
-    subprocess.run(
-        [*as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
-         f"-k {socket_dir} -c listen_addresses='' -p 54329", "start"],
-        check=True, capture_output=True,
-    )
+def postgres():
+    server = PostgresServer()
+    server.pg_ctl("start")
     try:
-        yield f"postgresql://toros@/postgres?host={socket_dir}&port=54329"  # the form the docs use
+        yield server
     finally:
-        subprocess.run([*as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    return postgres.url
 
 
 def test_work_orders_and_events_survive_a_restart_on_postgresql(tmp_path, postgres_url, start_daemon):
@@ -85,3 +105,28 @@ def test_master_library_on_postgresql(tmp_path, postgres_url):
     assert found is not None and found.night == "2026-11-20" and found.frames == ("a.fits", "b.fits")
     assert library.find("bias", "96x80_bin1x1", "2026-11-19") is None
     library.close()
+
+
+def test_a_daemon_carries_on_when_the_postgresql_server_restarts_under_it(tmp_path, postgres, start_daemon):
+    config = load_config(write_config(tmp_path, database={"url": postgres.url, "path": "unused.db"}))
+    daemon = start_daemon(config, drill_daemon)
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        stub = FrontDeskStub(channel)
+        stub.Submit(dome_order("before-restart"))
+        wait_for(lambda: daemon.journal.get("before-restart").final)
+
+        postgres.pg_ctl("-m", "fast", "stop")  # every connection is dropped
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Submit(dome_order("while-down"))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details().startswith("not accepted, try again: database: ")
+
+        postgres.pg_ctl("start")
+        stub.Submit(dome_order("after-restart"))  # the journal reconnects by itself
+        wait_for(lambda: daemon.journal.get("after-restart").final)
+        assert stub.GetWorkOrder(pb.GetWorkOrderRequest(id="after-restart")).state == pb.WORK_ORDER_STATE_DONE
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.GetWorkOrder(pb.GetWorkOrderRequest(id="while-down"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND, "a refused work order was not stored"
+        sequences = [e.sequence for e in stub.Watch(pb.WatchRequest(replay_only=True))]
+        assert sequences == list(range(1, len(sequences) + 1)), "no gap and no duplicate across the restart"

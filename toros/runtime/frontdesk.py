@@ -16,7 +16,7 @@ from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.files import OutsideStorageRoot, confine
-from toros.runtime.journal import Journal, WorkOrderRecord, timestamp
+from toros.runtime.journal import Journal, JournalUnavailable, WorkOrderRecord, timestamp
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
 from toros.runtime.workers import WorkerPool
@@ -99,6 +99,8 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
         except NotNow as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except JournalUnavailable as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted, try again: {exc}")
         return record.receipt(already_known)
 
     def GetWorkOrder(self, request: pb.GetWorkOrderRequest, context: grpc.ServicerContext) -> pb.WorkOrderStatus:
@@ -110,7 +112,10 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
     def CancelWorkOrder(
         self, request: pb.CancelWorkOrderRequest, context: grpc.ServicerContext
     ) -> pb.WorkOrderStatus:
-        record = self.workers.cancel(self._required_id(request.id, context), request.reason)
+        try:
+            record = self.workers.cancel(self._required_id(request.id, context), request.reason)
+        except JournalUnavailable as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"not cancelled, try again: {exc}")
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {request.id!r} in the {self.module.name}")
         return record.status()

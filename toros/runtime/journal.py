@@ -249,6 +249,10 @@ class _Group:
         ]
 
 
+class JournalUnavailable(Exception):
+    """The database refused or lost a write (a PostgreSQL server restarting, a full disk): nothing was stored."""
+
+
 class Journal:
     """Durable store of one module's work orders and events."""
 
@@ -309,12 +313,13 @@ class Journal:
         return future.result()
 
     def _write_loop(self) -> None:
-        # One driver connection for the writer's whole life: no pool checkout and reset per group.
-        self._driver_connection = self._write_engine.raw_connection()
+        # One driver connection for as long as it works: no pool checkout and reset per group.
+        self._driver_connection: Any = None
         while True:
             item = self._pending.get()
             if item is None:
-                self._driver_connection.close()
+                if self._driver_connection is not None:
+                    self._driver_connection.close()
                 return
             group = [item]
             while len(group) < 1024:
@@ -331,6 +336,8 @@ class Journal:
     def _commit(self, items: list[tuple[_Write, Future]]) -> None:
         group = _Group(self.module, self.clock.timestamp(), self.events.last_sequence + 1)
         try:
+            if self._driver_connection is None:
+                self._driver_connection = self._write_engine.raw_connection()
             cursor = self._driver_connection.cursor()
             try:
                 if self._begin_sql:
@@ -348,9 +355,10 @@ class Journal:
             finally:
                 cursor.close()
         except Exception as exc:  # one bad write must not fail its neighbours: retry them one by one
-            self._roll_back()
+            self._end_failed_transaction(exc)
             if len(items) == 1:
-                items[0][1].set_exception(exc)
+                unavailable = isinstance(exc, self._write_engine.dialect.loaded_dbapi.Error)
+                items[0][1].set_exception(JournalUnavailable(f"database: {exc}".strip()) if unavailable else exc)
             else:
                 for item in items:
                     self._commit([item])
@@ -364,15 +372,22 @@ class Journal:
         for (_, future), result in zip(items, results):
             future.set_result(result)
 
-    def _roll_back(self) -> None:
-        """Ends a failed transaction; a connection that cannot even roll back (the database server went
-        away) is replaced, so the next group starts on a working one."""
+    def _end_failed_transaction(self, error: Exception) -> None:
+        """Rolls back a failed group. A connection the database dropped (a PostgreSQL restart), as the
+        dialect recognises it, or one that cannot even roll back, is discarded: the next group connects anew."""
+        connection = self._driver_connection
+        if connection is None:
+            return
+        dialect = self._write_engine.dialect
         try:
-            self._driver_connection.rollback()
+            connection.rollback()
+            lost = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(error, connection.dbapi_connection, None)
         except Exception:
-            log.warning("journal connection lost; reconnecting", exc_info=True)
-            self._driver_connection.invalidate()
-            self._driver_connection = self._write_engine.raw_connection()
+            lost = True
+        if lost:
+            log.warning("journal: lost the connection to %s (%s); reconnecting at the next write", self.url_for_logs, error)
+            connection.invalidate()
+            self._driver_connection = None
 
     def _apply(self, cursor: Any, group: _Group, writes: list[_Write]) -> list[Any]:
         """Works out each write's effect on the group; reads only rows not known in memory."""

@@ -31,7 +31,8 @@ class FrontDeskStub:
     Errors: INVALID_ARGUMENT names the offending field path (e.g. `observe_targets.targets[2].dec_deg`);
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
-    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide.
+    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
+    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
     """
 
     def __init__(self, channel):
@@ -78,7 +79,8 @@ class FrontDeskServicer:
     Errors: INVALID_ARGUMENT names the offending field path (e.g. `observe_targets.targets[2].dec_deg`);
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
-    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide.
+    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
+    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
     """
 
     def Submit(self, request, context):
@@ -172,7 +174,8 @@ class FrontDesk:
     Errors: INVALID_ARGUMENT names the offending field path (e.g. `observe_targets.targets[2].dec_deg`);
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
-    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide.
+    state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
+    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
     """
 
     @staticmethod

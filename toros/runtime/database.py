@@ -13,6 +13,10 @@ from sqlalchemy.engine import make_url
 
 from toros.runtime.config import DatabaseConfig
 
+# A SQLite writer takes the write lock at once, so another daemon sharing the file cannot make its snapshot
+# stale between a read and a write of the same transaction.
+SQLITE_WRITER_BEGIN = "BEGIN IMMEDIATE"
+
 
 def database_url(database: DatabaseConfig) -> str:
     """The SQLAlchemy URL; a plain ``postgresql://`` (the form in the docs) uses the psycopg driver."""
@@ -51,8 +55,6 @@ def make_engine(database: DatabaseConfig, *, writer: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # A writer takes the write lock at once, so another daemon sharing the file cannot make its snapshot
-        # stale between a read and a write of the same transaction.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        conn.exec_driver_sql(SQLITE_WRITER_BEGIN if writer else "BEGIN")
 
     return engine

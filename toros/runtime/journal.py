@@ -37,12 +37,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.config import DatabaseConfig
-from toros.runtime.database import make_engine, url_for_logs
+from toros.runtime.database import SQLITE_WRITER_BEGIN, make_engine, url_for_logs
 from toros.runtime.events import EventHub
 
 log = logging.getLogger(__name__)
@@ -301,9 +302,7 @@ class Journal:
         self._update_order_sql = str(update_order.compile(dialect=dialect, column_keys=changing))
         self._insert_event_sql = str(events.insert().compile(dialect=dialect))
         self._upsert_value_sql = str(upsert.compile(dialect=dialect))
-        # SQLite's write lock is taken at BEGIN, so another daemon sharing the file cannot make the writer's
-        # reads stale; PostgreSQL's driver begins a transaction by itself.
-        self._begin_sql = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        self._begin_sql = SQLITE_WRITER_BEGIN if dialect.name == "sqlite" else None  # psycopg begins by itself
 
     # -- the writer ------------------------------------------------------------------------------
 
@@ -357,7 +356,7 @@ class Journal:
         except Exception as exc:  # one bad write must not fail its neighbours: retry them one by one
             self._end_failed_transaction(exc)
             if len(items) == 1:
-                unavailable = isinstance(exc, self._write_engine.dialect.loaded_dbapi.Error)
+                unavailable = isinstance(exc, (self._write_engine.dialect.loaded_dbapi.Error, DBAPIError))
                 items[0][1].set_exception(JournalUnavailable(f"database: {exc}".strip()) if unavailable else exc)
             else:
                 for item in items:

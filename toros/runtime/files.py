@@ -9,7 +9,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -167,10 +167,10 @@ class FitsImageStream:
         self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_DEPTH)
         self._error: BaseException | None = None
         self._sha256: str | None = None
-        self._exit = ExitStack()
+        self._file = atomic_write(path)
 
     def __enter__(self) -> FitsImageStream:
-        stream = self._exit.enter_context(atomic_write(self.path))
+        stream = self._file.__enter__()
         self._digest = hashlib.sha256()
         self._writer = threading.Thread(target=self._write_out, args=(stream,), name=f"fits-writer {self.path.name}")
         self._writer.start()
@@ -242,6 +242,6 @@ class FitsImageStream:
         self._stop_writer()
         if kind is None and self._sha256 is None:
             value = ValueError(f"{self.path.name}: FitsImageStream closed before finish()")
-            self._exit.__exit__(type(value), value, None)
+            self._file.__exit__(ValueError, value, None)
             raise value
-        self._exit.__exit__(kind, value, traceback)
+        self._file.__exit__(kind, value, traceback)

@@ -123,8 +123,9 @@ def test_watch_streams_end_when_the_daemon_stops(make_config, start_daemon):
     daemon = start_daemon(make_config())
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stream = FrontDeskStub(channel).Watch(pb.WatchRequest())
+        stream.initial_metadata()  # the daemon has the stream (a call still in flight is gRPC core's to settle)
         started = time.monotonic()
-        daemon.stop(grace=5.0)
+        daemon.stop(grace=30.0)
         try:
             for _ in stream:
                 pass

@@ -107,6 +107,7 @@ def test_sigterm_stops_gracefully_with_exit_code_0(tmp_path):
         health = health_pb2_grpc.HealthStub(channel)
         wait_for(lambda: health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING)
         stream = FrontDeskStub(channel).Watch(pb.WatchRequest())
+        stream.initial_metadata()  # the stream is open on the daemon
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         assert process.wait(timeout=30) == 0

@@ -154,6 +154,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kinds: unknown event kind {unknown[0]}")
         wanted = {EVENT_KINDS[kind] for kind in request.kinds}
         self._take_stream_slot(context)
+        context.send_initial_metadata(())  # tells the subscriber its stream is live before any event comes
         hub = self.journal.events
         context.add_callback(hub.wake)
         try:

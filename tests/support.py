@@ -7,7 +7,10 @@ telescope, or with ``real`` the telescope module itself) that a test can kill -9
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,10 @@ class DrillTelescope(Module):
             context.check()
             if target.name == "fail":
                 raise TaskFailed(f"targets[{index}]: cannot observe {target.name}")
+            if target.name == "poison":  # a work order that takes the daemon down, as one exhausting memory does
+                os.kill(os.getpid(), signal.SIGKILL)
+            if target.name == "stubborn":  # a long step that notices no cancellation
+                time.sleep(60)
             path = night / f"{context.id}-{index}.txt"
             with atomic_write(path) as stream:
                 stream.write(f"{target.name} {target.ra_deg} {target.dec_deg}\n".encode())

@@ -141,7 +141,7 @@ def test_overscan_and_trim_match_ccdproc_on_its_own_raw_frame(tmp_path):
     header = fits.getheader(CCDPROC_DATA)
     assert header["BIASSEC"] and header["TRIMSEC"]
     settings = CalibrationConfig(imagetyp={header["IMAGETYP"].strip().upper(): "light"})
-    frame = take_inventory([CCDPROC_DATA], settings).frames[0]
+    frame = take_inventory([CCDPROC_DATA], settings, CCDPROC_DATA.parent).frames[0]
     with FrameReader(frame, settings) as reader:
         ours = reader.band(0, reader.shape[0])
     ccd = CCDData.read(CCDPROC_DATA, unit="adu")
@@ -156,7 +156,7 @@ def test_overscan_and_trim_match_ccdproc_on_its_own_raw_frame(tmp_path):
 def test_band_streaming_gives_the_same_master_whatever_the_band_size(tmp_path):
     paths = write_night(tmp_path, SENSOR, biases=5, darks=0, flats=0, lights=0)
     settings = CalibrationConfig()
-    readers = [FrameReader(f, settings) for f in take_inventory(paths, settings).frames]
+    readers = [FrameReader(f, settings) for f in take_inventory(paths, settings, tmp_path).frames]
     shape = readers[0].shape
     combined = [
         combine_bands(5, shape, lambda i, a, b: readers[i].band(a, b), method="average", sigma_low=3, sigma_high=3, budget_bytes=budget)

@@ -107,8 +107,11 @@ class VoeventListener:
 
         if self._stopped:
             return
-        notice_type = gcn.handlers.get_notice_type(root)
-        if notice_type not in LVK_NOTICE_TYPES:
+        try:
+            notice_type = gcn.handlers.get_notice_type(root)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            notice_type = None  # no readable Packet_Type: the notice parser says what is wrong with it
+        if notice_type is not None and notice_type not in LVK_NOTICE_TYPES:
             self.archive(payload)
             log.info("VOEvent of notice type %s archived and ignored (not an LVK alert)", notice_type)
             return

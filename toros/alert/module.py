@@ -22,7 +22,8 @@ from toros.alert.ranking import observable, rank
 from toros.alert.relay import Relay
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.generated import toros_pb2 as pb
-from toros.runtime.files import atomic_write
+from toros.runtime.files import atomic_write, path_inside
+from toros.runtime.journal import JournalUnavailable
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.validation import Checker, InvalidWorkOrder
 from toros.runtime.workers import TaskContext, TaskFailed
@@ -68,15 +69,23 @@ class AlertModule(Module):
     def receive(self, payload: bytes, key: str) -> None:
         """A notice from a listener: kept raw, then journaled as a process_alert work order with id ``key``.
 
-        A notice that cannot be parsed is recorded (an alert_processed event naming the raw file) and
-        dropped; either way it is durably stored before the listener acknowledges it."""
+        A notice that cannot be accepted is recorded (an alert_processed event naming the raw file and the
+        reason) and dropped, so that the listener moves on to the next one; either way it is durably stored
+        before the listener acknowledges it. Only a journal that cannot store it stops the acknowledgement."""
         order = pb.WorkOrder(id=key, requester=f"listener:{key.split('-', 1)[0]}",
-                             process_alert=pb.ProcessAlert(payload=payload, source=key))
+                             process_alert=pb.ProcessAlert(payload=payload or b"", source=key))
         try:
             self.services.submit(order)
+            return
         except InvalidWorkOrder as exc:
-            raw = self.archive(payload)
-            self.journal.append_event(key, alert_processed=pb.AlertProcessed(message=f"refused: {exc} (raw notice {raw})"))
+            reason = str(exc)
+        except JournalUnavailable:
+            raise
+        except Exception as exc:  # a notice must never stop intake, whatever it does to the code that reads it
+            log.exception("notice %s could not be accepted", key)
+            reason = f"not accepted ({type(exc).__name__}: {exc})"
+        raw = self.archive(payload or b"")
+        self.journal.append_event(key, alert_processed=pb.AlertProcessed(message=f"refused: {reason} (raw notice {raw})"))
 
     def status_message(self) -> str:
         observatories = ", ".join(o.name for o in self.settings.observatories) or "none configured"
@@ -167,7 +176,7 @@ class AlertModule(Module):
             accepted, note = self._send(alert, observatory, targets, drill, context, relay)
             notes.append(note)
             relayed += len(targets) if accepted else 0
-        folder = self.storage_root / "alerts" / alert.alert_id / f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
+        folder = path_inside(self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}")
         for site, targets in per_site.items():
             for path in write_targets(folder, site, targets):
                 context.add_product(path, "target_list")
@@ -186,9 +195,8 @@ class AlertModule(Module):
         if not data:
             settings = self.settings.skymap
             context.progress(10, f"downloading {alert.skymap.url}")
-            data = download(alert.skymap.url, timeout_s=settings.timeout_s, retries=settings.retries,
-                            rewrite=settings.rewrite, wait=context.sleep_real)
-        return read_skymap(data)
+            data = download(alert.skymap.url, settings, wait=context.sleep_real)
+        return read_skymap(data, self.settings.skymap.max_bytes)
 
     def _targets_for(self, observatory, ranked) -> list[dict]:
         wanted = self.settings.targets_per_observatory

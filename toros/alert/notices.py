@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +27,10 @@ VOEVENT_ALERT_TYPES = {
     "PRELIMINARY": "PRELIMINARY", "INITIAL": "INITIAL", "UPDATE": "UPDATE", "RETRACTION": "RETRACTION",
     "EARLYWARNING": "EARLY_WARNING", "EARLY_WARNING": "EARLY_WARNING",
 }
+
+
+ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+ALERT_TYPE = re.compile(r"[A-Z][A-Z_]{0,31}")
 
 
 class BadNotice(ValueError):
@@ -83,17 +89,15 @@ def detect_format(payload: bytes) -> int:
 def parse_notice(payload: bytes, format_hint: int = pb.ALERT_FORMAT_UNSPECIFIED) -> Alert:
     """Parses raw notice bytes; raises BadNotice with the reason."""
     kind = format_hint or detect_format(payload)
-    return parse_gwalert_json(payload) if kind == pb.ALERT_FORMAT_GWALERT_JSON else parse_voevent(payload)
-
-
-def _time(text: Any) -> datetime | None:
-    if not text:
-        return None
+    parse = parse_gwalert_json if kind == pb.ALERT_FORMAT_GWALERT_JSON else parse_voevent
     try:
-        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        raise BadNotice(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return parse(payload)
+    except BadNotice:
+        raise
+    except (ValueError, TypeError, AttributeError, LookupError, RecursionError, etree.LxmlError) as exc:
+        # The parsers name the field of every problem they know of; whatever else a notice does to them is
+        # still a refused notice, never an error that stops intake.
+        raise BadNotice(f"unreadable notice ({type(exc).__name__}: {exc})") from None
 
 
 def _is_test(alert_id: str, role: str = "observation") -> bool:
@@ -106,36 +110,130 @@ def parse_gwalert_json(payload: bytes) -> Alert:
         notice = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadNotice(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadNotice("not valid JSON: nested too deeply") from None
     if not isinstance(notice, dict):
         raise BadNotice("JSON notice must be an object")
-    alert_id = notice.get("superevent_id")
-    alert_type = str(notice.get("alert_type", "")).upper()
-    if not alert_id or not isinstance(alert_id, str):
-        raise BadNotice("superevent_id is missing")
-    if not alert_type:
-        raise BadNotice("alert_type is missing")
-    event = notice.get("event") or {}
-    if not isinstance(event, dict):
-        raise BadNotice("event must be an object or null")
+    top = _JsonFields(notice, "")
+    alert_id = _alert_id("superevent_id", top.text("superevent_id", required=True))
+    alert_type = _alert_type("alert_type", top.text("alert_type", required=True).upper())
+    event = top.object("event") or _JsonFields({}, "event")
     skymap = None
-    if event.get("skymap"):
+    if encoded := event.text("skymap"):
         try:
-            skymap = SkymapReference(data=base64.b64decode(event["skymap"], validate=True))
-        except (binascii.Error, TypeError) as exc:
-            raise BadNotice(f"event.skymap is not valid base64: {exc}") from None
-    far = event.get("far")
+            skymap = SkymapReference(data=base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise BadNotice(f"event.skymap: not valid base64: {exc}") from None
+    external = top.object("external_coinc")
     return Alert(
-        alert_id=alert_id, alert_type=alert_type, serial=int(notice.get("serial", 0) or 0),
-        created=_time(notice.get("time_created")), event_time=_time(event.get("time")),
-        far_hz=float(far) if far is not None else None,
-        significant=event.get("significant") if "significant" in event else None,
-        group=str(event.get("group") or ""), pipeline=str(event.get("pipeline") or ""), search=str(event.get("search") or ""),
-        instruments=tuple(event.get("instruments") or ()),
-        classification={k: float(v) for k, v in (event.get("classification") or {}).items() if v is not None},
-        properties={k: float(v) for k, v in (event.get("properties") or {}).items() if v is not None},
+        alert_id=alert_id, alert_type=alert_type, serial=top.integer("serial"),
+        created=top.time("time_created"), event_time=event.time("time"), far_hz=event.number("far"),
+        significant=event.boolean("significant"), group=event.text("group"), pipeline=event.text("pipeline"),
+        search=event.text("search"), instruments=event.texts("instruments"),
+        classification=event.numbers("classification"), properties=event.numbers("properties"),
         skymap=skymap, is_test=_is_test(alert_id), source_format="gwalert_json",
-        external_coinc=notice.get("external_coinc"),
+        external_coinc=external.value if external is not None else None,
     )
+
+
+class _JsonFields:
+    """Typed reading of one JSON object's members: a member of the wrong type is a BadNotice naming its path.
+
+    Absent and null members read as "not given"."""
+
+    def __init__(self, value: dict[str, Any], path: str) -> None:
+        self.value = value
+        self.path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, expected: str, *types: type) -> Any:
+        value = self.value.get(key)
+        if value is None or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+            return value
+        raise BadNotice(f"{self._name(key)}: must be {expected}, got {_shown(value)}")
+
+    def text(self, key: str, *, required: bool = False) -> str:
+        value = self._get(key, "a string", str)
+        if required and not value:
+            raise BadNotice(f"{self._name(key)} is missing")
+        return value or ""
+
+    def number(self, key: str) -> float | None:
+        return _finite(self._name(key), self._get(key, "a number", int, float))
+
+    def integer(self, key: str) -> int:
+        value = self._get(key, "an integer", int)
+        if value is not None and not 0 <= value < 2**31:
+            raise BadNotice(f"{self._name(key)}: must be between 0 and {2**31 - 1}, got {value}")
+        return value or 0
+
+    def boolean(self, key: str) -> bool | None:
+        return self._get(key, "true or false", bool)
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        values = self._get(key, "a list of strings", list) or []
+        if not all(isinstance(v, str) for v in values):
+            raise BadNotice(f"{self._name(key)}: must be a list of strings, got {_shown(values)}")
+        return tuple(values)
+
+    def numbers(self, key: str) -> dict[str, float]:
+        """An object of numbers (null members are left out)."""
+        members = self.object(key)
+        if members is None:
+            return {}
+        return {name: value for name in members.value if (value := members.number(name)) is not None}
+
+    def object(self, key: str) -> _JsonFields | None:
+        value = self._get(key, "an object or null", dict)
+        return _JsonFields(value, self._name(key)) if value is not None else None
+
+    def time(self, key: str) -> datetime | None:
+        return _time(self._name(key), self.text(key))
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its JSON type, and the value itself when it is short."""
+    kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text}" if len(text) <= 40 else kind
+
+
+def _finite(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        raise BadNotice(f"{name}: {value} is too large") from None
+    if not math.isfinite(number):
+        raise BadNotice(f"{name}: must be a finite number, got {value}")
+    return number
+
+
+def _time(name: str, text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadNotice(f"{name}: not an ISO 8601 time: {text[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _alert_id(name: str, text: str) -> str:
+    """Alert ids name folders and relayed work orders: only the characters LVK and GCN ids use."""
+    if not ALERT_ID.fullmatch(text):
+        raise BadNotice(f"{name}: must be 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit, got {text[:40]!r}")
+    return text
+
+
+def _alert_type(name: str, text: str) -> str:
+    if not ALERT_TYPE.fullmatch(text):
+        raise BadNotice(f"{name}: must be a word of A-Z and _ (e.g. PRELIMINARY), got {text[:40]!r}")
+    return text
 
 
 def parse_voevent(payload: bytes) -> Alert:
@@ -156,11 +254,11 @@ def parse_voevent(payload: bytes) -> Alert:
                 groups.setdefault(parent.get("name") or parent.get("type") or "", {})[name] = value
             params[name] = value
     packet = int(params["Packet_Type"]) if params.get("Packet_Type", "").isdigit() else None
-    alert_id = params.get("GraceID")
-    if not alert_id:
+    if not params.get("GraceID"):
         raise BadNotice(f"no GraceID parameter (packet type {packet}): not an LVK notice")
+    alert_id = _alert_id("GraceID", params["GraceID"])
     declared = params.get("AlertType", "").replace(" ", "").upper()
-    alert_type = VOEVENT_ALERT_TYPES.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN")
+    alert_type = _alert_type("AlertType", VOEVENT_ALERT_TYPES.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN"))
     skymap_url = (
         groups.get("GW_SKYMAP", {}).get("skymap_fits") or params.get("skymap_fits")
         or params.get("skymap_fits_basic") or params.get("skymap_fits_lalinference") or ""
@@ -170,11 +268,13 @@ def parse_voevent(payload: bytes) -> Alert:
     for o2_name, name in (("ProbHasNS", "HasNS"), ("ProbHasRemnant", "HasRemnant")):
         if o2_name in params and _number(params[o2_name]):
             properties.setdefault(name, float(params[o2_name]))
-    who_date = root.findtext("Who/Date")
-    event_time = root.findtext(".//WhereWhen//ISOTime")
+    serial = params.get("Pkt_Ser_Num", "").strip() or "0"
+    if not serial.isdigit() or len(serial) > 9:
+        raise BadNotice(f"Pkt_Ser_Num: must be a whole number, got {serial[:40]!r}")
     return Alert(
-        alert_id=alert_id, alert_type=alert_type, serial=int(params.get("Pkt_Ser_Num", "0") or 0),
-        created=_time(who_date), event_time=_time(event_time),
+        alert_id=alert_id, alert_type=alert_type, serial=int(serial),
+        created=_time("Who/Date", root.findtext("Who/Date") or ""),
+        event_time=_time("WhereWhen ISOTime", root.findtext(".//WhereWhen//ISOTime") or ""),
         far_hz=float(params["FAR"]) if _number(params.get("FAR", "")) else None,
         significant=params["Significant"] == "1" if "Significant" in params else None,
         group=params.get("Group", ""), pipeline=params.get("Pipeline", ""), search=params.get("Search", ""),
@@ -186,8 +286,8 @@ def parse_voevent(payload: bytes) -> Alert:
 
 
 def _number(text: str) -> bool:
+    """A finite number, as VOEvent parameters carry them (text)."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except (TypeError, ValueError):
         return False
-    return True

@@ -16,20 +16,20 @@ import numpy as np  # noqa: E402
 from astropy_healpix import healpix_to_lonlat, level_to_nside  # noqa: E402
 
 from toros.alert.skymap import SkyMap  # noqa: E402
-from toros.runtime.files import atomic_write  # noqa: E402
+from toros.runtime.files import atomic_write, path_inside  # noqa: E402
 
 FIELDS = ("rank", "name", "ra_deg", "dec_deg", "distance_mpc", "score")
 
 
 def write_targets(folder: Path, observatory: str, targets: list[dict]) -> list[Path]:
-    csv_path = folder / f"targets-{observatory}.csv"
+    csv_path = path_inside(folder, f"targets-{observatory}.csv")
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=FIELDS)
     writer.writeheader()
     writer.writerows({k: t[k] for k in FIELDS} for t in targets)
     with atomic_write(csv_path, "w") as stream:
         stream.write(text.getvalue())
-    json_path = folder / f"targets-{observatory}.json"
+    json_path = path_inside(folder, f"targets-{observatory}.json")
     with atomic_write(json_path, "w") as stream:
         json.dump(targets, stream, indent=1)
     return [csv_path, json_path]

@@ -6,16 +6,25 @@ distance columns, NESTED or RING ordering), plain or gzipped. Pixel arithmetic i
 
 from __future__ import annotations
 
-import gzip
+import contextlib
+import http.client
 import io
-import urllib.error
-import urllib.request
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import astropy.units as u
 import numpy as np
 from astropy.io import fits
 from astropy_healpix import HEALPix, healpix_to_lonlat, level_to_nside, nside_to_pixel_area, uniq_to_level_ipix
+
+from toros.runtime.config import SkymapDownload
+from toros.runtime.files import GZIP_MAGIC, TooLarge, gunzip_chunks
 
 DISTANCE_COLUMNS = ("DISTMU", "DISTSIGMA", "DISTNORM")
 
@@ -66,13 +75,20 @@ class SkyMap:
         return float(lon.to_value(u.deg)), float(lat.to_value(u.deg))
 
 
-def read_skymap(data: bytes) -> SkyMap:
-    """A sky map from the bytes of a FITS file (gzipped or not)."""
-    if data[:2] == b"\x1f\x8b":
+def read_skymap(data: bytes | bytearray, max_bytes: int = SkymapDownload().max_bytes) -> SkyMap:
+    """A sky map from the bytes of a FITS file (gzipped or not, at most ``max_bytes`` once decompressed)."""
+    if data[:2] == GZIP_MAGIC:
+        unzipped = bytearray()  # grown in place: the peak is the map's size, not twice it
         try:
-            data = gzip.decompress(data)
+            for chunk in gunzip_chunks(io.BytesIO(data), max_bytes):
+                unzipped += chunk
+        except TooLarge as exc:
+            raise BadSkymap(f"gzipped sky map of {exc} (alert.skymap.max_bytes)") from None
         except (OSError, EOFError) as exc:
             raise BadSkymap(f"corrupt gzip data: {exc}") from None
+        data = unzipped
+    if len(data) > max_bytes:
+        raise BadSkymap(f"sky map of {len(data)} bytes is more than alert.skymap.max_bytes ({max_bytes})")
     try:
         with fits.open(io.BytesIO(data), memmap=False) as hdul:
             table_hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
@@ -126,22 +142,129 @@ def _flat(table: fits.FITS_rec, columns: dict[str, str], header: fits.Header, me
     return skymap
 
 
-def download(url: str, *, timeout_s: float, retries: int, rewrite: dict[str, str], wait) -> bytes:
-    """The bytes at ``url`` (after the configured prefix rewrites for offline mirrors), retried with backoff.
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-    ``wait(seconds)`` sleeps between tries (and may raise to abandon them)."""
-    for prefix, replacement in rewrite.items():
+
+class _Refused(Exception):
+    """A download that trying again would not change: a URL or a server the policy refuses, a map too big."""
+
+
+def download(url: str, settings: SkymapDownload, wait: Callable[[float], None]) -> bytearray:
+    """The bytes at ``url``, within the limits of ``settings`` (alert.skymap): https only (http when allowed),
+    no loopback or link-local server (unless allowed), at most ``max_bytes``, all attempts within
+    ``deadline_s``. A URL that matches a configured mirror rewrite is the operator's own and may be any http(s)
+    server. Failures that may pass are retried with backoff; ``wait(seconds)`` sleeps between tries (and may
+    raise to abandon them)."""
+    trusted = ""
+    for prefix, replacement in settings.rewrite.items():
         if url.startswith(prefix):
-            url = replacement + url[len(prefix):]
+            url = trusted = replacement + url[len(prefix):]
             break
+    deadline = time.monotonic() + settings.deadline_s
     delay = 1.0
-    for attempt in range(retries + 1):
+    for attempt in range(settings.retries + 1):
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                return response.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            if attempt == retries or (isinstance(exc, urllib.error.HTTPError) and 400 <= exc.code < 500 and exc.code != 429):
-                raise BadSkymap(f"cannot download {url}: {exc}") from None
+            return _fetch(url, settings, deadline, trusted=bool(trusted))
+        except _Refused as exc:
+            raise BadSkymap(f"cannot download {url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            failure = exc
+        if attempt == settings.retries or time.monotonic() + delay >= deadline:
+            break
         wait(delay)
         delay *= 2
-    raise AssertionError("unreachable")
+    if time.monotonic() >= deadline:
+        raise BadSkymap(f"cannot download {url}: not done within alert.skymap.deadline_s ({settings.deadline_s:g} s)")
+    raise BadSkymap(f"cannot download {url}: {failure}")
+
+
+def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool) -> bytearray:
+    """One attempt, redirects followed (each target checked as a notice's URL would be)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        allowed = ("https", "http") if trusted or settings.allow_http else ("https",)
+        if parts.scheme not in allowed:
+            raise _Refused(f"the {parts.scheme or 'missing'} scheme is not allowed (only {' and '.join(allowed)}"
+                           + ("" if "http" in allowed else "; alert.skymap.allow_http allows http") + ")")
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise _Refused(f"bad URL: {exc}") from None
+        if not host:
+            raise _Refused("the URL names no host")
+        local = not (trusted or settings.allow_local_hosts)
+        if local and (address := _local_address(host, port or 443)):
+            raise _Refused(f"{host} is a loopback or link-local address ({address}); alert.skymap.allow_local_hosts allows it")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline reached")
+        timeout = min(settings.timeout_s, remaining)
+        connection = (
+            http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+            if parts.scheme == "https" else http.client.HTTPConnection(host, port, timeout=timeout)
+        )
+        # The deadline holds however slowly the server sends (a TLS handshake, headers or the body): when it
+        # passes, the connection's socket is shut down and the blocked read returns.
+        cut = threading.Timer(remaining, _shut, (connection,))
+        cut.start()
+        try:
+            connection.connect()
+            # The address actually connected to is checked again, so a name that resolves differently the
+            # second time (DNS rebinding) gains nothing.
+            peer = ipaddress.ip_address(connection.sock.getpeername()[0].split("%")[0])
+            if local and _local(peer):
+                raise _Refused(f"{host} is a loopback or link-local address ({peer}); alert.skymap.allow_local_hosts allows it")
+            connection.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                               headers={"User-Agent": "toros", "Accept-Encoding": "identity"})
+            response = connection.getresponse()
+            if response.status in REDIRECTS and response.getheader("Location"):
+                url = urllib.parse.urljoin(url, response.getheader("Location"))
+                trusted = trusted and urllib.parse.urlsplit(url).netloc == parts.netloc
+                continue
+            if response.status != 200:
+                problem = f"HTTP {response.status} {response.reason}"
+                if 400 <= response.status < 500 and response.status != 429:
+                    raise _Refused(problem)
+                raise http.client.HTTPException(problem)
+            return _body(response, settings.max_bytes, deadline)
+        finally:
+            cut.cancel()
+            connection.close()
+    raise _Refused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytearray:
+    declared = response.getheader("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _Refused(f"{declared} bytes is more than alert.skymap.max_bytes ({max_bytes})")
+    body = bytearray()
+    while chunk := response.read(1 << 16):
+        body += chunk
+        if len(body) > max_bytes:
+            raise _Refused(f"more than alert.skymap.max_bytes ({max_bytes}) bytes")
+    if time.monotonic() >= deadline:
+        raise TimeoutError("deadline reached while reading")
+    if declared.isdigit() and len(body) != int(declared):
+        raise http.client.IncompleteRead(bytes(body[-16:]), int(declared) - len(body))
+    return body
+
+
+def _local_address(host: str, port: int) -> str:
+    """The first loopback or link-local address the host name resolves to ("" when none does)."""
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if _local(ipaddress.ip_address(str(sockaddr[0]).split("%")[0])):
+            return str(sockaddr[0])
+    return ""
+
+
+def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_link_local or address.is_unspecified or address.is_multicast
+
+
+def _shut(connection: http.client.HTTPConnection) -> None:
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)

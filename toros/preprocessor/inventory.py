@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from toros.runtime.config import CalibrationConfig
+from toros.runtime.files import GZIP_MAGIC, NotRegularFile, OutsideStorageRoot, TooLarge, gunzip_chunks, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,14 @@ def image_hdu(hdul: fits.HDUList) -> int:
 def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
     """Reads and checks one raw frame's header (and that its data is complete)."""
     try:
+        _check_size(path, settings.max_frame_bytes)
         with fits.open(path, memmap=False) as hdul:
             index = image_hdu(hdul)
             hdu = hdul[index]
             header = hdu.header
+            if hdu.size * abs(header.get("BITPIX", 8)) // 8 > settings.max_frame_bytes:
+                raise BadFrame(f"an image of {hdu.shape} pixels is more than calibration.max_frame_bytes "
+                               f"({settings.max_frame_bytes})")
             imagetyp = str(header.get("IMAGETYP", "")).strip().upper()
             if not imagetyp:
                 raise BadFrame("no IMAGETYP keyword")
@@ -143,13 +149,34 @@ def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
         raise BadFrame(f"unreadable FITS: {exc}") from None
 
 
-def take_inventory(paths: list[Path], settings: CalibrationConfig) -> Inventory:
-    """Classifies every file; the unusable ones are listed in ``problems`` by name, with the reason."""
+def _check_size(path: Path, max_bytes: int) -> None:
+    """A raw file, decompressed, within the cap: a gzipped one is decompressed once in a stream to find out
+    (a small file can hold gigabytes of zeros)."""
+    with open(path, "rb") as stream:
+        if stream.read(2) != GZIP_MAGIC:
+            if os.fstat(stream.fileno()).st_size > max_bytes:
+                raise BadFrame(f"more than calibration.max_frame_bytes ({max_bytes}) bytes")
+            return
+        stream.seek(0)
+        try:
+            for _ in gunzip_chunks(stream, max_bytes):
+                pass
+        except TooLarge as exc:
+            raise BadFrame(f"gzip data of {exc} (calibration.max_frame_bytes)") from None
+        except EOFError as exc:
+            raise BadFrame(f"corrupt gzip data: {exc}") from None
+
+
+def take_inventory(paths: list[Path], settings: CalibrationConfig, root: Path) -> Inventory:
+    """Classifies every file; the unusable ones are listed in ``problems`` by name, with the reason. Only
+    regular files inside ``root`` are read (links resolved): not a FIFO, which would block, nor a link that
+    leads out of the root."""
     inventory = Inventory()
     for path in paths:
         try:
+            regular_file(path, root)
             inventory.frames.append(read_frame(path, settings))
-        except BadFrame as exc:
+        except (BadFrame, NotRegularFile, OutsideStorageRoot) as exc:
             inventory.problems.append(f"{path.name}: {exc}")
             log.warning("skipping %s: %s", path, exc)
     return inventory

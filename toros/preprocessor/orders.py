@@ -18,4 +18,6 @@ def check_calibrate_images(task: pb.CalibrateImages, check: Checker) -> None:
     if not 1 <= len(task.paths) <= MAX_IMAGES:
         check.fail("paths", f"must hold 1 to {MAX_IMAGES} files, got {len(task.paths)}")
     for index, path in enumerate(task.paths):
-        check.path(f"paths[{index}]", path)
+        resolved = check.path(f"paths[{index}]", path)
+        if resolved.exists() and not resolved.is_file():  # a FIFO would block the worker that opens it
+            check.fail(f"paths[{index}]", "is not a regular file")

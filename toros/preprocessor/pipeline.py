@@ -27,7 +27,7 @@ from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.runtime.config import CalibrationConfig
 from toros.runtime.clock import observing_night
-from toros.runtime.files import FitsImageStream, write_fits
+from toros.runtime.files import FitsImageStream, path_inside, write_fits
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class NightCalibration:
     def run(self, paths: list[Path], reporter: Reporter, *, night: str | None = None, clean_cosmic_rays: bool = False) -> NightResult:
         result = NightResult()
         reporter.stage("inventory", 0, len(paths))
-        inventory = take_inventory(paths, self.settings)
+        inventory = take_inventory(paths, self.settings, self.storage_root)
         result.problems += inventory.problems
         if not inventory.frames:
             result.problems.append("no usable FITS frames")
@@ -214,7 +214,7 @@ class NightCalibration:
         reporter: Reporter, result: NightResult, *, exposure_time: float = 0.0, filter: str = "",
     ) -> LoadedMaster:
         suffix = {"dark": f"_{exposure_time:g}s", "flat": f"_{filter}"}.get(kind, "")
-        path = self.storage_root / "masters" / setup.key / night / f"master_{kind}{suffix}.fits"
+        path = path_inside(self.storage_root, "masters", setup.key, night, f"master_{kind}{suffix}.fits")
         header = fits.Header()
         header["IMAGETYP"] = f"MASTER {kind.upper()}"
         header["NCOMBINE"] = (len(frames), "raw frames combined")
@@ -325,7 +325,7 @@ class NightCalibration:
         try:
             for frame in lights:
                 reporter.check()
-                output = self.storage_root / "calibrated" / night / f"{stem(frame.path)}_cal.fits"
+                output = path_inside(self.storage_root, "calibrated", night, f"{stem(frame.path)}_cal.fits")
                 if output.exists():  # calibrated before a restart: written atomically, so complete
                     self._finish(frame, output, reporter, result)
                     continue

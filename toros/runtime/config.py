@@ -131,6 +131,7 @@ class ServerConfig(_Section):
     rpc_threads: int = Field(default=16, ge=2, le=256)
     max_streams: int = Field(default=100, ge=1, le=10000)
     grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    max_attempts: int = Field(default=3, ge=1, le=100)
 
 
 class Site(_Section):
@@ -153,8 +154,15 @@ class ExposurePlan(_Section):
 
 
 class SkymapDownload(_Section):
+    """How sky maps named by a notice are fetched: the notice is input from the network, so the URL, the size
+    and the time it may take are all bounded."""
+
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=3, ge=0, le=20)
+    deadline_s: float = Field(default=180.0, gt=0, le=3600, description="the whole download, every attempt and wait")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=8 * 1024**3, description="downloaded, and after gunzip")
+    allow_http: bool = False
+    allow_local_hosts: bool = False
     rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
 
 
@@ -365,6 +373,7 @@ class CalibrationConfig(_Section):
     min_dark: int = Field(default=3, ge=1)
     min_flat: int = Field(default=3, ge=1)
     memory_limit_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
+    max_frame_bytes: int = Field(default=2 * 1024**3, ge=1024**2, description="a raw file, decompressed")
     imagetyp: dict[str, ImageKind] = DEFAULT_IMAGETYP
     biassec: str | None = None
     trimsec: str | None = None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
 import queue
+import re
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -36,6 +39,53 @@ def confine(path: str | os.PathLike[str], root: Path) -> Path:
     return resolved
 
 
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
+MAX_NAME_LENGTH = 100
+
+
+class NotRegularFile(ValueError):
+    """A path that is a FIFO, a device, a socket or a folder where a file is to be read."""
+
+
+_FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
+    """``path`` resolved (links followed) and checked to be a regular file inside ``root``.
+
+    It is opened without blocking to look, so a FIFO cannot hold the caller (and its worker) forever."""
+    resolved = confine(path, root)
+    try:
+        descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise NotRegularFile(f"{os.fspath(path)}: no such file") from None
+    except IsADirectoryError:
+        raise NotRegularFile(f"{os.fspath(path)}: is a folder, not a file") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+    finally:
+        os.close(descriptor)
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(f"{os.fspath(path)}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
+    return resolved
+
+
+def safe_name(text: str, fallback: str = "unnamed", max_length: int = MAX_NAME_LENGTH) -> str:
+    """One file or folder name made from input (an event id, a target, a raw file's stem): only A-Z a-z 0-9
+    . _ + -, no leading dot (so never "." or ".."), at most ``max_length`` characters; ``fallback`` when
+    nothing is left."""
+    name = _UNSAFE_CHARACTERS.sub("_", text).lstrip(".")[:max_length].strip("_")
+    return name or fallback
+
+
+def path_inside(root: Path, *names: str) -> Path:
+    """``root`` joined with each name made safe, checked to lie inside ``root`` (links resolved)."""
+    path = root.joinpath(*(safe_name(name) for name in names))
+    confine(path, root)
+    return path
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Writes to a temporary file beside ``path`` and renames it into place only when the block succeeds.
@@ -59,6 +109,27 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+class TooLarge(ValueError):
+    """Data that would exceed its size cap."""
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip_chunks(stream: IO[bytes], max_bytes: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream, chunk by chunk, never more than ``max_bytes`` in all: a
+    gzip bomb costs the CPU time of ``max_bytes`` and the memory of one chunk before TooLarge is raised.
+
+    Corrupt data raises OSError or EOFError, as the gzip module does."""
+    total = 0
+    with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+        while chunk := unzipped.read(chunk_size):
+            total += len(chunk)
+            if total > max_bytes:
+                raise TooLarge(f"more than {max_bytes} bytes once decompressed")
+            yield chunk
 
 
 def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -66,7 +66,8 @@ class Daemon:
             self.clock.resume_from(last)
         self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
         self.workers = WorkerPool(
-            self.journal, self.clock, self.module.tasks(), self.settings.workers, self.module_name
+            self.journal, self.clock, self.module.tasks(), self.settings.workers, self.module_name,
+            max_attempts=self.settings.max_attempts,
         )
         interceptors: list[grpc.ServerInterceptor] = [LoggingInterceptor()]
         if self.config.security.token is not None:

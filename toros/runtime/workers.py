@@ -96,8 +96,11 @@ class TaskContext:
 class WorkerPool:
     """Executes a module's queued work orders on a fixed number of threads."""
 
-    def __init__(self, journal: Journal, clock: Clock, tasks: dict[str, Task], count: int, module: str) -> None:
+    def __init__(
+        self, journal: Journal, clock: Clock, tasks: dict[str, Task], count: int, module: str, *, max_attempts: int = 3
+    ) -> None:
         self.journal = journal
+        self.max_attempts = max_attempts
         self.clock = clock
         self.tasks = tasks
         self.count = count
@@ -123,15 +126,35 @@ class WorkerPool:
         """Resumes what a previous run left unfinished, then starts the worker threads."""
         for record in self.journal.unfinished():
             if record.state == RUNNING:
-                record = self.journal.transition(
-                    record.id, state=QUEUED, message=f"interrupted by a restart; resuming (attempt {record.attempts + 1})"
-                )
-                log.warning("work order %s was running when the daemon stopped: resuming it", record.id)
-            self.enqueue(record)
+                record = self._after_crash(record)
+            if not record.final:
+                self.enqueue(record)
         for number in range(self.count):
             thread = threading.Thread(target=self._work, name=f"{self.module}-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _after_crash(self, record: WorkOrderRecord) -> WorkOrderRecord:
+        """A work order that was running when the daemon died: cancelled if that was asked, given up when it
+        has started ``max_attempts`` times (each attempt ended with the daemon: a poison work order), else
+        queued to run again."""
+        reason = self.journal.get_value(_cancel_key(record.id))
+        if reason is not None:
+            log.warning("work order %s was cancelled while running, before the daemon stopped", record.id)
+            return self.journal.transition(
+                record.id, state=CANCELLED, message=f"cancelled while running: {reason or 'no reason given'}"
+            ) or record
+        if record.attempts >= self.max_attempts:
+            log.error("work order %s was running each of the %d times the daemon stopped: giving up", record.id, record.attempts)
+            return self.journal.transition(
+                record.id, state=FAILED,
+                message=f"gave up after {record.attempts} attempts: the daemon stopped during each (last: {record.message})",
+            ) or record
+        log.warning("work order %s was running when the daemon stopped: resuming it", record.id)
+        return self.journal.transition(
+            record.id, state=QUEUED,
+            message=f"interrupted by a restart; resuming (attempt {record.attempts + 1} of {self.max_attempts})",
+        ) or record
 
     def enqueue(self, record: WorkOrderRecord) -> None:
         with self._lock:
@@ -149,6 +172,8 @@ class WorkerPool:
             with self._lock:
                 self._queued_ids.discard(work_order_id)
             return record
+        # Kept durably, so that the work order stays cancelled if the daemon dies before its handler stops.
+        self.journal.set_value(_cancel_key(work_order_id), reason)
         with self._lock:
             context = self._running.get(work_order_id)
         if context is not None:
@@ -206,6 +231,9 @@ class WorkerPool:
             self.journal.transition(work_order_id, state=CANCELLED, message=f"cancelled while running{reason}")
             log.info("%s cancelled", record.task)
         except Interrupted:
+            # Put down in good order: this attempt does not count towards max_attempts.
+            self.journal.transition(work_order_id, state=QUEUED, attempts=record.attempts - 1,
+                                    message="interrupted by a shutdown; resumes after the restart")
             log.info("%s interrupted by shutdown; it resumes after the restart", record.task)
         except TaskFailed as exc:
             self.journal.transition(work_order_id, state=FAILED, message=str(exc))
@@ -216,3 +244,7 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._running.pop(work_order_id, None)
+
+
+def _cancel_key(work_order_id: str) -> str:
+    return f"runtime:cancel-requested:{work_order_id}"

@@ -8,7 +8,6 @@ GAIN, RDNOISE, BIASSEC/TRIMSEC when the frame has an overscan, and the work orde
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +18,9 @@ from astropy.io import fits
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import Site
-from toros.runtime.files import write_fits
+from toros.runtime.files import path_inside, safe_name, write_fits
 
 IMAGETYP = {pb.IMAGE_TYPE_BIAS: "BIAS", pb.IMAGE_TYPE_DARK: "DARK", pb.IMAGE_TYPE_FLAT: "FLAT", pb.IMAGE_TYPE_LIGHT: "LIGHT"}
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def header_for(exposure: Exposure, site: Site, telescope: str, instrument: str, 
 
 def file_name(exposure: Exposure, number: int) -> str:
     kind = IMAGETYP[exposure.image_type].lower()
-    name = _UNSAFE.sub("_", exposure.object)[:40].strip("_") or kind
+    name = safe_name(exposure.object, kind, max_length=40)
     return f"{exposure.date_obs:%Y%m%dT%H%M%S}-{number:06d}-{kind}-{name}.fits"
 
 
@@ -104,7 +102,7 @@ def store(
     instrument: str, overscan: int,
 ) -> StoredImage:
     """Writes the image atomically (no partial file survives a full disk or a crash) and returns where."""
-    path = root / night / file_name(exposure, number)
+    path = path_inside(root, night, file_name(exposure, number))
     header = header_for(exposure, site, telescope, instrument, pixels.shape, overscan)
     hdu = fits.PrimaryHDU(pixels, header)
     sha256 = write_fits(path, [hdu])

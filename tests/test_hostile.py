@@ -1,0 +1,453 @@
+"""Hostile input: what an attacker, or an unlucky operator, sends, and what must hold all the same.
+
+Notices of both formats mutated field by field (hypothesis) are refused with the field named, through Submit
+and through the Kafka listener, which then carries on with the next notice; names that try to leave the
+storage root; sky-map downloads that are not https, point at this machine, are huge, slow or silent; gzip
+bombs, embedded, downloaded and as raw frames (memory read from /proc).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import http.server
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from astropy.io import fits
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from conftest import wait_for
+from test_alert import DATA, MULTIORDER, done, glade_catalog, observatory, submit  # noqa: F401  (fixtures)
+from test_alert_intake import FakeConsumer
+from test_preprocessor import SENSOR, calibrate
+from toros.alert.listeners import KafkaListener
+from toros.alert.notices import BadNotice, parse_notice
+from toros.alert.skymap import BadSkymap, download, read_skymap
+from toros.generated import toros_pb2 as pb
+from toros.preprocessor.inventory import BadFrame, read_frame
+from toros.runtime.config import CalibrationConfig, KafkaIntake, SkymapDownload
+from toros.runtime.files import OutsideStorageRoot, path_inside, safe_name
+from toros.simulation.ccd import write_night
+from toros.telescope.images import Exposure, file_name
+
+JSON_NOTICE = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+VOEVENT_NOTICE = (DATA / "MS181101ab-2-Preliminary.xml").read_bytes()
+DELETE = object()
+
+# Any JSON value, nested a little: what a broken or hostile producer may put in any field.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**400) | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+def json_paths(value: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every member of the sample notice, at every depth, and a few that it lacks but parsers read."""
+    paths = []
+    if isinstance(value, dict):
+        for key, member in value.items():
+            paths.append(prefix + (key,))
+            paths += json_paths(member, prefix + (key,))
+    return paths
+
+
+JSON_FIELDS = json_paths(JSON_NOTICE) + [("serial",), ("event", "properties", "HasMassGap")]
+
+
+def mutated_json(path: tuple[str, ...], value: object) -> bytes:
+    notice = copy.deepcopy(JSON_NOTICE)
+    parent = notice
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        parent.pop(path[-1], None)
+    else:
+        parent[path[-1]] = value
+    return json.dumps(notice).encode()
+
+
+def accepted_or_refused_naming(payload: bytes, field: str) -> None:
+    """The parser either reads the notice or refuses it with its own reason naming the field, never with
+    another exception and never through the catch-all."""
+    try:
+        parse_notice(payload)
+    except BadNotice as exc:
+        assert not str(exc).startswith("unreadable notice"), f"{field}: the parser did not know this case: {exc}"
+        assert field in str(exc), f"{field} not named in: {exc}"
+
+
+@pytest.mark.parametrize("path", JSON_FIELDS, ids=".".join)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values | st.just(DELETE))
+def test_every_field_of_a_gwalert_json_notice_mutated(path, value):
+    accepted_or_refused_naming(mutated_json(path, value), ".".join(path))
+
+
+VOEVENT_PARAMS = [p.get("name") for p in etree.fromstring(VOEVENT_NOTICE).iter("Param")]
+xml_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
+
+
+@pytest.mark.parametrize("name", VOEVENT_PARAMS)
+@settings(max_examples=25, deadline=None)
+@given(value=xml_text | st.none())
+def test_every_param_of_a_voevent_mutated(name, value):
+    root = etree.fromstring(VOEVENT_NOTICE)
+    param = next(p for p in root.iter("Param") if p.get("name") == name)
+    if value is None:
+        param.getparent().remove(param)
+    else:
+        param.set("value", value)
+    accepted_or_refused_naming(etree.tostring(root), name)
+
+
+@pytest.mark.parametrize("element", ["Who/Date", ".//WhereWhen//ISOTime"])
+@settings(max_examples=25, deadline=None)
+@given(value=xml_text)
+def test_voevent_times_mutated(element, value):
+    root = etree.fromstring(VOEVENT_NOTICE)
+    root.find(element).text = value
+    accepted_or_refused_naming(etree.tostring(root), "Date" if element == "Who/Date" else "ISOTime")
+
+
+def test_json_nested_100k_deep_is_refused():
+    with pytest.raises(BadNotice, match="nested too deeply"):
+        parse_notice(b"[" * 100_000 + b"]" * 100_000, pb.ALERT_FORMAT_GWALERT_JSON)
+    deep_event = b'{"superevent_id": "S1", "alert_type": "PRELIMINARY", "event": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001
+    with pytest.raises(BadNotice, match="nested too deeply"):
+        parse_notice(deep_event)
+
+
+BAD_NOTICES = [
+    (mutated_json(("event", "significant"), {}), "event.significant: must be true or false"),
+    (mutated_json(("event", "far"), "often"), "event.far: must be a number"),
+    (mutated_json(("serial",), "abc"), "serial: must be an integer"),
+    (mutated_json(("event", "properties"), ["HasNS"]), "event.properties: must be an object or null"),
+    (mutated_json(("event", "properties", "HasNS"), "yes"), "event.properties.HasNS: must be a number"),
+    (mutated_json(("event", "instruments"), "H1,L1"), "event.instruments: must be a list of strings"),
+    (mutated_json(("superevent_id",), ["S1"]), "superevent_id: must be a string"),
+    (mutated_json(("superevent_id",), "../x"), "superevent_id: must be 1-64 characters"),
+    (mutated_json(("alert_type",), "/tmp/x"), "alert_type: must be a word"),
+    (VOEVENT_NOTICE.replace(b'name="Pkt_Ser_Num" value="2"', b'name="Pkt_Ser_Num" value="two"'), "Pkt_Ser_Num: must be a whole number"),
+    (VOEVENT_NOTICE.replace(b'value="MS181101ab"', b'value="/tmp/x"'), "GraceID: must be 1-64 characters"),
+]
+
+
+@pytest.mark.parametrize("payload, reason", BAD_NOTICES, ids=[r.split(":")[0] for _, r in BAD_NOTICES])
+def test_bad_fields_are_refused_naming_them(payload, reason):
+    with pytest.raises(BadNotice, match=reason.replace(".", r"\.")):
+        parse_notice(payload)
+
+
+def test_submit_answers_invalid_argument_naming_the_field_and_keeps_serving(observatory):
+    _, alert = observatory
+    _, stub = alert()
+    for index, (payload, reason) in enumerate(BAD_NOTICES):
+        with pytest.raises(grpc.RpcError) as error:
+            submit(stub, payload, f"bad-{index}")
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+        assert error.value.details().startswith(f"process_alert.payload: {reason}")
+    submit(stub, "MS181101ab-preliminary.json", "good")
+    assert "macon: 5 targets accepted" in done(stub, "good").message
+
+
+def test_kafka_intake_goes_past_every_bad_notice(observatory):
+    """Before: the first bad notice raised out of the listener, which reconnected and read it again, forever."""
+    _, alert = observatory
+    daemon, stub = alert()
+    log = [payload for payload, _ in BAD_NOTICES] + [b'{"a":' * 100_000, (DATA / "MS181101ab-preliminary.json").read_bytes()]
+    committed: list[int] = []
+    listener = KafkaListener(KafkaIntake(enabled=True), daemon.module.receive,
+                             lambda: FakeConsumer(log, committed, daemon.journal))
+    listener.start()
+    try:
+        wait_for(lambda: committed == list(range(len(log))), timeout=30)
+    finally:
+        listener.stop()
+    good = f"kafka-igwn.gwalert-0-{len(log) - 1}"
+    assert "macon: 5 targets accepted" in done(stub, good).message
+    for offset, (_, reason) in enumerate(BAD_NOTICES):
+        events = list(stub.Watch(pb.WatchRequest(work_order_id=f"kafka-igwn.gwalert-0-{offset}", replay_only=True)))
+        assert events[0].alert_processed.message.startswith(f"refused: process_alert.payload: {reason}")
+        assert "(raw notice " in events[0].alert_processed.message
+
+
+# -- nothing derived from input leaves the storage root ----------------------------------------------
+
+@pytest.mark.parametrize("text", ["../x", "/tmp/x", "..", ".", "", "a/../../b", "x\x00y", "é" * 300, "-rf"])
+def test_names_from_input_stay_one_safe_component(text, tmp_path):
+    name = safe_name(text)
+    assert name and "/" not in name and not name.startswith(".") and len(name) <= 100
+    assert path_inside(tmp_path, "alerts", text, text).parent.parent.parent == tmp_path
+
+
+def test_a_link_out_of_the_root_is_refused(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "alerts").symlink_to(tmp_path)
+    with pytest.raises(OutsideStorageRoot):
+        path_inside(tmp_path / "root", "alerts", "S1")
+
+
+def test_a_raw_object_name_cannot_leave_the_night_folder():
+    exposure = Exposure(pb.IMAGE_TYPE_LIGHT, 30.0, "r", "../../../etc/cron.d/x", datetime(2026, 1, 1), "wo")
+    assert file_name(exposure, 1) == "20260101T000000-000001-light-.._.._etc_cron.d_x.fits"  # one name, no folder
+
+
+def test_a_filter_name_from_a_raw_header_cannot_place_masters_outside_the_root(tmp_path):
+    """Before: FILTER = '../../../../evil' put the master flat outside the storage root."""
+    root = tmp_path / "root"
+    paths = write_night(root / "2026-11-23", SENSOR, lights=1, filter="../../../../evil")
+    result, recorder = calibrate(root, paths)
+    assert result.calibrated and not result.problems
+    for path, _ in recorder.products:
+        assert root.resolve() in path.resolve().parents, path
+    assert not list(tmp_path.glob("evil*"))
+
+
+# -- sky-map downloads --------------------------------------------------------------------------------
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """A web server that misbehaves in the ways the review tried."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/map.fits":
+            body = MULTIORDER.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path == "/declared-huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(600 * 1024 * 1024))
+            self.end_headers()
+            self.wfile.write(b"\0" * 1024)
+        elif self.path == "/endless":  # no length: zeros until the client hangs up
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass
+        elif self.path == "/slow":  # a byte now and then: every read is within the timeout
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass
+        elif self.path == "/to-localhost":
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_port}/map.fits")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def no_wait(seconds: float) -> None:
+    time.sleep(min(seconds, 0.1))
+
+
+LOCAL = dict(allow_http=True, allow_local_hosts=True, retries=0, timeout_s=2)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("file:///etc/passwd", "the file scheme is not allowed (only https"),
+    ("file:///dev/zero", "the file scheme is not allowed"),
+    ("ftp://example.org/map.fits", "the ftp scheme is not allowed"),
+    ("http://example.org/map.fits", "the http scheme is not allowed (only https; alert.skymap.allow_http allows http)"),
+    ("https://127.0.0.1/map.fits", "127.0.0.1 is a loopback or link-local address"),
+    ("https://localhost/map.fits", "localhost is a loopback or link-local address"),
+    ("https://[::1]/map.fits", "::1 is a loopback or link-local address"),
+    ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a loopback or link-local address"),
+    ("https://[::ffff:127.0.0.1]/x", "is a loopback or link-local address"),
+])
+def test_refused_urls_are_never_fetched(url, reason):
+    started = time.monotonic()
+    with pytest.raises(BadSkymap, match=reason.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        download(url, SkymapDownload(retries=3), no_wait)
+    assert time.monotonic() - started < 1, "refused at once, not retried"
+
+
+def test_a_mirror_rewrite_is_the_operators_and_may_be_local(hostile_server):
+    settings = SkymapDownload(rewrite={"https://gracedb.example/": f"{hostile_server}/"})
+    assert bytes(download("https://gracedb.example/map.fits", settings, no_wait)) == MULTIORDER.read_bytes()
+
+
+def test_a_redirect_to_this_machine_is_refused(hostile_server):
+    settings = SkymapDownload(allow_http=True, rewrite={"https://gracedb.example/": f"{hostile_server}/"})
+    with pytest.raises(BadSkymap, match="localhost is a loopback or link-local address"):
+        download("https://gracedb.example/to-localhost", settings, no_wait)
+
+
+def test_a_declared_huge_body_is_refused_before_it_is_read(hostile_server):
+    with pytest.raises(BadSkymap, match=r"629145600 bytes is more than alert\.skymap\.max_bytes \(1048576\)"):
+        download(f"{hostile_server}/declared-huge", SkymapDownload(max_bytes=1 << 20, **LOCAL), no_wait)
+
+
+def test_an_endless_body_stops_at_the_cap(hostile_server):
+    with pytest.raises(BadSkymap, match=r"more than alert\.skymap\.max_bytes \(1048576\) bytes"):
+        download(f"{hostile_server}/endless", SkymapDownload(max_bytes=1 << 20, **LOCAL), no_wait)
+
+
+def test_a_slow_server_is_cut_at_the_deadline(hostile_server):
+    """Before: each read had its own timeout, so a byte every 3 s ran for minutes."""
+    started = time.monotonic()
+    with pytest.raises(BadSkymap, match=r"not done within alert\.skymap\.deadline_s \(2 s\)"):
+        download(f"{hostile_server}/slow", SkymapDownload(deadline_s=2, **{**LOCAL, "retries": 5}), no_wait)
+    assert time.monotonic() - started < 4
+
+
+def test_a_server_that_never_answers_is_cut_at_the_deadline():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(BadSkymap, match="deadline_s"):
+            download(f"http://127.0.0.1:{silent.getsockname()[1]}/map.fits",
+                     SkymapDownload(deadline_s=2, **{**LOCAL, "timeout_s": 30, "retries": 3}), no_wait)
+        assert time.monotonic() - started < 4
+
+
+# -- gzip bombs -----------------------------------------------------------------------------------------
+
+def gzip_bomb(gib: float = 1.0) -> bytes:
+    """Gzip members of 16 MiB of zeros, concatenated: about 1 MB that decompresses to ``gib`` GiB."""
+    member = gzip.compress(b"\0" * (16 << 20), compresslevel=9)
+    return member * int(gib * 64)
+
+
+def test_an_embedded_gzip_bomb_is_refused_within_the_cap_of_memory():
+    """Before: gzip.decompress held the whole GiB (the daemon reached 2.4 GB)."""
+    script = (
+        "import sys, resource\n"
+        "from toros.alert.skymap import BadSkymap, read_skymap\n"
+        "bomb = sys.stdin.buffer.read()\n"
+        "before = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+        "try:\n"
+        "    read_skymap(bomb, max_bytes=64 << 20)\n"
+        "except BadSkymap as exc:\n"
+        "    print(exc)\n"
+        "after = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+        "print((after - before) // 1024)\n"
+    )
+    bomb = gzip_bomb()
+    assert len(bomb) < 1.5e6
+    run = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=120)
+    message, grown_mib = run.stdout.decode().strip().splitlines()
+    assert message == "gzipped sky map of more than 67108864 bytes once decompressed (alert.skymap.max_bytes)", run.stderr
+    assert int(grown_mib) < 64 * 1.25 + 16, f"peak memory grew by {grown_mib} MiB for a 64 MiB cap"
+
+
+def test_a_gzip_bomb_in_a_notice_fails_its_work_order_and_the_daemon_serves_on(observatory):
+    _, alert = observatory
+    _, stub = alert(skymap={"max_bytes": 8 << 20})
+    notice = copy.deepcopy(JSON_NOTICE)
+    notice["event"]["skymap"] = base64.b64encode(gzip_bomb(0.25)).decode()
+    submit(stub, json.dumps(notice).encode(), "bomb")
+    status = done(stub, "bomb")
+    assert status.state == pb.WORK_ORDER_STATE_FAILED
+    assert "sky map unavailable: gzipped sky map of more than 8388608 bytes" in status.message
+    submit(stub, "MS181101ab-preliminary.json", "after")
+    assert done(stub, "after").state == pb.WORK_ORDER_STATE_DONE
+
+
+def test_a_downloaded_map_too_big_once_gunzipped_is_refused():
+    with pytest.raises(BadSkymap, match=r"more than 1048576 bytes once decompressed"):
+        read_skymap(gzip.compress(MULTIORDER.read_bytes() * 2), max_bytes=1 << 20)
+    assert read_skymap(gzip.compress(MULTIORDER.read_bytes())).has_distance
+
+
+def test_a_gzipped_raw_frame_too_big_once_decompressed_is_named_and_refused(tmp_path):
+    header = fits.Header({"IMAGETYP": "BIAS", "EXPTIME": 0.0})
+    plain = io.BytesIO()
+    fits.PrimaryHDU(np.zeros((1024, 1024), np.int16), header).writeto(plain)
+    frame = tmp_path / "bias.fits.gz"
+    frame.write_bytes(gzip.compress(plain.getvalue()) + gzip_bomb(1 / 64))
+    with pytest.raises(BadFrame, match=r"gzip data of more than 4194304 bytes once decompressed \(calibration\.max_frame_bytes\)"):
+        read_frame(frame, CalibrationConfig(max_frame_bytes=4 << 20))
+    frame.write_bytes(gzip.compress(plain.getvalue()))
+    assert read_frame(frame, CalibrationConfig(max_frame_bytes=4 << 20)).kind == "bias"
+    plain_frame = tmp_path / "bias.fits"
+    plain_frame.write_bytes(plain.getvalue())
+    with pytest.raises(BadFrame, match=r"more than calibration\.max_frame_bytes \(1048576\) bytes"):
+        read_frame(plain_frame, CalibrationConfig(max_frame_bytes=1 << 20))
+
+
+# -- only regular files inside the root are read ------------------------------------------------------
+
+def test_a_fifo_among_the_frames_is_named_and_blocks_nothing(tmp_path):
+    """Before: opening the FIFO blocked the worker forever, and CancelWorkOrder could not stop it."""
+    night = tmp_path / "2026-11-23"
+    paths = write_night(night, SENSOR, lights=1)
+    fifo = night / "pipe.fits"
+    os.mkfifo(fifo)
+    result, _ = calibrate(tmp_path, paths + [fifo])
+    assert len(result.calibrated) == 1
+    assert f"pipe.fits: {fifo}: is a FIFO, not a regular file" in result.problems
+
+
+def test_links_out_of_the_root_are_not_followed(tmp_path):
+    """Before: calibrate_night read through links to files outside the root (a master bias was built of them)."""
+    root = tmp_path / "root"
+    night = root / "2026-11-23"
+    paths = write_night(night, SENSOR, lights=1)
+    outside = write_night(tmp_path / "elsewhere", SENSOR, biases=3, darks=0, flats=0, lights=0, seed=7)
+    links = []
+    for index, target in enumerate(outside):
+        links.append(night / f"zz-bias-{index}.fits")
+        links[-1].symlink_to(target)
+    result, _ = calibrate(root, paths + links)
+    assert len(result.calibrated) == 1
+    for link in links:
+        assert any(p.startswith(f"{link.name}: ") and "is outside the storage root" in p for p in result.problems), result.problems
+    bias = next(m for m in result.masters if "bias" in m.name)
+    assert fits.getheader(bias)["NCOMBINE"] == 5, "built from the night's own five biases only"
+
+
+def test_submit_refuses_a_fifo_to_calibrate(make_config, start_daemon, tmp_path):
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+    from toros.preprocessor.module import PreprocessorModule
+    from toros.runtime.server import Daemon
+
+    daemon = start_daemon(make_config(preprocessor={"port": 0}), lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    fifo = daemon.storage_root / "pipe.fits"
+    os.mkfifo(fifo)
+    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Submit(pb.WorkOrder(calibrate_images=pb.CalibrateImages(paths=[str(fifo)])))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "calibrate_images.paths[0]: is not a regular file"

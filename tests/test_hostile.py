@@ -35,6 +35,7 @@ from conftest import wait_for
 from test_alert import DATA, MULTIORDER, done, glade_catalog, observatory, submit  # noqa: F401  (fixtures)
 from test_alert_intake import FakeConsumer
 from test_preprocessor import SENSOR, calibrate
+from test_telescope import telescope  # noqa: F401  (fixture)
 from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.skymap import BadSkymap, download, read_skymap
@@ -451,3 +452,130 @@ def test_submit_refuses_a_fifo_to_calibrate(make_config, start_daemon, tmp_path)
         stub.Submit(pb.WorkOrder(calibrate_images=pb.CalibrateImages(paths=[str(fifo)])))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details() == "calibrate_images.paths[0]: is not a regular file"
+
+
+# -- products belong to their inputs ---------------------------------------------------------------------
+
+def test_a_raw_with_the_stem_of_an_already_calibrated_frame_gets_its_own_product(tmp_path):
+    """Before: it was reported calibrated with the old product, made from another file by another work order."""
+    night = tmp_path / "2026-11-23"
+    paths = write_night(night, SENSOR, lights=1)
+    first, _ = calibrate(tmp_path, paths)
+    light = next(p for p in paths if fits.getval(p, "IMAGETYP") == "LIGHT")
+    other = tmp_path / "incoming" / "scope" / light.name
+    other.parent.mkdir(parents=True)
+    other.write_bytes(write_night(tmp_path / "other", SENSOR, biases=0, darks=0, flats=0, lights=1, seed=5)[0].read_bytes())
+    second, _ = calibrate(tmp_path, paths[:-1] + [other])
+    assert first.calibrated[0].name == light.name.replace(".fits", "_cal.fits")
+    assert second.calibrated[0] != first.calibrated[0] and second.calibrated[0].name.endswith("_cal.fits")
+    assert fits.getval(second.calibrated[0], "RAWID").startswith("incoming/scope/")
+    assert not np.array_equal(fits.getdata(first.calibrated[0]), fits.getdata(second.calibrated[0]))
+    again, _ = calibrate(tmp_path, paths[:-1] + [other])
+    assert again.calibrated == second.calibrated, "the same raw again: its own product is reused"
+
+
+def test_temporary_files_left_by_a_crash_are_removed_and_one_being_written_is_not(tmp_path, make_config, start_daemon):
+    from toros.runtime.files import atomic_write, remove_stale_parts
+
+    night = tmp_path / "data" / "2026-11-23"
+    night.mkdir(parents=True)
+    stale = night / ".frame.fits.abc123.part"
+    stale.write_bytes(b"half a frame")
+    with atomic_write(night / "live.fits") as stream:
+        stream.write(b"being written")
+        assert remove_stale_parts(tmp_path / "data") == [stale]
+        assert len(list(night.glob(".live.fits.*.part"))) == 1
+    assert (night / "live.fits").read_bytes() == b"being written"
+    stale.write_bytes(b"half a frame")
+    start_daemon(make_config(telescope={"port": 0}, storage={"root": str(tmp_path / "data")}))
+    assert not stale.exists()
+
+
+# -- degenerate calibration data --------------------------------------------------------------------------
+
+def degenerate_copies(frames: list[Path], value: float, count: int, prefix: str) -> list[Path]:
+    """Copies of the first of ``frames`` (same header and setup) whose every pixel is ``value``."""
+    copies = []
+    for index in range(count):
+        header = fits.getheader(frames[0])
+        for keyword in ("BZERO", "BSCALE"):
+            header.remove(keyword, ignore_missing=True)
+        data = np.full(fits.getdata(frames[0]).shape, value, np.float32)
+        copies.append(frames[0].with_name(f"{prefix}-{index}.fits"))
+        fits.PrimaryHDU(data, header).writeto(copies[-1])
+    return copies
+
+
+def of_type(paths: list[Path], imagetyp: str) -> list[Path]:
+    return [p for p in paths if fits.getval(p, "IMAGETYP") == imagetyp]
+
+
+def test_flats_of_median_zero_or_nan_are_named_and_the_night_goes_on(tmp_path):
+    """Before: a flat of median 0 failed the whole night with ZeroDivisionError."""
+    night = tmp_path / "2026-11-23"
+    paths = write_night(night, SENSOR, biases=0, darks=0, flats=3, lights=1)
+    flats = of_type(paths, "FLAT")
+    zero = degenerate_copies(flats, 0.0, 2, "zero-flat")
+    nan = degenerate_copies(flats, np.nan, 2, "nan-flat")
+    result, _ = calibrate(tmp_path, paths + zero + nan)
+    for path in zero:
+        assert f"{path.name}: median 0: not a usable flat frame" in result.problems
+    for path in nan:
+        assert f"{path.name}: median nan: not a usable flat frame" in result.problems
+    flat = next(m for m in result.masters if "flat" in m.name)
+    assert fits.getval(flat, "NCOMBINE") == 3 and np.isfinite(fits.getdata(flat)).all()
+
+
+def test_a_master_of_nan_frames_is_refused(tmp_path):
+    """Before: all-NaN biases gave a 100% NaN master bias, and the work order ended DONE without a word."""
+    night = tmp_path / "2026-11-23"
+    paths = write_night(night, SENSOR, biases=1, darks=0, flats=0, lights=1)
+    nan = degenerate_copies(of_type(paths, "BIAS"), np.nan, 4, "nan-bias")
+    result, _ = calibrate(tmp_path, [p for p in paths if p not in of_type(paths, "BIAS")] + nan)
+    assert "master bias: 100% of its pixels are not finite: refused" in result.problems
+    assert not result.masters and not result.calibrated
+
+
+# -- a full disk is a FAULT, as documented ------------------------------------------------------------------
+
+def test_a_frame_bigger_than_the_free_space_faults_the_camera(telescope, tiny_disk):  # noqa: F811
+    """Before: ENOSPC inside astropy's write surfaced as AttributeError from its free-space check, so the
+    camera never went to FAULT "storage: …"."""
+    from test_telescope import calibrations, devices, run
+
+    stub = telescope(storage=str(tiny_disk), camera={"width": 320, "height": 256, "overscan": 0, "readout_s": 1.0})
+    status = run(stub, pb.WorkOrder(id="big", take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1)))
+    assert status.state == pb.WORK_ORDER_STATE_FAILED and "No space left on device" in status.message, status.message
+    camera = devices(stub)["camera"]
+    assert camera.state == pb.DEVICE_STATE_FAULT
+    assert camera.message == f"storage: cannot store images under {tiny_disk}: No space left on device"
+    assert not list(tiny_disk.rglob(".*.fits.*.part")), "no partial frame"
+
+
+def test_a_notice_that_cannot_be_kept_is_unavailable_not_unknown(observatory, tiny_disk):
+    """Before: the alert daemon answered UNKNOWN "[Errno 28] No space left on device"."""
+    _, alert = observatory
+    daemon, stub = alert()
+    daemon.storage_root = tiny_disk  # where this daemon keeps notices from now on: a full disk
+    daemon.module.storage_root = tiny_disk
+    with open(tiny_disk / "filler", "wb", buffering=0) as filler, pytest.raises(OSError):
+        while True:
+            filler.write(b"\0" * 4096)
+    with pytest.raises(grpc.RpcError) as error:
+        submit(stub, "MS181101ab-retraction.json", "full")
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.value.details().startswith(f"not accepted, try again: storage: cannot keep the notice under {tiny_disk}/alerts/raw: No space left on device")
+    (tiny_disk / "filler").unlink()
+    submit(stub, "MS181101ab-retraction.json", "room-again")
+    assert done(stub, "room-again").state == pb.WORK_ORDER_STATE_DONE
+
+
+def test_write_fits_reports_a_full_disk_as_enospc(tiny_disk):
+    import errno
+
+    from toros.runtime.files import write_fits
+
+    with pytest.raises(OSError) as error:
+        write_fits(tiny_disk / "big.fits", [fits.PrimaryHDU(np.zeros((512, 512), np.float32))])
+    assert error.value.errno == errno.ENOSPC
+    assert list(tiny_disk.iterdir()) == []

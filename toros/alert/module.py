@@ -22,7 +22,7 @@ from toros.alert.ranking import observable, rank
 from toros.alert.relay import Relay
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.generated import toros_pb2 as pb
-from toros.runtime.files import atomic_write, path_inside
+from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
 from toros.runtime.journal import JournalUnavailable
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.validation import Checker, InvalidWorkOrder
@@ -79,7 +79,7 @@ class AlertModule(Module):
             return
         except InvalidWorkOrder as exc:
             reason = str(exc)
-        except JournalUnavailable:
+        except (JournalUnavailable, StorageUnavailable):
             raise
         except Exception as exc:  # a notice must never stop intake, whatever it does to the code that reads it
             log.exception("notice %s could not be accepted", key)
@@ -99,8 +99,11 @@ class AlertModule(Module):
         digest = hashlib.sha256(payload).hexdigest()
         path = self.storage_root / "alerts" / "raw" / f"{digest}.bin"
         if not path.exists():
-            with atomic_write(path) as stream:
-                stream.write(payload)
+            try:
+                with atomic_write(path) as stream:
+                    stream.write(payload)
+            except OSError as exc:
+                raise StorageUnavailable(f"storage: cannot keep the notice under {path.parent}: {exc.strerror or exc}") from None
         return path
 
     def check_process_alert(self, task: pb.ProcessAlert, check: Checker) -> None:
@@ -177,15 +180,19 @@ class AlertModule(Module):
             notes.append(note)
             relayed += len(targets) if accepted else 0
         folder = path_inside(self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}")
-        for site, targets in per_site.items():
-            for path in write_targets(folder, site, targets):
-                context.add_product(path, "target_list")
-        plot = plot_skymap(folder / "skymap.png", skymap, ranked.credible,
-                           f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
-        context.add_product(plot, "skymap_plot")
         summary = f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
         if relayed:
             notify(self.settings.notify, f"TOROS: {label}", summary, {"alert_id": alert.alert_id, "targets": per_site})
+        try:
+            for site, targets in per_site.items():
+                for path in write_targets(folder, site, targets):
+                    context.add_product(path, "target_list")
+            plot = plot_skymap(folder / "skymap.png", skymap, ranked.credible,
+                               f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
+            context.add_product(plot, "skymap_plot")
+        except OSError as exc:  # the targets went out all the same: say so, and what could not be kept
+            return finish(f"{summary}; storage: cannot write the target lists and plot under {folder}: "
+                          f"{exc.strerror or exc}", relayed, failed=True)
         return finish(summary, relayed)
 
     def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:

@@ -32,7 +32,8 @@ class FrontDeskStub:
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
     state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
-    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
+    UNAVAILABLE when the daemon's database refused or lost the write, or its storage could not keep what was sent
+    (a full disk): nothing was stored, try again.
     """
 
     def __init__(self, channel):
@@ -80,7 +81,8 @@ class FrontDeskServicer:
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
     state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
-    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
+    UNAVAILABLE when the daemon's database refused or lost the write, or its storage could not keep what was sent
+    (a full disk): nothing was stored, try again.
     """
 
     def Submit(self, request, context):
@@ -175,7 +177,8 @@ class FrontDesk:
     NOT_FOUND for an unknown work order or file; UNAUTHENTICATED when a token is configured and the call lacks
     `authorization: Bearer <token>`; FAILED_PRECONDITION for a command that makes no sense in the current
     state; UNIMPLEMENTED for a task this module recognises but whose handler this version does not provide;
-    UNAVAILABLE when the daemon's database refused or lost the write (nothing was stored: try again).
+    UNAVAILABLE when the daemon's database refused or lost the write, or its storage could not keep what was sent
+    (a full disk): nothing was stored, try again.
     """
 
     @staticmethod

@@ -6,7 +6,9 @@ Bad files never stop the night: each is named in the result with the reason and 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ MASK_SATURATED = 4
 MASK_COSMIC_RAY = 8
 # Rows of a science frame calibrated at a time: 11 MB of float32 for a TOROS frame.
 SCIENCE_BAND_ROWS = 256
+MAX_NONFINITE_FRACTION = 0.5  # a master with more pixels than this not finite is refused
 NIGHT_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -181,11 +184,23 @@ class NightCalibration:
 
                 def measure(i: int) -> tuple[float, np.ndarray | None]:
                     frame = corrected(i, 0, shape[0])
-                    return 1.0 / float(bottleneck.nanmedian(frame)), frame if keep else None
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        return float(np.float64(1.0) / bottleneck.nanmedian(frame)), frame if keep else None
 
                 workers = max(1, min(THREADS, self.settings.memory_limit_bytes // (8 * shape[0] * shape[1])))
                 with ThreadPoolExecutor(workers) as pool:
                     measured = list(pool.map(measure, range(len(readers))))
+                # A frame whose median is zero, negative or not a number cannot be normalised: named, left out.
+                usable = [i for i, (scale, _) in enumerate(measured) if math.isfinite(scale) and scale > 0]
+                for i in sorted(set(range(len(readers))) - set(usable)):
+                    result.problems.append(f"{readers[i].frame.name}: median {1.0 / measured[i][0]:.4g}: not a usable {kind} frame")
+                    readers[i].close()
+                if len(usable) < minimum:
+                    result.problems.append(f"master {kind}: {len(usable)} usable frames, at least {minimum} needed")
+                    return None
+                readers[:] = [readers[i] for i in usable]
+                fixes = [fixes[i] for i in usable]
+                measured = [measured[i] for i in usable]
                 scales = [scale for scale, _ in measured]
                 if keep:
                     kept = [frame for _, frame in measured]
@@ -206,8 +221,19 @@ class NightCalibration:
         finally:
             for reader in readers:
                 reader.close()
-        self._done += len(frames)  # used or skipped, each frame is done
+            self._done += len(frames)  # used or skipped, each frame is done
+        if not self._usable_master(kind, combined, result):
+            return None
         return combined, [r.frame for r in readers]
+
+    @staticmethod
+    def _usable_master(kind: str, data: np.ndarray, result: NightResult) -> bool:
+        """A master with more than MAX_NONFINITE_FRACTION of its pixels not finite (frames of NaN) is refused."""
+        fraction = 1.0 - np.count_nonzero(np.isfinite(data)) / data.size
+        if fraction > MAX_NONFINITE_FRACTION:
+            result.problems.append(f"master {kind}: {fraction:.0%} of its pixels are not finite: refused")
+            return False
+        return True
 
     def _store_master(
         self, kind: str, data: np.ndarray, mask: np.ndarray | None, frames: list[RawFrame], setup: Setup, night: str,
@@ -271,8 +297,11 @@ class NightCalibration:
                 "flat", frames, lambda f: self._dark_corrections(f, bias, darks, setup, night, result), reporter, result,
                 scale_by_median=True,
             )
-            if built:
-                flat = built[0] / np.float32(bottleneck.nanmean(built[0]))
+            level = float(bottleneck.nanmean(built[0])) if built else math.nan
+            if built and not (math.isfinite(level) and level > 0):
+                result.problems.append(f"master flat {filter_name}: mean level {level:.4g}: refused")
+            elif built:
+                flat = built[0] / np.float32(level)
                 bad = ((flat < self.settings.flat_low) | (flat > self.settings.flat_high)).astype(np.uint8) * MASK_BAD_FLAT
                 flats[filter_name] = self._store_master(
                     "flat", flat, bad, built[1], setup, night, reporter, result, filter=filter_name
@@ -325,8 +354,8 @@ class NightCalibration:
         try:
             for frame in lights:
                 reporter.check()
-                output = path_inside(self.storage_root, "calibrated", night, f"{stem(frame.path)}_cal.fits")
-                if output.exists():  # calibrated before a restart: written atomically, so complete
+                output, made_before = self._product_of(frame, night)
+                if made_before:  # calibrated before a restart: written atomically, so complete
                     self._finish(frame, output, reporter, result)
                     continue
                 if bias is None:
@@ -356,6 +385,24 @@ class NightCalibration:
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+
+    def _product_of(self, frame: RawFrame, night: str) -> tuple[Path, bool]:
+        """Where a science frame's product goes, and whether it is there already, made from this very raw file
+        (its path, size and modification time, recorded in the product's header). A product of another raw
+        file with the same name is left alone: this one gets a name of its own."""
+        identity = self._raw_identity(frame)
+        plain = path_inside(self.storage_root, "calibrated", night, f"{stem(frame.path)}_cal.fits")
+        distinct = plain.with_name(f"{plain.name.removesuffix('_cal.fits')}-{_digest(identity)}_cal.fits")
+        for candidate in (plain, distinct):
+            if not candidate.exists():
+                return candidate, False
+            if _made_from(candidate) == identity:
+                return candidate, True
+        return distinct, False
+
+    def _raw_identity(self, frame: RawFrame) -> str:
+        status = frame.path.stat()
+        return f"{frame.path.resolve().relative_to(self.storage_root.resolve())}:{status.st_size}:{status.st_mtime_ns}"
 
     def _skip(self, frame: RawFrame, reason: str, reporter: Reporter, result: NightResult) -> None:
         """A science frame that cannot be calibrated: named with the reason, and counted as done."""
@@ -444,6 +491,7 @@ class NightCalibration:
         header["NIGHT"] = night
         header["TOROSWO"] = (self.work_order_id, "work order that calibrated it")
         header["RAWFILE"] = frame.name
+        header["RAWID"] = self._raw_identity(frame)  # raw path in the storage root:size:mtime_ns
         header.add_history(
             f"TOROS preprocessor: overscan, trim, bias {bias.master.path.name}, "
             f"dark {dark.master.path.name if dark else 'none'} x{dark_scale:.4g}, flat {flat.master.path.name}"
@@ -464,3 +512,15 @@ class NightCalibration:
         reporter.product(output, "calibrated", sha256)
         result.calibrated.append(output)
         self._advance(reporter, "science", str(frame.path))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _made_from(product: Path) -> str | None:
+    """The raw identity a product's header records (None for a product that cannot be read)."""
+    try:
+        return str(fits.getval(product, "RAWID"))
+    except (OSError, KeyError, ValueError):
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -39,6 +40,7 @@ def confine(path: str | os.PathLike[str], root: Path) -> Path:
     return resolved
 
 
+PART_SUFFIX = ".part"
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME_LENGTH = 100
 
@@ -90,16 +92,21 @@ def path_inside(root: Path, *names: str) -> Path:
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
     """Writes to a temporary file beside ``path`` and renames it into place only when the block succeeds.
 
-    Readers never see a partial file; a failure (disk full, crash) leaves no file at ``path``.
+    Readers never see a partial file; a failure (disk full, crash) leaves no file at ``path``. The temporary
+    file is locked while it is written and renamed before it is closed, so ``remove_stale_parts`` can tell
+    one a crash left behind from one being written (by any process).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, mode) as stream:
+        # Opened by name, so the stream's name is the file's (astropy reports a full disk by it).
+        with open(temporary, mode) as stream:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+            os.replace(temporary, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -109,6 +116,30 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_stale_parts(root: Path) -> list[Path]:
+    """Removes the temporary files of atomic writes that a crash left under ``root`` (none that a live
+    process is writing: those hold their lock); returns what was removed."""
+    removed = []
+    for part in root.rglob(f".*{PART_SUFFIX}"):
+        try:
+            descriptor = os.open(part, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile (renamed into place), or a link: not ours
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                continue
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being written
+            with suppress(FileNotFoundError):
+                os.unlink(part)
+                removed.append(part)
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 class TooLarge(ValueError):
@@ -153,6 +184,12 @@ class HashingWriter(io.RawIOBase):
         self.stream = stream
         self._digest = hashlib.sha256()
 
+    @property
+    def name(self) -> str:
+        """The file's name: astropy's writeto looks at it when a write fails (without one, a full disk
+        surfaces as an AttributeError from its free-space check instead of the OSError)."""
+        return str(self.stream.name)
+
     def writable(self) -> bool:
         return True
 
@@ -189,10 +226,28 @@ def write_fits(path: Path, hdus: list) -> str:
     """Writes FITS HDUs atomically and returns the file's sha256, computed as the bytes go out."""
     from astropy.io import fits
 
-    with atomic_write(path) as stream:
-        writer = HashingWriter(stream)
-        fits.HDUList(hdus).writeto(writer)
+    try:
+        with atomic_write(path) as stream:
+            writer = HashingWriter(stream)
+            fits.HDUList(hdus).writeto(writer)
+    except OSError as exc:
+        raise system_error(exc) from None
     return writer.hexdigest()
+
+
+def system_error(error: OSError) -> OSError:
+    """The operating system's own error behind one that a library re-raised as a bare OSError (astropy's
+    "Not enough space on disk…" carries no errno): so a full disk reads as ENOSPC wherever it happened."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause
+        cause = cause.__context__
+    return error
+
+
+class StorageUnavailable(Exception):
+    """Something received could not be stored (a full disk, a read-only folder): nothing was accepted."""
 
 
 FITS_BLOCK = 2880

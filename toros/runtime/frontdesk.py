@@ -15,7 +15,7 @@ import grpc
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.files import OutsideStorageRoot, confine
+from toros.runtime.files import OutsideStorageRoot, StorageUnavailable, confine
 from toros.runtime.journal import Journal, JournalUnavailable, WorkOrderRecord, timestamp
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
@@ -99,7 +99,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             context.abort(grpc.StatusCode.UNIMPLEMENTED, str(exc))
         except NotNow as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except JournalUnavailable as exc:
+        except (JournalUnavailable, StorageUnavailable) as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"not accepted, try again: {exc}")
         return record.receipt(already_known)
 

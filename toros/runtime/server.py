@@ -18,6 +18,7 @@ from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.clock import Clock
 from toros.runtime.config import Config, ConfigError, TlsConfig
+from toros.runtime.files import remove_stale_parts
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
 from toros.runtime.journal import Journal, WorkOrderRecord
@@ -61,6 +62,8 @@ class Daemon:
     def start(self) -> int:
         """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
         self.storage_root.mkdir(parents=True, exist_ok=True)
+        for part in remove_stale_parts(self.storage_root):
+            log.warning("removed %s: the temporary file of a write that a crash interrupted", part)
         self.journal = Journal(self.config.database, self.module_name, self.clock)
         if (last := self.journal.last_event_time()) is not None:
             self.clock.resume_from(last)

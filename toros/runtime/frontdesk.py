@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -30,7 +32,11 @@ EVENT_KINDS = {
     pb.EVENT_KIND_ALERT_PROCESSED: "alert_processed",
     pb.EVENT_KIND_DEVICE_UPDATE: "device_update",
 }
-DEFAULT_CHUNK = 1 << 20
+DEFAULT_CHUNK = 64 << 10
+# What one FetchFile stream holds in this process while its reader is slow grows with the chunk (a stalled
+# stream held about 7 MiB with 1 MiB chunks, 0.4 MiB with 64 KiB ones, at the same speed): chunks are sent no
+# larger than this, whatever the client prefers.
+SERVED_CHUNK = 256 << 10
 MAX_CHUNK = 4 << 20
 # How often a waiting Watch stream checks that its client is still there.
 WATCH_POLL_SECONDS = 1.0
@@ -191,15 +197,26 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"path: no stored file {request.path!r}")
         self._take_stream_slot(context)
         try:
-            chunk_size = request.chunk_size or DEFAULT_CHUNK
+            chunk_size = min(request.chunk_size or DEFAULT_CHUNK, SERVED_CHUNK)
             digest = hashlib.sha256()
-            with open(path, "rb") as stream:
-                size = path.stat().st_size
+            # Opened without blocking (a FIFO put in the file's place cannot hold the stream), and the size is
+            # the open file's: a file replaced meanwhile is served whole as it was when opened.
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+                status = os.fstat(stream.fileno())
+                if not stat.S_ISREG(status.st_mode):
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"path: {request.path!r} is not a regular file")
+                size = status.st_size
                 offset = 0
                 while context.is_active():
-                    data = stream.read(chunk_size)
+                    data = stream.read(min(chunk_size, size - offset))
+                    if offset + len(data) < size and not data:
+                        context.abort(grpc.StatusCode.ABORTED, f"path: {request.path!r} shrank from {size} to "
+                                      f"{offset} bytes while it was sent; fetch it again")
                     digest.update(data)
                     last = offset + len(data) >= size
+                    if last and _changed(status, os.fstat(stream.fileno())):
+                        context.abort(grpc.StatusCode.ABORTED, f"path: {request.path!r} was written to while it was "
+                                      "sent; fetch it again")
                     yield pb.FileChunk(
                         data=data, offset=offset, size_bytes=size, last=last, sha256=digest.hexdigest() if last else ""
                     )
@@ -208,3 +225,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
                         return
         finally:
             self._stream_slots.release()
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)

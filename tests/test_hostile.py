@@ -15,6 +15,7 @@ import http.server
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -591,7 +592,7 @@ def test_a_file_that_shrinks_while_fetched_ends_the_stream(stub, drill):  # noqa
     """Before: 20,000 empty chunks in 0.9 s, and never one marked last."""
     path = drill.storage_root / "night" / "shrinking.fits"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"x" * (1 << 20))
+    path.write_bytes(b"x" * (32 << 20))  # more than flow control lets the daemon send ahead of this reader
     stream = fetching(stub, path)
     first = next(stream)
     with open(path, "r+b") as file:
@@ -600,13 +601,15 @@ def test_a_file_that_shrinks_while_fetched_ends_the_stream(stub, drill):  # noqa
     with pytest.raises(grpc.RpcError) as error:
         list(stream)
     assert error.value.code() == grpc.StatusCode.ABORTED
-    assert error.value.details() == f"path: {str(path)!r} shrank from 1048576 to 65536 bytes while it was sent; fetch it again"
+    # the daemon may have read a chunk or two ahead of the reader before the file was cut
+    assert re.fullmatch(rf"path: {re.escape(repr(str(path)))} shrank from 33554432 to \d+ bytes while it was sent; fetch it again",
+                        error.value.details()), error.value.details()
 
 
 def test_a_file_written_to_while_fetched_ends_aborted_and_one_replaced_is_served_as_it_was(stub, drill):  # noqa: F811
     path = drill.storage_root / "night" / "growing.fits"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"a" * (1 << 20))
+    path.write_bytes(b"a" * (32 << 20))
     stream = fetching(stub, path)
     next(stream)
     with open(path, "ab") as file:
@@ -659,3 +662,99 @@ def test_stalled_fetch_streams_hold_little_memory(tmp_path):
             channel.close()
         process.terminate()
         process.wait(timeout=30)
+
+
+# -- the front door ---------------------------------------------------------------------------------------
+
+def raw_call(channel: grpc.Channel, method: str, data: bytes, **kwargs):
+    return channel.unary_unary(f"/toros.v1.FrontDesk/{method}")(data, **kwargs)
+
+
+def test_reflection_needs_the_token_and_health_does_not(make_config, start_daemon):
+    """Before: server reflection answered without the token."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    daemon = start_daemon(make_config(security={"token": "s3cret"}))
+    question = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            next(reflection.ServerReflectionInfo(iter([question])))
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answer = next(reflection.ServerReflectionInfo(iter([question]), metadata=[("authorization", "Bearer s3cret")]))
+        assert "toros.v1.FrontDesk" in {s.name for s in answer.list_services_response.service}
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("header", ["bearer s3cret", "BEARER s3cret", "Bearer  s3cret "])
+def test_the_bearer_scheme_is_case_insensitive(make_config, start_daemon, header):
+    """Before: only "Bearer" exactly was accepted (RFC 7235 makes the scheme case-insensitive)."""
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+
+    daemon = start_daemon(make_config(security={"token": "s3cret"}))
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        assert FrontDeskStub(channel).GetStatus(pb.GetStatusRequest(), metadata=[("authorization", header)]).module == "telescope"
+        with pytest.raises(grpc.RpcError) as error:
+            FrontDeskStub(channel).GetStatus(pb.GetStatusRequest(), metadata=[("authorization", "Basic s3cret")])
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_malformed_requests_are_refused_in_one_line(make_config, start_daemon, caplog):
+    """Before: each malformed request without the token logged a traceback (it was parsed, then refused)."""
+    daemon = start_daemon(make_config(security={"token": "s3cret"}))
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as error:
+                raw_call(channel, "Submit", b"\xff\xff\xff garbage")
+            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as error:
+            raw_call(channel, "Submit", b"\xff\xff\xff garbage", metadata=[("authorization", "Bearer s3cret")])
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("request: not a valid message")
+    assert not [r for r in caplog.records if r.exc_info], "no traceback logged"
+
+
+def test_unknown_fields_are_not_journaled(stub, drill):  # noqa: F811
+    """Before: a 30 MB unknown field was stored with the work order."""
+    order = pb.WorkOrder(id="with-junk", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)).SerializeToString()
+    junk = b"\xfa\x3f" + bytes([0x80, 0x80, 0x40]) + b"j" * (1 << 20)  # field 1023, length-delimited, 1 MiB
+    with grpc.insecure_channel(f"127.0.0.1:{drill.port}") as channel:
+        raw_call(channel, "Submit", order + junk, timeout=10)
+    stored = drill.journal.get("with-junk").work_order_bytes
+    assert len(stored) < 100 and b"jjjj" not in stored  # the order as sent, with its create_time, no junk
+
+
+def test_the_largest_request_is_a_setting_of_each_daemon(make_config, start_daemon):
+    order = pb.WorkOrder(id="big", requester="x", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)).SerializeToString()
+    padded = order + b"\xfa\x3f" + bytes([0x80, 0x80, 0x80, 0x03]) + b"j" * (6 << 20)  # 6 MiB of an unknown field
+    small = start_daemon(make_config(telescope={"port": 0}))
+    with grpc.insecure_channel(f"127.0.0.1:{small.port}") as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            raw_call(channel, "Submit", padded)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    large = start_daemon(make_config(telescope={"port": 0, "max_message_bytes": 8 << 20}))
+    with grpc.insecure_channel(f"127.0.0.1:{large.port}") as channel:
+        raw_call(channel, "Submit", padded)
+    assert large.journal.get("big") is not None
+
+
+@pytest.mark.parametrize("id", ["order\n", "order\r", "\norder", "a" * 129])
+def test_work_order_ids_match_in_full(stub, id):  # noqa: F811
+    """Before: '$' let a trailing newline through."""
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Submit(pb.WorkOrder(id=id, dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error.value.details().startswith("id: must be 1-128")
+
+
+def test_long_paths_are_invalid_arguments_naming_the_field(stub, tmp_path):  # noqa: F811
+    """Before: UNKNOWN, with the absolute path, from the file system's ENAMETOOLONG."""
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.FetchFile(pb.FetchFileRequest(path="a/" * 2500)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "path: path is 5000 bytes long, at most 4096"
+    with pytest.raises(grpc.RpcError) as error:
+        list(stub.FetchFile(pb.FetchFileRequest(path="night/" + "x" * 300)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == "path: a name in the path is 300 bytes long, at most 255"

@@ -21,7 +21,7 @@ from toros.client import open_channel
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.config import FollowedTelescope
-from toros.runtime.files import OutsideStorageRoot, atomic_write, confine, path_inside, sha256_of
+from toros.runtime.files import UnusablePath, atomic_write, confine, path_inside, sha256_of
 from toros.runtime.module import Services
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class TelescopeFollower:
             here = confine(image.path, self.storage_root)
             if here.is_file() and sha256_of(here) == image.sha256:
                 return here
-        except OutsideStorageRoot:
+        except UnusablePath:
             pass
         target = path_inside(self.storage_root, "incoming", self.telescope.name, image.night or "unknown", Path(image.path).name)
         if target.is_file() and sha256_of(target) == image.sha256:

@@ -11,7 +11,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from toros.runtime.config import CalibrationConfig
-from toros.runtime.files import GZIP_MAGIC, NotRegularFile, OutsideStorageRoot, TooLarge, gunzip_chunks, regular_file
+from toros.runtime.files import GZIP_MAGIC, NotRegularFile, TooLarge, UnusablePath, gunzip_chunks, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def take_inventory(paths: list[Path], settings: CalibrationConfig, root: Path) -
         try:
             regular_file(path, root)
             inventory.frames.append(read_frame(path, settings))
-        except (BadFrame, NotRegularFile, OutsideStorageRoot) as exc:
+        except (BadFrame, NotRegularFile, UnusablePath) as exc:
             inventory.problems.append(f"{path.name}: {exc}")
             log.warning("skipping %s: %s", path, exc)
     return inventory

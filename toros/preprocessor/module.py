@@ -105,7 +105,7 @@ class PreprocessorModule(Module):
         files = night_files(directory)
         if not files:
             raise TaskFailed(f"no FITS files in {directory}")
-        night = directory.name if NIGHT_NAME.match(directory.name) else None
+        night = directory.name if NIGHT_NAME.fullmatch(directory.name) else None
         result = self._pipeline(context).run(
             files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
         )

@@ -41,7 +41,7 @@ MASK_COSMIC_RAY = 8
 # Rows of a science frame calibrated at a time: 11 MB of float32 for a TOROS frame.
 SCIENCE_BAND_ROWS = 256
 MAX_NONFINITE_FRACTION = 0.5  # a master with more pixels than this not finite is refused
-NIGHT_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+NIGHT_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class Reporter(Protocol):

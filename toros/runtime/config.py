@@ -132,6 +132,7 @@ class ServerConfig(_Section):
     max_streams: int = Field(default=100, ge=1, le=10000)
     grace_seconds: float = Field(default=10.0, ge=0, le=600)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=1024**3)
 
 
 class Site(_Section):
@@ -198,6 +199,7 @@ class Notifications(_Section):
 
 class AlertConfig(ServerConfig):
     port: int = Field(default=50051, ge=0, le=65535)
+    max_message_bytes: int = Field(default=64 * 1024 * 1024 + 4096, ge=64 * 1024, le=1024**3)  # embedded sky maps
     catalog: ConfigPath | None = None
     process_test_alerts: bool = False
     targets_per_observatory: int = Field(default=30, ge=1, le=10000)

@@ -20,8 +20,16 @@ from typing import IO
 import numpy as np
 
 
-class OutsideStorageRoot(ValueError):
+class UnusablePath(ValueError):
+    """A path given as input that cannot name a file here (too long, a NUL, outside the root)."""
+
+
+class OutsideStorageRoot(UnusablePath):
     """A path that escapes the configured storage root."""
+
+
+MAX_PATH_BYTES = 4096  # Linux's PATH_MAX
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX)
 
 
 def confine(path: str | os.PathLike[str], root: Path) -> Path:
@@ -31,7 +39,11 @@ def confine(path: str | os.PathLike[str], root: Path) -> Path:
     """
     text = os.fspath(path)
     if "\x00" in text:
-        raise OutsideStorageRoot("path contains a NUL character")
+        raise UnusablePath("path contains a NUL character")
+    if (length := len(text.encode(errors="surrogateescape"))) > MAX_PATH_BYTES:
+        raise UnusablePath(f"path is {length} bytes long, at most {MAX_PATH_BYTES}")
+    if (longest := max(len(part.encode(errors="surrogateescape")) for part in Path(text).parts or ("",))) > MAX_NAME_BYTES:
+        raise UnusablePath(f"a name in the path is {longest} bytes long, at most {MAX_NAME_BYTES}")
     real_root = Path(os.path.realpath(root))
     candidate = Path(text)
     resolved = Path(os.path.realpath(candidate if candidate.is_absolute() else real_root / candidate))

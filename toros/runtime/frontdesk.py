@@ -17,7 +17,7 @@ import grpc
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.files import OutsideStorageRoot, StorageUnavailable, confine
+from toros.runtime.files import StorageUnavailable, UnusablePath, confine
 from toros.runtime.journal import Journal, JournalUnavailable, WorkOrderRecord, timestamp
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
@@ -85,6 +85,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
                 raise NotNow(f"{task}: {reason}")
         order = pb.WorkOrder()
         order.CopyFrom(request)
+        order.DiscardUnknownFields()  # fields of a newer contract, or junk: never journaled
         if not order.id:
             order.id = f"{self.module.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         if not order.HasField("create_time"):
@@ -191,7 +192,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk_size: at most {MAX_CHUNK} bytes")
         try:
             path = confine(request.path, self.storage_root)
-        except OutsideStorageRoot as exc:
+        except UnusablePath as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path: {exc}")
         if not path.is_file():
             context.abort(grpc.StatusCode.NOT_FOUND, f"path: no stored file {request.path!r}")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from toros.runtime.logs import work_order_context
 
@@ -20,39 +21,77 @@ OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
 QUIET_METHODS = {"GetWorkOrder", "GetStatus"}
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable | None, stream: Callable | None) -> grpc.RpcMethodHandler:
+class MalformedRequest:
+    """A request whose bytes are not the method's message: answered INVALID_ARGUMENT by the handler wrapper,
+    instead of gRPC's own INTERNAL and a logged traceback for every such request."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _lenient(deserializer: Callable | None) -> Callable | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc) or "cannot be parsed")
+
+    return parse
+
+
+def _rebuild(
+    handler: grpc.RpcMethodHandler, unary: Callable | None, stream: Callable | None, *, deserialize: bool = True
+) -> grpc.RpcMethodHandler:
+    """The handler with its behaviour replaced; ``deserialize=False`` hands the behaviour the raw bytes."""
+    deserializer = _lenient(handler.request_deserializer) if deserialize else None
+    serializer = handler.response_serializer
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
-    return grpc.unary_stream_rpc_method_handler(
-        stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-    )
+        return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=deserializer, response_serializer=serializer)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=deserializer, response_serializer=serializer)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary, request_deserializer=deserializer, response_serializer=serializer)
+    return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=deserializer, response_serializer=serializer)
+
+
+def _bearer_token(metadata: Any) -> bytes | None:
+    """The token of an ``authorization: Bearer <token>`` header (the scheme in any case, RFC 7235)."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = (value.encode() if isinstance(value, str) else value).strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+    return None
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Requires ``authorization: Bearer <token>`` on every call but the health check."""
+    """Requires ``authorization: Bearer <token>`` on every call but the health check (reflection included:
+    it tells what the daemon serves). A refused request is never parsed."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(given, self._expected):
-                    return handler
-        if handler.unary_unary is None and handler.unary_stream is None:
-            return handler  # no client-streaming methods are served; leave any other kind to fail on its own
+        given = _bearer_token(details.invocation_metadata)
+        if given is not None and hmac.compare_digest(given, self._expected):
+            return handler
 
         def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
             log.warning("%s refused: missing or wrong token from %s", details.method, context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer …)")
 
-        return _rebuild(handler, refuse, refuse)
+        return _rebuild(handler, refuse, refuse, deserialize=False)
+
+
+def _refuse_malformed(request: Any, context: grpc.ServicerContext) -> None:
+    if isinstance(request, MalformedRequest):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message: {request.problem}")
 
 
 def _work_order_id(request: Any) -> str:
@@ -85,6 +124,7 @@ class LoggingInterceptor(grpc.ServerInterceptor):
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             started, work_order, failed = time.perf_counter(), _work_order_id(request), True
             try:
+                _refuse_malformed(request, context)
                 with work_order_context(work_order):
                     response = handler.unary_unary(request, context)
                 work_order = work_order or _work_order_id(response)
@@ -96,6 +136,7 @@ class LoggingInterceptor(grpc.ServerInterceptor):
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started, work_order, failed, sent = time.perf_counter(), _work_order_id(request), True, 0
             try:
+                _refuse_malformed(request, context)
                 for item in handler.unary_stream(request, context):
                     sent += 1
                     yield item

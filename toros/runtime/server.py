@@ -28,7 +28,9 @@ from toros.runtime.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FrontDesk"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 4096  # a ProcessAlert payload may carry a 64 MiB sky map
+# The largest request a client sends and a daemon accepts by default (the alert daemon's: a ProcessAlert may
+# carry a 64 MiB sky map); each daemon's own limit is its section's max_message_bytes.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 4096
 
 
 def host_port(ip: str, port: int) -> str:
@@ -84,7 +86,7 @@ class Daemon:
             self._executor,
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self.settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.max_pings_without_data", 0),

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.generated import toros_pb2 as pb
-from toros.runtime.files import OutsideStorageRoot, confine
+from toros.runtime.files import UnusablePath, confine
 
 # Which module handles each task of WorkOrder.task (the public contract, ../shared/DESIGN.md).
 TASK_MODULES = {
@@ -29,7 +29,7 @@ TASK_MODULES = {
     "process_alert": "alert",
 }
 DEFAULT_PRIORITY = 50
-WORK_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+WORK_ORDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MIN_TIMESTAMP = -62135596800  # 0001-01-01T00:00:00Z
 _MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
 
@@ -110,7 +110,7 @@ class Checker:
         self.text(name, value, max_length=4096)
         try:
             return confine(value, self.storage_root)
-        except OutsideStorageRoot as exc:
+        except UnusablePath as exc:
             self.fail(name, str(exc))
             raise AssertionError("unreachable") from exc
 
@@ -118,7 +118,7 @@ class Checker:
 def check_envelope(order: pb.WorkOrder, module: str, storage_root: Path) -> tuple[str, int]:
     """Checks the fields every work order has; returns the task name and the effective priority."""
     check = Checker("", storage_root)
-    if order.id and not WORK_ORDER_ID.match(order.id):
+    if order.id and not WORK_ORDER_ID.fullmatch(order.id):
         check.fail("id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
     check.text("requester", order.requester, required=False)
     check.count("priority", order.priority, 0, 100)

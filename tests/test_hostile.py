@@ -36,6 +36,7 @@ from conftest import drill, stub, wait_for  # noqa: F401  (fixtures)
 from test_alert import DATA, MULTIORDER, done, glade_catalog, observatory, submit  # noqa: F401  (fixtures)
 from test_alert_intake import FakeConsumer
 from test_preprocessor import SENSOR, calibrate
+from test_server import pki  # noqa: F401  (fixture)
 from test_telescope import telescope  # noqa: F401  (fixture)
 from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
@@ -758,3 +759,258 @@ def test_long_paths_are_invalid_arguments_naming_the_field(stub, tmp_path):  # n
         list(stub.FetchFile(pb.FetchFileRequest(path="night/" + "x" * 300)))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.details() == "path: a name in the path is 300 bytes long, at most 255"
+
+
+# -- start-up and CLI errors are one line ------------------------------------------------------------------
+
+def serve(config: Path, module: str = "telescope") -> subprocess.CompletedProcess:
+    from conftest import toros_cli
+
+    return toros_cli("serve", module, "--config", str(config), timeout=60)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write to, root included: a read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_database_in_a_read_only_folder(tmp_path, read_only_folder):
+    from conftest import write_config
+
+    config = write_config(tmp_path, telescope={"port": 0}, database={"path": str(read_only_folder / "toros.db")})
+    result = serve(config)
+    assert result.returncode == 1
+    assert last_line(result).startswith(f"toros: cannot start the telescope: database sqlite:///{read_only_folder}/toros.db: ")
+
+
+def test_an_unreachable_postgresql(tmp_path):
+    from conftest import write_config
+    from test_cli import free_port
+
+    port = free_port()
+    config = write_config(tmp_path, telescope={"port": 0}, database={"url": f"postgresql://toros:hidden@127.0.0.1:{port}/toros"})
+    result = serve(config)
+    assert result.returncode == 1 and "hidden" not in result.stderr
+    assert last_line(result).startswith(
+        f"toros: cannot start the telescope: database postgresql+psycopg://toros:***@127.0.0.1:{port}/toros: connection failed"
+    )
+
+
+@pytest.mark.parametrize("content, reason", [(None, "no such catalog file"), ("hello world\n", "unknown catalog format")])
+def test_a_missing_or_foreign_catalog(tmp_path, content, reason):
+    from conftest import write_config
+
+    catalog = tmp_path / "catalog.txt"
+    if content is not None:
+        catalog.write_text(content)
+    config = write_config(tmp_path, alert={"port": 0, "catalog": str(catalog)})
+    result = serve(config, "alert")
+    assert result.returncode == 2
+    assert last_line(result).startswith(f"toros: config error: alert.catalog: {catalog}: {reason}")
+
+
+def test_a_config_that_is_not_utf8(tmp_path):
+    config = tmp_path / "toros.conf.yaml"
+    config.write_bytes(b"telescope:\n  port: 0\n  # caf\xe9\n")
+    result = serve(config)
+    assert result.returncode == 2
+    assert last_line(result) == f"toros: config error: {config}: not UTF-8 text (byte 0xe9 at line 3)"
+
+
+def test_a_garbage_tls_certificate_is_named(tmp_path):
+    """Before: reported as "cannot listen on …"."""
+    from conftest import write_config
+
+    (tmp_path / "cert.pem").write_text("garbage\n")
+    (tmp_path / "key.pem").write_text("garbage\n")
+    config = write_config(tmp_path, telescope={"port": 0},
+                          security={"tls": {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}})
+    result = serve(config)
+    assert result.returncode == 2
+    assert last_line(result).startswith(
+        f"toros: config error: security.tls.cert/key: {tmp_path}/cert.pem and {tmp_path}/key.pem are not a PEM certificate and its private key"
+    )
+
+
+def test_a_negative_watch_position_is_a_usage_error(tmp_path):
+    from conftest import toros_cli, write_config
+
+    result = toros_cli("watch", "telescope", "--after", "-5", "--config", str(write_config(tmp_path)))
+    assert result.returncode == 2
+    assert last_line(result) == "toros watch: error: argument --after: must be 0 or more (an event sequence number), got -5"
+
+
+def test_mutual_tls_without_a_client_certificate_is_not_called_down(tmp_path, make_config, start_daemon, pki):
+    """Before: "cannot reach the telescope …: is it running?", of a daemon that was running."""
+    from conftest import toros_cli, write_config
+
+    tls = {"cert": str(pki["server_cert"]), "key": str(pki["server_key"]), "ca": str(pki["ca_cert"]), "require_client_cert": True}
+    daemon = start_daemon(make_config(security={"tls": tls}))
+    (tmp_path / "client").mkdir()
+    config = write_config(tmp_path / "client", security={"tls": {"ca": str(pki["ca_cert"])}}, telescope={"port": daemon.port})
+    result = toros_cli("work-order", "telescope", "x", "--address", f"localhost:{daemon.port}", "--config", str(config))
+    assert result.returncode == 1
+    assert last_line(result).startswith(
+        f"toros: the telescope at localhost:{daemon.port} accepts connections but closed this one: it may require TLS or a client certificate"
+    )
+
+
+def test_ingest_catalog_takes_the_configs_catalog(tmp_path, glade_catalog):  # noqa: F811
+    """Before: `toros alert ingest-catalog --config FILE`, as documented, was refused."""
+    from conftest import toros_cli, write_config
+
+    config = write_config(tmp_path, alert={"catalog": str(glade_catalog)})
+    result = toros_cli("alert", "ingest-catalog", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("galaxies indexed in " + str(glade_catalog) + ".toros-index")
+
+
+def test_connections_that_never_finish_their_handshake_are_closed(make_config, start_daemon):
+    """Before: each one was kept for 120 s; 110 of them used up a 128-descriptor limit."""
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+
+    daemon = start_daemon(make_config(telescope={"port": 0, "handshake_timeout_s": 1}))
+    idle = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(50)]
+    try:
+        for sock in idle:
+            sock.settimeout(10)
+            assert sock.recv(1024 * 1024) is not None  # the server's settings frame, or the close
+        closed = 0
+        for sock in idle:
+            try:
+                while sock.recv(65536):
+                    pass
+                closed += 1
+            except TimeoutError:
+                pass
+        assert closed == 50
+        with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+            assert FrontDeskStub(channel).GetStatus(pb.GetStatusRequest()).module == "telescope"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+# -- work orders of any shape ---------------------------------------------------------------------------------
+
+def message_values(descriptor, depth: int = 0) -> st.SearchStrategy:
+    """Any message of this type: every field set or not, with values of its type, valid or not."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    scalars = {
+        F.TYPE_STRING: st.text(max_size=40) | st.sampled_from(["", "../../etc/passwd", "/dev/zero", "a" * 5000, "x\n"]),
+        F.TYPE_BYTES: st.binary(max_size=64),
+        F.TYPE_BOOL: st.booleans(),
+        F.TYPE_DOUBLE: st.floats(width=64), F.TYPE_FLOAT: st.floats(width=32),
+        F.TYPE_INT32: st.integers(-(2**31), 2**31 - 1), F.TYPE_SINT32: st.integers(-(2**31), 2**31 - 1),
+        F.TYPE_INT64: st.integers(-(2**63), 2**63 - 1), F.TYPE_UINT32: st.integers(0, 2**32 - 1),
+        F.TYPE_UINT64: st.integers(0, 2**64 - 1), F.TYPE_ENUM: st.integers(-5, 40),
+    }
+    fields = {}
+    for field in descriptor.fields:
+        if field.type == F.TYPE_MESSAGE:
+            if depth > 2:
+                continue
+            value = message_values(field.message_type, depth + 1)
+        else:
+            value = scalars[field.type]
+        fields[field.name] = st.lists(value, max_size=3) if field.is_repeated else value
+    return st.fixed_dictionaries({}, optional=fields).map(lambda values: (descriptor, values))
+
+
+def build(descriptor, values: dict):
+    from google.protobuf import message_factory
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    message = message_factory.GetMessageClass(descriptor)()
+    for name, value in values.items():
+        field = descriptor.fields_by_name[name]
+        items = value if field.is_repeated else [value]
+        for item in items:
+            if field.type == F.TYPE_MESSAGE:
+                built = build(*item)
+                if field.is_repeated:
+                    getattr(message, name).add().CopyFrom(built)
+                else:
+                    getattr(message, name).CopyFrom(built)
+            elif field.is_repeated:
+                getattr(message, name).append(item)
+            else:
+                setattr(message, name, item)
+    return message
+
+
+ACCEPTABLE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED}
+
+
+def submit_any(stub, task: str, values) -> None:
+    """A work order of any shape is accepted, or refused with the reason naming a field; never an error of
+    the daemon's own (UNKNOWN, INTERNAL)."""
+    order = pb.WorkOrder(id=f"any-{abs(hash(repr(values))) % 10**12}")
+    getattr(order, task).CopyFrom(build(*values))
+    try:
+        stub.Submit(order, timeout=30)
+    except grpc.RpcError as error:
+        assert error.code() in ACCEPTABLE, (task, error.code(), error.details())
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            assert error.details().startswith(f"{task}") or error.details().startswith("task:"), error.details()
+
+
+TELESCOPE_TASKS = ["observe_targets", "take_calibrations", "night_operation", "dome_control"]
+
+
+@pytest.mark.parametrize("task", TELESCOPE_TASKS)
+def test_telescope_work_orders_of_any_shape(task, make_config, start_daemon):
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+
+    daemon = start_daemon(make_config(telescope={"port": 0, "workers": 1}, clock={"rate": 1000.0}))
+    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values=message_values(pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type))
+    def check(values):
+        submit_any(FrontDeskStub(channel), task, values)
+
+    check()
+    channel.close()
+
+
+@pytest.mark.parametrize("task", ["calibrate_night", "calibrate_images"])
+def test_preprocessor_work_orders_of_any_shape(task, make_config, start_daemon):
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+    from toros.preprocessor.module import PreprocessorModule
+    from toros.runtime.server import Daemon
+
+    daemon = start_daemon(make_config(preprocessor={"port": 0, "workers": 1}),
+                          lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values=message_values(pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type))
+    def check(values):
+        submit_any(FrontDeskStub(channel), task, values)
+
+    check()
+    channel.close()
+
+
+def test_alert_work_orders_of_any_shape(observatory):
+    _, alert = observatory
+    _, stub = alert()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values=message_values(pb.ProcessAlert.DESCRIPTOR))
+    def check(values):
+        submit_any(stub, "process_alert", values)
+
+    check()

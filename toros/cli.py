@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,11 @@ def _stub(args: argparse.Namespace, module: str) -> tuple[Any, str]:
 
 def _explain(error: grpc.RpcError, module: str, address: str) -> CliError:
     code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE and _accepts_connections(address):
+        return CliError(
+            f"the {module} at {address} accepts connections but closed this one: it may require TLS or a client "
+            f"certificate (security.tls: ca, client_cert, client_key) ({error.details()})"
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         return CliError(f"cannot reach the {module} at {address}: is it running? ({error.details()})")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -159,6 +165,16 @@ def _explain(error: grpc.RpcError, module: str, address: str) -> CliError:
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return CliError(f"the {module} at {address} refused the token: {error.details()} (check security.token)")
     return CliError(f"the {module} at {address} answered {code.name}: {error.details()}")
+
+
+def _accepts_connections(address: str) -> bool:
+    """Whether something listens at host:port (a daemon that refused the TLS handshake, not one that is down)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _state(state: int) -> str:
@@ -310,7 +326,13 @@ def cmd_alert_ingest(args: argparse.Namespace) -> int:
 
     from toros.alert.catalog import BadCatalog, GalaxyIndex
 
-    path = Path(args.file)
+    if args.file is None:
+        config = _config(args)
+        if config.alert.catalog is None:
+            raise CliError(f"give a catalog FILE, or set alert.catalog in {config.source or 'the config'}", 2)
+        path = Path(config.alert.catalog)
+    else:
+        path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{path}: no such catalog file", 2)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -361,11 +383,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from toros.daemons import serve
+    from toros.runtime.server import StartupError
 
     path = find_config_file(args.config)
     if path is None:
         raise CliError("no config file: give --config FILE, set TOROS_CONFIG, or create /etc/toros/toros.conf.yaml", 2)
-    serve(args.module, load_config(path))
+    try:
+        serve(args.module, load_config(path))
+    except StartupError as exc:
+        raise CliError(f"cannot start the {args.module}: {exc}", 1) from None
     return 0
 
 
@@ -385,6 +411,17 @@ def _add_submit_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     parser.add_argument("--priority", type=int, default=default(None), help="0-100, higher first (default 50)")
     parser.add_argument("--requester", default=default(None), help="who asks (default toros-cli)")
     parser.add_argument("--wait", action="store_true", default=default(False), help="follow the work order until it finishes")
+
+
+def _sequence(text: str) -> int:
+    """An event sequence number: 0 to 2**64 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (an event sequence number), got {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -433,7 +470,8 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--wait", action="store_true", help="wait for each to be processed")
     replay.set_defaults(run=cmd_alert_replay)
     ingest = alert_commands.add_parser("ingest-catalog", help="build the galaxy catalog's index ahead of time")
-    ingest.add_argument("file", help="GLADE+ text, GLADE 2.3 / CSV, or GWGC")
+    ingest.add_argument("file", nargs="?", help="GLADE+ text, GLADE 2.3 / CSV, or GWGC (default: the config's alert.catalog)")
+    ingest.add_argument("--config", help="config file whose alert.catalog to index (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
     ingest.set_defaults(run=cmd_alert_ingest)
 
     plan = commands.add_parser("plan", parents=[common], help="plan a night for a CSV of targets (JSON + PNG chart)")
@@ -445,7 +483,7 @@ def parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", parents=[client], help="follow a daemon's events")
     watch.add_argument("module", choices=MODULES)
     watch.add_argument("--work-order", help="only this work order, with a progress bar, until it finishes")
-    watch.add_argument("--after", type=int, default=0, help="start after this event sequence (default: all)")
+    watch.add_argument("--after", type=_sequence, default=0, help="start after this event sequence (default: all)")
     watch.add_argument(
         "--kind", action="append", choices=[k.removeprefix("EVENT_KIND_").lower() for k in pb.EventKind.keys()[1:]]
     )

@@ -52,6 +52,7 @@ def open_channel(address: str, security: SecurityConfig) -> grpc.Channel:
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     tls = security.tls
     if tls.ca is not None or tls.client_cert is not None:
+        tls.verify()
         credentials = grpc.ssl_channel_credentials(
             root_certificates=tls.read("ca"),
             private_key=tls.read("client_key"),

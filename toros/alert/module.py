@@ -13,7 +13,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 
 from toros.alert import orders
-from toros.alert.catalog import GalaxyIndex
+from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notify import notify
 from toros.alert.notices import Alert, BadNotice, parse_notice
@@ -22,6 +22,7 @@ from toros.alert.ranking import observable, rank
 from toros.alert.relay import Relay
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.generated import toros_pb2 as pb
+from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
 from toros.runtime.journal import JournalUnavailable
 from toros.runtime.module import Module, Services, Task
@@ -53,7 +54,14 @@ class AlertModule(Module):
         """Indexes the catalog (once; kept until the catalog changes) before the daemon reports SERVING,
         then starts listening for alerts."""
         if self.settings.catalog is not None:
-            self.index = GalaxyIndex.open(self.settings.catalog)
+            try:
+                self.index = GalaxyIndex.open(self.settings.catalog)
+            except FileNotFoundError:
+                raise ConfigError(f"alert.catalog: {self.settings.catalog}: no such catalog file") from None
+            except BadCatalog as exc:
+                raise ConfigError(f"alert.catalog: {exc}") from None
+            except OSError as exc:
+                raise ConfigError(f"alert.catalog: {self.settings.catalog}: {exc.strerror or exc}") from None
             log.info("catalog %s: %d galaxies", self.settings.catalog, len(self.index))
         if self.settings.kafka.enabled:
             self.listeners.append(KafkaListener(self.settings.kafka, self.receive))

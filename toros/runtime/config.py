@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,6 +87,27 @@ class TlsConfig(_Section):
     def enabled(self) -> bool:
         return self.cert is not None
 
+    def verify(self) -> None:
+        """Checks that the configured files are what they claim (a certificate and its key, CA certificates),
+        so that a garbage file is named at start rather than reported by gRPC as "cannot listen"."""
+        for cert, key in (("cert", "key"), ("client_cert", "client_key")):
+            if getattr(self, cert) is None:
+                continue
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(getattr(self, cert), getattr(self, key))
+            except ssl.SSLError as exc:
+                raise ConfigError(f"security.tls.{cert}/{key}: {getattr(self, cert)} and {getattr(self, key)} are not a PEM "
+                                  f"certificate and its private key ({exc.reason or 'unreadable'})") from None
+            except OSError as exc:
+                raise ConfigError(f"security.tls.{cert}/{key}: cannot read them: {exc.strerror}") from None
+        if self.ca is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=self.ca)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"security.tls.ca: {self.ca} holds no PEM CA certificate ({getattr(exc, 'reason', None) or exc})") from None
+            except OSError as exc:
+                raise ConfigError(f"security.tls.ca: cannot read {self.ca}: {exc.strerror}") from None
+
     def read(self, key: str) -> bytes | None:
         """The PEM bytes of one of the files above (None when not configured)."""
         path = getattr(self, key)
@@ -133,6 +155,8 @@ class ServerConfig(_Section):
     grace_seconds: float = Field(default=10.0, ge=0, le=600)
     max_attempts: int = Field(default=3, ge=1, le=100)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=1024**3)
+    handshake_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    idle_connection_s: float = Field(default=600.0, gt=0, le=86400)
 
 
 class Site(_Section):
@@ -471,6 +495,12 @@ def _describe(error: ValidationError, file: Path) -> str:
     return f"{file}: {key}: {text}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
+def text_line(file: Path, offset: int) -> int:
+    """The 1-based line of a byte offset in a file."""
+    with open(file, "rb") as stream:
+        return stream.read(offset).count(b"\n") + 1
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Loads and validates a config file; ``None`` gives the built-in defaults."""
     if path is None:
@@ -482,6 +512,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{file}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = text_line(file, exc.start)
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at line {line})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

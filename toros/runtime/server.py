@@ -12,12 +12,14 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.clock import Clock
 from toros.runtime.config import Config, ConfigError, TlsConfig
+from toros.runtime.database import url_for_logs
 from toros.runtime.files import remove_stale_parts
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
@@ -41,11 +43,24 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     """TLS, and mutual TLS when ``require_client_cert`` (clients must present a cert signed by ``ca``)."""
     if tls.require_client_cert and tls.ca is None:
         raise ConfigError("security.tls.ca: required when require_client_cert is true")
+    tls.verify()
     return grpc.ssl_server_credentials(
         [(tls.read("key"), tls.read("cert"))],
         root_certificates=tls.read("ca") if tls.require_client_cert else None,
         require_client_auth=tls.require_client_cert,
     )
+
+
+class StartupError(Exception):
+    """What a daemon needs at start is not there (the database, the storage): one line says which and why."""
+
+
+def _first_line(error: Exception) -> str:
+    """The driver's own message of a database error (SQLAlchemy wraps it in a paragraph), or the OS error."""
+    cause = getattr(error, "orig", None) or error
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{cause.strerror}: {cause.filename}" if cause.filename else cause.strerror
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 class Daemon:
@@ -63,10 +78,16 @@ class Daemon:
 
     def start(self) -> int:
         """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
-        self.storage_root.mkdir(parents=True, exist_ok=True)
-        for part in remove_stale_parts(self.storage_root):
-            log.warning("removed %s: the temporary file of a write that a crash interrupted", part)
-        self.journal = Journal(self.config.database, self.module_name, self.clock)
+        try:
+            self.storage_root.mkdir(parents=True, exist_ok=True)
+            for part in remove_stale_parts(self.storage_root):
+                log.warning("removed %s: the temporary file of a write that a crash interrupted", part)
+        except OSError as exc:
+            raise StartupError(f"storage.root {self.storage_root}: {exc.strerror or exc}") from None
+        try:
+            self.journal = Journal(self.config.database, self.module_name, self.clock)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StartupError(f"database {url_for_logs(self.config.database)}: {_first_line(exc)}") from None
         if (last := self.journal.last_event_time()) is not None:
             self.clock.resume_from(last)
         self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
@@ -91,6 +112,10 @@ class Daemon:
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Connections that never finish their handshake, or hold no call, are closed: idle sockets
+                # cannot use up the daemon's file descriptors.
+                ("grpc.server_handshake_timeout_ms", int(self.settings.handshake_timeout_s * 1000)),
+                ("grpc.max_connection_idle_ms", int(self.settings.idle_connection_s * 1000)),
             ],
         )
         self.frontdesk = FrontDesk(
@@ -125,7 +150,12 @@ class Daemon:
             ", token required" if self.config.security.token is not None else "",
             self.journal.url_for_logs, self.storage_root,
         )
-        self.module.start()
+        try:
+            self.module.start()
+        except BaseException:  # e.g. an unreadable catalog: nothing is left listening or open
+            self.server.stop(0).wait()
+            self.journal.close()
+            raise
         self.workers.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return port

@@ -966,23 +966,22 @@ def submit_any(stub, task: str, values) -> None:
             assert error.details().startswith(f"{task}") or error.details().startswith("task:"), error.details()
 
 
-TELESCOPE_TASKS = ["observe_targets", "take_calibrations", "night_operation", "dome_control"]
+def submit_many_shapes(stub, task: str) -> None:
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values=message_values(pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type))
+    def check(values):
+        submit_any(stub, task, values)
+
+    check()
 
 
-@pytest.mark.parametrize("task", TELESCOPE_TASKS)
+@pytest.mark.parametrize("task", ["observe_targets", "take_calibrations", "night_operation", "dome_control"])
 def test_telescope_work_orders_of_any_shape(task, make_config, start_daemon):
     from toros.generated.toros_pb2_grpc import FrontDeskStub
 
     daemon = start_daemon(make_config(telescope={"port": 0, "workers": 1}, clock={"rate": 1000.0}))
-    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(values=message_values(pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type))
-    def check(values):
-        submit_any(FrontDeskStub(channel), task, values)
-
-    check()
-    channel.close()
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        submit_many_shapes(FrontDeskStub(channel), task)
 
 
 @pytest.mark.parametrize("task", ["calibrate_night", "calibrate_images"])
@@ -993,24 +992,11 @@ def test_preprocessor_work_orders_of_any_shape(task, make_config, start_daemon):
 
     daemon = start_daemon(make_config(preprocessor={"port": 0, "workers": 1}),
                           lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
-    channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(values=message_values(pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type))
-    def check(values):
-        submit_any(FrontDeskStub(channel), task, values)
-
-    check()
-    channel.close()
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        submit_many_shapes(FrontDeskStub(channel), task)
 
 
 def test_alert_work_orders_of_any_shape(observatory):
     _, alert = observatory
     _, stub = alert()
-
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(values=message_values(pb.ProcessAlert.DESCRIPTOR))
-    def check(values):
-        submit_any(stub, "process_alert", values)
-
-    check()
+    submit_many_shapes(stub, "process_alert")

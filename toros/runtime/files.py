@@ -65,10 +65,11 @@ _FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.
                stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
-def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
-    """``path`` resolved (links followed) and checked to be a regular file inside ``root``.
+def open_regular(path: str | os.PathLike[str], root: Path) -> IO[bytes]:
+    """``path`` opened for reading, once checked to be a regular file inside ``root`` (links resolved).
 
-    It is opened without blocking to look, so a FIFO cannot hold the caller (and its worker) forever."""
+    It is opened without blocking and looked at through the open descriptor, so a FIFO cannot hold the caller
+    (and its worker) forever, and what is read is what was checked."""
     resolved = confine(path, root)
     try:
         descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -76,13 +77,18 @@ def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
         raise NotRegularFile(f"{os.fspath(path)}: no such file") from None
     except IsADirectoryError:
         raise NotRegularFile(f"{os.fspath(path)}: is a folder, not a file") from None
-    try:
-        mode = os.fstat(descriptor).st_mode
-    finally:
-        os.close(descriptor)
+    stream = open(descriptor, "rb")
+    mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
+        stream.close()
         raise NotRegularFile(f"{os.fspath(path)}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
-    return resolved
+    return stream
+
+
+def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
+    """``path`` resolved (links followed), checked as ``open_regular`` checks it."""
+    with open_regular(path, root):
+        return confine(path, root)
 
 
 def safe_name(text: str, fallback: str = "unnamed", max_length: int = MAX_NAME_LENGTH) -> str:

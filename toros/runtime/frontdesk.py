@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import grpc
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.files import StorageUnavailable, UnusablePath, confine
+from toros.runtime.files import NotRegularFile, StorageUnavailable, UnusablePath, confine, open_regular
 from toros.runtime.journal import Journal, JournalUnavailable, WorkOrderRecord, timestamp
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
@@ -194,18 +193,17 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             path = confine(request.path, self.storage_root)
         except UnusablePath as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path: {exc}")
-        if not path.is_file():
-            context.abort(grpc.StatusCode.NOT_FOUND, f"path: no stored file {request.path!r}")
         self._take_stream_slot(context)
         try:
+            try:
+                opened = open_regular(path, self.storage_root)
+            except NotRegularFile:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"path: no stored file {request.path!r}")
             chunk_size = min(request.chunk_size or DEFAULT_CHUNK, SERVED_CHUNK)
             digest = hashlib.sha256()
-            # Opened without blocking (a FIFO put in the file's place cannot hold the stream), and the size is
-            # the open file's: a file replaced meanwhile is served whole as it was when opened.
-            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+            # The size is the open file's: a file replaced meanwhile is served whole as it was when opened.
+            with opened as stream:
                 status = os.fstat(stream.fileno())
-                if not stat.S_ISREG(status.st_mode):
-                    context.abort(grpc.StatusCode.NOT_FOUND, f"path: {request.path!r} is not a regular file")
                 size = status.st_size
                 offset = 0
                 while context.is_active():

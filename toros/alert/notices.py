@@ -31,6 +31,7 @@ VOEVENT_ALERT_TYPES = {
 
 ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ALERT_TYPE = re.compile(r"[A-Z][A-Z_]{0,31}")
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes digits that int() refuses (e.g. "²")
 
 
 class BadNotice(ValueError):
@@ -253,7 +254,7 @@ def parse_voevent(payload: bytes) -> Alert:
             if parent is not None and parent.tag == "Group":
                 groups.setdefault(parent.get("name") or parent.get("type") or "", {})[name] = value
             params[name] = value
-    packet = int(params["Packet_Type"]) if params.get("Packet_Type", "").isdigit() else None
+    packet = int(params["Packet_Type"]) if WHOLE_NUMBER.fullmatch(params.get("Packet_Type", "")) else None
     if not params.get("GraceID"):
         raise BadNotice(f"no GraceID parameter (packet type {packet}): not an LVK notice")
     alert_id = _alert_id("GraceID", params["GraceID"])
@@ -269,7 +270,7 @@ def parse_voevent(payload: bytes) -> Alert:
         if o2_name in params and _number(params[o2_name]):
             properties.setdefault(name, float(params[o2_name]))
     serial = params.get("Pkt_Ser_Num", "").strip() or "0"
-    if not serial.isdigit() or len(serial) > 9:
+    if not WHOLE_NUMBER.fullmatch(serial):
         raise BadNotice(f"Pkt_Ser_Num: must be a whole number, got {serial[:40]!r}")
     return Alert(
         alert_id=alert_id, alert_type=alert_type, serial=int(serial),

@@ -32,8 +32,8 @@ import numpy as np
 import yaml
 
 from toros.generated import toros_pb2 as pb
-from toros.simulation.galaxies import write_glade_plus
 from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.simulation.galaxies import write_glade_plus
 
 SHARED = Path(__file__).resolve().parents[1] / "toros" / "data" / "alerts"
 GIB = 1024**3

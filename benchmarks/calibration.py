@@ -33,7 +33,8 @@ from astropy.io import fits
 
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NightCalibration
-from toros.runtime.config import CalibrationConfig, DatabaseConfig
+from toros.preprocessor.settings import CalibrationConfig
+from toros.runtime.config import DatabaseConfig
 from toros.runtime.files import atomic_write
 from toros.simulation.ccd import Sensor, make_frame, write_night
 
@@ -134,7 +135,8 @@ import json, time, resource
 from pathlib import Path
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NightCalibration
-from toros.runtime.config import CalibrationConfig, DatabaseConfig
+from toros.preprocessor.settings import CalibrationConfig
+from toros.runtime.config import DatabaseConfig
 folder = Path({str(folder)!r})
 paths = sorted(folder.glob("bias-*.fits"))
 library = MasterLibrary(DatabaseConfig(path=folder / "big.db"))

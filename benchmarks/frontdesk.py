@@ -38,7 +38,7 @@ P99_TARGET_MS = 20.0
 
 def serve(config_path: str, port_file: str) -> None:
     """The daemon under test: the runtime with a telescope module whose dome_control does nothing."""
-    from toros.runtime.config import load_config
+    from toros.config import load_config
     from toros.runtime.module import Module, Task
     from toros.runtime.server import Daemon
     from toros.telescope import orders

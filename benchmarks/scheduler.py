@@ -20,16 +20,25 @@ from datetime import date
 import astropy.units as u
 import numpy as np
 from astroplan import (
-    AirmassConstraint, AltitudeConstraint, AtNightConstraint, FixedTarget, MoonSeparationConstraint, Observer,
-    ObservingBlock, PriorityScheduler, Schedule, Transitioner,
+    AirmassConstraint,
+    AltitudeConstraint,
+    AtNightConstraint,
+    FixedTarget,
+    MoonSeparationConstraint,
+    Observer,
+    ObservingBlock,
+    PriorityScheduler,
+    Schedule,
+    Transitioner,
 )
 from astropy.coordinates import NonRotationTransformationWarning, SkyCoord
 from astropy.time import Time
 
 import toros.runtime.clock  # noqa: F401 - offline Earth-orientation tables, as the daemons use
-from toros.runtime.config import MACON, Constraints
+from toros.site import MACON
 from toros.telescope.astronomy import location_of, night_times
 from toros.telescope.scheduler import PlanTarget, make_plan
+from toros.telescope.settings import Constraints
 
 NIGHT = date(2026, 11, 22)
 

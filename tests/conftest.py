@@ -13,10 +13,10 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-
 from support import drill_daemon
+
+from toros.config import Config, load_config
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.config import Config, load_config
 from toros.runtime.server import Daemon
 
 REPO = Path(__file__).resolve().parent.parent

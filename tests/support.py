@@ -18,8 +18,8 @@ from typing import Any
 from astropy.io import fits
 from google.protobuf.duration_pb2 import Duration
 
+from toros.config import Config, load_config
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import Config, load_config
 from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Task
 from toros.runtime.server import Daemon
@@ -124,9 +124,8 @@ def dome_order(id: str = "", action: int = pb.DOME_ACTION_OPEN, **fields: Any) -
 
 
 if __name__ == "__main__":
-    from toros.runtime.logs import setup_logging
-
     from toros.daemons import build_daemon
+    from toros.runtime.logs import setup_logging
 
     loaded = load_config(sys.argv[1])
     setup_logging(loaded.logging, "telescope")

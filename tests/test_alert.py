@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy_healpix import HEALPix
-
-import toros
 from conftest import wait_for, write_config
 from support import drill_daemon
+
+import toros
 from toros.alert.catalog import GalaxyIndex
 from toros.alert.module import AlertModule
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.ranking import rank
 from toros.alert.skymap import BadSkymap, read_skymap
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import load_config
 from toros.runtime.server import Daemon
 
 DATA = Path(toros.__file__).parent / "data" / "alerts"

@@ -12,12 +12,12 @@ import threading
 import gcn.voeventclient
 import grpc
 import pytest
-
 from conftest import wait_for
-from test_alert import DATA, done, observatory, glade_catalog  # noqa: F401  (fixtures)
+from test_alert import DATA, done, glade_catalog, observatory  # noqa: F401  (fixtures)
+
 from toros.alert.listeners import KafkaListener
+from toros.alert.settings import KafkaIntake
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import KafkaIntake
 
 
 class Message:

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 import yaml
-
 from conftest import toros_cli, wait_for, write_config
+
 from toros.generated import toros_pb2 as pb
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from conftest import REPO, wait_for, write_config
 from support import camera_daemon, drill_daemon
+
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import load_config
 
 NODE = shutil.which("node")
 NODE_CLIENT = REPO / "clients" / "node"

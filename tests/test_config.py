@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, toros_cli
-from toros.runtime.config import Config, ConfigError, find_config_file, load_config
+
+from toros.config import Config, load_config
+from toros.runtime.config import ConfigError, find_config_file
 
 
 def test_the_template_is_valid_and_documents_the_defaults():

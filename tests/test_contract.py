@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, VENV_BIN
+
 from toros.generated import toros_pb2 as pb
 
 BUF = shutil.which("buf", path=str(VENV_BIN)) or shutil.which("buf")

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import grpc
-
 from conftest import wait_for, write_config
 from support import dome_order
+
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 

@@ -8,9 +8,9 @@ import time
 
 import grpc
 import pytest
-
 from conftest import wait_for
 from support import dome_order
+
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from toros.runtime.files import FitsImageStream
+from toros.fitsfiles import FitsImageStream
 
 
 def header() -> fits.Header:

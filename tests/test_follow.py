@@ -7,14 +7,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
-
 from conftest import wait_for, write_config
+from google.protobuf.duration_pb2 import Duration
 from support import camera_daemon
+
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.module import PreprocessorModule
-from toros.runtime.config import load_config
 from toros.runtime.server import Daemon
 
 

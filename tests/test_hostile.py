@@ -28,22 +28,23 @@ import grpc
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import drill, stub, wait_for  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-
-from conftest import drill, stub, wait_for  # noqa: F401  (fixtures)
 from test_alert import DATA, MULTIORDER, done, glade_catalog, observatory, submit  # noqa: F401  (fixtures)
 from test_alert_intake import FakeConsumer
 from test_preprocessor import SENSOR, calibrate
 from test_server import pki  # noqa: F401  (fixture)
 from test_telescope import telescope  # noqa: F401  (fixture)
+
 from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
+from toros.alert.settings import KafkaIntake, SkymapDownload
 from toros.alert.skymap import BadSkymap, download, read_skymap
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor.inventory import BadFrame, read_frame
-from toros.runtime.config import CalibrationConfig, KafkaIntake, SkymapDownload
+from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.files import OutsideStorageRoot, path_inside, safe_name
 from toros.simulation.ccd import write_night
 from toros.telescope.images import Exposure, file_name
@@ -575,7 +576,7 @@ def test_a_notice_that_cannot_be_kept_is_unavailable_not_unknown(observatory, ti
 def test_write_fits_reports_a_full_disk_as_enospc(tiny_disk):
     import errno
 
-    from toros.runtime.files import write_fits
+    from toros.fitsfiles import write_fits
 
     with pytest.raises(OSError) as error:
         write_fits(tiny_disk / "big.fits", [fits.PrimaryHDU(np.zeros((512, 512), np.float32))])
@@ -632,10 +633,10 @@ def test_a_file_written_to_while_fetched_ends_aborted_and_one_replaced_is_served
 
 def test_stalled_fetch_streams_hold_little_memory(tmp_path):
     """Before: about 21 MB of the daemon's memory per stream that a client stopped reading (4 MiB chunks)."""
-    from test_crash_recovery import launch
-    from toros.generated.toros_pb2_grpc import FrontDeskStub
-
     from conftest import write_config
+    from test_crash_recovery import launch
+
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
 
     data = tmp_path / "data"
     data.mkdir()

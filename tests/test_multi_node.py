@@ -17,15 +17,16 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from conftest import REPO, wait_for
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pki import Authority
+
 from toros.client import open_channel
+from toros.config import load_config
 from toros.demo import ALERT, CLOCK_START
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import SecurityConfig, load_config
+from toros.runtime.config import SecurityConfig
 from toros.simulation.galaxies import write_glade_plus
 
 MODULES = ("alert", "telescope", "preprocessor")

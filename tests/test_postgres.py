@@ -12,13 +12,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from conftest import wait_for, write_config
 from support import dome_order, drill_daemon
+
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.library import Master, MasterLibrary
-from toros.runtime.config import DatabaseConfig, load_config
+from toros.runtime.config import DatabaseConfig
 
 PG_BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None) or (
     str(Path(shutil.which("initdb")).parent) if shutil.which("initdb") else None

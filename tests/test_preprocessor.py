@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
-
 from conftest import wait_for
+
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.combine import combine_bands
@@ -25,7 +25,8 @@ from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.module import PreprocessorModule
 from toros.preprocessor.pipeline import MASK_COSMIC_RAY, MASK_HOT, NightCalibration
 from toros.preprocessor.reduction import FrameReader
-from toros.runtime.config import CalibrationConfig, DatabaseConfig
+from toros.preprocessor.settings import CalibrationConfig
+from toros.runtime.config import DatabaseConfig
 from toros.runtime.server import Daemon
 from toros.simulation.ccd import Sensor, make_frame, write_night
 
@@ -341,7 +342,6 @@ def test_raw_unsigned_16_bit_frames_are_read_exactly_as_astropy_scales_them(tmp_
 
     from toros.preprocessor.inventory import read_frame
     from toros.preprocessor.reduction import FrameReader
-    from toros.runtime.config import CalibrationConfig
     from toros.simulation.ccd import Sensor, make_frame
 
     frame = make_frame(Sensor(width=64, height=40, overscan=8), "light", exposure_time=30.0, stars=5)

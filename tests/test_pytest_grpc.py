@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from support import DrillTelescope, dome_order
+
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.clock import Clock
@@ -12,7 +12,6 @@ from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.journal import Journal
 from toros.runtime.module import Services
 from toros.runtime.workers import WorkerPool
-
 
 # Read by pytest-grpc as a module attribute: its default of one worker would deadlock a unary call beside an
 # open Watch stream.
@@ -32,7 +31,8 @@ def grpc_stub_cls(grpc_channel):
 @pytest.fixture(scope="module")
 def grpc_servicer(tmp_path_factory):
     from conftest import write_config
-    from toros.runtime.config import load_config
+
+    from toros.config import load_config
 
     folder = tmp_path_factory.mktemp("pytest-grpc")
     config = load_config(write_config(folder, clock={"rate": 50.0}))

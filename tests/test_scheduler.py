@@ -9,14 +9,22 @@ from datetime import date, datetime, timedelta, timezone
 import astropy.units as u
 import numpy as np
 import pytest
-from astroplan import AirmassConstraint, AltitudeConstraint, AtNightConstraint, FixedTarget, MoonSeparationConstraint, Observer
+from astroplan import (
+    AirmassConstraint,
+    AltitudeConstraint,
+    AtNightConstraint,
+    FixedTarget,
+    MoonSeparationConstraint,
+    Observer,
+)
 from astropy.coordinates import SkyCoord, get_body
 from astropy.time import Time
-
 from conftest import toros_cli
-from toros.runtime.config import MACON, Constraints
+
+from toros.site import MACON
 from toros.telescope.astronomy import location_of, night_times
 from toros.telescope.scheduler import PlanTarget, best_now, make_plan
+from toros.telescope.settings import Constraints
 
 # astroplan's own MoonSeparationConstraint warns about the direction of its separation; it is the reference here.
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.coordinates.NonRotationTransformationWarning")

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import VENV_BIN, wait_for, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from pki import Authority
-from conftest import VENV_BIN, wait_for, write_config
 from support import dome_order
+
 from toros.client import open_channel
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import load_config
 
 
 def test_health_serving_and_reflection_lists_the_service(drill):

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_for
+
 from toros import MODULES
 from toros.demo import ALERT, SAMPLES, Node, write_config
 from toros.generated import toros_pb2 as pb

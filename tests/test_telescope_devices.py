@@ -10,18 +10,39 @@ import numpy as np
 import pytest
 
 from toros.runtime.clock import Clock
-from toros.runtime.config import CameraLink, DeviceLink, DomeLink, MountLink
 from toros.simulation.ccd import Sensor
 from toros.telescope.devices import CommandRefused, DeviceError
-from toros.telescope.devices.alpaca import AlpacaCamera, AlpacaDome, AlpacaFilterWheel, AlpacaMount, AlpacaSafetyMonitor
-from toros.telescope.devices.lx200 import Lx200Mount, format_dec, format_ra, parse_dec, parse_ra
+from toros.telescope.devices.alpaca import (
+    AlpacaCamera,
+    AlpacaDome,
+    AlpacaFilterWheel,
+    AlpacaMount,
+    AlpacaSafetyMonitor,
+)
+from toros.telescope.devices.lx200 import (
+    Lx200Mount,
+    format_dec,
+    format_ra,
+    parse_dec,
+    parse_ra,
+)
 from toros.telescope.devices.serial_dome import SerialDome
 from toros.telescope.devices.serial_link import GarbledReply
 from toros.telescope.devices.simulated import (
-    Light, SimulatedCamera, SimulatedDome, SimulatedFilterWheel, SimulatedMount, SimulatedWeather,
+    Light,
+    SimulatedCamera,
+    SimulatedDome,
+    SimulatedFilterWheel,
+    SimulatedMount,
+    SimulatedWeather,
 )
+from toros.telescope.settings import CameraLink, DeviceLink, DomeLink, MountLink
 from toros.telescope.simulators.alpaca import AlpacaSimulator, SafetyState
-from toros.telescope.simulators.serial import DomeProtocolSimulator, Lx200Simulator, PtyServer
+from toros.telescope.simulators.serial import (
+    DomeProtocolSimulator,
+    Lx200Simulator,
+    PtyServer,
+)
 
 START = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 

@@ -21,8 +21,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from toros import MODULES, __version__
+from toros.config import Config, load_config
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import Config, ConfigError, find_config_file, load_config
+from toros.runtime.config import ConfigError, find_config_file
 from toros.runtime.validation import TASK_MODULES
 
 UNARY_TIMEOUT = 30.0
@@ -322,7 +323,13 @@ def cmd_alert_replay(args: argparse.Namespace) -> int:
 
 def cmd_alert_ingest(args: argparse.Namespace) -> int:
     """Builds (or confirms) the galaxy catalog's index ahead of time."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from toros.alert.catalog import BadCatalog, GalaxyIndex
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import grpc
 
+from toros.config import Config
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.config import Config, SecurityConfig
+from toros.runtime.config import SecurityConfig
 from toros.runtime.server import MAX_MESSAGE_BYTES, host_port
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}

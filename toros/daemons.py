@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from toros.runtime.config import Config
+from toros.config import Config
 from toros.runtime.logs import setup_logging
 from toros.runtime.module import Module, Services
 from toros.runtime.server import Daemon

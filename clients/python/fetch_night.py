@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 
 from toros.client import frontdesk
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import ConfigError, find_config_file, load_config
+from toros.runtime.config import ConfigError, find_config_file
 from toros.runtime.files import atomic_write, sha256_of
 
 TYPES = {"bias": pb.IMAGE_TYPE_BIAS, "dark": pb.IMAGE_TYPE_DARK, "flat": pb.IMAGE_TYPE_FLAT, "light": pb.IMAGE_TYPE_LIGHT}

@@ -17,8 +17,9 @@ from pathlib import Path
 import grpc
 
 from toros.client import frontdesk
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import ConfigError, find_config_file, load_config
+from toros.runtime.config import ConfigError, find_config_file
 from toros.telescope.plan_file import BadTargetFile, read_target_file
 
 FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from toros.runtime.config import KafkaIntake, VoeventIntake
+from toros.alert.settings import KafkaIntake, VoeventIntake
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ from google.protobuf.duration_pb2 import Duration
 from toros.alert import orders
 from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
-from toros.alert.notify import notify
 from toros.alert.notices import Alert, BadNotice, parse_notice
+from toros.alert.notify import notify
 from toros.alert.outputs import plot_skymap, write_targets
 from toros.alert.ranking import observable, rank
 from toros.alert.relay import Relay
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
+from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
@@ -37,6 +38,7 @@ CANDIDATES_PER_TARGET = 20
 
 class AlertModule(Module):
     name = "alert"
+    config: Config  # the node's whole config (the daemon loads it)
 
     def __init__(self, services: Services) -> None:
         super().__init__(services)

@@ -9,7 +9,7 @@ import smtplib
 import urllib.request
 from email.message import EmailMessage
 
-from toros.runtime.config import Notifications
+from toros.alert.settings import Notifications
 
 log = logging.getLogger(__name__)
 

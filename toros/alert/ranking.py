@@ -19,7 +19,7 @@ from astropy.time import Time
 
 from toros.alert.catalog import ORDER, GalaxyIndex
 from toros.alert.skymap import SkyMap
-from toros.runtime.config import Site
+from toros.site import Site
 
 
 @dataclass

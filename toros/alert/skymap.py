@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 import astropy.units as u
 import numpy as np
 from astropy.io import fits
-from astropy_healpix import HEALPix, healpix_to_lonlat, level_to_nside, nside_to_pixel_area, uniq_to_level_ipix
+from astropy_healpix import (
+    HEALPix,
+    healpix_to_lonlat,
+    level_to_nside,
+    nside_to_pixel_area,
+    uniq_to_level_ipix,
+)
 
-from toros.runtime.config import SkymapDownload
+from toros.alert.settings import SkymapDownload
 from toros.runtime.files import GZIP_MAGIC, TooLarge, gunzip_chunks
 
 DISTANCE_COLUMNS = ("DISTMU", "DISTSIGMA", "DISTNORM")

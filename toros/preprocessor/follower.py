@@ -20,8 +20,14 @@ import grpc
 from toros.client import open_channel
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import FollowedTelescope
-from toros.runtime.files import UnusablePath, atomic_write, confine, path_inside, sha256_of
+from toros.preprocessor.settings import FollowedTelescope
+from toros.runtime.files import (
+    UnusablePath,
+    atomic_write,
+    confine,
+    path_inside,
+    sha256_of,
+)
 from toros.runtime.module import Services
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,15 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from toros.runtime.config import CalibrationConfig
-from toros.runtime.files import GZIP_MAGIC, NotRegularFile, TooLarge, UnusablePath, gunzip_chunks, regular_file
+from toros.preprocessor.settings import CalibrationConfig
+from toros.runtime.files import (
+    GZIP_MAGIC,
+    NotRegularFile,
+    TooLarge,
+    UnusablePath,
+    gunzip_chunks,
+    regular_file,
+)
 
 log = logging.getLogger(__name__)
 

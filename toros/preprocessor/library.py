@@ -12,7 +12,17 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, select
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    select,
+)
 
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import make_engine

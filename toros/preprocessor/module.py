@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
 from toros.preprocessor.follower import TelescopeFollower
@@ -41,6 +42,7 @@ class WorkOrderReporter:
 
 class PreprocessorModule(Module):
     name = "preprocessor"
+    config: Config  # the node's whole config (the daemon loads it)
 
     def __init__(self, services: Services) -> None:
         super().__init__(services)
@@ -89,7 +91,7 @@ class PreprocessorModule(Module):
         assert self.library is not None, "started"
         return NightCalibration(
             self.config.preprocessor.calibration, self.library, self.storage_root,
-            longitude_deg=self.config.telescope.site.longitude, work_order_id=context.id, now=self.clock.timestamp,
+            longitude_deg=self.config.preprocessor_site.longitude, work_order_id=context.id, now=self.clock.timestamp,
         )
 
     @staticmethod

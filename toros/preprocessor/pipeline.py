@@ -11,8 +11,8 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,13 +23,21 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import mad_std
 
+from toros.fitsfiles import FitsImageStream, write_fits
 from toros.preprocessor.combine import THREADS, combine_bands
-from toros.preprocessor.inventory import BadFrame, Inventory, RawFrame, Setup, stem, take_inventory
+from toros.preprocessor.inventory import (
+    BadFrame,
+    Inventory,
+    RawFrame,
+    Setup,
+    stem,
+    take_inventory,
+)
 from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
-from toros.runtime.config import CalibrationConfig
-from toros.runtime.clock import observing_night
-from toros.runtime.files import FitsImageStream, path_inside, write_fits
+from toros.preprocessor.settings import CalibrationConfig
+from toros.runtime.files import path_inside
+from toros.site import observing_night
 
 log = logging.getLogger(__name__)
 

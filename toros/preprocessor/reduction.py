@@ -20,7 +20,7 @@ from astropy.io import fits
 from ccdproc.utils.slices import slice_from_string
 
 from toros.preprocessor.inventory import BadFrame, RawFrame
-from toros.runtime.config import CalibrationConfig
+from toros.preprocessor.settings import CalibrationConfig
 
 
 def section(text: str | None, shape: tuple[int, int], keyword: str) -> tuple[slice, slice]:

@@ -7,15 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from astropy.utils import iers
-
-# Nodes may be offline: Earth-orientation data come from the tables shipped in astropy-iers-data (updated
-# with the package), never from a download in the middle of a night. Their UT1-UTC predictions stay good to
-# milliseconds for months, far below what pointing and scheduling need, so their age is accepted.
-iers.conf.auto_download = False
-iers.conf.auto_max_age = None
 
 
 class Clock:
@@ -55,11 +48,3 @@ class Clock:
             time.sleep(real)
             return False
         return interrupt.wait(real)
-
-
-def observing_night(when: datetime, longitude_deg: float) -> date:
-    """The observing night containing ``when``: the site's local (mean solar) date at the noon before it."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    local = when.astimezone(timezone.utc) + timedelta(hours=longitude_deg / 15.0)
-    return (local - timedelta(hours=12)).date()

@@ -16,8 +16,19 @@ import grpc
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
-from toros.runtime.files import NotRegularFile, StorageUnavailable, UnusablePath, confine, open_regular
-from toros.runtime.journal import Journal, JournalUnavailable, WorkOrderRecord, timestamp
+from toros.runtime.files import (
+    NotRegularFile,
+    StorageUnavailable,
+    UnusablePath,
+    confine,
+    open_regular,
+)
+from toros.runtime.journal import (
+    Journal,
+    JournalUnavailable,
+    WorkOrderRecord,
+    timestamp,
+)
 from toros.runtime.module import Module
 from toros.runtime.validation import Checker, InvalidWorkOrder, check_envelope
 from toros.runtime.workers import WorkerPool

@@ -24,7 +24,6 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
     BigInteger,
-    bindparam,
     Column,
     Float,
     Integer,
@@ -33,12 +32,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock

@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
-from toros.runtime.config import Config
+from toros.runtime.config import NodeConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.runtime.validation import Checker
 from toros.runtime.workers import TaskContext
@@ -34,7 +34,7 @@ class Services:
     announces): it is journaled and queued like one from a client, and is idempotent on its id.
     """
 
-    config: Config
+    config: NodeConfig
     clock: Clock
     journal: Journal
     submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]]

@@ -18,7 +18,7 @@ from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.clock import Clock
-from toros.runtime.config import Config, ConfigError, TlsConfig
+from toros.runtime.config import ConfigError, NodeConfig, TlsConfig
 from toros.runtime.database import url_for_logs
 from toros.runtime.files import remove_stale_parts
 from toros.runtime.frontdesk import FrontDesk
@@ -66,7 +66,7 @@ def _first_line(error: Exception) -> str:
 class Daemon:
     """Builds and runs one module's gRPC server."""
 
-    def __init__(self, config: Config, module_factory: Callable[[Services], Module], module: str) -> None:
+    def __init__(self, config: NodeConfig, module_factory: Callable[[Services], Module], module: str) -> None:
         self.config = config
         self.module_name = module
         self.settings = config.server(module)

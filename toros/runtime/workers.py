@@ -17,7 +17,15 @@ from google.protobuf.message import Message
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.files import sha256_of
-from toros.runtime.journal import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Journal, WorkOrderRecord
+from toros.runtime.journal import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Journal,
+    WorkOrderRecord,
+)
 from toros.runtime.logs import work_order_context
 
 if TYPE_CHECKING:

@@ -17,8 +17,7 @@ import numpy as np
 from astropy.coordinates import TETE, AltAz, EarthLocation, SkyCoord, get_body, get_sun
 from astropy.time import Time
 
-from toros.runtime.clock import observing_night
-from toros.runtime.config import Site
+from toros.site import Site, observing_night
 
 GRID_MINUTES = 2.0
 SIDEREAL_RAD_PER_S = 2 * np.pi * 1.00273790935 / 86400.0  # apparent sidereal time per UT1 second

@@ -16,9 +16,10 @@ import numpy as np
 from astropy.io import fits
 
 from toros import __version__
+from toros.fitsfiles import write_fits
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import Site
-from toros.runtime.files import path_inside, safe_name, write_fits
+from toros.runtime.files import path_inside, safe_name
+from toros.site import Site
 
 IMAGETYP = {pb.IMAGE_TYPE_BIAS: "BIAS", pb.IMAGE_TYPE_DARK: "DARK", pb.IMAGE_TYPE_FLAT: "FLAT", pb.IMAGE_TYPE_LIGHT: "LIGHT"}
 

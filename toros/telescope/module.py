@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
@@ -53,6 +54,7 @@ def _answering(precondition: Callable[[object], str | None]) -> Callable[[object
 
 class TelescopeModule(Module):
     name = "telescope"
+    config: Config  # the node's whole config (the daemon loads it)
 
     def __init__(self, services: Services) -> None:
         super().__init__(services)

@@ -15,11 +15,11 @@ from datetime import timedelta
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
-from toros.runtime.config import TelescopeConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.telescope.astronomy import local_noon, night_of
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory
+from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
 

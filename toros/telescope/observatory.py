@@ -20,16 +20,30 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
-from toros.runtime.config import TelescopeConfig
 from toros.runtime.journal import Journal
 from toros.simulation.ccd import Sensor
 from toros.telescope import images
 from toros.telescope.astronomy import altaz_exact, night_of, sun_altitude
-from toros.telescope.devices import Camera, CommandRefused, Device, DeviceError, Dome, FilterWheel, Mount, WeatherStation
+from toros.telescope.devices import (
+    Camera,
+    CommandRefused,
+    Device,
+    DeviceError,
+    Dome,
+    FilterWheel,
+    Mount,
+    WeatherStation,
+)
 from toros.telescope.devices.simulated import (
-    SimulatedCamera, SimulatedDome, SimulatedFilterWheel, SimulatedMount, SimulatedWeather, Sky,
+    SimulatedCamera,
+    SimulatedDome,
+    SimulatedFilterWheel,
+    SimulatedMount,
+    SimulatedWeather,
+    Sky,
 )
 from toros.telescope.loops import Repeating
+from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,16 @@ from pathlib import Path
 from google.protobuf.duration_pb2 import Duration
 
 from toros.generated import toros_pb2 as pb
-from toros.runtime.config import TelescopeConfig
 from toros.runtime.validation import Checker, InvalidWorkOrder
 from toros.telescope.orders import check_target
-from toros.telescope.scheduler import Plan, PlanTarget, block_seconds, make_plan, write_plan
+from toros.telescope.scheduler import (
+    Plan,
+    PlanTarget,
+    block_seconds,
+    make_plan,
+    write_plan,
+)
+from toros.telescope.settings import TelescopeConfig
 
 REQUIRED = ("name", "ra_deg", "dec_deg")
 

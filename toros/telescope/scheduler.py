@@ -21,9 +21,10 @@ import astropy.units as u
 import numpy as np
 from astropy.time import Time
 
-from toros.runtime.config import Constraints, Site, TelescopeConfig
 from toros.runtime.files import atomic_write
+from toros.site import Site
 from toros.telescope.astronomy import SkyGrid, night_times, sky_grid
+from toros.telescope.settings import Constraints, TelescopeConfig
 
 # Constraints are met with this margin (degrees) so that an independent check (astroplan, astropy's full
 # transform) between grid points never finds a block a hair outside a limit.

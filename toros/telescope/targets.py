@@ -19,13 +19,19 @@ from pathlib import Path
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
-from toros.runtime.config import TelescopeConfig
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory, StorageFailure, Unsafe
-from toros.telescope.scheduler import PlanTarget, best_now, block_seconds, make_plan, write_plan
+from toros.telescope.scheduler import (
+    PlanTarget,
+    best_now,
+    block_seconds,
+    make_plan,
+    write_plan,
+)
+from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,17 @@ from alpaca.filterwheel import FilterWheel as AlpacaFilterWheelClient
 from alpaca.safetymonitor import SafetyMonitor as AlpacaSafetyClient
 from alpaca.telescope import Telescope as AlpacaTelescopeClient
 
-from toros.runtime.config import CameraLink, DeviceLink
-from toros.telescope.devices import Camera, CommandRefused, DeviceError, Dome, FilterWheel, Mount, ShutterState, WeatherStation
+from toros.telescope.devices import (
+    Camera,
+    CommandRefused,
+    DeviceError,
+    Dome,
+    FilterWheel,
+    Mount,
+    ShutterState,
+    WeatherStation,
+)
+from toros.telescope.settings import CameraLink, DeviceLink
 
 T = TypeVar("T")
 # A working device saying no; every other Alpaca error (0x500-0xFFF driver errors above all) is a fault.

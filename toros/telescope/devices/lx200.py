@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import re
 
-from toros.runtime.config import MountLink
 from toros.telescope.devices import CommandRefused, DeviceError, Mount
-from toros.telescope.devices.serial_link import GarbledReply, SerialLink, read_count, read_until
+from toros.telescope.devices.serial_link import (
+    GarbledReply,
+    SerialLink,
+    read_count,
+    read_until,
+)
+from toros.telescope.settings import MountLink
 
 _RA = re.compile(rb"^(\d{1,2}):(\d{2})(?::(\d{2}(?:\.\d+)?)|\.(\d))#$")
 _DEC = re.compile(rb"^([+-])?(\d{1,2})[*\xdf:'\xb0](\d{2})(?:[:'](\d{2}(?:\.\d+)?))?#$")

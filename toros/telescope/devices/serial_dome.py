@@ -21,9 +21,9 @@ any                ``ERR <reason>``                            the controller re
 
 from __future__ import annotations
 
-from toros.runtime.config import DomeLink
 from toros.telescope.devices import CommandRefused, DeviceError, Dome, ShutterState
 from toros.telescope.devices.serial_link import GarbledReply, SerialLink, read_until
+from toros.telescope.settings import DomeLink
 
 _SHUTTER = {"OPEN": "open", "CLOSED": "closed", "OPENING": "opening", "CLOSING": "closing", "ERROR": "error"}
 

@@ -16,9 +16,18 @@ from datetime import datetime
 import numpy as np
 
 from toros.runtime.clock import Clock
-from toros.runtime.config import BadWeather, Site
 from toros.simulation.ccd import SKY_ELECTRONS_PER_SECOND, Sensor, make_frame
-from toros.telescope.devices import Camera, CommandRefused, Dome, FilterWheel, Mount, ShutterState, WeatherStation
+from toros.site import Site
+from toros.telescope.devices import (
+    Camera,
+    CommandRefused,
+    Dome,
+    FilterWheel,
+    Mount,
+    ShutterState,
+    WeatherStation,
+)
+from toros.telescope.settings import BadWeather
 
 
 @dataclass

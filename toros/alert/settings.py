@@ -1,0 +1,84 @@
+"""The alert module's settings: its section of the config file (`alert:`)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from toros.runtime.config import ConfigPath, Section, ServerConfig
+from toros.site import Site
+
+
+class Observatory(Site):
+    telescope: str = Field(description="host:port of the observatory's telescope daemon")
+
+
+class ExposurePlan(Section):
+    """What each relayed target asks of the telescope."""
+
+    exposure_time_s: float = Field(default=60.0, gt=0, le=3600)
+    exposure_count: int = Field(default=3, ge=1, le=1000)
+    filter: str = "r"
+
+
+class SkymapDownload(Section):
+    """How sky maps named by a notice are fetched: the notice is input from the network, so the URL, the size
+    and the time it may take are all bounded."""
+
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    retries: int = Field(default=3, ge=0, le=20)
+    deadline_s: float = Field(default=180.0, gt=0, le=3600, description="the whole download, every attempt and wait")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=8 * 1024**3, description="downloaded, and after gunzip")
+    allow_http: bool = False
+    allow_local_hosts: bool = False
+    rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
+
+
+class KafkaIntake(Section):
+    """GCN Kafka (igwn.gwalert JSON). Credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET."""
+
+    enabled: bool = False
+    client_id: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    domain: str = "gcn.nasa.gov"
+    topics: tuple[str, ...] = ("igwn.gwalert",)
+    group_id: str = "toros-alert"
+
+
+class VoeventIntake(Section):
+    """GCN Classic VOEvent over TCP (pygcn)."""
+
+    enabled: bool = False
+    host: tuple[str, ...] = ("45.58.43.186", "68.169.57.253")
+    port: int = Field(default=8099, ge=1, le=65535)
+    ivorn: str = "ivo://toros/alert"
+
+
+class Notifications(Section):
+    """Optional messages when targets are relayed (off by default; failures never stop the relay)."""
+
+    webhook: str | None = None
+    email_to: tuple[str, ...] = ()
+    email_from: str = "toros@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+
+
+class AlertConfig(ServerConfig):
+    port: int = Field(default=50051, ge=0, le=65535)
+    max_message_bytes: int = Field(default=64 * 1024 * 1024 + 4096, ge=64 * 1024, le=1024**3)  # embedded sky maps
+    catalog: ConfigPath | None = None
+    process_test_alerts: bool = False
+    targets_per_observatory: int = Field(default=30, ge=1, le=10000)
+    observatories: tuple[Observatory, ...] = ()
+    credible_level: float = Field(default=0.9, gt=0, le=1)
+    luminosity_weighting: bool = False
+    min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
+    twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0)
+    far_threshold_hz: float | None = Field(default=None, gt=0)
+    significant_only: bool = False
+    exposure: ExposurePlan = ExposurePlan()
+    skymap: SkymapDownload = SkymapDownload()
+    relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
+    kafka: KafkaIntake = KafkaIntake()
+    voevent: VoeventIntake = VoeventIntake()
+    notify: Notifications = Notifications()

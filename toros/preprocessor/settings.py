@@ -1,0 +1,67 @@
+"""The preprocessor module's settings: its section of the config file (`preprocessor:`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from toros.runtime.config import Section, ServerConfig
+from toros.site import Site
+
+ImageKind = Literal["bias", "dark", "flat", "light"]
+DEFAULT_IMAGETYP: dict[str, ImageKind] = {
+    "BIAS": "bias", "ZERO": "bias", "DARK": "dark", "FLAT": "flat", "SKYFLAT": "flat", "DOMEFLAT": "flat",
+    "TWIFLAT": "flat", "LIGHT": "light", "OBJECT": "light", "SCIENCE": "light",
+}
+
+
+class CalibrationConfig(Section):
+    """How the preprocessor builds masters and calibrates science frames."""
+
+    combine: Literal["average", "median"] = "average"
+    sigma_low: float = Field(default=3.0, gt=0)
+    sigma_high: float = Field(default=3.0, gt=0)
+    min_bias: int = Field(default=3, ge=1)
+    min_dark: int = Field(default=3, ge=1)
+    min_flat: int = Field(default=3, ge=1)
+    memory_limit_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
+    max_frame_bytes: int = Field(default=2 * 1024**3, ge=1024**2, description="a raw file, decompressed")
+    imagetyp: dict[str, ImageKind] = DEFAULT_IMAGETYP
+    biassec: str | None = None
+    trimsec: str | None = None
+    gain: float | Literal["header"] | None = None
+    hot_pixel_sigma: float = Field(default=10.0, gt=0)
+    flat_low: float = Field(default=0.5, gt=0)
+    flat_high: float = Field(default=1.5, gt=0)
+    cosmic_ray_processes: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("imagetyp")
+    @classmethod
+    def _upper(cls, mapping: dict[str, ImageKind]) -> dict[str, ImageKind]:
+        return {key.strip().upper(): kind for key, kind in mapping.items()}
+
+
+class FollowedTelescope(Section):
+    """A telescope whose image stream the preprocessor follows."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    address: str = Field(description="host:port of the telescope daemon")
+
+
+class PreprocessorConfig(ServerConfig):
+    port: int = Field(default=50053, ge=0, le=65535)
+    http: str | None = "http://127.0.0.1:50053"
+    site: Site | None = Field(default=None, description="where the frames are taken; None: the telescope section's")
+    calibration: CalibrationConfig = CalibrationConfig()
+    follow: tuple[FollowedTelescope, ...] = ()
+
+    @field_validator("http")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return url

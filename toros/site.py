@@ -1,0 +1,35 @@
+"""Where an observatory is, and which observing night a moment belongs to: shared by the modules that observe
+(the telescope, the preprocessor that names nights, the alert robot that judges visibility)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+from astropy.utils import iers
+from pydantic import Field
+
+from toros.runtime.config import Section
+
+# Nodes may be offline: Earth-orientation data come from the tables shipped in astropy-iers-data (updated
+# with the package), never from a download in the middle of a night. Their UT1-UTC predictions stay good to
+# milliseconds for months, far below what pointing and scheduling need, so their age is accepted.
+iers.conf.auto_download = False
+iers.conf.auto_max_age = None
+
+
+class Site(Section):
+    name: str
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=360)
+    elevation: float = Field(default=0.0, ge=-500, le=9000)
+
+
+MACON = Site(name="macon", latitude=-24.62, longitude=-67.32, elevation=4650)
+
+
+def observing_night(when: datetime, longitude_deg: float) -> date:
+    """The observing night containing ``when``: the site's local (mean solar) date at the noon before it."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    local = when.astimezone(timezone.utc) + timedelta(hours=longitude_deg / 15.0)
+    return (local - timedelta(hours=12)).date()

@@ -1,0 +1,148 @@
+"""The telescope module's settings: its section of the config file (`telescope:`), one link per device."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from toros.runtime.config import Section, ServerConfig
+from toros.site import MACON, Site
+
+
+class DeviceLink(Section):
+    """How the telescope reaches one device: its simulator or an ASCOM Alpaca server."""
+
+    driver: str = "simulator"
+    url: str | None = Field(default=None, description="Alpaca server, e.g. http://192.168.1.20:11111")
+    device_number: int = Field(default=0, ge=0, le=99)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DeviceLink:
+        if self.driver == "alpaca" and not self.url:
+            raise ValueError("the alpaca driver needs url (e.g. http://host:11111)")
+        return self
+
+
+class SerialDeviceLink(DeviceLink):
+    """A device that may also sit on a serial line."""
+
+    port: str | None = Field(default=None, description="serial device or pyserial URL, e.g. /dev/ttyUSB0, socket://host:port")
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    timeout_s: float = Field(default=2.0, gt=0, le=60, description="per serial reply")
+    retries: int = Field(default=3, ge=0, le=20, description="a timeout or a garbled reply is retried this often, then FAULT")
+
+    @model_validator(mode="after")
+    def _has_port(self) -> SerialDeviceLink:
+        if self.driver in ("lx200", "serial") and not self.port:
+            raise ValueError(f"the {self.driver} driver needs port (a serial device or pyserial URL)")
+        return self
+
+
+class MountLink(SerialDeviceLink):
+    driver: Literal["simulator", "lx200", "alpaca"] = "simulator"
+    slew_rate_deg_s: float = Field(default=4.0, gt=0, le=90, description="simulator: slew speed")
+
+
+class DomeLink(SerialDeviceLink):
+    driver: Literal["simulator", "serial", "alpaca"] = "simulator"
+    rotation_deg_s: float = Field(default=5.0, gt=0, le=90, description="simulator: rotation speed")
+    shutter_s: float = Field(default=60.0, ge=0, le=600, description="simulator: time to open or close the shutter")
+    park_azimuth_deg: float = Field(default=180.0, ge=0, lt=360)
+
+
+class CameraLink(DeviceLink):
+    driver: Literal["simulator", "alpaca"] = "simulator"
+    width: int = Field(default=1024, ge=16, le=20000, description="simulator: image columns")
+    height: int = Field(default=1024, ge=16, le=20000, description="simulator: image rows")
+    overscan: int = Field(default=32, ge=0, le=1000, description="overscan columns on the right of each raw frame")
+    readout_s: float = Field(default=5.0, ge=0, le=600, description="simulator: readout time")
+    cooling_target_c: float = Field(default=-20.0, ge=-120, le=30)
+    read_noise_e: float = Field(default=6.0, ge=0, le=1000, description="FITS RDNOISE (Alpaca cameras do not report it)")
+    image_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Alpaca: downloading one image may take this long")
+    instrument: str = "STA1600"
+
+
+class FilterWheelLink(DeviceLink):
+    driver: Literal["simulator", "alpaca"] = "simulator"
+    filters: tuple[str, ...] = ("clear", "g", "r", "i", "z")
+    change_s: float = Field(default=3.0, ge=0, le=120, description="simulator: time per filter change")
+
+
+class BadWeather(Section):
+    """A period of unsafe weather for the simulated weather station (drills and tests), in clock time."""
+
+    start: datetime
+    end: datetime
+    reason: str = "high wind"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+class WeatherLink(DeviceLink):
+    driver: Literal["simulator", "alpaca"] = "simulator"
+    bad_weather: tuple[BadWeather, ...] = ()
+
+
+class Constraints(Section):
+    """When a target may be observed."""
+
+    min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
+    max_airmass: float = Field(default=2.5, ge=1, le=40)
+    twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0, description="night: the Sun below this")
+    min_moon_separation_deg: float = Field(default=20.0, ge=0, le=180)
+    horizon: tuple[tuple[float, float], ...] = Field(
+        default=(), description="(azimuth, minimum altitude) points of the local horizon, degrees; interpolated"
+    )
+    time_step_s: float = Field(default=120.0, ge=10, le=1800, description="resolution of the night plan")
+
+
+class RoutineCalibrations(Section):
+    """What the robotic night takes."""
+
+    bias_count: int = Field(default=10, ge=0, le=1000)
+    dark_count: int = Field(default=5, ge=0, le=1000)
+    dark_times_s: tuple[float, ...] = (60.0,)
+    flat_count: int = Field(default=5, ge=0, le=1000)
+    flat_filters: tuple[str, ...] = ("r",)
+    flat_target_adu: float = Field(default=25000.0, gt=0, le=65535, description="sky flats aim at this mean level")
+    flat_min_exposure_s: float = Field(default=1.0, gt=0, le=600)
+    flat_max_exposure_s: float = Field(default=60.0, gt=0, le=3600)
+    flat_sun_altitude_deg: tuple[float, float] = Field(default=(-12.0, -3.0), description="sky flats while the Sun is in this band")
+    dome_flat_exposure_s: float = Field(default=5.0, gt=0, le=3600)
+
+
+class TargetDefaults(Section):
+    """Exposure settings for targets that leave them unset."""
+
+    exposure_time_s: float = Field(default=60.0, gt=0, le=3600)
+    exposure_count: int = Field(default=1, ge=1, le=1000)
+    filter: str = "r"
+    overhead_s: float = Field(default=30.0, ge=0, le=3600, description="slew and settle time added to each target")
+
+
+class SafetyConfig(Section):
+    poll_s: float = Field(default=30.0, gt=0, le=3600, description="clock seconds between weather and device checks")
+    watchdog_s: float = Field(default=900.0, gt=0, le=86400, description="close when the night has not moved for this long")
+    reopen_after_s: float = Field(default=1800.0, ge=0, le=86400, description="the robotic night reopens after this long of safe weather")
+
+
+class TelescopeConfig(ServerConfig):
+    port: int = Field(default=50052, ge=0, le=65535)
+    workers: int = Field(default=8, ge=1, le=64, description="observe_targets orders wait for the night on a worker each")
+    mode: Literal["robotic", "manual"] = "robotic"
+    site: Site = MACON
+    name: str = Field(default="TOROS", description="FITS TELESCOP")
+    mount: MountLink = MountLink()
+    dome: DomeLink = DomeLink()
+    camera: CameraLink = CameraLink()
+    filter_wheel: FilterWheelLink = FilterWheelLink()
+    weather: WeatherLink = WeatherLink()
+    constraints: Constraints = Constraints()
+    calibrations: RoutineCalibrations = RoutineCalibrations()
+    targets: TargetDefaults = TargetDefaults()
+    safety: SafetyConfig = SafetyConfig()

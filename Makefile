@@ -17,6 +17,9 @@ demo: $(VENV)/.installed
 	$(PY) -m toros.demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 # Regenerates toros/generated/ from proto/toros.proto (the generated code is committed).

@@ -76,13 +76,35 @@ def latency(catalog: Path, folder: Path, alerts: int) -> tuple[list[float], int]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     config = folder / "alert.yaml"
-    config.write_text(yaml.safe_dump({
-        "logging": {"file": None, "level": "INFO"}, "database": {"path": "alert.db"}, "storage": {"root": "data"},
-        "clock": {"start": "2026-05-01T23:00:00Z"},
-        "alert": {"port": 0, "catalog": str(catalog), "targets_per_observatory": 30, "observatories": [
-            {"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650, "telescope": f"127.0.0.1:{port}"}]},
-    }))
-    daemon = subprocess.Popen([sys.executable, "-m", "toros.cli", "serve", "alert", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "logging": {"file": None, "level": "INFO"},
+                "database": {"path": "alert.db"},
+                "storage": {"root": "data"},
+                "clock": {"start": "2026-05-01T23:00:00Z"},
+                "alert": {
+                    "port": 0,
+                    "catalog": str(catalog),
+                    "targets_per_observatory": 30,
+                    "observatories": [
+                        {
+                            "name": "macon",
+                            "latitude": -24.62,
+                            "longitude": -67.32,
+                            "elevation": 4650,
+                            "telescope": f"127.0.0.1:{port}",
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "toros.cli", "serve", "alert", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         address = None
         for line in daemon.stderr:
@@ -113,7 +135,10 @@ def latency(catalog: Path, folder: Path, alerts: int) -> tuple[list[float], int]
             if number:
                 samples.append((stub_telescope.arrivals[notice["superevent_id"]] - started) * 1e3)
             # Alerts come minutes apart: let this one finish (outputs, plot) before the next.
-            while alert_stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id)).state in (pb.WORK_ORDER_STATE_QUEUED, pb.WORK_ORDER_STATE_RUNNING):
+            while alert_stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id)).state in (
+                pb.WORK_ORDER_STATE_QUEUED,
+                pb.WORK_ORDER_STATE_RUNNING,
+            ):
                 time.sleep(0.05)
         return samples, port
     finally:
@@ -132,7 +157,9 @@ def crossmatch_seconds(catalog: Path, repeats: int) -> float:
 
     index = GalaxyIndex.open(catalog)
     dist = np.asarray(index.dist, dtype=np.float64)
-    coordinates = SkyCoord(np.asarray(index.ra) * u.deg, np.asarray(index.dec) * u.deg, np.where(np.isfinite(dist), dist, 1.0) * u.Mpc)
+    coordinates = SkyCoord(
+        np.asarray(index.ra) * u.deg, np.asarray(index.dec) * u.deg, np.where(np.isfinite(dist), dist, 1.0) * u.Mpc
+    )
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -150,23 +177,33 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=7)
     args = parser.parse_args()
     count = 2_000_000 if args.quick else args.galaxies
-    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, Python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, Python {sys.version.split()[0]}"
+    )
     with tempfile.TemporaryDirectory(prefix="toros-alertbench-") as tmp:
         folder = Path(tmp)
         catalog = folder / "GLADE+.txt"
         started = time.perf_counter()
         write_glade_plus(catalog, count)
-        print(f"synthetic GLADE+ catalog: {count:,} galaxies, {catalog.stat().st_size / GIB:.2f} GiB, written in {time.perf_counter() - started:.0f} s")
+        print(
+            f"synthetic GLADE+ catalog: {count:,} galaxies, {catalog.stat().st_size / GIB:.2f} GiB, written in {time.perf_counter() - started:.0f} s"
+        )
         ingest = ingest_in_child(catalog)
-        print(f"ingest: {ingest['seconds']:.0f} s (target 300 s), peak memory {ingest['peak_bytes'] / GIB:.2f} GiB (target 4 GiB), "
-              f"index {ingest['index_bytes'] / GIB:.2f} GiB for {ingest['galaxies']:,} galaxies")
+        print(
+            f"ingest: {ingest['seconds']:.0f} s (target 300 s), peak memory {ingest['peak_bytes'] / GIB:.2f} GiB (target 4 GiB), "
+            f"index {ingest['index_bytes'] / GIB:.2f} GiB for {ingest['galaxies']:,} galaxies"
+        )
         samples, _ = latency(catalog, folder, args.alerts)
         median = statistics.median(samples)
-        print(f"Submit -> telescope receives targets, {len(samples)} alerts: median {median:.0f} ms "
-              f"(min {min(samples):.0f}, max {max(samples):.0f}; target 200 ms)")
+        print(
+            f"Submit -> telescope receives targets, {len(samples)} alerts: median {median:.0f} ms "
+            f"(min {min(samples):.0f}, max {max(samples):.0f}; target 200 ms)"
+        )
         reference = crossmatch_seconds(catalog, repeats=3 if count <= 5_000_000 else 1)
-        print(f"ligo.skymap crossmatch of the same map and catalog: {reference * 1e3:.0f} ms per alert; "
-              f"the whole alert path is {reference * 1e3 / median:.1f}x faster")
+        print(
+            f"ligo.skymap crossmatch of the same map and catalog: {reference * 1e3:.0f} ms per alert; "
+            f"the whole alert path is {reference * 1e3 / median:.1f}x faster"
+        )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,15 @@ def ccdproc_recipe(paths: list[Path], out: Path) -> float:
 
     def combine(frames: list[CCDData], name: str, **extra: object) -> CCDData:
         master = ccdproc.combine(
-            frames, method="average", sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
-            sigma_clip_func=np.ma.median, sigma_clip_dev_func=mad_std, mem_limit=2 * GIB, **extra,
+            frames,
+            method="average",
+            sigma_clip=True,
+            sigma_clip_low_thresh=3,
+            sigma_clip_high_thresh=3,
+            sigma_clip_func=np.ma.median,
+            sigma_clip_dev_func=mad_std,
+            mem_limit=2 * GIB,
+            **extra,
         )
         master.write(out / name, overwrite=True)
         return master
@@ -98,15 +105,25 @@ def ccdproc_recipe(paths: list[Path], out: Path) -> float:
     bias = combine([raw(p) for p in paths if kinds[p] == "BIAS"], "bias.fits")
     dark = combine([ccdproc.subtract_bias(raw(p), bias) for p in paths if kinds[p] == "DARK"], "dark.fits")
     flats = [
-        ccdproc.subtract_dark(ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True)
-        for p in paths if kinds[p] == "FLAT"
+        ccdproc.subtract_dark(
+            ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True
+        )
+        for p in paths
+        if kinds[p] == "FLAT"
     ]
     flat = combine(flats, "flat.fits", scale=lambda a: 1 / np.ma.median(a))
     for path in (p for p in paths if kinds[p] == "LIGHT"):
         science = ccdproc.ccd_process(
-            CCDData.read(path, unit="adu"), oscan=fits.getheader(path)["BIASSEC"], oscan_median=True,
-            trim=fits.getheader(path)["TRIMSEC"], master_bias=bias, dark_frame=dark, master_flat=flat,
-            exposure_key="EXPTIME", exposure_unit=u.s, dark_scale=True,
+            CCDData.read(path, unit="adu"),
+            oscan=fits.getheader(path)["BIASSEC"],
+            oscan_median=True,
+            trim=fits.getheader(path)["TRIMSEC"],
+            master_bias=bias,
+            dark_frame=dark,
+            master_flat=flat,
+            exposure_key="EXPTIME",
+            exposure_unit=u.s,
+            dark_scale=True,
         )
         science.write(out / f"{path.stem}_cal.fits", overwrite=True)
     return time.perf_counter() - started
@@ -200,18 +217,26 @@ class Interleaved(Clock):
         now = time.perf_counter()
         if self._previous is not None:  # the first science frame also waits for the masters: not counted
             self.calibrate_seconds.append(now - self._previous)
-        self.io_seconds.append(self.raw_io(Path(path), self.last_product, self.folder / f"io-reference-{len(self.io_seconds)}.fits"))
+        self.io_seconds.append(
+            self.raw_io(Path(path), self.last_product, self.folder / f"io-reference-{len(self.io_seconds)}.fits")
+        )
         self._previous = time.perf_counter()
 
 
 def science_vs_io(folder: Path, size: int, lights: int) -> tuple[list[float], list[float]]:
     """Seconds to calibrate each size^2 light frame once the masters exist, and to read it and write the same
     bytes, measured in turn."""
-    night = sorted(folder.glob("bias-*.fits"))[:3] + write_big_frames(folder, size, 3, "dark") + write_big_frames(folder, size, 3, "flat")
+    night = (
+        sorted(folder.glob("bias-*.fits"))[:3]
+        + write_big_frames(folder, size, 3, "dark")
+        + write_big_frames(folder, size, 3, "flat")
+    )
     night += write_big_frames(folder, size, lights + 1, "light")
     library = MasterLibrary(DatabaseConfig(path=folder / "science.db"))
     clock = Interleaved(folder)
-    pipeline = NightCalibration(CalibrationConfig(), library, folder, longitude_deg=-67.32, work_order_id="bench", now=time.time)
+    pipeline = NightCalibration(
+        CalibrationConfig(), library, folder, longitude_deg=-67.32, work_order_id="bench", now=time.time
+    )
     result = pipeline.run(night, clock, night="2026-11-22")
     library.close()
     if result.problems:
@@ -228,30 +253,44 @@ def main() -> None:
     parser.add_argument("--big-lights", type=int, default=5, help="science frames timed (after a first one)")
     parser.add_argument("--memory-limit", type=int, default=2 * GIB)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, Python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, Python {sys.version.split()[0]}"
+    )
     with tempfile.TemporaryDirectory(prefix="toros-calbench-") as tmp:
         root = Path(tmp)
         n = args.frames
-        paths = write_night(root / "raw", Sensor(width=args.size, height=args.size, overscan=32), biases=n, darks=n, flats=n, lights=n)
+        paths = write_night(
+            root / "raw", Sensor(width=args.size, height=args.size, overscan=32), biases=n, darks=n, flats=n, lights=n
+        )
         ours_seconds, _ = ours(root / "ours", paths, CalibrationConfig())
         reference_seconds = ccdproc_recipe(paths, root / "ccdproc")
-        print(f"night of {4 * n} frames of {args.size}x{args.size}: preprocessor {ours_seconds:.2f} s, "
-              f"ccdproc guide recipe {reference_seconds:.2f} s: {reference_seconds / ours_seconds:.1f}x faster (target 10x)")
+        print(
+            f"night of {4 * n} frames of {args.size}x{args.size}: preprocessor {ours_seconds:.2f} s, "
+            f"ccdproc guide recipe {reference_seconds:.2f} s: {reference_seconds / ours_seconds:.1f}x faster (target 10x)"
+        )
         if not args.big:
             return
         big = root / "big"
         big.mkdir()
         write_big_frames(big, args.big, args.big_frames, "bias")
         combined = combine_in_child(big, args.memory_limit)
-        print(f"master bias from {args.big_frames} frames of {args.big}x{args.big}: {combined['seconds']:.1f} s, "
-              f"peak memory {combined['peak_bytes'] / GIB:.2f} GiB (limit {args.memory_limit / GIB:.2f} GiB: "
-              f"{'under' if combined['peak_bytes'] <= args.memory_limit else 'OVER'})")
+        print(
+            f"master bias from {args.big_frames} frames of {args.big}x{args.big}: {combined['seconds']:.1f} s, "
+            f"peak memory {combined['peak_bytes'] / GIB:.2f} GiB (limit {args.memory_limit / GIB:.2f} GiB: "
+            f"{'under' if combined['peak_bytes'] <= args.memory_limit else 'OVER'})"
+        )
         calibrate, io = science_vs_io(big, args.big, args.big_lights)
         print(f"one {args.big}x{args.big} science frame, {len(calibrate)} frames each timed in turn with its raw I/O:")
-        print("  calibrated in " + ", ".join(f"{t:.2f}" for t in calibrate) + " s; reading its bytes and writing as many "
-              + ", ".join(f"{t:.2f}" for t in io) + " s")
+        print(
+            "  calibrated in "
+            + ", ".join(f"{t:.2f}" for t in calibrate)
+            + " s; reading its bytes and writing as many "
+            + ", ".join(f"{t:.2f}" for t in io)
+            + " s"
+        )
         ratio = float(np.median(calibrate) / np.median(io))
         print(f"  median {np.median(calibrate):.2f} s vs {np.median(io):.2f} s: {ratio:.2f}x its I/O (target <= 2x)")
+
 
 if __name__ == "__main__":
     main()

@@ -57,7 +57,9 @@ def serve(config_path: str, port_file: str) -> None:
 
 
 def order(prefix: str, index: int) -> pb.WorkOrder:
-    return pb.WorkOrder(id=f"{prefix}-{index}", requester="bench", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN))
+    return pb.WorkOrder(
+        id=f"{prefix}-{index}", requester="bench", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)
+    )
 
 
 def call_many(address: str, call: str, prefix: str, count: int, start: multiprocessing.Event) -> None:
@@ -78,7 +80,8 @@ def throughput(address: str, clients: int, total: int, call: str = "Submit") -> 
     start = multiprocessing.Event()
     per_client = total // clients
     processes = [
-        multiprocessing.Process(target=call_many, args=(address, call, f"c{c}", per_client, start)) for c in range(clients)
+        multiprocessing.Process(target=call_many, args=(address, call, f"c{c}", per_client, start))
+        for c in range(clients)
     ]
     for process in processes:
         process.start()
@@ -165,10 +168,16 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="toros-bench-") as folder:
         config = Path(folder) / "bench.yaml"
-        config.write_text(yaml.safe_dump({
-            "logging": {"file": None, "level": "WARNING"}, "database": {"path": "bench.db"}, "storage": {"root": "data"},
-            "telescope": {"port": 0, "max_streams": args.streams + 10, "workers": 2},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "logging": {"file": None, "level": "WARNING"},
+                    "database": {"path": "bench.db"},
+                    "storage": {"root": "data"},
+                    "telescope": {"port": 0, "max_streams": args.streams + 10, "workers": 2},
+                }
+            )
+        )
         port_file = str(Path(folder) / "port")
         daemon = subprocess.Popen([sys.executable, __file__, "--serve", str(config), port_file])
         try:
@@ -185,10 +194,14 @@ def main() -> None:
     p50, p99 = statistics.median(latencies), percentile(latencies, 99)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}")
     print(f"gRPC floor: GetStatus (no journal), {args.clients} clients: {floor:,.0f} calls/s")
-    print(f"durable Submit throughput, {args.clients} clients, {args.orders} orders: {rate:,.0f} work orders/s "
-          f"(target {THROUGHPUT_TARGET:,.0f}: ratio {rate / THROUGHPUT_TARGET:.2f})")
-    print(f"Submit -> Watch event latency, {args.streams} streams x {args.latency_orders} orders: "
-          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (target p99 {P99_TARGET_MS:.0f} ms: ratio {P99_TARGET_MS / p99:.2f})")
+    print(
+        f"durable Submit throughput, {args.clients} clients, {args.orders} orders: {rate:,.0f} work orders/s "
+        f"(target {THROUGHPUT_TARGET:,.0f}: ratio {rate / THROUGHPUT_TARGET:.2f})"
+    )
+    print(
+        f"Submit -> Watch event latency, {args.streams} streams x {args.latency_orders} orders: "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (target p99 {P99_TARGET_MS:.0f} ms: ratio {P99_TARGET_MS / p99:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ NIGHT = date(2026, 11, 22)
 
 def astroplan_constraints(c: Constraints) -> list:
     return [
-        AltitudeConstraint(min=c.min_altitude_deg * u.deg), AirmassConstraint(max=c.max_airmass),
+        AltitudeConstraint(min=c.min_altitude_deg * u.deg),
+        AirmassConstraint(max=c.max_airmass),
         AtNightConstraint(max_solar_altitude=c.twilight_sun_altitude_deg * u.deg),
         MoonSeparationConstraint(min=c.min_moon_separation_deg * u.deg),
     ]
@@ -83,21 +84,30 @@ def main() -> None:
     constraints = Constraints(time_step_s=args.resolution)
     times = night_times(MACON, NIGHT, constraints.twilight_sun_altitude_deg)
     observer = Observer(location=location_of(MACON))
-    print(f"{n} targets, night {NIGHT} at Macon ({times.dusk:%H:%M}-{times.dawn:%H:%M} UTC), resolution {args.resolution:g} s, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"{n} targets, night {NIGHT} at Macon ({times.dusk:%H:%M}-{times.dawn:%H:%M} UTC), resolution {args.resolution:g} s, "
+        f"{os.cpu_count()} CPUs"
+    )
 
     night_times.cache_clear()  # the plan includes finding the night's twilight times
-    ours = [PlanTarget(f"t{i}", f"t{i}", float(ra[i]), float(dec[i]), float(durations[i]), 0, float(n - rank[i])) for i in range(n)]
+    ours = [
+        PlanTarget(f"t{i}", f"t{i}", float(ra[i]), float(dec[i]), float(durations[i]), 0, float(n - rank[i]))
+        for i in range(n)
+    ]
     started = time.perf_counter()
     plan, _ = make_plan(ours, MACON, constraints, NIGHT)
     toros_seconds = time.perf_counter() - started
 
     blocks = [
-        ObservingBlock(FixedTarget(SkyCoord(ra[i] * u.deg, dec[i] * u.deg), name=f"t{i}"), durations[i] * u.s, int(rank[i]))
+        ObservingBlock(
+            FixedTarget(SkyCoord(ra[i] * u.deg, dec[i] * u.deg), name=f"t{i}"), durations[i] * u.s, int(rank[i])
+        )
         for i in range(n)
     ]
     scheduler = PriorityScheduler(
-        constraints=astroplan_constraints(constraints), observer=observer, transitioner=Transitioner(slew_rate=None),
+        constraints=astroplan_constraints(constraints),
+        observer=observer,
+        transitioner=Transitioner(slew_rate=None),
         time_resolution=args.resolution * u.s,
     )
     schedule = Schedule(Time(times.dusk), Time(times.dawn))
@@ -107,18 +117,20 @@ def main() -> None:
     scheduled = [b for b in schedule.observing_blocks]
 
     ours_blocks = [(b.name, b.ra_deg, b.dec_deg, Time(b.start), Time(b.end)) for b in plan.blocks]
-    theirs_blocks = [
-        (b.target.name, b.target.ra.deg, b.target.dec.deg, b.start_time, b.end_time) for b in scheduled
-    ]
+    theirs_blocks = [(b.target.name, b.target.ra.deg, b.target.dec.deg, b.start_time, b.end_time) for b in scheduled]
     ours_bad = violations(ours_blocks, observer, constraints)
     theirs_bad = violations(theirs_blocks, observer, constraints)
     ours_hours = sum((b.end - b.start).total_seconds() for b in plan.blocks) / 3600
     theirs_hours = sum((b.end_time - b.start_time).to_value(u.h) for b in scheduled)
 
-    print(f"toros     : {toros_seconds:8.3f} s, {len(plan.blocks):3d} blocks, {ours_hours:.2f} h planned, "
-          f"{len(ours_bad)} blocks breaking a constraint")
-    print(f"astroplan : {astroplan_seconds:8.3f} s, {len(scheduled):3d} blocks, {theirs_hours:.2f} h planned, "
-          f"{len(theirs_bad)} blocks breaking a constraint")
+    print(
+        f"toros     : {toros_seconds:8.3f} s, {len(plan.blocks):3d} blocks, {ours_hours:.2f} h planned, "
+        f"{len(ours_bad)} blocks breaking a constraint"
+    )
+    print(
+        f"astroplan : {astroplan_seconds:8.3f} s, {len(scheduled):3d} blocks, {theirs_hours:.2f} h planned, "
+        f"{len(theirs_bad)} blocks breaking a constraint"
+    )
     print(f"speed-up  : {astroplan_seconds / toros_seconds:.0f}x (target >= 50x, no block breaking a constraint)")
     for line in (ours_bad + [f"astroplan {b}" for b in theirs_bad])[:10]:
         print(f"  violation: {line}")

@@ -4,41 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
-import yaml
-from support import drill_daemon
+from pki import Authority
+from support import NIGHT_TIME, SMALL_CAMERA, drill_daemon, glade_plus_line, telescope_daemon, write_config
 
+from toros.alert.module import AlertModule
 from toros.config import Config, load_config
 from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.server import Daemon
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-
-
-def write_config(folder: Path, **sections: Any) -> Path:
-    """A config file in ``folder`` with test defaults (port 0, fast clock, everything under ``folder``)."""
-    data: dict[str, Any] = {
-        "logging": {"file": "logs/toros.log", "level": "DEBUG"},
-        "database": {"path": "toros.db"},
-        "storage": {"root": "data"},
-        "clock": {"rate": 20.0},
-        "alert": {"port": 0},
-        "telescope": {"port": 0},
-        "preprocessor": {"port": 0},
-    }
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    path = folder / "toros.conf.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -88,20 +68,90 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def toros_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Runs the installed ``toros`` command."""
-    return subprocess.run(
-        [str(VENV_BIN / "toros"), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+@pytest.fixture
+def glade_catalog(tmp_path) -> Path:
+    """A GLADE+-format catalog: galaxies at the map's peak at the right and wrong distances, and elsewhere."""
+    rng = np.random.default_rng(3)
+    lines = [
+        glade_plus_line(1, 194.30, -17.86, 40.0),
+        glade_plus_line(2, 194.31, -17.85, 400.0),
+        glade_plus_line(3, 194.29, -17.87, None),
+    ]
+    ra, dec = rng.uniform(185, 205, 3000), rng.uniform(-30, -5, 3000)
+    away = np.hypot(ra - 194.3, dec + 17.86) > 2.0  # the planted galaxies alone sit at the peak
+    lines += [
+        glade_plus_line(10 + i, r, d, dist)
+        for i, (r, d, dist) in enumerate(zip(ra[away], dec[away], rng.uniform(10, 200, 3000)[away], strict=True))
+    ]
+    lines += [glade_plus_line(5000 + i, ra, 60.0, 40.0) for i, ra in enumerate(rng.uniform(0, 360, 500))]
+    path = tmp_path / "GLADE+.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Polls until ``predicate`` returns something true; fails the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+@pytest.fixture
+def observatory(tmp_path, glade_catalog, start_daemon):
+    """A drill telescope, and an alert daemon with the catalog, the observatory, and a May night clock."""
+    (tmp_path / "scope").mkdir()
+    telescope = start_daemon(load_config(write_config(tmp_path / "scope")), drill_daemon)
+
+    def alert(**extra):
+        (tmp_path / "alert").mkdir(exist_ok=True)
+        settings = {
+            "port": 0,
+            "catalog": str(glade_catalog),
+            "process_test_alerts": True,
+            "targets_per_observatory": 5,
+            "observatories": [
+                {
+                    "name": "macon",
+                    "latitude": -24.62,
+                    "longitude": -67.32,
+                    "elevation": 4650,
+                    "telescope": f"127.0.0.1:{telescope.port}",
+                }
+            ],
+            "relay_retry_s": 2,
+        }
+        settings.update(extra)
+        config = write_config(tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0}, alert=settings)
+        daemon = start_daemon(load_config(config), lambda c: Daemon(c, AlertModule, "alert"))
+        return daemon, FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+
+    return telescope, alert
+
+
+@pytest.fixture
+def telescope(make_config: Callable[..., Config], start_daemon: Callable[..., Daemon]) -> Callable[..., FrontDeskStub]:
+    channels: list[grpc.Channel] = []
+
+    def start(
+        *, at: str = NIGHT_TIME, rate: float = 200.0, storage: str | None = None, **settings: Any
+    ) -> FrontDeskStub:
+        telescope = {"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 20.0}} | settings
+        sections: dict[str, Any] = {"clock": {"start": at, "rate": rate}, "telescope": telescope}
+        if storage:
+            sections["storage"] = {"root": storage}
+        daemon = start_daemon(make_config(**sections), telescope_daemon)
+        channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+        channels.append(channel)
+        return FrontDeskStub(channel)
+
+    yield start
+    for channel in channels:
+        channel.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A throw-away CA with a server certificate for localhost and a client certificate."""
+    authority = Authority(tmp_path_factory.mktemp("pki"))
+    server_cert, server_key = authority.issue("server", ["localhost"])
+    client_cert, client_key = authority.issue("client", [])
+    return {
+        "ca_cert": authority.ca,
+        "server_cert": server_cert,
+        "server_key": server_key,
+        "client_cert": client_cert,
+        "client_key": client_key,
+    }

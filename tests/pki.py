@@ -17,7 +17,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _cert(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool, names: list[str]) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -54,7 +54,9 @@ class Authority:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         if key is not None:
             (self.folder / f"{name}.key").write_bytes(
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
             )
         return path
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from astropy.io import fits
 from google.protobuf.duration_pb2 import Duration
 
 from toros.config import Config, load_config
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Task
@@ -26,6 +30,66 @@ from toros.runtime.server import Daemon
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.simulation.ccd import Sensor, make_frame
 from toros.telescope import orders
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def write_config(folder: Path, **sections: Any) -> Path:
+    """A config file in ``folder`` with test defaults (port 0, fast clock, everything under ``folder``)."""
+    data: dict[str, Any] = {
+        "logging": {"file": "logs/toros.log", "level": "DEBUG"},
+        "database": {"path": "toros.db"},
+        "storage": {"root": "data"},
+        "clock": {"rate": 20.0},
+        "alert": {"port": 0},
+        "telescope": {"port": 0},
+        "preprocessor": {"port": 0},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    path = folder / "toros.conf.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def toros_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs the installed ``toros`` command."""
+    return subprocess.run(
+        [str(VENV_BIN / "toros"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Polls until ``predicate`` returns something true; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def glade_plus_line(number: int, ra: float, dec: float, dist: float | None, b: float = 15.0) -> str:
+    fields = ["null"] * 40
+    fields[0], fields[2] = str(number), f"NGC{number}"
+    fields[8], fields[9], fields[10] = f"{ra:.6f}", f"{dec:.6f}", f"{b:.2f}"
+    fields[32] = "null" if dist is None else f"{dist:.3f}"
+    return " ".join(fields)
+
+
+NIGHT_TIME = "2026-11-23T03:00:00Z"  # Macon: the Sun at -42 deg
+SMALL_CAMERA = {"width": 64, "height": 48, "overscan": 8, "readout_s": 2.0}
+
+
+def telescope_daemon(config: Config) -> Daemon:
+    return build_daemon("telescope", config)
+
 
 STEP_SECONDS = 1.0  # clock seconds per step of a drill task
 
@@ -63,12 +127,21 @@ class DrillTelescope(Module):
             with atomic_write(path) as stream:
                 stream.write(f"{target.name} {target.ra_deg} {target.dec_deg}\n".encode())
             product = context.add_product(path, "image")
-            context.emit(image_ready=pb.ImageReady(path=str(path), sha256=product.sha256, size_bytes=product.size_bytes, object=target.name))
+            context.emit(
+                image_ready=pb.ImageReady(
+                    path=str(path), sha256=product.sha256, size_bytes=product.size_bytes, object=target.name
+                )
+            )
             context.progress(100.0 * (index + 1) / len(context.task.targets))
         return f"{len(context.task.targets)} targets observed"
 
 
-KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat", pb.IMAGE_TYPE_LIGHT: "light"}
+KINDS = {
+    pb.IMAGE_TYPE_BIAS: "bias",
+    pb.IMAGE_TYPE_DARK: "dark",
+    pb.IMAGE_TYPE_FLAT: "flat",
+    pb.IMAGE_TYPE_LIGHT: "light",
+}
 SMALL_SENSOR = Sensor(width=96, height=80, overscan=8)
 
 
@@ -84,19 +157,33 @@ class CameraDrillTelescope(DrillTelescope):
 
     def _expose(self, context: TaskContext, image_type: int, exposure: float, filter: str, name: str) -> None:
         sequence = self.journal.events.last_sequence
-        when = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc) + timedelta(seconds=sequence)
+        when = datetime(2026, 11, 23, 1, 0, tzinfo=UTC) + timedelta(seconds=sequence)
         frame = make_frame(
-            SMALL_SENSOR, KINDS[image_type], exposure_time=exposure, filter=filter, seed=sequence, date_obs=when,
-            object_name=name, stars=20 if image_type == pb.IMAGE_TYPE_LIGHT else 0,
+            SMALL_SENSOR,
+            KINDS[image_type],
+            exposure_time=exposure,
+            filter=filter,
+            seed=sequence,
+            date_obs=when,
+            object_name=name,
+            stars=20 if image_type == pb.IMAGE_TYPE_LIGHT else 0,
         )
         path = Path(self.config.storage.root) / "2026-11-22" / f"{context.id}-{sequence:05d}.fits"
         with atomic_write(path) as stream:
             fits.PrimaryHDU(frame.data, frame.header).writeto(stream)
         product = context.add_product(path, "raw")
-        context.emit(image_ready=pb.ImageReady(
-            path=str(path), sha256=product.sha256, size_bytes=product.size_bytes, image_type=image_type, filter=filter,
-            exposure_time=Duration(seconds=int(exposure)), object=name, night="2026-11-22",
-        ))
+        context.emit(
+            image_ready=pb.ImageReady(
+                path=str(path),
+                sha256=product.sha256,
+                size_bytes=product.size_bytes,
+                image_type=image_type,
+                filter=filter,
+                exposure_time=Duration(seconds=int(exposure)),
+                object=name,
+                night="2026-11-22",
+            )
+        )
 
     def take_calibrations(self, context: TaskContext) -> str:
         task = context.task
@@ -107,7 +194,9 @@ class CameraDrillTelescope(DrillTelescope):
 
     def observe(self, context: TaskContext) -> str:
         for target in context.task.targets:
-            self._expose(context, pb.IMAGE_TYPE_LIGHT, target.exposure_time.seconds or 30, target.filter or "r", target.name)
+            self._expose(
+                context, pb.IMAGE_TYPE_LIGHT, target.exposure_time.seconds or 30, target.filter or "r", target.name
+            )
         return f"{len(context.task.targets)} targets observed"
 
 

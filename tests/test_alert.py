@@ -15,25 +15,21 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy_healpix import HEALPix
-from conftest import wait_for, write_config
-from support import drill_daemon
+from support import glade_plus_line, wait_for, write_config
 
 import toros
 from toros.alert.catalog import GalaxyIndex
-from toros.alert.module import AlertModule
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.ranking import rank
 from toros.alert.skymap import BadSkymap, read_skymap
-from toros.config import load_config
 from toros.generated import toros_pb2 as pb
-from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.server import Daemon
 
 DATA = Path(toros.__file__).parent / "data" / "alerts"
 MULTIORDER = DATA / "MS181101ab-bayestar.multiorder.fits"
 
 
 # -- notices -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "name, alert_type, serial, has_map",
@@ -64,7 +60,9 @@ def test_o2_era_parameter_names_and_ext_update():
     assert alert.skymap.url.endswith("bayestar.multiorder.fits") and alert.properties["HasNS"] == 0.95
     assert not alert.is_test and alert.alert_id == "S190425z"
     notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
-    notice.update(alert_type="EXT_UPDATE", superevent_id="S250101a", external_coinc={"observatory": "Fermi", "search": "GRB"})
+    notice.update(
+        alert_type="EXT_UPDATE", superevent_id="S250101a", external_coinc={"observatory": "Fermi", "search": "GRB"}
+    )
     ext = parse_notice(json.dumps(notice).encode())
     assert ext.alert_type == "EXT_UPDATE" and ext.external_coinc["observatory"] == "Fermi" and not ext.is_test
 
@@ -76,8 +74,10 @@ def test_o2_era_parameter_names_and_ext_update():
         (b"<VOEvent><What>", "malformed XML"),
         (b"{not json", "not valid JSON"),
         (b'{"alert_type": "PRELIMINARY"}', "superevent_id is missing"),
-        (b'<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0"><What><Param name="Packet_Type" value="61"/></What></voe:VOEvent>',
-         "no GraceID parameter (packet type 61)"),
+        (
+            b'<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0"><What><Param name="Packet_Type" value="61"/></What></voe:VOEvent>',
+            "no GraceID parameter (packet type 61)",
+        ),
     ],
 )
 def test_bad_notices_say_why(payload, reason):
@@ -87,6 +87,7 @@ def test_bad_notices_say_why(payload, reason):
 
 
 # -- sky maps ----------------------------------------------------------------------------------------
+
 
 def test_multi_order_map_peaks_where_the_user_guide_says():
     skymap = read_skymap(MULTIORDER.read_bytes())
@@ -101,7 +102,10 @@ def test_flat_maps_nested_and_ring_agree(tmp_path):
     table = fits.getdata(DATA / "M323277-bayestar.flat-nested.fits.gz", 1)
     nside = 512
     ring_order = HEALPix(nside=nside, order="ring").ring_to_nested(np.arange(12 * nside * nside))
-    columns = [fits.Column(name=n, format="D", array=np.asarray(table[n], float).ravel()[ring_order]) for n in ("PROB", "DISTMU", "DISTSIGMA", "DISTNORM")]
+    columns = [
+        fits.Column(name=n, format="D", array=np.asarray(table[n], float).ravel()[ring_order])
+        for n in ("PROB", "DISTMU", "DISTSIGMA", "DISTNORM")
+    ]
     hdu = fits.BinTableHDU.from_columns(columns)
     hdu.header["ORDERING"], hdu.header["NSIDE"] = "RING", nside
     path = tmp_path / "ring.fits"
@@ -119,29 +123,6 @@ def test_corrupt_sky_maps_say_why(data, reason):
 
 
 # -- catalog and ranking -----------------------------------------------------------------------------
-
-def glade_plus_line(number: int, ra: float, dec: float, dist: float | None, b: float = 15.0) -> str:
-    fields = ["null"] * 40
-    fields[0], fields[2] = str(number), f"NGC{number}"
-    fields[8], fields[9], fields[10] = f"{ra:.6f}", f"{dec:.6f}", f"{b:.2f}"
-    fields[32] = "null" if dist is None else f"{dist:.3f}"
-    return " ".join(fields)
-
-
-@pytest.fixture
-def glade_catalog(tmp_path) -> Path:
-    """A GLADE+-format catalog: galaxies at the map's peak at the right and wrong distances, and elsewhere."""
-    rng = np.random.default_rng(3)
-    lines = [glade_plus_line(1, 194.30, -17.86, 40.0), glade_plus_line(2, 194.31, -17.85, 400.0),
-             glade_plus_line(3, 194.29, -17.87, None)]
-    ra, dec = rng.uniform(185, 205, 3000), rng.uniform(-30, -5, 3000)
-    away = np.hypot(ra - 194.3, dec + 17.86) > 2.0  # the planted galaxies alone sit at the peak
-    lines += [glade_plus_line(10 + i, r, d, dist) for i, (r, d, dist) in enumerate(
-        zip(ra[away], dec[away], rng.uniform(10, 200, 3000)[away]))]
-    lines += [glade_plus_line(5000 + i, ra, 60.0, 40.0) for i, ra in enumerate(rng.uniform(0, 360, 500))]
-    path = tmp_path / "GLADE+.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_the_index_is_built_once_and_rebuilt_when_the_catalog_changes(glade_catalog):
@@ -178,36 +159,23 @@ def test_ranking_follows_the_distance_ansatz(glade_catalog):
 
 # -- the daemon --------------------------------------------------------------------------------------
 
-@pytest.fixture
-def observatory(tmp_path, glade_catalog, start_daemon):
-    """A drill telescope, and an alert daemon with the catalog, the observatory, and a May night clock."""
-    (tmp_path / "scope").mkdir()
-    telescope = start_daemon(load_config(write_config(tmp_path / "scope")), drill_daemon)
-
-    def alert(**extra):
-        (tmp_path / "alert").mkdir(exist_ok=True)
-        settings = {
-            "port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 5,
-            "observatories": [{"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650,
-                               "telescope": f"127.0.0.1:{telescope.port}"}],
-            "relay_retry_s": 2,
-        }
-        settings.update(extra)
-        config = write_config(tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0}, alert=settings)
-        daemon = start_daemon(load_config(config), lambda c: Daemon(c, AlertModule, "alert"))
-        return daemon, FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
-
-    return telescope, alert
-
 
 def done(stub, id):
-    return wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
-                    in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED) and s, timeout=60)
+    return wait_for(
+        lambda: (
+            (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
+            in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
+            and s
+        ),
+        timeout=60,
+    )
 
 
 def submit(stub, name_or_bytes, id):
     payload = name_or_bytes if isinstance(name_or_bytes, bytes) else (DATA / name_or_bytes).read_bytes()
-    return stub.Submit(pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, source=str(name_or_bytes)[:50])))
+    return stub.Submit(
+        pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, source=str(name_or_bytes)[:50]))
+    )
 
 
 def test_preliminary_then_duplicate_then_retraction(observatory):
@@ -237,7 +205,10 @@ def test_preliminary_then_duplicate_then_retraction(observatory):
     submit(stub, "MS181101ab-retraction.json", "a3")
     retraction = done(stub, "a3")
     if observed:  # the drill telescope may have finished the list already: nothing left to cancel, and said so
-        assert "retraction; 0 of 1 target lists cancelled, 1 already finished (MS181101ab-a1-macon DONE)" in retraction.message
+        assert (
+            "retraction; 0 of 1 target lists cancelled, 1 already finished (MS181101ab-a1-macon DONE)"
+            in retraction.message
+        )
     else:
         assert "retraction; 1 of 1 target lists cancelled" in retraction.message
 
@@ -259,8 +230,15 @@ def test_sky_map_downloaded_from_a_mirror_and_an_unreachable_one(observatory, tm
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         telescope, alert = observatory
-        _, stub = alert(skymap={"rewrite": {"https://emfollow.docs.ligo.org/userguide/_static/": f"http://127.0.0.1:{server.server_port}/"},
-                                "retries": 1, "timeout_s": 5})
+        _, stub = alert(
+            skymap={
+                "rewrite": {
+                    "https://emfollow.docs.ligo.org/userguide/_static/": f"http://127.0.0.1:{server.server_port}/"
+                },
+                "retries": 1,
+                "timeout_s": 5,
+            }
+        )
         submit(stub, "MS181101ab-3-Initial.xml", "v1")
         status = done(stub, "v1")
         assert status.state == pb.WORK_ORDER_STATE_DONE and "macon: 5 targets accepted" in status.message
@@ -286,7 +264,7 @@ def test_garbage_is_refused_at_submit_and_kept_raw(observatory):
 
 
 def test_cli_ingest_catalog_and_replay(observatory, glade_catalog, tmp_path):
-    from conftest import toros_cli
+    from support import toros_cli
 
     fresh = tmp_path / "fresh" / "GLADE+.txt"
     fresh.parent.mkdir()
@@ -303,13 +281,23 @@ def test_cli_ingest_catalog_and_replay(observatory, glade_catalog, tmp_path):
     daemon, _ = alert()
     (tmp_path / "cli").mkdir()
     config = write_config(tmp_path / "cli", alert={"port": daemon.port})
-    replayed = toros_cli("alert", "replay", str(DATA / "MS181101ab-preliminary.json"), str(DATA / "MS181101ab-retraction.json"),
-                         "--wait", "--config", str(config))
+    replayed = toros_cli(
+        "alert",
+        "replay",
+        str(DATA / "MS181101ab-preliminary.json"),
+        str(DATA / "MS181101ab-retraction.json"),
+        "--wait",
+        "--config",
+        str(config),
+    )
     assert replayed.returncode == 0, replayed.stderr
     lines = replayed.stdout.splitlines()
     assert "done: drill PRELIMINARY MS181101ab" in lines[1] and "macon: 5 targets accepted" in lines[1]
     # The drill telescope may already have observed the list: then it is reported finished, not cancelled.
-    assert re.search(r"retraction; (1 of 1 target lists cancelled|0 of 1 target lists cancelled, 1 already finished \(MS181101ab-\S+-macon DONE\))$", lines[3]), lines[3]
+    assert re.search(
+        r"retraction; (1 of 1 target lists cancelled|0 of 1 target lists cancelled, 1 already finished \(MS181101ab-\S+-macon DONE\))$",
+        lines[3],
+    ), lines[3]
 
 
 def test_csv_catalog_with_a_header(tmp_path):

@@ -12,8 +12,8 @@ import threading
 import gcn.voeventclient
 import grpc
 import pytest
-from conftest import wait_for
-from test_alert import DATA, done, glade_catalog, observatory  # noqa: F401  (fixtures)
+from support import wait_for
+from test_alert import DATA, done
 
 from toros.alert.listeners import KafkaListener
 from toros.alert.settings import KafkaIntake
@@ -24,11 +24,20 @@ class Message:
     def __init__(self, offset: int, value: bytes, error: str | None = None) -> None:
         self._offset, self._value, self._error = offset, value, error
 
-    def topic(self): return "igwn.gwalert"
-    def partition(self): return 0
-    def offset(self): return self._offset
-    def value(self): return self._value
-    def error(self): return self._error
+    def topic(self):
+        return "igwn.gwalert"
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
+
+    def value(self):
+        return self._value
+
+    def error(self):
+        return self._error
 
 
 class FakeConsumer:
@@ -38,30 +47,40 @@ class FakeConsumer:
         self.log, self.committed, self.journal, self.crash_on_commit = log, committed, journal, crash_on_commit
         self.position = committed[-1] + 1 if committed else 0
 
-    def subscribe(self, topics): assert topics == ["igwn.gwalert"]
+    def subscribe(self, topics):
+        assert topics == ["igwn.gwalert"]
 
     def consume(self, num_messages, timeout):
-        batch = [Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))]
+        batch = [
+            Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))
+        ]
         self.position += len(batch)
         return batch
 
     def commit(self, message, asynchronous):
         assert not asynchronous
         key = f"kafka-igwn.gwalert-0-{message.offset()}"
-        recorded = self.journal.get(key) is not None or any(e.work_order_id == key for e in self.journal.read_events(0, 100000))
+        recorded = self.journal.get(key) is not None or any(
+            e.work_order_id == key for e in self.journal.read_events(0, 100000)
+        )
         assert recorded, "committed before the notice (or its refusal) was journaled"
         if message.offset() == self.crash_on_commit:
             self.crash_on_commit = None
             raise RuntimeError("connection lost")
         self.committed.append(message.offset())
 
-    def close(self): pass
+    def close(self):
+        pass
 
 
 def test_kafka_offsets_are_committed_after_journaling_and_redelivery_is_processed_once(observatory):
     _, alert = observatory
     daemon, stub = alert()
-    log = [(DATA / "MS181101ab-preliminary.json").read_bytes(), b"{garbage", (DATA / "MS181101ab-retraction.json").read_bytes()]
+    log = [
+        (DATA / "MS181101ab-preliminary.json").read_bytes(),
+        b"{garbage",
+        (DATA / "MS181101ab-retraction.json").read_bytes(),
+    ]
     committed: list[int] = []
     consumers = []
 
@@ -84,7 +103,9 @@ def test_kafka_offsets_are_committed_after_journaling_and_redelivery_is_processe
     # retraction comes first and the preliminary relays nothing.
     relayed_then_cancelled = "5 targets accepted" in first and (
         retraction.endswith("1 of 1 target lists cancelled")
-        or retraction.endswith("0 of 1 target lists cancelled, 1 already finished (MS181101ab-kafka-igwn.gwalert-0-0-macon DONE)")
+        or retraction.endswith(
+            "0 of 1 target lists cancelled, 1 already finished (MS181101ab-kafka-igwn.gwalert-0-0-macon DONE)"
+        )
     )
     retracted_first = "the event was retracted" in first and retraction.endswith("0 of 0 target lists cancelled")
     assert relayed_then_cancelled or retracted_first, (first, retraction)
@@ -105,12 +126,15 @@ def test_pygcn_client_against_pygcns_local_server(observatory, tmp_path):
     other.write_text((DATA / "MS181101ab-2-Preliminary.xml").read_text().replace('value="150"', 'value="61"', 1))
     port = free_port()
     payloads = [str(DATA / "MS181101ab-2-Preliminary.xml"), str(other)]
-    threading.Thread(target=gcn.voeventclient.serve, args=(payloads,), kwargs={"port": port, "retransmit_timeout": 0.2},
-                     daemon=True).start()
+    threading.Thread(
+        target=gcn.voeventclient.serve, args=(payloads,), kwargs={"port": port, "retransmit_timeout": 0.2}, daemon=True
+    ).start()
     _, alert = observatory
     closed = f"http://127.0.0.1:{free_port()}/"  # nothing listens there: the download fails, on loopback
-    daemon, stub = alert(voevent={"enabled": True, "host": ["127.0.0.1"], "port": port},
-                         skymap={"retries": 0, "timeout_s": 2, "rewrite": {"https://emfollow.docs.ligo.org/userguide/_static/": closed}})
+    daemon, stub = alert(
+        voevent={"enabled": True, "host": ["127.0.0.1"], "port": port},
+        skymap={"retries": 0, "timeout_s": 2, "rewrite": {"https://emfollow.docs.ligo.org/userguide/_static/": closed}},
+    )
     key = "voevent-" + hashlib.sha256((DATA / "MS181101ab-2-Preliminary.xml").read_bytes()).hexdigest()[:32]
     wait_for(lambda: daemon.journal.get(key), timeout=30)
     status = done(stub, key)
@@ -118,7 +142,11 @@ def test_pygcn_client_against_pygcns_local_server(observatory, tmp_path):
     raw = daemon.storage_root / "alerts" / "raw" / f"{hashlib.sha256(other.read_bytes()).hexdigest()}.bin"
     wait_for(raw.exists)
     # The server repeats its notices: still one work order per notice.
-    received = [e.work_order_id for e in stub.Watch(pb.WatchRequest(replay_only=True)) if e.work_order_update.state == pb.WORK_ORDER_STATE_QUEUED]
+    received = [
+        e.work_order_id
+        for e in stub.Watch(pb.WatchRequest(replay_only=True))
+        if e.work_order_update.state == pb.WORK_ORDER_STATE_QUEUED
+    ]
     assert received.count(key) == 1 and all(r == key for r in received)
     daemon.module.stop()
 
@@ -140,7 +168,11 @@ def test_webhook_notification_after_a_relay(observatory):
     try:
         _, alert = observatory
         _, stub = alert(notify={"webhook": f"http://127.0.0.1:{server.server_port}/toros"})
-        stub.Submit(pb.WorkOrder(id="w1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())))
+        stub.Submit(
+            pb.WorkOrder(
+                id="w1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())
+            )
+        )
         assert done(stub, "w1").state == pb.WORK_ORDER_STATE_DONE
         wait_for(lambda: posts)
         assert posts[0]["alert_id"] == "MS181101ab" and len(posts[0]["targets"]["macon"]) == 5
@@ -162,16 +194,24 @@ def test_email_notification_after_a_relay_and_a_dead_mail_server_does_not_stop_i
     controller.start()
     try:
         telescope, alert = observatory
-        _, stub = alert(notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": controller.port})
-        stub.Submit(pb.WorkOrder(id="e1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())))
+        _, stub = alert(
+            notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": controller.port}
+        )
+        stub.Submit(
+            pb.WorkOrder(
+                id="e1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())
+            )
+        )
         assert done(stub, "e1").state == pb.WORK_ORDER_STATE_DONE
         wait_for(lambda: received)
         assert received[0]["To"] == "night@toros.example" and "MS181101ab" in received[0]["Subject"]
         assert "macon: 5 targets accepted" in received[0].get_payload(decode=True).decode()
     finally:
         controller.stop()
-    _, stub = alert(notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": free_port()},
-                    process_test_alerts=True)
+    _, stub = alert(
+        notify={"email_to": ["night@toros.example"], "smtp_host": "127.0.0.1", "smtp_port": free_port()},
+        process_test_alerts=True,
+    )
     notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
     notice["superevent_id"] = "MS181101ac"
     stub.Submit(pb.WorkOrder(id="e2", process_alert=pb.ProcessAlert(payload=json.dumps(notice).encode())))

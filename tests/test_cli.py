@@ -7,7 +7,7 @@ import socket
 
 import pytest
 import yaml
-from conftest import toros_cli, wait_for, write_config
+from support import toros_cli, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 
@@ -22,13 +22,39 @@ def live(tmp_path, make_config, start_daemon):
 
 def test_submit_with_options_then_work_order_and_watch(live):
     daemon, config = live
-    submitted = toros_cli("submit", "telescope", "dome_control", "--action", "slew", "--azimuth-deg", "120", "--id", "cli-1", "--config", config)
+    submitted = toros_cli(
+        "submit",
+        "telescope",
+        "dome_control",
+        "--action",
+        "slew",
+        "--azimuth-deg",
+        "120",
+        "--id",
+        "cli-1",
+        "--config",
+        config,
+    )
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.strip() == "cli-1"
     wait_for(lambda: daemon.journal.get("cli-1").final)
     shown = toros_cli("work-order", "telescope", "cli-1", "--config", config)
-    assert shown.returncode == 0 and shown.stdout.startswith("cli-1  dome_control  done  100%  dome DOME_ACTION_SLEW done")
-    again = toros_cli("submit", "telescope", "dome_control", "--action", "slew", "--azimuth-deg", "120", "--id", "cli-1", "--config", config)
+    assert shown.returncode == 0 and shown.stdout.startswith(
+        "cli-1  dome_control  done  100%  dome DOME_ACTION_SLEW done"
+    )
+    again = toros_cli(
+        "submit",
+        "telescope",
+        "dome_control",
+        "--action",
+        "slew",
+        "--azimuth-deg",
+        "120",
+        "--id",
+        "cli-1",
+        "--config",
+        config,
+    )
     assert again.stdout.strip() == "cli-1 (already known: not run again)"
     watched = toros_cli("watch", "telescope", "--work-order", "cli-1", "--config", config)
     assert watched.returncode == 0 and "cli-1: done: dome DOME_ACTION_SLEW done" in watched.stdout
@@ -37,10 +63,18 @@ def test_submit_with_options_then_work_order_and_watch(live):
 def test_submit_a_whole_work_order_from_yaml_and_wait(live, tmp_path):
     _, config = live
     order = tmp_path / "order.yaml"
-    order.write_text(yaml.safe_dump({
-        "id": "from-file", "priority": 70,
-        "observe_targets": {"alert_id": "S251123a", "targets": [{"name": "NGC 4993", "ra_deg": 197.45, "dec_deg": -23.38, "exposure_time": "60s"}]},
-    }))
+    order.write_text(
+        yaml.safe_dump(
+            {
+                "id": "from-file",
+                "priority": 70,
+                "observe_targets": {
+                    "alert_id": "S251123a",
+                    "targets": [{"name": "NGC 4993", "ra_deg": 197.45, "dec_deg": -23.38, "exposure_time": "60s"}],
+                },
+            }
+        )
+    )
     result = toros_cli("submit", "telescope", "--file", str(order), "--wait", "--config", config)
     assert result.returncode == 0, result.stderr
     assert "from-file: done: 1 targets observed" in result.stdout
@@ -77,8 +111,16 @@ def free_port() -> int:
 def test_failures_are_one_line_without_traceback(live, tmp_path):
     daemon, config = live
     cases = [
-        (("status", "telescope", "--address", f"127.0.0.1:{free_port()}", "--config", config), 1, "DOWN     cannot reach the telescope at 127.0.0.1:"),
-        (("work-order", "telescope", "nope", "--config", config), 1, "toros: the telescope at 127.0.0.1:%d answered NOT_FOUND: id: no work order 'nope'" % daemon.port),
+        (
+            ("status", "telescope", "--address", f"127.0.0.1:{free_port()}", "--config", config),
+            1,
+            "DOWN     cannot reach the telescope at 127.0.0.1:",
+        ),
+        (
+            ("work-order", "telescope", "nope", "--config", config),
+            1,
+            f"toros: the telescope at 127.0.0.1:{daemon.port} answered NOT_FOUND: id: no work order 'nope'",
+        ),
         (("submit", "telescope", "--config", config), 2, "toros: give a task"),
         (("submit", "telescope", "--file", str(tmp_path / "absent.yaml"), "--config", config), 2, "toros: "),
     ]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import REPO, wait_for, write_config
-from support import camera_daemon, drill_daemon
+from support import REPO, camera_daemon, drill_daemon, wait_for, write_config
 
 from toros.config import load_config
 from toros.generated import toros_pb2 as pb
@@ -31,7 +30,9 @@ def node_client() -> Path:
     if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
         npm = shutil.which("npm")
         assert npm, "Node.js without npm"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True, capture_output=True, timeout=300
+        )
     return NODE_CLIENT / "toros-client.js"
 
 
@@ -73,7 +74,9 @@ def test_observe_csv_script(make_config, start_daemon, tmp_path):
     targets.write_text("name,ra_deg,dec_deg,exposure_count\nNGC 253,11.888,-25.288,2\nM83,204.25,-29.87,1\n")
     script = REPO / "clients" / "python" / "observe_csv.py"
     command = [sys.executable, str(script), "--config", str(config_path), "--address", f"127.0.0.1:{daemon.port}"]
-    result = subprocess.run([*command, "--targets", str(targets), "--id", "csv-1", "--wait"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*command, "--targets", str(targets), "--id", "csv-1", "--wait"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "csv-1: 2 targets submitted" in result.stdout and "DONE: 2 targets observed" in result.stdout
     targets.write_text("name,ra_deg,dec_deg\nbad,10,95\n")
@@ -86,12 +89,27 @@ def test_fetch_night_script_copies_and_checks_every_image(start_daemon, tmp_path
     daemon = start_daemon(load_config(config_path), camera_daemon)
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stub = FrontDeskStub(channel)
-        stub.Submit(pb.WorkOrder(id="bias", take_calibrations=pb.TakeCalibrations(image_type=pb.IMAGE_TYPE_BIAS, count=3)))
+        stub.Submit(
+            pb.WorkOrder(id="bias", take_calibrations=pb.TakeCalibrations(image_type=pb.IMAGE_TYPE_BIAS, count=3))
+        )
         wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="bias")).state == pb.WORK_ORDER_STATE_DONE)
-        sent = {Path(e.image_ready.path).name: e.image_ready.sha256 for e in stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]))}
+        sent = {
+            Path(e.image_ready.path).name: e.image_ready.sha256
+            for e in stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+        }
     out = tmp_path / "copies"
-    command = [sys.executable, str(REPO / "clients" / "python" / "fetch_night.py"), "--config", str(config_path),
-               "--address", f"127.0.0.1:{daemon.port}", "--night", "2026-11-22", "--out", str(out)]
+    command = [
+        sys.executable,
+        str(REPO / "clients" / "python" / "fetch_night.py"),
+        "--config",
+        str(config_path),
+        "--address",
+        f"127.0.0.1:{daemon.port}",
+        "--night",
+        "2026-11-22",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "3 images copied, 0 already there" in first.stdout

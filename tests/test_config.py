@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, toros_cli
+from support import REPO, toros_cli
 
 from toros.config import Config, load_config
 from toros.runtime.config import ConfigError, find_config_file
@@ -26,7 +26,10 @@ def test_the_template_is_valid_and_documents_the_defaults():
     "text, message",
     [
         ("alert: {prot: 1}\n", "alert.prot: unknown key"),
-        ("telescope:\n  site: {name: x, latitude: 91, longitude: 0}\n", "telescope.site.latitude: Input should be less than or equal to 90"),
+        (
+            "telescope:\n  site: {name: x, latitude: 91, longitude: 0}\n",
+            "telescope.site.latitude: Input should be less than or equal to 90",
+        ),
         ("logging: {level: LOUD}\n", "logging.level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
         ("preprocessor: {port: many}\n", "preprocessor.port: Input should be a valid integer"),
         ("clock: {rate: 0}\n", "clock.rate: Input should be greater than 0"),
@@ -34,7 +37,10 @@ def test_the_template_is_valid_and_documents_the_defaults():
         ("- a\n- b\n", "the top level must be a mapping"),
         ("alert: [\n", "not valid YAML at line"),
         ("database: {url: 'mysql://x'}\n", "database.url: Value error, unsupported database scheme"),
-        ("security: {token: '${TOROS_TEST_UNSET_VARIABLE}'}\n", "security.token: environment variable TOROS_TEST_UNSET_VARIABLE is not set"),
+        (
+            "security: {token: '${TOROS_TEST_UNSET_VARIABLE}'}\n",
+            "security.token: environment variable TOROS_TEST_UNSET_VARIABLE is not set",
+        ),
         ("security: {tls: {cert: a.pem}}\n", "security.tls: Value error, cert and key must be given together"),
     ],
 )
@@ -79,7 +85,9 @@ def test_serve_with_a_bad_config_is_one_line_and_exit_code_2(tmp_path):
 def test_an_unwritable_log_file_is_a_config_error(tmp_path):
     (tmp_path / "blocker").write_text("a file, not a folder")
     path = tmp_path / "node.yaml"
-    path.write_text(f"logging: {{file: {tmp_path}/blocker/toros.log}}\ntelescope: {{port: 0}}\nstorage: {{root: data}}\ndatabase: {{path: t.db}}\n")
+    path.write_text(
+        f"logging: {{file: {tmp_path}/blocker/toros.log}}\ntelescope: {{port: 0}}\nstorage: {{root: data}}\ndatabase: {{path: t.db}}\n"
+    )
     result = toros_cli("serve", "telescope", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.startswith("toros: config error: logging.file: cannot write")
@@ -100,7 +108,10 @@ setup_logging(LoggingConfig(file=Path(sys.argv[1]), level="INFO", max_bytes=2000
 for i in range(400):
     logging.getLogger("toros.test").info("line %d of %s", i, sys.argv[2])
 """
-    writers = [subprocess.Popen([sys.executable, "-c", code, str(log), name]) for name in ("alert", "telescope", "preprocessor")]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, str(log), name])
+        for name in ("alert", "telescope", "preprocessor")
+    ]
     assert [w.wait(timeout=60) for w in writers] == [0, 0, 0]
     lines = [line for path in log.parent.glob("toros.log*") for line in path.read_text().splitlines()]
     for name in ("alert", "telescope", "preprocessor"):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, VENV_BIN
+from support import REPO, VENV_BIN
 
 from toros.generated import toros_pb2 as pb
 
@@ -38,7 +38,10 @@ def test_buf_breaking_does_catch_a_breaking_change(tmp_path):
     (changed / "toros.proto").write_text(text.replace("string requester = 3;", "reserved 3;"))
     (tmp_path / "buf.yaml").write_text((REPO / "buf.yaml").read_text())
     result = subprocess.run(
-        [BUF, "breaking", "--against", str(REPO / "proto" / "toros.v1.binpb")], cwd=tmp_path, capture_output=True, text=True
+        [BUF, "breaking", "--against", str(REPO / "proto" / "toros.v1.binpb")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0 and 'name "requester"' in result.stdout
 
@@ -48,14 +51,23 @@ def test_generated_code_is_what_the_proto_generates(tmp_path):
     shutil.copy(REPO / "proto" / "toros.proto", tmp_path / "proto" / "toros.proto")
     (tmp_path / "toros" / "generated").mkdir(parents=True)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-Itoros/generated=proto", "--python_out=.", "--grpc_python_out=.",
-         "--pyi_out=.", "proto/toros.proto"],
-        cwd=tmp_path, check=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Itoros/generated=proto",
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "--pyi_out=.",
+            "proto/toros.proto",
+        ],
+        cwd=tmp_path,
+        check=True,
     )
     for name in ("toros_pb2.py", "toros_pb2_grpc.py", "toros_pb2.pyi"):
-        assert filecmp.cmp(tmp_path / "toros" / "generated" / name, REPO / "toros" / "generated" / name, shallow=False), (
-            f"toros/generated/{name} is stale: run `make proto`"
-        )
+        assert filecmp.cmp(
+            tmp_path / "toros" / "generated" / name, REPO / "toros" / "generated" / name, shallow=False
+        ), f"toros/generated/{name} is stale: run `make proto`"
 
 
 def test_fixed_names_of_the_contract():
@@ -78,8 +90,13 @@ def test_fixed_names_of_the_contract():
     work_order = file.message_types_by_name["WorkOrder"]
     assert {"id", "create_time", "requester", "priority"} <= set(work_order.fields_by_name)
     assert {f.name for f in work_order.oneofs_by_name["task"].fields} == {
-        "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night",
-        "calibrate_images", "process_alert",
+        "observe_targets",
+        "take_calibrations",
+        "night_operation",
+        "dome_control",
+        "calibrate_night",
+        "calibrate_images",
+        "process_alert",
     }
     event = file.message_types_by_name["Event"]
     assert {"sequence", "time", "work_order_id"} <= set(event.fields_by_name)
@@ -87,8 +104,12 @@ def test_fixed_names_of_the_contract():
         f.name for f in event.oneofs_by_name["kind"].fields
     }
     assert pb.WorkOrderState.keys() == [
-        "WORK_ORDER_STATE_UNSPECIFIED", "WORK_ORDER_STATE_QUEUED", "WORK_ORDER_STATE_RUNNING",
-        "WORK_ORDER_STATE_DONE", "WORK_ORDER_STATE_FAILED", "WORK_ORDER_STATE_CANCELLED",
+        "WORK_ORDER_STATE_UNSPECIFIED",
+        "WORK_ORDER_STATE_QUEUED",
+        "WORK_ORDER_STATE_RUNNING",
+        "WORK_ORDER_STATE_DONE",
+        "WORK_ORDER_STATE_FAILED",
+        "WORK_ORDER_STATE_CANCELLED",
     ]
 
 

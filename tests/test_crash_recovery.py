@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import grpc
-from conftest import wait_for, write_config
-from support import dome_order
+from support import dome_order, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -28,7 +27,9 @@ def launch(config: Path, port_file: Path) -> tuple[subprocess.Popen, int]:
 
 
 def observe(id: str, target: str) -> pb.WorkOrder:
-    return pb.WorkOrder(id=id, observe_targets=pb.ObserveTargets(targets=[pb.Target(name=target, ra_deg=10, dec_deg=-20)]))
+    return pb.WorkOrder(
+        id=id, observe_targets=pb.ObserveTargets(targets=[pb.Target(name=target, ra_deg=10, dec_deg=-20)])
+    )
 
 
 def test_a_work_order_that_kills_the_daemon_each_time_ends_failed(tmp_path):
@@ -40,7 +41,9 @@ def test_a_work_order_that_kills_the_daemon_each_time_ends_failed(tmp_path):
         FrontDeskStub(channel).Submit(observe("poison-1", "poison"))
     assert process.wait(timeout=30) == -signal.SIGKILL
     # The restart resumes it (attempt 2 of 2), and it takes the daemon down again, maybe before it is listening.
-    again = subprocess.Popen([sys.executable, str(SUPPORT), str(config), str(tmp_path / "port-2")], stderr=subprocess.DEVNULL)
+    again = subprocess.Popen(
+        [sys.executable, str(SUPPORT), str(config), str(tmp_path / "port-2")], stderr=subprocess.DEVNULL
+    )
     assert again.wait(timeout=60) == -signal.SIGKILL
     process, port = launch(config, port_file)
     try:
@@ -50,7 +53,9 @@ def test_a_work_order_that_kills_the_daemon_each_time_ends_failed(tmp_path):
             assert status.state == pb.WORK_ORDER_STATE_FAILED and status.attempts == 2
             assert status.message.startswith("gave up after 2 attempts: the daemon stopped during each (last: ")
             stub.Submit(dome_order("after"))
-            assert wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="after")).state == pb.WORK_ORDER_STATE_DONE)
+            assert wait_for(
+                lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="after")).state == pb.WORK_ORDER_STATE_DONE
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -64,7 +69,9 @@ def test_a_work_order_cancelled_while_running_stays_cancelled_after_kill_9(tmp_p
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = FrontDeskStub(channel)
         stub.Submit(observe("stubborn-1", "stubborn"))
-        wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="stubborn-1")).state == pb.WORK_ORDER_STATE_RUNNING)
+        wait_for(
+            lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="stubborn-1")).state == pb.WORK_ORDER_STATE_RUNNING
+        )
         answer = stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id="stubborn-1", reason="retracted"))
         assert answer.state == pb.WORK_ORDER_STATE_RUNNING and answer.message == "cancellation requested: retracted"
     os.kill(process.pid, signal.SIGKILL)
@@ -73,7 +80,9 @@ def test_a_work_order_cancelled_while_running_stays_cancelled_after_kill_9(tmp_p
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             status = FrontDeskStub(channel).GetWorkOrder(pb.GetWorkOrderRequest(id="stubborn-1"))
-            assert status.state == pb.WORK_ORDER_STATE_CANCELLED and status.message == "cancelled while running: retracted"
+            assert (
+                status.state == pb.WORK_ORDER_STATE_CANCELLED and status.message == "cancelled while running: retracted"
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -90,7 +99,9 @@ def test_a_graceful_stop_does_not_count_an_attempt(make_config, start_daemon):
     daemon = start_daemon(config)
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stub = FrontDeskStub(channel)
-        status = wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=30)
+        status = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=30
+        )
         assert status.state == pb.WORK_ORDER_STATE_DONE and status.attempts == 1
 
 
@@ -125,7 +136,9 @@ def test_kill_9_then_restart_resumes_unfinished_work_exactly_once(tmp_path):
             sequences = [e.sequence for e in events]
             assert sequences == list(range(1, len(sequences) + 1)), "sequences survive the crash without gaps"
             for id in ids:
-                done = [e for e in events if e.work_order_id == id and e.work_order_update.state == pb.WORK_ORDER_STATE_DONE]
+                done = [
+                    e for e in events if e.work_order_id == id and e.work_order_update.state == pb.WORK_ORDER_STATE_DONE
+                ]
                 assert len(done) == 1, f"{id} finished {len(done)} times"
             # Resubmitting after the crash is still recognised.
             assert stub.Submit(dome_order(ids[0])).already_known

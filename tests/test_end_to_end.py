@@ -24,7 +24,9 @@ def test_alert_to_calibrated_images(tmp_path):
     with fits.open(result.calibrated[0]) as hdus:
         assert hdus[0].header["IMAGETYP"] == "LIGHT" and "MASK" in hdus and hdus[0].data.dtype.name == "float32"
         assert hdus[0].header["DRILL"] is True, "a mock alert is handled as a drill down to the images"
-    assert list(data.glob("alerts/MS181101ab/*/targets-macon.csv")) and list(data.glob("alerts/MS181101ab/*/skymap.png"))
+    assert list(data.glob("alerts/MS181101ab/*/targets-macon.csv")) and list(
+        data.glob("alerts/MS181101ab/*/skymap.png")
+    )
     assert (data / "2026-05-01" / "plan.png").exists()
     kinds = {p.name.split("-")[2] for p in (data / "2026-05-01").glob("*.fits")}
     assert kinds == {"bias", "dark", "flat", "light"}, "the robotic night took its calibrations before the targets"

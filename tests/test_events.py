@@ -8,8 +8,7 @@ import time
 
 import grpc
 import pytest
-from conftest import wait_for
-from support import dome_order
+from support import dome_order, wait_for
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -48,7 +47,9 @@ def test_watch_reads_the_journal_when_behind_the_memory_window(stub, drill):
 
 
 def test_watch_filters_by_work_order_and_kind(stub):
-    stub.Submit(pb.WorkOrder(id="obs", observe_targets=pb.ObserveTargets(targets=[pb.Target(name="a", ra_deg=1, dec_deg=2)])))
+    stub.Submit(
+        pb.WorkOrder(id="obs", observe_targets=pb.ObserveTargets(targets=[pb.Target(name="a", ra_deg=1, dec_deg=2)]))
+    )
     stub.Submit(dome_order("other"))
     wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="obs")).state == pb.WORK_ORDER_STATE_DONE)
     only_obs = list(stub.Watch(pb.WatchRequest(work_order_id="obs", replay_only=True)))
@@ -143,7 +144,9 @@ def test_a_simulated_clock_carries_on_after_a_restart(make_config, start_daemon)
     with grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
         stub = FrontDeskStub(channel)
         stub.Submit(dome_order("before-restart"))
-        wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="before-restart")).state == pb.WORK_ORDER_STATE_DONE)
+        wait_for(
+            lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="before-restart")).state == pb.WORK_ORDER_STATE_DONE
+        )
         last = list(stub.Watch(pb.WatchRequest(replay_only=True)))[-1].time.ToNanoseconds() / 1e9
     first.stop(grace=1.0)
     assert last > Clock(config.clock.start).timestamp() + 1.0  # the drill's clock moved on

@@ -24,7 +24,7 @@ def stream_in_bands(path, data: np.ndarray, mask: np.ndarray, band_rows: list[in
     with FitsImageStream(path, header(), data.shape, np.float32) as stream:
         start = 0
         for rows in band_rows:
-            stream.write_rows(data[start:start + rows])
+            stream.write_rows(data[start : start + rows])
             start += rows
         return stream.finish([fits.ImageHDU(mask, name="MASK")])
 
@@ -51,7 +51,7 @@ def test_the_caller_may_reuse_its_band_buffer_at_once(tmp_path):
     band = np.empty((4, 40), np.float32)
     with FitsImageStream(tmp_path / "reused.fits", header(), data.shape, np.float32) as stream:
         for start in range(0, 64, 4):
-            band[:] = data[start:start + 4]
+            band[:] = data[start : start + 4]
             stream.write_rows(band)
         stream.finish()
     np.testing.assert_array_equal(fits.getdata(tmp_path / "reused.fits"), data)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import wait_for, write_config
 from google.protobuf.duration_pb2 import Duration
-from support import camera_daemon
+from support import camera_daemon, wait_for, write_config
 
 from toros.config import load_config
 from toros.generated import toros_pb2 as pb
@@ -28,12 +27,16 @@ def nodes(tmp_path, start_daemon):
     (tmp_path / "telescope").mkdir()
     (tmp_path / "preprocessor").mkdir()
     telescope = start_daemon(
-        load_config(write_config(tmp_path / "telescope", clock={"rate": 100.0}, telescope={"port": 0, "workers": 1})), camera_daemon
+        load_config(write_config(tmp_path / "telescope", clock={"rate": 100.0}, telescope={"port": 0, "workers": 1})),
+        camera_daemon,
     )
     config = write_config(
         tmp_path / "preprocessor",
-        preprocessor={"port": 0, "follow": [{"name": "macon", "address": f"127.0.0.1:{telescope.port}"}],
-                      "calibration": {"min_bias": 3, "min_dark": 3, "min_flat": 3}},
+        preprocessor={
+            "port": 0,
+            "follow": [{"name": "macon", "address": f"127.0.0.1:{telescope.port}"}],
+            "calibration": {"min_bias": 3, "min_dark": 3, "min_flat": 3},
+        },
     )
     return telescope, config
 
@@ -46,9 +49,11 @@ def calibrations(kind: int, count: int, seconds: int = 0) -> pb.WorkOrder:
 
 
 def targets(*names: str) -> pb.WorkOrder:
-    return pb.WorkOrder(observe_targets=pb.ObserveTargets(targets=[
-        pb.Target(name=n, ra_deg=10.0, dec_deg=-20.0, exposure_time=Duration(seconds=30)) for n in names
-    ]))
+    return pb.WorkOrder(
+        observe_targets=pb.ObserveTargets(
+            targets=[pb.Target(name=n, ra_deg=10.0, dec_deg=-20.0, exposure_time=Duration(seconds=30)) for n in names]
+        )
+    )
 
 
 def calibrated(root: Path) -> list[Path]:
@@ -59,8 +64,12 @@ def test_follow_fetch_calibrate_and_resume_after_restart(nodes, start_daemon):
     telescope, config_path = nodes
     with grpc.insecure_channel(f"127.0.0.1:{telescope.port}") as channel:
         scope = FrontDeskStub(channel)
-        for order in (calibrations(pb.IMAGE_TYPE_BIAS, 3), calibrations(pb.IMAGE_TYPE_DARK, 3, 30),
-                      calibrations(pb.IMAGE_TYPE_FLAT, 3), targets("NGC 1", "NGC 2")):
+        for order in (
+            calibrations(pb.IMAGE_TYPE_BIAS, 3),
+            calibrations(pb.IMAGE_TYPE_DARK, 3, 30),
+            calibrations(pb.IMAGE_TYPE_FLAT, 3),
+            targets("NGC 1", "NGC 2"),
+        ):
             scope.Submit(order)
 
         preprocessor = start_daemon(load_config(config_path), preprocessor_daemon)

@@ -28,15 +28,13 @@ import grpc
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import drill, stub, wait_for  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from test_alert import DATA, MULTIORDER, done, glade_catalog, observatory, submit  # noqa: F401  (fixtures)
+from support import wait_for
+from test_alert import DATA, MULTIORDER, done, submit
 from test_alert_intake import FakeConsumer
 from test_preprocessor import SENSOR, calibrate
-from test_server import pki  # noqa: F401  (fixture)
-from test_telescope import telescope  # noqa: F401  (fixture)
 
 from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
@@ -55,7 +53,11 @@ DELETE = object()
 
 # Any JSON value, nested a little: what a broken or hostile producer may put in any field.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**400) | st.floats() | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
 )
@@ -132,7 +134,9 @@ def test_voevent_times_mutated(element, value):
 def test_json_nested_100k_deep_is_refused():
     with pytest.raises(BadNotice, match="nested too deeply"):
         parse_notice(b"[" * 100_000 + b"]" * 100_000, pb.ALERT_FORMAT_GWALERT_JSON)
-    deep_event = b'{"superevent_id": "S1", "alert_type": "PRELIMINARY", "event": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001
+    deep_event = (
+        b'{"superevent_id": "S1", "alert_type": "PRELIMINARY", "event": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001
+    )
     with pytest.raises(BadNotice, match="nested too deeply"):
         parse_notice(deep_event)
 
@@ -147,7 +151,10 @@ BAD_NOTICES = [
     (mutated_json(("superevent_id",), ["S1"]), "superevent_id: must be a string"),
     (mutated_json(("superevent_id",), "../x"), "superevent_id: must be 1-64 characters"),
     (mutated_json(("alert_type",), "/tmp/x"), "alert_type: must be a word"),
-    (VOEVENT_NOTICE.replace(b'name="Pkt_Ser_Num" value="2"', b'name="Pkt_Ser_Num" value="two"'), "Pkt_Ser_Num: must be a whole number"),
+    (
+        VOEVENT_NOTICE.replace(b'name="Pkt_Ser_Num" value="2"', b'name="Pkt_Ser_Num" value="two"'),
+        "Pkt_Ser_Num: must be a whole number",
+    ),
     (VOEVENT_NOTICE.replace(b'value="MS181101ab"', b'value="/tmp/x"'), "GraceID: must be 1-64 characters"),
 ]
 
@@ -174,10 +181,14 @@ def test_kafka_intake_goes_past_every_bad_notice(observatory):
     """Before: the first bad notice raised out of the listener, which reconnected and read it again, forever."""
     _, alert = observatory
     daemon, stub = alert()
-    log = [payload for payload, _ in BAD_NOTICES] + [b'{"a":' * 100_000, (DATA / "MS181101ab-preliminary.json").read_bytes()]
+    log = [payload for payload, _ in BAD_NOTICES] + [
+        b'{"a":' * 100_000,
+        (DATA / "MS181101ab-preliminary.json").read_bytes(),
+    ]
     committed: list[int] = []
-    listener = KafkaListener(KafkaIntake(enabled=True), daemon.module.receive,
-                             lambda: FakeConsumer(log, committed, daemon.journal))
+    listener = KafkaListener(
+        KafkaIntake(enabled=True), daemon.module.receive, lambda: FakeConsumer(log, committed, daemon.journal)
+    )
     listener.start()
     try:
         wait_for(lambda: committed == list(range(len(log))), timeout=30)
@@ -192,6 +203,7 @@ def test_kafka_intake_goes_past_every_bad_notice(observatory):
 
 
 # -- nothing derived from input leaves the storage root ----------------------------------------------
+
 
 @pytest.mark.parametrize("text", ["../x", "/tmp/x", "..", ".", "", "a/../../b", "x\x00y", "é" * 300, "-rf"])
 def test_names_from_input_stay_one_safe_component(text, tmp_path):
@@ -224,6 +236,7 @@ def test_a_filter_name_from_a_raw_header_cannot_place_masters_outside_the_root(t
 
 
 # -- sky-map downloads --------------------------------------------------------------------------------
+
 
 class Hostile(http.server.BaseHTTPRequestHandler):
     """A web server that misbehaves in the ways the review tried."""
@@ -288,17 +301,23 @@ def no_wait(seconds: float) -> None:
 LOCAL = dict(allow_http=True, allow_local_hosts=True, retries=0, timeout_s=2)
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("file:///etc/passwd", "the file scheme is not allowed (only https"),
-    ("file:///dev/zero", "the file scheme is not allowed"),
-    ("ftp://example.org/map.fits", "the ftp scheme is not allowed"),
-    ("http://example.org/map.fits", "the http scheme is not allowed (only https; alert.skymap.allow_http allows http)"),
-    ("https://127.0.0.1/map.fits", "127.0.0.1 is a loopback or link-local address"),
-    ("https://localhost/map.fits", "localhost is a loopback or link-local address"),
-    ("https://[::1]/map.fits", "::1 is a loopback or link-local address"),
-    ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a loopback or link-local address"),
-    ("https://[::ffff:127.0.0.1]/x", "is a loopback or link-local address"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("file:///etc/passwd", "the file scheme is not allowed (only https"),
+        ("file:///dev/zero", "the file scheme is not allowed"),
+        ("ftp://example.org/map.fits", "the ftp scheme is not allowed"),
+        (
+            "http://example.org/map.fits",
+            "the http scheme is not allowed (only https; alert.skymap.allow_http allows http)",
+        ),
+        ("https://127.0.0.1/map.fits", "127.0.0.1 is a loopback or link-local address"),
+        ("https://localhost/map.fits", "localhost is a loopback or link-local address"),
+        ("https://[::1]/map.fits", "::1 is a loopback or link-local address"),
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a loopback or link-local address"),
+        ("https://[::ffff:127.0.0.1]/x", "is a loopback or link-local address"),
+    ],
+)
 def test_refused_urls_are_never_fetched(url, reason):
     started = time.monotonic()
     with pytest.raises(BadSkymap, match=reason.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
@@ -341,12 +360,16 @@ def test_a_server_that_never_answers_is_cut_at_the_deadline():
         silent.listen()
         started = time.monotonic()
         with pytest.raises(BadSkymap, match="deadline_s"):
-            download(f"http://127.0.0.1:{silent.getsockname()[1]}/map.fits",
-                     SkymapDownload(deadline_s=2, **{**LOCAL, "timeout_s": 30, "retries": 3}), no_wait)
+            download(
+                f"http://127.0.0.1:{silent.getsockname()[1]}/map.fits",
+                SkymapDownload(deadline_s=2, **{**LOCAL, "timeout_s": 30, "retries": 3}),
+                no_wait,
+            )
         assert time.monotonic() - started < 4
 
 
 # -- gzip bombs -----------------------------------------------------------------------------------------
+
 
 def gzip_bomb(gib: float = 1.0) -> bytes:
     """Gzip members of 16 MiB of zeros, concatenated: about 1 MB that decompresses to ``gib`` GiB."""
@@ -372,7 +395,9 @@ def test_an_embedded_gzip_bomb_is_refused_within_the_cap_of_memory():
     assert len(bomb) < 1.5e6
     run = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=120)
     message, grown_mib = run.stdout.decode().strip().splitlines()
-    assert message == "gzipped sky map of more than 67108864 bytes once decompressed (alert.skymap.max_bytes)", run.stderr
+    assert message == "gzipped sky map of more than 67108864 bytes once decompressed (alert.skymap.max_bytes)", (
+        run.stderr
+    )
     assert int(grown_mib) < 64 * 1.25 + 16, f"peak memory grew by {grown_mib} MiB for a 64 MiB cap"
 
 
@@ -401,7 +426,9 @@ def test_a_gzipped_raw_frame_too_big_once_decompressed_is_named_and_refused(tmp_
     fits.PrimaryHDU(np.zeros((1024, 1024), np.int16), header).writeto(plain)
     frame = tmp_path / "bias.fits.gz"
     frame.write_bytes(gzip.compress(plain.getvalue()) + gzip_bomb(1 / 64))
-    with pytest.raises(BadFrame, match=r"gzip data of more than 4194304 bytes once decompressed \(calibration\.max_frame_bytes\)"):
+    with pytest.raises(
+        BadFrame, match=r"gzip data of more than 4194304 bytes once decompressed \(calibration\.max_frame_bytes\)"
+    ):
         read_frame(frame, CalibrationConfig(max_frame_bytes=4 << 20))
     frame.write_bytes(gzip.compress(plain.getvalue()))
     assert read_frame(frame, CalibrationConfig(max_frame_bytes=4 << 20)).kind == "bias"
@@ -412,6 +439,7 @@ def test_a_gzipped_raw_frame_too_big_once_decompressed_is_named_and_refused(tmp_
 
 
 # -- only regular files inside the root are read ------------------------------------------------------
+
 
 def test_a_fifo_among_the_frames_is_named_and_blocks_nothing(tmp_path):
     """Before: opening the FIFO blocked the worker forever, and CancelWorkOrder could not stop it."""
@@ -437,7 +465,9 @@ def test_links_out_of_the_root_are_not_followed(tmp_path):
     result, _ = calibrate(root, paths + links)
     assert len(result.calibrated) == 1
     for link in links:
-        assert any(p.startswith(f"{link.name}: ") and "is outside the storage root" in p for p in result.problems), result.problems
+        assert any(p.startswith(f"{link.name}: ") and "is outside the storage root" in p for p in result.problems), (
+            result.problems
+        )
     bias = next(m for m in result.masters if "bias" in m.name)
     assert fits.getheader(bias)["NCOMBINE"] == 5, "built from the night's own five biases only"
 
@@ -447,7 +477,9 @@ def test_submit_refuses_a_fifo_to_calibrate(make_config, start_daemon, tmp_path)
     from toros.preprocessor.module import PreprocessorModule
     from toros.runtime.server import Daemon
 
-    daemon = start_daemon(make_config(preprocessor={"port": 0}), lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(
+        make_config(preprocessor={"port": 0}), lambda c: Daemon(c, PreprocessorModule, "preprocessor")
+    )
     fifo = daemon.storage_root / "pipe.fits"
     os.mkfifo(fifo)
     stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
@@ -459,6 +491,7 @@ def test_submit_refuses_a_fifo_to_calibrate(make_config, start_daemon, tmp_path)
 
 # -- products belong to their inputs ---------------------------------------------------------------------
 
+
 def test_a_raw_with_the_stem_of_an_already_calibrated_frame_gets_its_own_product(tmp_path):
     """Before: it was reported calibrated with the old product, made from another file by another work order."""
     night = tmp_path / "2026-11-23"
@@ -467,7 +500,9 @@ def test_a_raw_with_the_stem_of_an_already_calibrated_frame_gets_its_own_product
     light = next(p for p in paths if fits.getval(p, "IMAGETYP") == "LIGHT")
     other = tmp_path / "incoming" / "scope" / light.name
     other.parent.mkdir(parents=True)
-    other.write_bytes(write_night(tmp_path / "other", SENSOR, biases=0, darks=0, flats=0, lights=1, seed=5)[0].read_bytes())
+    other.write_bytes(
+        write_night(tmp_path / "other", SENSOR, biases=0, darks=0, flats=0, lights=1, seed=5)[0].read_bytes()
+    )
     second, _ = calibrate(tmp_path, paths[:-1] + [other])
     assert first.calibrated[0].name == light.name.replace(".fits", "_cal.fits")
     assert second.calibrated[0] != first.calibrated[0] and second.calibrated[0].name.endswith("_cal.fits")
@@ -495,6 +530,7 @@ def test_temporary_files_left_by_a_crash_are_removed_and_one_being_written_is_no
 
 
 # -- degenerate calibration data --------------------------------------------------------------------------
+
 
 def degenerate_copies(frames: list[Path], value: float, count: int, prefix: str) -> list[Path]:
     """Copies of the first of ``frames`` (same header and setup) whose every pixel is ``value``."""
@@ -541,6 +577,7 @@ def test_a_master_of_nan_frames_is_refused(tmp_path):
 
 # -- a full disk is a FAULT, as documented ------------------------------------------------------------------
 
+
 def test_a_frame_bigger_than_the_free_space_faults_the_camera(telescope, tiny_disk):  # noqa: F811
     """Before: ENOSPC inside astropy's write surfaced as AttributeError from its free-space check, so the
     camera never went to FAULT "storage: …"."""
@@ -567,7 +604,9 @@ def test_a_notice_that_cannot_be_kept_is_unavailable_not_unknown(observatory, ti
     with pytest.raises(grpc.RpcError) as error:
         submit(stub, "MS181101ab-retraction.json", "full")
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert error.value.details().startswith(f"not accepted, try again: storage: cannot keep the notice under {tiny_disk}/alerts/raw: No space left on device")
+    assert error.value.details().startswith(
+        f"not accepted, try again: storage: cannot keep the notice under {tiny_disk}/alerts/raw: No space left on device"
+    )
     (tiny_disk / "filler").unlink()
     submit(stub, "MS181101ab-retraction.json", "room-again")
     assert done(stub, "room-again").state == pb.WORK_ORDER_STATE_DONE
@@ -585,6 +624,7 @@ def test_write_fits_reports_a_full_disk_as_enospc(tiny_disk):
 
 
 # -- FetchFile ends ---------------------------------------------------------------------------------------
+
 
 def fetching(stub, path: Path, chunk_size: int = 64 << 10):
     return stub.FetchFile(pb.FetchFileRequest(path=str(path), chunk_size=chunk_size))
@@ -604,8 +644,10 @@ def test_a_file_that_shrinks_while_fetched_ends_the_stream(stub, drill):  # noqa
         list(stream)
     assert error.value.code() == grpc.StatusCode.ABORTED
     # the daemon may have read a chunk or two ahead of the reader before the file was cut
-    assert re.fullmatch(rf"path: {re.escape(repr(str(path)))} shrank from 33554432 to \d+ bytes while it was sent; fetch it again",
-                        error.value.details()), error.value.details()
+    assert re.fullmatch(
+        rf"path: {re.escape(repr(str(path)))} shrank from 33554432 to \d+ bytes while it was sent; fetch it again",
+        error.value.details(),
+    ), error.value.details()
 
 
 def test_a_file_written_to_while_fetched_ends_aborted_and_one_replaced_is_served_as_it_was(stub, drill):  # noqa: F811
@@ -633,7 +675,7 @@ def test_a_file_written_to_while_fetched_ends_aborted_and_one_replaced_is_served
 
 def test_stalled_fetch_streams_hold_little_memory(tmp_path):
     """Before: about 21 MB of the daemon's memory per stream that a client stopped reading (4 MiB chunks)."""
-    from conftest import write_config
+    from support import write_config
     from test_crash_recovery import launch
 
     from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -651,7 +693,9 @@ def test_stalled_fetch_streams_hold_little_memory(tmp_path):
     try:
         before = rss_mib()
         for _ in range(10):
-            channels.append(grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)]))
+            channels.append(
+                grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
+            )
             streams.append(fetching(FrontDeskStub(channels[-1]), data / "big.fits", chunk_size=4 << 20))
             next(streams[-1])
         time.sleep(3)  # the daemon sends what flow control lets it, then waits for the readers
@@ -667,6 +711,7 @@ def test_stalled_fetch_streams_hold_little_memory(tmp_path):
 
 
 # -- the front door ---------------------------------------------------------------------------------------
+
 
 def raw_call(channel: grpc.Channel, method: str, data: bytes, **kwargs):
     return channel.unary_unary(f"/toros.v1.FrontDesk/{method}")(data, **kwargs)
@@ -697,7 +742,10 @@ def test_the_bearer_scheme_is_case_insensitive(make_config, start_daemon, header
 
     daemon = start_daemon(make_config(security={"token": "s3cret"}))
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
-        assert FrontDeskStub(channel).GetStatus(pb.GetStatusRequest(), metadata=[("authorization", header)]).module == "telescope"
+        assert (
+            FrontDeskStub(channel).GetStatus(pb.GetStatusRequest(), metadata=[("authorization", header)]).module
+            == "telescope"
+        )
         with pytest.raises(grpc.RpcError) as error:
             FrontDeskStub(channel).GetStatus(pb.GetStatusRequest(), metadata=[("authorization", "Basic s3cret")])
         assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -729,7 +777,9 @@ def test_unknown_fields_are_not_journaled(stub, drill):  # noqa: F811
 
 
 def test_the_largest_request_is_a_setting_of_each_daemon(make_config, start_daemon):
-    order = pb.WorkOrder(id="big", requester="x", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)).SerializeToString()
+    order = pb.WorkOrder(
+        id="big", requester="x", dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)
+    ).SerializeToString()
     padded = order + b"\xfa\x3f" + bytes([0x80, 0x80, 0x80, 0x03]) + b"j" * (6 << 20)  # 6 MiB of an unknown field
     small = start_daemon(make_config(telescope={"port": 0}))
     with grpc.insecure_channel(f"127.0.0.1:{small.port}") as channel:
@@ -747,7 +797,9 @@ def test_work_order_ids_match_in_full(stub, id):  # noqa: F811
     """Before: '$' let a trailing newline through."""
     with pytest.raises(grpc.RpcError) as error:
         stub.Submit(pb.WorkOrder(id=id, dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)))
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error.value.details().startswith("id: must be 1-128")
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error.value.details().startswith(
+        "id: must be 1-128"
+    )
 
 
 def test_long_paths_are_invalid_arguments_naming_the_field(stub, tmp_path):  # noqa: F811
@@ -764,8 +816,9 @@ def test_long_paths_are_invalid_arguments_naming_the_field(stub, tmp_path):  # n
 
 # -- start-up and CLI errors are one line ------------------------------------------------------------------
 
+
 def serve(config: Path, module: str = "telescope") -> subprocess.CompletedProcess:
-    from conftest import toros_cli
+    from support import toros_cli
 
     return toros_cli("serve", module, "--config", str(config), timeout=60)
 
@@ -786,20 +839,24 @@ def read_only_folder(tmp_path):
 
 
 def test_a_database_in_a_read_only_folder(tmp_path, read_only_folder):
-    from conftest import write_config
+    from support import write_config
 
     config = write_config(tmp_path, telescope={"port": 0}, database={"path": str(read_only_folder / "toros.db")})
     result = serve(config)
     assert result.returncode == 1
-    assert last_line(result).startswith(f"toros: cannot start the telescope: database sqlite:///{read_only_folder}/toros.db: ")
+    assert last_line(result).startswith(
+        f"toros: cannot start the telescope: database sqlite:///{read_only_folder}/toros.db: "
+    )
 
 
 def test_an_unreachable_postgresql(tmp_path):
-    from conftest import write_config
+    from support import write_config
     from test_cli import free_port
 
     port = free_port()
-    config = write_config(tmp_path, telescope={"port": 0}, database={"url": f"postgresql://toros:hidden@127.0.0.1:{port}/toros"})
+    config = write_config(
+        tmp_path, telescope={"port": 0}, database={"url": f"postgresql://toros:hidden@127.0.0.1:{port}/toros"}
+    )
     result = serve(config)
     assert result.returncode == 1 and "hidden" not in result.stderr
     assert last_line(result).startswith(
@@ -807,9 +864,11 @@ def test_an_unreachable_postgresql(tmp_path):
     )
 
 
-@pytest.mark.parametrize("content, reason", [(None, "no such catalog file"), ("hello world\n", "unknown catalog format")])
+@pytest.mark.parametrize(
+    "content, reason", [(None, "no such catalog file"), ("hello world\n", "unknown catalog format")]
+)
 def test_a_missing_or_foreign_catalog(tmp_path, content, reason):
-    from conftest import write_config
+    from support import write_config
 
     catalog = tmp_path / "catalog.txt"
     if content is not None:
@@ -830,12 +889,15 @@ def test_a_config_that_is_not_utf8(tmp_path):
 
 def test_a_garbage_tls_certificate_is_named(tmp_path):
     """Before: reported as "cannot listen on …"."""
-    from conftest import write_config
+    from support import write_config
 
     (tmp_path / "cert.pem").write_text("garbage\n")
     (tmp_path / "key.pem").write_text("garbage\n")
-    config = write_config(tmp_path, telescope={"port": 0},
-                          security={"tls": {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}})
+    config = write_config(
+        tmp_path,
+        telescope={"port": 0},
+        security={"tls": {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}},
+    )
     result = serve(config)
     assert result.returncode == 2
     assert last_line(result).startswith(
@@ -844,21 +906,31 @@ def test_a_garbage_tls_certificate_is_named(tmp_path):
 
 
 def test_a_negative_watch_position_is_a_usage_error(tmp_path):
-    from conftest import toros_cli, write_config
+    from support import toros_cli, write_config
 
     result = toros_cli("watch", "telescope", "--after", "-5", "--config", str(write_config(tmp_path)))
     assert result.returncode == 2
-    assert last_line(result) == "toros watch: error: argument --after: must be 0 or more (an event sequence number), got -5"
+    assert (
+        last_line(result)
+        == "toros watch: error: argument --after: must be 0 or more (an event sequence number), got -5"
+    )
 
 
 def test_mutual_tls_without_a_client_certificate_is_not_called_down(tmp_path, make_config, start_daemon, pki):
     """Before: "cannot reach the telescope …: is it running?", of a daemon that was running."""
-    from conftest import toros_cli, write_config
+    from support import toros_cli, write_config
 
-    tls = {"cert": str(pki["server_cert"]), "key": str(pki["server_key"]), "ca": str(pki["ca_cert"]), "require_client_cert": True}
+    tls = {
+        "cert": str(pki["server_cert"]),
+        "key": str(pki["server_key"]),
+        "ca": str(pki["ca_cert"]),
+        "require_client_cert": True,
+    }
     daemon = start_daemon(make_config(security={"tls": tls}))
     (tmp_path / "client").mkdir()
-    config = write_config(tmp_path / "client", security={"tls": {"ca": str(pki["ca_cert"])}}, telescope={"port": daemon.port})
+    config = write_config(
+        tmp_path / "client", security={"tls": {"ca": str(pki["ca_cert"])}}, telescope={"port": daemon.port}
+    )
     result = toros_cli("work-order", "telescope", "x", "--address", f"localhost:{daemon.port}", "--config", str(config))
     assert result.returncode == 1
     assert last_line(result).startswith(
@@ -868,7 +940,7 @@ def test_mutual_tls_without_a_client_certificate_is_not_called_down(tmp_path, ma
 
 def test_ingest_catalog_takes_the_configs_catalog(tmp_path, glade_catalog):  # noqa: F811
     """Before: `toros alert ingest-catalog --config FILE`, as documented, was refused."""
-    from conftest import toros_cli, write_config
+    from support import toros_cli, write_config
 
     config = write_config(tmp_path, alert={"catalog": str(glade_catalog)})
     result = toros_cli("alert", "ingest-catalog", "--config", str(config))
@@ -904,6 +976,7 @@ def test_connections_that_never_finish_their_handshake_are_closed(make_config, s
 
 # -- work orders of any shape ---------------------------------------------------------------------------------
 
+
 def message_values(descriptor, depth: int = 0) -> st.SearchStrategy:
     """Any message of this type: every field set or not, with values of its type, valid or not."""
     from google.protobuf.descriptor import FieldDescriptor as F
@@ -912,10 +985,14 @@ def message_values(descriptor, depth: int = 0) -> st.SearchStrategy:
         F.TYPE_STRING: st.text(max_size=40) | st.sampled_from(["", "../../etc/passwd", "/dev/zero", "a" * 5000, "x\n"]),
         F.TYPE_BYTES: st.binary(max_size=64),
         F.TYPE_BOOL: st.booleans(),
-        F.TYPE_DOUBLE: st.floats(width=64), F.TYPE_FLOAT: st.floats(width=32),
-        F.TYPE_INT32: st.integers(-(2**31), 2**31 - 1), F.TYPE_SINT32: st.integers(-(2**31), 2**31 - 1),
-        F.TYPE_INT64: st.integers(-(2**63), 2**63 - 1), F.TYPE_UINT32: st.integers(0, 2**32 - 1),
-        F.TYPE_UINT64: st.integers(0, 2**64 - 1), F.TYPE_ENUM: st.integers(-5, 40),
+        F.TYPE_DOUBLE: st.floats(width=64),
+        F.TYPE_FLOAT: st.floats(width=32),
+        F.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
+        F.TYPE_SINT32: st.integers(-(2**31), 2**31 - 1),
+        F.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
+        F.TYPE_UINT32: st.integers(0, 2**32 - 1),
+        F.TYPE_UINT64: st.integers(0, 2**64 - 1),
+        F.TYPE_ENUM: st.integers(-5, 40),
     }
     fields = {}
     for field in descriptor.fields:
@@ -991,8 +1068,9 @@ def test_preprocessor_work_orders_of_any_shape(task, make_config, start_daemon):
     from toros.preprocessor.module import PreprocessorModule
     from toros.runtime.server import Daemon
 
-    daemon = start_daemon(make_config(preprocessor={"port": 0, "workers": 1}),
-                          lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(
+        make_config(preprocessor={"port": 0, "workers": 1}), lambda c: Daemon(c, PreprocessorModule, "preprocessor")
+    )
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         submit_many_shapes(FrontDeskStub(channel), task)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from conftest import REPO, wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pki import Authority
+from support import REPO, wait_for
 
 from toros.client import open_channel
 from toros.config import load_config
@@ -98,25 +98,43 @@ def site(tmp_path, placement):
         folder = tmp_path / f"{module}-node"
         folder.mkdir()
         cert, key = authority.issue(module, [host])
-        tls = {"cert": str(cert), "key": str(key), "ca": str(authority.ca), "require_client_cert": True,
-               "client_cert": str(cert), "client_key": str(key)}
+        tls = {
+            "cert": str(cert),
+            "key": str(key),
+            "ca": str(authority.ca),
+            "require_client_cert": True,
+            "client_cert": str(cert),
+            "client_key": str(key),
+        }
         config = {
-            "logging": {"file": "logs/toros.log", "level": "INFO"}, "database": {"path": f"{module}.db"},
-            "storage": {"root": "data"}, "clock": {"start": CLOCK_START, "rate": 300.0},
+            "logging": {"file": "logs/toros.log", "level": "INFO"},
+            "database": {"path": f"{module}.db"},
+            "storage": {"root": "data"},
+            "clock": {"start": CLOCK_START, "rate": 300.0},
             "security": {"token": "${TOROS_TOKEN}", "tls": tls},
             module: {"ip": host, "port": ports[module]},
         }
         if module == "alert":
             write_glade_plus(folder / "galaxies.txt", 3000, seed=7, near_fraction=0.05)
             config["alert"] |= {
-                "catalog": "galaxies.txt", "process_test_alerts": True, "targets_per_observatory": 3,
+                "catalog": "galaxies.txt",
+                "process_test_alerts": True,
+                "targets_per_observatory": 3,
                 "exposure": {"exposure_time_s": 60.0, "exposure_count": 1, "filter": "r"},
-                "observatories": [{"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650,
-                                   "telescope": address["telescope"]}],
+                "observatories": [
+                    {
+                        "name": "macon",
+                        "latitude": -24.62,
+                        "longitude": -67.32,
+                        "elevation": 4650,
+                        "telescope": address["telescope"],
+                    }
+                ],
             }
         elif module == "telescope":
             config["telescope"] |= {
-                "mode": "robotic", "camera": {"width": 96, "height": 96, "overscan": 8},
+                "mode": "robotic",
+                "camera": {"width": 96, "height": 96, "overscan": 8},
                 "calibrations": {"bias_count": 3, "dark_count": 3, "dark_times_s": [60.0], "flat_count": 3},
             }
         else:
@@ -130,7 +148,9 @@ def site(tmp_path, placement):
         for module, path in configs.items():
             processes[module] = subprocess.Popen(
                 [*prefixes[module], sys.executable, "-m", "toros.cli", "serve", module, "--config", str(path)],
-                cwd=path.parent, env=environment, stderr=subprocess.DEVNULL,
+                cwd=path.parent,
+                env=environment,
+                stderr=subprocess.DEVNULL,
             )
         yield configs, address, environment, hosts
     finally:
@@ -181,14 +201,30 @@ def test_three_nodes_with_mutual_tls_and_a_token(site):
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         replay = subprocess.run(
-            [sys.executable, "-m", "toros.cli", "alert", "replay", str(ALERT), "--wait", "--config", str(configs["alert"])],
-            capture_output=True, text=True, env=environment, cwd=configs["alert"].parent,
+            [
+                sys.executable,
+                "-m",
+                "toros.cli",
+                "alert",
+                "replay",
+                str(ALERT),
+                "--wait",
+                "--config",
+                str(configs["alert"]),
+            ],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=configs["alert"].parent,
         )
         assert replay.returncode == 0 and "3 targets accepted" in replay.stdout, replay.stdout + replay.stderr
 
         def all_calibrated() -> int | None:
-            lights = [e for e in stubs["telescope"].Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]))
-                      if e.image_ready.image_type == pb.IMAGE_TYPE_LIGHT]
+            lights = [
+                e
+                for e in stubs["telescope"].Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+                if e.image_ready.image_type == pb.IMAGE_TYPE_LIGHT
+            ]
             calibrated = list((configs["preprocessor"].parent / "data" / "calibrated").rglob("*_cal.fits"))
             return len(lights) if len(lights) == 3 and len(calibrated) == 3 else None
 
@@ -199,9 +235,9 @@ def test_three_nodes_with_mutual_tls_and_a_token(site):
         fetched = sorted(p.name for p in (preprocessor_data / "incoming" / "macon").rglob("*-light-*.fits"))
         assert raw == fetched, "every image crossed over FetchFile into the preprocessor's own storage"
         assert not (preprocessor_data / "20*").exists() and not list(telescope_data.rglob("*_cal.fits"))
-        assert sorted(p.name.removesuffix("_cal.fits") for p in (preprocessor_data / "calibrated").rglob("*_cal.fits")) == [
-            name.removesuffix(".fits") for name in raw
-        ]
+        assert sorted(
+            p.name.removesuffix("_cal.fits") for p in (preprocessor_data / "calibrated").rglob("*_cal.fits")
+        ) == [name.removesuffix(".fits") for name in raw]
         status = stubs["preprocessor"].GetStatus(pb.GetStatusRequest())
         assert "following macon" in status.message
         assert len(set(hosts.values())) == 3

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import wait_for, write_config
-from support import dome_order, drill_daemon
+from support import dome_order, drill_daemon, wait_for, write_config
 
 from toros.config import load_config
 from toros.generated import toros_pb2 as pb
@@ -33,7 +32,9 @@ class PostgresServer:
     """A throw-away PostgreSQL cluster, which a test may restart under a running daemon."""
 
     def __init__(self) -> None:
-        assert PG_BIN is not None, "PostgreSQL server binaries are required (TOROS_REQUIRE_POSTGRES=1) but not installed"
+        assert PG_BIN is not None, (
+            "PostgreSQL server binaries are required (TOROS_REQUIRE_POSTGRES=1) but not installed"
+        )
         # Its own folder: the postgres user cannot traverse pytest's temporary tree when the tests run as root.
         self.folder = Path(tempfile.mkdtemp(prefix="toros-pg-"))
         self.data, socket_dir = self.folder / "data", self.folder / "socket"
@@ -45,17 +46,34 @@ class PostgresServer:
             self.as_postgres = ["runuser", "-u", "postgres", "--"]
         self._options = f"-k {socket_dir} -c listen_addresses='' -p 54329"
         self.url = f"postgresql://toros@/postgres?host={socket_dir}&port=54329"  # the form the docs use
-        subprocess.run([*self.as_postgres, f"{PG_BIN}/initdb", "-D", str(self.data), "-U", "toros", "--auth=trust"], check=True, capture_output=True)
+        subprocess.run(
+            [*self.as_postgres, f"{PG_BIN}/initdb", "-D", str(self.data), "-U", "toros", "--auth=trust"],
+            check=True,
+            capture_output=True,
+        )
 
     def pg_ctl(self, *command: str) -> None:
         subprocess.run(
-            [*self.as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(self.data), "-w", "-l", str(self.folder / "server.log"),
-             "-o", self._options, *command],
-            check=True, capture_output=True,
+            [
+                *self.as_postgres,
+                f"{PG_BIN}/pg_ctl",
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(self.folder / "server.log"),
+                "-o",
+                self._options,
+                *command,
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def remove(self) -> None:
-        subprocess.run([*self.as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(self.data), "-m", "fast", "stop"], capture_output=True)
+        subprocess.run(
+            [*self.as_postgres, f"{PG_BIN}/pg_ctl", "-D", str(self.data), "-m", "fast", "stop"], capture_output=True
+        )
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

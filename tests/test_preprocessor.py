@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
-from conftest import wait_for
+from support import wait_for
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -71,8 +71,14 @@ def ccdproc_reference(paths: list[Path]) -> dict[str, CCDData]:
 
     def combine(frames: list[CCDData], **extra) -> CCDData:
         return ccdproc.combine(
-            frames, method="average", sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
-            sigma_clip_func=np.ma.median, sigma_clip_dev_func=mad_std, **extra,
+            frames,
+            method="average",
+            sigma_clip=True,
+            sigma_clip_low_thresh=3,
+            sigma_clip_high_thresh=3,
+            sigma_clip_func=np.ma.median,
+            sigma_clip_dev_func=mad_std,
+            **extra,
         )
 
     kinds = {p: fits.getheader(p)["IMAGETYP"] for p in paths}
@@ -80,18 +86,24 @@ def ccdproc_reference(paths: list[Path]) -> dict[str, CCDData]:
     dark = combine([ccdproc.subtract_bias(raw(p), bias) for p in paths if kinds[p] == "DARK"])
     dark.header["EXPTIME"] = 30.0
     flats = [
-        ccdproc.subtract_dark(ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True)
-        for p in paths if kinds[p] == "FLAT"
+        ccdproc.subtract_dark(
+            ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True
+        )
+        for p in paths
+        if kinds[p] == "FLAT"
     ]
     # Flat-normalisation convention: each flat is normalised by its median *before* it is combined (the issue's
     # recipe), where ccdproc.combine(scale=...) would sigma-clip the unscaled frames and scale only the average.
     flat = combine([f.multiply(1 / np.median(f.data)) for f in flats])
     science = {
         p.stem: ccdproc.flat_correct(
-            ccdproc.subtract_dark(ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True),
+            ccdproc.subtract_dark(
+                ccdproc.subtract_bias(raw(p), bias), dark, exposure_time="EXPTIME", exposure_unit=u.s, scale=True
+            ),
             flat,
         )
-        for p in paths if kinds[p] == "LIGHT"
+        for p in paths
+        if kinds[p] == "LIGHT"
     }
     return {"bias": bias, "dark": dark, "flat": flat, **science}
 
@@ -160,7 +172,15 @@ def test_band_streaming_gives_the_same_master_whatever_the_band_size(tmp_path):
     readers = [FrameReader(f, settings) for f in take_inventory(paths, settings, tmp_path).frames]
     shape = readers[0].shape
     combined = [
-        combine_bands(5, shape, lambda i, a, b: readers[i].band(a, b), method="average", sigma_low=3, sigma_high=3, budget_bytes=budget)
+        combine_bands(
+            5,
+            shape,
+            lambda i, a, b: readers[i].band(a, b),
+            method="average",
+            sigma_low=3,
+            sigma_high=3,
+            budget_bytes=budget,
+        )
         for budget in (1, 5 * shape[1] * 16 * 7, 1 << 30)
     ]
     for reader in readers:
@@ -187,8 +207,13 @@ def test_bad_files_are_named_and_the_rest_of_the_night_is_calibrated(tmp_path):
     result, _ = calibrate(tmp_path, paths + extra)
     text = result.summary()
     assert len(result.calibrated) == 2
-    for expected in ("garbage.fits: unreadable FITS", "truncated.fits: unreadable FITS", "focus.fits: unknown IMAGETYP 'FOCUS'",
-                     "noexp.fits: no EXPTIME keyword", "small.fits: no master bias for setup 112x100_bin1x1"):
+    for expected in (
+        "garbage.fits: unreadable FITS",
+        "truncated.fits: unreadable FITS",
+        "focus.fits: unknown IMAGETYP 'FOCUS'",
+        "noexp.fits: no EXPTIME keyword",
+        "small.fits: no master bias for setup 112x100_bin1x1",
+    ):
         assert expected in text, text
 
 
@@ -206,12 +231,18 @@ def test_a_frame_cut_short_while_it_is_calibrated_leaves_no_partial_product(tmp_
                 second.write_bytes(second.read_bytes()[: 2880 + 20 * SENSOR.width * 2])
 
     library = MasterLibrary(DatabaseConfig(path=tmp_path / "toros.db"))
-    pipeline = NightCalibration(CalibrationConfig(), library, tmp_path, longitude_deg=-67.32, work_order_id="wo-cut", now=lambda: 0.0)
+    pipeline = NightCalibration(
+        CalibrationConfig(), library, tmp_path, longitude_deg=-67.32, work_order_id="wo-cut", now=lambda: 0.0
+    )
     result = pipeline.run(paths, CutsTheSecondLight(), night="2026-11-23")
     library.close()
     assert [p.name for p in result.calibrated] == [first.name.replace(".fits", "_cal.fits")]
-    assert any(problem.startswith(f"{second.name}: ") and "ends before row" in problem for problem in result.problems), result.problems
-    assert sorted(p.name for p in (tmp_path / "calibrated" / "2026-11-23").iterdir()) == [first.name.replace(".fits", "_cal.fits")]
+    assert any(
+        problem.startswith(f"{second.name}: ") and "ends before row" in problem for problem in result.problems
+    ), result.problems
+    assert sorted(p.name for p in (tmp_path / "calibrated" / "2026-11-23").iterdir()) == [
+        first.name.replace(".fits", "_cal.fits")
+    ]
 
 
 def test_compressed_frames_are_read(tmp_path):
@@ -244,7 +275,9 @@ def test_cosmic_rays_are_cleaned_in_worker_processes_when_asked(tmp_path):
     night = tmp_path / "2026-11-23"
     paths = write_night(night, Sensor(width=128, height=128, overscan=8), lights=2)
     library = MasterLibrary(DatabaseConfig(path=tmp_path / "toros.db"))
-    pipeline = NightCalibration(CalibrationConfig(), library, tmp_path, longitude_deg=-67.32, work_order_id="cr", now=lambda: 0.0)
+    pipeline = NightCalibration(
+        CalibrationConfig(), library, tmp_path, longitude_deg=-67.32, work_order_id="cr", now=lambda: 0.0
+    )
     result = pipeline.run(paths, Recorder(), night="2026-11-23", clean_cosmic_rays=True)
     library.close()
     header = fits.getheader(result.calibrated[0])
@@ -261,8 +294,12 @@ def preprocessor(make_config, start_daemon):
 
 def finished(stub, id):
     return wait_for(
-        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
-        in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED) and s, timeout=60,
+        lambda: (
+            (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
+            in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
+            and s
+        ),
+        timeout=60,
     )
 
 
@@ -278,7 +315,12 @@ def test_calibrate_night_work_order_with_progress_and_products(preprocessor):
     assert kinds == ["calibrated", "calibrated", "master_bias", "master_dark", "master_flat"]
     assert all(Path(p.path).is_relative_to(daemon.storage_root) and len(p.sha256) == 64 for p in status.products)
     assert all(p.read_bytes() for p in paths)  # raw files untouched
-    progress = [e.calibration_progress for e in stub.Watch(pb.WatchRequest(work_order_id="night", kinds=[pb.EVENT_KIND_CALIBRATION_PROGRESS], replay_only=True))]
+    progress = [
+        e.calibration_progress
+        for e in stub.Watch(
+            pb.WatchRequest(work_order_id="night", kinds=[pb.EVENT_KIND_CALIBRATION_PROGRESS], replay_only=True)
+        )
+    ]
     assert progress[0].stage == "inventory" and progress[-1].stage == "science" and progress[-1].percent == 100
     assert {p.stage for p in progress} >= {"master_bias", "master_dark", "master_flat", "science"}
 
@@ -328,11 +370,22 @@ def test_clipped_mean_is_astropy_sigma_clip_bit_for_bit(frames):
     rng = np.random.default_rng(frames)
     stack = (1000 + 5 * rng.standard_normal((frames, 37, 101))).astype(np.float32)
     stack[:, :5] = np.rint(stack[:, :5])  # ties
-    stack[rng.integers(0, frames, 300), rng.integers(0, 37, 300), rng.integers(0, 101, 300)] += rng.uniform(-400, 400, 300).astype(np.float32)
+    stack[rng.integers(0, frames, 300), rng.integers(0, 37, 300), rng.integers(0, 101, 300)] += rng.uniform(
+        -400, 400, 300
+    ).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        clipped = sigma_clip(stack.copy(), sigma_lower=3.0, sigma_upper=2.5, maxiters=1, cenfunc="median", stdfunc="mad_std",
-                             axis=0, masked=False, copy=False)
+        clipped = sigma_clip(
+            stack.copy(),
+            sigma_lower=3.0,
+            sigma_upper=2.5,
+            maxiters=1,
+            cenfunc="median",
+            stdfunc="mad_std",
+            axis=0,
+            masked=False,
+            copy=False,
+        )
     expected = bottleneck.nanmean(clipped, axis=0).astype(np.float32)
     assert np.array_equal(clipped_mean(stack, 3.0, 2.5, block_rows=8), expected)
 

@@ -30,7 +30,7 @@ def grpc_stub_cls(grpc_channel):
 
 @pytest.fixture(scope="module")
 def grpc_servicer(tmp_path_factory):
-    from conftest import write_config
+    from support import write_config
 
     from toros.config import load_config
 
@@ -38,7 +38,9 @@ def grpc_servicer(tmp_path_factory):
     config = load_config(write_config(folder, clock={"rate": 50.0}))
     clock = Clock(rate=50.0)
     journal = Journal(config.database, "telescope", clock)
-    module = DrillTelescope(Services(config, clock, journal, submit=lambda order: journal.submit(order, "dome_control", 50)))
+    module = DrillTelescope(
+        Services(config, clock, journal, submit=lambda order: journal.submit(order, "dome_control", 50))
+    )
     workers = WorkerPool(journal, clock, module.tasks(), 2, "telescope")
     workers.start()
     yield FrontDesk(module, journal, workers, config.storage.root, max_streams=4)

@@ -3,8 +3,9 @@ reasons for unobservable targets, the horizon, dispatch "now", and `toros plan`.
 
 from __future__ import annotations
 
+import itertools
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import astropy.units as u
 import numpy as np
@@ -19,7 +20,7 @@ from astroplan import (
 )
 from astropy.coordinates import SkyCoord, get_body
 from astropy.time import Time
-from conftest import toros_cli
+from support import toros_cli
 
 from toros.site import MACON
 from toros.telescope.astronomy import location_of, night_times
@@ -38,7 +39,9 @@ def random_targets(count: int, seed: int = 3, duration_s: float = 600.0) -> list
     ra = rng.uniform(0, 360, count)
     dec = np.rad2deg(np.arcsin(rng.uniform(-1, 0.5, count)))
     return [
-        PlanTarget(f"t{i}", f"target {i}", float(ra[i]), float(dec[i]), duration_s, int(i % 7 == 0), float(rng.uniform(0, 1)))
+        PlanTarget(
+            f"t{i}", f"target {i}", float(ra[i]), float(dec[i]), duration_s, int(i % 7 == 0), float(rng.uniform(0, 1))
+        )
         for i in range(count)
     ]
 
@@ -47,7 +50,8 @@ def astroplan_violations(blocks, constraints: Constraints) -> list[str]:
     """Checks blocks at their start, end and every minute between with astroplan's own constraints."""
     observer = Observer(location=location_of(MACON))
     checks = [
-        AltitudeConstraint(min=constraints.min_altitude_deg * u.deg), AirmassConstraint(max=constraints.max_airmass),
+        AltitudeConstraint(min=constraints.min_altitude_deg * u.deg),
+        AirmassConstraint(max=constraints.max_airmass),
         AtNightConstraint(max_solar_altitude=constraints.twilight_sun_altitude_deg * u.deg),
         MoonSeparationConstraint(min=constraints.min_moon_separation_deg * u.deg),
     ]
@@ -66,9 +70,9 @@ def astroplan_violations(blocks, constraints: Constraints) -> list[str]:
 def test_night_times_agree_with_astroplan():
     times = night_times(MACON, NIGHT, -12.0)
     observer = Observer(location=location_of(MACON))
-    noon = Time(datetime(2026, 11, 22, 16, 30, tzinfo=timezone.utc))
-    dusk = observer.twilight_evening_nautical(noon, which="next").to_datetime(timezone.utc)
-    dawn = observer.twilight_morning_nautical(noon, which="next").to_datetime(timezone.utc)
+    noon = Time(datetime(2026, 11, 22, 16, 30, tzinfo=UTC))
+    dusk = observer.twilight_evening_nautical(noon, which="next").to_datetime(UTC)
+    dawn = observer.twilight_morning_nautical(noon, which="next").to_datetime(UTC)
     assert abs((times.dusk - dusk).total_seconds()) < 30
     assert abs((times.dawn - dawn).total_seconds()) < 30
     assert times.sunset < times.dusk < times.dawn < times.sunrise
@@ -79,7 +83,7 @@ def test_every_block_meets_every_constraint_and_none_overlap():
     plan, _ = make_plan(targets, MACON, CONSTRAINTS, NIGHT)
     assert len(plan.blocks) > 20
     assert astroplan_violations(plan.blocks, CONSTRAINTS) == []
-    for before, after in zip(plan.blocks, plan.blocks[1:]):
+    for before, after in itertools.pairwise(plan.blocks):
         assert before.end <= after.start
     assert all(plan.start <= b.start and b.end <= plan.end for b in plan.blocks)
     assert len(plan.blocks) + len(plan.unobservable) == len(targets)
@@ -99,7 +103,7 @@ def test_alert_targets_come_before_routine_ones_when_the_night_is_full():
 
 
 def test_unobservable_targets_are_reported_with_the_reason():
-    moon = get_body("moon", Time(datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)))  # geocentric direction
+    moon = get_body("moon", Time(datetime(2026, 11, 23, 3, 0, tzinfo=UTC)))  # geocentric direction
     targets = [
         PlanTarget("polaris", "Polaris", 37.95, 89.26, 300.0),
         PlanTarget("moon", "near the Moon", float(moon.ra.deg), float(moon.dec.deg) + 1.0, 300.0),
@@ -123,26 +127,28 @@ def test_the_local_horizon_is_a_constraint():
 
 
 def test_best_now_prefers_an_observable_alert_target():
-    when = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
     routine = PlanTarget("routine", "routine", 11.888, -25.288, 600.0, priority=0, score=100.0)
     alert = PlanTarget("alert", "alert", 30.0, -35.0, 600.0, priority=1, score=0.1)
     never = PlanTarget("never", "never", 37.95, 89.26, 600.0, priority=1, score=9.0)
     index, why = best_now([routine, alert, never], MACON, CONSTRAINTS, when)
     assert index == 1
     assert why == {"never": "below the altitude, airmass or horizon limit"}
-    index, why = best_now([routine], MACON, CONSTRAINTS, datetime(2026, 11, 22, 20, 0, tzinfo=timezone.utc))
+    index, why = best_now([routine], MACON, CONSTRAINTS, datetime(2026, 11, 22, 20, 0, tzinfo=UTC))
     assert index is None and why["routine"] == "not dark enough for the whole block"
 
 
 def test_replanning_during_the_night_starts_no_block_in_the_past():
-    since = datetime(2026, 11, 23, 4, 0, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
     plan, _ = make_plan(random_targets(60), MACON, CONSTRAINTS, NIGHT, since=since)
     assert plan.blocks and all(b.start >= since for b in plan.blocks)
 
 
 def test_toros_plan_writes_the_plan_and_its_chart(tmp_path):
     csv = tmp_path / "targets.csv"
-    csv.write_text("name,ra_deg,dec_deg,exposure_count,priority\nNGC 253,11.888,-25.288,3,1\nPolaris,37.95,89.26,1,0\nLMC,80.9,-69.75,2,0\n")
+    csv.write_text(
+        "name,ra_deg,dec_deg,exposure_count,priority\nNGC 253,11.888,-25.288,3,1\nPolaris,37.95,89.26,1,0\nLMC,80.9,-69.75,2,0\n"
+    )
     out = tmp_path / "out" / "plan.json"
     result = toros_cli("plan", "--targets", str(csv), "--night", "2026-11-22", "--out", str(out))
     assert result.returncode == 0, result.stderr

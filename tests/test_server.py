@@ -5,15 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import pytest
-from conftest import VENV_BIN, wait_for, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from pki import Authority
-from support import dome_order
+from support import VENV_BIN, dome_order, wait_for, write_config
 
 from toros.client import open_channel
 from toros.config import load_config
@@ -25,7 +22,10 @@ def test_health_serving_and_reflection_lists_the_service(drill):
     with grpc.insecure_channel(f"127.0.0.1:{drill.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "toros.v1.FrontDesk"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=service)).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in answer.list_services_response.service}
@@ -59,19 +59,11 @@ def test_token_is_required_except_for_the_health_check(make_config, start_daemon
         assert list(stub.Watch(pb.WatchRequest(replay_only=True)))
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, Path]:
-    """A throw-away CA with a server certificate for localhost and a client certificate."""
-    authority = Authority(tmp_path_factory.mktemp("pki"))
-    server_cert, server_key = authority.issue("server", ["localhost"])
-    client_cert, client_key = authority.issue("client", [])
-    return {"ca_cert": authority.ca, "server_cert": server_cert, "server_key": server_key,
-            "client_cert": client_cert, "client_key": client_key}
-
-
 def test_tls_and_mutual_tls(make_config, start_daemon, pki):
     tls = {
-        "cert": str(pki["server_cert"]), "key": str(pki["server_key"]), "ca": str(pki["ca_cert"]),
+        "cert": str(pki["server_cert"]),
+        "key": str(pki["server_key"]),
+        "ca": str(pki["ca_cert"]),
         "require_client_cert": True,
     }
     daemon = start_daemon(make_config(security={"tls": tls}))
@@ -84,7 +76,13 @@ def test_tls_and_mutual_tls(make_config, start_daemon, pki):
     mutual = load_config(
         write_config(
             daemon.storage_root.parent,
-            security={"tls": {"ca": str(pki["ca_cert"]), "client_cert": str(pki["client_cert"]), "client_key": str(pki["client_key"])}},
+            security={
+                "tls": {
+                    "ca": str(pki["ca_cert"]),
+                    "client_cert": str(pki["client_cert"]),
+                    "client_key": str(pki["client_key"]),
+                }
+            },
         )
     )
     with open_channel(address, mutual.security) as channel:
@@ -98,10 +96,13 @@ def test_sigterm_stops_gracefully_with_exit_code_0(tmp_path):
     config = write_config(tmp_path, telescope={"port": 0})
     process = subprocess.Popen(
         [str(VENV_BIN / "toros"), "serve", "telescope", "--config", str(config)],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     log = tmp_path / "logs" / "toros.log"
-    line = wait_for(lambda: log.exists() and next((l for l in log.read_text().splitlines() if "listening on" in l), None))
+    line = wait_for(
+        lambda: log.exists() and next((text for text in log.read_text().splitlines() if "listening on" in text), None)
+    )
     port = int(line.split("listening on 127.0.0.1:")[1].split()[0])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)

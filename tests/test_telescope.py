@@ -4,66 +4,54 @@ retraction, commands that make no sense now, safety, a full robotic night, a ful
 
 from __future__ import annotations
 
-import re
 import hashlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from astropy.io import fits
-from conftest import wait_for, write_config
+from support import NIGHT_TIME, SMALL_CAMERA, wait_for, write_config
 
-from toros.config import Config
-from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.server import Daemon
 from toros.telescope.simulators.alpaca import AlpacaSimulator
 
-NIGHT_TIME = "2026-11-23T03:00:00Z"  # Macon: the Sun at -42 deg
 DAY_TIME = "2026-11-22T18:00:00Z"  # local early afternoon
-SMALL_CAMERA = {"width": 64, "height": 48, "overscan": 8, "readout_s": 2.0}
 FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
 HEADER_CONTRACT = (
-    "IMAGETYP", "DATE-OBS", "EXPTIME", "FILTER", "OBJECT", "TELESCOP", "INSTRUME", "OBSERVAT", "SITELAT", "SITELONG",
-    "SITEELEV", "CCD-TEMP", "GAIN", "RDNOISE", "BIASSEC", "TRIMSEC", "WORKORD",
+    "IMAGETYP",
+    "DATE-OBS",
+    "EXPTIME",
+    "FILTER",
+    "OBJECT",
+    "TELESCOP",
+    "INSTRUME",
+    "OBSERVAT",
+    "SITELAT",
+    "SITELONG",
+    "SITEELEV",
+    "CCD-TEMP",
+    "GAIN",
+    "RDNOISE",
+    "BIASSEC",
+    "TRIMSEC",
+    "WORKORD",
 )
 NGC_253 = pb.Target(name="NGC 253", ra_deg=11.888, dec_deg=-25.288, exposure_count=2)
 
 
-def telescope_daemon(config: Config) -> Daemon:
-    return build_daemon("telescope", config)
-
-
-@pytest.fixture
-def telescope(make_config: Callable[..., Config], start_daemon: Callable[..., Daemon]) -> Callable[..., FrontDeskStub]:
-    channels: list[grpc.Channel] = []
-
-    def start(*, at: str = NIGHT_TIME, rate: float = 200.0, storage: str | None = None, **settings: Any) -> FrontDeskStub:
-        telescope = {"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 20.0}} | settings
-        sections: dict[str, Any] = {"clock": {"start": at, "rate": rate}, "telescope": telescope}
-        if storage:
-            sections["storage"] = {"root": storage}
-        daemon = start_daemon(make_config(**sections), telescope_daemon)
-        channel = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
-        channels.append(channel)
-        return FrontDeskStub(channel)
-
-    yield start
-    for channel in channels:
-        channel.close()
-
-
 def run(stub: FrontDeskStub, order: pb.WorkOrder, timeout: float = 60.0) -> pb.WorkOrderStatus:
     receipt = stub.Submit(order)
-    return wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL and s, timeout=timeout)
+    return wait_for(
+        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL and s, timeout=timeout
+    )
 
 
 def finished(stub: FrontDeskStub, id: str) -> pb.WorkOrderStatus | None:
@@ -104,9 +92,22 @@ def devices(stub: FrontDeskStub) -> dict[str, pb.Device]:
 def test_calibration_frames_follow_the_header_contract_and_can_be_fetched(telescope, tmp_path):
     stub = telescope()
     bias = run(stub, pb.WorkOrder(id="bias", take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 2)))
-    dark = run(stub, pb.WorkOrder(id="dark", take_calibrations=calibrations(pb.IMAGE_TYPE_DARK, 2, exposure_time={"seconds": 30})))
-    flat = run(stub, pb.WorkOrder(id="flat", take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1, filter="g", flat_source=pb.FLAT_SOURCE_DOME)))
-    assert [s.state for s in (bias, dark, flat)] == [pb.WORK_ORDER_STATE_DONE] * 3, (bias.message, dark.message, flat.message)
+    dark = run(
+        stub,
+        pb.WorkOrder(id="dark", take_calibrations=calibrations(pb.IMAGE_TYPE_DARK, 2, exposure_time={"seconds": 30})),
+    )
+    flat = run(
+        stub,
+        pb.WorkOrder(
+            id="flat",
+            take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1, filter="g", flat_source=pb.FLAT_SOURCE_DOME),
+        ),
+    )
+    assert [s.state for s in (bias, dark, flat)] == [pb.WORK_ORDER_STATE_DONE] * 3, (
+        bias.message,
+        dark.message,
+        flat.message,
+    )
     assert dark.message == "2 dark frames of 30 s"
     night = tmp_path / "data" / "2026-11-22"
     assert sorted(p.parent for p in night.glob("*.fits")) == [night] * 5
@@ -117,7 +118,11 @@ def test_calibration_frames_follow_the_header_contract_and_can_be_fetched(telesc
     missing = [key for key in HEADER_CONTRACT if key not in header]
     assert missing == []
     assert header["IMAGETYP"] == "DARK" and header["EXPTIME"] == 30.0 and header["WORKORD"] == "dark"
-    assert header["DATE-OBS"].startswith("2026-11-23T03:") and header["BIASSEC"] == "[65:72,1:48]" and header["TRIMSEC"] == "[1:64,1:48]"
+    assert (
+        header["DATE-OBS"].startswith("2026-11-23T03:")
+        and header["BIASSEC"] == "[65:72,1:48]"
+        and header["TRIMSEC"] == "[1:64,1:48]"
+    )
     assert header["OBSERVAT"] == "macon" and header["SITELAT"] == -24.62
     with fits.open(flat.products[0].path) as hdus:
         assert hdus[0].header["FILTER"] == "g" and hdus[0].header["FLATSRC"] == "dome"
@@ -136,27 +141,48 @@ def test_calibration_frames_follow_the_header_contract_and_can_be_fetched(telesc
 def test_commands_that_make_no_sense_now_fail_with_failed_precondition(telescope):
     day = telescope(at=DAY_TIME)
     assert "the Sun is at +" in refused(day, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN)))
-    assert "sky flats need the dome open" in refused(day, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 3)))
+    assert "sky flats need the dome open" in refused(
+        day, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 3))
+    )
     night = telescope()
-    assert run(night, pb.WorkOrder(id="open", night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
-    assert "close it before taking bias and dark frames" in refused(night, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_PREPARE)))
+    assert (
+        run(night, pb.WorkOrder(id="open", night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
+    )
+    assert "close it before taking bias and dark frames" in refused(
+        night, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_PREPARE))
+    )
     assert "dome flats need the dome closed" in refused(
         night, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1, flat_source=pb.FLAT_SOURCE_DOME))
     )
-    assert "outside the sky-flat band" in refused(night, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1)))
+    assert "outside the sky-flat band" in refused(
+        night, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1))
+    )
     # A known id is answered with its receipt even when the state has changed since.
     assert night.Submit(pb.WorkOrder(id="open", night_operation=step(pb.NIGHT_STEP_OPEN))).already_known
-    stormy = telescope(weather={"bad_weather": [{"start": "2026-11-23T00:00:00Z", "end": "2026-11-23T09:00:00Z", "reason": "wind 80 km/h"}]})
-    assert "weather is unsafe: wind 80 km/h" in refused(stormy, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)))
+    stormy = telescope(
+        weather={
+            "bad_weather": [{"start": "2026-11-23T00:00:00Z", "end": "2026-11-23T09:00:00Z", "reason": "wind 80 km/h"}]
+        }
+    )
+    assert "weather is unsafe: wind 80 km/h" in refused(
+        stormy, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN))
+    )
 
 
 def test_observing_targets_in_manual_mode(telescope, tmp_path):
     stub = telescope()
     assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
     polaris = pb.Target(name="Polaris", ra_deg=37.95, dec_deg=89.26)
-    status = run(stub, pb.WorkOrder(id="obs", observe_targets=pb.ObserveTargets(targets=[NGC_253, polaris], alert_id="S261123a", drill=True)))
+    status = run(
+        stub,
+        pb.WorkOrder(
+            id="obs", observe_targets=pb.ObserveTargets(targets=[NGC_253, polaris], alert_id="S261123a", drill=True)
+        ),
+    )
     assert status.state == pb.WORK_ORDER_STATE_DONE
-    assert status.message.startswith("1 of 2 targets observed (2 frames); Polaris: unobservable, never above the altitude")
+    assert status.message.startswith(
+        "1 of 2 targets observed (2 frames); Polaris: unobservable, never above the altitude"
+    )
     lights = [p.path for p in status.products if p.kind == "raw_light"]
     assert len(lights) == 2
     with fits.open(lights[0]) as hdus:
@@ -166,13 +192,19 @@ def test_observing_targets_in_manual_mode(telescope, tmp_path):
     assert 30 < header["ALTITUDE"] < 90
     assert header["AIRMASS"] == pytest.approx(1 / math.sin(math.radians(header["ALTITUDE"])), rel=1e-3)
     assert header["FILTER"] == "r" and header["EXPTIME"] == 60.0
-    assert (tmp_path / "data" / "2026-11-22" / "plan.json").exists() and (tmp_path / "data" / "2026-11-22" / "plan.png").exists()
-    wait_for(lambda: devices(stub)["mount"].message.startswith("tracking at 11.89 -25.29"), timeout=10)  # next device look
+    assert (tmp_path / "data" / "2026-11-22" / "plan.json").exists() and (
+        tmp_path / "data" / "2026-11-22" / "plan.png"
+    ).exists()
+    wait_for(
+        lambda: devices(stub)["mount"].message.startswith("tracking at 11.89 -25.29"), timeout=10
+    )  # next device look
 
 
 def test_a_retraction_drops_the_targets(telescope):
     stub = telescope(at=DAY_TIME)  # targets wait for the night
-    stub.Submit(pb.WorkOrder(id="alert-targets", observe_targets=pb.ObserveTargets(targets=[NGC_253], alert_id="S261123a")))
+    stub.Submit(
+        pb.WorkOrder(id="alert-targets", observe_targets=pb.ObserveTargets(targets=[NGC_253], alert_id="S261123a"))
+    )
     wait_for(lambda: "1 targets pending" in stub.GetStatus(pb.GetStatusRequest()).message)
     stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id="alert-targets", reason="RETRACTION of S261123a"))
     final = wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="alert-targets"))).state in FINAL and s)
@@ -183,13 +215,17 @@ def test_a_retraction_drops_the_targets(telescope):
 def test_an_alert_target_pre_empts_a_routine_target(telescope):
     stub = telescope(rate=100.0)
     run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN)))
-    routine = pb.Target(name="routine field", ra_deg=40.0, dec_deg=-30.0, exposure_count=6, exposure_time={"seconds": 30})
+    routine = pb.Target(
+        name="routine field", ra_deg=40.0, dec_deg=-30.0, exposure_count=6, exposure_time={"seconds": 30}
+    )
     stub.Submit(pb.WorkOrder(id="routine", observe_targets=pb.ObserveTargets(targets=[routine])))
     wait_for(lambda: images(stub, "routine"), timeout=30)
-    alert = pb.Target(name="host galaxy", ra_deg=11.888, dec_deg=-25.288, exposure_count=2, exposure_time={"seconds": 30})
+    alert = pb.Target(
+        name="host galaxy", ra_deg=11.888, dec_deg=-25.288, exposure_count=2, exposure_time={"seconds": 30}
+    )
     stub.Submit(pb.WorkOrder(id="alert", observe_targets=pb.ObserveTargets(targets=[alert], alert_id="S261123b")))
     for id in ("routine", "alert"):
-        wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).state in FINAL, timeout=60)
+        wait_for(lambda id=id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).state in FINAL, timeout=60)
     order = [e.image_ready.object for e in images(stub)]
     first_alert = order.index("host galaxy")
     assert 1 <= first_alert < 6, order
@@ -199,7 +235,8 @@ def test_an_alert_target_pre_empts_a_routine_target(telescope):
 
 def test_bad_weather_closes_the_dome_and_parks_the_mount(telescope):
     stub = telescope(
-        rate=100.0, safety={"poll_s": 20.0},
+        rate=100.0,
+        safety={"poll_s": 20.0},
         weather={"bad_weather": [{"start": "2026-11-23T03:05:00Z", "end": "2026-11-23T09:00:00Z", "reason": "rain"}]},
     )
     run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN)))
@@ -208,16 +245,23 @@ def test_bad_weather_closes_the_dome_and_parks_the_mount(telescope):
     status = stub.GetStatus(pb.GetStatusRequest())
     assert "safety: weather: rain" in status.message
     wait_for(lambda: devices(stub)["mount"].state == pb.DEVICE_STATE_PARKED)
-    updates = [e.device_update.device for e in stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_DEVICE_UPDATE]))]
+    updates = [
+        e.device_update.device
+        for e in stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_DEVICE_UPDATE]))
+    ]
     assert any(d.name == "weather" and "unsafe: rain" in d.message for d in updates)
     assert "weather is unsafe: rain" in refused(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN)))
 
 
 def test_the_robotic_night_runs_from_afternoon_to_morning(telescope, tmp_path):
     stub = telescope(
-        at="2026-11-22T21:30:00Z", rate=2000.0, mode="robotic",
+        at="2026-11-22T21:30:00Z",
+        rate=2000.0,
+        mode="robotic",
         calibrations={"bias_count": 2, "dark_count": 1, "flat_count": 2},
-        weather={"bad_weather": [{"start": "2026-11-23T02:00:00Z", "end": "2026-11-23T02:30:00Z", "reason": "humidity 95%"}]},
+        weather={
+            "bad_weather": [{"start": "2026-11-23T02:00:00Z", "end": "2026-11-23T02:30:00Z", "reason": "humidity 95%"}]
+        },
         safety={"reopen_after_s": 1200.0},
     )
     targets = [pb.Target(name=f"field {i}", ra_deg=ra, dec_deg=-30.0) for i, ra in enumerate((20.0, 60.0, 100.0))]
@@ -226,14 +270,26 @@ def test_the_robotic_night_runs_from_afternoon_to_morning(telescope, tmp_path):
     assert wait_for(lambda: finished(stub, close), timeout=90).state == pb.WORK_ORDER_STATE_DONE
     steps = {
         id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))
-        for id in ("night-2026-11-22-prepare", "night-2026-11-22-open-0", "night-2026-11-22-evening-flats-r",
-                   "night-2026-11-22-open-1", "night-2026-11-22-morning-flats-r", "tonight")
+        for id in (
+            "night-2026-11-22-prepare",
+            "night-2026-11-22-open-0",
+            "night-2026-11-22-evening-flats-r",
+            "night-2026-11-22-open-1",
+            "night-2026-11-22-morning-flats-r",
+            "tonight",
+        )
     }
-    assert {id: pb.WorkOrderState.Name(s.state) for id, s in steps.items()} == dict.fromkeys(steps, "WORK_ORDER_STATE_DONE")
+    assert {id: pb.WorkOrderState.Name(s.state) for id, s in steps.items()} == dict.fromkeys(
+        steps, "WORK_ORDER_STATE_DONE"
+    )
     assert steps["tonight"].message == "3 of 3 targets observed (3 frames)"
     times = {id: s.start_time.ToDatetime() for id, s in steps.items()}
-    assert times["night-2026-11-22-prepare"] < times["night-2026-11-22-open-0"] < times["night-2026-11-22-evening-flats-r"]
-    assert times["night-2026-11-22-open-1"].hour == 2 and times["night-2026-11-22-open-1"].minute >= 50, "reopened after 20 min of safe weather"
+    assert (
+        times["night-2026-11-22-prepare"] < times["night-2026-11-22-open-0"] < times["night-2026-11-22-evening-flats-r"]
+    )
+    assert times["night-2026-11-22-open-1"].hour == 2 and times["night-2026-11-22-open-1"].minute >= 50, (
+        "reopened after 20 min of safe weather"
+    )
     kinds = [(e.image_ready.image_type, e.work_order_id) for e in images(stub)]
     assert kinds.count((pb.IMAGE_TYPE_BIAS, "night-2026-11-22-prepare")) == 2
     assert kinds.count((pb.IMAGE_TYPE_FLAT, "night-2026-11-22-evening-flats-r")) == 2
@@ -263,22 +319,31 @@ def test_real_drivers_a_lost_mount_is_a_fault_and_safety_closes(telescope):
     dome_simulator = DomeProtocolSimulator(SimulatedDome(clock, shutter_s=20.0))
     with PtyServer(mount_simulator) as mount_port, PtyServer(dome_simulator) as dome_port:
         stub = telescope(
-            rate=100.0, safety={"poll_s": 10.0},
+            rate=100.0,
+            safety={"poll_s": 10.0},
             mount={"driver": "lx200", "port": mount_port.path, "timeout_s": 0.2, "retries": 1},
             dome={"driver": "serial", "port": dome_port.path, "timeout_s": 0.5},
         )
-        assert {n: (d.driver, pb.DeviceState.Name(d.state)) for n, d in devices(stub).items() if n in ("mount", "dome")} == {
-            "mount": ("lx200", "DEVICE_STATE_IDLE"), "dome": ("serial", "DEVICE_STATE_PARKED"),
+        assert {
+            n: (d.driver, pb.DeviceState.Name(d.state)) for n, d in devices(stub).items() if n in ("mount", "dome")
+        } == {
+            "mount": ("lx200", "DEVICE_STATE_IDLE"),
+            "dome": ("serial", "DEVICE_STATE_PARKED"),
         }
         assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
-        assert run(stub, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_SLEW, azimuth_deg=90.0))).message == "dome at azimuth 90.0"
+        assert (
+            run(stub, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_SLEW, azimuth_deg=90.0))).message
+            == "dome at azimuth 90.0"
+        )
         mount_simulator.silent = True  # the mount's cable is cut
         mount = wait_for(lambda: (d := devices(stub)["mount"]).state == pb.DEVICE_STATE_FAULT and d, timeout=30)
         # The cable may be cut in the middle of a look at the mount (position, then slewing): the fault names
         # whichever of those commands went unanswered.
         assert re.search(r"no valid reply to ':(GR|GD|D)#' after 2 attempts", mount.message), mount.message
         wait_for(lambda: devices(stub)["dome"].message.startswith("shutter closed"), timeout=30)
-        assert "mount is in FAULT" in refused(stub, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN)))
+        assert "mount is in FAULT" in refused(
+            stub, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_OPEN))
+        )
         mount_simulator.silent = False  # repaired: an operator's close reconnects and clears the fault
         assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_CLOSE))).state == pb.WORK_ORDER_STATE_DONE
         assert devices(stub)["mount"].state != pb.DEVICE_STATE_FAULT
@@ -299,14 +364,22 @@ def test_real_drivers_over_alpaca_and_an_unsafe_safety_monitor(telescope):
     clock = Clock(rate=100.0)
     safety = SafetyState()
     devices_served = {
-        "telescope": SimulatedMount(clock), "dome": SimulatedDome(clock, shutter_s=20.0),
+        "telescope": SimulatedMount(clock),
+        "dome": SimulatedDome(clock, shutter_s=20.0),
         "camera": SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5)),
-        "filterwheel": SimulatedFilterWheel(clock, ("clear", "r"), 1.0), "safetymonitor": safety,
+        "filterwheel": SimulatedFilterWheel(clock, ("clear", "r"), 1.0),
+        "safetymonitor": safety,
     }
     with AlpacaSimulator(devices_served) as alpaca:
         link = {"driver": "alpaca", "url": alpaca.url}
         stub = telescope(
-            rate=100.0, safety={"poll_s": 10.0}, mount=link, dome=link, camera=link | {"overscan": 8}, filter_wheel=link, weather=link,
+            rate=100.0,
+            safety={"poll_s": 10.0},
+            mount=link,
+            dome=link,
+            camera=link | {"overscan": 8},
+            filter_wheel=link,
+            weather=link,
         )
         assert {d.driver for d in devices(stub).values()} == {"alpaca"}
         assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
@@ -328,7 +401,8 @@ def test_a_hung_driver_trips_the_watchdog_and_the_dome_closes(telescope):
     camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5))
     with AlpacaSimulator({"camera": camera}) as alpaca:
         stub = telescope(
-            rate=100.0, safety={"poll_s": 10.0, "watchdog_s": 120.0},
+            rate=100.0,
+            safety={"poll_s": 10.0, "watchdog_s": 120.0},
             camera={"driver": "alpaca", "url": alpaca.url, "overscan": 8, "image_timeout_s": 20.0},
         )
         run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN)))
@@ -352,15 +426,20 @@ def test_a_full_disk_stops_exposures_and_leaves_no_partial_file(telescope, tiny_
     assert len(status.products) == len(stored)
     camera = devices(stub)["camera"]
     assert camera.state == pb.DEVICE_STATE_FAULT and "No space left on device" in camera.message
-    assert "No space left on device" in refused(stub, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1)))
+    assert "No space left on device" in refused(
+        stub, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1))
+    )
     for path in stored:
         path.unlink()  # an operator makes room: exposures resume
-    assert run(stub, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1))).state == pb.WORK_ORDER_STATE_DONE
+    assert (
+        run(stub, pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1))).state == pb.WORK_ORDER_STATE_DONE
+    )
 
 
 def test_kill_9_in_the_middle_of_a_target_then_no_frame_is_taken_twice(tmp_path):
     config = write_config(
-        tmp_path, clock={"start": NIGHT_TIME, "rate": 50.0},
+        tmp_path,
+        clock={"start": NIGHT_TIME, "rate": 50.0},
         telescope={"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 10.0}},
     )
     support = Path(__file__).with_name("support.py")
@@ -368,7 +447,9 @@ def test_kill_9_in_the_middle_of_a_target_then_no_frame_is_taken_twice(tmp_path)
     def launch() -> tuple[subprocess.Popen, FrontDeskStub, grpc.Channel]:
         port_file = tmp_path / "port"
         port_file.unlink(missing_ok=True)
-        process = subprocess.Popen([sys.executable, str(support), str(config), str(port_file), "real"], stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, str(support), str(config), str(port_file), "real"], stderr=subprocess.DEVNULL
+        )
         port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), timeout=60))
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         return process, FrontDeskStub(channel), channel
@@ -383,8 +464,12 @@ def test_kill_9_in_the_middle_of_a_target_then_no_frame_is_taken_twice(tmp_path)
     channel.close()
     process, stub, channel = launch()
     try:
-        run(stub, pb.WorkOrder(id="open-again", night_operation=step(pb.NIGHT_STEP_OPEN)))  # the simulated dome restarts closed
-        status = wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=90)
+        run(
+            stub, pb.WorkOrder(id="open-again", night_operation=step(pb.NIGHT_STEP_OPEN))
+        )  # the simulated dome restarts closed
+        status = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=90
+        )
         assert status.state == pb.WORK_ORDER_STATE_DONE and status.attempts == 2
         assert status.message == "1 of 1 targets observed (8 frames)"
         frames = images(stub, "long")

@@ -4,7 +4,7 @@ ASCOM Alpaca over HTTP against the Alpaca simulator; and the simulators' own tim
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -44,7 +44,7 @@ from toros.telescope.simulators.serial import (
     PtyServer,
 )
 
-START = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -65,8 +65,12 @@ def until(predicate, timeout: float = 10.0) -> None:
 @pytest.mark.parametrize(
     "reply, degrees",
     [
-        (b"12:30:00#", 187.5), (b"12:30.0#", 187.5), (b"00:00:01#", 15 / 3600), (b"23:59:59#", 359.99583333),
-        (b"24:00:00#", 0.0), (b"06:15.5#", 93.875),
+        (b"12:30:00#", 187.5),
+        (b"12:30.0#", 187.5),
+        (b"00:00:01#", 15 / 3600),
+        (b"23:59:59#", 359.99583333),
+        (b"24:00:00#", 0.0),
+        (b"06:15.5#", 93.875),
     ],
 )
 def test_lx200_right_ascension_in_both_precisions(reply, degrees):
@@ -76,8 +80,14 @@ def test_lx200_right_ascension_in_both_precisions(reply, degrees):
 @pytest.mark.parametrize(
     "reply, degrees",
     [
-        (b"+45*30:00#", 45.5), (b"-17\xdf51:36#", -17.86), (b"-00*30:00#", -0.5), (b"+89:59:59#", 89.99972222),
-        (b"-25*17#", -25.28333333), ("+10°05:00#".encode(), 10.08333333), (b"+10*05'00#", 10.08333333), (b"45*00#", 45.0),
+        (b"+45*30:00#", 45.5),
+        (b"-17\xdf51:36#", -17.86),
+        (b"-00*30:00#", -0.5),
+        (b"+89:59:59#", 89.99972222),
+        (b"-25*17#", -25.28333333),
+        ("+10°05:00#".encode(), 10.08333333),
+        (b"+10*05'00#", 10.08333333),
+        (b"45*00#", 45.0),
     ],
 )
 def test_lx200_declination_in_every_dialect(reply, degrees):
@@ -201,9 +211,11 @@ def test_serial_dome_errors_and_garbage(clock):
 def alpaca(clock):
     mount = SimulatedMount(clock)
     devices = {
-        "telescope": mount, "dome": SimulatedDome(clock, shutter_s=20.0),
+        "telescope": mount,
+        "dome": SimulatedDome(clock, shutter_s=20.0),
         "camera": SimulatedCamera(clock, Sensor(width=40, height=30, overscan=6), 2.0, lambda: Light(200.0, 2)),
-        "filterwheel": SimulatedFilterWheel(clock, ("clear", "g", "r"), change_s=2.0), "safetymonitor": SafetyState(),
+        "filterwheel": SimulatedFilterWheel(clock, ("clear", "g", "r"), change_s=2.0),
+        "safetymonitor": SafetyState(),
     }
     with AlpacaSimulator(devices) as simulator:
         yield simulator
@@ -213,7 +225,10 @@ def test_alpaca_mount_and_dome(alpaca):
     mount = AlpacaMount(MountLink(driver="alpaca", url=alpaca.url))
     mount.connect()
     assert mount.parked()
-    with pytest.raises(CommandRefused, match=r"mount \(http://127.0.0.1:\d+\): SlewToCoordinatesAsync: Alpaca error 0x40B: the mount is parked"):
+    with pytest.raises(
+        CommandRefused,
+        match=r"mount \(http://127.0.0.1:\d+\): SlewToCoordinatesAsync: Alpaca error 0x40B: the mount is parked",
+    ):
         mount.slew_to(30.0, -40.0)
     mount.unpark()
     mount.slew_to(30.0, -40.0)
@@ -231,7 +246,9 @@ def test_alpaca_mount_and_dome(alpaca):
 def test_alpaca_error_numbers_become_clear_messages(alpaca):
     dome = AlpacaDome(DomeLink(driver="alpaca", url=alpaca.url))
     alpaca.faults[("dome", "closeshutter")] = (0x500, "shutter motor overcurrent")
-    with pytest.raises(DeviceError, match=r"dome \(http://127.0.0.1:\d+\): CloseShutter: Alpaca error 0x500: shutter motor overcurrent"):
+    with pytest.raises(
+        DeviceError, match=r"dome \(http://127.0.0.1:\d+\): CloseShutter: Alpaca error 0x500: shutter motor overcurrent"
+    ):
         dome.close_shutter()
     alpaca.faults[("dome", "slewtoazimuth")] = (0x40B, "the dome is slaved to the mount")
     with pytest.raises(CommandRefused, match="SlewToAzimuth: Alpaca error 0x40B: the dome is slaved"):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import wait_for
-from support import dome_order
+from support import dome_order, wait_for
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 
 DONE, FAILED, CANCELLED, QUEUED, RUNNING = (
-    pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED,
-    pb.WORK_ORDER_STATE_QUEUED, pb.WORK_ORDER_STATE_RUNNING,
+    pb.WORK_ORDER_STATE_DONE,
+    pb.WORK_ORDER_STATE_FAILED,
+    pb.WORK_ORDER_STATE_CANCELLED,
+    pb.WORK_ORDER_STATE_QUEUED,
+    pb.WORK_ORDER_STATE_RUNNING,
 )
 
 
@@ -36,7 +38,12 @@ def test_work_order_runs_to_done_with_progress_and_history(stub):
     events = list(stub.Watch(pb.WatchRequest(work_order_id="dome-1", replay_only=True)))
     states = [e.work_order_update.state for e in events]
     assert states[0] == QUEUED and states[1] == RUNNING and states[-1] == DONE
-    assert [e.work_order_update.progress_percent for e in events if e.work_order_update.message.startswith("step")] == [25, 50, 75, 100]
+    assert [e.work_order_update.progress_percent for e in events if e.work_order_update.message.startswith("step")] == [
+        25,
+        50,
+        75,
+        100,
+    ]
 
 
 def test_server_assigns_an_id_when_empty(stub):
@@ -70,7 +77,9 @@ def test_products_and_domain_events_are_journaled(stub, drill):
 
 
 def test_a_failing_handler_fails_its_work_order_with_the_reason(stub):
-    stub.Submit(pb.WorkOrder(id="bad", observe_targets=pb.ObserveTargets(targets=[pb.Target(name="fail", ra_deg=1, dec_deg=1)])))
+    stub.Submit(
+        pb.WorkOrder(id="bad", observe_targets=pb.ObserveTargets(targets=[pb.Target(name="fail", ra_deg=1, dec_deg=1)]))
+    )
     status = final_status(stub, "bad")
     assert status.state == FAILED
     assert status.message == "targets[0]: cannot observe fail"
@@ -109,7 +118,10 @@ def test_higher_priority_runs_first(make_config, start_daemon):
         stub.Submit(dome_order("normal"))
         for id in ("low", "high", "normal"):
             final_status(stub, id, timeout=30)
-        starts = {id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).start_time.ToNanoseconds() for id in ("low", "high", "normal")}
+        starts = {
+            id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).start_time.ToNanoseconds()
+            for id in ("low", "high", "normal")
+        }
         assert starts["high"] < starts["normal"] < starts["low"]
 
 

@@ -13,12 +13,12 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import yaml
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from toros import MODULES, __version__
 from toros.config import Config, load_config
@@ -47,12 +47,24 @@ def _option(field: FieldDescriptor) -> str:
 
 def _enum_choices(field: FieldDescriptor) -> list[str]:
     prefix = _enum_prefix(field)
-    return [v.name[len(prefix):].lower() for v in field.enum_type.values if v.number != 0]
+    return [v.name[len(prefix) :].lower() for v in _enum_type(field).values if v.number != 0]
 
 
 def _enum_prefix(field: FieldDescriptor) -> str:
-    zero = field.enum_type.values_by_number[0].name
+    zero = _enum_type(field).values_by_number[0].name
     return zero[: -len("UNSPECIFIED")]
+
+
+def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    assert field.enum_type is not None, f"{field.name} is an enum field"
+    return field.enum_type
+
+
+def _task_descriptor(task: str) -> Descriptor:
+    """The message type of one task of WorkOrder.task."""
+    descriptor = pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type
+    assert descriptor is not None, f"{task} is a message field"
+    return cast(Descriptor, descriptor)
 
 
 def _add_task_options(parser: argparse.ArgumentParser, descriptor: Descriptor) -> None:
@@ -112,7 +124,7 @@ def build_work_order(args: argparse.Namespace) -> pb.WorkOrder:
         except (yaml.YAMLError, json_format.ParseError, TypeError) as exc:
             raise CliError(f"{args.file}: not a valid work order: {exc}", 2) from None
     if args.task:
-        descriptor = pb.WorkOrder.DESCRIPTOR.fields_by_name[args.task].message_type
+        descriptor = _task_descriptor(args.task)
         task = {}
         for field in descriptor.fields:
             value = getattr(args, f"field_{field.name}", None)
@@ -239,7 +251,9 @@ def cmd_work_order(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     stub, address = _stub(args, args.module)
     try:
-        _print_status(stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=args.id, reason=args.reason), timeout=UNARY_TIMEOUT))
+        _print_status(
+            stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=args.id, reason=args.reason), timeout=UNARY_TIMEOUT)
+        )
     except grpc.RpcError as exc:
         raise _explain(exc, args.module, address) from None
     return 0
@@ -247,7 +261,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def describe_event(event: pb.Event) -> str:
     kind = event.WhichOneof("kind") or "unknown"
-    body = json_format.MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind != "unknown" else {}
+    body = (
+        json_format.MessageToDict(getattr(event, kind), preserving_proto_field_name=True) if kind != "unknown" else {}
+    )
     detail = " ".join(f"{k}={v}" for k, v in body.items())
     when = event.time.ToDatetime().strftime("%H:%M:%S")
     return f"#{event.sequence} {when} {event.work_order_id or '-'} {kind} {detail}"
@@ -257,7 +273,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     stub, address = _stub(args, args.module)
-    kinds = [pb.EventKind.Value("EVENT_KIND_" + kind.upper()) for kind in args.kind or []]
+    kinds = ["EVENT_KIND_" + kind.upper() for kind in args.kind or []]
     request = pb.WatchRequest(after_sequence=args.after, work_order_id=args.work_order or "", kinds=kinds)
     stream = stub.Watch(request)
     outcome = 0
@@ -266,14 +282,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for event in stream:
                 print(describe_event(event), flush=True)
             return 0
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, transient=False) as progress:
             bar = progress.add_task(args.work_order, total=100)
             for event in stream:
                 kind = event.WhichOneof("kind")
                 if kind == "work_order_update":
                     update = event.work_order_update
-                    progress.update(bar, completed=update.progress_percent, description=f"{args.work_order}: {update.message}")
+                    progress.update(
+                        bar, completed=update.progress_percent, description=f"{args.work_order}: {update.message}"
+                    )
                     if update.state in FINAL:
                         progress.console.print(f"{args.work_order}: {_state(update.state)}: {update.message}")
                         outcome = 0 if update.state == pb.WORK_ORDER_STATE_DONE else 1
@@ -281,7 +304,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         return outcome
                 elif kind == "calibration_progress":
                     cp = event.calibration_progress
-                    progress.update(bar, completed=cp.percent, description=f"{args.work_order}: {cp.stage} {cp.frames_done}/{cp.frames_total}")
+                    progress.update(
+                        bar,
+                        completed=cp.percent,
+                        description=f"{args.work_order}: {cp.stage} {cp.frames_done}/{cp.frames_total}",
+                    )
                 else:
                     progress.console.print(describe_event(event))
     except grpc.RpcError as exc:
@@ -314,7 +341,9 @@ def cmd_alert_replay(args: argparse.Namespace) -> int:
             continue
         print(f"{name}: {receipt.id}")
         if args.wait:
-            while (status := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id), timeout=UNARY_TIMEOUT)).state not in FINAL:
+            while (
+                status := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id), timeout=UNARY_TIMEOUT)
+            ).state not in FINAL:
                 time.sleep(0.2)
             print(f"  {_state(status.state)}: {status.message}")
             failures += status.state != pb.WORK_ORDER_STATE_DONE
@@ -380,8 +409,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan.start is None:
         print(f"night {plan.night} at {config.telescope.site.name}: no dark time")
     else:
-        print(f"night {plan.night} at {config.telescope.site.name}: dark from {plan.start:%H:%M} to {plan.end:%H:%M} UTC")
-    print(f"{len(plan.blocks)} of {len(result.targets)} targets planned; plan in {result.json_path}, chart in {result.png_path}")
+        print(
+            f"night {plan.night} at {config.telescope.site.name}: dark from {plan.start:%H:%M} to {plan.end:%H:%M} UTC"
+        )
+    print(
+        f"{len(plan.blocks)} of {len(result.targets)} targets planned; plan in {result.json_path}, chart in {result.png_path}"
+    )
     names = {t.key: t.name for t in result.targets}
     for key, reason in plan.unobservable.items():
         print(f"  not observable: {names[key]} (line {key}): {reason}")
@@ -411,13 +444,19 @@ def _add_submit_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--config", default=default(None), help="config file (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
-    parser.add_argument("--address", default=default(None), help="host:port of the daemon, instead of the one in the config")
+    parser.add_argument(
+        "--config", default=default(None), help="config file (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)"
+    )
+    parser.add_argument(
+        "--address", default=default(None), help="host:port of the daemon, instead of the one in the config"
+    )
     parser.add_argument("--file", default=default(None), help="a whole work order as YAML or JSON (proto field names)")
     parser.add_argument("--id", default=default(None), help="idempotency key (default: assigned by the daemon)")
     parser.add_argument("--priority", type=int, default=default(None), help="0-100, higher first (default 50)")
     parser.add_argument("--requester", default=default(None), help="who asks (default toros-cli)")
-    parser.add_argument("--wait", action="store_true", default=default(False), help="follow the work order until it finishes")
+    parser.add_argument(
+        "--wait", action="store_true", default=default(False), help="follow the work order until it finishes"
+    )
 
 
 def _sequence(text: str) -> int:
@@ -449,7 +488,7 @@ def parser() -> argparse.ArgumentParser:
     _add_submit_options(submit, suppress=False)
     tasks = submit.add_subparsers(dest="task", metavar="TASK")
     for task, module in TASK_MODULES.items():
-        descriptor = pb.WorkOrder.DESCRIPTOR.fields_by_name[task].message_type
+        descriptor = _task_descriptor(task)
         task_parser = tasks.add_parser(task, help=f"{module}: {descriptor.name}")
         _add_submit_options(task_parser, suppress=True)
         _add_task_options(task_parser, descriptor)
@@ -477,14 +516,28 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--wait", action="store_true", help="wait for each to be processed")
     replay.set_defaults(run=cmd_alert_replay)
     ingest = alert_commands.add_parser("ingest-catalog", help="build the galaxy catalog's index ahead of time")
-    ingest.add_argument("file", nargs="?", help="GLADE+ text, GLADE 2.3 / CSV, or GWGC (default: the config's alert.catalog)")
-    ingest.add_argument("--config", help="config file whose alert.catalog to index (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
+    ingest.add_argument(
+        "file", nargs="?", help="GLADE+ text, GLADE 2.3 / CSV, or GWGC (default: the config's alert.catalog)"
+    )
+    ingest.add_argument(
+        "--config",
+        help="config file whose alert.catalog to index (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)",
+    )
     ingest.set_defaults(run=cmd_alert_ingest)
 
     plan = commands.add_parser("plan", parents=[common], help="plan a night for a CSV of targets (JSON + PNG chart)")
-    plan.add_argument("--targets", required=True, metavar="FILE.csv", help="columns name, ra_deg, dec_deg [, exposure_time_s, exposure_count, priority, score]")
-    plan.add_argument("--night", required=True, metavar="YYYY-MM-DD", help="the night's date (local date at noon before it)")
-    plan.add_argument("--out", required=True, metavar="plan.json", help="where to write the plan; the chart goes beside it as .png")
+    plan.add_argument(
+        "--targets",
+        required=True,
+        metavar="FILE.csv",
+        help="columns name, ra_deg, dec_deg [, exposure_time_s, exposure_count, priority, score]",
+    )
+    plan.add_argument(
+        "--night", required=True, metavar="YYYY-MM-DD", help="the night's date (local date at noon before it)"
+    )
+    plan.add_argument(
+        "--out", required=True, metavar="plan.json", help="where to write the plan; the chart goes beside it as .png"
+    )
     plan.set_defaults(run=cmd_plan)
 
     watch = commands.add_parser("watch", parents=[client], help="follow a daemon's events")

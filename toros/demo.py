@@ -54,7 +54,13 @@ class ChainResult:
 
 
 def write_config(
-    folder: Path, *, frame: int, rate: float, galaxies: int, clock_start: str = CLOCK_START, exposure_s: float = 60.0,
+    folder: Path,
+    *,
+    frame: int,
+    rate: float,
+    galaxies: int,
+    clock_start: str = CLOCK_START,
+    exposure_s: float = 60.0,
 ) -> Path:
     """A node config with free loopback ports and everything under ``folder`` (started afresh)."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -68,18 +74,36 @@ def write_config(
         "storage": {"root": "data"},
         "clock": {"start": clock_start, "rate": rate},
         "alert": {
-            "port": ports["alert"], "catalog": catalog.name, "process_test_alerts": True, "targets_per_observatory": 6,
+            "port": ports["alert"],
+            "catalog": catalog.name,
+            "process_test_alerts": True,
+            "targets_per_observatory": 6,
             "exposure": {"exposure_time_s": exposure_s, "exposure_count": 2, "filter": "r"},
-            "observatories": [{"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650,
-                               "telescope": f"127.0.0.1:{ports['telescope']}"}],
+            "observatories": [
+                {
+                    "name": "macon",
+                    "latitude": -24.62,
+                    "longitude": -67.32,
+                    "elevation": 4650,
+                    "telescope": f"127.0.0.1:{ports['telescope']}",
+                }
+            ],
         },
         "telescope": {
-            "port": ports["telescope"], "mode": "robotic",
+            "port": ports["telescope"],
+            "mode": "robotic",
             "camera": {"width": frame, "height": frame, "overscan": max(8, frame // 32), "readout_s": 5.0},
-            "calibrations": {"bias_count": 5, "dark_count": 5, "dark_times_s": [exposure_s], "flat_count": 5, "flat_filters": ["r"]},
+            "calibrations": {
+                "bias_count": 5,
+                "dark_count": 5,
+                "dark_times_s": [exposure_s],
+                "flat_count": 5,
+                "flat_filters": ["r"],
+            },
         },
         "preprocessor": {
-            "port": ports["preprocessor"], "http": f"http://127.0.0.1:{ports['preprocessor']}",
+            "port": ports["preprocessor"],
+            "http": f"http://127.0.0.1:{ports['preprocessor']}",
             "follow": [{"name": "macon", "address": f"127.0.0.1:{ports['telescope']}"}],
         },
     }
@@ -94,7 +118,10 @@ def wait_serving(port: int, logs: Path, timeout: float = 120.0) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -146,8 +173,12 @@ class Node:
             channel.close()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "toros.cli", *args, "--config", str(self.config)],
-                              capture_output=True, text=True, cwd=self.folder)
+        return subprocess.run(
+            [sys.executable, "-m", "toros.cli", *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+        )
 
     def work_orders(self, module: str, task: str) -> dict[str, pb.WorkOrderUpdate]:
         """The latest update of each work order of ``task`` (from the event journal)."""
@@ -159,7 +190,9 @@ class Node:
         return latest
 
     def light_frames(self) -> list[pb.ImageReady]:
-        events = self.stub("telescope").Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]), timeout=30)
+        events = self.stub("telescope").Watch(
+            pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]), timeout=30
+        )
         return [e.image_ready for e in events if e.image_ready.image_type == pb.IMAGE_TYPE_LIGHT]
 
     def progress(self) -> tuple[str, bool, int, int]:
@@ -170,15 +203,28 @@ class Node:
         follows = self.work_orders("preprocessor", "calibrate_images")
         calibrated = sum(u.state == pb.WORK_ORDER_STATE_DONE for u in follows.values())
         state = telescope.message.split(";")[1].strip() if ";" in telescope.message else telescope.message
-        line = (f"{telescope.clock_time.ToDatetime():%H:%M} UTC: telescope {state}, {lights} science frames; "
-                f"preprocessor {calibrated} calibrated")
-        finished = bool(observing) and all(u.state in FINAL for u in observing.values()) and all(
-            u.state in FINAL for u in follows.values()) and len(follows) >= lights
+        line = (
+            f"{telescope.clock_time.ToDatetime():%H:%M} UTC: telescope {state}, {lights} science frames; "
+            f"preprocessor {calibrated} calibrated"
+        )
+        finished = (
+            bool(observing)
+            and all(u.state in FINAL for u in observing.values())
+            and all(u.state in FINAL for u in follows.values())
+            and len(follows) >= lights
+        )
         return line, finished, lights, calibrated
 
 
-def run_chain(folder: Path, *, frame: int = 1024, rate: float = 300.0, galaxies: int = 20000, timeout: float = 540.0,
-              say: Callable[[str], None] = print) -> ChainResult:
+def run_chain(
+    folder: Path,
+    *,
+    frame: int = 1024,
+    rate: float = 300.0,
+    galaxies: int = 20000,
+    timeout: float = 540.0,
+    say: Callable[[str], None] = print,
+) -> ChainResult:
     """Runs the whole chain under ``folder`` and stops the daemons; never leaves a daemon running."""
     node = Node(write_config(folder, frame=frame, rate=rate, galaxies=galaxies))
     result = ChainResult(ok=False)
@@ -224,13 +270,22 @@ def main() -> int:
     data = folder / "data"
     print("demo: where things are:")
     for label, pattern in (
-        ("calibrated images", "calibrated/*"), ("target list", "alerts/*/*/targets-*.csv"),
-        ("sky-map plot", "alerts/*/*/skymap.png"), ("night-plan plot", "20*/plan.png"), ("raw frames", "20*"),
+        ("calibrated images", "calibrated/*"),
+        ("target list", "alerts/*/*/targets-*.csv"),
+        ("sky-map plot", "alerts/*/*/skymap.png"),
+        ("night-plan plot", "20*/plan.png"),
+        ("raw frames", "20*"),
     ):
         found = sorted(data.glob(pattern))
-        print(f"  {label:18s} {found[0] if found else '(none)'}" + (f" (+{len(found) - 1} more)" if len(found) > 1 else ""))
+        print(
+            f"  {label:18s} {found[0] if found else '(none)'}"
+            + (f" (+{len(found) - 1} more)" if len(found) > 1 else "")
+        )
     print(f"  {'logs':18s} {folder / 'logs' / 'toros.log'}")
-    print(f"demo: {len(result.calibrated)} calibrated frames of {result.light_frames} science frames" + ("" if result.ok else " — FAILED"))
+    print(
+        f"demo: {len(result.calibrated)} calibrated frames of {result.light_frames} science frames"
+        + ("" if result.ok else " — FAILED")
+    )
     return 0 if result.ok else 1
 
 

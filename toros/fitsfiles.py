@@ -122,10 +122,12 @@ class FitsImageStream:
     def write_rows(self, band: np.ndarray) -> None:
         """The next rows of the primary image, in order, as many columns as the image."""
         if band.ndim != 2 or band.shape[1] != self.shape[1] or self._rows_written + band.shape[0] > self.shape[0]:
-            raise ValueError(f"band of shape {band.shape} does not continue a {self.shape} image at row {self._rows_written}")
+            raise ValueError(
+                f"band of shape {band.shape} does not continue a {self.shape} image at row {self._rows_written}"
+            )
         buffer = self._next_buffer(band.shape[0])
         np.copyto(buffer, band, casting="same_kind")
-        self._put(memoryview(buffer).cast("B"))
+        self._put(buffer.data.cast("B"))
         self._rows_written += band.shape[0]
 
     def finish(self, extensions: list | None = None) -> str:
@@ -139,7 +141,7 @@ class FitsImageStream:
                 raise TypeError(f"extension {hdu.name}: FitsImageStream writes no {hdu.data.dtype} data")
             data = np.ascontiguousarray(hdu.data, dtype=hdu.data.dtype.newbyteorder(">"))
             self._put(hdu.header.tostring().encode("ascii"))
-            self._put(memoryview(data).cast("B"))
+            self._put(data.data.cast("B"))
             self._put(_padding(data.nbytes))
         self._stop_writer()
         if self._error is not None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from astropy.utils import iers
 from pydantic import Field
@@ -30,6 +30,6 @@ MACON = Site(name="macon", latitude=-24.62, longitude=-67.32, elevation=4650)
 def observing_night(when: datetime, longitude_deg: float) -> date:
     """The observing night containing ``when``: the site's local (mean solar) date at the noon before it."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    local = when.astimezone(timezone.utc) + timedelta(hours=longitude_deg / 15.0)
+        when = when.replace(tzinfo=UTC)
+    local = when.astimezone(UTC) + timedelta(hours=longitude_deg / 15.0)
     return (local - timedelta(hours=12)).date()

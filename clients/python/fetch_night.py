@@ -23,7 +23,12 @@ from toros.generated import toros_pb2 as pb
 from toros.runtime.config import ConfigError, find_config_file
 from toros.runtime.files import atomic_write, sha256_of
 
-TYPES = {"bias": pb.IMAGE_TYPE_BIAS, "dark": pb.IMAGE_TYPE_DARK, "flat": pb.IMAGE_TYPE_FLAT, "light": pb.IMAGE_TYPE_LIGHT}
+TYPES = {
+    "bias": pb.IMAGE_TYPE_BIAS,
+    "dark": pb.IMAGE_TYPE_DARK,
+    "flat": pb.IMAGE_TYPE_FLAT,
+    "light": pb.IMAGE_TYPE_LIGHT,
+}
 
 
 def main() -> int:
@@ -46,7 +51,11 @@ def main() -> int:
     with channel:
         try:
             events = stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY]), timeout=300)
-            images = [e.image_ready for e in events if e.image_ready.night == args.night and e.image_ready.image_type in wanted]
+            images = [
+                e.image_ready
+                for e in events
+                if e.image_ready.night == args.night and e.image_ready.image_type in wanted
+            ]
             for image in images:
                 target = args.out / Path(image.path).name
                 if target.is_file() and sha256_of(target) == image.sha256:

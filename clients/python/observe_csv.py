@@ -30,7 +30,9 @@ def main() -> int:
     parser.add_argument("--config", help="node config (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)")
     parser.add_argument("--address", help="host:port of the telescope, instead of the configured one")
     parser.add_argument("--targets", required=True, type=Path)
-    parser.add_argument("--alert-id", default="", help="the alert these targets follow up (they then pre-empt routine ones)")
+    parser.add_argument(
+        "--alert-id", default="", help="the alert these targets follow up (they then pre-empt routine ones)"
+    )
     parser.add_argument("--id", default="", help="idempotency key: resubmitting it does not observe twice")
     parser.add_argument("--wait", action="store_true", help="follow the work order until it finishes")
     args = parser.parse_args()
@@ -45,10 +47,15 @@ def main() -> int:
     with channel:
         try:
             order = pb.WorkOrder(
-                id=args.id, requester="observe_csv", observe_targets=pb.ObserveTargets(targets=targets, alert_id=args.alert_id)
+                id=args.id,
+                requester="observe_csv",
+                observe_targets=pb.ObserveTargets(targets=targets, alert_id=args.alert_id),
             )
             receipt = stub.Submit(order, timeout=30)
-            print(f"{receipt.id}: {len(targets)} targets submitted" + (" (already known)" if receipt.already_known else ""))
+            print(
+                f"{receipt.id}: {len(targets)} targets submitted"
+                + (" (already known)" if receipt.already_known else "")
+            )
             if not args.wait:
                 return 0
             for event in stub.Watch(pb.WatchRequest(work_order_id=receipt.id)):

@@ -30,8 +30,10 @@ NAME_BYTES = 24
 # GLADE+ column numbers (0-based) of what the ranking needs.
 GLADE_PLUS = {"no": 0, "gwgc": 2, "hyperleda": 3, "twomass": 4, "ra": 8, "dec": 9, "b": 10, "dist": 32}
 CSV_NAMES = {
-    "ra": ("ra", "ra_deg", "raj2000"), "dec": ("dec", "dec_deg", "dej2000", "decj2000"),
-    "dist": ("d_l", "dist", "distance", "dl", "lumdist"), "b": ("b", "bmag", "b_mag", "b_app"),
+    "ra": ("ra", "ra_deg", "raj2000"),
+    "dec": ("dec", "dec_deg", "dej2000", "decj2000"),
+    "dist": ("d_l", "dist", "distance", "dl", "lumdist"),
+    "b": ("b", "bmag", "b_mag", "b_app"),
     "name": ("name", "gwgc_name", "hyperleda_name", "gwgc", "pgc"),
 }
 
@@ -78,10 +80,20 @@ def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
     """Chunks of the catalog read from ``stream`` (an open binary file of ``path``)."""
     if kind == "glade+":
         columns = sorted(GLADE_PLUS.values())
-        for chunk in pd.read_csv(stream, sep=r"\s+", header=None, usecols=columns, na_values=["null"],
-                                 chunksize=CHUNK_ROWS, dtype={c: str for c in (0, 2, 3, 4)}, engine="c"):
+        for chunk in pd.read_csv(
+            stream,
+            sep=r"\s+",
+            header=None,
+            usecols=columns,
+            na_values=["null"],
+            chunksize=CHUNK_ROWS,
+            dtype={c: str for c in (0, 2, 3, 4)},
+            engine="c",
+        ):
             yield Columns(
-                chunk[8].to_numpy(np.float64), chunk[9].to_numpy(np.float64), chunk[32].to_numpy(np.float32),
+                chunk[8].to_numpy(np.float64),
+                chunk[9].to_numpy(np.float64),
+                chunk[32].to_numpy(np.float32),
                 chunk[10].to_numpy(np.float32),
                 _names(chunk[2], chunk[3], chunk[4], fallback="GLADE+" + chunk[0].astype(str)),
             )
@@ -89,15 +101,19 @@ def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
         for chunk in pd.read_csv(stream, sep=r"\s+", chunksize=CHUNK_ROWS, na_values=["NaN", "null", "~"], engine="c"):
             chunk.columns = [c.lstrip("#") for c in chunk.columns]
             yield Columns(
-                chunk["RA"].to_numpy(np.float64) * 15.0, chunk["Dec"].to_numpy(np.float64),
-                chunk["Dist"].to_numpy(np.float32), chunk["App_Mag"].to_numpy(np.float32),
+                chunk["RA"].to_numpy(np.float64) * 15.0,
+                chunk["Dec"].to_numpy(np.float64),
+                chunk["Dist"].to_numpy(np.float32),
+                chunk["App_Mag"].to_numpy(np.float32),
                 _names(chunk["Name"], fallback="PGC" + chunk["PGC"].astype(str)),
             )
     else:
         for chunk in pd.read_csv(stream, chunksize=CHUNK_ROWS, na_values=["null", "NaN", ""], engine="c"):
             lower = {c.strip().lower(): c for c in chunk.columns}
 
-            def pick(key: str, required: bool = True) -> pd.Series | None:
+            def pick(
+                key: str, required: bool = True, chunk: pd.DataFrame = chunk, lower: dict = lower
+            ) -> pd.Series | None:
                 for name in CSV_NAMES[key]:
                     if name in lower:
                         return chunk[lower[name]]
@@ -107,11 +123,16 @@ def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
 
             dist, bmag, name = pick("dist", False), pick("b", False), pick("name", False)
             nan = np.full(len(chunk), np.nan, dtype=np.float32)
+            ra, dec = pick("ra"), pick("dec")
+            assert ra is not None and dec is not None, "required columns are there or pick raised"
             yield Columns(
-                pick("ra").to_numpy(np.float64), pick("dec").to_numpy(np.float64),
-                nan if dist is None else dist.to_numpy(np.float32), nan if bmag is None else bmag.to_numpy(np.float32),
+                ra.to_numpy(np.float64),
+                dec.to_numpy(np.float64),
+                nan if dist is None else dist.to_numpy(np.float32),
+                nan if bmag is None else bmag.to_numpy(np.float32),
                 _names(name, fallback=pd.Series(np.arange(len(chunk)) + 1, index=chunk.index).astype(str))
-                if name is not None else np.array([f"row{i}" for i in range(len(chunk))], dtype=f"S{NAME_BYTES}"),
+                if name is not None
+                else np.array([f"row{i}" for i in range(len(chunk))], dtype=f"S{NAME_BYTES}"),
             )
 
 
@@ -122,6 +143,13 @@ class GalaxyIndex:
     """The memory-mapped, sorted index of a catalog."""
 
     FILES = ("hpx", *COLUMN_NAMES)
+    # Memory-mapped columns, sorted by hpx (the order-29 nested HEALPix pixel of each galaxy).
+    hpx: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    dist: np.ndarray
+    bmag: np.ndarray
+    name: np.ndarray
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -141,7 +169,12 @@ class GalaxyIndex:
         """The index of ``catalog``, built first if it is missing or older than the catalog."""
         folder = cls.folder_for(catalog)
         stat = catalog.stat()
-        source = {"path": str(catalog.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": INDEX_VERSION}
+        source = {
+            "path": str(catalog.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "version": INDEX_VERSION,
+        }
         manifest = folder / "manifest.json"
         if manifest.exists() and json.loads(manifest.read_text()).get("source") == source:
             return cls(folder)
@@ -184,7 +217,9 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
         for part in parts:
             setattr(part, name, None)
         del column
-    (building / "manifest.json").write_text(json.dumps({"source": source, "format": kind, "count": count, "order": ORDER}))
+    (building / "manifest.json").write_text(
+        json.dumps({"source": source, "format": kind, "count": count, "order": ORDER})
+    )
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(building, folder)

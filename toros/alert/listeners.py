@@ -29,7 +29,9 @@ Receive = Callable[[bytes, str], None]
 class KafkaListener:
     """Consumes GCN Kafka topics; an offset is committed only after its notice is journaled."""
 
-    def __init__(self, settings: KafkaIntake, receive: Receive, consumer_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, settings: KafkaIntake, receive: Receive, consumer_factory: Callable[[], Any] | None = None
+    ) -> None:
         self.settings = settings
         self.receive = receive
         self._factory = consumer_factory or self._gcn_consumer
@@ -121,5 +123,10 @@ class VoeventListener:
         import gcn.voeventclient
 
         hosts = self.settings.host if len(self.settings.host) > 1 else self.settings.host[0]
-        gcn.voeventclient.listen(host=hosts, port=self.settings.port, ivorn=self.settings.ivorn, handler=self._handle,
-                                 log=logging.getLogger("toros.alert.voevent"))
+        gcn.voeventclient.listen(
+            host=hosts,
+            port=self.settings.port,
+            ivorn=self.settings.ivorn,
+            handler=self._handle,
+            log=logging.getLogger("toros.alert.voevent"),
+        )

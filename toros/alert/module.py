@@ -18,8 +18,9 @@ from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.notify import notify
 from toros.alert.outputs import plot_skymap, write_targets
-from toros.alert.ranking import observable, rank
+from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
+from toros.alert.settings import Observatory
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
@@ -82,8 +83,11 @@ class AlertModule(Module):
         A notice that cannot be accepted is recorded (an alert_processed event naming the raw file and the
         reason) and dropped, so that the listener moves on to the next one; either way it is durably stored
         before the listener acknowledges it. Only a journal that cannot store it stops the acknowledgement."""
-        order = pb.WorkOrder(id=key, requester=f"listener:{key.split('-', 1)[0]}",
-                             process_alert=pb.ProcessAlert(payload=payload or b"", source=key))
+        order = pb.WorkOrder(
+            id=key,
+            requester=f"listener:{key.split('-', 1)[0]}",
+            process_alert=pb.ProcessAlert(payload=payload or b"", source=key),
+        )
         try:
             self.services.submit(order)
             return
@@ -95,7 +99,9 @@ class AlertModule(Module):
             log.exception("notice %s could not be accepted", key)
             reason = f"not accepted ({type(exc).__name__}: {exc})"
         raw = self.archive(payload or b"")
-        self.journal.append_event(key, alert_processed=pb.AlertProcessed(message=f"refused: {reason} (raw notice {raw})"))
+        self.journal.append_event(
+            key, alert_processed=pb.AlertProcessed(message=f"refused: {reason} (raw notice {raw})")
+        )
 
     def status_message(self) -> str:
         observatories = ", ".join(o.name for o in self.settings.observatories) or "none configured"
@@ -113,7 +119,9 @@ class AlertModule(Module):
                 with atomic_write(path) as stream:
                     stream.write(payload)
             except OSError as exc:
-                raise StorageUnavailable(f"storage: cannot keep the notice under {path.parent}: {exc.strerror or exc}") from None
+                raise StorageUnavailable(
+                    f"storage: cannot keep the notice under {path.parent}: {exc.strerror or exc}"
+                ) from None
         return path
 
     def check_process_alert(self, task: pb.ProcessAlert, check: Checker) -> None:
@@ -142,10 +150,16 @@ class AlertModule(Module):
         drill = alert.is_test
 
         def finish(message: str, relayed: int = 0, failed: bool = False) -> str:
-            context.emit(alert_processed=pb.AlertProcessed(
-                alert_id=alert.alert_id, alert_type=alert.alert_type, serial=alert.serial, drill=drill,
-                targets_relayed=relayed, message=message,
-            ))
+            context.emit(
+                alert_processed=pb.AlertProcessed(
+                    alert_id=alert.alert_id,
+                    alert_type=alert.alert_type,
+                    serial=alert.serial,
+                    drill=drill,
+                    targets_relayed=relayed,
+                    message=message,
+                )
+            )
             if failed:
                 raise TaskFailed(message)
             return message
@@ -175,8 +189,12 @@ class AlertModule(Module):
             return finish(f"{label}: sky map unavailable: {exc}; nothing relayed", failed=True)
         if self.index is None:
             return finish(f"{label}: no galaxy catalog configured (alert.catalog); nothing relayed", failed=True)
-        ranked = rank(self.index, skymap, credible_level=self.settings.credible_level,
-                      luminosity_weighting=self.settings.luminosity_weighting)
+        ranked = rank(
+            self.index,
+            skymap,
+            credible_level=self.settings.credible_level,
+            luminosity_weighting=self.settings.luminosity_weighting,
+        )
         per_site: dict[str, list[dict]] = {}
         relayed, notes = 0, []
         for observatory in self.settings.observatories:  # the telescopes first: every second counts
@@ -189,7 +207,9 @@ class AlertModule(Module):
             accepted, note = self._send(alert, observatory, targets, drill, context, relay)
             notes.append(note)
             relayed += len(targets) if accepted else 0
-        folder = path_inside(self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}")
+        folder = path_inside(
+            self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
+        )
         summary = f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
         if relayed:
             notify(self.settings.notify, f"TOROS: {label}", summary, {"alert_id": alert.alert_id, "targets": per_site})
@@ -197,38 +217,56 @@ class AlertModule(Module):
             for site, targets in per_site.items():
                 for path in write_targets(folder, site, targets):
                     context.add_product(path, "target_list")
-            plot = plot_skymap(folder / "skymap.png", skymap, ranked.credible,
-                               f"{label}: {int(self.settings.credible_level * 100)}% credible region", per_site)
+            plot = plot_skymap(
+                folder / "skymap.png",
+                skymap,
+                ranked.credible,
+                f"{label}: {int(self.settings.credible_level * 100)}% credible region",
+                per_site,
+            )
             context.add_product(plot, "skymap_plot")
         except OSError as exc:  # the targets went out all the same: say so, and what could not be kept
-            return finish(f"{summary}; storage: cannot write the target lists and plot under {folder}: "
-                          f"{exc.strerror or exc}", relayed, failed=True)
+            return finish(
+                f"{summary}; storage: cannot write the target lists and plot under {folder}: {exc.strerror or exc}",
+                relayed,
+                failed=True,
+            )
         return finish(summary, relayed)
 
     def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
         if alert.skymap is None:
             raise BadSkymap("the notice names no sky map")
-        data = alert.skymap.data
+        data: bytes | bytearray = alert.skymap.data
         if not data:
             settings = self.settings.skymap
             context.progress(10, f"downloading {alert.skymap.url}")
             data = download(alert.skymap.url, settings, wait=context.sleep_real)
         return read_skymap(data, self.settings.skymap.max_bytes)
 
-    def _targets_for(self, observatory, ranked) -> list[dict]:
+    def _targets_for(self, observatory: Observatory, ranked: Ranked) -> list[dict]:
+        index = self.index
+        assert index is not None, "ranked, so there is a catalog"
         wanted = self.settings.targets_per_observatory
         rows = np.asarray(ranked.rows[: wanted * CANDIDATES_PER_TARGET])
         if len(rows) == 0:
             return []
-        ra, dec = np.asarray(self.index.ra[rows]), np.asarray(self.index.dec[rows])
-        visible = observable(ra, dec, observatory, self.clock.now(), min_altitude_deg=self.settings.min_altitude_deg,
-                             sun_altitude_deg=self.settings.twilight_sun_altitude_deg)
+        ra, dec = np.asarray(index.ra[rows]), np.asarray(index.dec[rows])
+        visible = observable(
+            ra,
+            dec,
+            observatory,
+            self.clock.now(),
+            min_altitude_deg=self.settings.min_altitude_deg,
+            sun_altitude_deg=self.settings.twilight_sun_altitude_deg,
+        )
         chosen = np.flatnonzero(visible)[:wanted]
         return [
             {
-                "rank": rank_number + 1, "name": self.index.name[rows[i]].decode(errors="replace"), "ra_deg": float(ra[i]),
+                "rank": rank_number + 1,
+                "name": index.name[rows[i]].decode(errors="replace"),
+                "ra_deg": float(ra[i]),
                 "dec_deg": float(dec[i]),
-                "distance_mpc": float(self.index.dist[rows[i]]) if np.isfinite(self.index.dist[rows[i]]) else None,
+                "distance_mpc": float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
                 "score": float(ranked.score[i]),
             }
             for rank_number, i in enumerate(chosen)
@@ -240,14 +278,28 @@ class AlertModule(Module):
         """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
         order = pb.WorkOrder(
-            id=f"{alert.alert_id}-{context.id}-{observatory.name}", requester=f"alert:{context.id}", priority=90,
-            observe_targets=pb.ObserveTargets(alert_id=alert.alert_id, drill=drill, targets=[
-                pb.Target(name=t["name"], ra_deg=t["ra_deg"], dec_deg=t["dec_deg"], score=t["score"],
-                          distance_mpc=t["distance_mpc"] or 0.0, exposure_count=exposure.exposure_count,
-                          filter=exposure.filter, exposure_time=Duration(seconds=int(exposure.exposure_time_s),
-                                                                         nanos=int(exposure.exposure_time_s % 1 * 1e9)))
-                for t in targets
-            ]),
+            id=f"{alert.alert_id}-{context.id}-{observatory.name}",
+            requester=f"alert:{context.id}",
+            priority=90,
+            observe_targets=pb.ObserveTargets(
+                alert_id=alert.alert_id,
+                drill=drill,
+                targets=[
+                    pb.Target(
+                        name=t["name"],
+                        ra_deg=t["ra_deg"],
+                        dec_deg=t["dec_deg"],
+                        score=t["score"],
+                        distance_mpc=t["distance_mpc"] or 0.0,
+                        exposure_count=exposure.exposure_count,
+                        filter=exposure.filter,
+                        exposure_time=Duration(
+                            seconds=int(exposure.exposure_time_s), nanos=int(exposure.exposure_time_s % 1 * 1e9)
+                        ),
+                    )
+                    for t in targets
+                ],
+            ),
         )
         try:
             relay.submit(observatory.telescope, order)

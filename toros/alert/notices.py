@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from lxml import etree
@@ -20,12 +20,21 @@ from toros.generated import toros_pb2 as pb
 
 # GCN Classic notice types of LVK alerts; other types are archived and ignored.
 LVK_PACKET_TYPES = {
-    150: "PRELIMINARY", 151: "INITIAL", 152: "UPDATE", 153: "TEST", 154: "COUNTERPART", 163: "EARLY_WARNING",
+    150: "PRELIMINARY",
+    151: "INITIAL",
+    152: "UPDATE",
+    153: "TEST",
+    154: "COUNTERPART",
+    163: "EARLY_WARNING",
     164: "RETRACTION",
 }
 VOEVENT_ALERT_TYPES = {
-    "PRELIMINARY": "PRELIMINARY", "INITIAL": "INITIAL", "UPDATE": "UPDATE", "RETRACTION": "RETRACTION",
-    "EARLYWARNING": "EARLY_WARNING", "EARLY_WARNING": "EARLY_WARNING",
+    "PRELIMINARY": "PRELIMINARY",
+    "INITIAL": "INITIAL",
+    "UPDATE": "UPDATE",
+    "RETRACTION": "RETRACTION",
+    "EARLYWARNING": "EARLY_WARNING",
+    "EARLY_WARNING": "EARLY_WARNING",
 }
 
 
@@ -127,12 +136,22 @@ def parse_gwalert_json(payload: bytes) -> Alert:
             raise BadNotice(f"event.skymap: not valid base64: {exc}") from None
     external = top.object("external_coinc")
     return Alert(
-        alert_id=alert_id, alert_type=alert_type, serial=top.integer("serial"),
-        created=top.time("time_created"), event_time=event.time("time"), far_hz=event.number("far"),
-        significant=event.boolean("significant"), group=event.text("group"), pipeline=event.text("pipeline"),
-        search=event.text("search"), instruments=event.texts("instruments"),
-        classification=event.numbers("classification"), properties=event.numbers("properties"),
-        skymap=skymap, is_test=_is_test(alert_id), source_format="gwalert_json",
+        alert_id=alert_id,
+        alert_type=alert_type,
+        serial=top.integer("serial"),
+        created=top.time("time_created"),
+        event_time=event.time("time"),
+        far_hz=event.number("far"),
+        significant=event.boolean("significant"),
+        group=event.text("group"),
+        pipeline=event.text("pipeline"),
+        search=event.text("search"),
+        instruments=event.texts("instruments"),
+        classification=event.numbers("classification"),
+        properties=event.numbers("properties"),
+        skymap=skymap,
+        is_test=_is_test(alert_id),
+        source_format="gwalert_json",
         external_coinc=external.value if external is not None else None,
     )
 
@@ -196,8 +215,14 @@ class _JsonFields:
 
 def _shown(value: Any) -> str:
     """A value as an error message shows it: its JSON type, and the value itself when it is short."""
-    kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    kind = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
     text = repr(value)
     return f"{kind} {text}" if len(text) <= 40 else kind
 
@@ -221,13 +246,15 @@ def _time(name: str, text: str) -> datetime | None:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise BadNotice(f"{name}: not an ISO 8601 time: {text[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _alert_id(name: str, text: str) -> str:
     """Alert ids name folders and relayed work orders: only the characters LVK and GCN ids use."""
     if not ALERT_ID.fullmatch(text):
-        raise BadNotice(f"{name}: must be 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit, got {text[:40]!r}")
+        raise BadNotice(
+            f"{name}: must be 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit, got {text[:40]!r}"
+        )
     return text
 
 
@@ -239,7 +266,9 @@ def _alert_type(name: str, text: str) -> str:
 
 def parse_voevent(payload: bytes) -> Alert:
     try:
-        root = etree.fromstring(payload, parser=etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False))
+        root = etree.fromstring(
+            payload, parser=etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+        )
     except etree.XMLSyntaxError as exc:
         raise BadNotice(f"malformed XML: {exc}") from None
     if etree.QName(root).localname != "VOEvent":
@@ -259,10 +288,15 @@ def parse_voevent(payload: bytes) -> Alert:
         raise BadNotice(f"no GraceID parameter (packet type {packet}): not an LVK notice")
     alert_id = _alert_id("GraceID", params["GraceID"])
     declared = params.get("AlertType", "").replace(" ", "").upper()
-    alert_type = _alert_type("AlertType", VOEVENT_ALERT_TYPES.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN"))
+    alert_type = _alert_type(
+        "AlertType", VOEVENT_ALERT_TYPES.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN")
+    )
     skymap_url = (
-        groups.get("GW_SKYMAP", {}).get("skymap_fits") or params.get("skymap_fits")
-        or params.get("skymap_fits_basic") or params.get("skymap_fits_lalinference") or ""
+        groups.get("GW_SKYMAP", {}).get("skymap_fits")
+        or params.get("skymap_fits")
+        or params.get("skymap_fits_basic")
+        or params.get("skymap_fits_lalinference")
+        or ""
     )
     classification = {k: float(v) for k, v in groups.get("Classification", {}).items() if _number(v)}
     properties = {k: float(v) for k, v in groups.get("Properties", {}).items() if _number(v)}
@@ -273,16 +307,25 @@ def parse_voevent(payload: bytes) -> Alert:
     if not WHOLE_NUMBER.fullmatch(serial):
         raise BadNotice(f"Pkt_Ser_Num: must be a whole number, got {serial[:40]!r}")
     return Alert(
-        alert_id=alert_id, alert_type=alert_type, serial=int(serial),
+        alert_id=alert_id,
+        alert_type=alert_type,
+        serial=int(serial),
         created=_time("Who/Date", root.findtext("Who/Date") or ""),
         event_time=_time("WhereWhen ISOTime", root.findtext(".//WhereWhen//ISOTime") or ""),
         far_hz=float(params["FAR"]) if _number(params.get("FAR", "")) else None,
         significant=params["Significant"] == "1" if "Significant" in params else None,
-        group=params.get("Group", ""), pipeline=params.get("Pipeline", ""), search=params.get("Search", ""),
+        group=params.get("Group", ""),
+        pipeline=params.get("Pipeline", ""),
+        search=params.get("Search", ""),
         instruments=tuple(i for i in params.get("Instruments", "").split(",") if i),
-        classification=classification, properties=properties,
-        skymap=SkymapReference(url=skymap_url.rsplit(",", 1)[0] if skymap_url.endswith(",0") else skymap_url) if skymap_url else None,
-        is_test=_is_test(alert_id, root.get("role", "observation")), source_format="voevent", packet_type=packet,
+        classification=classification,
+        properties=properties,
+        skymap=SkymapReference(url=skymap_url.rsplit(",", 1)[0] if skymap_url.endswith(",0") else skymap_url)
+        if skymap_url
+        else None,
+        is_test=_is_test(alert_id, root.get("role", "observation")),
+        source_format="voevent",
+        packet_type=packet,
     )
 
 

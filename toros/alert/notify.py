@@ -18,8 +18,10 @@ def notify(settings: Notifications, subject: str, text: str, details: dict) -> N
     if settings.webhook:
         try:
             request = urllib.request.Request(
-                settings.webhook, data=json.dumps({"subject": subject, "text": text, **details}).encode(),
-                headers={"Content-Type": "application/json"}, method="POST",
+                settings.webhook,
+                data=json.dumps({"subject": subject, "text": text, **details}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
             )
             with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()

@@ -53,7 +53,7 @@ def plot_skymap(path: Path, skymap: SkyMap, credible: np.ndarray, title: str, ta
     centre = np.remainder(np.rad2deg(np.arctan2(np.sin(np.deg2rad(ra)).mean(), np.cos(np.deg2rad(ra)).mean())), 360.0)
     offset = np.remainder(ra - centre + 180.0, 360.0) - 180.0  # RA relative to the region's centre
     points = zoom.scatter(centre + offset, dec, c=density, s=4, cmap="viridis", linewidths=0)
-    for (site, rows), marker in zip(targets.items(), "o^sDv*"):
+    for (site, rows), marker in zip(targets.items(), "o^sDv*", strict=False):  # six markers: enough sites
         if not rows:
             continue
         target_ra = centre + np.remainder(np.array([r["ra_deg"] for r in rows]) - centre + 180.0, 360.0) - 180.0
@@ -61,8 +61,10 @@ def plot_skymap(path: Path, skymap: SkyMap, credible: np.ndarray, title: str, ta
         for plot in (sky, zoom):
             x = -np.deg2rad(np.remainder(target_ra + 180.0, 360.0) - 180.0) if plot is sky else target_ra
             y = np.deg2rad(target_dec) if plot is sky else target_dec
-            plot.scatter(x, y, marker=marker, s=40, facecolors="none", edgecolors="red", label=f"{site}: {len(rows)} targets")
-        for number, (x, y) in enumerate(zip(target_ra, target_dec), start=1):
+            plot.scatter(
+                x, y, marker=marker, s=40, facecolors="none", edgecolors="red", label=f"{site}: {len(rows)} targets"
+            )
+        for number, (x, y) in enumerate(zip(target_ra, target_dec, strict=True), start=1):
             zoom.annotate(str(number), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7, color="red")
     zoom.invert_xaxis()
     zoom.set_xlabel("RA [deg]")

@@ -55,7 +55,9 @@ def rank(index: GalaxyIndex, skymap: SkyMap, *, credible_level: float, luminosit
     if skymap.has_distance:
         mu, sigma, norm = (getattr(skymap, c)[inside][pixel] for c in ("distmu", "distsigma", "distnorm"))
         valid = has_distance & np.isfinite(mu) & (sigma > 0)
-        gauss = np.exp(-0.5 * ((distance - mu) / np.where(valid, sigma, 1.0)) ** 2) / (np.sqrt(2 * np.pi) * np.where(valid, sigma, 1.0))
+        gauss = np.exp(-0.5 * ((distance - mu) / np.where(valid, sigma, 1.0)) ** 2) / (
+            np.sqrt(2 * np.pi) * np.where(valid, sigma, 1.0)
+        )
         score = np.where(valid, density * norm * gauss, density)
     else:
         has_distance = np.ones(total, dtype=bool)  # a 2-D map: probability alone, nobody is penalised
@@ -69,8 +71,15 @@ def rank(index: GalaxyIndex, skymap: SkyMap, *, credible_level: float, luminosit
 
 
 def observable(
-    ra_deg: np.ndarray, dec_deg: np.ndarray, site: Site, start: datetime, *, min_altitude_deg: float,
-    sun_altitude_deg: float, hours: float = 24.0, step_minutes: float = 10.0,
+    ra_deg: np.ndarray,
+    dec_deg: np.ndarray,
+    site: Site,
+    start: datetime,
+    *,
+    min_altitude_deg: float,
+    sun_altitude_deg: float,
+    hours: float = 24.0,
+    step_minutes: float = 10.0,
 ) -> np.ndarray:
     """Which targets rise above ``min_altitude_deg`` while the Sun is below ``sun_altitude_deg``, within
     ``hours`` from ``start`` (the site's coming night)."""
@@ -88,7 +97,9 @@ def observable(
 
 
 @functools.lru_cache(maxsize=64)
-def _dark_sidereal_times(site: Site, start: datetime, sun_altitude_deg: float, hours: float, step_minutes: float) -> np.ndarray:
+def _dark_sidereal_times(
+    site: Site, start: datetime, sun_altitude_deg: float, hours: float, step_minutes: float
+) -> np.ndarray:
     """Local sidereal times (radians) of the grid points where the Sun is below ``sun_altitude_deg``."""
     location = EarthLocation.from_geodetic(site.longitude * u.deg, site.latitude * u.deg, site.elevation * u.m)
     times = Time(start) + np.arange(0.0, hours * 60.0 + step_minutes, step_minutes) * u.min

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 
@@ -18,13 +19,16 @@ log = logging.getLogger(__name__)
 RETRIED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+Answer = TypeVar("Answer")
+
+
 class Relay:
     def __init__(self, security: SecurityConfig, retry_seconds: float, wait: Callable[[float], None]) -> None:
         self.security = security
         self.retry_seconds = retry_seconds
         self.wait = wait  # sleeps, and ends early (raising) when the work order is cancelled or the daemon stops
 
-    def _call(self, address: str, call: Callable[[FrontDeskStub], object]) -> object:
+    def _call(self, address: str, call: Callable[[FrontDeskStub], Answer]) -> Answer:
         deadline = time.monotonic() + self.retry_seconds
         delay = 1.0
         while True:
@@ -44,4 +48,7 @@ class Relay:
         return self._call(address, lambda stub: stub.Submit(order, timeout=30))
 
     def cancel(self, address: str, work_order_id: str, reason: str) -> pb.WorkOrderStatus:
-        return self._call(address, lambda stub: stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=work_order_id, reason=reason), timeout=30))
+        return self._call(
+            address,
+            lambda stub: stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=work_order_id, reason=reason), timeout=30),
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from toros.runtime.config import ConfigPath, Section, ServerConfig
@@ -27,7 +29,9 @@ class SkymapDownload(Section):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=3, ge=0, le=20)
     deadline_s: float = Field(default=180.0, gt=0, le=3600, description="the whole download, every attempt and wait")
-    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=8 * 1024**3, description="downloaded, and after gunzip")
+    max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, le=8 * 1024**3, description="downloaded, and after gunzip"
+    )
     allow_http: bool = False
     allow_local_hosts: bool = False
     rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
@@ -39,7 +43,7 @@ class KafkaIntake(Section):
     enabled: bool = False
     client_id: SecretStr | None = None
     client_secret: SecretStr | None = None
-    domain: str = "gcn.nasa.gov"
+    domain: Literal["gcn.nasa.gov", "test.gcn.nasa.gov", "dev.gcn.nasa.gov"] = "gcn.nasa.gov"
     topics: tuple[str, ...] = ("igwn.gwalert",)
     group_id: str = "toros-alert"
 

@@ -103,7 +103,9 @@ def read_skymap(data: bytes | bytearray, max_bytes: int = SkymapDownload().max_b
             columns = {name.upper(): name for name in table_hdu.columns.names}
             table = table_hdu.data
             header = table_hdu.header
-            meta = {key: header[key] for key in ("OBJECT", "DISTMEAN", "DISTSTD", "DATE-OBS", "INSTRUME") if key in header}
+            meta = {
+                key: header[key] for key in ("OBJECT", "DISTMEAN", "DISTSTD", "DATE-OBS", "INSTRUME") if key in header
+            }
             if "UNIQ" in columns:
                 return _multi_order(table, columns, meta)
             if "PROB" in columns or "PROBABILITY" in columns:
@@ -115,17 +117,25 @@ def read_skymap(data: bytes | bytearray, max_bytes: int = SkymapDownload().max_b
         raise BadSkymap(f"unreadable FITS: {exc}") from None
 
 
-def _column(table: fits.FITS_rec, columns: dict[str, str], name: str) -> np.ndarray | None:
-    return np.asarray(table[columns[name]], dtype=np.float64).ravel() if name in columns else None
+def _column(table: fits.FITS_rec, columns: dict[str, str], name: str) -> np.ndarray:
+    return np.asarray(table[columns[name]], dtype=np.float64).ravel()
+
+
+def _distance(table: fits.FITS_rec, columns: dict[str, str]) -> dict[str, np.ndarray]:
+    """The distance columns as SkyMap's keyword arguments, when the map has all three (else none)."""
+    if not all(name in columns for name in DISTANCE_COLUMNS):
+        return {}
+    return {name.lower(): _column(table, columns, name) for name in DISTANCE_COLUMNS}
 
 
 def _multi_order(table: fits.FITS_rec, columns: dict[str, str], meta: dict) -> SkyMap:
     if "PROBDENSITY" not in columns:
         raise BadSkymap("multi-order map without a PROBDENSITY column")
-    distance = [_column(table, columns, name) for name in DISTANCE_COLUMNS]
     return SkyMap(
-        np.asarray(table[columns["UNIQ"]], dtype=np.int64), _column(table, columns, "PROBDENSITY"),
-        *(distance if all(d is not None for d in distance) else (None, None, None)), meta=meta,
+        np.asarray(table[columns["UNIQ"]], dtype=np.int64),
+        _column(table, columns, "PROBDENSITY"),
+        **_distance(table, columns),
+        meta=meta,
     )
 
 
@@ -138,12 +148,13 @@ def _flat(table: fits.FITS_rec, columns: dict[str, str], header: fits.Header, me
     ordering = str(header.get("ORDERING", "NESTED")).upper()
     if ordering not in ("NESTED", "RING"):
         raise BadSkymap(f"unknown ORDERING {ordering!r}")
-    nested = np.arange(npix) if ordering == "NESTED" else HEALPix(nside=nside, order="ring").ring_to_nested(np.arange(npix))
+    nested = (
+        np.arange(npix) if ordering == "NESTED" else HEALPix(nside=nside, order="ring").ring_to_nested(np.arange(npix))
+    )
     level = int(np.log2(nside))
     uniq = 4 * nside * nside + nested.astype(np.int64)
     area = nside_to_pixel_area(nside).to_value(u.sr)
-    distance = [_column(table, columns, name) for name in DISTANCE_COLUMNS]
-    skymap = SkyMap(uniq, prob / area, *(distance if all(d is not None for d in distance) else (None, None, None)), meta=meta)
+    skymap = SkyMap(uniq, prob / area, **_distance(table, columns), meta=meta)
     skymap.meta["flat_order"] = level
     return skymap
 
@@ -165,7 +176,7 @@ def download(url: str, settings: SkymapDownload, wait: Callable[[float], None]) 
     trusted = ""
     for prefix, replacement in settings.rewrite.items():
         if url.startswith(prefix):
-            url = trusted = replacement + url[len(prefix):]
+            url = trusted = replacement + url[len(prefix) :]
             break
     deadline = time.monotonic() + settings.deadline_s
     delay = 1.0
@@ -191,8 +202,11 @@ def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool
         parts = urllib.parse.urlsplit(url)
         allowed = ("https", "http") if trusted or settings.allow_http else ("https",)
         if parts.scheme not in allowed:
-            raise _Refused(f"the {parts.scheme or 'missing'} scheme is not allowed (only {' and '.join(allowed)}"
-                           + ("" if "http" in allowed else "; alert.skymap.allow_http allows http") + ")")
+            raise _Refused(
+                f"the {parts.scheme or 'missing'} scheme is not allowed (only {' and '.join(allowed)}"
+                + ("" if "http" in allowed else "; alert.skymap.allow_http allows http")
+                + ")"
+            )
         try:
             host, port = parts.hostname, parts.port
         except ValueError as exc:
@@ -201,14 +215,17 @@ def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool
             raise _Refused("the URL names no host")
         local = not (trusted or settings.allow_local_hosts)
         if local and (address := _local_address(host, port or 443)):
-            raise _Refused(f"{host} is a loopback or link-local address ({address}); alert.skymap.allow_local_hosts allows it")
+            raise _Refused(
+                f"{host} is a loopback or link-local address ({address}); alert.skymap.allow_local_hosts allows it"
+            )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline reached")
         timeout = min(settings.timeout_s, remaining)
         connection = (
             http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
-            if parts.scheme == "https" else http.client.HTTPConnection(host, port, timeout=timeout)
+            if parts.scheme == "https"
+            else http.client.HTTPConnection(host, port, timeout=timeout)
         )
         # The deadline holds however slowly the server sends (a TLS handshake, headers or the body): when it
         # passes, the connection's socket is shut down and the blocked read returns.
@@ -220,9 +237,14 @@ def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool
             # second time (DNS rebinding) gains nothing.
             peer = ipaddress.ip_address(connection.sock.getpeername()[0].split("%")[0])
             if local and _local(peer):
-                raise _Refused(f"{host} is a loopback or link-local address ({peer}); alert.skymap.allow_local_hosts allows it")
-            connection.request("GET", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")),
-                               headers={"User-Agent": "toros", "Accept-Encoding": "identity"})
+                raise _Refused(
+                    f"{host} is a loopback or link-local address ({peer}); alert.skymap.allow_local_hosts allows it"
+                )
+            connection.request(
+                "GET",
+                urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                headers={"User-Agent": "toros", "Accept-Encoding": "identity"},
+            )
             response = connection.getresponse()
             if response.status in REDIRECTS and response.getheader("Location"):
                 url = urllib.parse.urljoin(url, response.getheader("Location"))

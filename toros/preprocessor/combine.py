@@ -55,7 +55,7 @@ def combine_bands(
             stop = min(height, start + rows)
             band = stack[:, : stop - start]
 
-            def fill(index: int) -> None:
+            def fill(index: int, band: np.ndarray = band, start: int = start, stop: int = stop) -> None:
                 band[index] = read_band(index, start, stop)
                 if scales is not None:
                     band[index] *= np.float32(scales[index])
@@ -63,7 +63,7 @@ def combine_bands(
             list(pool.map(fill, range(count)))
             chunks = np.array_split(np.arange(stop - start), min(THREADS, stop - start))
 
-            def combine_chunk(chunk: np.ndarray) -> None:
+            def combine_chunk(chunk: np.ndarray, band: np.ndarray = band, start: int = start) -> None:
                 first, last = int(chunk[0]), int(chunk[-1]) + 1
                 result[start + first : start + last] = combine_stack(band[:, first:last], method, sigma_low, sigma_high)
 
@@ -80,7 +80,7 @@ def combine_stack(stack: np.ndarray, method: str, sigma_low: float, sigma_high: 
     return clipped_mean(stack, sigma_low, sigma_high)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     """Compare-exchange pairs that sort ``n`` values (Batcher's odd-even merge sort, cut down to ``n``)."""
     size = 1 << max(0, (n - 1).bit_length())

@@ -73,17 +73,23 @@ class TelescopeFollower:
             try:
                 stub = FrontDeskStub(channel)
                 after = self.position
-                self._stream = stub.Watch(pb.WatchRequest(after_sequence=after, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+                stream = stub.Watch(pb.WatchRequest(after_sequence=after, kinds=[pb.EVENT_KIND_IMAGE_READY]))
+                self._stream = stream
                 log.info("following %s at %s from event %d", self.telescope.name, self.telescope.address, after)
-                for event in self._stream:
+                for event in stream:
                     self._handle(stub, event)
                     self.journal.set_value(self._after_key, str(event.sequence))
                     backoff = 1.0
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
-                log.warning("stream of %s at %s: %s; retrying in %.0f s", self.telescope.name, self.telescope.address,
-                            exc.code().name, backoff)
+                log.warning(
+                    "stream of %s at %s: %s; retrying in %.0f s",
+                    self.telescope.name,
+                    self.telescope.address,
+                    exc.code().name,
+                    backoff,
+                )
             except (FetchFailed, OSError, ValueError) as exc:
                 log.error("image from %s not processed yet: %s; retrying in %.0f s", self.telescope.name, exc, backoff)
             finally:
@@ -100,10 +106,13 @@ class TelescopeFollower:
                 self.journal.set_value(self._pending_key, json.dumps(pending + [str(path)]))
             return
         if image.image_type != pb.IMAGE_TYPE_LIGHT:
-            log.warning("%s: image of unknown type %d from %s ignored", image.path, image.image_type, self.telescope.name)
+            log.warning(
+                "%s: image of unknown type %d from %s ignored", image.path, image.image_type, self.telescope.name
+            )
             return
         order = pb.WorkOrder(
-            id=f"follow-{self.telescope.name}-{event.sequence}", requester=self.requester,
+            id=f"follow-{self.telescope.name}-{event.sequence}",
+            requester=self.requester,
             calibrate_images=pb.CalibrateImages(paths=pending + [str(path)]),
         )
         record, already_known = self.services.submit(order)
@@ -119,7 +128,9 @@ class TelescopeFollower:
                 return here
         except UnusablePath:
             pass
-        target = path_inside(self.storage_root, "incoming", self.telescope.name, image.night or "unknown", Path(image.path).name)
+        target = path_inside(
+            self.storage_root, "incoming", self.telescope.name, image.night or "unknown", Path(image.path).name
+        )
         if target.is_file() and sha256_of(target) == image.sha256:
             return target
         digest = hashlib.sha256()
@@ -130,6 +141,8 @@ class TelescopeFollower:
                 stream.write(chunk.data)
                 last = chunk
             if last is None or digest.hexdigest() != image.sha256 or last.sha256 != image.sha256:
-                raise FetchFailed(f"{image.path}: sha256 of the fetched bytes does not match the announced {image.sha256}")
+                raise FetchFailed(
+                    f"{image.path}: sha256 of the fetched bytes does not match the announced {image.sha256}"
+                )
         log.info("fetched %s from %s (%d bytes)", image.path, self.telescope.name, image.size_bytes)
         return target

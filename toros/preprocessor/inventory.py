@@ -118,8 +118,10 @@ def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
             hdu = hdul[index]
             header = hdu.header
             if hdu.size * abs(header.get("BITPIX", 8)) // 8 > settings.max_frame_bytes:
-                raise BadFrame(f"an image of {hdu.shape} pixels is more than calibration.max_frame_bytes "
-                               f"({settings.max_frame_bytes})")
+                raise BadFrame(
+                    f"an image of {hdu.shape} pixels is more than calibration.max_frame_bytes "
+                    f"({settings.max_frame_bytes})"
+                )
             imagetyp = str(header.get("IMAGETYP", "")).strip().upper()
             if not imagetyp:
                 raise BadFrame("no IMAGETYP keyword")
@@ -142,10 +144,15 @@ def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
             gain = header.get("GAIN")
             saturation = header.get("SATURATE")
             return RawFrame(
-                path=path, hdu=index, kind=kind, imagetyp=imagetyp, exposure_time=exposure,
+                path=path,
+                hdu=index,
+                kind=kind,
+                imagetyp=imagetyp,
+                exposure_time=exposure,
                 filter=str(header.get("FILTER", "")).strip() or "none",
                 setup=Setup(width, height, int(header.get("XBINNING", 1)), int(header.get("YBINNING", 1))),
-                date_obs=str(header.get("DATE-OBS", "")), biassec=settings.biassec or header.get("BIASSEC"),
+                date_obs=str(header.get("DATE-OBS", "")),
+                biassec=settings.biassec or header.get("BIASSEC"),
                 trimsec=settings.trimsec or header.get("TRIMSEC"),
                 gain=float(gain) if isinstance(gain, (int, float)) else None,
                 saturation=float(saturation) if isinstance(saturation, (int, float)) else None,

@@ -73,13 +73,22 @@ class MasterLibrary:
         with self._engine.begin() as conn:
             conn.execute(
                 masters.insert().values(
-                    kind=master.kind, setup=master.setup, night=master.night, exposure_time=master.exposure_time,
-                    filter=master.filter, path=str(master.path), sha256=sha256, frames=json.dumps(list(master.frames)),
-                    created=created, work_order_id=work_order_id,
+                    kind=master.kind,
+                    setup=master.setup,
+                    night=master.night,
+                    exposure_time=master.exposure_time,
+                    filter=master.filter,
+                    path=str(master.path),
+                    sha256=sha256,
+                    frames=json.dumps(list(master.frames)),
+                    created=created,
+                    work_order_id=work_order_id,
                 )
             )
 
-    def find(self, kind: str, setup: str, night: str, *, exposure_time: float | None = None, filter: str | None = None) -> Master | None:
+    def find(
+        self, kind: str, setup: str, night: str, *, exposure_time: float | None = None, filter: str | None = None
+    ) -> Master | None:
         """The master of this night, else of the nearest earlier night; darks prefer the exact exposure time."""
         conditions = [masters.c.kind == kind, masters.c.setup == setup, masters.c.night <= night]
         if filter is not None:
@@ -93,7 +102,9 @@ class MasterLibrary:
         if exposure_time is not None:
             nearest.sort(key=lambda row: (abs(row.exposure_time - exposure_time), -row.exposure_time))
         row = nearest[0]
-        return Master(row.kind, row.setup, row.night, row.exposure_time, row.filter, Path(row.path), tuple(json.loads(row.frames)))
+        return Master(
+            row.kind, row.setup, row.night, row.exposure_time, row.filter, Path(row.path), tuple(json.loads(row.frames))
+        )
 
     def close(self) -> None:
         self._engine.dispose()

@@ -29,7 +29,9 @@ class WorkOrderReporter:
         self._last = (stage, done, total, path)
         percent = 100.0 * done / total if total else 0.0
         self.context.emit(
-            calibration_progress=pb.CalibrationProgress(stage=stage, frames_done=done, frames_total=total, percent=percent, path=path)
+            calibration_progress=pb.CalibrationProgress(
+                stage=stage, frames_done=done, frames_total=total, percent=percent, path=path
+            )
         )
         self.context.progress(percent, f"{stage}: {done} of {total} frames")
 
@@ -59,7 +61,8 @@ class PreprocessorModule(Module):
     def start(self) -> None:
         self.library = MasterLibrary(self.config.database)
         self.followers = [
-            TelescopeFollower(telescope, self.services, self.storage_root) for telescope in self.config.preprocessor.follow
+            TelescopeFollower(telescope, self.services, self.storage_root)
+            for telescope in self.config.preprocessor.follow
         ]
         for follower in self.followers:
             follower.start()
@@ -78,6 +81,7 @@ class PreprocessorModule(Module):
     def _wait_for_earlier_images(self, context: TaskContext) -> None:
         """Images of a followed telescope are calibrated in the order they arrived: the first of a night
         builds its masters, the next ones use them."""
+
         def earlier() -> bool:
             return any(
                 r.requester == context.record.requester and r.queue_sequence < context.record.queue_sequence
@@ -90,8 +94,12 @@ class PreprocessorModule(Module):
     def _pipeline(self, context: TaskContext) -> NightCalibration:
         assert self.library is not None, "started"
         return NightCalibration(
-            self.config.preprocessor.calibration, self.library, self.storage_root,
-            longitude_deg=self.config.preprocessor_site.longitude, work_order_id=context.id, now=self.clock.timestamp,
+            self.config.preprocessor.calibration,
+            self.library,
+            self.storage_root,
+            longitude_deg=self.config.preprocessor_site.longitude,
+            work_order_id=context.id,
+            now=self.clock.timestamp,
         )
 
     @staticmethod
@@ -117,5 +125,7 @@ class PreprocessorModule(Module):
         if context.record.requester.startswith("follower:"):
             self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
-        result = self._pipeline(context).run(files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays)
+        result = self._pipeline(context).run(
+            files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays
+        )
         return self._outcome(result)

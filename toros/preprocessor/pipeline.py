@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -91,7 +91,7 @@ def night_of(date_obs: str, longitude_deg: float) -> str:
     try:
         when = datetime.fromisoformat(date_obs.replace("Z", "+00:00"))
     except ValueError:
-        when = datetime.now(timezone.utc)
+        when = datetime.now(UTC)
     return observing_night(when, longitude_deg).isoformat()
 
 
@@ -105,8 +105,14 @@ def _lacosmic(data: np.ndarray, gain: float, readnoise: float, saturation: float
 
 class NightCalibration:
     def __init__(
-        self, settings: CalibrationConfig, library: MasterLibrary, storage_root: Path, *, longitude_deg: float,
-        work_order_id: str, now: Callable[[], float],
+        self,
+        settings: CalibrationConfig,
+        library: MasterLibrary,
+        storage_root: Path,
+        *,
+        longitude_deg: float,
+        work_order_id: str,
+        now: Callable[[], float],
     ) -> None:
         self.settings = settings
         self.library = library
@@ -124,7 +130,9 @@ class NightCalibration:
             self._buffers[key] = np.empty(shape, dtype)
         return self._buffers[key]
 
-    def run(self, paths: list[Path], reporter: Reporter, *, night: str | None = None, clean_cosmic_rays: bool = False) -> NightResult:
+    def run(
+        self, paths: list[Path], reporter: Reporter, *, night: str | None = None, clean_cosmic_rays: bool = False
+    ) -> NightResult:
         result = NightResult()
         reporter.stage("inventory", 0, len(paths))
         inventory = take_inventory(paths, self.settings, self.storage_root)
@@ -157,14 +165,22 @@ class NightCalibration:
         if readers:
             shape = max({r.shape for r in readers}, key=lambda s: sum(r.shape == s for r in readers))
             for reader in [r for r in readers if r.shape != shape]:
-                result.problems.append(f"{reader.frame.name}: trimmed size {reader.shape} differs from the night's {shape}")
+                result.problems.append(
+                    f"{reader.frame.name}: trimmed size {reader.shape} differs from the night's {shape}"
+                )
                 reader.close()
                 readers.remove(reader)
         return readers
 
     def _combine(
-        self, kind: str, frames: list[RawFrame], corrections: Callable[[RawFrame], Corrections], reporter: Reporter,
-        result: NightResult, *, scale_by_median: bool = False,
+        self,
+        kind: str,
+        frames: list[RawFrame],
+        corrections: Callable[[RawFrame], Corrections],
+        reporter: Reporter,
+        result: NightResult,
+        *,
+        scale_by_median: bool = False,
     ) -> tuple[np.ndarray, list[RawFrame]] | None:
         readers = self._readers(frames, result)
         minimum = getattr(self.settings, f"min_{kind}")
@@ -201,7 +217,9 @@ class NightCalibration:
                 # A frame whose median is zero, negative or not a number cannot be normalised: named, left out.
                 usable = [i for i, (scale, _) in enumerate(measured) if math.isfinite(scale) and scale > 0]
                 for i in sorted(set(range(len(readers))) - set(usable)):
-                    result.problems.append(f"{readers[i].frame.name}: median {1.0 / measured[i][0]:.4g}: not a usable {kind} frame")
+                    result.problems.append(
+                        f"{readers[i].frame.name}: median {1.0 / measured[i][0]:.4g}: not a usable {kind} frame"
+                    )
                     readers[i].close()
                 if len(usable) < minimum:
                     result.problems.append(f"master {kind}: {len(usable)} usable frames, at least {minimum} needed")
@@ -211,7 +229,7 @@ class NightCalibration:
                 measured = [measured[i] for i in usable]
                 scales = [scale for scale, _ in measured]
                 if keep:
-                    kept = [frame for _, frame in measured]
+                    kept = [frame for _, frame in measured if frame is not None]  # all of them, as keep
 
                     def from_memory(i: int, start: int, stop: int) -> np.ndarray:
                         return kept[i][start:stop]
@@ -219,9 +237,14 @@ class NightCalibration:
                     read_band = from_memory
                     budget -= len(readers) * frame_bytes
             combined = combine_bands(
-                len(readers), shape, read_band,
-                method=self.settings.combine, sigma_low=self.settings.sigma_low, sigma_high=self.settings.sigma_high,
-                budget_bytes=max(budget, 1), scales=scales,
+                len(readers),
+                shape,
+                read_band,
+                method=self.settings.combine,
+                sigma_low=self.settings.sigma_low,
+                sigma_high=self.settings.sigma_high,
+                budget_bytes=max(budget, 1),
+                scales=scales,
                 on_band=lambda stop, height: reporter.stage(
                     f"master_{kind}", self._done + len(readers) * stop // height, self._total
                 ),
@@ -244,8 +267,18 @@ class NightCalibration:
         return True
 
     def _store_master(
-        self, kind: str, data: np.ndarray, mask: np.ndarray | None, frames: list[RawFrame], setup: Setup, night: str,
-        reporter: Reporter, result: NightResult, *, exposure_time: float = 0.0, filter: str = "",
+        self,
+        kind: str,
+        data: np.ndarray,
+        mask: np.ndarray | None,
+        frames: list[RawFrame],
+        setup: Setup,
+        night: str,
+        reporter: Reporter,
+        result: NightResult,
+        *,
+        exposure_time: float = 0.0,
+        filter: str = "",
     ) -> LoadedMaster:
         suffix = {"dark": f"_{exposure_time:g}s", "flat": f"_{filter}"}.get(kind, "")
         path = path_inside(self.storage_root, "masters", setup.key, night, f"master_{kind}{suffix}.fits")
@@ -270,8 +303,17 @@ class NightCalibration:
         result.masters.append(path)
         return LoadedMaster(master, data, mask, borrowed=False)
 
-    def _borrow(self, kind: str, setup: Setup, night: str, result: NightResult, **which: object) -> LoadedMaster | None:
-        master = self.library.find(kind, setup.key, night, **which)
+    def _borrow(
+        self,
+        kind: str,
+        setup: Setup,
+        night: str,
+        result: NightResult,
+        *,
+        exposure_time: float | None = None,
+        filter: str | None = None,
+    ) -> LoadedMaster | None:
+        master = self.library.find(kind, setup.key, night, exposure_time=exposure_time, filter=filter)
         if master is None:
             return None
         data, mask = master.load()
@@ -287,12 +329,15 @@ class NightCalibration:
         built = self._combine("bias", inventory.of("bias", setup), lambda f: Corrections(), reporter, result)
         bias = (
             self._store_master("bias", built[0], None, built[1], setup, night, reporter, result)
-            if built else self._borrow("bias", setup, night, result)
+            if built
+            else self._borrow("bias", setup, night, result)
         )
         darks: dict[float, LoadedMaster] = {}
         for exposure_time, frames in inventory.darks_by_exposure(setup).items():
             reporter.check()
-            built = self._combine("dark", frames, lambda f: Corrections(bias=bias.data if bias else None), reporter, result)
+            built = self._combine(
+                "dark", frames, lambda f: Corrections(bias=bias.data if bias else None), reporter, result
+            )
             if built:
                 hot = self._hot_pixels(built[0], exposure_time)
                 darks[exposure_time] = self._store_master(
@@ -302,7 +347,11 @@ class NightCalibration:
         for filter_name, frames in inventory.flats_by_filter(setup).items():
             reporter.check()
             built = self._combine(
-                "flat", frames, lambda f: self._dark_corrections(f, bias, darks, setup, night, result), reporter, result,
+                "flat",
+                frames,
+                lambda f: self._dark_corrections(f, bias, darks, setup, night, result),
+                reporter,
+                result,
                 scale_by_median=True,
             )
             level = float(bottleneck.nanmean(built[0])) if built else math.nan
@@ -310,7 +359,9 @@ class NightCalibration:
                 result.problems.append(f"master flat {filter_name}: mean level {level:.4g}: refused")
             elif built:
                 flat = built[0] / np.float32(level)
-                bad = ((flat < self.settings.flat_low) | (flat > self.settings.flat_high)).astype(np.uint8) * MASK_BAD_FLAT
+                bad = ((flat < self.settings.flat_low) | (flat > self.settings.flat_high)).astype(
+                    np.uint8
+                ) * MASK_BAD_FLAT
                 flats[filter_name] = self._store_master(
                     "flat", flat, bad, built[1], setup, night, reporter, result, filter=filter_name
                 )
@@ -345,7 +396,12 @@ class NightCalibration:
         return dark, frame.exposure_time / dark.master.exposure_time
 
     def _dark_corrections(
-        self, frame: RawFrame, bias: LoadedMaster | None, darks: dict[float, LoadedMaster], setup: Setup, night: str,
+        self,
+        frame: RawFrame,
+        bias: LoadedMaster | None,
+        darks: dict[float, LoadedMaster],
+        setup: Setup,
+        night: str,
         result: NightResult,
     ) -> Corrections:
         dark, scale = self._scaled_dark(frame, darks, setup, night, result)
@@ -354,8 +410,16 @@ class NightCalibration:
     # -- science frames --------------------------------------------------------------------------
 
     def _calibrate_lights(
-        self, lights: list[RawFrame], setup: Setup, night: str, bias: LoadedMaster | None, darks: dict[float, LoadedMaster],
-        flats: dict[str, LoadedMaster], reporter: Reporter, result: NightResult, clean: bool,
+        self,
+        lights: list[RawFrame],
+        setup: Setup,
+        night: str,
+        bias: LoadedMaster | None,
+        darks: dict[float, LoadedMaster],
+        flats: dict[str, LoadedMaster],
+        reporter: Reporter,
+        result: NightResult,
+        clean: bool,
     ) -> None:
         pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes) if clean and lights else None
         pending: list[tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame]] = []
@@ -371,7 +435,9 @@ class NightCalibration:
                     continue
                 flat = flats.get(frame.filter) or self._borrow("flat", setup, night, result, filter=frame.filter)
                 if flat is None:
-                    self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", reporter, result)
+                    self._skip(
+                        frame, f"no master flat for filter {frame.filter} on or before {night}", reporter, result
+                    )
                     continue
                 flats[frame.filter] = flat
                 try:
@@ -419,8 +485,14 @@ class NightCalibration:
 
     @contextmanager
     def _science_frame(
-        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
-        night: str, result: NightResult,
+        self,
+        frame: RawFrame,
+        bias: LoadedMaster,
+        darks: dict[float, LoadedMaster],
+        flat: LoadedMaster,
+        setup: Setup,
+        night: str,
+        result: NightResult,
     ) -> Iterator[tuple[FrameReader, Corrections, fits.Header, list[np.ndarray]]]:
         """A science frame opened with what calibrates it: the corrections, the calibrated frame's header and
         the masters' masks to merge into its own."""
@@ -450,13 +522,25 @@ class NightCalibration:
             yield start, stop, band
 
     def _calibrate_to_file(
-        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
-        night: str, result: NightResult, output: Path,
+        self,
+        frame: RawFrame,
+        bias: LoadedMaster,
+        darks: dict[float, LoadedMaster],
+        flat: LoadedMaster,
+        setup: Setup,
+        night: str,
+        result: NightResult,
+        output: Path,
     ) -> str:
         """Calibrates a science frame straight into its product, band by band: the file is written (and
         hashed) while the next band is computed, so a full TOROS frame costs little more than its I/O.
         Returns the product's sha256."""
-        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (reader, corrections, header, masks):
+        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (
+            reader,
+            corrections,
+            header,
+            masks,
+        ):
             mask = self._buffer("mask", reader.shape, np.uint8)
             mask.fill(0)
             with FitsImageStream(output, header, reader.shape, np.float32) as stream:
@@ -467,11 +551,22 @@ class NightCalibration:
                 return stream.finish([fits.ImageHDU(mask, name="MASK")])
 
     def _calibrate_in_memory(
-        self, frame: RawFrame, bias: LoadedMaster, darks: dict[float, LoadedMaster], flat: LoadedMaster, setup: Setup,
-        night: str, result: NightResult,
+        self,
+        frame: RawFrame,
+        bias: LoadedMaster,
+        darks: dict[float, LoadedMaster],
+        flat: LoadedMaster,
+        setup: Setup,
+        night: str,
+        result: NightResult,
     ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
         """Calibrates a science frame into fresh arrays (image, mask, header), for cosmic-ray cleaning."""
-        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (reader, corrections, header, masks):
+        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (
+            reader,
+            corrections,
+            header,
+            masks,
+        ):
             data = np.empty(reader.shape, dtype=np.float32)
             mask = np.zeros(reader.shape, dtype=np.uint8)
             for start, stop, band in self._calibrated_bands(reader, corrections, mask):
@@ -481,8 +576,14 @@ class NightCalibration:
         return data, mask, header
 
     def _calibrated_header(
-        self, raw_header: fits.Header, frame: RawFrame, bias: LoadedMaster, dark: LoadedMaster | None,
-        flat: LoadedMaster, dark_scale: float, night: str,
+        self,
+        raw_header: fits.Header,
+        frame: RawFrame,
+        bias: LoadedMaster,
+        dark: LoadedMaster | None,
+        flat: LoadedMaster,
+        dark_scale: float,
+        night: str,
     ) -> fits.Header:
         """The raw header with the raw-only keywords removed and every master and step named."""
         header = raw_header.copy()
@@ -495,7 +596,10 @@ class NightCalibration:
         header["MBIAS"] = (bias.master.path.name, f"night {bias.master.night}")
         header["MDARK"] = (dark.master.path.name if dark else "none", f"scaled x{dark_scale:.4g}")
         header["MFLAT"] = (flat.master.path.name, f"night {flat.master.night}")
-        header["BORROWED"] = (", ".join(m.master.kind for m in (bias, dark, flat) if m and m.borrowed) or "none", "masters from an earlier night")
+        header["BORROWED"] = (
+            ", ".join(m.master.kind for m in (bias, dark, flat) if m and m.borrowed) or "none",
+            "masters from an earlier night",
+        )
         header["NIGHT"] = night
         header["TOROSWO"] = (self.work_order_id, "work order that calibrated it")
         header["RAWFILE"] = frame.name
@@ -507,16 +611,27 @@ class NightCalibration:
         return header
 
     def _finish_cleaning(
-        self, item: tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame], reporter: Reporter, result: NightResult
+        self,
+        item: tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame],
+        reporter: Reporter,
+        result: NightResult,
     ) -> None:
         job, _data, mask, header, output, frame = item
         cleaned, cosmic = job.result()
         mask |= cosmic.astype(np.uint8) * MASK_COSMIC_RAY
         header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
         header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
-        self._finish(frame, output, reporter, result, write_fits(output, [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]))
+        self._finish(
+            frame,
+            output,
+            reporter,
+            result,
+            write_fits(output, [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]),
+        )
 
-    def _finish(self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult, sha256: str | None = None) -> None:
+    def _finish(
+        self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult, sha256: str | None = None
+    ) -> None:
         reporter.product(output, "calibrated", sha256)
         result.calibrated.append(output)
         self._advance(reporter, "science", str(frame.path))

@@ -42,8 +42,11 @@ def _unsigned_16_bit(hdu: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> bool:
     """An uncompressed image of unsigned 16-bit values stored as signed (BITPIX 16, BZERO 32768, BSCALE 1)."""
     header = hdu.header
     return (
-        not isinstance(hdu, fits.CompImageHDU) and header.get("BITPIX") == 16 and header.get("BZERO") == 32768
-        and header.get("BSCALE", 1) == 1 and "BLANK" not in header
+        not isinstance(hdu, fits.CompImageHDU)
+        and header.get("BITPIX") == 16
+        and header.get("BZERO") == 32768
+        and header.get("BSCALE", 1) == 1
+        and "BLANK" not in header
     )
 
 
@@ -71,9 +74,10 @@ class FrameReader:
                 file.close()
         raw_shape = (frame.setup.height, frame.setup.width)
         self.rows, self.columns = section(frame.trimsec, raw_shape, "TRIMSEC")
-        self._overscan_rows, self._overscan_columns = (
-            section(frame.biassec, raw_shape, "BIASSEC") if frame.biassec else (None, None)
-        )
+        self._overscan_rows: slice | None = None
+        self._overscan_columns: slice | None = None
+        if frame.biassec:
+            self._overscan_rows, self._overscan_columns = section(frame.biassec, raw_shape, "BIASSEC")
         self._column_levels = self._overscan_of_columns(raw_shape) if frame.biassec else None
         self.gain = self._gain(settings)
 
@@ -91,6 +95,7 @@ class FrameReader:
         A strip of columns (the usual case) is measured per row, band by band, as the rows are read.
         """
         rows, columns = self._overscan_rows, self._overscan_columns
+        assert rows is not None and columns is not None, "called for a frame with a BIASSEC"
         if columns.stop - columns.start <= rows.stop - rows.start:
             if (rows.start, rows.stop) != (0, raw_shape[0]):
                 raise BadFrame(f"BIASSEC {self.frame.biassec!r} must span every row of the frame")
@@ -116,7 +121,7 @@ class FrameReader:
         shape = (rows.stop - rows.start, self._raw_width)
         raw = out if out is not None and out.shape == shape and out.dtype == np.uint16 else np.empty(shape, np.uint16)
         self._file.seek(self._data_offset + rows.start * self._raw_width * 2)
-        if self._file.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+        if self._file.readinto(raw.data.cast("B")) != raw.nbytes:
             raise BadFrame(f"{self.frame.name}: the data ends before row {rows.stop}")
         raw.byteswap(inplace=True)  # FITS is big-endian
         raw ^= np.uint16(0x8000)  # + 32768 modulo 2**16: the stored signed value made unsigned

@@ -12,8 +12,16 @@ from toros.site import Site
 
 ImageKind = Literal["bias", "dark", "flat", "light"]
 DEFAULT_IMAGETYP: dict[str, ImageKind] = {
-    "BIAS": "bias", "ZERO": "bias", "DARK": "dark", "FLAT": "flat", "SKYFLAT": "flat", "DOMEFLAT": "flat",
-    "TWIFLAT": "flat", "LIGHT": "light", "OBJECT": "light", "SCIENCE": "light",
+    "BIAS": "bias",
+    "ZERO": "bias",
+    "DARK": "dark",
+    "FLAT": "flat",
+    "SKYFLAT": "flat",
+    "DOMEFLAT": "flat",
+    "TWIFLAT": "flat",
+    "LIGHT": "light",
+    "OBJECT": "light",
+    "SCIENCE": "light",
 }
 
 

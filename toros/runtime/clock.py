@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -35,7 +34,7 @@ class Clock:
 
     def now(self) -> datetime:
         """The current clock time, timezone-aware UTC."""
-        return datetime.fromtimestamp(self.timestamp(), tz=timezone.utc)
+        return datetime.fromtimestamp(self.timestamp(), tz=UTC)
 
     def real_seconds(self, clock_seconds: float) -> float:
         """How long ``clock_seconds`` of clock time take in real time."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -98,21 +98,25 @@ class TlsConfig(Section):
             try:
                 ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(getattr(self, cert), getattr(self, key))
             except ssl.SSLError as exc:
-                raise ConfigError(f"security.tls.{cert}/{key}: {getattr(self, cert)} and {getattr(self, key)} are not a PEM "
-                                  f"certificate and its private key ({exc.reason or 'unreadable'})") from None
+                raise ConfigError(
+                    f"security.tls.{cert}/{key}: {getattr(self, cert)} and {getattr(self, key)} are not a PEM "
+                    f"certificate and its private key ({exc.reason or 'unreadable'})"
+                ) from None
             except OSError as exc:
                 raise ConfigError(f"security.tls.{cert}/{key}: cannot read them: {exc.strerror}") from None
         if self.ca is not None:
             try:
                 ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=self.ca)
             except (ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"security.tls.ca: {self.ca} holds no PEM CA certificate ({getattr(exc, 'reason', None) or exc})") from None
+                raise ConfigError(
+                    f"security.tls.ca: {self.ca} holds no PEM CA certificate ({getattr(exc, 'reason', None) or exc})"
+                ) from None
             except OSError as exc:
                 raise ConfigError(f"security.tls.ca: cannot read {self.ca}: {exc.strerror}") from None
 
     def read(self, key: str) -> bytes | None:
         """The PEM bytes of one of the files above (None when not configured)."""
-        path = getattr(self, key)
+        path: Path | None = getattr(self, key)
         if path is None:
             return None
         try:
@@ -142,7 +146,7 @@ class ClockConfig(Section):
     @classmethod
     def _utc(cls, start: datetime | None) -> datetime | None:
         if start is not None and start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
+            start = start.replace(tzinfo=UTC)
         return start
 
 
@@ -196,6 +200,7 @@ def _expand_environment(node: Any, where: str, file: Path) -> Any:
     if isinstance(node, list):
         return [_expand_environment(v, f"{where}[{i}]", file) for i, v in enumerate(node)]
     if isinstance(node, str):
+
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:

@@ -23,7 +23,7 @@ def database_url(database: DatabaseConfig) -> str:
     if database.url is None:
         return f"sqlite:///{Path(database.path)}"
     url = database.url.get_secret_value()
-    return "postgresql+psycopg://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
+    return "postgresql+psycopg://" + url[len("postgresql://") :] if url.startswith("postgresql://") else url
 
 
 def url_for_logs(database: DatabaseConfig) -> str:
@@ -40,7 +40,9 @@ def make_engine(database: DatabaseConfig, *, writer: bool) -> Engine:
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1 if writer else 8,
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=1 if writer else 8,
         max_overflow=0 if writer else 64,
     )
 

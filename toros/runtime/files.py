@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class UnusablePath(ValueError):
@@ -39,7 +39,9 @@ def confine(path: str | os.PathLike[str], root: Path) -> Path:
         raise UnusablePath("path contains a NUL character")
     if (length := len(text.encode(errors="surrogateescape"))) > MAX_PATH_BYTES:
         raise UnusablePath(f"path is {length} bytes long, at most {MAX_PATH_BYTES}")
-    if (longest := max(len(part.encode(errors="surrogateescape")) for part in Path(text).parts or ("",))) > MAX_NAME_BYTES:
+    if (
+        longest := max(len(part.encode(errors="surrogateescape")) for part in Path(text).parts or ("",))
+    ) > MAX_NAME_BYTES:
         raise UnusablePath(f"a name in the path is {longest} bytes long, at most {MAX_NAME_BYTES}")
     real_root = Path(os.path.realpath(root))
     candidate = Path(text)
@@ -58,8 +60,13 @@ class NotRegularFile(ValueError):
     """A path that is a FIFO, a device, a socket or a folder where a file is to be read."""
 
 
-_FILE_TYPES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-               stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+_FILE_TYPES = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
 def open_regular(path: str | os.PathLike[str], root: Path) -> IO[bytes]:
@@ -78,7 +85,9 @@ def open_regular(path: str | os.PathLike[str], root: Path) -> IO[bytes]:
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         stream.close()
-        raise NotRegularFile(f"{os.fspath(path)}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
+        raise NotRegularFile(
+            f"{os.fspath(path)}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+        )
     return stream
 
 
@@ -104,7 +113,7 @@ def path_inside(root: Path, *names: str) -> Path:
 
 
 @contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Writes to a temporary file beside ``path`` and renames it into place only when the block succeeds.
 
     Readers never see a partial file; a failure (disk full, crash) leaves no file at ``path``. The temporary
@@ -202,7 +211,7 @@ class HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if memoryview(data).nbytes < self.OVERLAP_BYTES:
             self._digest.update(data)
             return self.stream.write(data)

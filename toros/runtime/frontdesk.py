@@ -8,8 +8,9 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 
@@ -97,7 +98,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
         order.CopyFrom(request)
         order.DiscardUnknownFields()  # fields of a newer contract, or junk: never journaled
         if not order.id:
-            order.id = f"{self.module.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+            order.id = f"{self.module.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         if not order.HasField("create_time"):
             order.create_time.CopyFrom(timestamp(self.module.clock.timestamp()))
         record, already_known = self.journal.submit(order, task, priority)
@@ -123,18 +124,20 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
     def GetWorkOrder(self, request: pb.GetWorkOrderRequest, context: grpc.ServicerContext) -> pb.WorkOrderStatus:
         record = self.journal.get(self._required_id(request.id, context))
         if record is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {request.id!r} in the {self.module.name}")
+            self._not_found(request.id, context)
         return record.status()
 
-    def CancelWorkOrder(
-        self, request: pb.CancelWorkOrderRequest, context: grpc.ServicerContext
-    ) -> pb.WorkOrderStatus:
+    def _not_found(self, work_order_id: str, context: grpc.ServicerContext) -> NoReturn:
+        context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {work_order_id!r} in the {self.module.name}")
+        raise AssertionError("abort raises")
+
+    def CancelWorkOrder(self, request: pb.CancelWorkOrderRequest, context: grpc.ServicerContext) -> pb.WorkOrderStatus:
         try:
             record = self.workers.cancel(self._required_id(request.id, context), request.reason)
         except JournalUnavailable as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"not cancelled, try again: {exc}")
         if record is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"id: no work order {request.id!r} in the {self.module.name}")
+            self._not_found(request.id, context)
         return record.status()
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.ModuleStatus:
@@ -220,13 +223,18 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
                 while context.is_active():
                     data = stream.read(min(chunk_size, size - offset))
                     if offset + len(data) < size and not data:
-                        context.abort(grpc.StatusCode.ABORTED, f"path: {request.path!r} shrank from {size} to "
-                                      f"{offset} bytes while it was sent; fetch it again")
+                        context.abort(
+                            grpc.StatusCode.ABORTED,
+                            f"path: {request.path!r} shrank from {size} to "
+                            f"{offset} bytes while it was sent; fetch it again",
+                        )
                     digest.update(data)
                     last = offset + len(data) >= size
                     if last and _changed(status, os.fstat(stream.fileno())):
-                        context.abort(grpc.StatusCode.ABORTED, f"path: {request.path!r} was written to while it was "
-                                      "sent; fetch it again")
+                        context.abort(
+                            grpc.StatusCode.ABORTED,
+                            f"path: {request.path!r} was written to while it was sent; fetch it again",
+                        )
                     yield pb.FileChunk(
                         data=data, offset=offset, size_bytes=size, last=last, sha256=digest.hexdigest() if last else ""
                     )

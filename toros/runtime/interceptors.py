@@ -6,7 +6,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -29,7 +29,13 @@ class MalformedRequest:
         self.problem = problem
 
 
-def _lenient(deserializer: Callable | None) -> Callable | None:
+if TYPE_CHECKING:  # grpc's classes are generic in their stubs only
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+    Continuation = Callable[[grpc.HandlerCallDetails], Handler | None]
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
 
@@ -42,19 +48,25 @@ def _lenient(deserializer: Callable | None) -> Callable | None:
     return parse
 
 
-def _rebuild(
-    handler: grpc.RpcMethodHandler, unary: Callable | None, stream: Callable | None, *, deserialize: bool = True
-) -> grpc.RpcMethodHandler:
+def _rebuild(handler: Handler, unary: Behaviour, stream: Behaviour, *, deserialize: bool = True) -> Handler:
     """The handler with its behaviour replaced; ``deserialize=False`` hands the behaviour the raw bytes."""
     deserializer = _lenient(handler.request_deserializer) if deserialize else None
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=deserializer, response_serializer=serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=deserializer, response_serializer=serializer
+        )
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=deserializer, response_serializer=serializer)
+        return grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=deserializer, response_serializer=serializer
+        )
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary, request_deserializer=deserializer, response_serializer=serializer)
-    return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=deserializer, response_serializer=serializer)
+        return grpc.stream_unary_rpc_method_handler(
+            unary, request_deserializer=deserializer, response_serializer=serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        stream, request_deserializer=deserializer, response_serializer=serializer
+    )
 
 
 def _bearer_token(metadata: Any) -> bytes | None:
@@ -74,7 +86,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = token.encode()
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+    def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(details)
         if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
@@ -105,28 +117,40 @@ def _work_order_id(request: Any) -> str:
 class LoggingInterceptor(grpc.ServerInterceptor):
     """Logs method, work order id, status code and duration of every call."""
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+    def intercept_service(self, continuation: Continuation, details: grpc.HandlerCallDetails) -> Handler | None:
         handler = continuation(details)
         if handler is None or (handler.unary_unary is None and handler.unary_stream is None):
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        level = logging.DEBUG if method in QUIET_METHODS or details.method.startswith(OPEN_METHODS_PREFIX) else logging.INFO
+        level = (
+            logging.DEBUG if method in QUIET_METHODS or details.method.startswith(OPEN_METHODS_PREFIX) else logging.INFO
+        )
 
-        def finish(context: grpc.ServicerContext, work_order: str, started: float, failed: bool, extra: str = "") -> None:
-            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+        def finish(
+            context: grpc.ServicerContext, work_order: str, started: float, failed: bool, extra: str = ""
+        ) -> None:
+            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)  # type: ignore[attr-defined]  # grpc has it, its stubs not yet
             name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             log.log(
                 logging.WARNING if name not in ("OK", "CANCELLED") and level == logging.INFO else level,
-                "%s %s %s %.1f ms%s", method, work_order or "-", name, (time.perf_counter() - started) * 1e3, extra,
+                "%s %s %s %.1f ms%s",
+                method,
+                work_order or "-",
+                name,
+                (time.perf_counter() - started) * 1e3,
+                extra,
                 extra={"work_order": work_order or "-"},
             )
 
+        respond, respond_stream = handler.unary_unary, handler.unary_stream
+
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            assert respond is not None, "_rebuild serves a unary method with this"
             started, work_order, failed = time.perf_counter(), _work_order_id(request), True
             try:
                 _refuse_malformed(request, context)
                 with work_order_context(work_order):
-                    response = handler.unary_unary(request, context)
+                    response = respond(request, context)
                 work_order = work_order or _work_order_id(response)
                 failed = False
                 return response
@@ -134,10 +158,11 @@ class LoggingInterceptor(grpc.ServerInterceptor):
                 finish(context, work_order, started, failed)
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            assert respond_stream is not None, "_rebuild serves a streaming method with this"
             started, work_order, failed, sent = time.perf_counter(), _work_order_id(request), True, 0
             try:
                 _refuse_malformed(request, context)
-                for item in handler.unary_stream(request, context):
+                for item in respond_stream(request, context):
                     sent += 1
                     yield item
                 failed = False

@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import (
@@ -96,7 +96,12 @@ module_state = Table(
 )
 
 
+@overload
+def timestamp(seconds: float) -> Timestamp: ...
+@overload
+def timestamp(seconds: float | None) -> Timestamp | None: ...
 def timestamp(seconds: float | None) -> Timestamp | None:
+    """A protobuf Timestamp of seconds since the epoch (None stays None)."""
     if seconds is None:
         return None
     stamp = Timestamp()
@@ -110,7 +115,7 @@ class WorkOrderRecord:
 
     id: str
     task: str
-    state: int
+    state: pb.WorkOrderState
     priority: int
     requester: str
     accept_time: float
@@ -274,7 +279,7 @@ class Journal:
         # The module's unfinished work orders, as committed. The writer thread is their only mutator, so
         # this view is exact; it spares a read for every state change and every status query.
         self._unfinished = {record.id: record for record in self._read_unfinished()}
-        self._pending: queue.SimpleQueue[tuple[_Write, Future] | None] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[_Write, Future[Any]] | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"{module}-journal", daemon=True)
         self._writer.start()
         log.info("journal of %s at %s, last event %d", module, self.url_for_logs, self.events.last_sequence)
@@ -295,7 +300,7 @@ class Journal:
         upsert = upsert.on_conflict_do_update(index_elements=["module", "key"], set_={"value": upsert.excluded.value})
         dialect = self._write_engine.dialect
         if dialect.name == "sqlite":
-            dialect = type(dialect)(paramstyle="named")
+            dialect = cast(Any, type(dialect))(paramstyle="named")  # the driver's named style
         changing = [column.name for column in work_orders.c if column.name not in ("module", "id")]
         self._select_one_sql = str(self._select_one.compile(dialect=dialect))
         self._insert_order_sql = str(work_orders.insert().compile(dialect=dialect))
@@ -307,7 +312,7 @@ class Journal:
     # -- the writer ------------------------------------------------------------------------------
 
     def _write(self, write: _Write) -> Any:
-        future: Future = Future()
+        future: Future[Any] = Future()
         self._pending.put((write, future))
         return future.result()
 
@@ -332,7 +337,7 @@ class Journal:
                 group.append(more)
             self._commit(group)
 
-    def _commit(self, items: list[tuple[_Write, Future]]) -> None:
+    def _commit(self, items: list[tuple[_Write, Future[Any]]]) -> None:
         group = _Group(self.module, self.clock.timestamp(), self.events.last_sequence + 1)
         try:
             if self._driver_connection is None:
@@ -345,11 +350,16 @@ class Journal:
                 if group.inserted:
                     cursor.executemany(self._insert_order_sql, [self._row(group.records[id]) for id in group.inserted])
                 if group.updated:
-                    cursor.executemany(self._update_order_sql, [self._row(group.records[id], key_prefix="b_") for id in group.updated])
+                    cursor.executemany(
+                        self._update_order_sql, [self._row(group.records[id], key_prefix="b_") for id in group.updated]
+                    )
                 if group.new_events:
                     cursor.executemany(self._insert_event_sql, group.event_rows())
                 if group.values:
-                    cursor.executemany(self._upsert_value_sql, [{"module": self.module, "key": k, "value": v} for k, v in group.values.items()])
+                    cursor.executemany(
+                        self._upsert_value_sql,
+                        [{"module": self.module, "key": k, "value": v} for k, v in group.values.items()],
+                    )
                 self._driver_connection.commit()
             finally:
                 cursor.close()
@@ -368,7 +378,7 @@ class Journal:
             else:
                 self._unfinished[record.id] = record
         self.events.publish(group.new_events)
-        for (_, future), result in zip(items, results):
+        for (_, future), result in zip(items, results, strict=True):
             future.set_result(result)
 
     def _end_failed_transaction(self, error: Exception) -> None:
@@ -380,11 +390,15 @@ class Journal:
         dialect = self._write_engine.dialect
         try:
             connection.rollback()
-            lost = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(error, connection.dbapi_connection, None)
+            lost = isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                error, connection.dbapi_connection, None
+            )
         except Exception:
             lost = True
         if lost:
-            log.warning("journal: lost the connection to %s (%s); reconnecting at the next write", self.url_for_logs, error)
+            log.warning(
+                "journal: lost the connection to %s (%s); reconnecting at the next write", self.url_for_logs, error
+            )
             connection.invalidate()
             self._driver_connection = None
 
@@ -404,28 +418,38 @@ class Journal:
                     results.append((known, True))
                     continue
                 record = WorkOrderRecord(
-                    id=write.order.id, task=write.task, state=QUEUED, priority=write.priority,
-                    requester=write.order.requester, accept_time=group.time, queue_sequence=group.next_sequence,
-                    message="queued", work_order_bytes=write.order.SerializeToString(),
+                    id=write.order.id,
+                    task=write.task,
+                    state=QUEUED,
+                    priority=write.priority,
+                    requester=write.order.requester,
+                    accept_time=group.time,
+                    queue_sequence=group.next_sequence,
+                    message="queued",
+                    work_order_bytes=write.order.SerializeToString(),
                 )
                 group.records[record.id] = record
                 group.inserted.append(record.id)
                 group.add_event(record.id, work_order_update=_update_event(record))
                 results.append((record, False))
             elif isinstance(write, _Transition):
-                record = current(write.work_order_id)
-                if record is None or record.final or (write.only_from is not None and record.state not in write.only_from):
-                    results.append(record)
+                existing = current(write.work_order_id)
+                if (
+                    existing is None
+                    or existing.final
+                    or (write.only_from is not None and existing.state not in write.only_from)
+                ):
+                    results.append(existing)
                     continue
-                updated = replace(record, **self._effective_changes(record, write.changes, group.time))
+                updated = replace(existing, **self._effective_changes(existing, write.changes, group.time))
                 group.change(updated)
                 group.add_event(updated.id, work_order_update=_update_event(updated))
                 results.append(updated)
             elif isinstance(write, _AddProduct):
-                record = current(write.work_order_id)
-                if record is not None:
-                    products = tuple(p for p in record.products if p["path"] != write.product["path"]) + (write.product,)
-                    group.change(replace(record, products=products))
+                owner = current(write.work_order_id)
+                if owner is not None:
+                    products = tuple(p for p in owner.products if p["path"] != write.product["path"]) + (write.product,)
+                    group.change(replace(owner, products=products))
                 results.append(None)
             elif isinstance(write, _AppendEvent):
                 results.append(group.add_event(write.work_order_id, **write.kind))
@@ -456,7 +480,7 @@ class Journal:
 
     def submit(self, order: pb.WorkOrder, task: str, priority: int) -> tuple[WorkOrderRecord, bool]:
         """Stores a new work order as QUEUED; returns its record and whether the id was already known."""
-        return self._write(_Submit(order, task, priority))
+        return cast(tuple[WorkOrderRecord, bool], self._write(_Submit(order, task, priority)))
 
     def transition(
         self, work_order_id: str, *, only_from: set[int] | None = None, **changes: Any
@@ -467,7 +491,10 @@ class Journal:
         counts an attempt. Returns the record after the change (unchanged if nothing applied), or None if
         the id is unknown.
         """
-        return self._write(_Transition(work_order_id, frozenset(only_from) if only_from else None, changes))
+        return cast(
+            WorkOrderRecord | None,
+            self._write(_Transition(work_order_id, frozenset(only_from) if only_from else None, changes)),
+        )
 
     def add_product(self, work_order_id: str, product: dict[str, Any]) -> None:
         """Records a product of a work order (kept across a crash)."""
@@ -475,7 +502,7 @@ class Journal:
 
     def append_event(self, work_order_id: str = "", **kind: Any) -> pb.Event:
         """Journals a domain event (e.g. ``image_ready=ImageReady(...)``) and returns it with its sequence."""
-        return self._write(_AppendEvent(work_order_id, kind))
+        return cast(pb.Event, self._write(_AppendEvent(work_order_id, kind)))
 
     def set_value(self, key: str, value: str) -> None:
         """Durably remembers a small piece of module state (e.g. a followed stream's position)."""
@@ -535,7 +562,7 @@ class Journal:
             row = cursor.fetchone()
             if row is not None:
                 names = [column[0] for column in cursor.description]
-                found[work_order_id] = WorkOrderRecord.from_row(SimpleNamespace(**dict(zip(names, row))))
+                found[work_order_id] = WorkOrderRecord.from_row(SimpleNamespace(**dict(zip(names, row, strict=True))))
         return found
 
     def _row(self, record: WorkOrderRecord, key_prefix: str = "") -> dict[str, Any]:

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from google.protobuf.message import Message
-
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.config import NodeConfig
@@ -66,8 +64,3 @@ class Module:
 
     def status_message(self) -> str:
         return ""
-
-
-def task_message(order: pb.WorkOrder) -> Message:
-    """The message of the task that is set in a work order."""
-    return getattr(order, order.WhichOneof("task"))

@@ -44,8 +44,10 @@ def server_credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     if tls.require_client_cert and tls.ca is None:
         raise ConfigError("security.tls.ca: required when require_client_cert is true")
     tls.verify()
+    key, cert = tls.read("key"), tls.read("cert")
+    assert key is not None and cert is not None, "TLS is enabled by a certificate, and TlsConfig pairs it with a key"
     return grpc.ssl_server_credentials(
-        [(tls.read("key"), tls.read("cert"))],
+        [(key, cert)],
         root_certificates=tls.read("ca") if tls.require_client_cert else None,
         require_client_auth=tls.require_client_cert,
     )
@@ -92,7 +94,11 @@ class Daemon:
             self.clock.resume_from(last)
         self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
         self.workers = WorkerPool(
-            self.journal, self.clock, self.module.tasks(), self.settings.workers, self.module_name,
+            self.journal,
+            self.clock,
+            self.module.tasks(),
+            self.settings.workers,
+            self.module_name,
             max_attempts=self.settings.max_attempts,
         )
         interceptors: list[grpc.ServerInterceptor] = [LoggingInterceptor()]
@@ -121,7 +127,7 @@ class Daemon:
         self.frontdesk = FrontDesk(
             self.module, self.journal, self.workers, self.storage_root, self.settings.max_streams
         )
-        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, self.server)
+        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, self.server)  # type: ignore[no-untyped-call]  # generated code
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
@@ -145,10 +151,13 @@ class Daemon:
         self.server.start()
         log.info(
             "%s %s listening on %s (%s%s), database %s, storage %s",
-            self.module_name, __version__, host_port(self.settings.ip, port),
+            self.module_name,
+            __version__,
+            host_port(self.settings.ip, port),
             "mutual TLS" if tls.require_client_cert else "TLS" if tls.enabled else "plaintext",
             ", token required" if self.config.security.token is not None else "",
-            self.journal.url_for_logs, self.storage_root,
+            self.journal.url_for_logs,
+            self.storage_root,
         )
         try:
             self.module.start()

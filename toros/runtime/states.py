@@ -13,5 +13,5 @@ FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
 
 
 def state_name(state: int) -> str:
-    """"done", "failed", "queued", …: a state as the CLI and logs show it."""
+    """ "done", "failed", "queued", …: a state as the CLI and logs show it."""
     return pb.WorkOrderState.Name(state).removeprefix("WORK_ORDER_STATE_").lower()

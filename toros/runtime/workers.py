@@ -12,8 +12,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf.message import Message
-
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.files import sha256_of
@@ -53,7 +51,7 @@ class TaskContext:
         self.record = record
         self.id = record.id
         self.order: pb.WorkOrder = record.work_order()
-        self.task: Message = getattr(self.order, record.task)
+        self.task: Any = getattr(self.order, record.task)  # the task message: its type is the task's
         self.attempt = record.attempts
         self.journal = journal
         self.clock = clock
@@ -96,7 +94,12 @@ class TaskContext:
     def add_product(self, path: Path, kind: str, sha256: str | None = None) -> pb.Product:
         """Records a finished file (written atomically beforehand) as a product of this work order; its
         sha256 is computed unless the writer already knows it."""
-        product = {"path": str(path), "kind": kind, "size_bytes": path.stat().st_size, "sha256": sha256 or sha256_of(path)}
+        product: dict[str, Any] = {
+            "path": str(path),
+            "kind": kind,
+            "size_bytes": path.stat().st_size,
+            "sha256": sha256 or sha256_of(path),
+        }
         self.journal.add_product(self.id, product)
         return pb.Product(**product)
 
@@ -149,20 +152,35 @@ class WorkerPool:
         reason = self.journal.get_value(_cancel_key(record.id))
         if reason is not None:
             log.warning("work order %s was cancelled while running, before the daemon stopped", record.id)
-            return self.journal.transition(
-                record.id, state=CANCELLED, message=f"cancelled while running: {reason or 'no reason given'}"
-            ) or record
+            return (
+                self.journal.transition(
+                    record.id, state=CANCELLED, message=f"cancelled while running: {reason or 'no reason given'}"
+                )
+                or record
+            )
         if record.attempts >= self.max_attempts:
-            log.error("work order %s was running each of the %d times the daemon stopped: giving up", record.id, record.attempts)
-            return self.journal.transition(
-                record.id, state=FAILED,
-                message=f"gave up after {record.attempts} attempts: the daemon stopped during each (last: {record.message})",
-            ) or record
+            log.error(
+                "work order %s was running each of the %d times the daemon stopped: giving up",
+                record.id,
+                record.attempts,
+            )
+            return (
+                self.journal.transition(
+                    record.id,
+                    state=FAILED,
+                    message=f"gave up after {record.attempts} attempts: the daemon stopped during each (last: {record.message})",
+                )
+                or record
+            )
         log.warning("work order %s was running when the daemon stopped: resuming it", record.id)
-        return self.journal.transition(
-            record.id, state=QUEUED,
-            message=f"interrupted by a restart; resuming (attempt {record.attempts + 1} of {self.max_attempts})",
-        ) or record
+        return (
+            self.journal.transition(
+                record.id,
+                state=QUEUED,
+                message=f"interrupted by a restart; resuming (attempt {record.attempts + 1} of {self.max_attempts})",
+            )
+            or record
+        )
 
     def enqueue(self, record: WorkOrderRecord) -> None:
         with self._lock:
@@ -188,7 +206,9 @@ class WorkerPool:
             context.cancel_reason = reason
             context.cancel_requested.set()
             context.wake()
-            return self.journal.transition(work_order_id, message=f"cancellation requested: {reason or 'no reason given'}")
+            return self.journal.transition(
+                work_order_id, message=f"cancellation requested: {reason or 'no reason given'}"
+            )
         return record
 
     def stop(self, timeout: float) -> None:
@@ -240,8 +260,12 @@ class WorkerPool:
             log.info("%s cancelled", record.task)
         except Interrupted:
             # Put down in good order: this attempt does not count towards max_attempts.
-            self.journal.transition(work_order_id, state=QUEUED, attempts=record.attempts - 1,
-                                    message="interrupted by a shutdown; resumes after the restart")
+            self.journal.transition(
+                work_order_id,
+                state=QUEUED,
+                attempts=record.attempts - 1,
+                message="interrupted by a shutdown; resumes after the restart",
+            )
             log.info("%s interrupted by shutdown; it resumes after the restart", record.task)
         except TaskFailed as exc:
             self.journal.transition(work_order_id, state=FAILED, message=str(exc))

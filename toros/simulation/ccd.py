@@ -12,7 +12,7 @@ the header gives BIASSEC and TRIMSEC in FITS (1-based, inclusive, x first) notat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -46,9 +46,11 @@ class Sensor:
     @cached_property
     def _fixed(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.seed)
-        columns = (self.bias_level + self.column_pattern * rng.standard_normal(self.width + self.overscan)).astype(np.float32)
+        columns = (self.bias_level + self.column_pattern * rng.standard_normal(self.width + self.overscan)).astype(
+            np.float32
+        )
         hot = rng.random((self.height, self.width), dtype=np.float32) < self.hot_pixel_fraction
-        response = (1.0 + self.pixel_response_spread * rng.standard_normal((self.height, self.width), dtype=np.float32))
+        response = 1.0 + self.pixel_response_spread * rng.standard_normal((self.height, self.width), dtype=np.float32)
         y, x = np.ogrid[-1.0 : 1.0 : self.height * 1j, -1.0 : 1.0 : self.width * 1j]
         illumination = (1.0 - self.vignetting * (x**2 + y**2) / 2.0).astype(np.float32)
         return {"columns": columns, "hot": hot, "response": response, "illumination": illumination}
@@ -131,7 +133,9 @@ def make_frame(
 
     raw = np.empty((sensor.height, sensor.width + sensor.overscan), dtype=np.float32)
     raw[:, : sensor.width] = electrons / sensor.gain
-    raw[:, sensor.width :] = sensor.read_noise / sensor.gain * rng.standard_normal((sensor.height, sensor.overscan), dtype=np.float32)
+    raw[:, sensor.width :] = (
+        sensor.read_noise / sensor.gain * rng.standard_normal((sensor.height, sensor.overscan), dtype=np.float32)
+    )
     raw += sensor.bias_columns
     data = np.clip(np.rint(raw), 0, sensor.saturation).astype(np.uint16)
 
@@ -140,7 +144,7 @@ def make_frame(
     header["EXPTIME"] = (float(exposure_time), "exposure time [s]")
     header["FILTER"] = filter
     header["OBJECT"] = object_name or kind
-    header["DATE-OBS"] = (date_obs or datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    header["DATE-OBS"] = (date_obs or datetime(2026, 11, 23, 2, 0, tzinfo=UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
     header["GAIN"] = (sensor.gain, "[e-/ADU]")
     header["RDNOISE"] = (sensor.read_noise, "[e-]")
     header["SATURATE"] = sensor.saturation
@@ -178,22 +182,42 @@ def _add_cosmic_rays(rng: np.random.Generator, electrons: np.ndarray, count: int
 
 
 def write_night(
-    folder: Path, sensor: Sensor, *, biases: int = 5, darks: int = 5, flats: int = 5, lights: int = 3,
-    dark_time: float = 30.0, light_time: float = 30.0, filter: str = "r", stars: int = 40, cosmic_rays: int = 10,
-    seed: int = 0, date: datetime | None = None,
+    folder: Path,
+    sensor: Sensor,
+    *,
+    biases: int = 5,
+    darks: int = 5,
+    flats: int = 5,
+    lights: int = 3,
+    dark_time: float = 30.0,
+    light_time: float = 30.0,
+    filter: str = "r",
+    stars: int = 40,
+    cosmic_rays: int = 10,
+    seed: int = 0,
+    date: datetime | None = None,
 ) -> list[Path]:
     """Writes a simulated night of raw frames (as the camera simulator names them) and returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    start = date or datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
+    start = date or datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
     plan = (
-        [("bias", 0.0)] * biases + [("dark", dark_time)] * darks + [("flat", 5.0)] * flats + [("light", light_time)] * lights
+        [("bias", 0.0)] * biases
+        + [("dark", dark_time)] * darks
+        + [("flat", 5.0)] * flats
+        + [("light", light_time)] * lights
     )
     paths = []
     for index, (kind, exposure) in enumerate(plan):
         frame = make_frame(
-            sensor, kind, exposure_time=exposure, filter=filter, seed=seed * 1000 + index,
-            stars=stars if kind == "light" else 0, cosmic_rays=cosmic_rays if kind == "light" else 0,
-            date_obs=start + timedelta(minutes=5 * index), object_name=f"field{index}" if kind == "light" else "",
+            sensor,
+            kind,
+            exposure_time=exposure,
+            filter=filter,
+            seed=seed * 1000 + index,
+            stars=stars if kind == "light" else 0,
+            cosmic_rays=cosmic_rays if kind == "light" else 0,
+            date_obs=start + timedelta(minutes=5 * index),
+            object_name=f"field{index}" if kind == "light" else "",
         )
         path = folder / f"{kind}-{index:04d}.fits"
         frame.write(str(path))

@@ -33,9 +33,13 @@ def _fixed(values: np.ndarray, integer_digits: int, decimals: int, signed: bool 
     return out
 
 
-
 def write_glade_plus(
-    path: Path, count: int, seed: int = 1, *, near_fraction: float = 0.02, centre: tuple[float, float] = SAMPLE_MAP_CENTRE,
+    path: Path,
+    count: int,
+    seed: int = 1,
+    *,
+    near_fraction: float = 0.02,
+    centre: tuple[float, float] = SAMPLE_MAP_CENTRE,
 ) -> None:
     """A GLADE+-format text catalog (only the number, RA, Dec, B and d_L are filled; the rest is null)."""
     rng = np.random.default_rng(seed)
@@ -58,7 +62,7 @@ def write_glade_plus(
             widths = [p.shape[1] for p in pieces]
             line = np.full((n, sum(widths) + len(pieces)), ord(" "), dtype=np.uint8)
             offset = 0
-            for piece, width in zip(pieces, widths):
+            for piece, width in zip(pieces, widths, strict=True):
                 line[:, offset : offset + width] = piece
                 offset += width + 1
             line[:, -1] = ord("\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import astropy.units as u
 import numpy as np
@@ -34,7 +34,7 @@ def night_of(site: Site, when: datetime) -> date:
 
 def local_noon(site: Site, night: date) -> datetime:
     """UTC time of local mean noon on the night's date."""
-    return datetime.combine(night, time(12), tzinfo=timezone.utc) - timedelta(hours=site.longitude / 15.0)
+    return datetime.combine(night, time(12), tzinfo=UTC) - timedelta(hours=site.longitude / 15.0)
 
 
 def sun_altitude(site: Site, when: datetime) -> float:
@@ -83,7 +83,11 @@ def night_times(site: Site, night: date, twilight_deg: float) -> NightTimes:
         return start + timedelta(minutes=float(minutes[i] + fraction * GRID_MINUTES))
 
     return NightTimes(
-        night, crossing(-0.833, True), crossing(twilight_deg, True), crossing(twilight_deg, False), crossing(-0.833, False)
+        night,
+        crossing(-0.833, True),
+        crossing(twilight_deg, True),
+        crossing(twilight_deg, False),
+        crossing(-0.833, False),
     )
 
 
@@ -130,14 +134,17 @@ class _ApparentSky:
         hour_angle = self.last - ra
         sin_alt = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
         azimuth = np.arctan2(
-            -np.cos(dec) * np.sin(hour_angle), np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(hour_angle)
+            -np.cos(dec) * np.sin(hour_angle),
+            np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(hour_angle),
         )
         return np.rad2deg(np.arcsin(np.clip(sin_alt, -1.0, 1.0))), np.rad2deg(azimuth) % 360.0
 
     def apparent(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ICRS positions -> apparent RA, Dec (radians) at the middle of the grid."""
         middle = self.times[len(self.times) // 2]
-        targets = SkyCoord(np.asarray(ra_deg, dtype=float) * u.deg, np.asarray(dec_deg, dtype=float) * u.deg, frame="icrs")
+        targets = SkyCoord(
+            np.asarray(ra_deg, dtype=float) * u.deg, np.asarray(dec_deg, dtype=float) * u.deg, frame="icrs"
+        )
         place = targets.transform_to(TETE(obstime=middle))
         return place.ra.to_value(u.rad), place.dec.to_value(u.rad)
 

@@ -21,14 +21,19 @@ from toros.generated import toros_pb2 as pb
 from toros.runtime.files import path_inside, safe_name
 from toros.site import Site
 
-IMAGETYP = {pb.IMAGE_TYPE_BIAS: "BIAS", pb.IMAGE_TYPE_DARK: "DARK", pb.IMAGE_TYPE_FLAT: "FLAT", pb.IMAGE_TYPE_LIGHT: "LIGHT"}
+IMAGETYP: dict[int, str] = {
+    pb.IMAGE_TYPE_BIAS: "BIAS",
+    pb.IMAGE_TYPE_DARK: "DARK",
+    pb.IMAGE_TYPE_FLAT: "FLAT",
+    pb.IMAGE_TYPE_LIGHT: "LIGHT",
+}
 
 
 @dataclass(frozen=True)
 class Exposure:
     """What was exposed: the request and the state of the telescope at the start."""
 
-    image_type: int
+    image_type: pb.ImageType
     exposure_s: float
     filter: str
     object: str
@@ -52,7 +57,9 @@ class StoredImage:
     night: str
 
 
-def header_for(exposure: Exposure, site: Site, telescope: str, instrument: str, shape: tuple[int, int], overscan: int) -> fits.Header:
+def header_for(
+    exposure: Exposure, site: Site, telescope: str, instrument: str, shape: tuple[int, int], overscan: int
+) -> fits.Header:
     header = fits.Header()
     header["IMAGETYP"] = IMAGETYP[exposure.image_type]
     header["DATE-OBS"] = (exposure.date_obs.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3], "UTC start of the exposure")
@@ -99,8 +106,16 @@ def file_name(exposure: Exposure, number: int) -> str:
 
 
 def store(
-    root: Path, night: str, pixels: np.ndarray, exposure: Exposure, number: int, *, site: Site, telescope: str,
-    instrument: str, overscan: int,
+    root: Path,
+    night: str,
+    pixels: np.ndarray,
+    exposure: Exposure,
+    number: int,
+    *,
+    site: Site,
+    telescope: str,
+    instrument: str,
+    overscan: int,
 ) -> StoredImage:
     """Writes the image atomically (no partial file survives a full disk or a crash) and returns where."""
     path = path_inside(root, night, file_name(exposure, number))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,10 +41,13 @@ def _failures(handler: Callable[[TaskContext], str]) -> Callable[[TaskContext], 
     return run
 
 
-def _answering(precondition: Callable[[object], str | None]) -> Callable[[object], str | None]:
+TaskMessage = TypeVar("TaskMessage")
+
+
+def _answering(precondition: Callable[[TaskMessage], str | None]) -> Callable[[TaskMessage], str | None]:
     """A device that fails while a precondition is checked is itself the reason to refuse."""
 
-    def check(task: object) -> str | None:
+    def check(task: TaskMessage) -> str | None:
         try:
             return precondition(task)
         except (DeviceError, CommandRefused) as exc:
@@ -81,9 +85,15 @@ class TelescopeModule(Module):
     def tasks(self) -> dict[str, Task]:
         return {
             "observe_targets": Task(orders.check_observe_targets, _failures(self.observe_targets)),
-            "take_calibrations": Task(orders.check_take_calibrations, _failures(self.take_calibrations), _answering(self.can_calibrate)),
-            "night_operation": Task(orders.check_night_operation, _failures(self.night_operation), _answering(self.can_do_step)),
-            "dome_control": Task(orders.check_dome_control, _failures(self.dome_control), _answering(self.can_move_dome)),
+            "take_calibrations": Task(
+                orders.check_take_calibrations, _failures(self.take_calibrations), _answering(self.can_calibrate)
+            ),
+            "night_operation": Task(
+                orders.check_night_operation, _failures(self.night_operation), _answering(self.can_do_step)
+            ),
+            "dome_control": Task(
+                orders.check_dome_control, _failures(self.dome_control), _answering(self.can_move_dome)
+            ),
         }
 
     def devices(self) -> list[pb.Device]:
@@ -133,7 +143,11 @@ class TelescopeModule(Module):
             low, high = self.config.telescope.calibrations.flat_sun_altitude_deg
             if not low <= (sun := self.observatory.sun()) <= high:
                 return f"the Sun is at {sun:+.1f} deg, outside the sky-flat band {low:+.1f} to {high:+.1f} deg"
-        if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source == pb.FLAT_SOURCE_DOME and self.observatory.is_open():
+        if (
+            task.image_type == pb.IMAGE_TYPE_FLAT
+            and task.flat_source == pb.FLAT_SOURCE_DOME
+            and self.observatory.is_open()
+        ):
             return "dome flats need the dome closed"
         return None
 
@@ -178,7 +192,14 @@ class TelescopeModule(Module):
             ]
             for number, (image_type, seconds) in enumerate(plan):
                 context.check()
-                o.expose(context.check, image_type=image_type, seconds=seconds, filter="", object=KINDS[image_type], work_order_id=context.id)
+                o.expose(
+                    context.check,
+                    image_type=image_type,
+                    seconds=seconds,
+                    filter="",
+                    object=KINDS[image_type],
+                    work_order_id=context.id,
+                )
                 context.progress(100.0 * (number + 1) / len(plan), f"{number + 1} of {len(plan)} bias and dark frames")
         return f"prepared: CCD at {temperature:.1f} C, {calibrations.bias_count} bias and {len(plan) - calibrations.bias_count} dark frames"
 
@@ -199,8 +220,13 @@ class TelescopeModule(Module):
             try:
                 for number in range(done, task.count):
                     o.expose(
-                        context.check, image_type=task.image_type, seconds=seconds, filter=task.filter, object=kind,
-                        work_order_id=context.id, flat_source="dome" if dome_flat else "",
+                        context.check,
+                        image_type=task.image_type,
+                        seconds=seconds,
+                        filter=task.filter,
+                        object=kind,
+                        work_order_id=context.id,
+                        flat_source="dome" if dome_flat else "",
                     )
                     self._frame_done(context, number + 1, task.count, kind)
             finally:
@@ -233,8 +259,14 @@ class TelescopeModule(Module):
                 ra, dec = zenith(self.config.telescope.site, self.clock.now())
                 o.point(ra, dec, context.check)
                 pixels, exposure = o.take(
-                    context.check, image_type=pb.IMAGE_TYPE_FLAT, seconds=seconds, filter=task.filter, object="sky flat",
-                    work_order_id=context.id, flat_source="sky", pointing=(ra, dec),
+                    context.check,
+                    image_type=pb.IMAGE_TYPE_FLAT,
+                    seconds=seconds,
+                    filter=task.filter,
+                    object="sky flat",
+                    work_order_id=context.id,
+                    flat_source="sky",
+                    pointing=(ra, dec),
                 )
                 level, problem = self._judge_flat(pixels)
                 if problem:
@@ -252,9 +284,13 @@ class TelescopeModule(Module):
                     context.sleep(SKY_FLAT_RETRY_S)
                 seconds = min(max(wanted, settings.flat_min_exposure_s), settings.flat_max_exposure_s)
         if done == 0:
-            raise TaskFailed(f"no usable sky flat while the Sun was between {low:+.0f} and {high:+.0f} deg ({rejected} frames rejected)")
+            raise TaskFailed(
+                f"no usable sky flat while the Sun was between {low:+.0f} and {high:+.0f} deg ({rejected} frames rejected)"
+            )
         missing = task.count - done
-        return f"{done} sky flats in {task.filter or 'the current filter'}" + (f" ({missing} not taken: the sky went out of range)" if missing else "")
+        return f"{done} sky flats in {task.filter or 'the current filter'}" + (
+            f" ({missing} not taken: the sky went out of range)" if missing else ""
+        )
 
     def _morning(self) -> bool:
         site = self.config.telescope.site
@@ -275,10 +311,10 @@ class TelescopeModule(Module):
 
     def observe_targets(self, context: TaskContext) -> str:
         task: pb.ObserveTargets = context.task  # type: ignore[assignment]
-        accepted = datetime.fromtimestamp(context.record.accept_time, tz=timezone.utc)
+        accepted = datetime.fromtimestamp(context.record.accept_time, tz=UTC)
         _, deadline = coming_night(self.config.telescope, accepted)
         if task.HasField("valid_until"):
-            deadline = min(deadline, task.valid_until.ToDatetime(tzinfo=timezone.utc))
+            deadline = min(deadline, task.valid_until.ToDatetime(tzinfo=UTC))
         entries = self.book.add(context.id, task)
         total_frames = sum(e.count for e in entries)
         try:

@@ -29,7 +29,11 @@ DONE = pb.WORK_ORDER_STATE_DONE
 
 class NightRunner:
     def __init__(
-        self, observatory: Observatory, config: TelescopeConfig, clock: Clock, journal: Journal,
+        self,
+        observatory: Observatory,
+        config: TelescopeConfig,
+        clock: Clock,
+        journal: Journal,
         submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]],
     ) -> None:
         self.observatory = observatory
@@ -70,10 +74,22 @@ class NightRunner:
         if sun > high:
             if evening and not self.observatory.is_open() and not self._done(f"{prefix}-prepare"):
                 self.state = "preparing"
-                self._run_step(pb.WorkOrder(id=f"{prefix}-prepare", requester="robotic night", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE)))
+                self._run_step(
+                    pb.WorkOrder(
+                        id=f"{prefix}-prepare",
+                        requester="robotic night",
+                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE),
+                    )
+                )
             elif not evening and self.observatory.is_open():
                 self.state = "closing"
-                self._run_step(pb.WorkOrder(id=f"{prefix}-close", requester="robotic night", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE)))
+                self._run_step(
+                    pb.WorkOrder(
+                        id=f"{prefix}-close",
+                        requester="robotic night",
+                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE),
+                    )
+                )
             else:
                 self.state = "day"
             return
@@ -84,16 +100,30 @@ class NightRunner:
             self.state = f"{session} flats"
             for name in self.config.calibrations.flat_filters:
                 if self.config.calibrations.flat_count and not self._done(f"{prefix}-{session}-flats-{name}"):
-                    self._run_step(pb.WorkOrder(
-                        id=f"{prefix}-{session}-flats-{name}", requester="robotic night", priority=80,
-                        take_calibrations=pb.TakeCalibrations(
-                            image_type=pb.IMAGE_TYPE_FLAT, count=self.config.calibrations.flat_count, filter=name,
-                            flat_source=pb.FLAT_SOURCE_SKY,
-                        ),
-                    ))
-            if not evening and all(self._done(f"{prefix}-morning-flats-{n}") for n in self.config.calibrations.flat_filters):
+                    self._run_step(
+                        pb.WorkOrder(
+                            id=f"{prefix}-{session}-flats-{name}",
+                            requester="robotic night",
+                            priority=80,
+                            take_calibrations=pb.TakeCalibrations(
+                                image_type=pb.IMAGE_TYPE_FLAT,
+                                count=self.config.calibrations.flat_count,
+                                filter=name,
+                                flat_source=pb.FLAT_SOURCE_SKY,
+                            ),
+                        )
+                    )
+            if not evening and all(
+                self._done(f"{prefix}-morning-flats-{n}") for n in self.config.calibrations.flat_filters
+            ):
                 self.state = "closing"
-                self._run_step(pb.WorkOrder(id=f"{prefix}-close", requester="robotic night", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE)))
+                self._run_step(
+                    pb.WorkOrder(
+                        id=f"{prefix}-close",
+                        requester="robotic night",
+                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE),
+                    )
+                )
             return
         self.state = "observing"
 
@@ -106,8 +136,10 @@ class NightRunner:
             return False
         reason = self.observatory.reopen_allowed()
         safe_since = self.observatory.safe_since
-        if reason is None and self.observatory.closed_by_safety_at is not None and (
-            safe_since is None or self.clock.timestamp() - safe_since < self.config.safety.reopen_after_s
+        if (
+            reason is None
+            and self.observatory.closed_by_safety_at is not None
+            and (safe_since is None or self.clock.timestamp() - safe_since < self.config.safety.reopen_after_s)
         ):
             reason = f"waiting for {self.config.safety.reopen_after_s:.0f} s of safe weather"
         if reason:
@@ -117,7 +149,13 @@ class NightRunner:
         while self._done(f"{prefix}-open-{attempt}"):
             attempt += 1
         self.state = "opening"
-        opened = self._run_step(pb.WorkOrder(id=f"{prefix}-open-{attempt}", requester="robotic night", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN)))
+        opened = self._run_step(
+            pb.WorkOrder(
+                id=f"{prefix}-open-{attempt}",
+                requester="robotic night",
+                night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN),
+            )
+        )
         if opened:
             self.observatory.closed_by_safety_at = None
         return opened

@@ -60,7 +60,9 @@ class StorageFailure(Exception):
     """An image could not be stored (disk full, write error): exposures stop until space is back."""
 
 
-def build_devices(config: TelescopeConfig, clock: Clock) -> tuple[Mount, Dome, Camera, FilterWheel, WeatherStation, Sky | None]:
+def build_devices(
+    config: TelescopeConfig, clock: Clock
+) -> tuple[Mount, Dome, Camera, FilterWheel, WeatherStation, Sky | None]:
     """The devices the config names; simulators by default."""
     from toros.telescope.devices import alpaca
 
@@ -86,11 +88,13 @@ def build_devices(config: TelescopeConfig, clock: Clock) -> tuple[Mount, Dome, C
     else:
         dome = SimulatedDome(clock, config.dome.rotation_deg_s, config.dome.shutter_s, config.dome.park_azimuth_deg)
     wheel = (
-        alpaca.AlpacaFilterWheel(config.filter_wheel) if config.filter_wheel.driver == "alpaca"
+        alpaca.AlpacaFilterWheel(config.filter_wheel)
+        if config.filter_wheel.driver == "alpaca"
         else SimulatedFilterWheel(clock, config.filter_wheel.filters, config.filter_wheel.change_s)
     )
     weather = (
-        alpaca.AlpacaSafetyMonitor(config.weather) if config.weather.driver == "alpaca"
+        alpaca.AlpacaSafetyMonitor(config.weather)
+        if config.weather.driver == "alpaca"
         else SimulatedWeather(clock, config.weather.bad_weather)
     )
     sky = None
@@ -127,8 +131,10 @@ class Observatory:
         # Safety runs on its own thread and does no device I/O but the weather and the closing itself, so a
         # hung driver elsewhere cannot stop it; device states are looked at by another thread.
         poll = config.safety.poll_s
-        self._loops = (Repeating("telescope-safety", self.check_safety, poll, clock),
-                       Repeating("telescope-devices", self.publish_devices, poll, clock))
+        self._loops = (
+            Repeating("telescope-safety", self.check_safety, poll, clock),
+            Repeating("telescope-devices", self.publish_devices, poll, clock),
+        )
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -210,7 +216,10 @@ class Observatory:
 
     def ready_to_observe(self) -> bool:
         return (
-            self.unsafe_reason is None and not self.faults and self.storage_fault is None and self.is_open()
+            self.unsafe_reason is None
+            and not self.faults
+            and self.storage_fault is None
+            and self.is_open()
             and not self.mount.parked()
         )
 
@@ -238,8 +247,10 @@ class Observatory:
         self.unsafe_reason = reason
         self.closed_by_safety_at = self.clock.timestamp()
         for what, action in (
-            ("close the shutter", self.dome.close_shutter), ("park the mount", self.mount.park),
-            ("park the dome", self.dome.park), ("abort the exposure", self.camera.abort),
+            ("close the shutter", self.dome.close_shutter),
+            ("park the mount", self.mount.park),
+            ("park the dome", self.dome.park),
+            ("abort the exposure", self.camera.abort),
         ):
             try:
                 if what == "close the shutter" and self.dome.shutter() == "closed":
@@ -283,7 +294,15 @@ class Observatory:
             self.fault(device, str(exc))
             raise
 
-    def wait(self, device: Device, done: Callable[[], bool], what: str, check: Callable[[], None], timeout_s: float = MOVE_TIMEOUT_S, safe_only: bool = False) -> None:
+    def wait(
+        self,
+        device: Device,
+        done: Callable[[], bool],
+        what: str,
+        check: Callable[[], None],
+        timeout_s: float = MOVE_TIMEOUT_S,
+        safe_only: bool = False,
+    ) -> None:
         """Polls ``done`` in clock time until true; ``check`` raises to stop (cancel, shutdown)."""
         deadline = self.clock.timestamp() + timeout_s
         while not self.call(device, done):
@@ -339,8 +358,11 @@ class Observatory:
         target = self.config.camera.cooling_target_c
         self.call(self.camera, lambda: self.camera.cool_to(target))
         self.wait(
-            self.camera, lambda: abs(self.camera.temperature() - target) <= COOLING_TOLERANCE_C,
-            f"cooling to {target:.0f} C", check, timeout_s=3600.0,
+            self.camera,
+            lambda: abs(self.camera.temperature() - target) <= COOLING_TOLERANCE_C,
+            f"cooling to {target:.0f} C",
+            check,
+            timeout_s=3600.0,
         )
         return float(self.camera.temperature())  # type: ignore[arg-type]
 
@@ -362,19 +384,47 @@ class Observatory:
         return self.storage_fault
 
     def expose(
-        self, check: Callable[[], None], *, image_type: int, seconds: float, filter: str, object: str, work_order_id: str,
-        pointing: tuple[float, float] | None = None, drill: bool = False, flat_source: str = "", altitude: float | None = None,
+        self,
+        check: Callable[[], None],
+        *,
+        image_type: pb.ImageType,
+        seconds: float,
+        filter: str,
+        object: str,
+        work_order_id: str,
+        pointing: tuple[float, float] | None = None,
+        drill: bool = False,
+        flat_source: str = "",
+        altitude: float | None = None,
     ) -> images.StoredImage:
         """Takes and stores one image; emits image_ready and records it as a product of the work order."""
         pixels, exposure = self.take(
-            check, image_type=image_type, seconds=seconds, filter=filter, object=object, work_order_id=work_order_id,
-            pointing=pointing, drill=drill, flat_source=flat_source, altitude=altitude,
+            check,
+            image_type=image_type,
+            seconds=seconds,
+            filter=filter,
+            object=object,
+            work_order_id=work_order_id,
+            pointing=pointing,
+            drill=drill,
+            flat_source=flat_source,
+            altitude=altitude,
         )
         return self.keep(pixels, exposure)
 
     def take(
-        self, check: Callable[[], None], *, image_type: int, seconds: float, filter: str, object: str, work_order_id: str,
-        pointing: tuple[float, float] | None = None, drill: bool = False, flat_source: str = "", altitude: float | None = None,
+        self,
+        check: Callable[[], None],
+        *,
+        image_type: pb.ImageType,
+        seconds: float,
+        filter: str,
+        object: str,
+        work_order_id: str,
+        pointing: tuple[float, float] | None = None,
+        drill: bool = False,
+        flat_source: str = "",
+        altitude: float | None = None,
     ) -> tuple[np.ndarray, images.Exposure]:
         """Takes one image (not yet stored): the pixels and what describes them."""
         if (reason := self.storage_ok()) is not None:
@@ -386,8 +436,12 @@ class Observatory:
         self.call(self.camera, lambda: self.camera.start_exposure(seconds, light))
         try:
             self.wait(
-                self.camera, self.camera.image_ready, "the exposure", check,
-                timeout_s=seconds + 600.0, safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
+                self.camera,
+                self.camera.image_ready,
+                "the exposure",
+                check,
+                timeout_s=seconds + 600.0,
+                safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
             )
         except BaseException:
             try:
@@ -397,10 +451,20 @@ class Observatory:
             raise
         pixels: np.ndarray = self.call(self.camera, self.camera.read_image)  # type: ignore[assignment]
         exposure = images.Exposure(
-            image_type=image_type, exposure_s=seconds, filter=filter or (self.wheel.current() or ""), object=object,
-            date_obs=started, work_order_id=work_order_id, ra_deg=pointing[0] if pointing else None,
-            dec_deg=pointing[1] if pointing else None, altitude_deg=altitude, ccd_temperature=temperature,
-            gain=float(self.camera.gain()), read_noise=float(self.camera.read_noise()), drill=drill, flat_source=flat_source,
+            image_type=image_type,
+            exposure_s=seconds,
+            filter=filter or (self.wheel.current() or ""),
+            object=object,
+            date_obs=started,
+            work_order_id=work_order_id,
+            ra_deg=pointing[0] if pointing else None,
+            dec_deg=pointing[1] if pointing else None,
+            altitude_deg=altitude,
+            ccd_temperature=temperature,
+            gain=float(self.camera.gain()),
+            read_noise=float(self.camera.read_noise()),
+            drill=drill,
+            flat_source=flat_source,
         )
         return pixels, exposure
 
@@ -413,8 +477,15 @@ class Observatory:
         night = night_of(self.site, exposure.date_obs).isoformat()
         try:
             stored = images.store(
-                self.root, night, pixels, exposure, number, site=self.site, telescope=self.config.name,
-                instrument=self.config.camera.instrument, overscan=self.camera.overscan,
+                self.root,
+                night,
+                pixels,
+                exposure,
+                number,
+                site=self.site,
+                telescope=self.config.name,
+                instrument=self.config.camera.instrument,
+                overscan=self.camera.overscan,
             )
         except OSError as exc:
             self.storage_fault = f"cannot store images under {self.root}: {exc.strerror or exc}"
@@ -425,16 +496,30 @@ class Observatory:
         return stored
 
     def _announce(self, stored: images.StoredImage, exposure: images.Exposure) -> None:
-        self.journal.add_product(exposure.work_order_id, {
-            "path": str(stored.path), "kind": "raw_" + images.IMAGETYP[exposure.image_type].lower(),
-            "size_bytes": stored.size_bytes, "sha256": stored.sha256,
-        })
+        self.journal.add_product(
+            exposure.work_order_id,
+            {
+                "path": str(stored.path),
+                "kind": "raw_" + images.IMAGETYP[exposure.image_type].lower(),
+                "size_bytes": stored.size_bytes,
+                "sha256": stored.sha256,
+            },
+        )
         date_obs = Timestamp()
         date_obs.FromDatetime(exposure.date_obs)
         exposure_time = Duration()
         exposure_time.FromNanoseconds(round(exposure.exposure_s * 1e9))
-        self.journal.append_event(exposure.work_order_id, image_ready=pb.ImageReady(
-            path=str(stored.path), sha256=stored.sha256, size_bytes=stored.size_bytes, image_type=exposure.image_type,
-            filter=exposure.filter, exposure_time=exposure_time,
-            object=exposure.object, night=stored.night, date_obs=date_obs,
-        ))
+        self.journal.append_event(
+            exposure.work_order_id,
+            image_ready=pb.ImageReady(
+                path=str(stored.path),
+                sha256=stored.sha256,
+                size_bytes=stored.size_bytes,
+                image_type=exposure.image_type,
+                filter=exposure.filter,
+                exposure_time=exposure_time,
+                object=exposure.object,
+                night=stored.night,
+                date_obs=date_obs,
+            ),
+        )

@@ -32,7 +32,9 @@ def check_observe_targets(task: pb.ObserveTargets, check: Checker) -> None:
 
 def check_take_calibrations(task: pb.TakeCalibrations, check: Checker) -> None:
     check.enum(
-        "image_type", task.image_type, pb.ImageType,
+        "image_type",
+        task.image_type,
+        pb.ImageType,
         allowed={pb.IMAGE_TYPE_BIAS, pb.IMAGE_TYPE_DARK, pb.IMAGE_TYPE_FLAT},
     )
     check.count("count", task.count, 1, MAX_FRAMES)

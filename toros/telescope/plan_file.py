@@ -61,8 +61,11 @@ def read_target_file(path: Path, config: TelescopeConfig) -> list[tuple[pb.Targe
         try:
             exposure = float(row.get("exposure_time_s") or defaults.exposure_time_s)
             target = pb.Target(
-                name=(row["name"] or "").strip(), ra_deg=float(row["ra_deg"]), dec_deg=float(row["dec_deg"]),
-                exposure_count=int(row.get("exposure_count") or defaults.exposure_count), score=float(row.get("score") or 0),
+                name=(row["name"] or "").strip(),
+                ra_deg=float(row["ra_deg"]),
+                dec_deg=float(row["dec_deg"]),
+                exposure_count=int(row.get("exposure_count") or defaults.exposure_count),
+                score=float(row.get("score") or 0),
                 exposure_time=Duration(seconds=int(exposure), nanos=int(round(exposure % 1 * 1e9))),
                 filter=(row.get("filter") or "").strip(),
             )
@@ -83,7 +86,9 @@ def read_targets(path: Path, config: TelescopeConfig) -> list[PlanTarget]:
     for line, (target, priority) in enumerate(read_target_file(path, config), start=2):
         exposure = target.exposure_time.ToTimedelta().total_seconds()
         duration = block_seconds(target.exposure_count, exposure, config)
-        planned.append(PlanTarget(f"{line}", target.name, target.ra_deg, target.dec_deg, duration, priority, target.score))
+        planned.append(
+            PlanTarget(f"{line}", target.name, target.ra_deg, target.dec_deg, duration, priority, target.score)
+        )
     return planned
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import astropy.units as u
@@ -70,19 +70,30 @@ class Plan:
         def moment(value: datetime | None) -> str | None:
             return value.isoformat().replace("+00:00", "Z") if value else None
 
-        return json.dumps({
-            "night": self.night,
-            "made": moment(self.made),
-            "start": moment(self.start),
-            "end": moment(self.end),
-            "blocks": [
-                {"name": b.name, "ra_deg": b.ra_deg, "dec_deg": b.dec_deg, "start": moment(b.start), "end": moment(b.end), "key": b.key}
-                for b in self.blocks
-            ],
-            "unobservable": [
-                {"key": key, "name": (names or {}).get(key, key), "reason": reason} for key, reason in self.unobservable.items()
-            ],
-        }, indent=2)
+        return json.dumps(
+            {
+                "night": self.night,
+                "made": moment(self.made),
+                "start": moment(self.start),
+                "end": moment(self.end),
+                "blocks": [
+                    {
+                        "name": b.name,
+                        "ra_deg": b.ra_deg,
+                        "dec_deg": b.dec_deg,
+                        "start": moment(b.start),
+                        "end": moment(b.end),
+                        "key": b.key,
+                    }
+                    for b in self.blocks
+                ],
+                "unobservable": [
+                    {"key": key, "name": (names or {}).get(key, key), "reason": reason}
+                    for key, reason in self.unobservable.items()
+                ],
+            },
+            indent=2,
+        )
 
 
 def _minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:
@@ -151,6 +162,7 @@ def make_plan(
     if not times_of_night.has_dark_time:
         return Plan(night.isoformat(), None, None, [], {t.key: "no dark time this night" for t in targets}), None
     start, end = times_of_night.dusk, times_of_night.dawn
+    assert start is not None and end is not None, "a night with dark time has a dusk and a dawn"
     if since is not None and since > start:
         start = min(since, end)
     plan = Plan(night.isoformat(), start, end)
@@ -189,7 +201,9 @@ def make_plan(
         free[best : best + span] = False
         t = targets[n]
         block_start = start + timedelta(seconds=best * step)
-        blocks.append(Block(t.key, t.name, t.ra_deg, t.dec_deg, block_start, block_start + timedelta(seconds=t.duration_s)))
+        blocks.append(
+            Block(t.key, t.name, t.ra_deg, t.dec_deg, block_start, block_start + timedelta(seconds=t.duration_s))
+        )
     plan.blocks = sorted(blocks, key=lambda b: b.start)
     return plan, v
 
@@ -253,7 +267,9 @@ def plot_plan(plan: Plan, v: Visibility | None, targets: list[PlanTarget], png_p
             n = index[block.key]
             color = colors(k % 10)
             axes.plot(hours, v.grid.altitude[n], color=color, alpha=0.35, linewidth=0.8)
-            inside = (v.grid.times.unix >= block.start.timestamp() - 1) & (v.grid.times.unix <= block.end.timestamp() + 1)
+            inside = (v.grid.times.unix >= block.start.timestamp() - 1) & (
+                v.grid.times.unix <= block.end.timestamp() + 1
+            )
             axes.plot(hours[inside], v.grid.altitude[n][inside], color=color, linewidth=3)
             if k < 40:
                 middle = np.flatnonzero(inside)
@@ -261,11 +277,10 @@ def plot_plan(plan: Plan, v: Visibility | None, targets: list[PlanTarget], png_p
                     m = middle[len(middle) // 2]
                     axes.annotate(block.name[:16], (hours[m], v.grid.altitude[n][m]), fontsize=6)
         axes.set_xlim(0, hours[-1])
-        start = plan.start or datetime.now(timezone.utc)
+        start = plan.start or datetime.now(UTC)
         ticks = np.arange(0, hours[-1] + 1e-9, 1.0)
         axes.set_xticks(ticks, [(start + timedelta(hours=float(h))).strftime("%H:%M") for h in ticks], fontsize=7)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_write(png_path) as stream:
         figure.savefig(stream, format="png")
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -28,10 +28,14 @@ class DeviceLink(Section):
 class SerialDeviceLink(DeviceLink):
     """A device that may also sit on a serial line."""
 
-    port: str | None = Field(default=None, description="serial device or pyserial URL, e.g. /dev/ttyUSB0, socket://host:port")
+    port: str | None = Field(
+        default=None, description="serial device or pyserial URL, e.g. /dev/ttyUSB0, socket://host:port"
+    )
     baudrate: int = Field(default=9600, ge=300, le=921600)
     timeout_s: float = Field(default=2.0, gt=0, le=60, description="per serial reply")
-    retries: int = Field(default=3, ge=0, le=20, description="a timeout or a garbled reply is retried this often, then FAULT")
+    retries: int = Field(
+        default=3, ge=0, le=20, description="a timeout or a garbled reply is retried this often, then FAULT"
+    )
 
     @model_validator(mode="after")
     def _has_port(self) -> SerialDeviceLink:
@@ -59,8 +63,12 @@ class CameraLink(DeviceLink):
     overscan: int = Field(default=32, ge=0, le=1000, description="overscan columns on the right of each raw frame")
     readout_s: float = Field(default=5.0, ge=0, le=600, description="simulator: readout time")
     cooling_target_c: float = Field(default=-20.0, ge=-120, le=30)
-    read_noise_e: float = Field(default=6.0, ge=0, le=1000, description="FITS RDNOISE (Alpaca cameras do not report it)")
-    image_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="Alpaca: downloading one image may take this long")
+    read_noise_e: float = Field(
+        default=6.0, ge=0, le=1000, description="FITS RDNOISE (Alpaca cameras do not report it)"
+    )
+    image_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Alpaca: downloading one image may take this long"
+    )
     instrument: str = "STA1600"
 
 
@@ -80,7 +88,7 @@ class BadWeather(Section):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, moment: datetime) -> datetime:
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class WeatherLink(DeviceLink):
@@ -112,7 +120,9 @@ class RoutineCalibrations(Section):
     flat_target_adu: float = Field(default=25000.0, gt=0, le=65535, description="sky flats aim at this mean level")
     flat_min_exposure_s: float = Field(default=1.0, gt=0, le=600)
     flat_max_exposure_s: float = Field(default=60.0, gt=0, le=3600)
-    flat_sun_altitude_deg: tuple[float, float] = Field(default=(-12.0, -3.0), description="sky flats while the Sun is in this band")
+    flat_sun_altitude_deg: tuple[float, float] = Field(
+        default=(-12.0, -3.0), description="sky flats while the Sun is in this band"
+    )
     dome_flat_exposure_s: float = Field(default=5.0, gt=0, le=3600)
 
 
@@ -127,13 +137,19 @@ class TargetDefaults(Section):
 
 class SafetyConfig(Section):
     poll_s: float = Field(default=30.0, gt=0, le=3600, description="clock seconds between weather and device checks")
-    watchdog_s: float = Field(default=900.0, gt=0, le=86400, description="close when the night has not moved for this long")
-    reopen_after_s: float = Field(default=1800.0, ge=0, le=86400, description="the robotic night reopens after this long of safe weather")
+    watchdog_s: float = Field(
+        default=900.0, gt=0, le=86400, description="close when the night has not moved for this long"
+    )
+    reopen_after_s: float = Field(
+        default=1800.0, ge=0, le=86400, description="the robotic night reopens after this long of safe weather"
+    )
 
 
 class TelescopeConfig(ServerConfig):
     port: int = Field(default=50052, ge=0, le=65535)
-    workers: int = Field(default=8, ge=1, le=64, description="observe_targets orders wait for the night on a worker each")
+    workers: int = Field(
+        default=8, ge=1, le=64, description="observe_targets orders wait for the night on a worker each"
+    )
     mode: Literal["robotic", "manual"] = "robotic"
     site: Site = MACON
     name: str = Field(default="TOROS", description="FITS TELESCOP")

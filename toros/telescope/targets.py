@@ -60,8 +60,13 @@ class Entry:
     def plan_target(self, settings: TelescopeConfig) -> PlanTarget:
         """The frames still to take, as the planner sees them."""
         return PlanTarget(
-            self.key, self.target.name, self.target.ra_deg, self.target.dec_deg,
-            block_seconds(self.count - self.done, self.exposure_s, settings), 1 if self.alert else 0, self.target.score,
+            self.key,
+            self.target.name,
+            self.target.ra_deg,
+            self.target.dec_deg,
+            block_seconds(self.count - self.done, self.exposure_s, settings),
+            1 if self.alert else 0,
+            self.target.score,
         )
 
 
@@ -81,10 +86,20 @@ class TargetBook:
         defaults = self.config.targets
         entries = []
         for index, target in enumerate(task.targets):
-            exposure = target.exposure_time.ToTimedelta().total_seconds() if target.HasField("exposure_time") else defaults.exposure_time_s
+            exposure = (
+                target.exposure_time.ToTimedelta().total_seconds()
+                if target.HasField("exposure_time")
+                else defaults.exposure_time_s
+            )
             entry = Entry(
-                work_order_id, index, target, bool(task.alert_id), task.drill, exposure,
-                target.exposure_count or defaults.exposure_count, target.filter or defaults.filter,
+                work_order_id,
+                index,
+                target,
+                bool(task.alert_id),
+                task.drill,
+                exposure,
+                target.exposure_count or defaults.exposure_count,
+                target.filter or defaults.filter,
             )
             entry.done = int(self.journal.get_value(f"observed:{entry.key}") or 0)
             if entry.done >= entry.count:
@@ -133,7 +148,9 @@ def coming_night(config: TelescopeConfig, moment: datetime) -> tuple[date, datet
 class Dispatcher:
     """Observes the best target now, whenever the observatory is open in the dark; keeps the plan current."""
 
-    def __init__(self, observatory: Observatory, book: TargetBook, config: TelescopeConfig, clock: Clock, root: Path) -> None:
+    def __init__(
+        self, observatory: Observatory, book: TargetBook, config: TelescopeConfig, clock: Clock, root: Path
+    ) -> None:
         self.observatory = observatory
         self.book = book
         self.config = config
@@ -194,7 +211,14 @@ class Dispatcher:
 
     def observe(self, entry: Entry) -> None:
         target = entry.target
-        log.info("observing %s (%s) for work order %s: %d of %d frames done", target.name, entry.key, entry.work_order_id, entry.done, entry.count)
+        log.info(
+            "observing %s (%s) for work order %s: %d of %d frames done",
+            target.name,
+            entry.key,
+            entry.work_order_id,
+            entry.done,
+            entry.count,
+        )
         try:
             with self.observatory.instrument:
                 self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check(entry))
@@ -202,9 +226,15 @@ class Dispatcher:
                     self._check(entry)
                     altitude, _ = altaz_exact(self.config.site, target.ra_deg, target.dec_deg, self.clock.now())
                     self.observatory.expose(
-                        lambda: self._check(entry), image_type=pb.IMAGE_TYPE_LIGHT, seconds=entry.exposure_s,
-                        filter=entry.filter, object=target.name, work_order_id=entry.work_order_id,
-                        pointing=(target.ra_deg, target.dec_deg), drill=entry.drill, altitude=altitude,
+                        lambda: self._check(entry),
+                        image_type=pb.IMAGE_TYPE_LIGHT,
+                        seconds=entry.exposure_s,
+                        filter=entry.filter,
+                        object=target.name,
+                        work_order_id=entry.work_order_id,
+                        pointing=(target.ra_deg, target.dec_deg),
+                        drill=entry.drill,
+                        altitude=altitude,
                     )
                     self.book.record_frame(entry)
                     if not entry.alert and entry.done < entry.count and self._alert_waiting():

@@ -32,10 +32,10 @@ class Device(ABC):
     kind: ClassVar[str]
     driver: ClassVar[str]
 
-    def connect(self) -> None:
+    def connect(self) -> None:  # noqa: B027  (a hook: devices without a connection step need nothing here)
         """Opens the connection; called once before use."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a hook, as connect)
         """Releases the connection."""
 
     @abstractmethod

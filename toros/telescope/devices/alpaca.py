@@ -39,7 +39,9 @@ from toros.telescope.settings import CameraLink, DeviceLink
 T = TypeVar("T")
 # A working device saying no; every other Alpaca error (0x500-0xFFF driver errors above all) is a fault.
 _REFUSALS = (
-    alpaca_errors.ParkedException, alpaca_errors.InvalidValueException, alpaca_errors.SlavedException,
+    alpaca_errors.ParkedException,
+    alpaca_errors.InvalidValueException,
+    alpaca_errors.SlavedException,
     alpaca_errors.InvalidOperationException,
 )
 _SHUTTER: dict[int, ShutterState] = {0: "open", 1: "closed", 2: "opening", 3: "closing", 4: "error"}
@@ -64,11 +66,20 @@ class _AlpacaDevice:
         try:
             return action()
         except _REFUSALS as exc:
-            raise CommandRefused(f"{self.kind} ({self.url}): {what}: {_number(exc)}: {getattr(exc, 'message', exc)}") from None
-        except (alpaca_errors.DriverException, alpaca_errors.NotConnectedException,
-                alpaca_errors.NotImplementedException, alpaca_errors.ValueNotSetException,
-                alpaca_errors.ActionNotImplementedException, alpaca_errors.OperationCancelledException) as exc:
-            raise DeviceError(f"{self.kind} ({self.url}): {what}: {_number(exc)}: {getattr(exc, 'message', exc)}") from None
+            raise CommandRefused(
+                f"{self.kind} ({self.url}): {what}: {_number(exc)}: {getattr(exc, 'message', exc)}"
+            ) from None
+        except (
+            alpaca_errors.DriverException,
+            alpaca_errors.NotConnectedException,
+            alpaca_errors.NotImplementedException,
+            alpaca_errors.ValueNotSetException,
+            alpaca_errors.ActionNotImplementedException,
+            alpaca_errors.OperationCancelledException,
+        ) as exc:
+            raise DeviceError(
+                f"{self.kind} ({self.url}): {what}: {_number(exc)}: {getattr(exc, 'message', exc)}"
+            ) from None
         except alpaca_errors.AlpacaRequestException as exc:
             raise DeviceError(f"{self.kind} ({self.url}): {what}: HTTP {exc.number}: {exc.message}") from None
         except requests.RequestException as exc:
@@ -96,7 +107,9 @@ class AlpacaMount(_AlpacaDevice, Mount):
         self._setup(link, AlpacaTelescopeClient)
 
     def position(self) -> tuple[float, float]:
-        return self.call("RightAscension", lambda: self.client.RightAscension * 15.0), self.call("Declination", lambda: self.client.Declination)
+        return self.call("RightAscension", lambda: self.client.RightAscension * 15.0), self.call(
+            "Declination", lambda: self.client.Declination
+        )
 
     def slew_to(self, ra_deg: float, dec_deg: float) -> None:
         def go() -> None:
@@ -181,7 +194,9 @@ class AlpacaCamera(_AlpacaDevice, Camera):
         params = {"ClientID": "1", "ClientTransactionID": "1"}
 
         def download() -> np.ndarray:
-            response = requests.get(url, params=params, headers={"Accept": "application/imagebytes"}, timeout=(5.0, self.image_timeout))
+            response = requests.get(
+                url, params=params, headers={"Accept": "application/imagebytes"}, timeout=(5.0, self.image_timeout)
+            )
             if response.status_code != 200:
                 raise alpaca_errors.AlpacaRequestException(response.status_code, response.text[:200])
             if "application/imagebytes" in response.headers.get("Content-Type", ""):

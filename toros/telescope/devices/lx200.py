@@ -98,7 +98,9 @@ class Lx200Mount(Mount):
 
     def __init__(self, link: MountLink) -> None:
         assert link.port is not None
-        self.link = SerialLink("mount", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries)
+        self.link = SerialLink(
+            "mount", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries
+        )
         self._parked = False
 
     def connect(self) -> None:

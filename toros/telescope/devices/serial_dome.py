@@ -58,7 +58,9 @@ class SerialDome(Dome):
 
     def __init__(self, link: DomeLink) -> None:
         assert link.port is not None
-        self.link = SerialLink("dome", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries)
+        self.link = SerialLink(
+            "dome", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries
+        )
 
     def connect(self) -> None:
         self.link.open()

@@ -30,7 +30,9 @@ class SerialLink:
         self.retries = retries
         self._lock = threading.Lock()
         try:
-            self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout_s, write_timeout=timeout_s, do_not_open=True)
+            self._serial = serial.serial_for_url(
+                port, baudrate=baudrate, timeout=timeout_s, write_timeout=timeout_s, do_not_open=True
+            )
         except (ValueError, serial.SerialException) as exc:
             raise DeviceError(f"{name}: cannot use serial port {port}: {exc}") from None
 
@@ -46,7 +48,9 @@ class SerialLink:
     def close(self) -> None:
         self._serial.close()
 
-    def exchange(self, command: bytes, read: Callable[[serial.SerialBase], bytes] | None, parse: Callable[[bytes], T]) -> T:
+    def exchange(
+        self, command: bytes, read: Callable[[serial.SerialBase], bytes] | None, parse: Callable[[bytes], T]
+    ) -> T:
         """Sends ``command``, reads the reply with ``read`` and returns ``parse(reply)``.
 
         A timeout (empty or short reply) or a reply ``parse`` rejects with GarbledReply is retried; after
@@ -64,9 +68,18 @@ class SerialLink:
             try:
                 return parse(last)
             except GarbledReply as exc:
-                log.warning("%s: attempt %d: %s to %r: %s", self.name, attempt + 1, "no valid reply" if last else "no reply", command, exc)
+                log.warning(
+                    "%s: attempt %d: %s to %r: %s",
+                    self.name,
+                    attempt + 1,
+                    "no valid reply" if last else "no reply",
+                    command,
+                    exc,
+                )
         what = f"last reply {last!r}" if last else "no reply (timeout)"
-        raise DeviceError(f"{self.name}: no valid reply to {command.decode(errors='replace')!r} after {self.retries + 1} attempts, {what}")
+        raise DeviceError(
+            f"{self.name}: no valid reply to {command.decode(errors='replace')!r} after {self.retries + 1} attempts, {what}"
+        )
 
     def send(self, command: bytes) -> None:
         """A command without a reply."""

@@ -107,7 +107,9 @@ class SimulatedMount(Mount):
 class SimulatedDome(Dome):
     driver = "simulator"
 
-    def __init__(self, clock: Clock, rotation_deg_s: float = 5.0, shutter_s: float = 60.0, park_azimuth_deg: float = 180.0) -> None:
+    def __init__(
+        self, clock: Clock, rotation_deg_s: float = 5.0, shutter_s: float = 60.0, park_azimuth_deg: float = 180.0
+    ) -> None:
         self.clock = clock
         self.rotation = rotation_deg_s
         self.shutter_s = shutter_s
@@ -249,7 +251,13 @@ class SimulatedCamera(Camera):
         self._cooling = (self.AMBIENT_C, self.AMBIENT_C, 0.0)  # from, to, since
 
     def start_exposure(self, seconds: float, light: bool) -> None:
-        self._exposure = (self.clock.timestamp(), seconds, light, self.light() if light else Light(0.0, 0), self.clock.now())
+        self._exposure = (
+            self.clock.timestamp(),
+            seconds,
+            light,
+            self.light() if light else Light(0.0, 0),
+            self.clock.now(),
+        )
 
     def exposing(self) -> bool:
         return self._exposure is not None and not self.image_ready()
@@ -267,8 +275,15 @@ class SimulatedCamera(Camera):
         self._frames += 1
         kind = "light" if light else ("bias" if seconds == 0 else "dark")
         frame = make_frame(
-            self.sensor, kind, exposure_time=seconds, seed=self._frames + int(when.timestamp()),
-            sky_rate=scene.sky_rate, stars=scene.stars, cosmic_rays=int(seconds // 20), date_obs=when, field=scene.field,
+            self.sensor,
+            kind,
+            exposure_time=seconds,
+            seed=self._frames + int(when.timestamp()),
+            sky_rate=scene.sky_rate,
+            stars=scene.stars,
+            cosmic_rays=int(seconds // 20),
+            date_obs=when,
+            field=scene.field,
         )
         return frame.data
 

@@ -61,20 +61,31 @@ def _members(kind: str, device: Any) -> tuple[dict[str, Getter], dict[str, Putte
     if kind == "telescope":
         mount: Mount = device
         return {
-            "rightascension": lambda: mount.position()[0] / 15.0, "declination": lambda: mount.position()[1],
-            "slewing": mount.slewing, "atpark": mount.parked, "tracking": lambda: not mount.parked(),
+            "rightascension": lambda: mount.position()[0] / 15.0,
+            "declination": lambda: mount.position()[1],
+            "slewing": mount.slewing,
+            "atpark": mount.parked,
+            "tracking": lambda: not mount.parked(),
         }, {
-            "slewtocoordinatesasync": lambda p: mount.slew_to(_number(p, "RightAscension") * 15.0, _number(p, "Declination")),
-            "abortslew": lambda p: mount.abort(), "park": lambda p: mount.park(), "unpark": lambda p: mount.unpark(),
+            "slewtocoordinatesasync": lambda p: mount.slew_to(
+                _number(p, "RightAscension") * 15.0, _number(p, "Declination")
+            ),
+            "abortslew": lambda p: mount.abort(),
+            "park": lambda p: mount.park(),
+            "unpark": lambda p: mount.unpark(),
             "tracking": lambda p: _flag(p, "Tracking"),
         }
     if kind == "dome":
         dome: Dome = device
         return {
-            "shutterstatus": lambda: _SHUTTER_CODES[dome.shutter()], "azimuth": dome.azimuth, "slewing": dome.slewing,
+            "shutterstatus": lambda: _SHUTTER_CODES[dome.shutter()],
+            "azimuth": dome.azimuth,
+            "slewing": dome.slewing,
         }, {
-            "openshutter": lambda p: dome.open_shutter(), "closeshutter": lambda p: dome.close_shutter(),
-            "slewtoazimuth": lambda p: dome.slew_to(_number(p, "Azimuth")), "park": lambda p: dome.park(),
+            "openshutter": lambda p: dome.open_shutter(),
+            "closeshutter": lambda p: dome.close_shutter(),
+            "slewtoazimuth": lambda p: dome.slew_to(_number(p, "Azimuth")),
+            "park": lambda p: dome.park(),
             "abortslew": lambda p: dome.abort(),
         }
     if kind == "camera":
@@ -86,11 +97,15 @@ def _members(kind: str, device: Any) -> tuple[dict[str, Getter], dict[str, Putte
             camera.cool_to(cooler["target"])
 
         return {
-            "imageready": camera.image_ready, "ccdtemperature": camera.temperature, "electronsperadu": camera.gain,
-            "setccdtemperature": lambda: cooler["target"], "cooleron": lambda: True,
+            "imageready": camera.image_ready,
+            "ccdtemperature": camera.temperature,
+            "electronsperadu": camera.gain,
+            "setccdtemperature": lambda: cooler["target"],
+            "cooleron": lambda: True,
         }, {
             "startexposure": lambda p: camera.start_exposure(_number(p, "Duration"), _flag(p, "Light")),
-            "abortexposure": lambda p: camera.abort(), "setccdtemperature": set_temperature,
+            "abortexposure": lambda p: camera.abort(),
+            "setccdtemperature": set_temperature,
             "cooleron": lambda p: _flag(p, "CoolerOn"),
         }
     if kind == "filterwheel":
@@ -165,8 +180,15 @@ class AlpacaSimulator:
                 if path[:2] == ["management", "apiversions"]:
                     return self._json(200, {"Value": [1]}, params)
                 if path[:3] == ["management", "v1", "configureddevices"]:
-                    devices = [{"DeviceName": f"TOROS simulated {k}", "DeviceType": k, "DeviceNumber": 0, "UniqueID": f"toros-{k}"}
-                               for k in simulator.devices]
+                    devices = [
+                        {
+                            "DeviceName": f"TOROS simulated {k}",
+                            "DeviceType": k,
+                            "DeviceNumber": 0,
+                            "UniqueID": f"toros-{k}",
+                        }
+                        for k in simulator.devices
+                    ]
                     return self._json(200, {"Value": devices}, params)
                 if len(path) != 5 or path[:2] != ["api", "v1"] or path[2] not in simulator.members or path[3] != "0":
                     return self._text(400, f"no such device or member: {parts.path}")
@@ -178,13 +200,14 @@ class AlpacaSimulator:
                 getters, putters = simulator.members[kind]
                 if member == "imagearray" and method == "GET" and kind == "camera":
                     return self._image(params)
-                table = putters if method == "PUT" else getters
-                if member not in table:
-                    return self._json(200, {"ErrorNumber": NOT_IMPLEMENTED, "ErrorMessage": f"{member} is not implemented"}, params)
+                if member not in (putters if method == "PUT" else getters):
+                    return self._json(
+                        200, {"ErrorNumber": NOT_IMPLEMENTED, "ErrorMessage": f"{member} is not implemented"}, params
+                    )
                 try:
                     if (kind, member) in simulator.faults:
                         raise AlpacaError(*simulator.faults[(kind, member)])
-                    value = table[member](params) if method == "PUT" else table[member]()
+                    value = putters[member](params) if method == "PUT" else getters[member]()
                 except AlpacaError as exc:
                     return self._json(200, {"ErrorNumber": exc.number, "ErrorMessage": exc.message}, params)
                 except CommandRefused as exc:
@@ -193,7 +216,12 @@ class AlpacaSimulator:
 
             def _envelope(self, params: dict[str, str]) -> dict[str, Any]:
                 client = int(params.get("clienttransactionid", "0") or 0)
-                return {"ClientTransactionID": client, "ServerTransactionID": simulator._next_transaction(), "ErrorNumber": 0, "ErrorMessage": ""}
+                return {
+                    "ClientTransactionID": client,
+                    "ServerTransactionID": simulator._next_transaction(),
+                    "ErrorNumber": 0,
+                    "ErrorMessage": "",
+                }
 
             def _json(self, status: int, body: dict[str, Any], params: dict[str, str]) -> None:
                 data = json.dumps(self._envelope(params) | body).encode()
@@ -214,15 +242,27 @@ class AlpacaSimulator:
             def _image(self, params: dict[str, str]) -> None:
                 camera: Camera = simulator.devices["camera"]
                 if not camera.image_ready():
-                    return self._json(200, {"ErrorNumber": INVALID_OPERATION, "ErrorMessage": "no image is ready"}, params)
+                    return self._json(
+                        200, {"ErrorNumber": INVALID_OPERATION, "ErrorMessage": "no image is ready"}, params
+                    )
                 image = camera.read_image()  # rows × columns; Alpaca sends [x][y]
                 if "application/imagebytes" not in (self.headers.get("Accept") or ""):
                     return self._json(200, {"Type": 2, "Rank": 2, "Value": image.T.tolist()}, params)
                 envelope = self._envelope(params)
                 height, width = image.shape
                 header = struct.pack(
-                    "<11i", 1, 0, envelope["ClientTransactionID"], envelope["ServerTransactionID"], 44,
-                    IMAGE_ELEMENT_INT32, TRANSMISSION_UINT16, 2, width, height, 0,
+                    "<11i",
+                    1,
+                    0,
+                    envelope["ClientTransactionID"],
+                    envelope["ServerTransactionID"],
+                    44,
+                    IMAGE_ELEMENT_INT32,
+                    TRANSMISSION_UINT16,
+                    2,
+                    width,
+                    height,
+                    0,
                 )
                 data = header + np.ascontiguousarray(image.T, dtype="<u2").tobytes()
                 self.send_response(200)

@@ -49,7 +49,14 @@ class ProtocolSimulator:
 class Lx200Simulator(ProtocolSimulator):
     """An LX200 mount: starts in low precision and answers with the handset's 0xDF degree glyph."""
 
-    def __init__(self, mount: Mount, *, high_precision: bool = False, degree: bytes = b"\xdf", below_horizon: Callable[[float, float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        mount: Mount,
+        *,
+        high_precision: bool = False,
+        degree: bytes = b"\xdf",
+        below_horizon: Callable[[float, float], bool] | None = None,
+    ) -> None:
         super().__init__()
         self.mount = mount
         self.high_precision = high_precision

@@ -14,9 +14,9 @@ from support import dome_order, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.runtime.states import FINAL_STATES
 
 SUPPORT = Path(__file__).with_name("support.py")
-FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
 
 
 def launch(config: Path, port_file: Path) -> tuple[subprocess.Popen, int]:
@@ -100,7 +100,7 @@ def test_a_graceful_stop_does_not_count_an_attempt(make_config, start_daemon):
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stub = FrontDeskStub(channel)
         status = wait_for(
-            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=30
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL_STATES and s, timeout=30
         )
         assert status.state == pb.WORK_ORDER_STATE_DONE and status.attempts == 1
 
@@ -126,7 +126,7 @@ def test_kill_9_then_restart_resumes_unfinished_work_exactly_once(tmp_path):
 
             def all_final():
                 states = [stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).state for id in ids]
-                return all(state in FINAL for state in states) and states
+                return all(state in FINAL_STATES for state in states) and states
 
             states = wait_for(all_final, timeout=60)
             assert set(states) == {pb.WORK_ORDER_STATE_DONE}

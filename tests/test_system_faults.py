@@ -13,8 +13,7 @@ from support import wait_for
 from toros import MODULES
 from toros.demo import ALERT, SAMPLES, Node, write_config
 from toros.generated import toros_pb2 as pb
-
-FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
+from toros.runtime.states import FINAL_STATES
 
 
 @pytest.fixture
@@ -96,7 +95,9 @@ def test_a_duplicate_then_a_retraction_through_the_whole_chain(node):
     wait_for(lambda: "6 targets pending" in chain.stub("telescope").GetStatus(pb.GetStatusRequest()).message)
     assert "retraction; 1 of 1 target lists cancelled" in replay(chain, SAMPLES / "MS181101ab-retraction.json")
     status = wait_for(
-        lambda: (s := chain.stub("telescope").GetWorkOrder(pb.GetWorkOrderRequest(id=order_id))).state in FINAL and s
+        lambda: (
+            (s := chain.stub("telescope").GetWorkOrder(pb.GetWorkOrderRequest(id=order_id))).state in FINAL_STATES and s
+        )
     )
     assert status.state == pb.WORK_ORDER_STATE_CANCELLED and "MS181101ab retracted" in status.message
     wait_for(lambda: "0 targets pending" in chain.stub("telescope").GetStatus(pb.GetStatusRequest()).message)

@@ -21,10 +21,10 @@ from support import NIGHT_TIME, SMALL_CAMERA, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.runtime.states import FINAL_STATES
 from toros.telescope.simulators.alpaca import AlpacaSimulator
 
 DAY_TIME = "2026-11-22T18:00:00Z"  # local early afternoon
-FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
 HEADER_CONTRACT = (
     "IMAGETYP",
     "DATE-OBS",
@@ -50,7 +50,8 @@ NGC_253 = pb.Target(name="NGC 253", ra_deg=11.888, dec_deg=-25.288, exposure_cou
 def run(stub: FrontDeskStub, order: pb.WorkOrder, timeout: float = 60.0) -> pb.WorkOrderStatus:
     receipt = stub.Submit(order)
     return wait_for(
-        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL and s, timeout=timeout
+        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL_STATES and s,
+        timeout=timeout,
     )
 
 
@@ -62,7 +63,7 @@ def finished(stub: FrontDeskStub, id: str) -> pb.WorkOrderStatus | None:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return None
         raise
-    return status if status.state in FINAL else None
+    return status if status.state in FINAL_STATES else None
 
 
 def refused(stub: FrontDeskStub, order: pb.WorkOrder) -> str:
@@ -91,6 +92,7 @@ def devices(stub: FrontDeskStub) -> dict[str, pb.Device]:
 
 def test_calibration_frames_follow_the_header_contract_and_can_be_fetched(telescope, tmp_path):
     stub = telescope()
+    assert stub.GetStatus(pb.GetStatusRequest()).activity == "manual"
     bias = run(stub, pb.WorkOrder(id="bias", take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 2)))
     dark = run(
         stub,
@@ -207,7 +209,9 @@ def test_a_retraction_drops_the_targets(telescope):
     )
     wait_for(lambda: "1 targets pending" in stub.GetStatus(pb.GetStatusRequest()).message)
     stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id="alert-targets", reason="RETRACTION of S261123a"))
-    final = wait_for(lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="alert-targets"))).state in FINAL and s)
+    final = wait_for(
+        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="alert-targets"))).state in FINAL_STATES and s
+    )
     assert final.state == pb.WORK_ORDER_STATE_CANCELLED
     wait_for(lambda: "0 targets pending" in stub.GetStatus(pb.GetStatusRequest()).message)
 
@@ -225,7 +229,7 @@ def test_an_alert_target_pre_empts_a_routine_target(telescope):
     )
     stub.Submit(pb.WorkOrder(id="alert", observe_targets=pb.ObserveTargets(targets=[alert], alert_id="S261123b")))
     for id in ("routine", "alert"):
-        wait_for(lambda id=id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).state in FINAL, timeout=60)
+        wait_for(lambda id=id: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id)).state in FINAL_STATES, timeout=60)
     order = [e.image_ready.object for e in images(stub)]
     first_alert = order.index("host galaxy")
     assert 1 <= first_alert < 6, order
@@ -303,6 +307,7 @@ def test_the_robotic_night_runs_from_afternoon_to_morning(telescope, tmp_path):
     assert devices(stub)["dome"].message.startswith("shutter closed")
     # The robot says so at its next step after the close.
     wait_for(lambda: "closed for the night" in stub.GetStatus(pb.GetStatusRequest()).message, timeout=10)
+    assert stub.GetStatus(pb.GetStatusRequest()).activity == "closed for the night"  # the same, for programs
 
 
 def test_real_drivers_a_lost_mount_is_a_fault_and_safety_closes(telescope):
@@ -468,7 +473,7 @@ def test_kill_9_in_the_middle_of_a_target_then_no_frame_is_taken_twice(tmp_path)
             stub, pb.WorkOrder(id="open-again", night_operation=step(pb.NIGHT_STEP_OPEN))
         )  # the simulated dome restarts closed
         status = wait_for(
-            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL and s, timeout=90
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long"))).state in FINAL_STATES and s, timeout=90
         )
         assert status.state == pb.WORK_ORDER_STATE_DONE and status.attempts == 2
         assert status.message == "1 of 1 targets observed (8 frames)"

@@ -24,10 +24,10 @@ from toros import MODULES, __version__
 from toros.config import Config, load_config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import ConfigError, find_config_file
+from toros.runtime.states import FINAL_STATES, state_name
 from toros.runtime.validation import TASK_MODULES
 
 UNARY_TIMEOUT = 30.0
-FINAL = {pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED}
 
 
 class CliError(Exception):
@@ -190,12 +190,8 @@ def _accepts_connections(address: str) -> bool:
         return False
 
 
-def _state(state: int) -> str:
-    return pb.WorkOrderState.Name(state).removeprefix("WORK_ORDER_STATE_").lower()
-
-
 def _print_status(status: pb.WorkOrderStatus) -> None:
-    print(f"{status.id}  {status.task}  {_state(status.state)}  {status.progress_percent:.0f}%  {status.message}")
+    print(f"{status.id}  {status.task}  {state_name(status.state)}  {status.progress_percent:.0f}%  {status.message}")
     for product in status.products:
         print(f"  {product.kind}: {product.path}")
 
@@ -297,8 +293,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     progress.update(
                         bar, completed=update.progress_percent, description=f"{args.work_order}: {update.message}"
                     )
-                    if update.state in FINAL:
-                        progress.console.print(f"{args.work_order}: {_state(update.state)}: {update.message}")
+                    if update.state in FINAL_STATES:
+                        progress.console.print(f"{args.work_order}: {state_name(update.state)}: {update.message}")
                         outcome = 0 if update.state == pb.WORK_ORDER_STATE_DONE else 1
                         stream.cancel()
                         return outcome
@@ -343,9 +339,9 @@ def cmd_alert_replay(args: argparse.Namespace) -> int:
         if args.wait:
             while (
                 status := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id), timeout=UNARY_TIMEOUT)
-            ).state not in FINAL:
+            ).state not in FINAL_STATES:
                 time.sleep(0.2)
-            print(f"  {_state(status.state)}: {status.message}")
+            print(f"  {state_name(status.state)}: {status.message}")
             failures += status.state != pb.WORK_ORDER_STATE_DONE
     return 1 if failures else 0
 

@@ -6,7 +6,7 @@ import logging
 
 from toros.config import Config
 from toros.runtime.logs import setup_logging
-from toros.runtime.module import Module, Services
+from toros.runtime.module import Module
 from toros.runtime.server import Daemon
 
 
@@ -27,12 +27,7 @@ def module_class(name: str) -> type[Module]:
 
 
 def build_daemon(name: str, config: Config) -> Daemon:
-    cls = module_class(name)
-
-    def factory(services: Services) -> Module:
-        return cls(services)
-
-    return Daemon(config, factory, name)
+    return Daemon(config, module_class(name), name)
 
 
 def serve(name: str, config: Config) -> None:

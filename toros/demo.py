@@ -30,12 +30,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from toros import MODULES
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "alerts"
 ALERT = SAMPLES / "MS181101ab-preliminary.json"
 CLOCK_START = "2026-05-01T21:40:00Z"  # Macón, the Sun at +9 deg; the sample region rises during the night
-FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
 
 
 def free_port() -> int:
@@ -202,15 +202,15 @@ class Node:
         lights = len(self.light_frames())
         follows = self.work_orders("preprocessor", "calibrate_images")
         calibrated = sum(u.state == pb.WORK_ORDER_STATE_DONE for u in follows.values())
-        state = telescope.message.split(";")[1].strip() if ";" in telescope.message else telescope.message
+        state = telescope.activity
         line = (
             f"{telescope.clock_time.ToDatetime():%H:%M} UTC: telescope {state}, {lights} science frames; "
             f"preprocessor {calibrated} calibrated"
         )
         finished = (
             bool(observing)
-            and all(u.state in FINAL for u in observing.values())
-            and all(u.state in FINAL for u in follows.values())
+            and all(u.state in FINAL_STATES for u in observing.values())
+            and all(u.state in FINAL_STATES for u in follows.values())
             and len(follows) >= lights
         )
         return line, finished, lights, calibrated

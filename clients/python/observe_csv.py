@@ -20,9 +20,8 @@ from toros.client import frontdesk
 from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import ConfigError, find_config_file
+from toros.runtime.states import FINAL_STATES, state_name
 from toros.telescope.plan_file import BadTargetFile, read_target_file
-
-FINAL = (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED)
 
 
 def main() -> int:
@@ -61,9 +60,9 @@ def main() -> int:
             for event in stub.Watch(pb.WatchRequest(work_order_id=receipt.id)):
                 if event.HasField("image_ready"):
                     print(f"  image {event.image_ready.path}")
-                elif event.work_order_update.state in FINAL:
+                elif event.work_order_update.state in FINAL_STATES:
                     update = event.work_order_update
-                    print(f"{pb.WorkOrderState.Name(update.state).removeprefix('WORK_ORDER_STATE_')}: {update.message}")
+                    print(f"{state_name(update.state).upper()}: {update.message}")
                     return 0 if update.state == pb.WORK_ORDER_STATE_DONE else 1
         except grpc.RpcError as exc:
             print(f"observe_csv: {exc.code().name}: {exc.details()}", file=sys.stderr)

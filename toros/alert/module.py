@@ -28,6 +28,7 @@ from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
 from toros.runtime.journal import JournalUnavailable
 from toros.runtime.module import Module, Services, Task
+from toros.runtime.states import state_name
 from toros.runtime.validation import Checker, InvalidWorkOrder
 from toros.runtime.workers import TaskContext, TaskFailed
 
@@ -321,7 +322,7 @@ class AlertModule(Module):
                 problems.append(f"{order_id} at {address}: {exc.code().name}")
                 continue
             if status.state in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED):
-                finished.append(f"{order_id} {pb.WorkOrderState.Name(status.state).removeprefix('WORK_ORDER_STATE_')}")
+                finished.append(f"{order_id} {state_name(status.state).upper()}")
             else:
                 cancelled += 1
         text = f"{label}: retraction; {cancelled} of {len(sent)} target lists cancelled"

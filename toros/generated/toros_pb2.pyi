@@ -304,7 +304,7 @@ class Device(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[DeviceState, str]] = ..., driver: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ModuleStatus(_message.Message):
-    __slots__ = ("module", "version", "queue_depth", "running", "devices", "last_sequence", "start_time", "clock_time", "message")
+    __slots__ = ("module", "version", "queue_depth", "running", "devices", "last_sequence", "start_time", "clock_time", "message", "activity")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +314,7 @@ class ModuleStatus(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     module: str
     version: str
     queue_depth: int
@@ -323,7 +324,8 @@ class ModuleStatus(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     clock_time: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    activity: str
+    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., activity: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("after_sequence", "work_order_id", "kinds", "replay_only")

@@ -86,12 +86,13 @@ class NightResult:
         return text
 
 
-def night_of(date_obs: str, longitude_deg: float) -> str:
-    """The observing night (YYYY-MM-DD) of an exposure that started at ``date_obs``."""
+def night_of(date_obs: str, longitude_deg: float, now: float) -> str:
+    """The observing night (YYYY-MM-DD) of an exposure that started at ``date_obs`` (the night of ``now``, in
+    clock seconds, for a frame without a readable DATE-OBS)."""
     try:
         when = datetime.fromisoformat(date_obs.replace("Z", "+00:00"))
     except ValueError:
-        when = datetime.now(UTC)
+        when = datetime.fromtimestamp(now, UTC)
     return observing_night(when, longitude_deg).isoformat()
 
 
@@ -145,7 +146,7 @@ class NightCalibration:
         self._total = total
         for setup in inventory.setups():
             first = (inventory.of("light", setup) or [f for f in inventory.frames if f.setup == setup])[0]
-            setup_night = night or night_of(first.date_obs, self.longitude)
+            setup_night = night or night_of(first.date_obs, self.longitude, self.now())
             self._calibrate_setup(inventory, setup, setup_night, reporter, result, clean_cosmic_rays)
         return result
 

@@ -8,7 +8,6 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -98,7 +97,8 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
         order.CopyFrom(request)
         order.DiscardUnknownFields()  # fields of a newer contract, or junk: never journaled
         if not order.id:
-            order.id = f"{self.module.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+            # Named by the module's clock, as everything it makes: a drill's night has the drill's date.
+            order.id = f"{self.module.name}-{self.module.clock.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         if not order.HasField("create_time"):
             order.create_time.CopyFrom(timestamp(self.module.clock.timestamp()))
         record, already_known = self.journal.submit(order, task, priority)
@@ -151,6 +151,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             start_time=timestamp(self.start_time),
             clock_time=timestamp(self.module.clock.timestamp()),
             message=self.module.status_message(),
+            activity=self.module.activity(),
         )
 
     @staticmethod

@@ -45,15 +45,10 @@ from toros.runtime.clock import Clock
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import SQLITE_WRITER_BEGIN, make_engine, url_for_logs
 from toros.runtime.events import EventHub
+from toros.runtime.states import DONE, FINAL_STATES, QUEUED, RUNNING
 
 log = logging.getLogger(__name__)
 
-QUEUED = pb.WORK_ORDER_STATE_QUEUED
-RUNNING = pb.WORK_ORDER_STATE_RUNNING
-DONE = pb.WORK_ORDER_STATE_DONE
-FAILED = pb.WORK_ORDER_STATE_FAILED
-CANCELLED = pb.WORK_ORDER_STATE_CANCELLED
-FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
 
 metadata = MetaData()
 

@@ -64,3 +64,7 @@ class Module:
 
     def status_message(self) -> str:
         return ""
+
+    def activity(self) -> str:
+        """What the module is doing now, in a few words (ModuleStatus.activity)."""
+        return ""

@@ -15,16 +15,9 @@ from typing import TYPE_CHECKING, Any
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.files import sha256_of
-from toros.runtime.journal import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    Journal,
-    WorkOrderRecord,
-)
+from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.runtime.logs import work_order_context
+from toros.runtime.states import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 
 if TYPE_CHECKING:
     from toros.runtime.module import Task

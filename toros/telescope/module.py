@@ -19,7 +19,7 @@ from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.night import NightRunner
 from toros.telescope.observatory import Observatory, StorageFailure, Unsafe
 from toros.telescope.scheduler import make_plan
-from toros.telescope.targets import FINAL, Dispatcher, Entry, TargetBook, coming_night
+from toros.telescope.targets import FINAL, Dispatcher, Entry, TargetBook, TargetState, coming_night
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,12 @@ class TelescopeModule(Module):
     def devices(self) -> list[pb.Device]:
         return self.observatory.device_states()
 
+    def activity(self) -> str:
+        return self.night.describe() if self.config.telescope.mode == "robotic" else "manual"
+
     def status_message(self) -> str:
         o = self.observatory
-        state = self.night.state if self.config.telescope.mode == "robotic" else "manual"
+        state = self.activity()
         safety = f"; safety: {o.unsafe_reason}" if o.unsafe_reason else ""
         storage = f"; storage: {o.storage_fault}" if o.storage_fault else ""
         return (
@@ -324,13 +327,13 @@ class TelescopeModule(Module):
                 open_entries = [e for e in entries if e.state not in FINAL]
                 context.progress(
                     100.0 * done_frames / total_frames,
-                    f"{sum(e.state == 'observed' for e in entries)} of {len(entries)} targets observed, {len(open_entries)} waiting",
+                    f"{sum(e.state == TargetState.OBSERVED for e in entries)} of {len(entries)} targets observed, {len(open_entries)} waiting",
                 )
                 if not open_entries:
                     break
                 if self.clock.now() >= deadline:
                     for entry in open_entries:
-                        self.book.finish(entry, "expired", f"not observed by {deadline:%Y-%m-%d %H:%M} UTC")
+                        self.book.finish(entry, TargetState.EXPIRED, f"not observed by {deadline:%Y-%m-%d %H:%M} UTC")
                     break
                 context.sleep(WAIT_POLL_S)
         finally:
@@ -341,20 +344,20 @@ class TelescopeModule(Module):
         """Targets that cannot be observed tonight are reported at once, with the reason."""
         settings = self.config.telescope
         now = self.clock.now()
-        pending = [e for e in entries if e.state == "pending"]
+        pending = [e for e in entries if e.state == TargetState.PENDING]
         targets = [e.plan_target(settings) for e in pending]
         plan, _ = make_plan(targets, settings.site, settings.constraints, coming_night(settings, now)[0], since=now)
         for entry in pending:
             reason = plan.unobservable.get(entry.key)
             if reason and reason != "no free time left in the night":
-                self.book.finish(entry, "unobservable", reason)
+                self.book.finish(entry, TargetState.UNOBSERVABLE, reason)
 
     @staticmethod
     def _summary(entries: list[Entry]) -> str:
-        observed = [e for e in entries if e.state == "observed"]
+        observed = [e for e in entries if e.state == TargetState.OBSERVED]
         frames = sum(e.done for e in entries)
         text = f"{len(observed)} of {len(entries)} targets observed ({frames} frames)"
-        others = [e for e in entries if e.state != "observed"]
+        others = [e for e in entries if e.state != TargetState.OBSERVED]
         if others:
             text += "; " + "; ".join(f"{e.target.name}: {e.state}, {e.reason}" for e in others[:20])
             if len(others) > 20:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from enum import StrEnum
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
@@ -25,6 +26,21 @@ log = logging.getLogger(__name__)
 
 STEP_POLL_S = 60.0
 DONE = pb.WORK_ORDER_STATE_DONE
+
+
+class NightState(StrEnum):
+    """Where the robotic night stands (the words are those the status shows)."""
+
+    STARTING = "starting"
+    DAY = "day"
+    PREPARING = "preparing"
+    OPENING = "opening"
+    EVENING_FLATS = "evening flats"
+    MORNING_FLATS = "morning flats"
+    OBSERVING = "observing"
+    CLOSING = "closing"
+    CLOSED = "closed for the night"
+    KEPT_CLOSED = "closed"  # by safety, or waiting for it: the reason says which
 
 
 class NightRunner:
@@ -41,7 +57,8 @@ class NightRunner:
         self.clock = clock
         self.journal = journal
         self.submit = submit
-        self.state = "starting"
+        self.state: NightState = NightState.STARTING
+        self.kept_closed_because = ""
         self._loop = Repeating("telescope-night", self.step, STEP_POLL_S, clock)  # safety does not depend on it
 
     def start(self) -> None:
@@ -63,6 +80,12 @@ class NightRunner:
         record = self.journal.get(id)
         return record is not None and record.final
 
+    def describe(self) -> str:
+        """The night's state in words (with the reason while safety keeps the dome closed)."""
+        if self.state is NightState.KEPT_CLOSED:
+            return f"{self.state}: {self.kept_closed_because}"
+        return str(self.state)
+
     def step(self) -> None:
         now = self.clock.now()
         night = night_of(self.config.site, now)
@@ -73,7 +96,7 @@ class NightRunner:
         self.observatory.heartbeat()
         if sun > high:
             if evening and not self.observatory.is_open() and not self._done(f"{prefix}-prepare"):
-                self.state = "preparing"
+                self.state = NightState.PREPARING
                 self._run_step(
                     pb.WorkOrder(
                         id=f"{prefix}-prepare",
@@ -82,7 +105,7 @@ class NightRunner:
                     )
                 )
             elif not evening and self.observatory.is_open():
-                self.state = "closing"
+                self.state = NightState.CLOSING
                 self._run_step(
                     pb.WorkOrder(
                         id=f"{prefix}-close",
@@ -91,13 +114,13 @@ class NightRunner:
                     )
                 )
             else:
-                self.state = "day"
+                self.state = NightState.DAY
             return
         if not self._ensure_open(prefix):
             return
         if sun >= low:
             session = "evening" if evening else "morning"
-            self.state = f"{session} flats"
+            self.state = NightState.EVENING_FLATS if evening else NightState.MORNING_FLATS
             for name in self.config.calibrations.flat_filters:
                 if self.config.calibrations.flat_count and not self._done(f"{prefix}-{session}-flats-{name}"):
                     self._run_step(
@@ -116,7 +139,7 @@ class NightRunner:
             if not evening and all(
                 self._done(f"{prefix}-morning-flats-{n}") for n in self.config.calibrations.flat_filters
             ):
-                self.state = "closing"
+                self.state = NightState.CLOSING
                 self._run_step(
                     pb.WorkOrder(
                         id=f"{prefix}-close",
@@ -125,14 +148,14 @@ class NightRunner:
                     )
                 )
             return
-        self.state = "observing"
+        self.state = NightState.OBSERVING
 
     def _ensure_open(self, prefix: str) -> bool:
         """Opens the dome when allowed; False while it must stay closed (the reason goes to the status)."""
         if self.observatory.is_open() and not self.observatory.mount.parked():
             return True
         if self._done(f"{prefix}-close"):
-            self.state = "closed for the night"
+            self.state = NightState.CLOSED
             return False
         reason = self.observatory.reopen_allowed()
         safe_since = self.observatory.safe_since
@@ -143,12 +166,12 @@ class NightRunner:
         ):
             reason = f"waiting for {self.config.safety.reopen_after_s:.0f} s of safe weather"
         if reason:
-            self.state = f"closed: {reason}"
+            self.state, self.kept_closed_because = NightState.KEPT_CLOSED, reason
             return False
         attempt = 0
         while self._done(f"{prefix}-open-{attempt}"):
             attempt += 1
-        self.state = "opening"
+        self.state = NightState.OPENING
         opened = self._run_step(
             pb.WorkOrder(
                 id=f"{prefix}-open-{attempt}",

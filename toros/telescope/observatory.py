@@ -354,7 +354,7 @@ class Observatory:
         self.call(self.wheel, lambda: self.wheel.select(name))
         self.wait(self.wheel, lambda: self.wheel.current() == name, f"changing to filter {name}", check)
 
-    def cool(self, check: Callable[[], None], progress: Callable[[str], None] | None = None) -> float:
+    def cool(self, check: Callable[[], None]) -> float:
         target = self.config.camera.cooling_target_c
         self.call(self.camera, lambda: self.camera.cool_to(target))
         self.wait(

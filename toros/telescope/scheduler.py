@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import astropy.units as u
@@ -277,7 +277,7 @@ def plot_plan(plan: Plan, v: Visibility | None, targets: list[PlanTarget], png_p
                     m = middle[len(middle) // 2]
                     axes.annotate(block.name[:16], (hours[m], v.grid.altitude[n][m]), fontsize=6)
         axes.set_xlim(0, hours[-1])
-        start = plan.start or datetime.now(UTC)
+        start = plan.start or datetime.combine(date.fromisoformat(plan.night), time(12), UTC)  # no dark time: noon
         ticks = np.arange(0, hours[-1] + 1e-9, 1.0)
         axes.set_xticks(ticks, [(start + timedelta(hours=float(h))).strftime("%H:%M") for h in ticks], fontsize=7)
     axes.grid(alpha=0.3)

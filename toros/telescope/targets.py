@@ -15,6 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from toros.generated import toros_pb2 as pb
@@ -35,7 +36,17 @@ from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
 
-FINAL = ("observed", "unobservable", "expired")
+
+class TargetState(StrEnum):
+    """Where a target of the book stands (the words are those the status message shows)."""
+
+    PENDING = "pending"
+    OBSERVED = "observed"
+    UNOBSERVABLE = "unobservable"
+    EXPIRED = "expired"
+
+
+FINAL = frozenset({TargetState.OBSERVED, TargetState.UNOBSERVABLE, TargetState.EXPIRED})
 POLL_S = 30.0  # clock seconds between looks for something to observe
 
 
@@ -50,7 +61,7 @@ class Entry:
     count: int
     filter: str
     done: int = 0
-    state: str = "pending"
+    state: TargetState = TargetState.PENDING
     reason: str = ""
 
     @property
@@ -103,7 +114,7 @@ class TargetBook:
             )
             entry.done = int(self.journal.get_value(f"observed:{entry.key}") or 0)
             if entry.done >= entry.count:
-                entry.state = "observed"
+                entry.state = TargetState.OBSERVED
             entries.append(entry)
         with self._lock:
             self._entries[work_order_id] = entries
@@ -120,9 +131,9 @@ class TargetBook:
 
     def pending(self) -> list[Entry]:
         with self._lock:
-            return [e for entries in self._entries.values() for e in entries if e.state == "pending"]
+            return [e for entries in self._entries.values() for e in entries if e.state == TargetState.PENDING]
 
-    def finish(self, entry: Entry, state: str, reason: str = "") -> None:
+    def finish(self, entry: Entry, state: TargetState, reason: str = "") -> None:
         entry.state, entry.reason = state, reason
         with self._lock:
             self.version += 1
@@ -131,7 +142,7 @@ class TargetBook:
         entry.done += 1
         self.journal.set_value(f"observed:{entry.key}", str(entry.done))
         if entry.done >= entry.count:
-            self.finish(entry, "observed")
+            self.finish(entry, TargetState.OBSERVED)
 
 
 def coming_night(config: TelescopeConfig, moment: datetime) -> tuple[date, datetime]:
@@ -241,7 +252,7 @@ class Dispatcher:
                         log.info("%s gives way to an alert's target", target.name)
                         return
         except CommandRefused as exc:
-            self.book.finish(entry, "unobservable", str(exc))
+            self.book.finish(entry, TargetState.UNOBSERVABLE, str(exc))
         except StorageFailure as exc:
             self.observatory.make_safe(f"storage: {exc}")  # no point in an open dome that cannot store images
         except (Dropped, Unsafe, DeviceError) as exc:

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
 
+from toros import journal_keys
 from toros.alert import orders
 from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
@@ -168,13 +169,13 @@ class AlertModule(Module):
         label = f"{'drill ' if drill else ''}{alert.alert_type} {alert.alert_id}"
         if drill and not self.settings.process_test_alerts:
             return finish(f"{label}: test alert ignored (alert.process_test_alerts is false)")
-        seen = f"alert:notice:{alert.notice_key}"
+        seen = journal_keys.notice_handled(alert.notice_key)
         first = self.journal.get_value(seen)
         if first not in (None, context.id):
             return finish(f"{label}: duplicate notice, already handled by {first}; not relayed again")
         self.journal.set_value(seen, context.id)
         relay = Relay(self.config.security, self.settings.relay_retry_s, context.sleep_real)
-        retracted = f"alert:{alert.alert_id}:retracted"
+        retracted = journal_keys.event_retracted(alert.alert_id)
         if alert.retraction:
             self.journal.set_value(retracted, context.id)
             return finish(self._retract(alert, relay, label))
@@ -306,14 +307,14 @@ class AlertModule(Module):
             relay.submit(observatory.telescope, order)
         except grpc.RpcError as exc:
             return False, f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
-        key = f"alert:{alert.alert_id}:orders"
+        key = journal_keys.event_orders(alert.alert_id)
         sent = json.loads(self.journal.get_value(key) or "[]")
         if [observatory.telescope, order.id] not in sent:
             self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
         return True, f"{observatory.name}: {len(targets)} targets accepted"
 
     def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
-        sent = json.loads(self.journal.get_value(f"alert:{alert.alert_id}:orders") or "[]")
+        sent = json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]")
         cancelled, finished, problems = 0, [], []
         for address, order_id in sent:
             try:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from toros import journal_keys
 from toros.client import open_channel
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -47,8 +48,8 @@ class TelescopeFollower:
         self.journal = services.journal
         self.storage_root = storage_root
         self.requester = f"follower:{telescope.name}"
-        self._after_key = f"follow:{telescope.name}:after"
-        self._pending_key = f"follow:{telescope.name}:pending"
+        self._after_key = journal_keys.follow_position(telescope.name)
+        self._pending_key = journal_keys.follow_pending(telescope.name)
         self._stop = threading.Event()
         self._stream: grpc.Future | None = None
         self._thread = threading.Thread(target=self._run, name=f"follow-{telescope.name}", daemon=True)

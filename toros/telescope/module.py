@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from toros import journal_keys
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.module import Module, Services, Task
@@ -239,10 +240,10 @@ class TelescopeModule(Module):
 
     def _frames_done(self, context: TaskContext) -> int:
         """Frames a previous attempt of this work order already stored (a restart resumes after them)."""
-        return int(self.journal.get_value(f"frames:{context.id}") or 0)
+        return int(self.journal.get_value(journal_keys.frames_taken(context.id)) or 0)
 
     def _frame_done(self, context: TaskContext, done: int, total: int, kind: str) -> None:
-        self.journal.set_value(f"frames:{context.id}", str(done))
+        self.journal.set_value(journal_keys.frames_taken(context.id), str(done))
         context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
 
     def _sky_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
@@ -349,7 +350,7 @@ class TelescopeModule(Module):
         plan, _ = make_plan(targets, settings.site, settings.constraints, coming_night(settings, now)[0], since=now)
         for entry in pending:
             reason = plan.unobservable.get(entry.key)
-            if reason and reason != "no free time left in the night":
+            if reason and entry.key not in plan.crowded_out:
                 self.book.finish(entry, TargetState.UNOBSERVABLE, reason)
 
     @staticmethod

@@ -18,6 +18,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from toros import journal_keys
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
@@ -125,7 +126,7 @@ class Observatory:
         self.safe_since: float | None = clock.timestamp()
         self._last_heartbeat = clock.timestamp()
         self._lock = threading.Lock()
-        self._image_number = int(journal.get_value("image_number") or 0)
+        self._image_number = int(journal.get_value(journal_keys.image_number()) or 0)
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, tuple[bool, str]] = {}
         # Safety runs on its own thread and does no device I/O but the weather and the closing itself, so a
@@ -473,7 +474,7 @@ class Observatory:
         with self._lock:
             self._image_number += 1
             number = self._image_number
-        self.journal.set_value("image_number", str(number))
+        self.journal.set_value(journal_keys.image_number(), str(number))
         night = night_of(self.site, exposure.date_obs).isoformat()
         try:
             stored = images.store(

@@ -36,6 +36,9 @@ def block_seconds(frames: int, exposure_s: float, settings: TelescopeConfig) -> 
     return settings.targets.overhead_s + frames * (exposure_s + settings.camera.readout_s)
 
 
+NO_FREE_TIME = "no free time left in the night"
+
+
 @dataclass(frozen=True)
 class PlanTarget:
     key: str  # unique within a plan (work order id and index)
@@ -64,6 +67,9 @@ class Plan:
     end: datetime | None
     blocks: list[Block] = field(default_factory=list)
     unobservable: dict[str, str] = field(default_factory=dict)  # key -> reason
+    # Keys of targets that could be observed tonight but found no free time among the others' blocks: they
+    # may still be observed when the others are done.
+    crowded_out: set[str] = field(default_factory=set)
     made: datetime | None = None  # when a daemon re-planned (None: planned ahead, e.g. by `toros plan`)
 
     def to_json(self, names: dict[str, str] | None = None) -> str:
@@ -137,7 +143,8 @@ def _block_fits(ok: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return inside & (np.take_along_axis(bad, stop, axis=1) - bad[:, :count] == 0)
 
 
-def _reason(v: Visibility, n: int, fits_any: bool, duration_s: float, window_s: float) -> str:
+def _reason(v: Visibility, n: int, fits_any: bool, duration_s: float, window_s: float) -> str | None:
+    """Why a target cannot be observed tonight at all; None when only the other targets' blocks are in the way."""
     if not v.dark.any():
         return "no dark time this night"
     if duration_s > window_s:
@@ -149,7 +156,7 @@ def _reason(v: Visibility, n: int, fits_any: bool, duration_s: float, window_s: 
         return "too close to the Moon whenever it is high enough"
     if not fits_any:
         return "not observable long enough for its exposures"
-    return "no free time left in the night"
+    return None
 
 
 def make_plan(
@@ -191,7 +198,10 @@ def make_plan(
         slot_free = (free_prefix[last] - free_prefix[starts] == 0) & (starts + span < count)
         candidates = np.flatnonzero(fits[n] & slot_free)
         if len(candidates) == 0:
-            plan.unobservable[targets[n].key] = _reason(v, n, bool(fits[n].any()), targets[n].duration_s, window_s)
+            reason = _reason(v, n, bool(fits[n].any()), targets[n].duration_s, window_s)
+            plan.unobservable[targets[n].key] = reason or NO_FREE_TIME
+            if reason is None:
+                plan.crowded_out.add(targets[n].key)
             continue
         if targets[n].priority > 0:
             best = int(candidates[0])  # an alert's target: as soon as possible, the transient fades

@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from toros import journal_keys
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
@@ -112,7 +113,7 @@ class TargetBook:
                 target.exposure_count or defaults.exposure_count,
                 target.filter or defaults.filter,
             )
-            entry.done = int(self.journal.get_value(f"observed:{entry.key}") or 0)
+            entry.done = int(self.journal.get_value(journal_keys.frames_observed(entry.key)) or 0)
             if entry.done >= entry.count:
                 entry.state = TargetState.OBSERVED
             entries.append(entry)
@@ -140,7 +141,7 @@ class TargetBook:
 
     def record_frame(self, entry: Entry) -> None:
         entry.done += 1
-        self.journal.set_value(f"observed:{entry.key}", str(entry.done))
+        self.journal.set_value(journal_keys.frames_observed(entry.key), str(entry.done))
         if entry.done >= entry.count:
             self.finish(entry, TargetState.OBSERVED)
 

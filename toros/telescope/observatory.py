@@ -12,6 +12,8 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from toros.telescope.devices import (
     DeviceError,
     Dome,
     FilterWheel,
+    Look,
     Mount,
     WeatherStation,
 )
@@ -51,6 +54,22 @@ log = logging.getLogger(__name__)
 POLL_S = 2.0  # clock seconds between polls of a moving device
 MOVE_TIMEOUT_S = 600.0  # clock seconds a slew, shutter or filter move may take before the device is declared failed
 COOLING_TOLERANCE_C = 1.0
+
+
+class SafetyCause(Enum):
+    """Why safety closed the observatory. Weather clears itself when the weather is safe again; the others
+    need the cause mended (a device reconnected, room on the disk) or an operator's close."""
+
+    WEATHER = "weather"
+    DEVICE_FAULT = "device fault"
+    WATCHDOG = "watchdog"
+    STORAGE = "storage"
+
+
+@dataclass(frozen=True)
+class Unsafety:
+    cause: SafetyCause
+    reason: str  # in words, for the status and the logs
 
 
 class Unsafe(Exception):
@@ -120,7 +139,7 @@ class Observatory:
         self.devices: list[Device] = [self.mount, self.dome, self.camera, self.wheel, self.weather]
         self.instrument = threading.RLock()
         self.faults: dict[str, str] = {}
-        self.unsafe_reason: str | None = None  # why safety closed; None while safe
+        self.unsafe: Unsafety | None = None  # why safety closed; None while safe
         self.storage_fault: str | None = None
         self.closed_by_safety_at: float | None = None
         self.safe_since: float | None = clock.timestamp()
@@ -128,7 +147,7 @@ class Observatory:
         self._lock = threading.Lock()
         self._image_number = int(journal.get_value(journal_keys.image_number()) or 0)
         self._published: dict[str, tuple[int, str]] = {}
-        self._described: dict[str, tuple[bool, str]] = {}
+        self._described: dict[str, Look] = {}
         # Safety runs on its own thread and does no device I/O but the weather and the closing itself, so a
         # hung driver elsewhere cannot stop it; device states are looked at by another thread.
         poll = config.safety.poll_s
@@ -162,20 +181,24 @@ class Observatory:
         log.error("%s FAULT: %s", device.kind, message)
         self.faults[device.kind] = message
         self.publish_devices()
-        self.make_safe(f"{device.kind} fault: {message}")
+        self.make_safe(SafetyCause.DEVICE_FAULT, f"{device.kind} fault: {message}")
 
     def device_states(self) -> list[pb.Device]:
         """What each device was doing at the last look (no device I/O: a hung driver never blocks a status)."""
         states = []
         for device in self.devices:
-            busy, message = self._described.get(device.kind, (False, "not looked at yet"))
+            look = self._described.get(device.kind, Look(False, "not looked at yet"))
+            message = look.message
             if device.kind in self.faults:
                 state, message = pb.DEVICE_STATE_FAULT, self.faults[device.kind]
             else:
-                parked = (device is self.mount and message == "parked") or (
-                    device is self.dome and message.startswith("shutter closed")
+                state = (
+                    pb.DEVICE_STATE_BUSY
+                    if look.busy
+                    else pb.DEVICE_STATE_PARKED
+                    if look.parked
+                    else pb.DEVICE_STATE_IDLE
                 )
-                state = pb.DEVICE_STATE_BUSY if busy else pb.DEVICE_STATE_PARKED if parked else pb.DEVICE_STATE_IDLE
             if device is self.camera and self.storage_fault:
                 state, message = pb.DEVICE_STATE_FAULT, f"storage: {self.storage_fault}"
             states.append(pb.Device(name=device.kind, state=state, driver=device.driver, message=message))
@@ -191,7 +214,7 @@ class Observatory:
             except DeviceError as exc:
                 self.fault(device, str(exc))  # a device lost while idle is a fault too: safety acts
             except CommandRefused as exc:
-                self._described[device.kind] = (False, str(exc))
+                self._described[device.kind] = Look(False, str(exc))
         for state in self.device_states():
             seen = (state.state, state.message.split(",")[0])
             if self._published.get(state.name) != seen:
@@ -217,7 +240,7 @@ class Observatory:
 
     def ready_to_observe(self) -> bool:
         return (
-            self.unsafe_reason is None
+            self.unsafe is None
             and not self.faults
             and self.storage_fault is None
             and self.is_open()
@@ -231,21 +254,29 @@ class Observatory:
         now = self.clock.timestamp()
         if not safe:
             self.safe_since = None
-            self.make_safe(f"weather: {reason}")
+            self.make_safe(SafetyCause.WEATHER, f"weather: {reason}")
             return
         if self.safe_since is None:
             self.safe_since = now
             log.info("weather is safe again")
-        if self.unsafe_reason and self.unsafe_reason.startswith("weather") and not self.faults:
-            self.unsafe_reason = None
+        if self.unsafe is not None and self.unsafe.cause is SafetyCause.WEATHER and not self.faults:
+            self.unsafe = None
         if not self.faults and self.is_open() and now - self._last_heartbeat > self.config.safety.watchdog_s:
-            self.make_safe(f"watchdog: nothing happened for {now - self._last_heartbeat:.0f} s with the dome open")
+            self.make_safe(
+                SafetyCause.WATCHDOG,
+                f"watchdog: nothing happened for {now - self._last_heartbeat:.0f} s with the dome open",
+            )
 
-    def make_safe(self, reason: str) -> None:
+    @property
+    def unsafe_reason(self) -> str | None:
+        """Why safety closed, in words (None while safe)."""
+        return self.unsafe.reason if self.unsafe is not None else None
+
+    def make_safe(self, cause: SafetyCause, reason: str) -> None:
         """Closes the shutter and parks mount and dome, whatever else is going on; never raises."""
-        if self.unsafe_reason is None:
+        if self.unsafe is None:
             log.warning("making the observatory safe: %s", reason)
-        self.unsafe_reason = reason
+        self.unsafe = Unsafety(cause, reason)
         self.closed_by_safety_at = self.clock.timestamp()
         for what, action in (
             ("close the shutter", self.dome.close_shutter),
@@ -268,8 +299,8 @@ class Observatory:
         if self.faults:
             name, message = next(iter(self.faults.items()))
             return f"{name} is in FAULT: {message}"
-        if self.unsafe_reason and not self.unsafe_reason.startswith("weather"):
-            return f"closed by safety: {self.unsafe_reason}"
+        if self.unsafe is not None and self.unsafe.cause is not SafetyCause.WEATHER:
+            return f"closed by safety: {self.unsafe.reason}"
         return None
 
     def clear_faults(self) -> None:
@@ -282,8 +313,8 @@ class Observatory:
                 except (DeviceError, CommandRefused):
                     continue
                 del self.faults[device.kind]
-        if not self.faults and self.unsafe_reason and not self.unsafe_reason.startswith("weather"):
-            self.unsafe_reason = None
+        if not self.faults and self.unsafe is not None and self.unsafe.cause is not SafetyCause.WEATHER:
+            self.unsafe = None
 
     # -- movements -------------------------------------------------------------------------------
 
@@ -321,7 +352,7 @@ class Observatory:
         reason = self.reopen_allowed()
         if reason:
             raise Unsafe(reason)
-        self.unsafe_reason = None
+        self.unsafe = None
         self.heartbeat()
         self.call(self.dome, self.dome.open_shutter)
         self.wait(self.dome, lambda: self.dome.shutter() == "open", "opening the shutter", check, safe_only=True)

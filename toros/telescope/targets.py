@@ -25,7 +25,7 @@ from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.loops import Repeating
-from toros.telescope.observatory import Observatory, StorageFailure, Unsafe
+from toros.telescope.observatory import Observatory, SafetyCause, StorageFailure, Unsafe
 from toros.telescope.scheduler import (
     PlanTarget,
     best_now,
@@ -255,7 +255,9 @@ class Dispatcher:
         except CommandRefused as exc:
             self.book.finish(entry, TargetState.UNOBSERVABLE, str(exc))
         except StorageFailure as exc:
-            self.observatory.make_safe(f"storage: {exc}")  # no point in an open dome that cannot store images
+            self.observatory.make_safe(
+                SafetyCause.STORAGE, f"storage: {exc}"
+            )  # no point in an open dome that cannot store images
         except (Dropped, Unsafe, DeviceError) as exc:
             log.warning("observation of %s stopped: %s", target.name, exc)
 

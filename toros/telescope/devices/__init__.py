@@ -13,7 +13,7 @@ device saying no (a target below the mount's horizon limit): the command is skip
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,15 @@ class CommandRefused(Exception):
     """A device that works refused one command (e.g. a slew below its horizon limit)."""
 
 
+class Look(NamedTuple):
+    """What a device was doing when looked at: busy (moving, exposing), in words, and whether it is at rest
+    in its safe position (a parked mount, a closed shutter), as its interface reports it."""
+
+    busy: bool
+    message: str
+    parked: bool = False
+
+
 class Device(ABC):
     kind: ClassVar[str]
     driver: ClassVar[str]
@@ -39,8 +48,8 @@ class Device(ABC):
         """Releases the connection."""
 
     @abstractmethod
-    def describe(self) -> tuple[bool, str]:
-        """(busy, what it is doing) for the daemon's status."""
+    def describe(self) -> Look:
+        """What it is doing, for the daemon's status."""
 
 
 class Mount(Device):
@@ -70,13 +79,13 @@ class Mount(Device):
     @abstractmethod
     def parked(self) -> bool: ...
 
-    def describe(self) -> tuple[bool, str]:
+    def describe(self) -> Look:
         if self.parked():
-            return False, "parked"
+            return Look(False, "parked", parked=True)
         ra, dec = self.position()
         if self.slewing():
-            return True, f"slewing, at {ra:.2f} {dec:+.2f}"
-        return False, f"tracking at {ra:.2f} {dec:+.2f}"
+            return Look(True, f"slewing, at {ra:.2f} {dec:+.2f}")
+        return Look(False, f"tracking at {ra:.2f} {dec:+.2f}")
 
 
 class Dome(Device):
@@ -107,10 +116,11 @@ class Dome(Device):
     @abstractmethod
     def abort(self) -> None: ...
 
-    def describe(self) -> tuple[bool, str]:
+    def describe(self) -> Look:
         shutter = self.shutter()
         moving = self.slewing() or shutter in ("opening", "closing")
-        return moving, f"shutter {shutter}, azimuth {self.azimuth():.1f}" + (", rotating" if self.slewing() else "")
+        message = f"shutter {shutter}, azimuth {self.azimuth():.1f}" + (", rotating" if self.slewing() else "")
+        return Look(moving, message, parked=shutter == "closed")
 
 
 class Camera(Device):
@@ -151,9 +161,9 @@ class Camera(Device):
     def read_noise(self) -> float:
         """e-."""
 
-    def describe(self) -> tuple[bool, str]:
+    def describe(self) -> Look:
         busy = self.exposing()
-        return busy, f"CCD {self.temperature():.1f} C" + (", exposing" if busy else "")
+        return Look(busy, f"CCD {self.temperature():.1f} C" + (", exposing" if busy else ""))
 
 
 class FilterWheel(Device):
@@ -170,9 +180,9 @@ class FilterWheel(Device):
     def select(self, name: str) -> None:
         """Starts turning to ``name``; CommandRefused when the wheel has no such filter."""
 
-    def describe(self) -> tuple[bool, str]:
+    def describe(self) -> Look:
         current = self.current()
-        return current is None, "turning" if current is None else f"filter {current}"
+        return Look(current is None, "turning" if current is None else f"filter {current}")
 
 
 class WeatherStation(Device):
@@ -182,6 +192,6 @@ class WeatherStation(Device):
     def safe(self) -> tuple[bool, str]:
         """Whether it is safe to open, and why not."""
 
-    def describe(self) -> tuple[bool, str]:
+    def describe(self) -> Look:
         safe, reason = self.safe()
-        return False, "safe" if safe else f"unsafe: {reason}"
+        return Look(False, "safe" if safe else f"unsafe: {reason}")

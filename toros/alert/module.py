@@ -6,7 +6,9 @@ import hashlib
 import json
 import logging
 import threading
+from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import numpy as np
@@ -18,7 +20,7 @@ from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.notify import notify
-from toros.alert.outputs import plot_skymap, write_targets
+from toros.alert.outputs import Candidate, plot_skymap, write_targets
 from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
 from toros.alert.settings import Observatory
@@ -37,6 +39,33 @@ log = logging.getLogger(__name__)
 
 # How many of the best candidates are checked for visibility per observatory, per target wanted.
 CANDIDATES_PER_TARGET = 20
+
+
+class Report:
+    """How a notice's handling ends: an alert_processed event saying what happened, then the work order's
+    message (or its failure)."""
+
+    def __init__(self, alert: Alert, context: TaskContext) -> None:
+        self.alert = alert
+        self.context = context
+        self.label = f"{'drill ' if alert.is_test else ''}{alert.alert_type} {alert.alert_id}"
+
+    def done(self, message: str, relayed: int = 0) -> str:
+        alert = self.alert
+        self.context.emit(
+            alert_processed=pb.AlertProcessed(
+                alert_id=alert.alert_id,
+                alert_type=alert.alert_type,
+                serial=alert.serial,
+                drill=alert.is_test,
+                targets_relayed=relayed,
+                message=message,
+            )
+        )
+        return message
+
+    def failed(self, message: str, relayed: int = 0) -> NoReturn:
+        raise TaskFailed(self.done(message, relayed))
 
 
 class AlertModule(Module):
@@ -149,91 +178,106 @@ class AlertModule(Module):
             return self._process(alert, context)
 
     def _process(self, alert: Alert, context: TaskContext) -> str:
-        drill = alert.is_test
-
-        def finish(message: str, relayed: int = 0, failed: bool = False) -> str:
-            context.emit(
-                alert_processed=pb.AlertProcessed(
-                    alert_id=alert.alert_id,
-                    alert_type=alert.alert_type,
-                    serial=alert.serial,
-                    drill=drill,
-                    targets_relayed=relayed,
-                    message=message,
-                )
-            )
-            if failed:
-                raise TaskFailed(message)
-            return message
-
-        label = f"{'drill ' if drill else ''}{alert.alert_type} {alert.alert_id}"
-        if drill and not self.settings.process_test_alerts:
-            return finish(f"{label}: test alert ignored (alert.process_test_alerts is false)")
-        seen = journal_keys.notice_handled(alert.notice_key)
-        first = self.journal.get_value(seen)
-        if first not in (None, context.id):
-            return finish(f"{label}: duplicate notice, already handled by {first}; not relayed again")
-        self.journal.set_value(seen, context.id)
+        """Gate, rank, relay (the telescopes first: every second counts), notify, then keep the products."""
+        report = Report(alert, context)
+        if (reason := self._gate(alert, context)) is not None:
+            return report.done(f"{report.label}: {reason}")
         relay = Relay(self.config.security, self.settings.relay_retry_s, context.sleep_real)
-        retracted = journal_keys.event_retracted(alert.alert_id)
         if alert.retraction:
-            self.journal.set_value(retracted, context.id)
-            return finish(self._retract(alert, relay, label))
-        if self.journal.get_value(retracted):
-            return finish(f"{label}: the event was retracted ({self.journal.get_value(retracted)}); not relayed")
-        if self.settings.far_threshold_hz is not None and (alert.far_hz or 0) > self.settings.far_threshold_hz:
-            return finish(f"{label}: FAR {alert.far_hz:.3g} Hz above alert.far_threshold_hz; not relayed")
-        if self.settings.significant_only and not alert.significant:
-            return finish(f"{label}: not marked significant (alert.significant_only); not relayed")
+            self.journal.set_value(journal_keys.event_retracted(alert.alert_id), context.id)
+            return report.done(self._retract(alert, relay, report.label))
+        if (reason := self._held(alert)) is not None:
+            return report.done(f"{report.label}: {reason}; not relayed")
         try:
             skymap = self._skymap(alert, context)
         except BadSkymap as exc:
-            return finish(f"{label}: sky map unavailable: {exc}; nothing relayed", failed=True)
+            return report.failed(f"{report.label}: sky map unavailable: {exc}; nothing relayed")
         if self.index is None:
-            return finish(f"{label}: no galaxy catalog configured (alert.catalog); nothing relayed", failed=True)
+            return report.failed(f"{report.label}: no galaxy catalog configured (alert.catalog); nothing relayed")
         ranked = rank(
             self.index,
             skymap,
             credible_level=self.settings.credible_level,
             luminosity_weighting=self.settings.luminosity_weighting,
         )
-        per_site: dict[str, list[dict]] = {}
+        per_site, relayed, notes = self._relay(alert, ranked, context, relay)
+        summary = f"{report.label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
+        if relayed:
+            targets = {site: [asdict(t) for t in rows] for site, rows in per_site.items()}
+            notify(
+                self.settings.notify,
+                f"TOROS: {report.label}",
+                summary,
+                {"alert_id": alert.alert_id, "targets": targets},
+            )
+        try:
+            self._keep_products(alert, context, skymap, ranked, per_site, report.label)
+        except OSError as exc:  # the targets went out all the same: say so, and what could not be kept
+            return report.failed(
+                f"{summary}; storage: cannot write the target lists and plot ({exc.filename}): {exc.strerror or exc}",
+                relayed,
+            )
+        return report.done(summary, relayed)
+
+    def _gate(self, alert: Alert, context: TaskContext) -> str | None:
+        """Why this notice is not handled at all (a drill when drills are off, a duplicate), else None; the
+        first handling of a notice is recorded."""
+        if alert.is_test and not self.settings.process_test_alerts:
+            return "test alert ignored (alert.process_test_alerts is false)"
+        seen = journal_keys.notice_handled(alert.notice_key)
+        first = self.journal.get_value(seen)
+        if first not in (None, context.id):
+            return f"duplicate notice, already handled by {first}; not relayed again"
+        self.journal.set_value(seen, context.id)
+        return None
+
+    def _held(self, alert: Alert) -> str | None:
+        """Why an event's targets are not relayed (retracted before, too frequent a false alarm, not
+        significant), else None."""
+        if retraction := self.journal.get_value(journal_keys.event_retracted(alert.alert_id)):
+            return f"the event was retracted ({retraction})"
+        if self.settings.far_threshold_hz is not None and (alert.far_hz or 0) > self.settings.far_threshold_hz:
+            return f"FAR {alert.far_hz:.3g} Hz above alert.far_threshold_hz"
+        if self.settings.significant_only and not alert.significant:
+            return "not marked significant (alert.significant_only)"
+        return None
+
+    def _relay(
+        self, alert: Alert, ranked: Ranked, context: TaskContext, relay: Relay
+    ) -> tuple[dict[str, list[Candidate]], int, list[str]]:
+        """Each observatory's candidates, sent to its telescope: (per site, targets accepted, a note per site)."""
+        per_site: dict[str, list[Candidate]] = {}
         relayed, notes = 0, []
-        for observatory in self.settings.observatories:  # the telescopes first: every second counts
+        for observatory in self.settings.observatories:
             context.check()
             targets = self._targets_for(observatory, ranked)
             per_site[observatory.name] = targets
             if not targets:
                 notes.append(f"{observatory.name}: no candidate observable tonight")
                 continue
-            accepted, note = self._send(alert, observatory, targets, drill, context, relay)
+            accepted, note = self._send(alert, observatory, targets, alert.is_test, context, relay)
             notes.append(note)
             relayed += len(targets) if accepted else 0
+        return per_site, relayed, notes
+
+    def _keep_products(
+        self,
+        alert: Alert,
+        context: TaskContext,
+        skymap: SkyMap,
+        ranked: Ranked,
+        per_site: dict[str, list[Candidate]],
+        label: str,
+    ) -> None:
+        """The target lists (CSV, JSON) and the sky-map plot, as products of the work order."""
         folder = path_inside(
             self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
         )
-        summary = f"{label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
-        if relayed:
-            notify(self.settings.notify, f"TOROS: {label}", summary, {"alert_id": alert.alert_id, "targets": per_site})
-        try:
-            for site, targets in per_site.items():
-                for path in write_targets(folder, site, targets):
-                    context.add_product(path, "target_list")
-            plot = plot_skymap(
-                folder / "skymap.png",
-                skymap,
-                ranked.credible,
-                f"{label}: {int(self.settings.credible_level * 100)}% credible region",
-                per_site,
-            )
-            context.add_product(plot, "skymap_plot")
-        except OSError as exc:  # the targets went out all the same: say so, and what could not be kept
-            return finish(
-                f"{summary}; storage: cannot write the target lists and plot under {folder}: {exc.strerror or exc}",
-                relayed,
-                failed=True,
-            )
-        return finish(summary, relayed)
+        for site, targets in per_site.items():
+            for path in write_targets(folder, site, targets):
+                context.add_product(path, "target_list")
+        title = f"{label}: {int(self.settings.credible_level * 100)}% credible region"
+        context.add_product(plot_skymap(folder / "skymap.png", skymap, ranked.credible, title, per_site), "skymap_plot")
 
     def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
         if alert.skymap is None:
@@ -245,7 +289,7 @@ class AlertModule(Module):
             data = download(alert.skymap.url, settings, wait=context.sleep_real)
         return read_skymap(data, self.settings.skymap.max_bytes)
 
-    def _targets_for(self, observatory: Observatory, ranked: Ranked) -> list[dict]:
+    def _targets_for(self, observatory: Observatory, ranked: Ranked) -> list[Candidate]:
         index = self.index
         assert index is not None, "ranked, so there is a catalog"
         wanted = self.settings.targets_per_observatory
@@ -263,19 +307,25 @@ class AlertModule(Module):
         )
         chosen = np.flatnonzero(visible)[:wanted]
         return [
-            {
-                "rank": rank_number + 1,
-                "name": index.name[rows[i]].decode(errors="replace"),
-                "ra_deg": float(ra[i]),
-                "dec_deg": float(dec[i]),
-                "distance_mpc": float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
-                "score": float(ranked.score[i]),
-            }
+            Candidate(
+                rank=rank_number + 1,
+                name=index.name[rows[i]].decode(errors="replace"),
+                ra_deg=float(ra[i]),
+                dec_deg=float(dec[i]),
+                distance_mpc=float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
+                score=float(ranked.score[i]),
+            )
             for rank_number, i in enumerate(chosen)
         ]
 
     def _send(
-        self, alert: Alert, observatory, targets: list[dict], drill: bool, context: TaskContext, relay: Relay
+        self,
+        alert: Alert,
+        observatory: Observatory,
+        targets: list[Candidate],
+        drill: bool,
+        context: TaskContext,
+        relay: Relay,
     ) -> tuple[bool, str]:
         """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
@@ -288,11 +338,11 @@ class AlertModule(Module):
                 drill=drill,
                 targets=[
                     pb.Target(
-                        name=t["name"],
-                        ra_deg=t["ra_deg"],
-                        dec_deg=t["dec_deg"],
-                        score=t["score"],
-                        distance_mpc=t["distance_mpc"] or 0.0,
+                        name=t.name,
+                        ra_deg=t.ra_deg,
+                        dec_deg=t.dec_deg,
+                        score=t.score,
+                        distance_mpc=t.distance_mpc or 0.0,
                         exposure_count=exposure.exposure_count,
                         filter=exposure.filter,
                         exposure_time=Duration(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import astropy.units as u
@@ -18,24 +19,39 @@ from astropy_healpix import healpix_to_lonlat, level_to_nside  # noqa: E402
 from toros.alert.skymap import SkyMap  # noqa: E402
 from toros.runtime.files import atomic_write, path_inside  # noqa: E402
 
-FIELDS = ("rank", "name", "ra_deg", "dec_deg", "distance_mpc", "score")
+
+@dataclass(frozen=True)
+class Candidate:
+    """A host-galaxy candidate chosen for one observatory: its rank there, where it is, and its score."""
+
+    rank: int
+    name: str
+    ra_deg: float
+    dec_deg: float
+    distance_mpc: float | None
+    score: float
 
 
-def write_targets(folder: Path, observatory: str, targets: list[dict]) -> list[Path]:
+FIELDS = tuple(f.name for f in fields(Candidate))
+
+
+def write_targets(folder: Path, observatory: str, targets: list[Candidate]) -> list[Path]:
     csv_path = path_inside(folder, f"targets-{observatory}.csv")
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=FIELDS)
     writer.writeheader()
-    writer.writerows({k: t[k] for k in FIELDS} for t in targets)
+    writer.writerows(asdict(t) for t in targets)
     with atomic_write(csv_path, "w") as stream:
         stream.write(text.getvalue())
     json_path = path_inside(folder, f"targets-{observatory}.json")
     with atomic_write(json_path, "w") as stream:
-        json.dump(targets, stream, indent=1)
+        json.dump([asdict(t) for t in targets], stream, indent=1)
     return [csv_path, json_path]
 
 
-def plot_skymap(path: Path, skymap: SkyMap, credible: np.ndarray, title: str, targets: dict[str, list[dict]]) -> Path:
+def plot_skymap(
+    path: Path, skymap: SkyMap, credible: np.ndarray, title: str, targets: dict[str, list[Candidate]]
+) -> Path:
     """The credible region (colour: probability density) and each site's targets: the whole sky (Mollweide,
     RA increasing to the left), and a zoom on the region with the targets numbered by rank."""
     level, ipix = skymap.level_ipix
@@ -56,8 +72,8 @@ def plot_skymap(path: Path, skymap: SkyMap, credible: np.ndarray, title: str, ta
     for (site, rows), marker in zip(targets.items(), "o^sDv*", strict=False):  # six markers: enough sites
         if not rows:
             continue
-        target_ra = centre + np.remainder(np.array([r["ra_deg"] for r in rows]) - centre + 180.0, 360.0) - 180.0
-        target_dec = np.array([r["dec_deg"] for r in rows])
+        target_ra = centre + np.remainder(np.array([r.ra_deg for r in rows]) - centre + 180.0, 360.0) - 180.0
+        target_dec = np.array([r.dec_deg for r in rows])
         for plot in (sky, zoom):
             x = -np.deg2rad(np.remainder(target_ra + 180.0, 360.0) - 180.0) if plot is sky else target_ra
             y = np.deg2rad(target_dec) if plot is sky else target_dec

@@ -80,6 +80,43 @@ class Daemon:
 
     def start(self) -> int:
         """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
+        self._open_storage_and_journal()
+        self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
+        self.workers = WorkerPool(
+            self.journal,
+            self.clock,
+            self.module.tasks(),
+            self.settings.workers,
+            self.module_name,
+            max_attempts=self.settings.max_attempts,
+        )
+        self.server = self._grpc_server()
+        self.port = self._listen()
+        self.server.start()
+        tls = self.config.security.tls
+        log.info(
+            "%s %s listening on %s (%s%s), database %s, storage %s",
+            self.module_name,
+            __version__,
+            host_port(self.settings.ip, self.port),
+            "mutual TLS" if tls.require_client_cert else "TLS" if tls.enabled else "plaintext",
+            ", token required" if self.config.security.token is not None else "",
+            self.journal.url_for_logs,
+            self.storage_root,
+        )
+        try:
+            self.module.start()
+        except BaseException:  # e.g. an unreadable catalog: nothing is left listening or open
+            self.server.stop(0).wait()
+            self.journal.close()
+            raise
+        self.workers.start()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    def _open_storage_and_journal(self) -> None:
+        """The storage root (swept of what a crash left) and the journal; a simulated clock carries on from the
+        journal's last event."""
         try:
             self.storage_root.mkdir(parents=True, exist_ok=True)
             for part in remove_stale_parts(self.storage_root):
@@ -92,15 +129,10 @@ class Daemon:
             raise StartupError(f"database {url_for_logs(self.config.database)}: {_first_line(exc)}") from None
         if (last := self.journal.last_event_time()) is not None:
             self.clock.resume_from(last)
-        self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
-        self.workers = WorkerPool(
-            self.journal,
-            self.clock,
-            self.module.tasks(),
-            self.settings.workers,
-            self.module_name,
-            max_attempts=self.settings.max_attempts,
-        )
+
+    def _grpc_server(self) -> grpc.Server:
+        """The gRPC server with its services (FrontDesk, health NOT_SERVING until the module is ready,
+        reflection), interceptors and limits; not yet listening."""
         interceptors: list[grpc.ServerInterceptor] = [LoggingInterceptor()]
         if self.config.security.token is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.config.security.token.get_secret_value()))
@@ -109,7 +141,7 @@ class Daemon:
             max_workers=self.settings.rpc_threads + self.settings.max_streams,
             thread_name_prefix=f"{self.module_name}-rpc",
         )
-        self.server = grpc.server(
+        server = grpc.server(
             self._executor,
             interceptors=interceptors,
             options=[
@@ -127,15 +159,18 @@ class Daemon:
         self.frontdesk = FrontDesk(
             self.module, self.journal, self.workers, self.storage_root, self.settings.max_streams
         )
-        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, self.server)  # type: ignore[no-untyped-call]  # generated code
+        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, server)  # type: ignore[no-untyped-call]  # generated code
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        return server
 
+    def _listen(self) -> int:
+        """Binds the configured address (TLS when configured); the port it got."""
         address = host_port(self.settings.ip, self.settings.port)
         tls = self.config.security.tls
         try:
@@ -147,26 +182,6 @@ class Daemon:
             raise ConfigError(f"{self.module_name}.ip/port: cannot listen on {address}: {exc}") from None
         if not port:
             raise ConfigError(f"{self.module_name}.ip/port: cannot listen on {address}")
-        self.port = port
-        self.server.start()
-        log.info(
-            "%s %s listening on %s (%s%s), database %s, storage %s",
-            self.module_name,
-            __version__,
-            host_port(self.settings.ip, port),
-            "mutual TLS" if tls.require_client_cert else "TLS" if tls.enabled else "plaintext",
-            ", token required" if self.config.security.token is not None else "",
-            self.journal.url_for_logs,
-            self.storage_root,
-        )
-        try:
-            self.module.start()
-        except BaseException:  # e.g. an unreadable catalog: nothing is left listening or open
-            self.server.stop(0).wait()
-            self.journal.close()
-            raise
-        self.workers.start()
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return port
 
     def _submit_internal(self, order: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:

@@ -60,6 +60,8 @@ def stub(drill: Daemon) -> Iterator[pb_grpc.FrontDeskStub]:
 def tiny_disk(tmp_path):
     """A real full disk: a 96 KiB tmpfs as the storage root (needs root, as in CI)."""
     if os.geteuid() != 0:
+        if os.environ.get("TOROS_REQUIRE_ROOT"):
+            pytest.fail("root is required here (TOROS_REQUIRE_ROOT) to mount a tmpfs")
         pytest.skip("mounting a tmpfs needs root")
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()

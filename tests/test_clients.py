@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ NODE_CLIENT = REPO / "clients" / "node"
 @pytest.fixture(scope="module")
 def node_client() -> Path:
     if NODE is None:
+        if os.environ.get("TOROS_REQUIRE_NODE"):
+            pytest.fail("Node.js is required here (TOROS_REQUIRE_NODE) but not installed")
         pytest.skip("Node.js is not installed")
     if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
         npm = shutil.which("npm")

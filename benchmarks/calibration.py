@@ -262,7 +262,7 @@ def main() -> None:
         paths = write_night(
             root / "raw", Sensor(width=args.size, height=args.size, overscan=32), biases=n, darks=n, flats=n, lights=n
         )
-        ours_seconds, _ = ours(root / "ours", paths, CalibrationConfig())
+        ours_seconds, _ = ours(root, paths, CalibrationConfig())  # the raw frames lie inside its storage root
         reference_seconds = ccdproc_recipe(paths, root / "ccdproc")
         print(
             f"night of {4 * n} frames of {args.size}x{args.size}: preprocessor {ours_seconds:.2f} s, "

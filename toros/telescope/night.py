@@ -97,22 +97,10 @@ class NightRunner:
         if sun > high:
             if evening and not self.observatory.is_open() and not self._done(f"{prefix}-prepare"):
                 self.state = NightState.PREPARING
-                self._run_step(
-                    pb.WorkOrder(
-                        id=f"{prefix}-prepare",
-                        requester="robotic night",
-                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE),
-                    )
-                )
+                self._run_own(f"{prefix}-prepare", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE))
             elif not evening and self.observatory.is_open():
                 self.state = NightState.CLOSING
-                self._run_step(
-                    pb.WorkOrder(
-                        id=f"{prefix}-close",
-                        requester="robotic night",
-                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE),
-                    )
-                )
+                self._run_own(f"{prefix}-close", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
             else:
                 self.state = NightState.DAY
             return
@@ -123,32 +111,42 @@ class NightRunner:
             self.state = NightState.EVENING_FLATS if evening else NightState.MORNING_FLATS
             for name in self.config.calibrations.flat_filters:
                 if self.config.calibrations.flat_count and not self._done(f"{prefix}-{session}-flats-{name}"):
-                    self._run_step(
-                        pb.WorkOrder(
-                            id=f"{prefix}-{session}-flats-{name}",
-                            requester="robotic night",
-                            priority=80,
-                            take_calibrations=pb.TakeCalibrations(
-                                image_type=pb.IMAGE_TYPE_FLAT,
-                                count=self.config.calibrations.flat_count,
-                                filter=name,
-                                flat_source=pb.FLAT_SOURCE_SKY,
-                            ),
-                        )
+                    self._run_own(
+                        f"{prefix}-{session}-flats-{name}",
+                        priority=80,
+                        take_calibrations=pb.TakeCalibrations(
+                            image_type=pb.IMAGE_TYPE_FLAT,
+                            count=self.config.calibrations.flat_count,
+                            filter=name,
+                            flat_source=pb.FLAT_SOURCE_SKY,
+                        ),
                     )
             if not evening and all(
                 self._done(f"{prefix}-morning-flats-{n}") for n in self.config.calibrations.flat_filters
             ):
                 self.state = NightState.CLOSING
-                self._run_step(
-                    pb.WorkOrder(
-                        id=f"{prefix}-close",
-                        requester="robotic night",
-                        night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE),
-                    )
-                )
+                self._run_own(f"{prefix}-close", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
             return
         self.state = NightState.OBSERVING
+
+    def _run_own(
+        self,
+        order_id: str,
+        *,
+        priority: int = 0,
+        night_operation: pb.NightOperation | None = None,
+        take_calibrations: pb.TakeCalibrations | None = None,
+    ) -> bool:
+        """Runs one of the night's own work orders (its id derived from the night, so a restart finds it
+        again instead of making another; one of the two tasks); True when it ended DONE."""
+        order = pb.WorkOrder(
+            id=order_id,
+            requester="robotic night",
+            priority=priority,
+            night_operation=night_operation,
+            take_calibrations=take_calibrations,
+        )
+        return self._run_step(order)
 
     def _ensure_open(self, prefix: str) -> bool:
         """Opens the dome when allowed; False while it must stay closed (the reason goes to the status)."""
@@ -172,13 +170,7 @@ class NightRunner:
         while self._done(f"{prefix}-open-{attempt}"):
             attempt += 1
         self.state = NightState.OPENING
-        opened = self._run_step(
-            pb.WorkOrder(
-                id=f"{prefix}-open-{attempt}",
-                requester="robotic night",
-                night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN),
-            )
-        )
+        opened = self._run_own(f"{prefix}-open-{attempt}", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN))
         if opened:
             self.observatory.closed_by_safety_at = None
         return opened

@@ -157,3 +157,14 @@ def pki(tmp_path_factory) -> dict[str, Path]:
         "client_cert": client_cert,
         "client_key": client_key,
     }
+
+
+@pytest.fixture
+def mutual_tls(pki: dict[str, Path]) -> dict[str, Any]:
+    """A daemon's security.tls section that requires client certificates signed by the test CA."""
+    return {
+        "cert": str(pki["server_cert"]),
+        "key": str(pki["server_key"]),
+        "ca": str(pki["ca_cert"]),
+        "require_client_cert": True,
+    }

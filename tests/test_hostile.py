@@ -916,17 +916,13 @@ def test_a_negative_watch_position_is_a_usage_error(tmp_path):
     )
 
 
-def test_mutual_tls_without_a_client_certificate_is_not_called_down(tmp_path, make_config, start_daemon, pki):
+def test_mutual_tls_without_a_client_certificate_is_not_called_down(
+    tmp_path, make_config, start_daemon, pki, mutual_tls
+):
     """Before: "cannot reach the telescope …: is it running?", of a daemon that was running."""
     from support import toros_cli, write_config
 
-    tls = {
-        "cert": str(pki["server_cert"]),
-        "key": str(pki["server_key"]),
-        "ca": str(pki["ca_cert"]),
-        "require_client_cert": True,
-    }
-    daemon = start_daemon(make_config(security={"tls": tls}))
+    daemon = start_daemon(make_config(security={"tls": mutual_tls}))
     (tmp_path / "client").mkdir()
     config = write_config(
         tmp_path / "client", security={"tls": {"ca": str(pki["ca_cert"])}}, telescope={"port": daemon.port}

@@ -59,14 +59,8 @@ def test_token_is_required_except_for_the_health_check(make_config, start_daemon
         assert list(stub.Watch(pb.WatchRequest(replay_only=True)))
 
 
-def test_tls_and_mutual_tls(make_config, start_daemon, pki):
-    tls = {
-        "cert": str(pki["server_cert"]),
-        "key": str(pki["server_key"]),
-        "ca": str(pki["ca_cert"]),
-        "require_client_cert": True,
-    }
-    daemon = start_daemon(make_config(security={"tls": tls}))
+def test_tls_and_mutual_tls(make_config, start_daemon, pki, mutual_tls):
+    daemon = start_daemon(make_config(security={"tls": mutual_tls}))
     address = f"localhost:{daemon.port}"
     server_only = load_config(write_config(daemon.storage_root.parent, security={"tls": {"ca": str(pki["ca_cert"])}}))
     with open_channel(address, server_only.security) as channel:

@@ -74,27 +74,31 @@ def open_regular(path: str | os.PathLike[str], root: Path) -> IO[bytes]:
 
     It is opened without blocking and looked at through the open descriptor, so a FIFO cannot hold the caller
     (and its worker) forever, and what is read is what was checked."""
+    return _open_resolved(confine(path, root), os.fspath(path))
+
+
+def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
+    """``path`` resolved (links followed), checked as ``open_regular`` checks it."""
     resolved = confine(path, root)
+    with _open_resolved(resolved, os.fspath(path)):
+        return resolved
+
+
+def _open_resolved(resolved: Path, shown: str) -> IO[bytes]:
     try:
         descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        raise NotRegularFile(f"{os.fspath(path)}: no such file") from None
+        raise NotRegularFile(f"{shown}: no such file") from None
     except IsADirectoryError:
-        raise NotRegularFile(f"{os.fspath(path)}: is a folder, not a file") from None
+        raise NotRegularFile(f"{shown}: is a folder, not a file") from None
     stream = open(descriptor, "rb")
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         stream.close()
         raise NotRegularFile(
-            f"{os.fspath(path)}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+            f"{shown}: is {_FILE_TYPES.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
         )
     return stream
-
-
-def regular_file(path: str | os.PathLike[str], root: Path) -> Path:
-    """``path`` resolved (links followed), checked as ``open_regular`` checks it."""
-    with open_regular(path, root):
-        return confine(path, root)
 
 
 def safe_name(text: str, fallback: str = "unnamed", max_length: int = MAX_NAME_LENGTH) -> str:

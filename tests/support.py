@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from toros.config import Config, load_config
 from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
+from toros.runtime.clock import Clock
 from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Task
 from toros.runtime.server import Daemon
@@ -224,3 +226,22 @@ if __name__ == "__main__":
     port_file.with_suffix(".tmp").write_text(str(port))
     port_file.with_suffix(".tmp").rename(port_file)
     daemon.serve_until_signal()
+
+
+class SteppedClock(Clock):
+    """Clock time that moves only when someone sleeps or the test sets it: unit tests of the telescope's
+    logic (safety, the night) run a whole night in milliseconds, with no thread racing the clock."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start=start)
+        self.now_s = start.timestamp()
+
+    def timestamp(self) -> float:
+        return self.now_s
+
+    def set(self, moment: datetime) -> None:
+        self.now_s = moment.timestamp()
+
+    def sleep(self, clock_seconds: float, interrupt: threading.Event | None = None) -> bool:
+        self.now_s += max(0.0, clock_seconds)
+        return interrupt is not None and interrupt.is_set()

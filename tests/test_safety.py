@@ -14,7 +14,8 @@ from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.journal import Journal
-from toros.telescope.observatory import Observatory, SafetyCause
+from toros.telescope.observatory import Observatory
+from toros.telescope.safety import SafetyCause
 from toros.telescope.settings import TelescopeConfig
 
 START = datetime.fromisoformat(NIGHT_TIME.replace("Z", "+00:00"))
@@ -56,47 +57,51 @@ def test_parked_and_closed_come_from_the_device_interfaces(observatory):
 def test_bad_weather_closes_and_good_weather_lets_it_reopen(observatory):
     bad = {"start": START.isoformat(), "end": (START + timedelta(minutes=30)).isoformat(), "reason": "rain"}
     o = observatory(weather={"bad_weather": [bad]})
-    o.check_safety()
-    assert o.unsafe is not None and o.unsafe.cause is SafetyCause.WEATHER and o.unsafe_reason == "weather: rain"
-    assert o.reopen_allowed() == "weather is unsafe: rain"
+    o.safety.check()
+    assert (
+        o.safety.unsafe is not None
+        and o.safety.unsafe.cause is SafetyCause.WEATHER
+        and o.safety.unsafe_reason == "weather: rain"
+    )
+    assert o.safety.reopen_allowed() == "weather is unsafe: rain"
     wait_for(lambda: o.clock.now() > START + timedelta(minutes=31), timeout=10)
-    o.check_safety()
-    assert o.unsafe is None and o.reopen_allowed() is None
+    o.safety.check()
+    assert o.safety.unsafe is None and o.safety.reopen_allowed() is None
 
 
 def test_a_device_fault_outlasts_good_weather_until_the_device_answers_again(observatory):
     o = observatory()
-    o.fault(o.mount, "cable cut")
-    assert o.unsafe is not None and o.unsafe.cause is SafetyCause.DEVICE_FAULT
-    o.check_safety()  # the weather is fine: that clears weather only
-    assert o.unsafe_reason == "mount fault: cable cut"
-    assert o.reopen_allowed() == "mount is in FAULT: cable cut"
+    o.safety.fault(o.mount, "cable cut")
+    assert o.safety.unsafe is not None and o.safety.unsafe.cause is SafetyCause.DEVICE_FAULT
+    o.safety.check()  # the weather is fine: that clears weather only
+    assert o.safety.unsafe_reason == "mount fault: cable cut"
+    assert o.safety.reopen_allowed() == "mount is in FAULT: cable cut"
     assert states(o)["mount"] == pb.DEVICE_STATE_FAULT
-    o.clear_faults()  # an operator's close: the simulated mount answers again
-    assert o.unsafe is None and not o.faults and o.reopen_allowed() is None
+    o.safety.clear_faults()  # an operator's close: the simulated mount answers again
+    assert o.safety.unsafe is None and not o.safety.faults and o.safety.reopen_allowed() is None
 
 
 def test_the_watchdog_closes_an_open_dome_nobody_is_using(observatory):
     o = observatory(safety={"watchdog_s": 60.0})
     o.open(never_stop)
-    wait_for(lambda: o.clock.timestamp() - o._last_heartbeat > 61, timeout=10)
-    o.check_safety()
-    assert o.unsafe is not None and o.unsafe.cause is SafetyCause.WATCHDOG
-    assert o.reopen_allowed().startswith("closed by safety: watchdog: nothing happened for")
+    wait_for(lambda: o.clock.timestamp() - o.safety.last_heartbeat > 61, timeout=10)
+    o.safety.check()
+    assert o.safety.unsafe is not None and o.safety.unsafe.cause is SafetyCause.WATCHDOG
+    assert o.safety.reopen_allowed().startswith("closed by safety: watchdog: nothing happened for")
     wait_for(lambda: o.dome.shutter() == "closed", timeout=10)
-    o.check_safety()  # good weather does not clear what the watchdog did
-    assert o.unsafe is not None and o.unsafe.cause is SafetyCause.WATCHDOG
-    o.clear_faults()
-    assert o.unsafe is None and o.reopen_allowed() is None
+    o.safety.check()  # good weather does not clear what the watchdog did
+    assert o.safety.unsafe is not None and o.safety.unsafe.cause is SafetyCause.WATCHDOG
+    o.safety.clear_faults()
+    assert o.safety.unsafe is None and o.safety.reopen_allowed() is None
 
 
 def test_weather_that_clears_during_a_fault_leaves_the_dome_closed(observatory):
     bad = {"start": START.isoformat(), "end": (START + timedelta(minutes=30)).isoformat(), "reason": "high wind"}
     o = observatory(weather={"bad_weather": [bad]})
-    o.fault(o.dome, "no reply")
-    o.check_safety()
-    assert o.unsafe is not None and o.unsafe.cause is SafetyCause.WEATHER  # the latest closure
+    o.safety.fault(o.dome, "no reply")
+    o.safety.check()
+    assert o.safety.unsafe is not None and o.safety.unsafe.cause is SafetyCause.WEATHER  # the latest closure
     wait_for(lambda: o.clock.now() > START + timedelta(minutes=31), timeout=10)
-    o.check_safety()
-    assert o.unsafe is not None, "the weather is safe, but the dome is still in FAULT"
-    assert o.reopen_allowed() == "dome is in FAULT: no reply"
+    o.safety.check()
+    assert o.safety.unsafe is not None, "the weather is safe, but the dome is still in FAULT"
+    assert o.safety.reopen_allowed() == "dome is in FAULT: no reply"

@@ -22,7 +22,7 @@ from support import NIGHT_TIME, SMALL_CAMERA, wait_for, write_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.states import FINAL_STATES
-from toros.telescope.simulators.alpaca import AlpacaSimulator
+from toros.telescope.protocol_simulators.alpaca import AlpacaSimulator
 
 DAY_TIME = "2026-11-22T18:00:00Z"  # local early afternoon
 HEADER_CONTRACT = (
@@ -161,6 +161,12 @@ def test_commands_that_make_no_sense_now_fail_with_failed_precondition(telescope
     )
     # A known id is answered with its receipt even when the state has changed since.
     assert night.Submit(pb.WorkOrder(id="open", night_operation=step(pb.NIGHT_STEP_OPEN))).already_known
+    lampless = telescope(flat_lamp={"driver": "none"})
+    assert "no flat-field lamp" in refused(
+        lampless,
+        pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1, flat_source=pb.FLAT_SOURCE_DOME)),
+    )
+    assert "flat_lamp" not in devices(lampless)
     stormy = telescope(
         weather={
             "bad_weather": [{"start": "2026-11-23T00:00:00Z", "end": "2026-11-23T09:00:00Z", "reason": "wind 80 km/h"}]
@@ -313,7 +319,7 @@ def test_the_robotic_night_runs_from_afternoon_to_morning(telescope, tmp_path):
 def test_real_drivers_a_lost_mount_is_a_fault_and_safety_closes(telescope):
     from toros.runtime.clock import Clock
     from toros.telescope.devices.simulated import SimulatedDome, SimulatedMount
-    from toros.telescope.simulators.serial import (
+    from toros.telescope.protocol_simulators.serial import (
         DomeProtocolSimulator,
         Lx200Simulator,
         PtyServer,
@@ -362,9 +368,10 @@ def test_real_drivers_over_alpaca_and_an_unsafe_safety_monitor(telescope):
         SimulatedCamera,
         SimulatedDome,
         SimulatedFilterWheel,
+        SimulatedFlatLamp,
         SimulatedMount,
     )
-    from toros.telescope.simulators.alpaca import SafetyState
+    from toros.telescope.protocol_simulators.alpaca import SafetyState
 
     clock = Clock(rate=100.0)
     safety = SafetyState()
@@ -374,6 +381,7 @@ def test_real_drivers_over_alpaca_and_an_unsafe_safety_monitor(telescope):
         "camera": SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5)),
         "filterwheel": SimulatedFilterWheel(clock, ("clear", "r"), 1.0),
         "safetymonitor": safety,
+        "covercalibrator": SimulatedFlatLamp(),
     }
     with AlpacaSimulator(devices_served) as alpaca:
         link = {"driver": "alpaca", "url": alpaca.url}
@@ -385,8 +393,15 @@ def test_real_drivers_over_alpaca_and_an_unsafe_safety_monitor(telescope):
             camera=link | {"overscan": 8},
             filter_wheel=link,
             weather=link,
+            flat_lamp=link,
         )
         assert {d.driver for d in devices(stub).values()} == {"alpaca"}
+        flat = run(
+            stub,
+            pb.WorkOrder(take_calibrations=calibrations(pb.IMAGE_TYPE_FLAT, 1, flat_source=pb.FLAT_SOURCE_DOME)),
+        )
+        assert flat.state == pb.WORK_ORDER_STATE_DONE, flat.message
+        assert not devices_served["covercalibrator"].lit(), "the lamp is switched off after the flats"
         assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
         status = run(stub, pb.WorkOrder(observe_targets=pb.ObserveTargets(targets=[NGC_253])))
         assert status.state == pb.WORK_ORDER_STATE_DONE, status.message

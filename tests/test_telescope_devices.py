@@ -16,6 +16,7 @@ from toros.telescope.devices.alpaca import (
     AlpacaCamera,
     AlpacaDome,
     AlpacaFilterWheel,
+    AlpacaFlatLamp,
     AlpacaMount,
     AlpacaSafetyMonitor,
 )
@@ -33,16 +34,17 @@ from toros.telescope.devices.simulated import (
     SimulatedCamera,
     SimulatedDome,
     SimulatedFilterWheel,
+    SimulatedFlatLamp,
     SimulatedMount,
     SimulatedWeather,
 )
-from toros.telescope.settings import CameraLink, DeviceLink, DomeLink, MountLink
-from toros.telescope.simulators.alpaca import AlpacaSimulator, SafetyState
-from toros.telescope.simulators.serial import (
+from toros.telescope.protocol_simulators.alpaca import AlpacaSimulator, SafetyState
+from toros.telescope.protocol_simulators.serial import (
     DomeProtocolSimulator,
     Lx200Simulator,
     PtyServer,
 )
+from toros.telescope.settings import CameraLink, DeviceLink, DomeLink, FlatLampLink, MountLink
 
 START = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 
@@ -216,6 +218,7 @@ def alpaca(clock):
         "camera": SimulatedCamera(clock, Sensor(width=40, height=30, overscan=6), 2.0, lambda: Light(200.0, 2)),
         "filterwheel": SimulatedFilterWheel(clock, ("clear", "g", "r"), change_s=2.0),
         "safetymonitor": SafetyState(),
+        "covercalibrator": SimulatedFlatLamp(),
     }
     with AlpacaSimulator(devices) as simulator:
         yield simulator
@@ -290,6 +293,22 @@ def test_alpaca_filter_wheel_and_safety_monitor(alpaca):
     assert monitor.safe() == (True, "")
     alpaca.devices["safetymonitor"].safe = False
     assert monitor.safe()[0] is False
+
+
+def test_alpaca_cover_calibrator_is_the_flat_lamp(alpaca):
+    lamp = AlpacaFlatLamp(FlatLampLink(driver="alpaca", url=alpaca.url))
+    lamp.connect()
+    assert not lamp.lit() and lamp.describe().message == "off"
+    lamp.switch_on()  # at the calibrator's MaxBrightness
+    assert lamp.lit() and alpaca.devices["covercalibrator"].lit()
+    lamp.switch_off()
+    assert not lamp.lit()
+    too_bright = AlpacaFlatLamp(FlatLampLink(driver="alpaca", url=alpaca.url, brightness=1000))
+    with pytest.raises(CommandRefused, match="CalibratorOn: Alpaca error 0x401: Brightness 1000 is not in 0..255"):
+        too_bright.switch_on()
+    alpaca.faults[("covercalibrator", "calibratorstate")] = (0x500, "lamp burnt out")
+    with pytest.raises(DeviceError, match="CalibratorState: Alpaca error 0x500: lamp burnt out"):
+        lamp.lit()
 
 
 def test_alpaca_server_that_is_gone_is_a_device_error():

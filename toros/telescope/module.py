@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
-import numpy as np
-
-from toros import journal_keys
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.telescope import orders
-from toros.telescope.astronomy import local_noon, night_of, zenith
+from toros.telescope.calibration_frames import NO_LAMP, CalibrationFrames
 from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.imaging import StorageFailure
 from toros.telescope.night import NightRunner
-from toros.telescope.observatory import Observatory, StorageFailure, Unsafe
+from toros.telescope.observatory import Observatory
+from toros.telescope.safety import Unsafe
 from toros.telescope.scheduler import make_plan
 from toros.telescope.targets import FINAL, Dispatcher, Entry, TargetBook, TargetState, coming_night
 
 log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 60.0  # clock seconds between looks at an observe_targets order's targets
-SKY_FLAT_RETRY_S = 60.0
-KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat"}
 
 
 def _failures(handler: Callable[[TaskContext], str]) -> Callable[[TaskContext], str]:
@@ -68,6 +65,7 @@ class TelescopeModule(Module):
         self.observatory = Observatory(settings, root, self.clock, self.journal)
         self.book = TargetBook(settings, self.journal)
         self.dispatcher = Dispatcher(self.observatory, self.book, settings, self.clock, root)
+        self.calibration_frames = CalibrationFrames(self.observatory, settings, self.clock, self.journal)
         self.night = NightRunner(self.observatory, settings, self.clock, self.journal, services.submit)
 
     def start(self) -> None:
@@ -87,7 +85,9 @@ class TelescopeModule(Module):
         return {
             "observe_targets": Task(orders.check_observe_targets, _failures(self.observe_targets)),
             "take_calibrations": Task(
-                orders.check_take_calibrations, _failures(self.take_calibrations), _answering(self.can_calibrate)
+                orders.check_take_calibrations,
+                _failures(self.calibration_frames.take),
+                _answering(self.can_calibrate),
             ),
             "night_operation": Task(
                 orders.check_night_operation, _failures(self.night_operation), _answering(self.can_do_step)
@@ -106,8 +106,9 @@ class TelescopeModule(Module):
     def status_message(self) -> str:
         o = self.observatory
         state = self.activity()
-        safety = f"; safety: {o.unsafe_reason}" if o.unsafe_reason else ""
-        storage = f"; storage: {o.storage_fault}" if o.storage_fault else ""
+        unsafe, storage_fault = o.safety.unsafe_reason, o.imaging.storage_fault
+        safety = f"; safety: {unsafe}" if unsafe else ""
+        storage = f"; storage: {storage_fault}" if storage_fault else ""
         return (
             f"mode {self.config.telescope.mode}, site {self.config.telescope.site.name}; {state}; "
             f"{len(self.book.pending())} targets pending; Sun {o.sun():+.1f} deg{safety}{storage}"
@@ -116,14 +117,15 @@ class TelescopeModule(Module):
     # -- preconditions (FAILED_PRECONDITION at Submit) ---------------------------------------------
 
     def _fault(self, *names: str) -> str | None:
+        faults = self.observatory.safety.faults
         for name in names:
-            if name in self.observatory.faults:
-                return f"{name} is in FAULT: {self.observatory.faults[name]}"
+            if name in faults:
+                return f"{name} is in FAULT: {faults[name]}"
         return None
 
     def can_move_dome(self, task: pb.DomeControl) -> str | None:
         if task.action == pb.DOME_ACTION_OPEN:
-            return self.observatory.reopen_allowed()
+            return self.observatory.safety.reopen_allowed()
         return self._fault("dome") if task.action != pb.DOME_ACTION_CLOSE else None
 
     def can_do_step(self, task: pb.NightOperation) -> str | None:
@@ -131,7 +133,7 @@ class TelescopeModule(Module):
             high = self.config.telescope.calibrations.flat_sun_altitude_deg[1]
             if (sun := self.observatory.sun()) > high:
                 return f"the Sun is at {sun:+.1f} deg, above {high:+.1f} deg: too early or too late to open"
-            return self.observatory.reopen_allowed()
+            return self.observatory.safety.reopen_allowed()
         if task.step == pb.NIGHT_STEP_PREPARE:
             if self.observatory.is_open():
                 return "the dome is open: close it before taking bias and dark frames"
@@ -139,7 +141,7 @@ class TelescopeModule(Module):
         return None
 
     def can_calibrate(self, task: pb.TakeCalibrations) -> str | None:
-        if reason := self._fault("camera", "filter_wheel") or self.observatory.storage_ok():
+        if reason := self._fault("camera", "filter_wheel") or self.observatory.imaging.storage_ok():
             return reason
         if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
             if not self.observatory.is_open():
@@ -147,12 +149,12 @@ class TelescopeModule(Module):
             low, high = self.config.telescope.calibrations.flat_sun_altitude_deg
             if not low <= (sun := self.observatory.sun()) <= high:
                 return f"the Sun is at {sun:+.1f} deg, outside the sky-flat band {low:+.1f} to {high:+.1f} deg"
-        if (
-            task.image_type == pb.IMAGE_TYPE_FLAT
-            and task.flat_source == pb.FLAT_SOURCE_DOME
-            and self.observatory.is_open()
-        ):
-            return "dome flats need the dome closed"
+        if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source == pb.FLAT_SOURCE_DOME:
+            if self.observatory.lamp is None:
+                return NO_LAMP
+            if self.observatory.is_open():
+                return "dome flats need the dome closed"
+            return self._fault("flat_lamp")
         return None
 
     # -- handlers --------------------------------------------------------------------------------
@@ -181,137 +183,13 @@ class TelescopeModule(Module):
         if step == pb.NIGHT_STEP_CLOSE:
             with o.instrument:
                 o.close(context.check)
-                o.clear_faults()
+                o.safety.clear_faults()
             return "closed: mount parked, shutter closed, dome parked"
         if step == pb.NIGHT_STEP_OPEN:
             with o.instrument:
                 o.open(context.check)
             return "open: shutter open, mount unparked"
-        calibrations = self.config.telescope.calibrations
-        with o.instrument:
-            context.progress(0.0, "cooling the camera")
-            temperature = o.cool(context.check)
-            plan = [(pb.IMAGE_TYPE_BIAS, 0.0)] * calibrations.bias_count + [
-                (pb.IMAGE_TYPE_DARK, t) for t in calibrations.dark_times_s for _ in range(calibrations.dark_count)
-            ]
-            for number, (image_type, seconds) in enumerate(plan):
-                context.check()
-                o.expose(
-                    context.check,
-                    image_type=image_type,
-                    seconds=seconds,
-                    filter="",
-                    object=KINDS[image_type],
-                    work_order_id=context.id,
-                )
-                context.progress(100.0 * (number + 1) / len(plan), f"{number + 1} of {len(plan)} bias and dark frames")
-        return f"prepared: CCD at {temperature:.1f} C, {calibrations.bias_count} bias and {len(plan) - calibrations.bias_count} dark frames"
-
-    def take_calibrations(self, context: TaskContext) -> str:
-        task: pb.TakeCalibrations = context.task  # type: ignore[assignment]
-        o = self.observatory
-        kind = KINDS[task.image_type]
-        if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
-            return self._sky_flats(context, task)
-        seconds = 0.0 if task.image_type == pb.IMAGE_TYPE_BIAS else task.exposure_time.ToTimedelta().total_seconds()
-        dome_flat = task.image_type == pb.IMAGE_TYPE_FLAT
-        if dome_flat and seconds == 0:
-            seconds = self.config.telescope.calibrations.dome_flat_exposure_s
-        done = self._frames_done(context)
-        with o.instrument:
-            if o.sky is not None:
-                o.sky.lamp_on = dome_flat
-            try:
-                for number in range(done, task.count):
-                    o.expose(
-                        context.check,
-                        image_type=task.image_type,
-                        seconds=seconds,
-                        filter=task.filter,
-                        object=kind,
-                        work_order_id=context.id,
-                        flat_source="dome" if dome_flat else "",
-                    )
-                    self._frame_done(context, number + 1, task.count, kind)
-            finally:
-                if o.sky is not None:
-                    o.sky.lamp_on = False
-        return f"{task.count} {kind} frames" + (f" of {seconds:g} s" if seconds else "")
-
-    def _frames_done(self, context: TaskContext) -> int:
-        """Frames a previous attempt of this work order already stored (a restart resumes after them)."""
-        return int(self.journal.get_value(journal_keys.frames_taken(context.id)) or 0)
-
-    def _frame_done(self, context: TaskContext, done: int, total: int, kind: str) -> None:
-        self.journal.set_value(journal_keys.frames_taken(context.id), str(done))
-        context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
-
-    def _sky_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
-        """Twilight flats near the zenith, each exposure scaled from the counts of the one before.
-
-        In the evening the sky darkens: too bright → wait; too dark → stop. In the morning the reverse."""
-        o = self.observatory
-        settings = self.config.telescope.calibrations
-        low, high = settings.flat_sun_altitude_deg
-        morning = self._morning()
-        seconds = settings.flat_max_exposure_s if morning else settings.flat_min_exposure_s
-        done = self._frames_done(context)
-        rejected = 0
-        with o.instrument:
-            while done < task.count and low <= o.sun() <= high:
-                context.check()
-                ra, dec = zenith(self.config.telescope.site, self.clock.now())
-                o.point(ra, dec, context.check)
-                pixels, exposure = o.take(
-                    context.check,
-                    image_type=pb.IMAGE_TYPE_FLAT,
-                    seconds=seconds,
-                    filter=task.filter,
-                    object="sky flat",
-                    work_order_id=context.id,
-                    flat_source="sky",
-                    pointing=(ra, dec),
-                )
-                level, problem = self._judge_flat(pixels)
-                if problem:
-                    rejected += 1
-                    log.info("sky flat of %.1f s rejected: %s", seconds, problem)
-                else:
-                    o.keep(pixels, exposure)
-                    done += 1
-                    self._frame_done(context, done, task.count, "sky flat")
-                wanted = seconds * settings.flat_target_adu / max(level, 1.0)
-                too_bright, too_dark = wanted < settings.flat_min_exposure_s, wanted > settings.flat_max_exposure_s
-                if (too_dark and not morning) or (too_bright and morning):
-                    break  # the sky only goes further out of range
-                if too_bright or too_dark:
-                    context.sleep(SKY_FLAT_RETRY_S)
-                seconds = min(max(wanted, settings.flat_min_exposure_s), settings.flat_max_exposure_s)
-        if done == 0:
-            raise TaskFailed(
-                f"no usable sky flat while the Sun was between {low:+.0f} and {high:+.0f} deg ({rejected} frames rejected)"
-            )
-        missing = task.count - done
-        return f"{done} sky flats in {task.filter or 'the current filter'}" + (
-            f" ({missing} not taken: the sky went out of range)" if missing else ""
-        )
-
-    def _morning(self) -> bool:
-        site = self.config.telescope.site
-        now = self.clock.now()
-        return now >= local_noon(site, night_of(site, now)) + timedelta(hours=12)
-
-    def _judge_flat(self, pixels: np.ndarray) -> tuple[float, str | None]:
-        """(median level above bias in ADU, why to reject it or None): well exposed, far from saturation."""
-        settings = self.config.telescope.calibrations
-        overscan = self.observatory.camera.overscan
-        image = pixels[:, : pixels.shape[1] - overscan] if overscan else pixels
-        bias = float(np.median(pixels[:, -overscan:])) if overscan else 0.0
-        level = float(np.median(image[::4, ::4])) - bias
-        low, high = 0.5 * settings.flat_target_adu, min(1.5 * settings.flat_target_adu, 60000.0 - bias)
-        if not low <= level <= high:
-            return level, f"level {level:.0f} ADU outside {low:.0f}-{high:.0f}"
-        return level, None
+        return self.calibration_frames.prepare(context)
 
     def observe_targets(self, context: TaskContext) -> str:
         task: pb.ObserveTargets = context.task  # type: ignore[assignment]

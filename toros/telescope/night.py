@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
@@ -25,6 +26,8 @@ from toros.telescope.settings import TelescopeConfig
 log = logging.getLogger(__name__)
 
 STEP_POLL_S = 60.0
+LOOKS_PER_STEP = 3  # a step may go on at once after opening and after the morning flats, no further
+FLATS_PRIORITY = 80  # twilight does not wait for routine targets
 DONE = pb.WORK_ORDER_STATE_DONE
 
 
@@ -41,6 +44,69 @@ class NightState(StrEnum):
     CLOSING = "closing"
     CLOSED = "closed for the night"
     KEPT_CLOSED = "closed"  # by safety, or waiting for it: the reason says which
+
+
+class SkyPhase(Enum):
+    DAY = "day"  # the Sun above the sky-flat band
+    TWILIGHT = "twilight"  # in the sky-flat band
+    DARK = "dark"  # below it: the dispatcher observes
+
+
+@dataclass(frozen=True)
+class StepIds:
+    """The ids of one night's own work orders, derived from the night so that a restart finds them again."""
+
+    night: str
+
+    @property
+    def prepare(self) -> str:
+        return f"night-{self.night}-prepare"
+
+    @property
+    def close(self) -> str:
+        return f"night-{self.night}-close"
+
+    def open(self, attempt: int) -> str:
+        return f"night-{self.night}-open-{attempt}"
+
+    def flats(self, session: str, filter: str) -> str:
+        return f"night-{self.night}-{session}-flats-{filter}"
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the night runner sees before each step."""
+
+    phase: SkyPhase
+    evening: bool  # before local midnight
+    shutter_open: bool
+    ready: bool  # shutter open and mount unparked
+    prepared: bool  # tonight's prepare step has ended
+    closed_for_the_night: bool  # tonight's close step has ended
+    kept_closed_because: str | None  # while closed at night: why it may not open yet (None: it may)
+    flats_to_take: tuple[str, ...]  # this twilight's flat filters whose work order has not ended
+    ids: StepIds
+
+
+#: The night as a transition table: the first row whose condition holds gives the state, whatever the state
+#: before (a restart, or safety closing in the middle, lands in the right row). Each state's work order is
+#: run by ``NightRunner._act``.
+TRANSITIONS: tuple[tuple[Callable[[Situation], bool], NightState], ...] = (
+    (lambda s: s.phase is SkyPhase.DAY and s.evening and not s.shutter_open and not s.prepared, NightState.PREPARING),
+    (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.shutter_open, NightState.CLOSING),
+    (lambda s: s.phase is SkyPhase.DAY, NightState.DAY),
+    (lambda s: not s.ready and s.closed_for_the_night, NightState.CLOSED),
+    (lambda s: not s.ready and s.kept_closed_because is not None, NightState.KEPT_CLOSED),
+    (lambda s: not s.ready, NightState.OPENING),
+    (lambda s: s.phase is SkyPhase.TWILIGHT and s.evening, NightState.EVENING_FLATS),
+    (lambda s: s.phase is SkyPhase.TWILIGHT and bool(s.flats_to_take), NightState.MORNING_FLATS),
+    (lambda s: s.phase is SkyPhase.TWILIGHT, NightState.CLOSING),  # the morning flats are done
+    (lambda s: True, NightState.OBSERVING),
+)
+
+
+def next_state(situation: Situation) -> NightState:
+    return next(state for holds, state in TRANSITIONS if holds(situation))
 
 
 class NightRunner:
@@ -86,48 +152,78 @@ class NightRunner:
             return f"{self.state}: {self.kept_closed_because}"
         return str(self.state)
 
-    def step(self) -> None:
+    def look(self) -> Situation:
+        """What the next step depends on (device I/O: the shutter, the mount, and the weather while closed)."""
         now = self.clock.now()
-        night = night_of(self.config.site, now)
-        evening = now < local_noon(self.config.site, night) + timedelta(hours=12)
+        site, calibrations = self.config.site, self.config.calibrations
+        night = night_of(site, now)
+        evening = now < local_noon(site, night) + timedelta(hours=12)
         sun = self.observatory.sun()
-        low, high = self.config.calibrations.flat_sun_altitude_deg
-        prefix = f"night-{night.isoformat()}"
-        self.observatory.heartbeat()
-        if sun > high:
-            if evening and not self.observatory.is_open() and not self._done(f"{prefix}-prepare"):
-                self.state = NightState.PREPARING
-                self._run_own(f"{prefix}-prepare", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE))
-            elif not evening and self.observatory.is_open():
-                self.state = NightState.CLOSING
-                self._run_own(f"{prefix}-close", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
-            else:
-                self.state = NightState.DAY
-            return
-        if not self._ensure_open(prefix):
-            return
-        if sun >= low:
-            session = "evening" if evening else "morning"
-            self.state = NightState.EVENING_FLATS if evening else NightState.MORNING_FLATS
-            for name in self.config.calibrations.flat_filters:
-                if self.config.calibrations.flat_count and not self._done(f"{prefix}-{session}-flats-{name}"):
-                    self._run_own(
-                        f"{prefix}-{session}-flats-{name}",
-                        priority=80,
-                        take_calibrations=pb.TakeCalibrations(
-                            image_type=pb.IMAGE_TYPE_FLAT,
-                            count=self.config.calibrations.flat_count,
-                            filter=name,
-                            flat_source=pb.FLAT_SOURCE_SKY,
-                        ),
-                    )
-            if not evening and all(
-                self._done(f"{prefix}-morning-flats-{n}") for n in self.config.calibrations.flat_filters
-            ):
-                self.state = NightState.CLOSING
-                self._run_own(f"{prefix}-close", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
-            return
-        self.state = NightState.OBSERVING
+        low, high = calibrations.flat_sun_altitude_deg
+        phase = SkyPhase.DAY if sun > high else SkyPhase.TWILIGHT if sun >= low else SkyPhase.DARK
+        ids = StepIds(night.isoformat())
+        shutter_open = self.observatory.is_open()
+        ready = shutter_open and not self.observatory.mount.parked()
+        session = "evening" if evening else "morning"
+        flats = tuple(
+            name
+            for name in calibrations.flat_filters
+            if calibrations.flat_count and not self._done(ids.flats(session, name))
+        )
+        return Situation(
+            phase=phase,
+            evening=evening,
+            shutter_open=shutter_open,
+            ready=ready,
+            prepared=self._done(ids.prepare),
+            closed_for_the_night=self._done(ids.close),
+            kept_closed_because=None if ready or phase is SkyPhase.DAY else self._kept_closed_because(),
+            flats_to_take=flats,
+            ids=ids,
+        )
+
+    def step(self) -> None:
+        """One look and what follows from it: the state from the table, then that state's work order."""
+        self.observatory.safety.heartbeat()
+        for _ in range(LOOKS_PER_STEP):
+            situation = self.look()
+            self.state = next_state(situation)
+            if self.state is NightState.KEPT_CLOSED:
+                self.kept_closed_because = situation.kept_closed_because or ""
+            if not self._act(situation) or self._loop.stopping.is_set():
+                return
+
+    def _act(self, situation: Situation) -> bool:
+        """Runs the current state's work orders; True when the night should look again at once (the dome
+        has just opened, the morning flats are done)."""
+        ids = situation.ids
+        calibrations = self.config.calibrations
+        if self.state is NightState.PREPARING:
+            self._run_own(ids.prepare, night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE))
+        elif self.state is NightState.CLOSING:
+            self._run_own(ids.close, night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
+        elif self.state is NightState.OPENING:
+            attempt = 0
+            while self._done(ids.open(attempt)):
+                attempt += 1
+            if self._run_own(ids.open(attempt), night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN)):
+                self.observatory.safety.closed_at = None
+                return True
+        elif self.state in (NightState.EVENING_FLATS, NightState.MORNING_FLATS):
+            session = "evening" if situation.evening else "morning"
+            for name in situation.flats_to_take:
+                self._run_own(
+                    ids.flats(session, name),
+                    priority=FLATS_PRIORITY,
+                    take_calibrations=pb.TakeCalibrations(
+                        image_type=pb.IMAGE_TYPE_FLAT,
+                        count=calibrations.flat_count,
+                        filter=name,
+                        flat_source=pb.FLAT_SOURCE_SKY,
+                    ),
+                )
+            return self.state is NightState.MORNING_FLATS and bool(situation.flats_to_take)
+        return False
 
     def _run_own(
         self,
@@ -148,29 +244,16 @@ class NightRunner:
         )
         return self._run_step(order)
 
-    def _ensure_open(self, prefix: str) -> bool:
-        """Opens the dome when allowed; False while it must stay closed (the reason goes to the status)."""
-        if self.observatory.is_open() and not self.observatory.mount.parked():
-            return True
-        if self._done(f"{prefix}-close"):
-            self.state = NightState.CLOSED
-            return False
-        reason = self.observatory.reopen_allowed()
-        safe_since = self.observatory.safe_since
+    def _kept_closed_because(self) -> str | None:
+        """Why the dome must stay closed now: safety says so, or the weather has not been safe for long enough
+        since safety last closed it."""
+        safety = self.observatory.safety
+        reason = safety.reopen_allowed()
+        safe_since = safety.safe_since
         if (
             reason is None
-            and self.observatory.closed_by_safety_at is not None
+            and safety.closed_at is not None
             and (safe_since is None or self.clock.timestamp() - safe_since < self.config.safety.reopen_after_s)
         ):
             reason = f"waiting for {self.config.safety.reopen_after_s:.0f} s of safe weather"
-        if reason:
-            self.state, self.kept_closed_because = NightState.KEPT_CLOSED, reason
-            return False
-        attempt = 0
-        while self._done(f"{prefix}-open-{attempt}"):
-            attempt += 1
-        self.state = NightState.OPENING
-        opened = self._run_own(f"{prefix}-open-{attempt}", night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN))
-        if opened:
-            self.observatory.closed_by_safety_at = None
-        return opened
+        return reason

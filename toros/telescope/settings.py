@@ -78,6 +78,13 @@ class FilterWheelLink(DeviceLink):
     change_s: float = Field(default=3.0, ge=0, le=120, description="simulator: time per filter change")
 
 
+class FlatLampLink(DeviceLink):
+    """The flat-field lamp: simulated, an ASCOM Alpaca CoverCalibrator, or none (no dome flats at this site)."""
+
+    driver: Literal["simulator", "alpaca", "none"] = "simulator"
+    brightness: int | None = Field(default=None, ge=0, description="Alpaca: the lamp's brightness (None: its maximum)")
+
+
 class BadWeather(Section):
     """A period of unsafe weather for the simulated weather station (drills and tests), in clock time."""
 
@@ -158,6 +165,7 @@ class TelescopeConfig(ServerConfig):
     camera: CameraLink = CameraLink()
     filter_wheel: FilterWheelLink = FilterWheelLink()
     weather: WeatherLink = WeatherLink()
+    flat_lamp: FlatLampLink = FlatLampLink()
     constraints: Constraints = Constraints()
     calibrations: RoutineCalibrations = RoutineCalibrations()
     targets: TargetDefaults = TargetDefaults()

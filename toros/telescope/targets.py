@@ -24,8 +24,10 @@ from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.imaging import ImageRequest, StorageFailure
 from toros.telescope.loops import Repeating
-from toros.telescope.observatory import Observatory, SafetyCause, StorageFailure, Unsafe
+from toros.telescope.observatory import Observatory
+from toros.telescope.safety import SafetyCause, Unsafe
 from toros.telescope.scheduler import (
     PlanTarget,
     best_now,
@@ -187,7 +189,7 @@ class Dispatcher:
         return [e.plan_target(self.config) for e in entries]
 
     def _step(self) -> bool:
-        self.observatory.heartbeat()
+        self.observatory.safety.heartbeat()
         if self.book.version != self._planned_version:
             self.replan()
         return self.dispatch_once()
@@ -237,17 +239,17 @@ class Dispatcher:
                 while entry.done < entry.count:
                     self._check(entry)
                     altitude, _ = altaz_exact(self.config.site, target.ra_deg, target.dec_deg, self.clock.now())
-                    self.observatory.expose(
-                        lambda: self._check(entry),
-                        image_type=pb.IMAGE_TYPE_LIGHT,
-                        seconds=entry.exposure_s,
-                        filter=entry.filter,
-                        object=target.name,
-                        work_order_id=entry.work_order_id,
-                        pointing=(target.ra_deg, target.dec_deg),
+                    request = ImageRequest(
+                        pb.IMAGE_TYPE_LIGHT,
+                        entry.exposure_s,
+                        entry.filter,
+                        target.name,
+                        entry.work_order_id,
+                        (target.ra_deg, target.dec_deg),
                         drill=entry.drill,
                         altitude=altitude,
                     )
+                    self.observatory.imaging.expose(lambda: self._check(entry), request)
                     self.book.record_frame(entry)
                     if not entry.alert and entry.done < entry.count and self._alert_waiting():
                         log.info("%s gives way to an alert's target", target.name)
@@ -255,9 +257,8 @@ class Dispatcher:
         except CommandRefused as exc:
             self.book.finish(entry, TargetState.UNOBSERVABLE, str(exc))
         except StorageFailure as exc:
-            self.observatory.make_safe(
-                SafetyCause.STORAGE, f"storage: {exc}"
-            )  # no point in an open dome that cannot store images
+            # no point in an open dome that cannot store images
+            self.observatory.safety.make_safe(SafetyCause.STORAGE, f"storage: {exc}")
         except (Dropped, Unsafe, DeviceError) as exc:
             log.warning("observation of %s stopped: %s", target.name, exc)
 

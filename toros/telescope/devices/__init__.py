@@ -1,7 +1,7 @@
 """The telescope's devices behind small interfaces, one per kind of device.
 
-Each interface has a simulator (the default, driven by the module clock) and real drivers: LX200 over a
-serial line, a serial dome protocol, and ASCOM Alpaca over HTTP. The observatory only ever talks to these
+Each interface has a simulator (the default, driven by the module clock, in ``simulated.py``) and real
+drivers: LX200 over a serial line, a serial dome protocol, and ASCOM Alpaca over HTTP. The observatory only ever talks to these
 interfaces, so a site can mix drivers freely (an Alpaca camera with an LX200 mount, say).
 
 Methods that start a movement return at once; the caller polls (``slewing``, ``image_ready``…) in clock
@@ -13,11 +13,20 @@ device saying no (a target below the mount's horizon limit): the command is skip
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, NamedTuple
+from enum import StrEnum
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-ShutterState = Literal["open", "closed", "opening", "closing", "error"]
+
+class Shutter(StrEnum):
+    """Where the dome's shutter is, as every dome protocol reports it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    OPENING = "opening"
+    CLOSING = "closing"
+    ERROR = "error"
 
 
 class DeviceError(Exception):
@@ -98,7 +107,7 @@ class Dome(Device):
     def close_shutter(self) -> None: ...
 
     @abstractmethod
-    def shutter(self) -> ShutterState: ...
+    def shutter(self) -> Shutter: ...
 
     @abstractmethod
     def slew_to(self, azimuth_deg: float) -> None: ...
@@ -118,9 +127,9 @@ class Dome(Device):
 
     def describe(self) -> Look:
         shutter = self.shutter()
-        moving = self.slewing() or shutter in ("opening", "closing")
+        moving = self.slewing() or shutter in (Shutter.OPENING, Shutter.CLOSING)
         message = f"shutter {shutter}, azimuth {self.azimuth():.1f}" + (", rotating" if self.slewing() else "")
-        return Look(moving, message, parked=shutter == "closed")
+        return Look(moving, message, parked=shutter is Shutter.CLOSED)
 
 
 class Camera(Device):
@@ -183,6 +192,26 @@ class FilterWheel(Device):
     def describe(self) -> Look:
         current = self.current()
         return Look(current is None, "turning" if current is None else f"filter {current}")
+
+
+class FlatLamp(Device):
+    """The flat-field lamp (a light panel or a lit dome screen): dome flats are taken with it on."""
+
+    kind = "flat_lamp"
+
+    @abstractmethod
+    def switch_on(self) -> None:
+        """Lights the lamp; ``lit`` says when it is ready."""
+
+    @abstractmethod
+    def switch_off(self) -> None: ...
+
+    @abstractmethod
+    def lit(self) -> bool:
+        """The lamp is on and steady: a flat may be exposed."""
+
+    def describe(self) -> Look:
+        return Look(False, "lit" if self.lit() else "off")
 
 
 class WeatherStation(Device):

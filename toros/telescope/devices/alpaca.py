@@ -1,4 +1,5 @@
-"""ASCOM Alpaca drivers: mount, dome, camera, filter wheel and safety monitor on an Alpaca server (HTTP).
+"""ASCOM Alpaca drivers: mount, dome, camera, filter wheel, safety monitor and flat lamp (a CoverCalibrator)
+on an Alpaca server (HTTP).
 
 Alpaca is how Windows-hosted ASCOM drivers are reached over the network (ASCOM Remote, or devices with a
 native Alpaca server). The protocol is spoken by ``alpyca``, the ASCOM Initiative's own client library; this
@@ -19,6 +20,8 @@ import requests
 from alpaca import exceptions as alpaca_errors
 from alpaca.camera import Camera as AlpacaCameraClient
 from alpaca.camera import raise_alpaca_if
+from alpaca.covercalibrator import CalibratorStatus
+from alpaca.covercalibrator import CoverCalibrator as AlpacaCoverCalibratorClient
 from alpaca.dome import Dome as AlpacaDomeClient
 from alpaca.filterwheel import FilterWheel as AlpacaFilterWheelClient
 from alpaca.safetymonitor import SafetyMonitor as AlpacaSafetyClient
@@ -30,11 +33,12 @@ from toros.telescope.devices import (
     DeviceError,
     Dome,
     FilterWheel,
+    FlatLamp,
     Mount,
-    ShutterState,
+    Shutter,
     WeatherStation,
 )
-from toros.telescope.settings import CameraLink, DeviceLink
+from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink
 
 T = TypeVar("T")
 # A working device saying no; every other Alpaca error (0x500-0xFFF driver errors above all) is a fault.
@@ -44,7 +48,7 @@ _REFUSALS = (
     alpaca_errors.SlavedException,
     alpaca_errors.InvalidOperationException,
 )
-_SHUTTER: dict[int, ShutterState] = {0: "open", 1: "closed", 2: "opening", 3: "closing", 4: "error"}
+_SHUTTER = {0: Shutter.OPEN, 1: Shutter.CLOSED, 2: Shutter.OPENING, 3: Shutter.CLOSING, 4: Shutter.ERROR}
 
 
 def _number(exc: Exception) -> str:
@@ -146,8 +150,8 @@ class AlpacaDome(_AlpacaDevice, Dome):
     def close_shutter(self) -> None:
         self.call("CloseShutter", self.client.CloseShutter)
 
-    def shutter(self) -> ShutterState:
-        return _SHUTTER.get(int(self.call("ShutterStatus", lambda: self.client.ShutterStatus)), "error")
+    def shutter(self) -> Shutter:
+        return _SHUTTER.get(int(self.call("ShutterStatus", lambda: self.client.ShutterStatus)), Shutter.ERROR)
 
     def slew_to(self, azimuth_deg: float) -> None:
         self.call("SlewToAzimuth", lambda: self.client.SlewToAzimuth(azimuth_deg % 360.0))
@@ -285,3 +289,29 @@ class AlpacaSafetyMonitor(_AlpacaDevice, WeatherStation):
     def safe(self) -> tuple[bool, str]:
         safe = self.call("IsSafe", lambda: self.client.IsSafe)
         return bool(safe), "" if safe else "the safety monitor reports unsafe conditions"
+
+
+class AlpacaFlatLamp(_AlpacaDevice, FlatLamp):
+    """The calibrator of an ASCOM CoverCalibrator (a light panel); its cover, if any, is left alone."""
+
+    driver = "alpaca"
+
+    def __init__(self, link: FlatLampLink) -> None:
+        self._setup(link, AlpacaCoverCalibratorClient)
+        self.brightness = link.brightness
+
+    def switch_on(self) -> None:
+        def go() -> None:
+            brightness = self.brightness if self.brightness is not None else self.client.MaxBrightness
+            self.client.CalibratorOn(brightness)
+
+        self.call("CalibratorOn", go)
+
+    def switch_off(self) -> None:
+        self.call("CalibratorOff", self.client.CalibratorOff)
+
+    def lit(self) -> bool:
+        state = self.call("CalibratorState", lambda: self.client.CalibratorState)
+        if state == CalibratorStatus.Error:
+            raise DeviceError(f"{self.kind} ({self.url}): the calibrator reports an error")
+        return bool(state == CalibratorStatus.Ready)

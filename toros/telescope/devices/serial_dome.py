@@ -21,11 +21,11 @@ any                ``ERR <reason>``                            the controller re
 
 from __future__ import annotations
 
-from toros.telescope.devices import CommandRefused, DeviceError, Dome, ShutterState
+from toros.telescope.devices import CommandRefused, DeviceError, Dome, Shutter
 from toros.telescope.devices.serial_link import GarbledReply, SerialLink, read_until
 from toros.telescope.settings import DomeLink
 
-_SHUTTER = {"OPEN": "open", "CLOSED": "closed", "OPENING": "opening", "CLOSING": "closing", "ERROR": "error"}
+_SHUTTER = {state.name: state for state in Shutter}
 
 
 def _ok(word: str):  # type: ignore[no-untyped-def]
@@ -40,7 +40,7 @@ def _ok(word: str):  # type: ignore[no-untyped-def]
     return parse
 
 
-def parse_status(reply: bytes) -> tuple[ShutterState, float, bool]:
+def parse_status(reply: bytes) -> tuple[Shutter, float, bool]:
     parts = reply.decode("ascii", errors="replace").split()
     if len(parts) != 4 or parts[0] != "STATUS" or parts[1] not in _SHUTTER or parts[3] not in ("0", "1"):
         raise GarbledReply(f"not a dome status line: {reply!r}")
@@ -50,7 +50,7 @@ def parse_status(reply: bytes) -> tuple[ShutterState, float, bool]:
         raise GarbledReply(f"azimuth is not a number: {reply!r}") from None
     if not 0 <= azimuth <= 360:
         raise GarbledReply(f"azimuth out of range: {reply!r}")
-    return _SHUTTER[parts[1]], azimuth % 360.0, parts[3] == "1"  # type: ignore[return-value]
+    return _SHUTTER[parts[1]], azimuth % 360.0, parts[3] == "1"
 
 
 class SerialDome(Dome):
@@ -69,7 +69,7 @@ class SerialDome(Dome):
     def close(self) -> None:
         self.link.close()
 
-    def _status(self) -> tuple[ShutterState, float, bool]:
+    def _status(self) -> tuple[Shutter, float, bool]:
         return self.link.exchange(b"STATUS\r", read_until(b"\r"), parse_status)
 
     def _command(self, text: str) -> None:
@@ -86,7 +86,7 @@ class SerialDome(Dome):
     def close_shutter(self) -> None:
         self._command("CLOSE")
 
-    def shutter(self) -> ShutterState:
+    def shutter(self) -> Shutter:
         return self._status()[0]
 
     def slew_to(self, azimuth_deg: float) -> None:

@@ -23,8 +23,9 @@ from toros.telescope.devices import (
     CommandRefused,
     Dome,
     FilterWheel,
+    FlatLamp,
     Mount,
-    ShutterState,
+    Shutter,
     WeatherStation,
 )
 from toros.telescope.settings import BadWeather
@@ -129,13 +130,13 @@ class SimulatedDome(Dome):
     def close_shutter(self) -> None:
         self._travel(0.0)
 
-    def shutter(self) -> ShutterState:
+    def shutter(self) -> Shutter:
         if self.jammed:
-            return "error"
+            return Shutter.ERROR
         now = self.clock.timestamp()
         if self._opening.moving(now):
-            return "opening" if self._opening.end_value > self._opening.start_value else "closing"
-        return "open" if self._opening.end_value >= 1.0 else "closed"
+            return Shutter.OPENING if self._opening.end_value > self._opening.start_value else Shutter.CLOSING
+        return Shutter.OPEN if self._opening.end_value >= 1.0 else Shutter.CLOSED
 
     def slew_to(self, azimuth_deg: float) -> None:
         now = self.clock.timestamp()
@@ -182,6 +183,24 @@ class SimulatedFilterWheel(FilterWheel):
             self._current = name
 
 
+class SimulatedFlatLamp(FlatLamp):
+    """A lamp that lights at once; the simulated ``Sky`` sees it lit."""
+
+    driver = "simulator"
+
+    def __init__(self) -> None:
+        self._lit = False
+
+    def switch_on(self) -> None:
+        self._lit = True
+
+    def switch_off(self) -> None:
+        self._lit = False
+
+    def lit(self) -> bool:
+        return self._lit
+
+
 class SimulatedWeather(WeatherStation):
     driver = "simulator"
 
@@ -213,18 +232,20 @@ class Sky:
     MAG_PER_DEGREE = 0.6
     SCREEN_ELECTRONS_PER_SECOND = 6000.0
 
-    def __init__(self, clock: Clock, site: Site, dome: Dome, mount: Mount, filters: FilterWheel) -> None:
+    def __init__(
+        self, clock: Clock, site: Site, dome: Dome, mount: Mount, filters: FilterWheel, lamp: FlatLamp | None
+    ) -> None:
         from toros.telescope.astronomy import sun_altitude
 
         self.clock, self.site, self.dome, self.mount, self.filters = clock, site, dome, mount, filters
+        self.lamp = lamp  # the dome-flat lamp, whatever drives it
         self._sun_altitude = sun_altitude
-        self.lamp_on = False  # the dome-flat screen lamp
 
     def light(self) -> Light:
         filter = self.filters.current() or "clear"
-        if self.lamp_on:
+        if self.lamp is not None and self.lamp.lit():
             return Light(self.SCREEN_ELECTRONS_PER_SECOND, 0)
-        if self.dome.shutter() != "open":
+        if self.dome.shutter() is not Shutter.OPEN:
             return Light(0.0, 0)
         night = SKY_ELECTRONS_PER_SECOND.get(filter, 25.0)
         sun = self._sun_altitude(self.site, self.clock.now())

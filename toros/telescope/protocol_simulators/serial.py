@@ -123,7 +123,7 @@ class DomeProtocolSimulator(ProtocolSimulator):
         word = words[0]
         try:
             if word == "STATUS":
-                shutter = self.dome.shutter().upper()
+                shutter = self.dome.shutter().name
                 return f"STATUS {shutter} {self.dome.azimuth():.1f} {int(self.dome.slewing())}\r".encode()
             if word == "OPEN":
                 self.dome.open_shutter()

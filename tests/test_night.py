@@ -1,0 +1,166 @@
+"""The robotic night's state machine on its own: the transition table case by case, then a whole night of an
+Observatory of simulated devices on a clock that moves only when told, with a stand-in for the runtime that
+runs the night's open and close work orders on the devices at once. No gRPC server, no threads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from support import SMALL_CAMERA, SteppedClock
+
+from toros.generated import toros_pb2 as pb
+from toros.runtime.config import DatabaseConfig
+from toros.runtime.journal import Journal, WorkOrderRecord
+from toros.telescope.night import NightRunner, NightState, Situation, SkyPhase, StepIds, next_state
+from toros.telescope.observatory import Observatory
+from toros.telescope.safety import SafetyCause
+from toros.telescope.settings import TelescopeConfig
+
+EVENING_DAY = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)  # Macon: the Sun at +25 deg
+EVENING_TWILIGHT = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)  # -7 deg: in the sky-flat band
+MIDNIGHT = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # -41 deg
+MORNING_TWILIGHT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # -7.5 deg
+MORNING_DAY = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)  # +11 deg
+
+DARK_AND_CLOSED = Situation(
+    phase=SkyPhase.DARK,
+    evening=True,
+    shutter_open=False,
+    ready=False,
+    prepared=True,
+    closed_for_the_night=False,
+    kept_closed_because=None,
+    flats_to_take=(),
+    ids=StepIds("2026-11-22"),
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "state"),
+    [
+        ({"phase": SkyPhase.DAY, "prepared": False}, NightState.PREPARING),
+        ({"phase": SkyPhase.DAY}, NightState.DAY),
+        ({"phase": SkyPhase.DAY, "prepared": False, "shutter_open": True}, NightState.DAY),
+        ({"phase": SkyPhase.DAY, "evening": False, "shutter_open": True}, NightState.CLOSING),
+        ({}, NightState.OPENING),
+        ({"kept_closed_because": "weather is unsafe: rain"}, NightState.KEPT_CLOSED),
+        ({"closed_for_the_night": True, "kept_closed_because": "rain"}, NightState.CLOSED),
+        ({"shutter_open": True}, NightState.OPENING),  # open but the mount parked: open again
+        ({"shutter_open": True, "ready": True}, NightState.OBSERVING),
+        ({"phase": SkyPhase.TWILIGHT, "shutter_open": True, "ready": True}, NightState.EVENING_FLATS),
+        (
+            {
+                "phase": SkyPhase.TWILIGHT,
+                "evening": False,
+                "shutter_open": True,
+                "ready": True,
+                "flats_to_take": ("r",),
+            },
+            NightState.MORNING_FLATS,
+        ),
+        ({"phase": SkyPhase.TWILIGHT, "evening": False, "shutter_open": True, "ready": True}, NightState.CLOSING),
+        ({"phase": SkyPhase.TWILIGHT, "evening": False, "closed_for_the_night": True}, NightState.CLOSED),
+    ],
+)
+def test_the_transition_table(changes, state):
+    assert next_state(replace(DARK_AND_CLOSED, **changes)) is state
+
+
+class Night:
+    """A NightRunner whose work orders are run at once: open and close on the simulated devices, the rest
+    marked DONE."""
+
+    def __init__(self, tmp_path: Path, **telescope: object) -> None:
+        config = TelescopeConfig(port=0, camera=SMALL_CAMERA, dome={"shutter_s": 5.0}, **telescope)
+        self.clock = SteppedClock(EVENING_DAY)
+        self.journal = Journal(DatabaseConfig(path=tmp_path / "journal.db"), "telescope", self.clock)
+        self.observatory = Observatory(config, tmp_path / "data", self.clock, self.journal)
+        self.runner = NightRunner(self.observatory, config, self.clock, self.journal, self.submit)
+        self.orders: list[str] = []
+
+    def submit(self, order: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:
+        record, known = self.journal.submit(order, order.WhichOneof("task"), order.priority)
+        if not known:
+            self.orders.append(order.id)
+            step = order.night_operation.step if order.HasField("night_operation") else None
+            if step == pb.NIGHT_STEP_OPEN:
+                self.observatory.open(lambda: None)
+            elif step == pb.NIGHT_STEP_CLOSE:
+                self.observatory.close(lambda: None)
+            record = self.journal.transition(order.id, state=pb.WORK_ORDER_STATE_DONE) or record
+        return record, known
+
+    def at(self, moment: datetime) -> NightState:
+        self.clock.set(moment)
+        self.runner.step()
+        return self.runner.state
+
+
+@pytest.fixture
+def night(tmp_path: Path) -> Iterator[Night]:
+    made = Night(tmp_path, calibrations={"flat_filters": ["g", "r"]})
+    yield made
+    made.journal.close()
+
+
+def test_a_whole_night_runs_through_the_table(night):
+    assert night.at(EVENING_DAY) is NightState.PREPARING
+    assert night.at(EVENING_DAY) is NightState.DAY  # prepared: nothing more by day
+    assert night.at(EVENING_TWILIGHT) is NightState.EVENING_FLATS  # opened, then the flats at once
+    assert night.observatory.is_open()
+    assert night.at(MIDNIGHT) is NightState.OBSERVING
+    assert night.at(MORNING_TWILIGHT) is NightState.CLOSING  # the morning flats, then closed at once
+    assert night.at(MORNING_TWILIGHT) is NightState.CLOSED
+    assert not night.observatory.is_open() and night.observatory.mount.parked()
+    assert night.at(MORNING_DAY) is NightState.DAY
+    assert night.orders == [
+        "night-2026-11-22-prepare",
+        "night-2026-11-22-open-0",
+        "night-2026-11-22-evening-flats-g",
+        "night-2026-11-22-evening-flats-r",
+        "night-2026-11-22-morning-flats-g",
+        "night-2026-11-22-morning-flats-r",
+        "night-2026-11-22-close",
+    ]
+
+
+def test_safety_closes_and_the_night_reopens_after_safe_weather(tmp_path):
+    rain = {"start": "2026-11-23T03:06:00Z", "end": "2026-11-23T03:08:00Z", "reason": "rain"}
+    night = Night(tmp_path, weather={"bad_weather": [rain]})
+    night.at(EVENING_DAY)
+    assert night.at(MIDNIGHT) is NightState.OBSERVING
+    safety = night.observatory.safety
+    # Closed by safety when the weather had been safe for long (since the start): the next step reopens.
+    safety.make_safe(SafetyCause.WATCHDOG, "watchdog: nothing happened")
+    safety.clear_faults()  # an operator's close clears the watchdog's closure
+    night.clock.sleep(120)  # the shutter closes
+    assert not night.observatory.is_open()
+    assert night.at(MIDNIGHT.replace(minute=5)) is NightState.OBSERVING
+    assert night.orders[-1] == "night-2026-11-22-open-1" and night.observatory.is_open()
+    # Closed for weather that has just become safe again: the night waits for safety.reopen_after_s.
+    night.clock.set(MIDNIGHT.replace(minute=7))
+    safety.check()  # rain: closed
+    assert safety.unsafe is not None and safety.unsafe.cause is SafetyCause.WEATHER
+    night.clock.set(MIDNIGHT.replace(minute=9))
+    safety.check()  # dry again: weather no longer blocks, safe since 03:09
+    assert safety.unsafe is None
+    assert night.at(MIDNIGHT.replace(minute=10)) is NightState.KEPT_CLOSED
+    assert night.runner.describe() == "closed: waiting for 1800 s of safe weather"
+    assert night.at(MIDNIGHT.replace(minute=45)) is NightState.OBSERVING
+    assert night.orders[-1] == "night-2026-11-22-open-2"
+    night.journal.close()
+
+
+def test_unsafe_weather_keeps_the_dome_closed_with_the_reason(tmp_path):
+    rain = {"start": "2026-11-23T02:00:00Z", "end": "2026-11-23T04:00:00Z", "reason": "rain"}
+    night = Night(tmp_path, weather={"bad_weather": [rain]})
+    try:
+        assert night.at(MIDNIGHT) is NightState.KEPT_CLOSED
+        assert night.runner.describe() == "closed: weather is unsafe: rain"
+        assert night.orders == []
+    finally:
+        night.journal.close()

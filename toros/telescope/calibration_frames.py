@@ -1,0 +1,159 @@
+"""Calibration frames: bias and darks with the dome closed, dome flats under the flat-field lamp, twilight sky
+flats near the zenith with each exposure scaled from the one before, in the evening and in the morning.
+
+Each work order counts its stored frames in the journal, so that a restart resumes after them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import numpy as np
+
+from toros import journal_keys
+from toros.generated import toros_pb2 as pb
+from toros.runtime.clock import Clock
+from toros.runtime.journal import Journal
+from toros.runtime.workers import TaskContext, TaskFailed
+from toros.telescope.astronomy import local_noon, night_of, zenith
+from toros.telescope.devices import CommandRefused, FlatLamp
+from toros.telescope.imaging import ImageRequest
+from toros.telescope.observatory import Observatory
+from toros.telescope.settings import TelescopeConfig
+
+log = logging.getLogger(__name__)
+
+SKY_FLAT_RETRY_S = 60.0  # clock seconds to wait when the twilight sky is still too bright (or not yet bright enough)
+SATURATION_ADU = 60000.0
+KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat"}
+NO_LAMP = "this telescope has no flat-field lamp (telescope.flat_lamp.driver: none): take sky flats"
+
+
+class CalibrationFrames:
+    def __init__(self, observatory: Observatory, config: TelescopeConfig, clock: Clock, journal: Journal) -> None:
+        self.observatory = observatory
+        self.config = config
+        self.settings = config.calibrations
+        self.clock = clock
+        self.journal = journal
+
+    def prepare(self, context: TaskContext) -> str:
+        """The night's PREPARE step: the camera cooled, then the routine bias and dark frames."""
+        o, settings = self.observatory, self.settings
+        plan = [(pb.IMAGE_TYPE_BIAS, 0.0)] * settings.bias_count + [
+            (pb.IMAGE_TYPE_DARK, t) for t in settings.dark_times_s for _ in range(settings.dark_count)
+        ]
+        with o.instrument:
+            context.progress(0.0, "cooling the camera")
+            temperature = o.cool(context.check)
+            for number, (image_type, seconds) in enumerate(plan):
+                context.check()
+                request = ImageRequest(image_type, seconds, "", KINDS[image_type], context.id)
+                o.imaging.expose(context.check, request)
+                context.progress(100.0 * (number + 1) / len(plan), f"{number + 1} of {len(plan)} bias and dark frames")
+        darks = len(plan) - settings.bias_count
+        return f"prepared: CCD at {temperature:.1f} C, {settings.bias_count} bias and {darks} dark frames"
+
+    def take(self, context: TaskContext) -> str:
+        """A take_calibrations work order: ``count`` frames of one kind."""
+        task: pb.TakeCalibrations = context.task  # type: ignore[assignment]
+        if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
+            return self._sky_flats(context, task)
+        if task.image_type == pb.IMAGE_TYPE_FLAT:
+            return self._dome_flats(context, task)
+        seconds = 0.0 if task.image_type == pb.IMAGE_TYPE_BIAS else task.exposure_time.ToTimedelta().total_seconds()
+        with self.observatory.instrument:
+            self._series(context, task, seconds)
+        kind = KINDS[task.image_type]
+        return f"{task.count} {kind} frames" + (f" of {seconds:g} s" if seconds else "")
+
+    def _series(self, context: TaskContext, task: pb.TakeCalibrations, seconds: float, flat_source: str = "") -> None:
+        kind = KINDS[task.image_type]
+        for number in range(self._frames_done(context), task.count):
+            request = ImageRequest(task.image_type, seconds, task.filter, kind, context.id, flat_source=flat_source)
+            self.observatory.imaging.expose(context.check, request)
+            self._frame_done(context, number + 1, task.count, kind)
+
+    def _dome_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
+        o = self.observatory
+        if o.lamp is None:
+            raise CommandRefused(NO_LAMP)
+        lamp: FlatLamp = o.lamp
+        seconds = task.exposure_time.ToTimedelta().total_seconds() or self.settings.dome_flat_exposure_s
+        with o.instrument:
+            o.call(lamp, lamp.switch_on)
+            try:
+                o.wait(lamp, lamp.lit, "lighting the flat lamp", context.check)
+                self._series(context, task, seconds, flat_source="dome")
+            finally:
+                o.call(lamp, lamp.switch_off)
+        return f"{task.count} flat frames of {seconds:g} s"
+
+    def _frames_done(self, context: TaskContext) -> int:
+        """Frames a previous attempt of this work order already stored (a restart resumes after them)."""
+        return int(self.journal.get_value(journal_keys.frames_taken(context.id)) or 0)
+
+    def _frame_done(self, context: TaskContext, done: int, total: int, kind: str) -> None:
+        self.journal.set_value(journal_keys.frames_taken(context.id), str(done))
+        context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
+
+    def _sky_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
+        """Twilight flats near the zenith, each exposure scaled from the counts of the one before.
+
+        In the evening the sky darkens: too bright → wait; too dark → stop. In the morning the reverse."""
+        o, settings = self.observatory, self.settings
+        low, high = settings.flat_sun_altitude_deg
+        morning = self._morning()
+        seconds = settings.flat_max_exposure_s if morning else settings.flat_min_exposure_s
+        done = self._frames_done(context)
+        rejected = 0
+        with o.instrument:
+            while done < task.count and low <= o.sun() <= high:
+                context.check()
+                ra, dec = zenith(self.config.site, self.clock.now())
+                o.point(ra, dec, context.check)
+                request = ImageRequest(
+                    pb.IMAGE_TYPE_FLAT, seconds, task.filter, "sky flat", context.id, (ra, dec), flat_source="sky"
+                )
+                pixels, exposure = o.imaging.take(context.check, request)
+                level, problem = self._judge_flat(pixels)
+                if problem:
+                    rejected += 1
+                    log.info("sky flat of %.1f s rejected: %s", seconds, problem)
+                else:
+                    o.imaging.keep(pixels, exposure)
+                    done += 1
+                    self._frame_done(context, done, task.count, "sky flat")
+                wanted = seconds * settings.flat_target_adu / max(level, 1.0)
+                too_bright, too_dark = wanted < settings.flat_min_exposure_s, wanted > settings.flat_max_exposure_s
+                if (too_dark and not morning) or (too_bright and morning):
+                    break  # the sky only goes further out of range
+                if too_bright or too_dark:
+                    context.sleep(SKY_FLAT_RETRY_S)
+                seconds = min(max(wanted, settings.flat_min_exposure_s), settings.flat_max_exposure_s)
+        if done == 0:
+            raise TaskFailed(
+                f"no usable sky flat while the Sun was between {low:+.0f} and {high:+.0f} deg ({rejected} frames rejected)"
+            )
+        missing = task.count - done
+        return f"{done} sky flats in {task.filter or 'the current filter'}" + (
+            f" ({missing} not taken: the sky went out of range)" if missing else ""
+        )
+
+    def _morning(self) -> bool:
+        site = self.config.site
+        now = self.clock.now()
+        return now >= local_noon(site, night_of(site, now)) + timedelta(hours=12)
+
+    def _judge_flat(self, pixels: np.ndarray) -> tuple[float, str | None]:
+        """(median level above bias in ADU, why to reject it or None): well exposed, far from saturation."""
+        target = self.settings.flat_target_adu
+        overscan = self.observatory.camera.overscan
+        image = pixels[:, : pixels.shape[1] - overscan] if overscan else pixels
+        bias = float(np.median(pixels[:, -overscan:])) if overscan else 0.0
+        level = float(np.median(image[::4, ::4])) - bias
+        low, high = 0.5 * target, min(1.5 * target, SATURATION_ADU - bias)
+        if not low <= level <= high:
+            return level, f"level {level:.0f} ADU outside {low:.0f}-{high:.0f}"
+        return level, None

@@ -1,0 +1,186 @@
+"""Imaging: expose one image, store it atomically (``images.store``), announce it (``image_ready``).
+
+A full disk is a storage fault: exposures stop (the camera shows FAULT) until space is back, which is noticed
+at the next exposure; the images already stored stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from toros import journal_keys
+from toros.generated import toros_pb2 as pb
+from toros.runtime.journal import Journal
+from toros.telescope import images
+from toros.telescope.astronomy import night_of
+from toros.telescope.devices import DeviceError
+from toros.telescope.settings import TelescopeConfig
+
+if TYPE_CHECKING:
+    from toros.telescope.observatory import Observatory
+
+log = logging.getLogger(__name__)
+
+FRAMES_OF_ROOM = 4  # a full disk has room again when this many raw frames fit
+
+
+class StorageFailure(Exception):
+    """An image could not be stored (disk full, write error): exposures stop until space is back."""
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image to take: what, how long, through which filter, for which work order."""
+
+    image_type: pb.ImageType
+    seconds: float
+    filter: str  # "" keeps the filter in the beam
+    object: str
+    work_order_id: str
+    pointing: tuple[float, float] | None = None  # (RA, Dec) of the target, degrees
+    drill: bool = False
+    flat_source: str = ""  # "dome" or "sky" for flats
+    altitude: float | None = None
+
+
+class Imaging:
+    def __init__(self, observatory: Observatory, config: TelescopeConfig, root: Path, journal: Journal) -> None:
+        self.observatory = observatory
+        self.config = config
+        self.root = root
+        self.journal = journal
+        self.storage_fault: str | None = None
+        self._lock = threading.Lock()
+        self._image_number = int(journal.get_value(journal_keys.image_number()) or 0)
+
+    def storage_ok(self) -> str | None:
+        """Why images cannot be stored now (None: they can); a full disk clears itself once space is back."""
+        if self.storage_fault is None:
+            return None
+        frame_bytes = (self.config.camera.width + self.config.camera.overscan) * self.config.camera.height * 2
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            return self.storage_fault
+        if free > FRAMES_OF_ROOM * frame_bytes:
+            log.info("storage has room again (%d bytes free): exposures resume", free)
+            self.storage_fault = None
+            self.observatory.publish_devices()
+        return self.storage_fault
+
+    def expose(self, check: Callable[[], None], request: ImageRequest) -> images.StoredImage:
+        """Takes and stores one image; emits image_ready and records it as a product of the work order."""
+        return self.keep(*self.take(check, request))
+
+    def take(self, check: Callable[[], None], request: ImageRequest) -> tuple[np.ndarray, images.Exposure]:
+        """Takes one image (not yet stored): the pixels and what describes them."""
+        if (reason := self.storage_ok()) is not None:
+            raise StorageFailure(reason)
+        o = self.observatory
+        camera = o.camera
+        image_type, seconds, pointing = request.image_type, request.seconds, request.pointing
+        o.select_filter(request.filter, check)
+        light = image_type in (pb.IMAGE_TYPE_FLAT, pb.IMAGE_TYPE_LIGHT)  # dome flats: the shutter sees the lit screen
+        started = o.clock.now()
+        temperature = float(o.call(camera, camera.temperature))  # type: ignore[arg-type]
+        o.call(camera, lambda: camera.start_exposure(seconds, light))
+        try:
+            o.wait(
+                camera,
+                camera.image_ready,
+                "the exposure",
+                check,
+                timeout_s=seconds + 600.0,
+                safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
+            )
+        except BaseException:
+            try:
+                camera.abort()
+            except DeviceError:
+                pass
+            raise
+        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
+        exposure = images.Exposure(
+            image_type=image_type,
+            exposure_s=seconds,
+            filter=request.filter or (o.wheel.current() or ""),
+            object=request.object,
+            date_obs=started,
+            work_order_id=request.work_order_id,
+            ra_deg=pointing[0] if pointing else None,
+            dec_deg=pointing[1] if pointing else None,
+            altitude_deg=request.altitude,
+            ccd_temperature=temperature,
+            gain=float(camera.gain()),
+            read_noise=float(camera.read_noise()),
+            drill=request.drill,
+            flat_source=request.flat_source,
+        )
+        return pixels, exposure
+
+    def keep(self, pixels: np.ndarray, exposure: images.Exposure) -> images.StoredImage:
+        """Stores an image atomically, records it as a product of its work order and emits image_ready."""
+        with self._lock:
+            self._image_number += 1
+            number = self._image_number
+        self.journal.set_value(journal_keys.image_number(), str(number))
+        site = self.config.site
+        night = night_of(site, exposure.date_obs).isoformat()
+        try:
+            stored = images.store(
+                self.root,
+                night,
+                pixels,
+                exposure,
+                number,
+                site=site,
+                telescope=self.config.name,
+                instrument=self.config.camera.instrument,
+                overscan=self.observatory.camera.overscan,
+            )
+        except OSError as exc:
+            self.storage_fault = f"cannot store images under {self.root}: {exc.strerror or exc}"
+            self.observatory.publish_devices()
+            raise StorageFailure(self.storage_fault) from None
+        self._announce(stored, exposure)
+        self.observatory.safety.heartbeat()
+        return stored
+
+    def _announce(self, stored: images.StoredImage, exposure: images.Exposure) -> None:
+        self.journal.add_product(
+            exposure.work_order_id,
+            {
+                "path": str(stored.path),
+                "kind": "raw_" + images.IMAGETYP[exposure.image_type].lower(),
+                "size_bytes": stored.size_bytes,
+                "sha256": stored.sha256,
+            },
+        )
+        date_obs = Timestamp()
+        date_obs.FromDatetime(exposure.date_obs)
+        exposure_time = Duration()
+        exposure_time.FromNanoseconds(round(exposure.exposure_s * 1e9))
+        self.journal.append_event(
+            exposure.work_order_id,
+            image_ready=pb.ImageReady(
+                path=str(stored.path),
+                sha256=stored.sha256,
+                size_bytes=stored.size_bytes,
+                image_type=exposure.image_type,
+                filter=exposure.filter,
+                exposure_time=exposure_time,
+                object=exposure.object,
+                night=stored.night,
+                date_obs=date_obs,
+            ),
+        )

@@ -86,6 +86,21 @@ class NightResult:
         return text
 
 
+@dataclass
+class SetupNight:
+    """One setup of one night while it is calibrated: where it reports, what it has found, and the masters
+    built or borrowed so far (darks by exposure time, flats by filter)."""
+
+    setup: Setup
+    night: str
+    reporter: Reporter
+    result: NightResult
+    clean_cosmic_rays: bool
+    bias: LoadedMaster | None = None
+    darks: dict[float, LoadedMaster] = field(default_factory=dict)
+    flats: dict[str, LoadedMaster] = field(default_factory=dict)
+
+
 def night_of(date_obs: str, longitude_deg: float, now: float) -> str:
     """The observing night (YYYY-MM-DD) of an exposure that started at ``date_obs`` (the night of ``now``, in
     clock seconds, for a frame without a readable DATE-OBS)."""
@@ -104,7 +119,31 @@ def _lacosmic(data: np.ndarray, gain: float, readnoise: float, saturation: float
     return np.asarray(cleaned, dtype=np.float32), np.asarray(crmask, dtype=bool)
 
 
+@dataclass(frozen=True)
+class _ScienceFrame:
+    """A science frame about to be calibrated: its masters, its raw identity and where its product goes."""
+
+    frame: RawFrame
+    bias: LoadedMaster
+    flat: LoadedMaster
+    raw_identity: str  # raw path in the storage root:size:mtime_ns, kept in the product's RAWID
+    output: Path
+
+
+@dataclass(frozen=True)
+class _Cleaning:
+    """A calibrated frame whose cosmic rays a worker process is cleaning."""
+
+    job: Future[tuple[np.ndarray, np.ndarray]]
+    mask: np.ndarray
+    header: fits.Header
+    output: Path
+    frame: RawFrame
+
+
 class NightCalibration:
+    """Calibrates the frames of a night (or a handful of them as they stream in) for one work order."""
+
     def __init__(
         self,
         settings: CalibrationConfig,
@@ -122,6 +161,8 @@ class NightCalibration:
         self.work_order_id = work_order_id
         self.now = now
         self._buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
+        self._done = 0  # frames done (used, skipped or calibrated) of the ones the inventory found
+        self._total = 0
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
         """A work array kept from one science frame to the next: a fresh array of a full frame costs its page
@@ -141,13 +182,11 @@ class NightCalibration:
         if not inventory.frames:
             result.problems.append("no usable FITS frames")
             return result
-        total = len(inventory.frames)
-        self._done = 0
-        self._total = total
+        self._done, self._total = 0, len(inventory.frames)
         for setup in inventory.setups():
             first = (inventory.of("light", setup) or [f for f in inventory.frames if f.setup == setup])[0]
             setup_night = night or night_of(first.date_obs, self.longitude, self.now())
-            self._calibrate_setup(inventory, setup, setup_night, reporter, result, clean_cosmic_rays)
+            self._calibrate_setup(inventory, SetupNight(setup, setup_night, reporter, result, clean_cosmic_rays))
         return result
 
     # -- masters ---------------------------------------------------------------------------------
@@ -178,11 +217,11 @@ class NightCalibration:
         kind: str,
         frames: list[RawFrame],
         corrections: Callable[[RawFrame], Corrections],
-        reporter: Reporter,
-        result: NightResult,
+        work: SetupNight,
         *,
         scale_by_median: bool = False,
     ) -> tuple[np.ndarray, list[RawFrame]] | None:
+        result = work.result
         readers = self._readers(frames, result)
         minimum = getattr(self.settings, f"min_{kind}")
         if len(readers) < minimum:
@@ -246,7 +285,7 @@ class NightCalibration:
                 sigma_high=self.settings.sigma_high,
                 budget_bytes=max(budget, 1),
                 scales=scales,
-                on_band=lambda stop, height: reporter.stage(
+                on_band=lambda stop, height: work.reporter.stage(
                     f"master_{kind}", self._done + len(readers) * stop // height, self._total
                 ),
             )
@@ -273,14 +312,12 @@ class NightCalibration:
         data: np.ndarray,
         mask: np.ndarray | None,
         frames: list[RawFrame],
-        setup: Setup,
-        night: str,
-        reporter: Reporter,
-        result: NightResult,
+        work: SetupNight,
         *,
         exposure_time: float = 0.0,
         filter: str = "",
     ) -> LoadedMaster:
+        setup, night = work.setup, work.night
         suffix = {"dark": f"_{exposure_time:g}s", "flat": f"_{filter}"}.get(kind, "")
         path = path_inside(self.storage_root, "masters", setup.key, night, f"master_{kind}{suffix}.fits")
         header = fits.Header()
@@ -300,73 +337,49 @@ class NightCalibration:
         sha256 = write_fits(path, hdus)
         master = Master(kind, setup.key, night, exposure_time, filter, path, tuple(str(f.path) for f in frames))
         self.library.add(master, sha256, self.now(), self.work_order_id)
-        reporter.product(path, f"master_{kind}", sha256)
-        result.masters.append(path)
+        work.reporter.product(path, f"master_{kind}", sha256)
+        work.result.masters.append(path)
         return LoadedMaster(master, data, mask, borrowed=False)
 
     def _borrow(
-        self,
-        kind: str,
-        setup: Setup,
-        night: str,
-        result: NightResult,
-        *,
-        exposure_time: float | None = None,
-        filter: str | None = None,
+        self, kind: str, work: SetupNight, *, exposure_time: float | None = None, filter: str | None = None
     ) -> LoadedMaster | None:
-        master = self.library.find(kind, setup.key, night, exposure_time=exposure_time, filter=filter)
+        master = self.library.find(kind, work.setup.key, work.night, exposure_time=exposure_time, filter=filter)
         if master is None:
             return None
         data, mask = master.load()
-        borrowed = master.night != night
+        borrowed = master.night != work.night
         if borrowed:
-            result.notes.append(f"master {kind} borrowed from {master.night} ({master.path.name})")
+            work.result.notes.append(f"master {kind} borrowed from {master.night} ({master.path.name})")
         return LoadedMaster(master, data, mask, borrowed)
 
-    def _calibrate_setup(
-        self, inventory: Inventory, setup: Setup, night: str, reporter: Reporter, result: NightResult, clean: bool
-    ) -> None:
-        reporter.check()
-        built = self._combine("bias", inventory.of("bias", setup), lambda f: Corrections(), reporter, result)
-        bias = (
-            self._store_master("bias", built[0], None, built[1], setup, night, reporter, result)
-            if built
-            else self._borrow("bias", setup, night, result)
-        )
-        darks: dict[float, LoadedMaster] = {}
+    def _calibrate_setup(self, inventory: Inventory, work: SetupNight) -> None:
+        setup = work.setup
+        work.reporter.check()
+        built = self._combine("bias", inventory.of("bias", setup), lambda f: Corrections(), work)
+        work.bias = self._store_master("bias", built[0], None, built[1], work) if built else self._borrow("bias", work)
+        bias_data = work.bias.data if work.bias else None
         for exposure_time, frames in inventory.darks_by_exposure(setup).items():
-            reporter.check()
-            built = self._combine(
-                "dark", frames, lambda f: Corrections(bias=bias.data if bias else None), reporter, result
-            )
+            work.reporter.check()
+            built = self._combine("dark", frames, lambda f: Corrections(bias=bias_data), work)
             if built:
                 hot = self._hot_pixels(built[0], exposure_time)
-                darks[exposure_time] = self._store_master(
-                    "dark", built[0], hot, built[1], setup, night, reporter, result, exposure_time=exposure_time
+                work.darks[exposure_time] = self._store_master(
+                    "dark", built[0], hot, built[1], work, exposure_time=exposure_time
                 )
-        flats: dict[str, LoadedMaster] = {}
         for filter_name, frames in inventory.flats_by_filter(setup).items():
-            reporter.check()
-            built = self._combine(
-                "flat",
-                frames,
-                lambda f: self._dark_corrections(f, bias, darks, setup, night, result),
-                reporter,
-                result,
-                scale_by_median=True,
-            )
+            work.reporter.check()
+            built = self._combine("flat", frames, lambda f: self._dark_corrections(f, work), work, scale_by_median=True)
             level = float(bottleneck.nanmean(built[0])) if built else math.nan
             if built and not (math.isfinite(level) and level > 0):
-                result.problems.append(f"master flat {filter_name}: mean level {level:.4g}: refused")
+                work.result.problems.append(f"master flat {filter_name}: mean level {level:.4g}: refused")
             elif built:
                 flat = built[0] / np.float32(level)
                 bad = ((flat < self.settings.flat_low) | (flat > self.settings.flat_high)).astype(
                     np.uint8
                 ) * MASK_BAD_FLAT
-                flats[filter_name] = self._store_master(
-                    "flat", flat, bad, built[1], setup, night, reporter, result, filter=filter_name
-                )
-        self._calibrate_lights(inventory.of("light", setup), setup, night, bias, darks, flats, reporter, result, clean)
+                work.flats[filter_name] = self._store_master("flat", flat, bad, built[1], work, filter=filter_name)
+        self._calibrate_lights(inventory.of("light", setup), work)
 
     def _hot_pixels(self, dark: np.ndarray, exposure_time: float) -> np.ndarray:
         if exposure_time <= 0:
@@ -375,134 +388,106 @@ class NightCalibration:
         spread = float(mad_std(dark[:: max(1, dark.shape[0] // 512)], ignore_nan=True))
         return (dark > level + self.settings.hot_pixel_sigma * max(spread, 1e-6)).astype(np.uint8) * MASK_HOT
 
-    def _dark_for(
-        self, exposure_time: float, darks: dict[float, LoadedMaster], setup: Setup, night: str, result: NightResult
-    ) -> LoadedMaster | None:
+    def _dark_for(self, exposure_time: float, work: SetupNight) -> LoadedMaster | None:
+        darks = work.darks
         if exposure_time in darks:
             return darks[exposure_time]
         if darks:  # this night's dark of the nearest exposure time, scaled
             return darks[min(darks, key=lambda t: (abs(t - exposure_time), -t))]
-        dark = self._borrow("dark", setup, night, result, exposure_time=exposure_time)
+        dark = self._borrow("dark", work, exposure_time=exposure_time)
         if dark is not None:
             darks[dark.master.exposure_time] = dark
         return dark
 
-    def _scaled_dark(
-        self, frame: RawFrame, darks: dict[float, LoadedMaster], setup: Setup, night: str, result: NightResult
-    ) -> tuple[LoadedMaster | None, float]:
+    def _scaled_dark(self, frame: RawFrame, work: SetupNight) -> tuple[LoadedMaster | None, float]:
         """The dark master for a frame and the factor that scales it to the frame's exposure time."""
-        dark = self._dark_for(frame.exposure_time, darks, setup, night, result) if frame.exposure_time > 0 else None
+        dark = self._dark_for(frame.exposure_time, work) if frame.exposure_time > 0 else None
         if dark is None or dark.master.exposure_time <= 0:
             return None, 0.0
         return dark, frame.exposure_time / dark.master.exposure_time
 
-    def _dark_corrections(
-        self,
-        frame: RawFrame,
-        bias: LoadedMaster | None,
-        darks: dict[float, LoadedMaster],
-        setup: Setup,
-        night: str,
-        result: NightResult,
-    ) -> Corrections:
-        dark, scale = self._scaled_dark(frame, darks, setup, night, result)
-        return Corrections(bias=bias.data if bias else None, dark=dark.data if dark else None, dark_scale=scale)
+    def _dark_corrections(self, frame: RawFrame, work: SetupNight) -> Corrections:
+        dark, scale = self._scaled_dark(frame, work)
+        bias = work.bias.data if work.bias else None
+        return Corrections(bias=bias, dark=dark.data if dark else None, dark_scale=scale)
 
     # -- science frames --------------------------------------------------------------------------
 
-    def _calibrate_lights(
-        self,
-        lights: list[RawFrame],
-        setup: Setup,
-        night: str,
-        bias: LoadedMaster | None,
-        darks: dict[float, LoadedMaster],
-        flats: dict[str, LoadedMaster],
-        reporter: Reporter,
-        result: NightResult,
-        clean: bool,
-    ) -> None:
-        pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes) if clean and lights else None
-        pending: list[tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame]] = []
+    def _calibrate_lights(self, lights: list[RawFrame], work: SetupNight) -> None:
+        pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes) if work.clean_cosmic_rays and lights else None
+        pending: list[_Cleaning] = []
+        setup, night = work.setup, work.night
         try:
             for frame in lights:
-                reporter.check()
-                output, made_before = self._product_of(frame, night)
+                work.reporter.check()
+                output, identity, made_before = self._product_of(frame, night)
                 if made_before:  # calibrated before a restart: written atomically, so complete
-                    self._finish(frame, output, reporter, result)
+                    self._finish(frame, output, work)
                     continue
-                if bias is None:
-                    self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", reporter, result)
+                if work.bias is None:
+                    self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", work)
                     continue
-                flat = flats.get(frame.filter) or self._borrow("flat", setup, night, result, filter=frame.filter)
+                flat = work.flats.get(frame.filter) or self._borrow("flat", work, filter=frame.filter)
                 if flat is None:
-                    self._skip(
-                        frame, f"no master flat for filter {frame.filter} on or before {night}", reporter, result
-                    )
+                    self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", work)
                     continue
-                flats[frame.filter] = flat
+                work.flats[frame.filter] = flat
+                science = _ScienceFrame(frame, work.bias, flat, identity, output)
                 try:
                     if pool is None:
-                        sha256 = self._calibrate_to_file(frame, bias, darks, flat, setup, night, result, output)
-                        self._finish(frame, output, reporter, result, sha256)
+                        self._finish(frame, output, work, self._calibrate_to_file(science, work))
                         continue
-                    data, mask, header = self._calibrate_in_memory(frame, bias, darks, flat, setup, night, result)
+                    data, mask, header = self._calibrate_in_memory(science, work)
                 except BadFrame as exc:
-                    self._skip(frame, str(exc), reporter, result)
+                    self._skip(frame, str(exc), work)
                     continue
                 gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
                 job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
-                pending.append((job, data, mask, header, output, frame))
+                pending.append(_Cleaning(job, mask, header, output, frame))
                 if len(pending) >= self.settings.cosmic_ray_processes:
-                    self._finish_cleaning(pending.pop(0), reporter, result)
+                    self._finish_cleaning(pending.pop(0), work)
             while pending:
-                self._finish_cleaning(pending.pop(0), reporter, result)
+                self._finish_cleaning(pending.pop(0), work)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
 
-    def _product_of(self, frame: RawFrame, night: str) -> tuple[Path, bool]:
-        """Where a science frame's product goes, and whether it is there already, made from this very raw file
-        (its path, size and modification time, recorded in the product's header). A product of another raw
-        file with the same name is left alone: this one gets a name of its own."""
+    def _product_of(self, frame: RawFrame, night: str) -> tuple[Path, str, bool]:
+        """Where a science frame's product goes, the raw file's identity (its path, size and modification time,
+        recorded in the product's header), and whether the product is there already, made from this very raw
+        file. A product of another raw file with the same name is left alone: this one gets a name of its own."""
         identity = self._raw_identity(frame)
         plain = path_inside(self.storage_root, "calibrated", night, f"{stem(frame.path)}_cal.fits")
         distinct = plain.with_name(f"{plain.name.removesuffix('_cal.fits')}-{_digest(identity)}_cal.fits")
         for candidate in (plain, distinct):
             if not candidate.exists():
-                return candidate, False
+                return candidate, identity, False
             if _made_from(candidate) == identity:
-                return candidate, True
-        return distinct, False
+                return candidate, identity, True
+        return distinct, identity, False
 
     def _raw_identity(self, frame: RawFrame) -> str:
         status = frame.path.stat()
         return f"{frame.path.resolve().relative_to(self.storage_root.resolve())}:{status.st_size}:{status.st_mtime_ns}"
 
-    def _skip(self, frame: RawFrame, reason: str, reporter: Reporter, result: NightResult) -> None:
+    def _skip(self, frame: RawFrame, reason: str, work: SetupNight) -> None:
         """A science frame that cannot be calibrated: named with the reason, and counted as done."""
-        result.problems.append(f"{frame.name}: {reason}")
-        self._advance(reporter, "science", str(frame.path))
+        work.result.problems.append(f"{frame.name}: {reason}")
+        self._advance(work.reporter, "science", str(frame.path))
 
     @contextmanager
     def _science_frame(
-        self,
-        frame: RawFrame,
-        bias: LoadedMaster,
-        darks: dict[float, LoadedMaster],
-        flat: LoadedMaster,
-        setup: Setup,
-        night: str,
-        result: NightResult,
+        self, science: _ScienceFrame, work: SetupNight
     ) -> Iterator[tuple[FrameReader, Corrections, fits.Header, list[np.ndarray]]]:
         """A science frame opened with what calibrates it: the corrections, the calibrated frame's header and
         the masters' masks to merge into its own."""
-        dark, scale = self._scaled_dark(frame, darks, setup, night, result)
+        frame, bias, flat = science.frame, science.bias, science.flat
+        dark, scale = self._scaled_dark(frame, work)
         corrections = Corrections(bias=bias.data, dark=dark.data if dark else None, dark_scale=scale, flat=flat.data)
         with FrameReader(frame, self.settings) as reader:
             if bias.data.shape != reader.shape or flat.data.shape != reader.shape:
                 raise BadFrame(f"trimmed size {reader.shape} differs from the masters' {bias.data.shape}")
-            header = self._calibrated_header(reader.header, frame, bias, dark, flat, scale, night)
+            header = self._calibrated_header(reader.header, science, dark, scale, work.night)
             yield reader, corrections, header, [m.mask for m in (dark, flat) if m is not None and m.mask is not None]
 
     def _calibrated_bands(
@@ -522,29 +507,14 @@ class NightCalibration:
                 mask[start:stop][rows[:, reader.columns] >= saturation] = MASK_SATURATED
             yield start, stop, band
 
-    def _calibrate_to_file(
-        self,
-        frame: RawFrame,
-        bias: LoadedMaster,
-        darks: dict[float, LoadedMaster],
-        flat: LoadedMaster,
-        setup: Setup,
-        night: str,
-        result: NightResult,
-        output: Path,
-    ) -> str:
+    def _calibrate_to_file(self, science: _ScienceFrame, work: SetupNight) -> str:
         """Calibrates a science frame straight into its product, band by band: the file is written (and
         hashed) while the next band is computed, so a full TOROS frame costs little more than its I/O.
         Returns the product's sha256."""
-        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (
-            reader,
-            corrections,
-            header,
-            masks,
-        ):
+        with self._science_frame(science, work) as (reader, corrections, header, masks):
             mask = self._buffer("mask", reader.shape, np.uint8)
             mask.fill(0)
-            with FitsImageStream(output, header, reader.shape, np.float32) as stream:
+            with FitsImageStream(science.output, header, reader.shape, np.float32) as stream:
                 for _, _, band in self._calibrated_bands(reader, corrections, mask):
                     stream.write_rows(band)
                 for master_mask in masks:
@@ -552,22 +522,10 @@ class NightCalibration:
                 return stream.finish([fits.ImageHDU(mask, name="MASK")])
 
     def _calibrate_in_memory(
-        self,
-        frame: RawFrame,
-        bias: LoadedMaster,
-        darks: dict[float, LoadedMaster],
-        flat: LoadedMaster,
-        setup: Setup,
-        night: str,
-        result: NightResult,
+        self, science: _ScienceFrame, work: SetupNight
     ) -> tuple[np.ndarray, np.ndarray, fits.Header]:
         """Calibrates a science frame into fresh arrays (image, mask, header), for cosmic-ray cleaning."""
-        with self._science_frame(frame, bias, darks, flat, setup, night, result) as (
-            reader,
-            corrections,
-            header,
-            masks,
-        ):
+        with self._science_frame(science, work) as (reader, corrections, header, masks):
             data = np.empty(reader.shape, dtype=np.float32)
             mask = np.zeros(reader.shape, dtype=np.uint8)
             for start, stop, band in self._calibrated_bands(reader, corrections, mask):
@@ -577,16 +535,10 @@ class NightCalibration:
         return data, mask, header
 
     def _calibrated_header(
-        self,
-        raw_header: fits.Header,
-        frame: RawFrame,
-        bias: LoadedMaster,
-        dark: LoadedMaster | None,
-        flat: LoadedMaster,
-        dark_scale: float,
-        night: str,
+        self, raw_header: fits.Header, science: _ScienceFrame, dark: LoadedMaster | None, dark_scale: float, night: str
     ) -> fits.Header:
         """The raw header with the raw-only keywords removed and every master and step named."""
+        frame, bias, flat = science.frame, science.bias, science.flat
         header = raw_header.copy()
         for keyword in ("BIASSEC", "TRIMSEC", "DATASEC", "BZERO", "BSCALE"):
             header.remove(keyword, ignore_missing=True, remove_all=True)
@@ -604,38 +556,26 @@ class NightCalibration:
         header["NIGHT"] = night
         header["TOROSWO"] = (self.work_order_id, "work order that calibrated it")
         header["RAWFILE"] = frame.name
-        header["RAWID"] = self._raw_identity(frame)  # raw path in the storage root:size:mtime_ns
+        header["RAWID"] = science.raw_identity
         header.add_history(
             f"TOROS preprocessor: overscan, trim, bias {bias.master.path.name}, "
             f"dark {dark.master.path.name if dark else 'none'} x{dark_scale:.4g}, flat {flat.master.path.name}"
         )
         return header
 
-    def _finish_cleaning(
-        self,
-        item: tuple[Future, np.ndarray, np.ndarray, fits.Header, Path, RawFrame],
-        reporter: Reporter,
-        result: NightResult,
-    ) -> None:
-        job, _data, mask, header, output, frame = item
-        cleaned, cosmic = job.result()
+    def _finish_cleaning(self, cleaning: _Cleaning, work: SetupNight) -> None:
+        cleaned, cosmic = cleaning.job.result()
+        mask, header = cleaning.mask, cleaning.header
         mask |= cosmic.astype(np.uint8) * MASK_COSMIC_RAY
         header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
         header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
-        self._finish(
-            frame,
-            output,
-            reporter,
-            result,
-            write_fits(output, [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]),
-        )
+        hdus = [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]
+        self._finish(cleaning.frame, cleaning.output, work, write_fits(cleaning.output, hdus))
 
-    def _finish(
-        self, frame: RawFrame, output: Path, reporter: Reporter, result: NightResult, sha256: str | None = None
-    ) -> None:
-        reporter.product(output, "calibrated", sha256)
-        result.calibrated.append(output)
-        self._advance(reporter, "science", str(frame.path))
+    def _finish(self, frame: RawFrame, output: Path, work: SetupNight, sha256: str | None = None) -> None:
+        work.reporter.product(output, "calibrated", sha256)
+        work.result.calibrated.append(output)
+        self._advance(work.reporter, "science", str(frame.path))
 
 
 def _digest(text: str) -> str:

@@ -17,6 +17,7 @@ from astroplan import (
     FixedTarget,
     MoonSeparationConstraint,
     Observer,
+    moon_illumination,
 )
 from astropy.coordinates import SkyCoord, get_body
 from astropy.time import Time
@@ -180,3 +181,38 @@ def test_toros_plan_rejects_a_bad_target_file_in_one_line(tmp_path, content, mes
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_plan_picture_tells_the_whole_night():
+    from toros.telescope.plan_picture import Observation, night_figure
+
+    now = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    targets = random_targets(60, duration_s=3600.0)  # more than the night holds: some wait for free time
+    plan, _ = make_plan(targets, MACON, CONSTRAINTS, NIGHT, since=now)
+    plan.made = now
+    observed = [Observation("NGC 253", 11.888, -25.288, now - timedelta(hours=2), now - timedelta(hours=1.5), 6)]
+    figure = night_figure(plan, targets, MACON, CONSTRAINTS, observed, now)
+    axes = figure.axes[0]
+    labels = axes.get_legend_handles_labels()[1]
+    times = night_times(MACON, NIGHT, CONSTRAINTS.twilight_sun_altitude_deg)
+    middle = times.sunset + (times.sunrise - times.sunset) / 2
+    lit = moon_illumination(Time(middle))  # near full: 2026-11-24
+    assert labels == ["twilight and day", f"Moon ({lit:.0%} lit)", "observed", "planned", "now 03:00"]
+    assert axes.get_title().startswith(f"Night 2026-11-22, made 03:00 UTC: 1 observed, {len(plan.blocks)} planned")
+    texts = [t.get_text() for t in axes.texts]
+    assert f"dusk {times.dusk:%H:%M}" in texts and f"dawn {times.dawn:%H:%M}" in texts and "NGC 253 (6)" in texts
+    assert any(t.startswith("waiting for free time: target ") for t in texts) and plan.crowded_out
+    # The whole night is shown (sunset to sunrise, half an hour either side); the observed block is drawn
+    # from 1:00 to 1:30 UTC on NGC 253's altitude curve, the now line at 3:00.
+    start, end = axes.get_xlim()
+    assert end - start == pytest.approx((times.sunrise - times.sunset).total_seconds() / 3600 + 1, abs=5 / 60)
+    hours_since = lambda moment: (moment - times.sunset).total_seconds() / 3600 + 0.5  # noqa: E731
+    observed_line = next(line for line in axes.get_lines() if line.get_label() == "observed")
+    x, y = observed_line.get_xdata(), observed_line.get_ydata()
+    assert x[0] == pytest.approx(hours_since(now - timedelta(hours=2)), abs=10 / 60)
+    assert x[-1] == pytest.approx(hours_since(now - timedelta(hours=1.5)), abs=5 / 60)
+    ngc253 = SkyCoord(11.888 * u.deg, -25.288 * u.deg)
+    observer = Observer(location=location_of(MACON))
+    assert y[-1] == pytest.approx(observer.altaz(Time(now - timedelta(hours=1.5)), ngc253).alt.deg, abs=1.0)
+    now_line = next(line for line in axes.get_lines() if line.get_label() == "now 03:00")
+    assert now_line.get_xdata()[0] == pytest.approx(hours_since(now), abs=1e-6)

@@ -24,6 +24,11 @@ def frames_observed(target_key: str) -> str:
     return f"observed:{target_key}"
 
 
+def night_observations(night: str) -> str:
+    """What the telescope observed in one night, as a JSON list of observations (the plan picture's past)."""
+    return f"observations:{night}"
+
+
 # -- alert ----------------------------------------------------------------------------------------------
 
 

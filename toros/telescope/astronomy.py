@@ -100,6 +100,7 @@ class SkyGrid:
     azimuth: np.ndarray
     moon_separation: np.ndarray
     sun_altitude: np.ndarray  # T
+    moon_altitude: np.ndarray  # T
 
 
 class _ApparentSky:
@@ -170,8 +171,11 @@ def sky_grid(site: Site, ra_deg: np.ndarray, dec_deg: np.ndarray, times: Time) -
     sky = _ApparentSky(site, times)
     ra, dec = sky.apparent(ra_deg, dec_deg)
     altitude, azimuth = sky.altitude_azimuth(ra[:, None], dec[:, None])
-    moon_separation = np.rad2deg(np.arccos(np.clip(_unit(ra, dec).T @ sky.moon_directions(), -1.0, 1.0)))
-    return SkyGrid(times, altitude, azimuth, moon_separation, sky.sun_altitude())
+    moon = sky.moon_directions()
+    moon_separation = np.rad2deg(np.arccos(np.clip(_unit(ra, dec).T @ moon, -1.0, 1.0)))
+    moon_ra, moon_dec = np.arctan2(moon[1], moon[0])[None, :], np.arcsin(np.clip(moon[2], -1.0, 1.0))[None, :]
+    moon_altitude = sky.altitude_azimuth(moon_ra, moon_dec)[0][0]
+    return SkyGrid(times, altitude, azimuth, moon_separation, sky.sun_altitude(), moon_altitude)
 
 
 def altaz_exact(site: Site, ra_deg: float, dec_deg: float, when: datetime) -> tuple[float, float]:

@@ -95,7 +95,7 @@ def read_targets(path: Path, config: TelescopeConfig) -> list[PlanTarget]:
 def plan_from_file(config: TelescopeConfig, targets_csv: Path, night: date, out: Path) -> PlanResult:
     """Plans the night and writes ``out`` (JSON) and the altitude chart beside it (same name, .png)."""
     targets = read_targets(targets_csv, config)
-    plan, visibility = make_plan(targets, config.site, config.constraints, night)
+    plan, _ = make_plan(targets, config.site, config.constraints, night)
     png = out.with_suffix(".png")
-    write_plan(plan, visibility, targets, out, png)
+    write_plan(plan, targets, out, png, config)
     return PlanResult(plan, targets, out, png)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import astropy.units as u
@@ -24,6 +25,7 @@ from astropy.time import Time
 from toros.runtime.files import atomic_write
 from toros.site import Site
 from toros.telescope.astronomy import SkyGrid, night_times, sky_grid
+from toros.telescope.plan_picture import Observation, draw_night
 from toros.telescope.settings import Constraints, TelescopeConfig
 
 # Constraints are met with this margin (degrees) so that an independent check (astroplan, astropy's full
@@ -248,49 +250,17 @@ def best_now(
     return int(best), why
 
 
-def write_plan(plan: Plan, v: Visibility | None, targets: list[PlanTarget], json_path: Path, png_path: Path) -> None:
-    """The plan as JSON and as an altitude chart (every planned target's altitude through the night)."""
+def write_plan(
+    plan: Plan,
+    targets: list[PlanTarget],
+    json_path: Path,
+    png_path: Path,
+    config: TelescopeConfig,
+    observed: Sequence[Observation] = (),
+    now: datetime | None = None,
+) -> None:
+    """The plan as JSON, and the whole night as a picture (``plan_picture``)."""
     names = {t.key: t.name for t in targets}
     with atomic_write(json_path) as stream:
         stream.write(plan.to_json(names).encode())
-    plot_plan(plan, v, targets, png_path)
-
-
-def plot_plan(plan: Plan, v: Visibility | None, targets: list[PlanTarget], png_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 6), dpi=100)
-    axes = figure.add_subplot()
-    made = f", made {plan.made:%H:%M} UTC" if plan.made else ""
-    axes.set_title(f"Night plan {plan.night}{made}: {len(plan.blocks)} blocks, {len(plan.unobservable)} not observable")
-    axes.set_ylabel("altitude [deg]")
-    axes.set_xlabel("UTC")
-    axes.set_ylim(0, 90)
-    if v is not None and plan.blocks:
-        hours = (v.grid.times.unix - v.grid.times.unix[0]) / 3600.0
-        index = {t.key: n for n, t in enumerate(targets)}
-        colors = matplotlib.colormaps["tab10"]
-        for k, block in enumerate(plan.blocks[:200]):
-            n = index[block.key]
-            color = colors(k % 10)
-            axes.plot(hours, v.grid.altitude[n], color=color, alpha=0.35, linewidth=0.8)
-            inside = (v.grid.times.unix >= block.start.timestamp() - 1) & (
-                v.grid.times.unix <= block.end.timestamp() + 1
-            )
-            axes.plot(hours[inside], v.grid.altitude[n][inside], color=color, linewidth=3)
-            if k < 40:
-                middle = np.flatnonzero(inside)
-                if len(middle):
-                    m = middle[len(middle) // 2]
-                    axes.annotate(block.name[:16], (hours[m], v.grid.altitude[n][m]), fontsize=6)
-        axes.set_xlim(0, hours[-1])
-        start = plan.start or datetime.combine(date.fromisoformat(plan.night), time(12), UTC)  # no dark time: noon
-        ticks = np.arange(0, hours[-1] + 1e-9, 1.0)
-        axes.set_xticks(ticks, [(start + timedelta(hours=float(h))).strftime("%H:%M") for h in ticks], fontsize=7)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_write(png_path) as stream:
-        figure.savefig(stream, format="png")
+    draw_night(png_path, plan, targets, config.site, config.constraints, observed, now)

@@ -11,6 +11,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.imaging import ImageRequest, StorageFailure
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory
+from toros.telescope.plan_picture import Observation, draw_night
 from toros.telescope.safety import SafetyCause, Unsafe
 from toros.telescope.scheduler import (
     PlanTarget,
@@ -141,6 +143,19 @@ class TargetBook:
         with self._lock:
             self.version += 1
 
+    def observations(self, night: str) -> list[Observation]:
+        """What was observed in a night, in order."""
+        stored = self.journal.get_value(journal_keys.night_observations(night))
+        return [Observation.from_dict(item) for item in json.loads(stored)] if stored else []
+
+    def record_observation(self, night: str, observation: Observation) -> None:
+        with self._lock:
+            observations = self.observations(night) + [observation]
+            self.journal.set_value(
+                journal_keys.night_observations(night), json.dumps([o.to_dict() for o in observations])
+            )
+            self.version += 1  # the plan picture shows it
+
     def record_frame(self, entry: Entry) -> None:
         entry.done += 1
         self.journal.set_value(journal_keys.frames_observed(entry.key), str(entry.done))
@@ -202,12 +217,14 @@ class Dispatcher:
         night, _ = coming_night(self.config, now)
         targets = self._plan_targets(entries)
         folder = self.root / night.isoformat()
-        paths = (folder / "plan.json", folder / "plan.png")
-        if not targets and paths[0].exists():
-            return  # the last plan of the night stays on disk to be looked at
-        plan, visibility = make_plan(targets, self.config.site, self.config.constraints, night, since=now)
+        json_path, png_path = folder / "plan.json", folder / "plan.png"
+        plan, _ = make_plan(targets, self.config.site, self.config.constraints, night, since=now)
         plan.made = now
-        write_plan(plan, visibility, targets, *paths)
+        observed = self.book.observations(night.isoformat())
+        if not targets and json_path.exists():  # the last plan of the night stays on disk to be looked at
+            draw_night(png_path, plan, targets, self.config.site, self.config.constraints, observed, now)
+            return
+        write_plan(plan, targets, json_path, png_path, self.config, observed, now)
         log.info("night plan %s: %d blocks, %d not observable tonight", night, len(plan.blocks), len(plan.unobservable))
 
     def dispatch_once(self) -> bool:
@@ -225,6 +242,7 @@ class Dispatcher:
 
     def observe(self, entry: Entry) -> None:
         target = entry.target
+        started, frames_before = self.clock.now(), entry.done
         log.info(
             "observing %s (%s) for work order %s: %d of %d frames done",
             target.name,
@@ -261,6 +279,13 @@ class Dispatcher:
             self.observatory.safety.make_safe(SafetyCause.STORAGE, f"storage: {exc}")
         except (Dropped, Unsafe, DeviceError) as exc:
             log.warning("observation of %s stopped: %s", target.name, exc)
+        finally:
+            if entry.done > frames_before:
+                night = night_of(self.config.site, started).isoformat()
+                observation = Observation(
+                    target.name, target.ra_deg, target.dec_deg, started, self.clock.now(), entry.done - frames_before
+                )
+                self.book.record_observation(night, observation)
 
     def _alert_waiting(self) -> bool:
         alerts = [e for e in self.book.pending() if e.alert]

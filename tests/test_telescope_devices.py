@@ -11,6 +11,8 @@ import pytest
 
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor
+from toros.simulation.sky import Conditions, Scene, SimulatedSky
+from toros.sky_geometry import tan_wcs
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.devices.alpaca import (
     AlpacaCamera,
@@ -354,8 +356,14 @@ def test_simulated_camera_produces_bias_darks_and_lights(clock):
 
 def test_the_same_pointing_shows_the_same_stars(clock):
     sensor = Sensor(width=96, height=64, overscan=0, hot_pixel_fraction=0.0)
-    field = {"value": 1}
-    camera = SimulatedCamera(clock, sensor, 0.0, lambda: Light(1.0, 15, field["value"]))
+    sky = SimulatedSky()
+    field = {"value": (10.0, -30.0)}
+
+    def light() -> Light:
+        wcs = tan_wcs(*field["value"], 96, 64, 10.0)
+        return Light(1.0, scene=Scene(sky, wcs, 10.0, Conditions("r", 0.0, 1.0, 20.0, START)))
+
+    camera = SimulatedCamera(clock, sensor, 0.0, light)
 
     def stars() -> np.ndarray:
         camera.start_exposure(30.0, True)
@@ -364,7 +372,7 @@ def test_the_same_pointing_shows_the_same_stars(clock):
         return image > np.median(image) + 200
 
     first, again = stars(), stars()
-    field["value"] = 2
+    field["value"] = (10.5, -30.0)
     elsewhere = stars()
     assert (first & again).sum() > 0.8 * first.sum()
     assert (first & elsewhere).sum() < 0.2 * first.sum()

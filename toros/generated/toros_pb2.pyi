@@ -248,16 +248,42 @@ class CancelWorkOrderRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Product(_message.Message):
-    __slots__ = ("path", "kind", "size_bytes", "sha256")
+    __slots__ = ("path", "kind", "size_bytes", "sha256", "science")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    SCIENCE_FIELD_NUMBER: _ClassVar[int]
     path: str
     kind: str
     size_bytes: int
     sha256: str
-    def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    science: FrameScience
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., science: _Optional[_Union[FrameScience, _Mapping]] = ...) -> None: ...
+
+class FrameScience(_message.Message):
+    __slots__ = ("magzp", "magzp_err", "zero_point_stars", "fwhm_px", "limmag", "sky_level", "astrometry_rms_arcsec", "astrometry_stars", "sources", "catalog_path")
+    MAGZP_FIELD_NUMBER: _ClassVar[int]
+    MAGZP_ERR_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_STARS_FIELD_NUMBER: _ClassVar[int]
+    FWHM_PX_FIELD_NUMBER: _ClassVar[int]
+    LIMMAG_FIELD_NUMBER: _ClassVar[int]
+    SKY_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ASTROMETRY_RMS_ARCSEC_FIELD_NUMBER: _ClassVar[int]
+    ASTROMETRY_STARS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    magzp: float
+    magzp_err: float
+    zero_point_stars: int
+    fwhm_px: float
+    limmag: float
+    sky_level: float
+    astrometry_rms_arcsec: float
+    astrometry_stars: int
+    sources: int
+    catalog_path: str
+    def __init__(self, magzp: _Optional[float] = ..., magzp_err: _Optional[float] = ..., zero_point_stars: _Optional[int] = ..., fwhm_px: _Optional[float] = ..., limmag: _Optional[float] = ..., sky_level: _Optional[float] = ..., astrometry_rms_arcsec: _Optional[float] = ..., astrometry_stars: _Optional[int] = ..., sources: _Optional[int] = ..., catalog_path: _Optional[str] = ...) -> None: ...
 
 class WorkOrderStatus(_message.Message):
     __slots__ = ("id", "state", "message", "progress_percent", "products", "task", "requester", "priority", "accept_time", "start_time", "end_time", "attempts")
@@ -394,18 +420,20 @@ class ImageReady(_message.Message):
     def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., image_type: _Optional[_Union[ImageType, str]] = ..., filter: _Optional[str] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., object: _Optional[str] = ..., night: _Optional[str] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CalibrationProgress(_message.Message):
-    __slots__ = ("stage", "frames_done", "frames_total", "percent", "path")
+    __slots__ = ("stage", "frames_done", "frames_total", "percent", "path", "science")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    SCIENCE_FIELD_NUMBER: _ClassVar[int]
     stage: str
     frames_done: int
     frames_total: int
     percent: float
     path: str
-    def __init__(self, stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., percent: _Optional[float] = ..., path: _Optional[str] = ...) -> None: ...
+    science: FrameScience
+    def __init__(self, stage: _Optional[str] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., percent: _Optional[float] = ..., path: _Optional[str] = ..., science: _Optional[_Union[FrameScience, _Mapping]] = ...) -> None: ...
 
 class AlertProcessed(_message.Message):
     __slots__ = ("alert_id", "alert_type", "serial", "drill", "targets_relayed", "message")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from toros.config import Config
@@ -11,9 +12,12 @@ from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
+from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
 from toros.runtime.files import confine
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
+
+log = logging.getLogger(__name__)
 
 
 class WorkOrderReporter:
@@ -23,20 +27,25 @@ class WorkOrderReporter:
         self.context = context
         self._last: tuple[str, int, int, str] | None = None
 
-    def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
+    def stage(self, stage: str, done: int, total: int, path: str = "", **science: object) -> None:
         if (stage, done, total, path) == self._last:
             return
         self._last = (stage, done, total, path)
         percent = 100.0 * done / total if total else 0.0
         self.context.emit(
             calibration_progress=pb.CalibrationProgress(
-                stage=stage, frames_done=done, frames_total=total, percent=percent, path=path
+                stage=stage,
+                frames_done=done,
+                frames_total=total,
+                percent=percent,
+                path=path,
+                science=pb.FrameScience(**science) if science else None,  # type: ignore[arg-type]
             )
         )
         self.context.progress(percent, f"{stage}: {done} of {total} frames")
 
-    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
-        self.context.add_product(path, kind, sha256)
+    def product(self, path: Path, kind: str, sha256: str | None = None, **fields: object) -> None:
+        self.context.add_product(path, kind, sha256, fields)
 
     def check(self) -> None:
         self.context.check()
@@ -51,6 +60,7 @@ class PreprocessorModule(Module):
         self.storage_root = Path(self.config.storage.root)
         self.library: MasterLibrary | None = None
         self.followers: list[TelescopeFollower] = []
+        self._science: tuple[tuple[int, int] | None, ScienceStep | None] = (None, None)
 
     def tasks(self) -> dict[str, Task]:
         return {
@@ -100,7 +110,29 @@ class PreprocessorModule(Module):
             longitude_deg=self.config.preprocessor_site.longitude,
             work_order_id=context.id,
             now=self.clock.timestamp,
+            science=self._science_step(),
         )
+
+    def _science_step(self) -> ScienceStep | None:
+        """The science step with the reference catalog as it is now (read again when the file changes; a file
+        that cannot be used leaves frames calibrated only, and says why in the log)."""
+        settings = self.config.preprocessor.science
+        if not settings.active or settings.reference_catalog is None:
+            return None
+        path = settings.reference_catalog
+        try:
+            status = path.stat()
+            version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+        except OSError as exc:
+            log.error("science step off: reference catalog %s: %s", path, exc.strerror or exc)
+            return None
+        if self._science[0] != version:
+            try:
+                self._science = (version, ScienceStep(settings, ReferenceCatalog.read(path)))
+            except BadReferenceCatalog as exc:
+                log.error("science step off: %s", exc)
+                self._science = (version, None)
+        return self._science[1]
 
     @staticmethod
     def _outcome(result: NightResult) -> str:

@@ -35,6 +35,7 @@ from toros.preprocessor.inventory import (
 )
 from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
+from toros.preprocessor.science import ScienceFailed, ScienceResult, ScienceStep
 from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.files import path_inside
 from toros.site import observing_night
@@ -55,9 +56,11 @@ NIGHT_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 class Reporter(Protocol):
     """Where a calibration reports to (the work order's context)."""
 
-    def stage(self, stage: str, done: int, total: int, path: str = "") -> None: ...
+    def stage(self, stage: str, done: int, total: int, path: str = "", **science: object) -> None:
+        """``science``: the proto's FrameScience fields, when ``path`` was just made science-ready."""
 
-    def product(self, path: Path, kind: str, sha256: str | None = None) -> None: ...
+    def product(self, path: Path, kind: str, sha256: str | None = None, **fields: object) -> None:
+        """``fields``: more fields of the Product message (``science``)."""
 
     def check(self) -> None: ...
 
@@ -153,8 +156,10 @@ class NightCalibration:
         longitude_deg: float,
         work_order_id: str,
         now: Callable[[], float],
+        science: ScienceStep | None = None,
     ) -> None:
         self.settings = settings
+        self.science = science
         self.library = library
         self.storage_root = storage_root
         self.longitude = longitude_deg
@@ -573,9 +578,34 @@ class NightCalibration:
         self._finish(cleaning.frame, cleaning.output, work, write_fits(cleaning.output, hdus))
 
     def _finish(self, frame: RawFrame, output: Path, work: SetupNight, sha256: str | None = None) -> None:
-        work.reporter.product(output, "calibrated", sha256)
+        science = self._science_ready(frame, output, work)
+        if science is None:
+            work.reporter.product(output, "calibrated", sha256)
+        else:
+            work.reporter.product(science.catalog_path, "source_catalog", science.catalog_sha256)
+            work.reporter.product(output, "calibrated", science.frame_sha256, science=science.proto_fields())
         work.result.calibrated.append(output)
-        self._advance(work.reporter, "science", str(frame.path))
+        self._done += 1
+        if science is None:
+            work.reporter.stage("science", self._done, self._total, str(frame.path))
+        else:
+            work.reporter.stage("science", self._done, self._total, str(output), **science.proto_fields())
+
+    def _science_ready(self, frame: RawFrame, output: Path, work: SetupNight) -> ScienceResult | None:
+        """The science step on a calibrated frame (when configured); a frame it cannot solve stays calibrated
+        and the reason is noted. A frame made science-ready before a restart is not measured again."""
+        if self.science is None:
+            return None
+        try:
+            return ScienceResult.from_frame(output) or self.science.run(output)
+        except ScienceFailed as exc:
+            reason = str(exc)
+        except Exception as exc:  # a frame the libraries choke on must not stop the night
+            log.exception("science step on %s", output)
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning("%s: not science-ready: %s", output, reason)
+        work.result.notes.append(f"{frame.name}: not science-ready: {reason}")
+        return None
 
 
 def _digest(text: str) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from toros.runtime.config import Section, ServerConfig
+from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import Site
 
 ImageKind = Literal["bias", "dark", "flat", "light"]
@@ -51,6 +51,31 @@ class CalibrationConfig(Section):
         return {key.strip().upper(): kind for key, kind in mapping.items()}
 
 
+class ScienceConfig(Section):
+    """The science step after calibration: WCS, zero point, catalog (``toros/preprocessor/science.py``)."""
+
+    enabled: bool | None = Field(default=None, description="None: on when a reference catalog is configured")
+    reference_catalog: ConfigPath | None = Field(
+        default=None, description="CSV or FITS table: ra_deg, dec_deg and a magnitude column per filter"
+    )
+    detection_sigma: float = Field(
+        default=1.5, gt=0, le=100, description="sep's threshold over the sky rms, per pixel (5 connected pixels)"
+    )
+    catalog_min_snr: float = Field(default=3.0, ge=0, description="sources kept in the frame's catalog")
+    min_matches: int = Field(default=12, ge=4, le=10000, description="stars a solution needs")
+    sources_for_matching: int = Field(default=50, ge=10, le=500, description="brightest sources given to astroalign")
+    match_radius_arcsec: float = Field(default=2.0, gt=0, le=60)
+    search_margin_arcmin: float = Field(
+        default=5.0, ge=0, le=120, description="reference stars looked for beyond the field: the pointing error"
+    )
+    sip_degree: int = Field(default=2, ge=2, le=5)
+    sip_above_arcmin: float = Field(default=30.0, gt=0, description="fields wider than this get SIP distortion")
+
+    @property
+    def active(self) -> bool:
+        return self.reference_catalog is not None and self.enabled is not False
+
+
 class FollowedTelescope(Section):
     """A telescope whose image stream the preprocessor follows."""
 
@@ -63,6 +88,7 @@ class PreprocessorConfig(ServerConfig):
     http: str | None = "http://127.0.0.1:50053"
     site: Site | None = Field(default=None, description="where the frames are taken; None: the telescope section's")
     calibration: CalibrationConfig = CalibrationConfig()
+    science: ScienceConfig = ScienceConfig()
     follow: tuple[FollowedTelescope, ...] = ()
 
     @field_validator("http")

@@ -84,14 +84,18 @@ class TaskContext:
         """Journals a domain event of this work order, e.g. ``emit(image_ready=pb.ImageReady(...))``."""
         return self.journal.append_event(self.id, **kind)
 
-    def add_product(self, path: Path, kind: str, sha256: str | None = None) -> pb.Product:
+    def add_product(
+        self, path: Path, kind: str, sha256: str | None = None, fields: dict[str, Any] | None = None
+    ) -> pb.Product:
         """Records a finished file (written atomically beforehand) as a product of this work order; its
-        sha256 is computed unless the writer already knows it."""
+        sha256 is computed unless the writer already knows it. ``fields``: more fields of the Product message
+        (in the proto's JSON names), kept with it."""
         product: dict[str, Any] = {
             "path": str(path),
             "kind": kind,
             "size_bytes": path.stat().st_size,
             "sha256": sha256 or sha256_of(path),
+            **(fields or {}),
         }
         self.journal.add_product(self.id, product)
         return pb.Product(**product)

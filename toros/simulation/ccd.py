@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from toros.simulation.sky import Scene
+
 IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "light": "LIGHT"}
 SKY_ELECTRONS_PER_SECOND = {"clear": 40.0, "g": 15.0, "r": 25.0, "i": 35.0, "z": 45.0}
 FLAT_TARGET_ELECTRONS = 30000.0
@@ -105,13 +107,13 @@ def make_frame(
     cosmic_rays: int = 0,
     date_obs: datetime | None = None,
     object_name: str = "",
-    field: int | None = None,
+    scene: Scene | None = None,
 ) -> Frame:
     """A raw frame of ``kind`` bias, dark, flat or light (uint16, with an overscan strip and a header).
 
     Flats are an evenly lit screen or sky of ``flat_level`` electrons at the centre; lights see the sky
-    (``sky_rate`` e-/s, by default from the filter) and ``stars`` stars, placed by ``field`` when given (the
-    same field shows the same stars in every frame) and at random otherwise.
+    (``sky_rate`` e-/s, by default from the filter) and either the simulated sky's sources through a
+    ``scene`` (where the telescope truly points) or ``stars`` stars at random places.
     """
     if kind not in IMAGETYP:
         raise ValueError(f"kind must be one of {', '.join(IMAGETYP)}, not {kind!r}")
@@ -124,7 +126,10 @@ def make_frame(
     elif kind == "light":
         rate = SKY_ELECTRONS_PER_SECOND.get(filter, 25.0) if sky_rate is None else sky_rate
         light = np.full_like(electrons, rate * exposure_time)
-        _add_stars(rng if field is None else np.random.default_rng(field), light, stars, exposure_time)
+        if scene is not None:
+            scene.render(light, exposure_time)
+        else:
+            _add_stars(rng, light, stars, exposure_time)
         electrons += light * sensor.flat_field
     electrons = _poisson_like(rng, electrons)
     if cosmic_rays:

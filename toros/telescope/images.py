@@ -20,6 +20,7 @@ from toros.fitsfiles import write_fits
 from toros.generated import toros_pb2 as pb
 from toros.runtime.files import path_inside, safe_name
 from toros.site import Site
+from toros.sky_geometry import tan_wcs
 
 IMAGETYP: dict[int, str] = {
     pb.IMAGE_TYPE_BIAS: "BIAS",
@@ -47,6 +48,8 @@ class Exposure:
     read_noise: float | None = None
     drill: bool = False
     flat_source: str = ""
+    mount_position: tuple[float, float] | None = None  # (RA, Dec) the mount reported at the start: the WCS centre
+    pixel_scale_arcsec: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ def header_for(
     if overscan:
         header["BIASSEC"] = (f"[{width - overscan + 1}:{width},1:{height}]", "overscan region")
         header["TRIMSEC"] = (f"[1:{width - overscan},1:{height}]", "image region")
+    if exposure.mount_position is not None and exposure.pixel_scale_arcsec:
+        ra, dec = exposure.mount_position
+        wcs = tan_wcs(ra, dec, width - overscan, height, exposure.pixel_scale_arcsec)
+        header.update(wcs.to_header())
+        header["WCSSRC"] = ("mount", "the reported pointing, not fitted")
     if exposure.flat_source:
         header["FLATSRC"] = (exposure.flat_source, "flat-field light source")
     header["WORKORD"] = (exposure.work_order_id, "TOROS work order")

@@ -92,6 +92,9 @@ class Imaging:
         o.select_filter(request.filter, check)
         light = image_type in (pb.IMAGE_TYPE_FLAT, pb.IMAGE_TYPE_LIGHT)  # dome flats: the shutter sees the lit screen
         started = o.clock.now()
+        mount_position = None
+        if image_type == pb.IMAGE_TYPE_LIGHT and not o.call(o.mount, o.mount.parked):
+            mount_position = o.call(o.mount, o.mount.position)
         temperature = float(o.call(camera, camera.temperature))  # type: ignore[arg-type]
         o.call(camera, lambda: camera.start_exposure(seconds, light))
         try:
@@ -125,6 +128,8 @@ class Imaging:
             read_noise=float(camera.read_noise()),
             drill=request.drill,
             flat_source=request.flat_source,
+            mount_position=mount_position,  # type: ignore[arg-type]
+            pixel_scale_arcsec=self.config.camera.pixel_scale_arcsec,
         )
         return pixels, exposure
 

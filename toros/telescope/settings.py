@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from toros.runtime.config import Section, ServerConfig
+from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import MACON, Site
 
 
@@ -70,6 +70,9 @@ class CameraLink(DeviceLink):
         default=120.0, gt=0, le=3600, description="Alpaca: downloading one image may take this long"
     )
     instrument: str = "STA1600"
+    pixel_scale_arcsec: float = Field(
+        default=0.47, gt=0, le=60, description="on the sky; the raw light frames' WCS uses it"
+    )
 
 
 class FilterWheelLink(DeviceLink):
@@ -101,6 +104,67 @@ class BadWeather(Section):
 class WeatherLink(DeviceLink):
     driver: Literal["simulator", "alpaca"] = "simulator"
     bad_weather: tuple[BadWeather, ...] = ()
+
+
+class _UtcMoment(Section):
+    @field_validator("start", "epoch", check_fields=False)
+    @classmethod
+    def _utc(cls, moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class KilonovaSpec(_UtcMoment):
+    """A kilonova like AT2017gfo at ``distance_mpc``, from the merger time ``start``."""
+
+    kind: Literal["kilonova"]
+    ra_deg: float = Field(ge=0, lt=360)
+    dec_deg: float = Field(ge=-90, le=90)
+    start: datetime
+    distance_mpc: float = Field(gt=0, le=10000)
+
+
+class VariableStarSpec(_UtcMoment):
+    kind: Literal["variable"]
+    ra_deg: float = Field(ge=0, lt=360)
+    dec_deg: float = Field(ge=-90, le=90)
+    mean_mag: float = Field(ge=-2, le=30)
+    amplitude_mag: float = Field(ge=0, le=5)
+    period_days: float = Field(gt=0, le=10000)
+    epoch: datetime
+
+
+class AsteroidSpec(_UtcMoment):
+    kind: Literal["asteroid"]
+    ra_deg: float = Field(ge=0, lt=360)
+    dec_deg: float = Field(ge=-90, le=90)
+    epoch: datetime
+    rate_arcsec_per_hour: float = Field(ge=0, le=36000)
+    position_angle_deg: float = Field(ge=0, lt=360)
+    mag: float = Field(ge=-2, le=30)
+
+
+TransientSpec = Annotated[KilonovaSpec | VariableStarSpec | AsteroidSpec, Field(discriminator="kind")]
+
+
+class SimulatedSkySettings(Section):
+    """What the simulated camera sees (``toros.simulation.sky``); the real camera drivers ignore it."""
+
+    faintest_star_mag: float = Field(default=21.5, ge=10, le=26, description="r magnitude of the faintest star")
+    seeing_arcsec: tuple[float, float] = Field(default=(1.2, 2.4), description="FWHM drawn per frame in this range")
+    pointing_error_arcsec: float = Field(
+        default=30.0, ge=0, le=7200, description="rms per axis of the mount's error, new at each slew"
+    )
+    galaxy_catalog: ConfigPath | None = Field(
+        default=None, description="galaxies drawn where they are (as alert.catalog)"
+    )
+    transients: tuple[TransientSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _seeing(self) -> SimulatedSkySettings:
+        low, high = self.seeing_arcsec
+        if not 0.3 <= low <= high <= 10:
+            raise ValueError("seeing_arcsec must be [low, high] with 0.3 <= low <= high <= 10")
+        return self
 
 
 class Constraints(Section):
@@ -166,6 +230,7 @@ class TelescopeConfig(ServerConfig):
     filter_wheel: FilterWheelLink = FilterWheelLink()
     weather: WeatherLink = WeatherLink()
     flat_lamp: FlatLampLink = FlatLampLink()
+    sky: SimulatedSkySettings = SimulatedSkySettings()
     constraints: Constraints = Constraints()
     calibrations: RoutineCalibrations = RoutineCalibrations()
     targets: TargetDefaults = TargetDefaults()

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
 from toros.runtime.clock import Clock
-from toros.simulation.ccd import SKY_ELECTRONS_PER_SECOND, Sensor, make_frame
+from toros.simulation.ccd import Sensor, make_frame
+from toros.simulation.sky import (
+    FILTERS,
+    Asteroid,
+    Conditions,
+    Galaxies,
+    Galaxy,
+    Kilonova,
+    Scene,
+    SimulatedSky,
+    StarCatalog,
+    Transient,
+    VariableStar,
+)
 from toros.site import Site
+from toros.sky_geometry import tan_wcs
 from toros.telescope.devices import (
     Camera,
     CommandRefused,
@@ -28,7 +42,13 @@ from toros.telescope.devices import (
     Shutter,
     WeatherStation,
 )
-from toros.telescope.settings import BadWeather
+from toros.telescope.settings import (
+    BadWeather,
+    CameraLink,
+    KilonovaSpec,
+    SimulatedSkySettings,
+    VariableStarSpec,
+)
 
 
 @dataclass
@@ -218,42 +238,117 @@ class SimulatedWeather(WeatherStation):
 
 @dataclass(frozen=True)
 class Light:
-    """What reaches the chip during an exposure, in electrons per second at the centre, and stars in view."""
+    """What reaches the chip during an exposure: sky (or screen) electrons per second per pixel at the centre,
+    and either the simulated sky's sources (``scene``) or ``stars`` stars at random places (tests)."""
 
     sky_rate: float
-    stars: int
-    field: int | None = None  # which star field: the same pointing shows the same stars
+    stars: int = 0
+    scene: Scene | None = None
+
+
+def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
+    """The simulated sky a config describes: its stars, the galaxies of a catalog, its transients."""
+    galaxies: Galaxies | Sequence[Galaxy] = ()
+    if settings.galaxy_catalog is not None:
+        from toros.alert.catalog import GalaxyIndex
+
+        index = GalaxyIndex.open(settings.galaxy_catalog)
+        galaxies = Galaxies(index.ra, index.dec, index.bmag, index.dist, index.name)
+    transients: list[Transient] = []
+    for spec in settings.transients:
+        if isinstance(spec, KilonovaSpec):
+            transients.append(Kilonova(spec.ra_deg, spec.dec_deg, spec.start, spec.distance_mpc))
+        elif isinstance(spec, VariableStarSpec):
+            transients.append(
+                VariableStar(spec.ra_deg, spec.dec_deg, spec.mean_mag, spec.amplitude_mag, spec.period_days, spec.epoch)
+            )
+        else:
+            transients.append(
+                Asteroid(
+                    spec.ra_deg, spec.dec_deg, spec.epoch, spec.rate_arcsec_per_hour, spec.position_angle_deg, spec.mag
+                )
+            )
+    return SimulatedSky(StarCatalog(settings.faintest_star_mag), galaxies, transients)
 
 
 class Sky:
-    """The simulated sky above the dome: twilight brightness from the Sun's altitude, stars when tracking."""
+    """The simulated sky above the dome: the dark sky of each filter (``Photometry``), brightened by twilight
+    and the Moon; the lamp-lit screen for dome flats; the sources where the telescope truly points (the
+    reported pointing plus an error only this class knows) while it tracks in the dark."""
 
-    # Twilight sky brightens by about 0.6 mag per degree of solar altitude above -18°.
-    MAG_PER_DEGREE = 0.6
+    # Twilight brightens the sky by about 0.85 mag per degree of solar altitude above -18°.
+    MAG_PER_DEGREE = 0.85
     SCREEN_ELECTRONS_PER_SECOND = 6000.0
+    DARK_ENOUGH_FOR_STARS_DEG = -12.0
 
     def __init__(
-        self, clock: Clock, site: Site, dome: Dome, mount: Mount, filters: FilterWheel, lamp: FlatLamp | None
+        self,
+        clock: Clock,
+        site: Site,
+        equipment: tuple[Dome, Mount, FilterWheel, FlatLamp | None],
+        camera: CameraLink,
+        settings: SimulatedSkySettings,
     ) -> None:
-        from toros.telescope.astronomy import sun_altitude
+        self.clock, self.site = clock, site
+        self.dome, self.mount, self.filters, self.lamp = equipment
+        self.camera = camera
+        self.settings = settings
+        self.sky = simulated_sky(settings)
 
-        self.clock, self.site, self.dome, self.mount, self.filters = clock, site, dome, mount, filters
-        self.lamp = lamp  # the dome-flat lamp, whatever drives it
-        self._sun_altitude = sun_altitude
+    def pointing_error(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
+        """(ΔRA·cos Dec, ΔDec) in degrees between where the mount says it points and where it does: the same
+        for the same reported position, as a mount's pointing model error."""
+        seed = [int(round(ra_deg * 3600)) % 1_296_000, int(round((dec_deg + 90) * 3600))]
+        rng = np.random.default_rng(seed)
+        return tuple(rng.normal(0.0, self.settings.pointing_error_arcsec / 3600.0, 2))  # type: ignore[return-value]
 
     def light(self) -> Light:
+        from toros.telescope.astronomy import altaz_exact, sun_altitude
+
         filter = self.filters.current() or "clear"
         if self.lamp is not None and self.lamp.lit():
-            return Light(self.SCREEN_ELECTRONS_PER_SECOND, 0)
+            return Light(self.SCREEN_ELECTRONS_PER_SECOND)
         if self.dome.shutter() is not Shutter.OPEN:
-            return Light(0.0, 0)
-        night = SKY_ELECTRONS_PER_SECOND.get(filter, 25.0)
-        sun = self._sun_altitude(self.site, self.clock.now())
-        brightening = 10 ** (0.4 * self.MAG_PER_DEGREE * max(0.0, min(sun, 5.0) + 18.0))
-        tracking = not self.mount.parked() and not self.mount.slewing()
+            return Light(0.0)
+        now = self.clock.now()
+        sun = sun_altitude(self.site, now)
+        brightening = 10 ** (0.4 * self.MAG_PER_DEGREE * max(0.0, min(sun, 5.0) + 18.0)) * self._moonlight(now)
+        sky_rate = self.sky.photometry.sky_electrons(
+            filter if filter in FILTERS else "clear", self.camera.pixel_scale_arcsec, brightening
+        )
+        if self.mount.parked() or self.mount.slewing() or sun >= self.DARK_ENOUGH_FOR_STARS_DEG:
+            return Light(sky_rate)
         ra, dec = self.mount.position()
-        field = int(round(ra * 60)) * 100_000 + int(round((dec + 90) * 60))  # the arcminute the mount points at
-        return Light(night * brightening, 40 if tracking and sun < -12 else 0, field)
+        error_ra, error_dec = self.pointing_error(ra, dec)
+        true_dec = max(-90.0, min(90.0, dec + error_dec))
+        true_ra = (ra + error_ra / max(math.cos(math.radians(true_dec)), 1e-6)) % 360.0
+        altitude, _ = altaz_exact(self.site, true_ra, true_dec, now)
+        rng = np.random.default_rng(int(now.timestamp()))
+        low, high = self.settings.seeing_arcsec
+        conditions = Conditions(
+            filter if filter in FILTERS else "clear",
+            0.0,
+            1.0 / max(math.sin(math.radians(altitude)), 0.05),
+            float(rng.uniform(low, high)),
+            now,
+        )
+        camera = self.camera
+        wcs = tan_wcs(true_ra, true_dec, camera.width, camera.height, camera.pixel_scale_arcsec)
+        return Light(sky_rate, scene=Scene(self.sky, wcs, camera.pixel_scale_arcsec, conditions))
+
+    def _moonlight(self, now: datetime) -> float:
+        """How much the Moon brightens the sky: up to about 1.5 mag for a full Moon high up."""
+        from astroplan import moon_illumination
+        from astropy.coordinates import AltAz, get_body
+        from astropy.time import Time
+
+        from toros.telescope.astronomy import location_of
+
+        when = Time(now)
+        location = location_of(self.site)
+        altitude = get_body("moon", when, location=location).transform_to(AltAz(obstime=when, location=location)).alt
+        height = max(0.0, math.sin(altitude.radian))
+        return 1.0 + 3.0 * float(moon_illumination(when)) * height
 
 
 class SimulatedCamera(Camera):
@@ -276,7 +371,7 @@ class SimulatedCamera(Camera):
             self.clock.timestamp(),
             seconds,
             light,
-            self.light() if light else Light(0.0, 0),
+            self.light() if light else Light(0.0),
             self.clock.now(),
         )
 
@@ -292,7 +387,7 @@ class SimulatedCamera(Camera):
     def read_image(self) -> np.ndarray:
         if not self.image_ready():
             raise CommandRefused("no image is ready")
-        _, seconds, light, scene, when = self._exposure  # type: ignore[misc]
+        _, seconds, light, seen, when = self._exposure  # type: ignore[misc]
         self._frames += 1
         kind = "light" if light else ("bias" if seconds == 0 else "dark")
         frame = make_frame(
@@ -300,11 +395,11 @@ class SimulatedCamera(Camera):
             kind,
             exposure_time=seconds,
             seed=self._frames + int(when.timestamp()),
-            sky_rate=scene.sky_rate,
-            stars=scene.stars,
+            sky_rate=seen.sky_rate,
+            stars=seen.stars,
+            scene=seen.scene,
             cosmic_rays=int(seconds // 20),
             date_obs=when,
-            field=scene.field,
         )
         return frame.data
 

@@ -1,0 +1,510 @@
+"""The simulated sky: stars, galaxies and transients where they are on the sky, whatever the pointing.
+
+What the camera simulator draws, what the tests and benchmarks measure against, and what the demo observes:
+
+* **stars** from a deterministic synthetic catalog tied to the sky (``StarCatalog``): HEALPix tiles, each
+  seeded by its index, so the same star sits at the same RA/Dec in every frame that covers it; magnitudes in
+  g, r, i, z and clear; counts per square degree by galactic latitude;
+* **galaxies** (``Galaxy``, e.g. those of the alert robot's catalog) as exponential discs with a size and
+  brightness from their distance and B magnitude;
+* **transients** (``Kilonova`` after AT2017gfo, ``VariableStar``, ``Asteroid``) with a magnitude per filter
+  as a function of time;
+* the **conditions** of each frame: seeing, sky brightness, extinction with airmass, the telescope's zero
+  point (``Photometry``: a 0.6 m CDK24 with an STA1600 at 0.47"/px).
+
+``SimulatedSky.render`` adds the electrons of every source into an image, given the true WCS of the pointing
+(the mount's pointing error is the simulator's secret: the raw header's WCS is where the mount *says* it
+points). Sources are stamped only where they are (vectorised Gaussian PSF integrated over each pixel), so a
+10560² frame takes seconds. ``StarCatalog.write_reference_catalog`` exports the stars as the site's reference
+catalog (the stand-in for a Gaia/Pan-STARRS extract).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.wcs import WCS
+from astropy_healpix import HEALPix
+from scipy.special import erf
+
+from toros.runtime.files import atomic_write
+from toros.sky_geometry import separation_deg
+
+FILTERS = ("g", "r", "i", "z", "clear")
+TOROS_PIXEL_SCALE_ARCSEC = 0.47
+REFERENCE_COLUMNS = ("ra_deg", "dec_deg", "g", "r", "i", "z", "clear")
+
+
+@dataclass(frozen=True)
+class Photometry:
+    """A telescope and its site: the AB magnitude giving 1 e-/s above the atmosphere, extinction per airmass
+    and the dark sky, per filter."""
+
+    zero_point: dict[str, float] = field(
+        default_factory=lambda: {"g": 22.3, "r": 22.5, "i": 22.1, "z": 21.4, "clear": 23.2}
+    )
+    extinction: dict[str, float] = field(
+        default_factory=lambda: {"g": 0.18, "r": 0.10, "i": 0.06, "z": 0.05, "clear": 0.12}
+    )
+    dark_sky: dict[str, float] = field(  # mag / arcsec², a dark high site
+        default_factory=lambda: {"g": 22.1, "r": 21.2, "i": 20.3, "z": 19.3, "clear": 21.3}
+    )
+
+    def electrons_per_second(self, mag: np.ndarray | float, filter: str, airmass: float) -> np.ndarray:
+        return 10 ** (-0.4 * (np.asarray(mag) + self.extinction[filter] * airmass - self.zero_point[filter]))
+
+    def sky_electrons(self, filter: str, pixel_scale_arcsec: float, brightening: float = 1.0) -> float:
+        """Dark-sky electrons per second per pixel, times ``brightening`` (twilight, Moon)."""
+        rate = 10 ** (-0.4 * (self.dark_sky[filter] - self.zero_point[filter])) * pixel_scale_arcsec**2
+        return float(rate * brightening)
+
+    def magzp(self, filter: str, airmass: float, exposure_s: float, gain: float) -> float:
+        """The true MAGZP of a frame: the AB magnitude of a source giving 1 ADU in total."""
+        return (
+            self.zero_point[filter]
+            - self.extinction[filter] * airmass
+            + 2.5 * math.log10(exposure_s)
+            - 2.5 * math.log10(gain)
+        )
+
+
+@dataclass(frozen=True)
+class Stars:
+    ra: np.ndarray
+    dec: np.ndarray
+    mags: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ra)
+
+
+class StarCatalog:
+    """Deterministic synthetic stars: HEALPix nested tiles of NSIDE 64 (0.84 deg²), each from its own seed.
+
+    Counts follow N(<m) ∝ 10^(0.3 m) down to ``faintest_mag`` (r), about 1000 stars per square degree
+    brighter than r = 20 at the galactic poles and ten times that near the plane."""
+
+    NSIDE = 64
+    BRIGHTEST_MAG = 10.0
+    SLOPE = 0.3  # d log10 N / dm
+
+    def __init__(self, faintest_mag: float = 21.5, seed: int = 2017) -> None:
+        self.faintest_mag = faintest_mag
+        self.seed = seed
+        self.healpix = HEALPix(nside=self.NSIDE, order="nested")
+        self._tile = functools.lru_cache(maxsize=256)(self._make_tile)
+
+    def per_square_degree(self, galactic_latitude_deg: float, mag: float) -> float:
+        """Stars brighter than ``mag`` (r) per square degree at a galactic latitude."""
+        at_20 = 1000.0 * (1.0 + 9.0 * math.exp(-abs(galactic_latitude_deg) / 15.0))
+        return at_20 * 10 ** (self.SLOPE * (mag - 20.0))
+
+    def _make_tile(self, index: int) -> Stars:
+        rng = np.random.default_rng([self.seed, index])
+        lon, lat = self.healpix.healpix_to_lonlat([index])
+        centre = SkyCoord(lon[0], lat[0], frame="icrs")
+        area = self.healpix.pixel_area.to_value(u.deg**2)
+        expected = self.per_square_degree(centre.galactic.b.deg, self.faintest_mag) * area
+        count = int(rng.poisson(expected))
+        # Uniform positions inside the tile: draw within its bounding box, keep those in the tile.
+        corners = self.healpix.boundaries_lonlat([index], step=4)
+        ra_corners, dec_corners = corners[0].to_value(u.deg)[0], corners[1].to_value(u.deg)[0]
+        ra_corners = np.unwrap(ra_corners, period=360.0)
+        ra_low, ra_high = ra_corners.min(), ra_corners.max()
+        z_low, z_high = np.sin(np.radians(dec_corners.min())), np.sin(np.radians(dec_corners.max()))
+        ra_list, dec_list = [], []
+        kept = 0
+        while kept < count:
+            n = int((count - kept) * 1.6) + 16
+            ra = rng.uniform(ra_low, ra_high, n) % 360.0
+            dec = np.degrees(np.arcsin(rng.uniform(z_low, z_high, n)))
+            inside = self.healpix.lonlat_to_healpix(ra * u.deg, dec * u.deg) == index
+            ra_list.append(ra[inside])
+            dec_list.append(dec[inside])
+            kept += int(inside.sum())
+        ra = np.concatenate(ra_list)[:count]
+        dec = np.concatenate(dec_list)[:count]
+        # N(<m) ∝ 10^(SLOPE m): inverse-transform sampling between the brightest and faintest magnitudes.
+        low, high = 10 ** (self.SLOPE * self.BRIGHTEST_MAG), 10 ** (self.SLOPE * self.faintest_mag)
+        r = np.log10(rng.uniform(low, high, count)) / self.SLOPE
+        g_r = rng.uniform(0.25, 1.4, count)
+        r_i = 0.1 + 0.4 * g_r + rng.normal(0, 0.03, count)
+        i_z = 0.05 + 0.2 * g_r
+        mags = {"r": r, "g": r + g_r, "i": r - r_i, "z": r - r_i - i_z, "clear": r - 0.1 - 0.1 * g_r}
+        return Stars(ra, dec, mags)
+
+    def cone(self, ra_deg: float, dec_deg: float, radius_deg: float) -> Stars:
+        """Every star within ``radius_deg`` of (RA, Dec)."""
+        tiles = self.healpix.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, radius_deg * u.deg)
+        parts = [self._tile(int(index)) for index in tiles]
+        ra = np.concatenate([p.ra for p in parts])
+        dec = np.concatenate([p.dec for p in parts])
+        mags = {f: np.concatenate([p.mags[f] for p in parts]) for f in FILTERS}
+        near = separation_deg(ra, dec, ra_deg, dec_deg) <= radius_deg
+        return Stars(ra[near], dec[near], {f: m[near] for f, m in mags.items()})
+
+    def write_reference_catalog(self, path: Path, ra_deg: float, dec_deg: float, radius_deg: float) -> int:
+        """Writes the stars of a cone as a reference catalog (CSV: ra_deg, dec_deg and AB magnitudes)."""
+        stars = self.cone(ra_deg, dec_deg, radius_deg)
+        with atomic_write(path) as stream:
+            lines = [",".join(REFERENCE_COLUMNS)]
+            for n in range(len(stars)):
+                values = [stars.ra[n], stars.dec[n], *(stars.mags[f][n] for f in REFERENCE_COLUMNS[2:])]
+                lines.append(",".join(f"{v:.7f}" if k < 2 else f"{v:.4f}" for k, v in enumerate(values)))
+            stream.write(("\n".join(lines) + "\n").encode())
+        return len(stars)
+
+
+@dataclass(frozen=True)
+class Galaxy:
+    """A galaxy of a catalog: an exponential disc whose size follows from its distance."""
+
+    name: str
+    ra_deg: float
+    dec_deg: float
+    b_mag: float
+    distance_mpc: float
+    SCALE_LENGTH_KPC = 2.5
+
+    def scale_length_arcsec(self) -> float:
+        return 206.265 * self.SCALE_LENGTH_KPC / max(self.distance_mpc, 1.0)
+
+    def mag(self, filter: str) -> float:
+        """Colours of a typical spiral (B − r ≈ 1.1)."""
+        return self.b_mag - {"g": 0.6, "r": 1.1, "i": 1.5, "z": 1.8, "clear": 1.0}[filter]
+
+    def shape(self) -> tuple[float, float]:
+        """(axis ratio, position angle in degrees), fixed by the name."""
+        rng = np.random.default_rng(zlib.crc32(self.name.encode()))
+        return float(rng.uniform(0.3, 1.0)), float(rng.uniform(0, 180))
+
+
+class Galaxies:
+    """Galaxies of a catalog as columns (e.g. the alert robot's memory-mapped index), drawn where they are."""
+
+    ABSOLUTE_B = -20.0  # for a galaxy without a B magnitude
+
+    def __init__(
+        self, ra: np.ndarray, dec: np.ndarray, b_mag: np.ndarray, distance_mpc: np.ndarray, names: np.ndarray
+    ) -> None:
+        self.ra, self.dec, self.b_mag, self.distance, self.names = ra, dec, b_mag, distance_mpc, names
+
+    @classmethod
+    def of(cls, galaxies: Sequence[Galaxy]) -> Galaxies:
+        return cls(
+            np.array([g.ra_deg for g in galaxies]),
+            np.array([g.dec_deg for g in galaxies]),
+            np.array([g.b_mag for g in galaxies]),
+            np.array([g.distance_mpc for g in galaxies]),
+            np.array([g.name for g in galaxies]),
+        )
+
+    def cone(self, ra_deg: float, dec_deg: float, radius_deg: float) -> list[Galaxy]:
+        if len(self.ra) == 0:
+            return []
+        near_dec = np.flatnonzero(np.abs(np.asarray(self.dec) - dec_deg) <= radius_deg)
+        near = near_dec[separation_deg(self.ra[near_dec], self.dec[near_dec], ra_deg, dec_deg) <= radius_deg]
+        found = []
+        for n in near:
+            distance = float(self.distance[n]) if np.isfinite(self.distance[n]) and self.distance[n] > 0 else 100.0
+            b_mag = float(self.b_mag[n])
+            if not np.isfinite(b_mag):
+                b_mag = self.ABSOLUTE_B + 5 * math.log10(distance * 1e5)
+            name = self.names[n]
+            name = name.decode(errors="replace").strip() if isinstance(name, bytes) else str(name).strip()
+            found.append(Galaxy(name or f"galaxy {n}", float(self.ra[n]), float(self.dec[n]), b_mag, distance))
+        return found
+
+
+class Transient(ABC):
+    """A point source whose brightness (and maybe position) changes with time."""
+
+    @abstractmethod
+    def position(self, when: datetime) -> tuple[float, float]: ...
+
+    @abstractmethod
+    def mag(self, filter: str, when: datetime) -> float | None:
+        """AB magnitude in ``filter`` at ``when``; None while it is not there (before it starts)."""
+
+
+# AT2017gfo (GW170817's kilonova) at 40 Mpc, AB, Galactic-extinction corrected: a smooth approximation of the
+# compiled light curves of Villar et al. 2017 (ApJL 851, L21) and Drout et al. 2017 (Science 358, 1570).
+AT2017GFO_DISTANCE_MPC = 40.0
+AT2017GFO_DAYS = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0])
+AT2017GFO_MAGS = {
+    "g": np.array([17.3, 17.9, 18.6, 19.2, 20.2, 20.9, 21.5, 22.4, 23.5]),
+    "r": np.array([17.5, 17.6, 18.0, 18.4, 19.1, 19.6, 20.1, 20.9, 21.9]),
+    "i": np.array([17.8, 17.7, 17.9, 18.1, 18.6, 19.0, 19.4, 19.9, 20.7]),
+    "z": np.array([18.0, 17.8, 17.9, 18.0, 18.3, 18.6, 18.9, 19.3, 19.9]),
+}
+
+
+@dataclass(frozen=True)
+class Kilonova(Transient):
+    """AT2017gfo's light curves scaled to ``distance_mpc``, from the merger time ``start``."""
+
+    ra_deg: float
+    dec_deg: float
+    start: datetime
+    distance_mpc: float
+
+    def position(self, when: datetime) -> tuple[float, float]:
+        return self.ra_deg, self.dec_deg
+
+    def mag(self, filter: str, when: datetime) -> float | None:
+        days = (when - self.start).total_seconds() / 86400.0
+        if days <= 0:
+            return None
+        band = "r" if filter == "clear" else filter
+        curve = AT2017GFO_MAGS[band]
+        log_days = np.log10(AT2017GFO_DAYS)
+        if days <= AT2017GFO_DAYS[0]:
+            at_40 = float(curve[0])  # the early blue emission: held at its first measured brightness
+        elif days >= AT2017GFO_DAYS[-1]:
+            slope = (curve[-1] - curve[-2]) / (AT2017GFO_DAYS[-1] - AT2017GFO_DAYS[-2])
+            at_40 = float(curve[-1] + slope * (days - AT2017GFO_DAYS[-1]))
+        else:
+            at_40 = float(np.interp(math.log10(days), log_days, curve))
+        shift = 5.0 * math.log10(self.distance_mpc / AT2017GFO_DISTANCE_MPC)
+        return at_40 + shift - (0.1 if filter == "clear" else 0.0)
+
+
+@dataclass(frozen=True)
+class VariableStar(Transient):
+    ra_deg: float
+    dec_deg: float
+    mean_mag: float
+    amplitude_mag: float
+    period_days: float
+    epoch: datetime
+
+    def position(self, when: datetime) -> tuple[float, float]:
+        return self.ra_deg, self.dec_deg
+
+    def mag(self, filter: str, when: datetime) -> float | None:
+        phase = (when - self.epoch).total_seconds() / 86400.0 / self.period_days
+        return self.mean_mag + self.amplitude_mag * math.sin(2 * math.pi * phase)
+
+
+@dataclass(frozen=True)
+class Asteroid(Transient):
+    """A slow mover: a straight track at ``rate_arcsec_per_hour`` towards ``position_angle_deg`` (east of north)."""
+
+    ra_deg: float
+    dec_deg: float
+    epoch: datetime
+    rate_arcsec_per_hour: float
+    position_angle_deg: float
+    magnitude: float
+
+    def position(self, when: datetime) -> tuple[float, float]:
+        hours = (when - self.epoch).total_seconds() / 3600.0
+        distance = self.rate_arcsec_per_hour * hours / 3600.0
+        angle = math.radians(self.position_angle_deg)
+        dec = self.dec_deg + distance * math.cos(angle)
+        ra = self.ra_deg + distance * math.sin(angle) / max(math.cos(math.radians(self.dec_deg)), 1e-6)
+        return ra % 360.0, dec
+
+    def mag(self, filter: str, when: datetime) -> float | None:
+        return self.magnitude + {"g": 0.4, "r": 0.0, "i": -0.1, "z": -0.1, "clear": -0.05}[filter]
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What one frame sees besides the sources."""
+
+    filter: str
+    exposure_s: float
+    airmass: float
+    seeing_fwhm_arcsec: float
+    when: datetime
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a light frame sees: the sky through the true pointing (``wcs``) under ``conditions``."""
+
+    sky: SimulatedSky
+    wcs: WCS
+    pixel_scale_arcsec: float
+    conditions: Conditions
+
+    def render(self, electrons: np.ndarray, exposure_s: float) -> int:
+        conditions = replace(self.conditions, exposure_s=exposure_s)
+        return self.sky.render(electrons, self.wcs, self.pixel_scale_arcsec, conditions)
+
+
+class SimulatedSky:
+    """Stars, galaxies and transients, rendered into frames through ``Photometry``."""
+
+    def __init__(
+        self,
+        stars: StarCatalog | None = None,
+        galaxies: Galaxies | Sequence[Galaxy] = (),
+        transients: Sequence[Transient] = (),
+        photometry: Photometry | None = None,
+    ) -> None:
+        self.stars = stars or StarCatalog()
+        self.galaxies = galaxies if isinstance(galaxies, Galaxies) else Galaxies.of(galaxies)
+        self.transients = list(transients)
+        self.photometry = photometry or Photometry()
+
+    def point_sources(self, centre: tuple[float, float], radius_deg: float, conditions: Conditions) -> Stars:
+        """Stars and the transients present, within ``radius_deg`` of ``centre``, with their magnitudes."""
+        stars = self.stars.cone(centre[0], centre[1], radius_deg)
+        ra, dec, mag = [stars.ra], [stars.dec], [stars.mags[conditions.filter]]
+        for transient in self.transients:
+            brightness = transient.mag(conditions.filter, conditions.when)
+            if brightness is None:
+                continue
+            t_ra, t_dec = transient.position(conditions.when)
+            ra.append(np.array([t_ra]))
+            dec.append(np.array([t_dec]))
+            mag.append(np.array([brightness]))
+        return Stars(np.concatenate(ra), np.concatenate(dec), {conditions.filter: np.concatenate(mag)})
+
+    def render(self, electrons: np.ndarray, wcs: WCS, pixel_scale_arcsec: float, conditions: Conditions) -> int:
+        """Adds every source's electrons (over the exposure) into ``electrons`` (rows × columns) as seen
+        through ``wcs`` (the true pointing); returns how many point sources fell on the frame."""
+        height, width = electrons.shape
+        centre = wcs.pixel_to_world_values((width - 1) / 2.0, (height - 1) / 2.0)
+        radius = math.hypot(width, height) / 2.0 * pixel_scale_arcsec / 3600.0 + 0.01
+        sigma = conditions.seeing_fwhm_arcsec / pixel_scale_arcsec / 2.3548
+        sources = self.point_sources((float(centre[0]), float(centre[1])), radius, conditions)
+        x, y = wcs.world_to_pixel_values(sources.ra, sources.dec)
+        flux = (
+            self.photometry.electrons_per_second(sources.mags[conditions.filter], conditions.filter, conditions.airmass)
+            * conditions.exposure_s
+        )
+        on = (x > -5) & (x < width + 4) & (y > -5) & (y < height + 4)
+        stamp_gaussians(electrons, np.asarray(x)[on], np.asarray(y)[on], flux[on], sigma)
+        for galaxy in self.galaxies.cone(float(centre[0]), float(centre[1]), radius):
+            self._render_galaxy(electrons, wcs, pixel_scale_arcsec, galaxy, conditions, sigma)
+        return int(on.sum())
+
+    def _render_galaxy(
+        self, electrons: np.ndarray, wcs: WCS, scale: float, galaxy: Galaxy, conditions: Conditions, sigma: float
+    ) -> None:
+        from scipy.ndimage import gaussian_filter
+
+        height, width = electrons.shape
+        x, y = wcs.world_to_pixel_values(galaxy.ra_deg, galaxy.dec_deg)
+        length = galaxy.scale_length_arcsec() / scale  # pixels
+        half = int(min(max(6 * length, 4 * sigma + 2), 400))
+        cx, cy = int(round(float(x))), int(round(float(y)))
+        if cx + half < 0 or cx - half >= width or cy + half < 0 or cy - half >= height:
+            return
+        q, angle = galaxy.shape()
+        yy, xx = np.mgrid[cy - half : cy + half + 1, cx - half : cx + half + 1].astype(np.float64)
+        dx, dy = xx - float(x), yy - float(y)
+        theta = math.radians(angle)
+        major = dx * math.sin(theta) + dy * math.cos(theta)
+        minor = (dx * math.cos(theta) - dy * math.sin(theta)) / q
+        profile = np.exp(-np.hypot(major, minor) / max(length, 0.3))
+        profile = gaussian_filter(profile, sigma)
+        total = self.photometry.electrons_per_second(
+            galaxy.mag(conditions.filter), conditions.filter, conditions.airmass
+        )
+        stamp = (profile / profile.sum() * float(total) * conditions.exposure_s).astype(np.float32)
+        y0, y1 = max(cy - half, 0), min(cy + half + 1, height)
+        x0, x1 = max(cx - half, 0), min(cx + half + 1, width)
+        electrons[y0:y1, x0:x1] += stamp[y0 - (cy - half) : y1 - (cy - half), x0 - (cx - half) : x1 - (cx - half)]
+
+
+def stamp_gaussians(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float) -> None:
+    """Adds circular Gaussians integrated over each pixel (so a star's pixels sum to its flux), vectorised:
+    one stamp of ±4σ per source, pixels outside the image dropped."""
+    if len(x) == 0:
+        return
+    height, width = image.shape
+    radius = max(2, int(math.ceil(4 * sigma)))
+    offsets = np.arange(-radius, radius + 1)
+    for start in range(0, len(x), 20000):  # bounded memory for crowded fields
+        xs, ys, fs = x[start : start + 20000], y[start : start + 20000], flux[start : start + 20000]
+        ix, iy = np.rint(xs).astype(np.int64), np.rint(ys).astype(np.int64)
+        px = ix[:, None] + offsets[None, :]
+        py = iy[:, None] + offsets[None, :]
+        root2sigma = math.sqrt(2.0) * sigma
+        gx = 0.5 * (erf((px + 0.5 - xs[:, None]) / root2sigma) - erf((px - 0.5 - xs[:, None]) / root2sigma))
+        gy = 0.5 * (erf((py + 0.5 - ys[:, None]) / root2sigma) - erf((py - 0.5 - ys[:, None]) / root2sigma))
+        stamps = (fs[:, None, None] * gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+        rows = np.broadcast_to(py[:, :, None], stamps.shape)
+        cols = np.broadcast_to(px[:, None, :], stamps.shape)
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        np.add.at(image.reshape(-1), (rows[inside] * width + cols[inside]), stamps[inside])
+
+
+def read_reference_catalog_csv(path: Path) -> dict[str, np.ndarray]:
+    """The simulator's reference catalog back as columns (for tests and benchmarks)."""
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    return {column: np.array([float(row[column]) for row in rows]) for column in REFERENCE_COLUMNS}
+
+
+@dataclass(frozen=True)
+class FrameTruth:
+    """What the simulator knows of a frame it wrote: where it truly points and its true zero point."""
+
+    wcs: WCS
+    magzp: float
+    conditions: Conditions
+
+
+def write_calibrated_frame(
+    path: Path,
+    sky: SimulatedSky,
+    centre: tuple[float, float],
+    size: int,
+    *,
+    pointing_error_arcsec: tuple[float, float] = (20.0, -15.0),
+    pixel_scale_arcsec: float = TOROS_PIXEL_SCALE_ARCSEC,
+    conditions: Conditions | None = None,
+    gain: float = 1.5,
+    read_noise: float = 6.0,
+    seed: int = 0,
+) -> FrameTruth:
+    """A calibrated science frame as the preprocessor writes one (float32 ADU, bias and dark removed, a MASK
+    extension) whose header WCS is the *reported* pointing ``centre``, while the sky is rendered where the
+    telescope truly points (``pointing_error_arcsec``: ΔRA·cos Dec, ΔDec). For tests and benchmarks."""
+    from astropy.io import fits
+
+    from toros.fitsfiles import write_fits
+    from toros.sky_geometry import tan_wcs
+
+    conditions = conditions or Conditions("r", 60.0, 1.2, 1.8, datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
+    ra, dec = centre
+    true_dec = dec + pointing_error_arcsec[1] / 3600.0
+    true_ra = ra + pointing_error_arcsec[0] / 3600.0 / math.cos(math.radians(true_dec))
+    true_wcs = tan_wcs(true_ra, true_dec, size, size, pixel_scale_arcsec)
+    rng = np.random.default_rng(seed)
+    sky_rate = sky.photometry.sky_electrons(conditions.filter, pixel_scale_arcsec)
+    electrons = np.full((size, size), sky_rate * conditions.exposure_s, dtype=np.float32)
+    sky.render(electrons, true_wcs, pixel_scale_arcsec, conditions)
+    noise = rng.standard_normal(electrons.shape, dtype=np.float32)
+    noise *= np.sqrt(np.maximum(electrons, 0.0) + read_noise**2)
+    data = (electrons + noise) / np.float32(gain)
+    header = fits.Header()
+    header["IMAGETYP"] = "LIGHT"
+    header["FILTER"] = conditions.filter
+    header["EXPTIME"] = conditions.exposure_s
+    header["DATE-OBS"] = conditions.when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    header["GAIN"] = gain
+    header["RDNOISE"] = read_noise
+    header["SATURATE"] = 65535.0
+    header["AIRMASS"] = conditions.airmass
+    header["RAWFILE"] = path.name
+    header.update(tan_wcs(ra, dec, size, size, pixel_scale_arcsec).to_header())
+    write_fits(path, [fits.PrimaryHDU(data, header), fits.ImageHDU(np.zeros(data.shape, np.uint8), name="MASK")])
+    magzp = sky.photometry.magzp(conditions.filter, conditions.airmass, conditions.exposure_s, gain)
+    return FrameTruth(true_wcs, magzp, conditions)

@@ -12,7 +12,9 @@ from toros.demo import run_chain
 
 def test_alert_to_calibrated_images(tmp_path):
     lines: list[str] = []
-    result = run_chain(tmp_path / "chain", frame=128, rate=600.0, galaxies=5000, timeout=240.0, say=lines.append)
+    result = run_chain(
+        tmp_path / "chain", frame=512, pixel_scale=1.0, rate=600.0, galaxies=5000, timeout=240.0, say=lines.append
+    )
     assert result.ok, "\n".join(lines)
     assert result.exit_codes == {"alert": 0, "telescope": 0, "preprocessor": 0}
     assert any("6 targets accepted" in line for line in lines), lines
@@ -24,6 +26,14 @@ def test_alert_to_calibrated_images(tmp_path):
     with fits.open(result.calibrated[0]) as hdus:
         assert hdus[0].header["IMAGETYP"] == "LIGHT" and "MASK" in hdus and hdus[0].data.dtype.name == "float32"
         assert hdus[0].header["DRILL"] is True, "a mock alert is handled as a drill down to the images"
+    # Science-ready: every calibrated frame has a fitted WCS, a zero point and its source catalog beside it.
+    assert result.science_ready == result.calibrated, "\n".join(lines)
+    for path in result.calibrated:
+        header = fits.getheader(path)
+        assert header["WCSSRC"] == "fit" and header["ASTRRMS"] < 0.3 and header["ASTRNSTR"] >= 12
+        assert 24 < header["MAGZP"] < 27 and header["MAGZPERR"] < 0.05 and header["LIMMAG"] > 18
+        catalog = Path(path.removesuffix(".fits") + "_cat.fits")
+        assert catalog.exists() and len(fits.getdata(catalog)) > 12
     assert list(data.glob("alerts/MS181101ab/*/targets-macon.csv")) and list(
         data.glob("alerts/MS181101ab/*/skymap.png")
     )

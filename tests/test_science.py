@@ -40,7 +40,7 @@ def sky() -> SimulatedSky:
 @pytest.fixture(scope="module")
 def reference(sky, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("catalog") / "reference.csv"
-    sky.stars.write_reference_catalog(path, *FIELD, 0.6)
+    sky.stars.write_reference_catalog(path, [FIELD], 0.6)
     return path
 
 
@@ -206,7 +206,7 @@ def test_frames_that_cannot_be_solved_say_why(sky, reference, tmp_path, spoil, m
 
 def test_a_pointing_error_of_a_degree_is_named_when_the_catalog_covers_it(sky, tmp_path):
     wide = tmp_path / "wide.csv"
-    sky.stars.write_reference_catalog(wide, *FIELD, 1.8)
+    sky.stars.write_reference_catalog(wide, [FIELD], 1.8)
     path = tmp_path / "frame_cal.fits"
     write_calibrated_frame(path, sky, FIELD, 1024, pointing_error_arcsec=(0.0, 3600.0))
     with pytest.raises(ScienceFailed, match="is the pointing far off"):

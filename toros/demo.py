@@ -13,6 +13,7 @@ stops the daemons. Everything goes under ./demo/ (ignored by git).
 
 from __future__ import annotations
 
+import csv
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import grpc
 import yaml
+from astropy.io import fits
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
@@ -32,9 +34,12 @@ from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
+from toros.simulation.sky import StarCatalog
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "alerts"
 ALERT = SAMPLES / "MS181101ab-preliminary.json"
+REFERENCE_CATALOG = "reference-stars.csv"
+REFERENCE_MARGIN_DEG = 0.1  # beyond a frame's half-diagonal: the mount's pointing error and then some
 CLOCK_START = "2026-05-01T21:40:00Z"  # Macón, the Sun at +9 deg; the sample region rises during the night
 
 
@@ -51,12 +56,14 @@ class ChainResult:
     exit_codes: dict[str, int] = field(default_factory=dict)
     light_frames: int = 0
     calibrated: list[str] = field(default_factory=list)
+    science_ready: list[str] = field(default_factory=list)  # calibrated frames with a fitted WCS and MAGZP
 
 
 def write_config(
     folder: Path,
     *,
     frame: int,
+    pixel_scale: float = 0.47,
     rate: float,
     galaxies: int,
     clock_start: str = CLOCK_START,
@@ -92,7 +99,14 @@ def write_config(
         "telescope": {
             "port": ports["telescope"],
             "mode": "robotic",
-            "camera": {"width": frame, "height": frame, "overscan": max(8, frame // 32), "readout_s": 5.0},
+            "camera": {
+                "width": frame,
+                "height": frame,
+                "overscan": max(8, frame // 32),
+                "readout_s": 5.0,
+                "pixel_scale_arcsec": pixel_scale,
+            },
+            "sky": {"galaxy_catalog": catalog.name},
             "calibrations": {
                 "bias_count": 5,
                 "dark_count": 5,
@@ -105,11 +119,22 @@ def write_config(
             "port": ports["preprocessor"],
             "http": f"http://127.0.0.1:{ports['preprocessor']}",
             "follow": [{"name": "macon", "address": f"127.0.0.1:{ports['telescope']}"}],
+            "science": {"reference_catalog": REFERENCE_CATALOG},
         },
     }
     path = folder / "toros.demo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def write_reference_stars(folder: Path, radius_deg: float) -> int:
+    """The site's reference catalog for the fields the alert robot chose: the simulated sky's stars around
+    each target (a real site keeps a Gaia or Pan-STARRS extract)."""
+    centres = []
+    for targets in (folder / "data" / "alerts").glob("*/*/targets-*.csv"):
+        with open(targets, newline="", encoding="utf-8") as stream:
+            centres += [(float(row["ra_deg"]), float(row["dec_deg"])) for row in csv.DictReader(stream)]
+    return StarCatalog().write_reference_catalog(folder / REFERENCE_CATALOG, centres, radius_deg)
 
 
 def wait_serving(port: int, logs: Path, timeout: float = 120.0) -> None:
@@ -219,14 +244,15 @@ class Node:
 def run_chain(
     folder: Path,
     *,
-    frame: int = 1024,
+    frame: int = 2048,
+    pixel_scale: float = 0.47,
     rate: float = 300.0,
     galaxies: int = 20000,
     timeout: float = 540.0,
     say: Callable[[str], None] = print,
 ) -> ChainResult:
     """Runs the whole chain under ``folder`` and stops the daemons; never leaves a daemon running."""
-    node = Node(write_config(folder, frame=frame, rate=rate, galaxies=galaxies))
+    node = Node(write_config(folder, frame=frame, pixel_scale=pixel_scale, rate=rate, galaxies=galaxies))
     result = ChainResult(ok=False)
     say(f"starting alert, telescope and preprocessor on loopback (config {node.config})")
     try:
@@ -239,6 +265,8 @@ def run_chain(
             say(f"  {line.strip()}")
         if replay.returncode != 0:
             raise RuntimeError(f"the alert was not processed: {replay.stderr.strip() or replay.stdout.strip()}")
+        stars = write_reference_stars(folder, frame * pixel_scale / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
+        say(f"reference catalog: {stars} synthetic stars around the targets ({REFERENCE_CATALOG})")
         deadline = time.monotonic() + timeout
         shown = ""
         while time.monotonic() < deadline:
@@ -260,6 +288,7 @@ def run_chain(
         result.exit_codes = node.stop()
     say("daemons stopped (exit codes: " + ", ".join(f"{m} {c}" for m, c in result.exit_codes.items()) + ")")
     result.calibrated = sorted(str(p) for p in (folder / "data" / "calibrated").rglob("*_cal.fits"))
+    result.science_ready = [p for p in result.calibrated if "MAGZP" in fits.getheader(p)]
     result.ok = result.ok and not any(result.exit_codes.values())
     return result
 
@@ -271,6 +300,7 @@ def main() -> int:
     print("demo: where things are:")
     for label, pattern in (
         ("calibrated images", "calibrated/*"),
+        ("source catalogs", "calibrated/*/*_cat.fits"),
         ("target list", "alerts/*/*/targets-*.csv"),
         ("sky-map plot", "alerts/*/*/skymap.png"),
         ("night-plan plot", "20*/plan.png"),
@@ -283,7 +313,8 @@ def main() -> int:
         )
     print(f"  {'logs':18s} {folder / 'logs' / 'toros.log'}")
     print(
-        f"demo: {len(result.calibrated)} calibrated frames of {result.light_frames} science frames"
+        f"demo: {len(result.calibrated)} calibrated frames of {result.light_frames} science frames, "
+        f"{len(result.science_ready)} science-ready (fitted WCS, zero point, source catalog)"
         + ("" if result.ok else " — FAILED")
     )
     return 0 if result.ok else 1

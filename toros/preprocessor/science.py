@@ -39,6 +39,8 @@ CATALOG_SUFFIX = "_cat.fits"
 MASK_UNUSABLE = 1 | 2 | 4  # hot, bad flat, saturated (the calibrated frame's MASK bits)
 MASK_SATURATED = 4
 APERTURE_FWHMS = 2.0  # zero-point aperture radius: all of a star's light
+ZERO_POINT_MIN_SNR = 10.0
+ZERO_POINT_MIN_STARS = 3
 BACKGROUND_ANNULUS = (3.0, 5.0)  # FWHMs: the local sky around each aperture (the global map is biased low)
 FWHM_APERTURE_FRACTION = 1.0 - math.exp(-4 * math.log(2))  # a Gaussian's light within radius FWHM: 0.9375
 WCS_KEYWORDS = ("WCSAXES", "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1",
@@ -290,20 +292,27 @@ class ScienceStep:
         order = np.argsort(-stars.flux)[: self.settings.sources_for_matching]
         inside = (ref_x > -0.1 * width) & (ref_x < 1.1 * width) & (ref_y > -0.1 * height) & (ref_y < 1.1 * height)
         in_field = near[inside]
-        try:
-            mags = self.catalog.mags.get("r", next(iter(self.catalog.mags.values())))
-            brightest = in_field[np.argsort(mags[in_field])[: 2 * self.settings.sources_for_matching]]
-            ref_points = np.column_stack(
+        mags = self.catalog.mags.get("r", next(iter(self.catalog.mags.values())))
+        by_brightness = in_field[np.argsort(mags[in_field])]
+        detected = np.column_stack([stars.x[order], stars.y[order]])
+        failure = ""
+        # As many reference stars as detections and then some (the faintest are not detected): tried with more
+        # when the asterisms do not match.
+        for ratio in (1.5, 2.5, 4.0):
+            brightest = by_brightness[: max(int(ratio * len(order)), 12)]
+            reference = np.column_stack(
                 first.world_to_pixel_values(self.catalog.ra[brightest], self.catalog.dec[brightest])
             )
-            transform, _ = astroalign.find_transform(
-                np.column_stack([stars.x[order], stars.y[order]]), ref_points, max_control_points=50
-            )
-        except (astroalign.MaxIterError, ValueError, TypeError) as exc:
+            try:
+                transform, _ = astroalign.find_transform(detected, reference, max_control_points=50)
+                break
+            except (astroalign.MaxIterError, ValueError, TypeError) as exc:
+                failure = str(exc)
+        else:
             raise ScienceFailed(
                 f"no match between the {len(order)} brightest sources and the reference stars around the "
-                f"header's pointing ({exc}): is the pointing far off?"
-            ) from None
+                f"header's pointing ({failure}): is the pointing far off?"
+            )
         # All stars through the transform, matched to their nearest reference star within 3 pixels.
         moved = transform(np.column_stack([stars.x, stars.y]))
         tree = cKDTree(np.column_stack([ref_x, ref_y]))
@@ -370,9 +379,12 @@ class ScienceStep:
             subpix=5,
             bkgann=(BACKGROUND_ANNULUS[0] * fwhm, BACKGROUND_ANNULUS[1] * fwhm),
         )
-        usable = (flux > 0) & (flags == 0) & np.isfinite(catalog_mags) & (flux > 20 * flux_err)
-        if usable.sum() < 5:
-            raise ScienceFailed(f"{int(usable.sum())} stars bright enough for the zero point, 5 needed")
+        usable = (flux > 0) & (flags == 0) & np.isfinite(catalog_mags) & (flux > ZERO_POINT_MIN_SNR * flux_err)
+        if usable.sum() < ZERO_POINT_MIN_STARS:
+            raise ScienceFailed(
+                f"{int(usable.sum())} stars bright enough for the zero point (S/N > {ZERO_POINT_MIN_SNR:g}), "
+                f"{ZERO_POINT_MIN_STARS} needed"
+            )
         points = catalog_mags[usable] + 2.5 * np.log10(flux[usable])
         clipped = sigma_clipped_stats(points, sigma=3.0)
         kept = np.abs(points - clipped[1]) <= 3.0 * max(clipped[2], 1e-3)

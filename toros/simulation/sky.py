@@ -154,16 +154,23 @@ class StarCatalog:
         near = separation_deg(ra, dec, ra_deg, dec_deg) <= radius_deg
         return Stars(ra[near], dec[near], {f: m[near] for f, m in mags.items()})
 
-    def write_reference_catalog(self, path: Path, ra_deg: float, dec_deg: float, radius_deg: float) -> int:
-        """Writes the stars of a cone as a reference catalog (CSV: ra_deg, dec_deg and AB magnitudes)."""
-        stars = self.cone(ra_deg, dec_deg, radius_deg)
-        with atomic_write(path) as stream:
-            lines = [",".join(REFERENCE_COLUMNS)]
+    def write_reference_catalog(self, path: Path, centres: Sequence[tuple[float, float]], radius_deg: float) -> int:
+        """Writes the stars within ``radius_deg`` of any of ``centres`` as a reference catalog (CSV: ra_deg,
+        dec_deg and AB magnitudes per filter); returns how many."""
+        seen: set[tuple[float, float]] = set()
+        lines = [",".join(REFERENCE_COLUMNS)]
+        for ra, dec in centres:
+            stars = self.cone(ra, dec, radius_deg)
             for n in range(len(stars)):
+                key = (round(float(stars.ra[n]), 9), round(float(stars.dec[n]), 9))
+                if key in seen:
+                    continue
+                seen.add(key)
                 values = [stars.ra[n], stars.dec[n], *(stars.mags[f][n] for f in REFERENCE_COLUMNS[2:])]
                 lines.append(",".join(f"{v:.7f}" if k < 2 else f"{v:.4f}" for k, v in enumerate(values)))
+        with atomic_write(path) as stream:
             stream.write(("\n".join(lines) + "\n").encode())
-        return len(stars)
+        return len(seen)
 
 
 @dataclass(frozen=True)

@@ -276,8 +276,10 @@ class Sky:
     and the Moon; the lamp-lit screen for dome flats; the sources where the telescope truly points (the
     reported pointing plus an error only this class knows) while it tracks in the dark."""
 
-    # Twilight brightens the sky by about 0.85 mag per degree of solar altitude above -18°.
-    MAG_PER_DEGREE = 0.85
+    # Twilight brightens the sky slowly below the Sun at -12° (0.3 mag per degree from -18°), then steeply
+    # (1 mag per degree): about 2 mag over the dark sky at the end of nautical twilight, 11 mag at -3°.
+    TWILIGHT_SLOW = (-18.0, -12.0, 0.3)
+    TWILIGHT_STEEP = 1.0
     SCREEN_ELECTRONS_PER_SECOND = 6000.0
     DARK_ENOUGH_FOR_STARS_DEG = -12.0
 
@@ -302,6 +304,17 @@ class Sky:
         rng = np.random.default_rng(seed)
         return tuple(rng.normal(0.0, self.settings.pointing_error_arcsec / 3600.0, 2))  # type: ignore[return-value]
 
+    @classmethod
+    def twilight_mag(cls, sun_altitude_deg: float) -> float:
+        """How many magnitudes twilight brightens the sky over the dark sky."""
+        dark, knee, slope = cls.TWILIGHT_SLOW
+        sun = min(sun_altitude_deg, 5.0)
+        if sun <= dark:
+            return 0.0
+        if sun <= knee:
+            return slope * (sun - dark)
+        return slope * (knee - dark) + cls.TWILIGHT_STEEP * (sun - knee)
+
     def light(self) -> Light:
         from toros.telescope.astronomy import altaz_exact, sun_altitude
 
@@ -312,7 +325,7 @@ class Sky:
             return Light(0.0)
         now = self.clock.now()
         sun = sun_altitude(self.site, now)
-        brightening = 10 ** (0.4 * self.MAG_PER_DEGREE * max(0.0, min(sun, 5.0) + 18.0)) * self._moonlight(now)
+        brightening = 10 ** (0.4 * self.twilight_mag(sun)) * self._moonlight(now)
         sky_rate = self.sky.photometry.sky_electrons(
             filter if filter in FILTERS else "clear", self.camera.pixel_scale_arcsec, brightening
         )

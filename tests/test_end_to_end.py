@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from astropy.io import fits
+from support import toros_cli
 
 from toros.demo import run_chain
 
@@ -34,6 +35,10 @@ def test_alert_to_calibrated_images(tmp_path):
         assert 24 < header["MAGZP"] < 27 and header["MAGZPERR"] < 0.05 and header["LIMMAG"] > 18
         catalog = Path(path.removesuffix(".fits") + "_cat.fits")
         assert catalog.exists() and len(fits.getdata(catalog)) > 12
+    # The reference library filled from the night's own frames: one current reference per field (6 targets).
+    listing = toros_cli("references", "list", "--config", str(tmp_path / "chain" / "toros.demo.yaml"))
+    current = [line for line in listing.stdout.splitlines() if line[4:5] == "*"]
+    assert len(current) == 6 and all(" r " in line and "own: " in line for line in current), listing.stdout
     assert list(data.glob("alerts/MS181101ab/*/targets-macon.csv")) and list(
         data.glob("alerts/MS181101ab/*/skymap.png")
     )

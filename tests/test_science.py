@@ -252,3 +252,64 @@ def test_a_catalog_without_the_frame_filter_says_so(sky, tmp_path):
     )
     with pytest.raises(ScienceFailed, match="no magnitudes for filter 'g'"):
         step(only_r).run(path)
+
+
+def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, start_daemon, sky, tmp_path):
+    import grpc
+    from support import wait_for
+
+    from toros.generated import toros_pb2 as pb
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+    from toros.preprocessor.module import PreprocessorModule
+    from toros.runtime.server import Daemon
+    from toros.simulation.ccd import Sensor, make_frame, write_night
+    from toros.simulation.sky import Scene
+    from toros.sky_geometry import tan_wcs
+
+    reference = tmp_path / "reference-stars.csv"
+    sky.stars.write_reference_catalog(reference, [FIELD], 0.4)
+    config = make_config(preprocessor={"port": 0, "science": {"reference_catalog": str(reference)}})
+    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    night = daemon.storage_root / "raw" / "2026-11-22"
+    sensor = Sensor(width=1024, height=1024, overscan=16)
+    write_night(night, sensor, lights=0)
+    for number in range(2):
+        true_wcs = tan_wcs(FIELD[0] + 0.004, FIELD[1] - 0.003, 1024, 1024, 0.47)  # the pointing error
+        conditions = Conditions("r", 0.0, 1.1, 1.7 + 0.3 * number, WHEN + timedelta(minutes=5 * number))
+        frame = make_frame(
+            sensor,
+            "light",
+            exposure_time=120.0,
+            sky_rate=sky.photometry.sky_electrons("r", 0.47),
+            scene=Scene(sky, true_wcs, 0.47, conditions),
+            date_obs=conditions.when,
+            seed=number,
+        )
+        frame.header.update(tan_wcs(*FIELD, 1024, 1024, 0.47).to_header())  # where the mount said it pointed
+        frame.write(str(night / f"light-{number}.fits"))
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        stub = FrontDeskStub(channel)
+        stub.Submit(pb.WorkOrder(id="night", calibrate_night=pb.CalibrateNight(directory="raw/2026-11-22")))
+        status = wait_for(
+            lambda: (
+                (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="night"))).state == pb.WORK_ORDER_STATE_DONE and s
+            ),
+            timeout=120,
+        )
+        kinds = sorted(p.kind for p in status.products)
+        assert kinds.count("calibrated") == 2 and kinds.count("source_catalog") == 2 and "reference" in kinds
+        for product in (p for p in status.products if p.kind == "calibrated"):
+            assert product.HasField("science") and product.science.astrometry_stars >= 12
+            assert product.science.catalog_path.endswith("_cat.fits") and product.science.magzp > 20
+            assert fits.getheader(product.path)["MAGZP"] == pytest.approx(product.science.magzp, abs=1e-4)
+        progress = [
+            e.calibration_progress
+            for e in stub.Watch(
+                pb.WatchRequest(work_order_id="night", kinds=[pb.EVENT_KIND_CALIBRATION_PROGRESS], replay_only=True)
+            )
+        ]
+        ready = [p for p in progress if p.HasField("science")]
+        assert len(ready) == 2 and all(p.stage == "science" and p.path.endswith("_cal.fits") for p in ready)
+        catalog = next(p for p in status.products if p.kind == "source_catalog")
+        chunks = list(stub.FetchFile(pb.FetchFileRequest(path=catalog.path)))
+        assert b"".join(c.data for c in chunks) == Path(catalog.path).read_bytes()

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import yaml
@@ -28,6 +28,10 @@ from toros.runtime.states import FINAL_STATES, state_name
 from toros.runtime.validation import TASK_MODULES
 
 UNARY_TIMEOUT = 30.0
+
+
+if TYPE_CHECKING:
+    from toros.preprocessor.references import ReferenceLibrary
 
 
 class CliError(Exception):
@@ -383,6 +387,64 @@ def cmd_alert_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_library(args: argparse.Namespace) -> ReferenceLibrary:
+    from toros.preprocessor.references import ReferenceLibrary
+
+    config = _config(args)
+    return ReferenceLibrary(config.database, Path(config.storage.root), config.preprocessor.references)
+
+
+def cmd_references_import(args: argparse.Namespace) -> int:
+    """Images with a celestial WCS (survey cutouts…) into the reference library; each named if refused."""
+    import time
+
+    from toros.preprocessor.references import BadReference
+
+    library = _reference_library(args)
+    refused = 0
+    try:
+        for name in args.files:
+            path = Path(name)
+            try:
+                reference = library.import_file(path, time.time(), filter=args.filter)
+            except BadReference as exc:
+                print(f"toros: {exc}", file=sys.stderr)
+                refused += 1
+                continue
+            except OSError as exc:
+                print(f"toros: {path}: {exc.strerror or exc}", file=sys.stderr)
+                refused += 1
+                continue
+            print(
+                f"reference {reference.id}: {reference.filter} at {reference.ra_deg:.4f} {reference.dec_deg:+.4f}, "
+                f"radius {reference.radius_deg * 60:.1f} arcmin, taken {reference.taken} -> {reference.path}"
+            )
+    finally:
+        library.close()
+    return 1 if refused else 0
+
+
+def cmd_references_list(args: argparse.Namespace) -> int:
+    """The reference library, one line per reference (current ones marked *)."""
+    library = _reference_library(args)
+    try:
+        found = library.all()
+    finally:
+        library.close()
+    if not found:
+        print("the reference library is empty")
+        return 0
+    print("  id  filter        RA       Dec radius' taken (UTC)       depth  FWHM\"  source")
+    for r in found:
+        depth = f"{r.depth:.2f}" if r.depth is not None else "-"
+        fwhm = f"{r.fwhm_arcsec:.2f}" if r.fwhm_arcsec is not None else "-"
+        print(
+            f"{r.id:>4}{'*' if r.current else ' '} {r.filter:6} {r.ra_deg:9.4f} {r.dec_deg:+9.4f} "
+            f"{r.radius_deg * 60:6.1f} {r.taken:16} {depth:>6} {fwhm:>6}  {r.source}  {r.path}"
+        )
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """A night plan (JSON and PNG altitude chart) for a CSV of targets, with the site and constraints of a config."""
     from datetime import date
@@ -520,6 +582,17 @@ def parser() -> argparse.ArgumentParser:
         help="config file whose alert.catalog to index (default: $TOROS_CONFIG, then /etc/toros/toros.conf.yaml)",
     )
     ingest.set_defaults(run=cmd_alert_ingest)
+
+    references = commands.add_parser("references", help="the reference library (images to subtract)")
+    reference_commands = references.add_subparsers(dest="references_command", required=True, metavar="ACTION")
+    importing = reference_commands.add_parser(
+        "import", parents=[common], help="add images with a celestial WCS (survey cutouts…)"
+    )
+    importing.add_argument("files", nargs="+", metavar="FILE", help="FITS images with a WCS")
+    importing.add_argument("--filter", help="the images' filter when their header has no FILTER")
+    importing.set_defaults(run=cmd_references_import)
+    listing = reference_commands.add_parser("list", parents=[common], help="every reference, current ones marked *")
+    listing.set_defaults(run=cmd_references_list)
 
     plan = commands.add_parser("plan", parents=[common], help="plan a night for a CSV of targets (JSON + PNG chart)")
     plan.add_argument(

@@ -12,6 +12,7 @@ from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
+from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
 from toros.runtime.files import confine
 from toros.runtime.module import Module, Services, Task
@@ -59,8 +60,10 @@ class PreprocessorModule(Module):
         super().__init__(services)
         self.storage_root = Path(self.config.storage.root)
         self.library: MasterLibrary | None = None
+        self.references: ReferenceLibrary | None = None
         self.followers: list[TelescopeFollower] = []
-        self._science: tuple[tuple[int, int] | None, ScienceStep | None] = (None, None)
+        # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
+        self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
 
     def tasks(self) -> dict[str, Task]:
         return {
@@ -70,6 +73,9 @@ class PreprocessorModule(Module):
 
     def start(self) -> None:
         self.library = MasterLibrary(self.config.database)
+        settings = self.config.preprocessor
+        if settings.references.enabled:
+            self.references = ReferenceLibrary(self.config.database, self.storage_root, settings.references)
         self.followers = [
             TelescopeFollower(telescope, self.services, self.storage_root)
             for telescope in self.config.preprocessor.follow
@@ -82,6 +88,8 @@ class PreprocessorModule(Module):
             follower.stop()
         if self.library is not None:
             self.library.close()
+        if self.references is not None:
+            self.references.close()
 
     def status_message(self) -> str:
         if not self.followers:
@@ -111,6 +119,7 @@ class PreprocessorModule(Module):
             work_order_id=context.id,
             now=self.clock.timestamp,
             science=self._science_step(),
+            references=self.references,
         )
 
     def _science_step(self) -> ScienceStep | None:
@@ -124,7 +133,9 @@ class PreprocessorModule(Module):
             status = path.stat()
             version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
         except OSError as exc:
-            log.error("science step off: reference catalog %s: %s", path, exc.strerror or exc)
+            if self._science[0] is not None or self._science[1] is not None:  # said once, until it changes
+                log.warning("science step off: reference catalog %s: %s", path, exc.strerror or exc)
+            self._science = (None, None)
             return None
         if self._science[0] != version:
             try:

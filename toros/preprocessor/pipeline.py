@@ -35,6 +35,7 @@ from toros.preprocessor.inventory import (
 )
 from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
+from toros.preprocessor.references import BadReference, ReferenceLibrary
 from toros.preprocessor.science import ScienceFailed, ScienceResult, ScienceStep
 from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.files import path_inside
@@ -157,9 +158,11 @@ class NightCalibration:
         work_order_id: str,
         now: Callable[[], float],
         science: ScienceStep | None = None,
+        references: ReferenceLibrary | None = None,
     ) -> None:
         self.settings = settings
         self.science = science
+        self.references = references
         self.library = library
         self.storage_root = storage_root
         self.longitude = longitude_deg
@@ -584,12 +587,26 @@ class NightCalibration:
         else:
             work.reporter.product(science.catalog_path, "source_catalog", science.catalog_sha256)
             work.reporter.product(output, "calibrated", science.frame_sha256, science=science.proto_fields())
+            self._consider_reference(output, work)
         work.result.calibrated.append(output)
         self._done += 1
         if science is None:
             work.reporter.stage("science", self._done, self._total, str(frame.path))
         else:
             work.reporter.stage("science", self._done, self._total, str(output), **science.proto_fields())
+
+    def _consider_reference(self, output: Path, work: SetupNight) -> None:
+        """A science-ready frame may become the reference of its field and filter."""
+        if self.references is None:
+            return
+        try:
+            reference = self.references.consider(output, self.work_order_id, self.now())
+        except (BadReference, OSError) as exc:
+            log.warning("%s: not considered as a reference: %s", output, exc)
+            return
+        if reference is not None:
+            work.reporter.product(reference.path, "reference")
+            work.result.notes.append(f"{output.name} is the reference of its field in {reference.filter}")
 
     def _science_ready(self, frame: RawFrame, output: Path, work: SetupNight) -> ScienceResult | None:
         """The science step on a calibrated frame (when configured); a frame it cannot solve stays calibrated

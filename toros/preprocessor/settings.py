@@ -76,6 +76,19 @@ class ScienceConfig(Section):
         return self.reference_catalog is not None and self.enabled is not False
 
 
+class ReferencesConfig(Section):
+    """When a science-ready frame becomes the reference of its field and filter (``references.py``)."""
+
+    enabled: bool = Field(default=True, description="science-ready frames may become references")
+    same_field_arcmin: float = Field(default=5.0, gt=0, le=600, description="centres this close: the same field")
+    min_depth_gain_mag: float = Field(default=0.2, ge=0, le=5, description="deeper by this much replaces")
+    sharper_factor: float = Field(
+        default=0.8, gt=0, le=1, description="a FWHM this much smaller replaces, if not shallower by the gain"
+    )
+    min_limmag: float = Field(default=17.0, ge=0, le=35, description="shallower frames never become references")
+    max_fwhm_arcsec: float = Field(default=4.0, gt=0, le=60, description="blurrier frames never become references")
+
+
 class FollowedTelescope(Section):
     """A telescope whose image stream the preprocessor follows."""
 
@@ -89,6 +102,7 @@ class PreprocessorConfig(ServerConfig):
     site: Site | None = Field(default=None, description="where the frames are taken; None: the telescope section's")
     calibration: CalibrationConfig = CalibrationConfig()
     science: ScienceConfig = ScienceConfig()
+    references: ReferencesConfig = ReferencesConfig()
     follow: tuple[FollowedTelescope, ...] = ()
 
     @field_validator("http")

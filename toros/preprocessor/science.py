@@ -39,6 +39,8 @@ CATALOG_SUFFIX = "_cat.fits"
 MASK_UNUSABLE = 1 | 2 | 4  # hot, bad flat, saturated (the calibrated frame's MASK bits)
 MASK_SATURATED = 4
 APERTURE_FWHMS = 2.0  # zero-point aperture radius: all of a star's light
+FIT_BRIGHTEST_FRACTION = 0.4
+SIP_GAIN = 0.9
 ZERO_POINT_MIN_SNR = 10.0
 ZERO_POINT_MIN_STARS = 3
 BACKGROUND_ANNULUS = (3.0, 5.0)  # FWHMs: the local sky around each aperture (the global map is biased low)
@@ -336,20 +338,34 @@ class ScienceStep:
             matched, refs = matched[good], refs[good]
         if len(matched) < self.settings.min_matches:
             raise ScienceFailed(f"{len(matched)} stars matched, {self.settings.min_matches} needed")
-        wcs = self._fit(stars, matched, refs, shape)
+        # The final fit on the best-measured stars: faint ones' centroids add noise (and blends, bias).
+        keep = max(self.settings.min_matches, int(len(matched) * FIT_BRIGHTEST_FRACTION))
+        brightest = np.argsort(-stars.flux[matched])[:keep]
+        matched, refs = matched[brightest], refs[brightest]
+        wcs = self._fit(stars, matched, refs, shape, final=True)
         residual = self._residuals(wcs, stars, matched, refs)
         return wcs, matched, refs, float(np.sqrt(np.mean(residual**2)))
 
-    def _fit(self, stars: _Sources, matched: np.ndarray, refs: np.ndarray, shape: tuple[int, int]) -> WCS:
+    def _fit(
+        self, stars: _Sources, matched: np.ndarray, refs: np.ndarray, shape: tuple[int, int], final: bool = False
+    ) -> WCS:
+        """TAN; for the final fit of a wide field also TAN+SIP, kept only when the distortion terms earn their keep (the rms
+        falls by ``SIP_GAIN``): on an undistorted field they would only add noise."""
         height, width = shape
         world = SkyCoord(self.catalog.ra[refs] * u.deg, self.catalog.dec[refs] * u.deg, frame="icrs")
-        span = float(np.ptp(stars.x[matched]) + np.ptp(stars.y[matched])) / 2.0 * self._scale / 60.0  # arcmin
-        wide = span >= self.settings.sip_above_arcmin and len(matched) >= 4 * self.settings.min_matches
-        sip = self.settings.sip_degree if wide else None
-        wcs = fit_wcs_from_points(
-            (stars.x[matched], stars.y[matched]), world, proj_point="center", projection="TAN", sip_degree=sip
-        )
+        points = (stars.x[matched], stars.y[matched])
+        wcs = fit_wcs_from_points(points, world, proj_point="center", projection="TAN")
         wcs.pixel_shape = (width, height)
+        span = float(np.ptp(stars.x[matched]) + np.ptp(stars.y[matched])) / 2.0 * self._scale / 60.0  # arcmin
+        if final and span >= self.settings.sip_above_arcmin and len(matched) >= 4 * self.settings.min_matches:
+            distorted = fit_wcs_from_points(
+                points, world, proj_point="center", projection="TAN", sip_degree=self.settings.sip_degree
+            )
+            distorted.pixel_shape = (width, height)
+            plain_rms = np.sqrt(np.mean(self._residuals(wcs, stars, matched, refs) ** 2))
+            sip_rms = np.sqrt(np.mean(self._residuals(distorted, stars, matched, refs) ** 2))
+            if sip_rms < SIP_GAIN * plain_rms:
+                return distorted
         return wcs
 
     def _residuals(self, wcs: WCS, stars: _Sources, matched: np.ndarray, refs: np.ndarray) -> np.ndarray:

@@ -125,7 +125,7 @@ def test_a_frame_is_made_science_ready_against_the_truth(sky, reference, tmp_pat
     header = fits.getheader(path)
     for keyword in ("MAGZP", "MAGZPERR", "FWHM", "LIMMAG", "SKYLEV", "ASTRRMS", "ASTRNSTR"):
         assert keyword in header
-    assert header["WCSSRC"] == "fit" and header["ASTRNSTR"] == result.astrometry_stars >= 50
+    assert header["WCSSRC"] == "fit" and header["ASTRNSTR"] == result.astrometry_stars >= 30
     # Astrometry: the fitted WCS puts the true stars within 0.1 pixel (rms) of where the sky drew them.
     fitted = WCS(header)
     stars = sky.stars.cone(*FIELD, 0.2)
@@ -273,7 +273,7 @@ def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, sta
     night = daemon.storage_root / "raw" / "2026-11-22"
     sensor = Sensor(width=1024, height=1024, overscan=16)
     write_night(night, sensor, lights=0)
-    for number in range(2):
+    for number in range(3):
         true_wcs = tan_wcs(FIELD[0] + 0.004, FIELD[1] - 0.003, 1024, 1024, 0.47)  # the pointing error
         conditions = Conditions("r", 0.0, 1.1, 1.7 + 0.3 * number, WHEN + timedelta(minutes=5 * number))
         frame = make_frame(
@@ -285,7 +285,8 @@ def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, sta
             date_obs=conditions.when,
             seed=number,
         )
-        frame.header.update(tan_wcs(*FIELD, 1024, 1024, 0.47).to_header())  # where the mount said it pointed
+        if number < 2:  # the third has no pointing: it stays calibrated, the order says why
+            frame.header.update(tan_wcs(*FIELD, 1024, 1024, 0.47).to_header())  # where the mount said it pointed
         frame.write(str(night / f"light-{number}.fits"))
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stub = FrontDeskStub(channel)
@@ -297,8 +298,12 @@ def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, sta
             timeout=120,
         )
         kinds = sorted(p.kind for p in status.products)
-        assert kinds.count("calibrated") == 2 and kinds.count("source_catalog") == 2 and "reference" in kinds
-        for product in (p for p in status.products if p.kind == "calibrated"):
+        assert kinds.count("calibrated") == 3 and kinds.count("source_catalog") == 2 and "reference" in kinds
+        assert (
+            "light-2.fits: not science-ready: no WCS in the header (the raw frame carried no pointing)"
+            in status.message
+        )
+        for product in (p for p in status.products if p.kind == "calibrated" and "light-2" not in p.path):
             assert product.HasField("science") and product.science.astrometry_stars >= 12
             assert product.science.catalog_path.endswith("_cat.fits") and product.science.magzp > 20
             assert fits.getheader(product.path)["MAGZP"] == pytest.approx(product.science.magzp, abs=1e-4)

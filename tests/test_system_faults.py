@@ -15,6 +15,8 @@ from toros.demo import ALERT, SAMPLES, Node, write_config
 from toros.generated import toros_pb2 as pb
 from toros.runtime.states import FINAL_STATES
 
+EARLY_EVENING = "2026-05-01T21:00:00Z"  # Macón, the Sun at +18 deg: time for long darks before the sky flats
+
 
 @pytest.fixture
 def node(tmp_path):
@@ -55,7 +57,7 @@ def finish(node: Node, timeout: float = 180.0) -> None:
 
 
 def test_kill_9_the_preprocessor_mid_night_every_image_is_calibrated_exactly_once(node):
-    chain = node(exposure_s=300.0)
+    chain = node(exposure_s=300.0, clock_start=EARLY_EVENING)  # 25 min of darks before twilight
     assert "6 targets accepted" in replay(chain, ALERT)
     wait_for(lambda: chain.progress()[3] >= 2, timeout=120, interval=0.3)
     chain.kill("preprocessor")
@@ -70,7 +72,7 @@ def test_kill_9_the_preprocessor_mid_night_every_image_is_calibrated_exactly_onc
 
 
 def test_kill_9_the_telescope_mid_night_the_stream_resumes_without_losing_an_image(node):
-    chain = node(exposure_s=300.0)
+    chain = node(exposure_s=300.0, clock_start=EARLY_EVENING)  # 25 min of darks before twilight
     assert "6 targets accepted" in replay(chain, ALERT)
     wait_for(lambda: len(chain.light_frames()) >= 3, timeout=120, interval=0.3)
     chain.kill("telescope")

@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
 from support import NIGHT_TIME, SMALL_CAMERA, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
@@ -200,6 +202,11 @@ def test_observing_targets_in_manual_mode(telescope, tmp_path):
     assert 30 < header["ALTITUDE"] < 90
     assert header["AIRMASS"] == pytest.approx(1 / math.sin(math.radians(header["ALTITUDE"])), rel=1e-3)
     assert header["FILTER"] == "r" and header["EXPTIME"] == 60.0
+    # The WCS of where the mount said it pointed (the simulator alone knows its pointing error).
+    assert header["CTYPE1"] == "RA---TAN" and header["WCSSRC"] == "mount"
+    assert (header["CRVAL1"], header["CRVAL2"]) == pytest.approx((11.888, -25.288))
+    scales = proj_plane_pixel_scales(WCS(header))
+    assert header["CRPIX1"] == pytest.approx((64 + 1) / 2) and scales * 3600 == pytest.approx([0.47, 0.47])
     assert (tmp_path / "data" / "2026-11-22" / "plan.json").exists() and (
         tmp_path / "data" / "2026-11-22" / "plan.png"
     ).exists()

@@ -40,7 +40,10 @@ class Repeating:
             again = False
             try:
                 again = bool(self.step())
-            except Exception:  # the loop outlives any one failure
-                log.exception("%s: step failed", self.name)
+            except Exception as exc:  # the loop outlives any one failure
+                if self.stopping.is_set():  # the daemon is going down under it (the journal closing…)
+                    log.info("%s: step cut short by the stop: %s", self.name, exc)
+                else:
+                    log.exception("%s: step failed", self.name)
             if not again:
                 self.wait(self.interval_s)

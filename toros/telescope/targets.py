@@ -218,9 +218,11 @@ class Dispatcher:
         targets = self._plan_targets(entries)
         folder = self.root / night.isoformat()
         json_path, png_path = folder / "plan.json", folder / "plan.png"
+        observed = self.book.observations(night.isoformat())
+        if not targets and not observed:
+            return  # nothing to plan or to show yet
         plan, _ = make_plan(targets, self.config.site, self.config.constraints, night, since=now)
         plan.made = now
-        observed = self.book.observations(night.isoformat())
         if not targets and json_path.exists():  # the last plan of the night stays on disk to be looked at
             draw_night(png_path, plan, targets, self.config.site, self.config.constraints, observed, now)
             return

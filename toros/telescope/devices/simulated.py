@@ -11,7 +11,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -282,6 +282,7 @@ class Sky:
     TWILIGHT_STEEP = 1.0
     SCREEN_ELECTRONS_PER_SECOND = 6000.0
     DARK_ENOUGH_FOR_STARS_DEG = -12.0
+    MOON_STEP_S = 600.0
 
     def __init__(
         self,
@@ -296,6 +297,7 @@ class Sky:
         self.camera = camera
         self.settings = settings
         self.sky = simulated_sky(settings)
+        self._moon: tuple[int, float] = (-1, 1.0)  # (clock step, brightening)
 
     def pointing_error(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
         """(ΔRA·cos Dec, ΔDec) in degrees between where the mount says it points and where it does: the same
@@ -350,7 +352,14 @@ class Sky:
         return Light(sky_rate, scene=Scene(self.sky, wcs, camera.pixel_scale_arcsec, conditions))
 
     def _moonlight(self, now: datetime) -> float:
-        """How much the Moon brightens the sky: up to about 1.5 mag for a full Moon high up."""
+        """How much the Moon brightens the sky: up to about 1.5 mag for a full Moon high up. Computed once per
+        ``MOON_STEP_S`` of clock time (the Moon moves little; an accelerated clock must not wait for astropy)."""
+        step = int(now.timestamp() // self.MOON_STEP_S)
+        if self._moon[0] != step:
+            self._moon = (step, self._moonlight_at(datetime.fromtimestamp(step * self.MOON_STEP_S, UTC)))
+        return self._moon[1]
+
+    def _moonlight_at(self, now: datetime) -> float:
         from astroplan import moon_illumination
         from astropy.coordinates import AltAz, get_body
         from astropy.time import Time

@@ -318,3 +318,20 @@ def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, sta
         catalog = next(p for p in status.products if p.kind == "source_catalog")
         chunks = list(stub.FetchFile(pb.FetchFileRequest(path=catalog.path)))
         assert b"".join(c.data for c in chunks) == Path(catalog.path).read_bytes()
+
+
+def test_too_few_matched_stars_is_named(sky, reference, tmp_path):
+    path = tmp_path / "frame_cal.fits"
+    write_calibrated_frame(path, sky, FIELD, 1024)  # 28 point sources, not all of them catalog stars
+    with pytest.raises(ScienceFailed, match=r"^\d+ stars matched, 28 needed$"):
+        step(reference, min_matches=28).run(path)
+
+
+def test_a_fits_reference_catalog_serves_as_well_as_a_csv(sky, reference, tmp_path):
+    table = Table.read(reference, format="csv")
+    as_fits = tmp_path / "reference.fits"
+    table.write(as_fits)
+    path = tmp_path / "frame_cal.fits"
+    truth = write_calibrated_frame(path, sky, FIELD, 1024)
+    result = step(as_fits).run(path)
+    assert result.magzp == pytest.approx(truth.magzp, abs=0.03) and result.astrometry_rms_arcsec < 0.2

@@ -32,9 +32,12 @@ def test_alert_to_calibrated_images(tmp_path):
     for path in result.calibrated:
         header = fits.getheader(path)
         assert header["WCSSRC"] == "fit" and header["ASTRRMS"] < 0.3 and header["ASTRNSTR"] >= 12
-        assert 24 < header["MAGZP"] < 27 and header["MAGZPERR"] < 0.05 and header["LIMMAG"] > 18
+        assert 24 < header["MAGZP"] < 27 and header["MAGZPERR"] < 0.2 and header["LIMMAG"] > 18
         catalog = Path(path.removesuffix(".fits") + "_cat.fits")
         assert catalog.exists() and len(fits.getdata(catalog)) > 12
+    # One telescope, one night: the zero points agree (they differ by airmass and the frames' few stars).
+    zero_points = [fits.getheader(path)["MAGZP"] for path in result.calibrated]
+    assert max(zero_points) - min(zero_points) < 0.3, zero_points
     # The reference library filled from the night's own frames: one current reference per field (6 targets).
     listing = toros_cli("references", "list", "--config", str(tmp_path / "chain" / "toros.demo.yaml"))
     current = [line for line in listing.stdout.splitlines() if line[4:5] == "*"]

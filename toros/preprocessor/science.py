@@ -270,6 +270,8 @@ class ScienceStep:
             & (sources.y > edge)
             & (sources.y < height - edge)
         )
+        if keep.sum() >= 5:  # as wide as the stars: cosmic rays and hot pixels are narrower
+            keep &= sources.a >= 0.5 * float(np.median(sources.a[keep]))
         return sources.take(np.flatnonzero(keep))
 
     def _astrometry(

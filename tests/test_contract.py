@@ -139,3 +139,23 @@ def test_calibrate_night_directory_is_the_first_field():
     assert pb.WorkOrderStatus.DESCRIPTOR.fields_by_name["state"].enum_type.name == "WorkOrderState"
     assert pb.SubmitResponse.DESCRIPTOR.fields_by_name["id"].number == 1
     assert Path(REPO / "buf.yaml").exists()
+
+
+def test_the_runtime_imports_no_module():
+    """The runtime knows nothing of telescopes, galaxies or calibration: it imports only itself, the generated
+    contract and the package's version and module names."""
+    import ast
+
+    from support import REPO
+
+    allowed = ("toros.runtime", "toros.generated")
+    for path in sorted((REPO / "toros" / "runtime").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("toros"):
+                names = {alias.name for alias in node.names}
+                assert node.module.startswith(allowed) or (
+                    node.module == "toros" and names <= {"__version__", "MODULES"}
+                ), f"{path.name} imports {node.module} {sorted(names)}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("toros") and not a.name.startswith(allowed) for a in node.names), path

@@ -27,8 +27,12 @@ def tan_wcs(
     return wcs
 
 
-def separation_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    """Angular distance (degrees) of each (ra, dec) from (ra0, dec0)."""
-    ra, dec, ra0, dec0 = np.radians(ra), np.radians(dec), math.radians(ra0), math.radians(dec0)
-    cos = np.sin(dec) * math.sin(dec0) + np.cos(dec) * math.cos(dec0) * np.cos(ra - ra0)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+def separation_deg(
+    ra: np.ndarray | float, dec: np.ndarray | float, ra0: np.ndarray | float, dec0: np.ndarray | float
+) -> np.ndarray:
+    """Angular distance (degrees) between (ra, dec) and (ra0, dec0), element by element with numpy's
+    broadcasting (a list of positions against one, or two lists pairwise); the haversine form keeps
+    sub-arcsecond distances exact."""
+    ra, dec, ra0, dec0 = (np.radians(np.asarray(v, dtype=float)) for v in (ra, dec, ra0, dec0))
+    haversine = np.sin((dec0 - dec) / 2) ** 2 + np.cos(dec) * np.cos(dec0) * np.sin((ra0 - ra) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(haversine, 0.0, 1.0))))

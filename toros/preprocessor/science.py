@@ -30,7 +30,9 @@ from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
 from toros.fitsfiles import write_fits
+from toros.generated import toros_pb2 as pb
 from toros.preprocessor.settings import ScienceConfig
+from toros.runtime.files import sha256_of
 from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ CATALOG_COLUMNS = (
     "aperture-corrected), mag and mag_err (AB, from MAGZP), snr, fwhm_px, ellipticity (1 - b/a), flags (sep's "
     "extraction flags), mask (OR of the frame's MASK bits under the source)"
 )
+
+
+def catalog_path_of(frame: Path) -> Path:
+    """Where a calibrated frame's source catalog lies: beside it, ``<stem>_cat.fits``."""
+    return frame.with_name(frame.name.removesuffix(".fits") + CATALOG_SUFFIX)
 
 
 class ScienceFailed(Exception):
@@ -120,11 +127,9 @@ class ScienceResult:
     def from_frame(cls, path: Path) -> ScienceResult | None:
         """What an earlier science step wrote into a frame's header (None: it has not been made ready)."""
         header = fits.getheader(path)
-        catalog = path.with_name(path.name.removesuffix(".fits") + CATALOG_SUFFIX)
+        catalog = catalog_path_of(path)
         if "MAGZP" not in header or not catalog.exists():
             return None
-        from toros.runtime.files import sha256_of
-
         with fits.open(catalog) as hdus:
             sources = len(hdus[1].data)
         return cls(
@@ -143,18 +148,10 @@ class ScienceResult:
         )
 
     def proto_fields(self) -> dict[str, object]:
-        """As the proto's FrameScience message (field names)."""
+        """As the proto's FrameScience message: the fields of the same names."""
         return {
-            "magzp": self.magzp,
-            "magzp_err": self.magzp_err,
-            "zero_point_stars": self.zero_point_stars,
-            "fwhm_px": self.fwhm_px,
-            "limmag": self.limmag,
-            "sky_level": self.sky_level,
-            "astrometry_rms_arcsec": self.astrometry_rms_arcsec,
-            "astrometry_stars": self.astrometry_stars,
-            "sources": self.sources,
-            "catalog_path": str(self.catalog_path),
+            field.name: str(value) if isinstance(value := getattr(self, field.name), Path) else value
+            for field in pb.FrameScience.DESCRIPTOR.fields
         }
 
 
@@ -222,7 +219,7 @@ class ScienceStep:
         )
         aperture_noise = rms * math.sqrt(math.pi) * fwhm
         limmag = magzp - 2.5 * math.log10(5.0 * aperture_noise / FWHM_APERTURE_FRACTION)
-        catalog_path = path.with_name(path.name.removesuffix(".fits") + CATALOG_SUFFIX)
+        catalog_path = catalog_path_of(path)
         count, catalog_sha = self._write_catalog(catalog_path, data, rms, gain, mask, sources, wcs, fwhm, magzp, header)
         for keyword in WCS_KEYWORDS:
             header.remove(keyword, ignore_missing=True, remove_all=True)
@@ -372,7 +369,7 @@ class ScienceStep:
 
     def _residuals(self, wcs: WCS, stars: _Sources, matched: np.ndarray, refs: np.ndarray) -> np.ndarray:
         ra, dec = wcs.pixel_to_world_values(stars.x[matched], stars.y[matched])
-        return _pairwise_arcsec(ra, dec, self.catalog.ra[refs], self.catalog.dec[refs])
+        return separation_deg(ra, dec, self.catalog.ra[refs], self.catalog.dec[refs]) * 3600.0
 
     def _zero_point(
         self,
@@ -476,12 +473,6 @@ class ScienceStep:
         hdu.header["COLUMNS"] = CATALOG_COLUMNS[:68]
         sha = write_fits(path, [fits.PrimaryHDU(), hdu])
         return len(table), sha
-
-
-def _pairwise_arcsec(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
-    ra1, dec1, ra2, dec2 = map(np.radians, (ra1, dec1, ra2, dec2))
-    haversine = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(haversine, 0, 1)))) * 3600.0
 
 
 def _celestial_wcs(header: fits.Header) -> WCS:

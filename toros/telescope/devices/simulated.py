@@ -320,7 +320,8 @@ class Sky:
     def light(self) -> Light:
         from toros.telescope.astronomy import altaz_exact, sun_altitude
 
-        filter = self.filters.current() or "clear"
+        current = self.filters.current()
+        filter = current if current in FILTERS else "clear"  # an unknown filter passes light as clear
         if self.lamp is not None and self.lamp.lit():
             return Light(self.SCREEN_ELECTRONS_PER_SECOND)
         if self.dome.shutter() is not Shutter.OPEN:
@@ -328,9 +329,7 @@ class Sky:
         now = self.clock.now()
         sun = sun_altitude(self.site, now)
         brightening = 10 ** (0.4 * self.twilight_mag(sun)) * self._moonlight(now)
-        sky_rate = self.sky.photometry.sky_electrons(
-            filter if filter in FILTERS else "clear", self.camera.pixel_scale_arcsec, brightening
-        )
+        sky_rate = self.sky.photometry.sky_electrons(filter, self.camera.pixel_scale_arcsec, brightening)
         if self.mount.parked() or self.mount.slewing() or sun >= self.DARK_ENOUGH_FOR_STARS_DEG:
             return Light(sky_rate)
         ra, dec = self.mount.position()
@@ -341,7 +340,7 @@ class Sky:
         rng = np.random.default_rng(int(now.timestamp()))
         low, high = self.settings.seeing_arcsec
         conditions = Conditions(
-            filter if filter in FILTERS else "clear",
+            filter,
             0.0,
             1.0 / max(math.sin(math.radians(altitude)), 0.05),
             float(rng.uniform(low, high)),

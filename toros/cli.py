@@ -424,6 +424,38 @@ def cmd_references_import(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+def cmd_difference(args: argparse.Namespace) -> int:
+    """ZOGY of any two images (no daemon): difference, significance and the candidates table."""
+    from toros.preprocessor.discovery import DiscoveryFailed, discover, write_products
+
+    science, reference = Path(args.science), Path(args.reference)
+    for path in (science, reference):
+        if not path.is_file():
+            raise CliError(f"{path}: no such file", 2)
+    try:
+        result = discover(science, reference)
+    except DiscoveryFailed as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out) if args.out else science.parent
+    paths = write_products(result, out)
+    for note in result.notes:
+        print(f"note: {note}")
+    positive = [c for c in result.candidates if not c.negative]
+    print(
+        f"{len(result.candidates)} detections of |S_corr| >= 5 ({len(positive)} positive); "
+        f"registration shift ({result.shift_px[0]:+.2f}, {result.shift_px[1]:+.2f}) px on {result.common_stars} stars"
+    )
+    for candidate in result.candidates[:5]:
+        mag = f"{candidate.mag:6.2f} ± {candidate.mag_err:.2f}" if candidate.mag is not None else "   -   "
+        print(
+            f"  {candidate.ra_deg:10.6f} {candidate.dec_deg:+10.6f}  x {candidate.x:7.1f} y {candidate.y:7.1f}  "
+            f"mag {mag}  S/N {candidate.snr:6.1f}  score {candidate.score:.2f}{'  negative' if candidate.negative else ''}"
+        )
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_references_list(args: argparse.Namespace) -> int:
     """The reference library, one line per reference (current ones marked *)."""
     library = _reference_library(args)
@@ -593,6 +625,14 @@ def parser() -> argparse.ArgumentParser:
     importing.set_defaults(run=cmd_references_import)
     listing = reference_commands.add_parser("list", parents=[common], help="every reference, current ones marked *")
     listing.set_defaults(run=cmd_references_list)
+
+    difference = commands.add_parser(
+        "difference", help="subtract a reference from a science image (ZOGY) and list what changed; no daemon"
+    )
+    difference.add_argument("science", metavar="SCIENCE.fits")
+    difference.add_argument("reference", metavar="REFERENCE.fits")
+    difference.add_argument("--out", metavar="DIR", help="where the products go (default: beside SCIENCE)")
+    difference.set_defaults(run=cmd_difference)
 
     plan = commands.add_parser("plan", parents=[common], help="plan a night for a CSV of targets (JSON + PNG chart)")
     plan.add_argument(

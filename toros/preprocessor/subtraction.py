@@ -14,6 +14,7 @@ cut off afterwards), so a 10560² frame needs the memory of a few tiles, not of 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,27 +54,37 @@ def gaussian_psf(fwhm_px: float, size: int = PSF_SIZE) -> np.ndarray:
     return psf / psf.sum()
 
 
-def psf_from_stars(data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = PSF_SIZE) -> np.ndarray | None:
-    """The median of normalised stamps of isolated stars, re-centred to a pixel by Fourier shifts (None when
-    fewer than 5 stamps fit in the image)."""
+def psf_from_stars(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = PSF_SIZE, fwhm: float | None = None
+) -> np.ndarray | None:
+    """The median of normalised stamps of isolated stars, re-centred to a pixel by Fourier shifts, within a
+    radius of 3 FWHM (beyond it a stamp is noise, whose positive half would bias every flux): None when fewer
+    than 5 stamps fit in the image."""
     half = size // 2
     height, width = data.shape
+    ys, xs = np.mgrid[-half : half + 1, -half : half + 1]
+    radius = np.hypot(xs, ys)
+    support = radius <= (min(half, max(3.0 * fwhm, 5.0)) if fwhm else half)
+    annulus = (radius > half - 3) & (radius <= half)
     stamps = []
     for cx, cy in zip(x, y, strict=True):
         ix, iy = int(round(cx)), int(round(cy))
         if ix - half < 0 or iy - half < 0 or ix + half >= width or iy + half >= height:
             continue
         stamp = np.array(data[iy - half : iy + half + 1, ix - half : ix + half + 1], dtype=np.float64)
-        if not np.isfinite(stamp).all() or stamp.sum() <= 0:
+        if not np.isfinite(stamp).all():
             continue
+        stamp -= np.median(stamp[annulus])  # what the background map left around this star
         stamp = _shift(stamp, ix - cx, iy - cy)
-        stamps.append(stamp / stamp.sum())
+        total = stamp[support].sum()
+        if total <= 0:
+            continue
+        stamps.append(stamp / total)
     if len(stamps) < 5:
         return None
     psf = np.median(stamps, axis=0)
+    psf[~support] = 0.0
     psf = np.clip(psf, 0, None)
-    ys, xs = np.mgrid[-half : half + 1, -half : half + 1]
-    psf[np.hypot(xs, ys) > half] = 0.0  # a round support: no corners of noise
     return psf / psf.sum()
 
 
@@ -95,103 +106,172 @@ def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return fft.rfft2(padded)
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """What ZOGY needs of the two PSFs, flux scales and noises on one tile shape: computed once per shape."""
+
+    shape: tuple[int, int]
+    new_factor: np.ndarray  # F_r P_r / sqrt(denominator): D_hat = new_factor N_hat - ref_factor R_hat
+    ref_factor: np.ndarray
+    score_factor: np.ndarray  # F_D conj(P_D_hat): S_hat = score_factor D_hat
+    k_n_hat: np.ndarray  # the kernels whose squares weigh each image's variance into S's (eq. 26-29)
+    k_r_hat: np.ndarray
+    k_n2_hat: np.ndarray
+    k_r2_hat: np.ndarray
+    unit: float  # S of a source of unit flux: F_D² Σ P_D²
+    ky: np.ndarray
+    kx: np.ndarray
+
+    @classmethod
+    def of(cls, new: Image, ref: Image, shape: tuple[int, int]) -> Kernels:
+        p_n, p_r = _padded_psf_hat(new.psf, shape), _padded_psf_hat(ref.psf, shape)
+        f_n, f_r = new.flux_scale, ref.flux_scale
+        s_n, s_r = new.sigma, ref.sigma
+        abs_n2, abs_r2 = np.abs(p_n) ** 2, np.abs(p_r) ** 2
+        denominator = np.maximum(s_n**2 * f_r**2 * abs_r2 + s_r**2 * f_n**2 * abs_n2, 1e-300)
+        root = np.sqrt(denominator)
+        f_d = f_r * f_n / math.sqrt(s_n**2 * f_r**2 + s_r**2 * f_n**2)
+        p_d_hat = f_r * f_n * p_r * p_n / (f_d * root)
+        k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
+        k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
+        p_d = fft.irfft2(p_d_hat, s=shape)
+        return cls(
+            shape, f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
+            fft.rfft2(fft.irfft2(k_n_hat, s=shape) ** 2), fft.rfft2(fft.irfft2(k_r_hat, s=shape) ** 2),
+            f_d**2 * float(np.sum(p_d**2)), fft.fftfreq(shape[0])[:, None], fft.rfftfreq(shape[1])[None, :],
+        )  # fmt: skip
+
+
 def zogy_tile(
     new: np.ndarray,
     ref: np.ndarray,
-    new_psf_hat: np.ndarray,
-    ref_psf_hat: np.ndarray,
+    kernels: Kernels,
     new_image: Image,
     ref_image: Image,
     shift: tuple[float, float] = (0.0, 0.0),
+    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(D, S_corr, flux, flux error) of one tile; where either image is NaN both count as empty, and the caller
-    blanks the results there and within a PSF radius."""
+    blanks the results there and within a PSF radius. ``astrometric_sigma`` (pixels, x and y) is the
+    registration's noise: near bright sources it adds the variance of S that a misalignment would make
+    (eq. 30-33 of the paper), so a star's dipole is not a transient."""
     shape = new.shape
     bad = ~np.isfinite(new) | ~np.isfinite(ref)  # either image blind there: both count as empty
     n = np.where(bad, 0.0, new)
     r = np.where(bad, 0.0, ref)
-    f_n, f_r = new_image.flux_scale, ref_image.flux_scale
-    s_n, s_r = new_image.sigma, ref_image.sigma
     n_hat = fft.rfft2(n)
     r_hat = fft.rfft2(r)
     if shift != (0.0, 0.0):
-        ky = fft.fftfreq(shape[0])[:, None]
-        kx = fft.rfftfreq(shape[1])[None, :]
-        r_hat = r_hat * np.exp(-2j * np.pi * (kx * shift[0] + ky * shift[1]))
-    p_n, p_r = new_psf_hat, ref_psf_hat
-    abs_n2, abs_r2 = np.abs(p_n) ** 2, np.abs(p_r) ** 2
-    denominator = s_n**2 * f_r**2 * abs_r2 + s_r**2 * f_n**2 * abs_n2
-    denominator = np.maximum(denominator, 1e-300)
-    root = np.sqrt(denominator)
-    d_hat = (f_r * p_r * n_hat - f_n * p_n * r_hat) / root
-    f_d = f_r * f_n / math.sqrt(s_n**2 * f_r**2 + s_r**2 * f_n**2)
-    p_d_hat = f_r * f_n * p_r * p_n / (f_d * root)
-    s_hat = f_d * d_hat * np.conj(p_d_hat)
+        r_hat *= np.exp(-2j * np.pi * (kernels.kx * shift[0] + kernels.ky * shift[1]))
+    d_hat = kernels.new_factor * n_hat - kernels.ref_factor * r_hat
     difference = fft.irfft2(d_hat, s=shape)
-    score = fft.irfft2(s_hat, s=shape)
-    # Source noise: the variance of S from each image's own counts (eq. 26-29 of the paper).
-    k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
-    k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
-    k_r2 = fft.irfft2(k_r_hat, s=shape) ** 2
-    k_n2 = fft.irfft2(k_n_hat, s=shape) ** 2
-    variance_n = np.maximum(n, 0.0) / max(new_image.gain, 1e-6) + s_n**2
-    variance_r = np.maximum(r, 0.0) / max(ref_image.gain, 1e-6) + s_r**2
-    v_n = fft.irfft2(fft.rfft2(variance_n) * fft.rfft2(k_n2), s=shape)
-    v_r = fft.irfft2(fft.rfft2(variance_r) * fft.rfft2(k_r2), s=shape)
-    # S over its standard deviation from both images' noise, background and sources: S_corr (eq. 25).
-    score_variance = np.maximum(v_n + v_r, 1e-12)
-    score_corr = score / np.sqrt(score_variance)
-    # Flux of a point source: S at its position over the S of a source of unit flux (F_D² Σ P_D²).
-    p_d = fft.irfft2(p_d_hat, s=shape)
-    unit = f_d**2 * float(np.sum(p_d**2))
-    flux = score / unit
-    flux_error = np.sqrt(score_variance) / unit
-    return difference, score_corr, flux, flux_error
+    score = fft.irfft2(kernels.score_factor * d_hat, s=shape)
+    # Source noise: the variance of S from each image's own counts, background and sources (eq. 26-29).
+    variance_n = np.maximum(n, 0.0) / max(new_image.gain, 1e-6) + new_image.sigma**2
+    variance_r = np.maximum(r, 0.0) / max(ref_image.gain, 1e-6) + ref_image.sigma**2
+    score_variance = fft.irfft2(fft.rfft2(variance_n) * kernels.k_n2_hat + fft.rfft2(variance_r) * kernels.k_r2_hat,
+                                s=shape)  # fmt: skip
+    if astrometric_sigma != (0.0, 0.0):
+        s_n = fft.irfft2(kernels.k_n_hat * n_hat, s=shape)
+        s_r = fft.irfft2(kernels.k_r_hat * r_hat, s=shape)
+        gy_n, gx_n = np.gradient(s_n)
+        gy_r, gx_r = np.gradient(s_r)
+        sx2, sy2 = astrometric_sigma[0] ** 2, astrometric_sigma[1] ** 2
+        score_variance += sx2 * (gx_n**2 + gx_r**2) + sy2 * (gy_n**2 + gy_r**2)
+    deviation = np.sqrt(np.maximum(score_variance, 1e-12))
+    # S over its standard deviation: S_corr (eq. 25); a point source's flux: S over a unit source's S.
+    return difference, score / deviation, score / kernels.unit, deviation / kernels.unit
 
 
 def subtract(
-    new: Image, ref: Image, *, tile: int = 1024, apron: int = 64, shift: tuple[float, float] = (0.0, 0.0)
+    new: Image,
+    ref: Image,
+    *,
+    tile: int = 1024,
+    apron: int = 64,
+    shift: tuple[float, float] = (0.0, 0.0),
+    astrometric_sigma: tuple[float, float] = (0.0, 0.0),
 ) -> Difference:
     """ZOGY of two images on the same grid, in tiles of ``tile`` pixels with ``apron`` pixels of overlap."""
     height, width = new.data.shape
-    difference = np.full((height, width), np.nan, dtype=np.float32)
-    score = np.full((height, width), np.nan, dtype=np.float32)
-    flux = np.full((height, width), np.nan, dtype=np.float32)
-    flux_error = np.full((height, width), np.nan, dtype=np.float32)
-    hats: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for y0 in range(0, height, tile):
-        for x0 in range(0, width, tile):
-            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-            ya, xa = max(0, y0 - apron), max(0, x0 - apron)
-            yb, xb = min(height, y1 + apron), min(width, x1 + apron)
-            shape = (yb - ya, xb - xa)
-            if shape not in hats:
-                hats[shape] = (_padded_psf_hat(new.psf, shape), _padded_psf_hat(ref.psf, shape))
-            new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
-            d, s, f, e = zogy_tile(new_tile, ref_tile, *hats[shape], new, ref, shift)
-            blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
-            if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
-                blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
-                for array in (d, s, f, e):
-                    array[blind] = np.nan
-            inner = (slice(y0 - ya, y0 - ya + (y1 - y0)), slice(x0 - xa, x0 - xa + (x1 - x0)))
-            difference[y0:y1, x0:x1] = d[inner]
-            score[y0:y1, x0:x1] = s[inner]
-            flux[y0:y1, x0:x1] = f[inner]
-            flux_error[y0:y1, x0:x1] = e[inner]
-    return Difference(difference, score, flux, flux_error)
+    outputs = tuple(np.full((height, width), np.nan, dtype=np.float32) for _ in range(4))
+    kernels: dict[tuple[int, int], Kernels] = {}
+    with fft.set_workers(os.cpu_count() or 1):
+        for y0 in range(0, height, tile):
+            for x0 in range(0, width, tile):
+                y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+                ya, xa = max(0, y0 - apron), max(0, x0 - apron)
+                yb, xb = min(height, y1 + apron), min(width, x1 + apron)
+                shape = (yb - ya, xb - xa)
+                if shape not in kernels:
+                    kernels[shape] = Kernels.of(new, ref, shape)
+                new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
+                results = zogy_tile(new_tile, ref_tile, kernels[shape], new, ref, shift, astrometric_sigma)
+                blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
+                if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
+                    blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
+                inner = (slice(y0 - ya, y0 - ya + (y1 - y0)), slice(x0 - xa, x0 - xa + (x1 - x0)))
+                for output, result in zip(outputs, results, strict=True):
+                    if blind.any():
+                        result[blind] = np.nan
+                    output[y0:y1, x0:x1] = result[inner]
+    return Difference(*outputs)
 
 
-def register(reference: np.ndarray, reference_wcs: WCS, science_wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
-    """The reference resampled onto the science image's pixel grid through both WCSs (``reproject``,
-    bicubic); NaN where the reference does not cover the science image."""
-    from reproject import reproject_interp
+def register(
+    reference: np.ndarray, reference_wcs: WCS, science_wcs: WCS, shape: tuple[int, int], *, grid: int = 128
+) -> np.ndarray:
+    """The reference resampled onto the science image's pixel grid through both WCSs (cubic spline); NaN
+    where the reference does not cover the science image or was blind.
 
-    resampled, footprint = reproject_interp(
-        (reference, reference_wcs), science_wcs, shape_out=shape, order="bicubic", return_footprint=True
+    The WCSs are evaluated on a grid of ``grid`` pixels only (``reproject`` evaluates them at every pixel: 24 s
+    of a 4096² frame's 25): an affine map fits a field's two projections to a hundredth of a pixel and goes to
+    ``ndimage.affine_transform``; anything less flat is interpolated from the grid for ``map_coordinates``.
+    NaN pixels are filled before the spline (which would spread them over the whole image) and blanked after.
+    """
+    height, width = shape
+    gy, gx = np.meshgrid(
+        np.unique(np.append(np.arange(0, height, grid), height - 1)),
+        np.unique(np.append(np.arange(0, width, grid), width - 1)),
+        indexing="ij",
     )
-    resampled[footprint < 0.5] = np.nan
-    return np.asarray(resampled, dtype=np.float64)
+    rx, ry = reference_wcs.world_to_pixel_values(*science_wcs.pixel_to_world_values(gx, gy))
+    design = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
+    coefficients_x = np.linalg.lstsq(design, rx.ravel(), rcond=None)[0]
+    coefficients_y = np.linalg.lstsq(design, ry.ravel(), rcond=None)[0]
+    residual = max(
+        np.abs(design @ coefficients_x - rx.ravel()).max(), np.abs(design @ coefficients_y - ry.ravel()).max()
+    )
+    blind = ~np.isfinite(reference)
+    filled = np.where(blind, 0.0, reference).astype(np.float32) if blind.any() else reference
+    out = np.empty(shape, dtype=np.float32)
+    if residual < 0.01:
+        # Rows are y: the matrix maps (row, column) of the output to (row, column) of the reference.
+        matrix = np.array([[coefficients_y[1], coefficients_y[0]], [coefficients_x[1], coefficients_x[0]]])
+        offset = np.array([coefficients_y[2], coefficients_x[2]])
+        ndimage.affine_transform(filled, matrix, offset, output_shape=shape, output=out, order=3, mode="nearest")
+        row_of = lambda r, c: matrix[0, 0] * r + matrix[0, 1] * c + offset[0]  # noqa: E731
+        column_of = lambda r, c: matrix[1, 0] * r + matrix[1, 1] * c + offset[1]  # noqa: E731
+        rows, columns = np.ogrid[0:height, 0:width]
+        inside = (row_of(rows, columns) >= -0.5) & (row_of(rows, columns) <= reference.shape[0] - 0.5)
+        inside &= (column_of(rows, columns) >= -0.5) & (column_of(rows, columns) <= reference.shape[1] - 0.5)
+    else:
+        coordinates_x = ndimage.zoom(rx, (height / rx.shape[0], width / rx.shape[1]), order=1, grid_mode=False)
+        coordinates_y = ndimage.zoom(ry, (height / ry.shape[0], width / ry.shape[1]), order=1, grid_mode=False)
+        coordinates_x, coordinates_y = coordinates_x[:height, :width], coordinates_y[:height, :width]
+        ndimage.map_coordinates(filled, [coordinates_y, coordinates_x], output=out, order=3, mode="nearest")
+        inside = (coordinates_y >= -0.5) & (coordinates_y <= reference.shape[0] - 0.5)
+        inside &= (coordinates_x >= -0.5) & (coordinates_x <= reference.shape[1] - 0.5)
+    out[~inside] = np.nan
+    if blind.any():
+        by, bx = np.nonzero(blind)
+        sx, sy = science_wcs.world_to_pixel_values(*reference_wcs.pixel_to_world_values(bx, by))
+        for dy in (-1, 0, 1, 2):
+            for dx in (-1, 0, 1, 2):  # the 4×4 pixels a cubic interpolation touches
+                column, row = np.floor(sx).astype(int) + dx, np.floor(sy).astype(int) + dy
+                keep = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+                out[row[keep], column[keep]] = np.nan
+    return out
 
 
 def residual_shift(
@@ -230,10 +310,12 @@ def detections(result: Difference, threshold: float = 5.0) -> list[Detection]:
     for sign in (1.0, -1.0):
         above = sign * score >= threshold
         labels, count = ndimage.label(above)
-        if count == 0:
-            continue
-        peaks = ndimage.maximum_position(sign * score, labels, range(1, count + 1))
-        for py, px in peaks:
+        for index, region in enumerate(ndimage.find_objects(labels), start=1):
+            if region is None:
+                continue
+            values = np.where(labels[region] == index, sign * score[region], -np.inf)
+            iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
+            py, px = region[0].start + iy, region[1].start + ix
             dx = _parabola(score[py, px - 1 : px + 2]) if 0 < px < score.shape[1] - 1 else 0.0
             dy = _parabola(score[py - 1 : py + 2, px]) if 0 < py < score.shape[0] - 1 else 0.0
             found.append(
@@ -246,8 +328,11 @@ def detections(result: Difference, threshold: float = 5.0) -> list[Detection]:
 
 
 def _parabola(values: np.ndarray) -> float:
-    """The offset of a parabola's vertex through three samples, within half a pixel."""
-    left, centre, right = (float(v) for v in values)
+    """The offset of the vertex through three samples, within half a pixel: a parabola through their
+    logarithms when all are positive (exact for a Gaussian peak), else through the values."""
+    left, centre, right = (abs(float(v)) for v in values)
+    if min(left, centre, right) > 0:
+        left, centre, right = math.log(left), math.log(centre), math.log(right)
     curvature = left - 2 * centre + right
     if curvature == 0:
         return 0.0

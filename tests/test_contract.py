@@ -97,10 +97,11 @@ def test_fixed_names_of_the_contract():
         "calibrate_night",
         "calibrate_images",
         "process_alert",
+        "find_transients",
     }
     event = file.message_types_by_name["Event"]
     assert {"sequence", "time", "work_order_id"} <= set(event.fields_by_name)
-    assert {"image_ready", "calibration_progress", "work_order_update", "alert_processed"} <= {
+    assert {"image_ready", "calibration_progress", "work_order_update", "alert_processed", "transient_candidate"} <= {
         f.name for f in event.oneofs_by_name["kind"].fields
     }
     assert pb.WorkOrderState.keys() == [

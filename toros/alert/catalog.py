@@ -160,6 +160,27 @@ class GalaxyIndex:
     def __len__(self) -> int:
         return int(self.manifest["count"])
 
+    def cone(self, ra_deg: float, dec_deg: float, radius_deg: float) -> np.ndarray:
+        """Rows of the galaxies within ``radius_deg`` of a place: the order-10 cells the circle touches, each
+        a range of the sorted order-29 pixels, then the exact distance."""
+        from astropy_healpix import HEALPix
+
+        from toros.sky_geometry import separation_deg
+
+        level = 10
+        cells = HEALPix(nside=2**level, order="nested").cone_search_lonlat(
+            ra_deg * u.deg, dec_deg * u.deg, (radius_deg + 0.06) * u.deg
+        )
+        shift = 2 * (ORDER - level)
+        cells = np.asarray(cells, dtype=np.int64)
+        starts = np.searchsorted(self.hpx, cells << shift)
+        stops = np.searchsorted(self.hpx, (cells + 1) << shift)
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)] or [np.empty(0, int)])
+        if len(rows) == 0:
+            return rows.astype(np.int64)
+        distance = separation_deg(np.asarray(self.ra[rows]), np.asarray(self.dec[rows]), ra_deg, dec_deg)
+        return rows[distance <= radius_deg].astype(np.int64)
+
     @staticmethod
     def folder_for(catalog: Path) -> Path:
         return catalog.with_name(catalog.name + ".toros-index")
@@ -200,7 +221,7 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
         raise BadCatalog(f"{catalog}: cannot read as {kind}: {exc}") from None
     if not count:
         raise BadCatalog(f"{catalog}: no galaxies with coordinates")
-    building = folder.with_name(folder.name + ".building")
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")  # two daemons may build at once
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     ra = np.concatenate([p.ra for p in parts])
@@ -220,6 +241,10 @@ def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | 
     (building / "manifest.json").write_text(
         json.dumps({"source": source, "format": kind, "count": count, "order": ORDER})
     )
+    manifest = folder / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("source") == source:
+        shutil.rmtree(building)  # another daemon built the same index meanwhile
+        return
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(building, folder)

@@ -7,12 +7,14 @@ import json
 import logging
 import threading
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import grpc
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros import journal_keys
 from toros.alert import orders
@@ -336,6 +338,7 @@ class AlertModule(Module):
             observe_targets=pb.ObserveTargets(
                 alert_id=alert.alert_id,
                 drill=drill,
+                event_time=_timestamp(alert.event_time),
                 targets=[
                     pb.Target(
                         name=t.name,
@@ -380,3 +383,11 @@ class AlertModule(Module):
         if finished:
             text += f", {len(finished)} already finished ({', '.join(finished)})"
         return text + (f" (not cancelled: {', '.join(problems)})" if problems else "")
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

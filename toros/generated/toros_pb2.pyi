@@ -72,6 +72,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_CALIBRATION_PROGRESS: _ClassVar[EventKind]
     EVENT_KIND_ALERT_PROCESSED: _ClassVar[EventKind]
     EVENT_KIND_DEVICE_UPDATE: _ClassVar[EventKind]
+    EVENT_KIND_TRANSIENT_CANDIDATE: _ClassVar[EventKind]
 IMAGE_TYPE_UNSPECIFIED: ImageType
 IMAGE_TYPE_BIAS: ImageType
 IMAGE_TYPE_DARK: ImageType
@@ -110,9 +111,10 @@ EVENT_KIND_IMAGE_READY: EventKind
 EVENT_KIND_CALIBRATION_PROGRESS: EventKind
 EVENT_KIND_ALERT_PROCESSED: EventKind
 EVENT_KIND_DEVICE_UPDATE: EventKind
+EVENT_KIND_TRANSIENT_CANDIDATE: EventKind
 
 class WorkOrder(_message.Message):
-    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert")
+    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +126,7 @@ class WorkOrder(_message.Message):
     CALIBRATE_NIGHT_FIELD_NUMBER: _ClassVar[int]
     CALIBRATE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     PROCESS_ALERT_FIELD_NUMBER: _ClassVar[int]
+    FIND_TRANSIENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     create_time: _timestamp_pb2.Timestamp
     requester: str
@@ -135,7 +138,8 @@ class WorkOrder(_message.Message):
     calibrate_night: CalibrateNight
     calibrate_images: CalibrateImages
     process_alert: ProcessAlert
-    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ...) -> None: ...
+    find_transients: FindTransients
+    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ..., find_transients: _Optional[_Union[FindTransients, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("name", "ra_deg", "dec_deg", "exposure_time", "exposure_count", "filter", "score", "distance_mpc")
@@ -158,16 +162,18 @@ class Target(_message.Message):
     def __init__(self, name: _Optional[str] = ..., ra_deg: _Optional[float] = ..., dec_deg: _Optional[float] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., exposure_count: _Optional[int] = ..., filter: _Optional[str] = ..., score: _Optional[float] = ..., distance_mpc: _Optional[float] = ...) -> None: ...
 
 class ObserveTargets(_message.Message):
-    __slots__ = ("targets", "alert_id", "drill", "valid_until")
+    __slots__ = ("targets", "alert_id", "drill", "valid_until", "event_time")
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     DRILL_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedCompositeFieldContainer[Target]
     alert_id: str
     drill: bool
     valid_until: _timestamp_pb2.Timestamp
-    def __init__(self, targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., alert_id: _Optional[str] = ..., drill: _Optional[bool] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., alert_id: _Optional[str] = ..., drill: _Optional[bool] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TakeCalibrations(_message.Message):
     __slots__ = ("image_type", "count", "exposure_time", "filter", "flat_source")
@@ -353,6 +359,18 @@ class ModuleStatus(_message.Message):
     activity: str
     def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., activity: _Optional[str] = ...) -> None: ...
 
+class FindTransients(_message.Message):
+    __slots__ = ("paths", "night", "alert_id", "event_time")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    NIGHT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    night: str
+    alert_id: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., night: _Optional[str] = ..., alert_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("after_sequence", "work_order_id", "kinds", "replay_only")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -366,7 +384,7 @@ class WatchRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., work_order_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., replay_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update")
+    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update", "transient_candidate")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -375,6 +393,7 @@ class Event(_message.Message):
     CALIBRATION_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     ALERT_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSIENT_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     work_order_id: str
@@ -383,7 +402,8 @@ class Event(_message.Message):
     calibration_progress: CalibrationProgress
     alert_processed: AlertProcessed
     device_update: DeviceUpdate
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ...) -> None: ...
+    transient_candidate: TransientCandidate
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ..., transient_candidate: _Optional[_Union[TransientCandidate, _Mapping]] = ...) -> None: ...
 
 class WorkOrderUpdate(_message.Message):
     __slots__ = ("state", "message", "progress_percent", "task")
@@ -450,6 +470,50 @@ class AlertProcessed(_message.Message):
     targets_relayed: int
     message: str
     def __init__(self, alert_id: _Optional[str] = ..., alert_type: _Optional[str] = ..., serial: _Optional[int] = ..., drill: _Optional[bool] = ..., targets_relayed: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TransientCandidate(_message.Message):
+    __slots__ = ("name", "ra_deg", "dec_deg", "mag", "mag_err", "filter", "snr", "score", "flags", "frame_path", "x", "y", "date_obs", "host", "host_offset_arcsec", "host_offset_kpc", "alert_id", "detections", "triplet_path", "record_path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RA_DEG_FIELD_NUMBER: _ClassVar[int]
+    DEC_DEG_FIELD_NUMBER: _ClassVar[int]
+    MAG_FIELD_NUMBER: _ClassVar[int]
+    MAG_ERR_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    SNR_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_PATH_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    DATE_OBS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    HOST_OFFSET_ARCSEC_FIELD_NUMBER: _ClassVar[int]
+    HOST_OFFSET_KPC_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    TRIPLET_PATH_FIELD_NUMBER: _ClassVar[int]
+    RECORD_PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ra_deg: float
+    dec_deg: float
+    mag: float
+    mag_err: float
+    filter: str
+    snr: float
+    score: float
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    frame_path: str
+    x: float
+    y: float
+    date_obs: _timestamp_pb2.Timestamp
+    host: str
+    host_offset_arcsec: float
+    host_offset_kpc: float
+    alert_id: str
+    detections: int
+    triplet_path: str
+    record_path: str
+    def __init__(self, name: _Optional[str] = ..., ra_deg: _Optional[float] = ..., dec_deg: _Optional[float] = ..., mag: _Optional[float] = ..., mag_err: _Optional[float] = ..., filter: _Optional[str] = ..., snr: _Optional[float] = ..., score: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ..., frame_path: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[str] = ..., host_offset_arcsec: _Optional[float] = ..., host_offset_kpc: _Optional[float] = ..., alert_id: _Optional[str] = ..., detections: _Optional[int] = ..., triplet_path: _Optional[str] = ..., record_path: _Optional[str] = ...) -> None: ...
 
 class DeviceUpdate(_message.Message):
     __slots__ = ("device",)

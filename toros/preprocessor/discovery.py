@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from toros.fitsfiles import write_fits
@@ -155,6 +156,8 @@ def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None) -> 
         cleaned = np.zeros(data.shape, bool)
     if unusable.all():
         raise DiscoveryFailed(f"{label} {path.name}: no usable pixel")
+    _repair_specks(data, unusable & (data < saturate), cleaned)
+    unusable &= ~cleaned
     data[unusable] = 0.0
     background = sep.Background(data, mask=unusable)
     background.subfrom(data)
@@ -168,6 +171,27 @@ def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None) -> 
     )  # fmt: skip
     _find_stars(side)
     return side
+
+
+def _repair_specks(data: np.ndarray, bad: np.ndarray, cleaned: np.ndarray, largest: int = 4) -> None:
+    """Unusable specks of at most ``largest`` pixels (hot pixels) take the median of the usable pixels around
+    them and are marked ``cleaned``: a NaN would blind the subtraction for a PSF's width around it. Larger
+    regions (and saturated cores) stay unusable."""
+    labels, count = ndimage.label(bad)
+    if count == 0:
+        return
+    sizes = np.bincount(labels.ravel())
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None or sizes[index] > largest:
+            continue
+        around = tuple(slice(max(0, r.start - 2), r.stop + 2) for r in region)
+        window = data[around]
+        usable = ~bad[around] & np.isfinite(window)
+        if usable.sum() < 4:
+            continue
+        speck = labels[around] == index
+        window[speck] = np.median(window[usable])
+        cleaned[around] |= speck
 
 
 def _find_stars(side: Side) -> None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from pathlib import Path
 
+from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
+from toros.preprocessor.candidates import CandidateStore
 from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
 from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
+from toros.preprocessor.transients import TransientSearch
 from toros.runtime.files import confine
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
@@ -48,6 +52,9 @@ class WorkOrderReporter:
     def product(self, path: Path, kind: str, sha256: str | None = None, **fields: object) -> None:
         self.context.add_product(path, kind, sha256, fields)
 
+    def candidate(self, candidate: pb.TransientCandidate) -> None:
+        self.context.emit(transient_candidate=candidate)
+
     def check(self) -> None:
         self.context.check()
 
@@ -61,6 +68,8 @@ class PreprocessorModule(Module):
         self.storage_root = Path(self.config.storage.root)
         self.library: MasterLibrary | None = None
         self.references: ReferenceLibrary | None = None
+        self.candidates: CandidateStore | None = None
+        self._galaxies: tuple[GalaxyIndex | None] | None = None  # opened on the first search that needs it
         self.followers: list[TelescopeFollower] = []
         # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
         self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
@@ -69,6 +78,7 @@ class PreprocessorModule(Module):
         return {
             "calibrate_night": Task(orders.check_calibrate_night, self.calibrate_night),
             "calibrate_images": Task(orders.check_calibrate_images, self.calibrate_images),
+            "find_transients": Task(orders.check_find_transients, self.find_transients),
         }
 
     def start(self) -> None:
@@ -76,6 +86,9 @@ class PreprocessorModule(Module):
         settings = self.config.preprocessor
         if settings.references.enabled:
             self.references = ReferenceLibrary(self.config.database, self.storage_root, settings.references)
+            self.candidates = CandidateStore(
+                self.config.database, match_radius_arcsec=settings.discovery.match_radius_arcsec
+            )
         self.followers = [
             TelescopeFollower(telescope, self.services, self.storage_root)
             for telescope in self.config.preprocessor.follow
@@ -90,6 +103,8 @@ class PreprocessorModule(Module):
             self.library.close()
         if self.references is not None:
             self.references.close()
+        if self.candidates is not None:
+            self.candidates.close()
 
     def status_message(self) -> str:
         if not self.followers:
@@ -109,6 +124,31 @@ class PreprocessorModule(Module):
         while earlier():
             context.sleep(0.2 * self.clock.rate)
 
+    def _galaxy_index(self) -> GalaxyIndex | None:
+        """The galaxy catalog that names candidates' hosts (``preprocessor.discovery.galaxy_catalog``, else the
+        alert robot's), opened once; without one, candidates have no host, and the log says why."""
+        if self._galaxies is None:
+            catalog = self.config.preprocessor.discovery.galaxy_catalog or self.config.alert.catalog
+            index = None
+            if catalog is not None:
+                try:
+                    index = GalaxyIndex.open(catalog)
+                except (OSError, BadCatalog) as exc:
+                    log.warning("candidates get no host galaxy: catalog %s: %s", catalog, exc)
+            self._galaxies = (index,)
+        return self._galaxies[0]
+
+    def _transients(self) -> TransientSearch | None:
+        settings = self.config.preprocessor
+        if self.references is None or self.candidates is None:
+            return None
+        if not settings.discovery.active(settings.science.active):
+            return None
+        return TransientSearch(
+            settings.discovery, self.references, self.candidates, self.storage_root, galaxies=self._galaxy_index,
+            site=self.config.preprocessor_site.name,
+        )  # fmt: skip
+
     def _pipeline(self, context: TaskContext) -> NightCalibration:
         assert self.library is not None, "started"
         return NightCalibration(
@@ -120,6 +160,7 @@ class PreprocessorModule(Module):
             now=self.clock.timestamp,
             science=self._science_step(),
             references=self.references,
+            transients=self._transients(),
         )
 
     def _science_step(self) -> ScienceStep | None:
@@ -172,3 +213,43 @@ class PreprocessorModule(Module):
             files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays
         )
         return self._outcome(result)
+
+    def find_transients(self, context: TaskContext) -> str:
+        """Calibrated frames (or a night's) against their references; every frame is named in the outcome."""
+        task: pb.FindTransients = context.task
+        search = self._transients()
+        if search is None:
+            raise TaskFailed(
+                "transient discovery is off: it needs the science step (preprocessor.science.reference_catalog), "
+                "the reference library (preprocessor.references.enabled) and preprocessor.discovery.enabled"
+            )
+        if task.paths:
+            frames = [confine(path, self.storage_root) for path in task.paths]
+        else:
+            folder = confine(str(Path("calibrated") / task.night), self.storage_root)
+            frames = sorted(folder.glob("*_cal.fits")) if folder.is_dir() else []
+            if not frames:
+                raise TaskFailed(f"find_transients.night: no calibrated frame of {task.night} in {folder}")
+        event_time = task.event_time.ToDatetime(tzinfo=UTC).timestamp() if task.HasField("event_time") else None
+        searched, vetted, reasons = 0, 0, []
+        for number, frame in enumerate(frames, start=1):
+            context.check()
+            if not frame.is_file():
+                reasons.append(f"{frame.name}: no such file")
+                continue
+            outcome = search.search(frame, work_order_id=context.id, alert_id=task.alert_id, event_time=event_time)
+            for path, kind in outcome.products:
+                context.add_product(path, kind)
+            for event in outcome.events:
+                context.emit(transient_candidate=event)
+            searched += outcome.searched
+            vetted += len(outcome.events)
+            if not outcome.searched:
+                reasons.append(f"{frame.name}: {outcome.message}")
+            context.progress(100.0 * number / len(frames), f"{number} of {len(frames)} frames searched")
+        summary = f"{searched} of {len(frames)} frames searched, {vetted} vetted detections"
+        if reasons:
+            summary += "; " + "; ".join(reasons[:5]) + (f" (+{len(reasons) - 5} more)" if len(reasons) > 5 else "")
+        if searched == 0:
+            raise TaskFailed(summary)
+        return summary

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from toros.generated import toros_pb2 as pb
 from toros.runtime.validation import Checker
 
 MAX_IMAGES = 10000
+NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def check_calibrate_night(task: pb.CalibrateNight, check: Checker) -> None:
@@ -21,3 +24,20 @@ def check_calibrate_images(task: pb.CalibrateImages, check: Checker) -> None:
         resolved = check.path(f"paths[{index}]", path)
         if resolved.exists() and not resolved.is_file():  # a FIFO would block the worker that opens it
             check.fail(f"paths[{index}]", "is not a regular file")
+
+
+def check_find_transients(task: pb.FindTransients, check: Checker) -> None:
+    if not task.paths and not task.night:
+        check.fail("paths", "name frames, or a night (find_transients.night)")
+    if task.paths and task.night:
+        check.fail("night", "give frames or a night, not both")
+    if len(task.paths) > MAX_IMAGES:
+        check.fail("paths", f"must hold at most {MAX_IMAGES} files, got {len(task.paths)}")
+    for index, path in enumerate(task.paths):
+        resolved = check.path(f"paths[{index}]", path)
+        if resolved.exists() and not resolved.is_file():
+            check.fail(f"paths[{index}]", "is not a regular file")
+    if task.night and not NIGHT.fullmatch(task.night):
+        check.fail("night", f"must be YYYY-MM-DD, got {task.night!r}")
+    check.text("alert_id", task.alert_id, required=False)
+    check.timestamp("event_time", task.event_time, task)

@@ -24,6 +24,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 
 from toros.fitsfiles import FitsImageStream, write_fits
+from toros.generated import toros_pb2 as pb
 from toros.preprocessor.combine import THREADS, combine_bands
 from toros.preprocessor.inventory import (
     BadFrame,
@@ -38,6 +39,7 @@ from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.preprocessor.references import BadReference, ReferenceLibrary
 from toros.preprocessor.science import ScienceFailed, ScienceResult, ScienceStep
 from toros.preprocessor.settings import CalibrationConfig
+from toros.preprocessor.transients import TransientSearch
 from toros.runtime.files import path_inside
 from toros.site import observing_night
 
@@ -62,6 +64,9 @@ class Reporter(Protocol):
 
     def product(self, path: Path, kind: str, sha256: str | None = None, **fields: object) -> None:
         """``fields``: more fields of the Product message (``science``)."""
+
+    def candidate(self, candidate: pb.TransientCandidate) -> None:
+        """A vetted transient candidate, as an event."""
 
     def check(self) -> None: ...
 
@@ -159,10 +164,12 @@ class NightCalibration:
         now: Callable[[], float],
         science: ScienceStep | None = None,
         references: ReferenceLibrary | None = None,
+        transients: TransientSearch | None = None,
     ) -> None:
         self.settings = settings
         self.science = science
         self.references = references
+        self.transients = transients
         self.library = library
         self.storage_root = storage_root
         self.longitude = longitude_deg
@@ -587,6 +594,7 @@ class NightCalibration:
         else:
             work.reporter.product(science.catalog_path, "source_catalog", science.catalog_sha256)
             work.reporter.product(output, "calibrated", science.frame_sha256, science=science.proto_fields())
+            self._search_transients(output, work)  # before the frame may become its field's reference
             self._consider_reference(output, work)
         work.result.calibrated.append(output)
         self._done += 1
@@ -594,6 +602,24 @@ class NightCalibration:
             work.reporter.stage("science", self._done, self._total, str(frame.path))
         else:
             work.reporter.stage("science", self._done, self._total, str(output), **science.proto_fields())
+
+    def _search_transients(self, output: Path, work: SetupNight) -> None:
+        """An alert's frame (or every frame, as configured) against its field's reference."""
+        if self.transients is None:
+            return
+        try:
+            if not self.transients.wanted(output):
+                return
+            outcome = self.transients.search(output, work_order_id=self.work_order_id)
+        except Exception as exc:  # the search must never cost the night its calibration
+            log.exception("transient search on %s", output)
+            work.result.notes.append(f"{output.name}: transient search failed: {type(exc).__name__}: {exc}")
+            return
+        for path, kind in outcome.products:
+            work.reporter.product(path, kind)
+        for event in outcome.events:
+            work.reporter.candidate(event)
+        work.result.notes.append(f"{output.name}: {outcome.message}")
 
     def _consider_reference(self, output: Path, work: SetupNight) -> None:
         """A science-ready frame may become the reference of its field and filter."""

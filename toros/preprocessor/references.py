@@ -133,8 +133,9 @@ def footprint_of(header: fits.Header, path: Path) -> Footprint:
     return Footprint(ra % 360.0, dec, radius)
 
 
-def _epoch(header: fits.Header) -> float:
-    value = str(header.get("DATE-OBS", "")).strip()
+def epoch_of(header: fits.Header, keyword: str = "DATE-OBS") -> float:
+    """A header's time (DATE-OBS unless told) in unix seconds; 0 when missing or unreadable."""
+    value = str(header.get(keyword, "")).strip()
     if not value:
         return 0.0
     try:
@@ -292,7 +293,7 @@ class ReferenceLibrary:
                 references.insert().values(
                     path=str(target),
                     filter=filter,
-                    epoch=_epoch(header),
+                    epoch=epoch_of(header),
                     depth=depth,
                     fwhm_arcsec=fwhm,
                     ra_deg=footprint.ra_deg,
@@ -327,7 +328,7 @@ class ReferenceLibrary:
             int(identity),
             target,
             filter,
-            _epoch(header),
+            epoch_of(header),
             depth,
             fwhm,
             footprint.ra_deg,

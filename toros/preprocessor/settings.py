@@ -89,6 +89,28 @@ class ReferencesConfig(Section):
     max_fwhm_arcsec: float = Field(default=4.0, gt=0, le=60, description="blurrier frames never become references")
 
 
+class DiscoveryConfig(Section):
+    """Transient discovery: difference imaging against the reference library, candidates and reports
+    (``transients.py``)."""
+
+    enabled: bool | None = Field(default=None, description="None: on when the science step is")
+    alert_frames: bool = Field(default=True, description="search every science frame of an alert's targets")
+    every_frame: bool = Field(default=False, description="search routine frames too (a survey)")
+    threshold: float = Field(default=5.0, ge=3, le=100, description="|S_corr| of a detection")
+    min_score: float = Field(default=0.7, ge=0, le=1, description="real/bogus score a candidate needs")
+    match_radius_arcsec: float = Field(default=1.0, gt=0, le=10, description="detections this close: one candidate")
+    galaxy_catalog: ConfigPath | None = Field(default=None, description="for host galaxies; None: alert.catalog")
+    host_search_kpc: float = Field(default=50.0, gt=0, le=1000, description="galaxies this close are hosts")
+    cutout_arcsec: float = Field(default=30.0, ge=5, le=600, description="side of the triplet stamps")
+    tile: int = Field(default=1024, ge=128, le=8192, description="ZOGY tile side, pixels (memory: ~30 tile²×8 B)")
+    tns_reporter: str = Field(default="TOROS Collaboration", max_length=500, description="the TNS report's reporter")
+    tns_group_id: str = Field(default="", max_length=32, description="your TNS reporting group id")
+    tns_instrument_id: str = Field(default="", max_length=32, description="your TNS instrument id")
+
+    def active(self, science_active: bool) -> bool:
+        return science_active and self.enabled is not False
+
+
 class FollowedTelescope(Section):
     """A telescope whose image stream the preprocessor follows."""
 
@@ -103,6 +125,7 @@ class PreprocessorConfig(ServerConfig):
     calibration: CalibrationConfig = CalibrationConfig()
     science: ScienceConfig = ScienceConfig()
     references: ReferencesConfig = ReferencesConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     follow: tuple[FollowedTelescope, ...] = ()
 
     @field_validator("http")

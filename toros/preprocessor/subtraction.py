@@ -256,12 +256,24 @@ def register(
         inside = (row_of(rows, columns) >= -0.5) & (row_of(rows, columns) <= reference.shape[0] - 0.5)
         inside &= (column_of(rows, columns) >= -0.5) & (column_of(rows, columns) <= reference.shape[1] - 0.5)
     else:
-        coordinates_x = ndimage.zoom(rx, (height / rx.shape[0], width / rx.shape[1]), order=1, grid_mode=False)
-        coordinates_y = ndimage.zoom(ry, (height / ry.shape[0], width / ry.shape[1]), order=1, grid_mode=False)
-        coordinates_x, coordinates_y = coordinates_x[:height, :width], coordinates_y[:height, :width]
-        ndimage.map_coordinates(filled, [coordinates_y, coordinates_x], output=out, order=3, mode="nearest")
-        inside = (coordinates_y >= -0.5) & (coordinates_y <= reference.shape[0] - 0.5)
-        inside &= (coordinates_x >= -0.5) & (coordinates_x <= reference.shape[1] - 0.5)
+        from scipy.interpolate import RegularGridInterpolator
+
+        coefficients = ndimage.spline_filter(filled, order=3, mode="nearest", output=np.float32)
+        axes = (gy[:, 0].astype(np.float64), gx[0].astype(np.float64))
+        to_x = RegularGridInterpolator(axes, rx, method="linear")
+        to_y = RegularGridInterpolator(axes, ry, method="linear")
+        inside = np.empty(shape, dtype=bool)
+        for start in range(0, height, 256):  # a band of rows at a time: coordinates for a frame would be GiBs
+            stop = min(height, start + 256)
+            rows, columns = np.meshgrid(np.arange(start, stop), np.arange(width), indexing="ij")
+            points = np.column_stack([rows.ravel(), columns.ravel()])
+            column_of = to_x(points).reshape(rows.shape)
+            row_of = to_y(points).reshape(rows.shape)
+            out[start:stop] = ndimage.map_coordinates(
+                coefficients, [row_of, column_of], order=3, mode="nearest", prefilter=False
+            )
+            inside[start:stop] = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
+            inside[start:stop] &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
     out[~inside] = np.nan
     if blind.any():
         by, bx = np.nonzero(blind)

@@ -41,6 +41,7 @@ EVENT_KINDS = {
     pb.EVENT_KIND_CALIBRATION_PROGRESS: "calibration_progress",
     pb.EVENT_KIND_ALERT_PROCESSED: "alert_processed",
     pb.EVENT_KIND_DEVICE_UPDATE: "device_update",
+    pb.EVENT_KIND_TRANSIENT_CANDIDATE: "transient_candidate",
 }
 DEFAULT_CHUNK = 64 << 10
 # What one FetchFile stream holds in this process while its reader is slow grows with the chunk (a stalled

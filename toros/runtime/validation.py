@@ -26,6 +26,7 @@ TASK_MODULES = {
     "dome_control": "telescope",
     "calibrate_night": "preprocessor",
     "calibrate_images": "preprocessor",
+    "find_transients": "preprocessor",
     "process_alert": "alert",
 }
 DEFAULT_PRIORITY = 50

@@ -31,6 +31,15 @@ IMAGETYP: dict[int, str] = {
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """The alert an image follows up: written into its header (ALERTID, EVENTT) for the preprocessor, whose
+    transient search subtracts only references taken before the event."""
+
+    alert_id: str
+    event_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Exposure:
     """What was exposed: the request and the state of the telescope at the start."""
 
@@ -50,6 +59,7 @@ class Exposure:
     flat_source: str = ""
     mount_position: tuple[float, float] | None = None  # (RA, Dec) the mount reported at the start: the WCS centre
     pixel_scale_arcsec: float | None = None
+    follow_up: FollowUp | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,13 @@ def header_for(
         header["FLATSRC"] = (exposure.flat_source, "flat-field light source")
     header["WORKORD"] = (exposure.work_order_id, "TOROS work order")
     header["DRILL"] = (exposure.drill, "taken for a drill or test alert")
+    if exposure.follow_up is not None:
+        header["ALERTID"] = (exposure.follow_up.alert_id[:68], "the alert (superevent) followed up")
+        if exposure.follow_up.event_time is not None:
+            header["EVENTT"] = (
+                exposure.follow_up.event_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
+                "UTC time of the alert's event",
+            )
     header["SOFTWARE"] = f"toros {__version__}"
     return header
 

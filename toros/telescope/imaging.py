@@ -51,6 +51,7 @@ class ImageRequest:
     drill: bool = False
     flat_source: str = ""  # "dome" or "sky" for flats
     altitude: float | None = None
+    follow_up: images.FollowUp | None = None
 
 
 class Imaging:
@@ -130,6 +131,7 @@ class Imaging:
             flat_source=request.flat_source,
             mount_position=mount_position,  # type: ignore[arg-type]
             pixel_scale_arcsec=self.config.camera.pixel_scale_arcsec,
+            follow_up=request.follow_up,
         )
         return pixels, exposure
 

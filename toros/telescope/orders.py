@@ -28,6 +28,7 @@ def check_observe_targets(task: pb.ObserveTargets, check: Checker) -> None:
         check_target(target, check.at(f"targets[{index}]"))
     check.text("alert_id", task.alert_id, required=False)
     check.timestamp("valid_until", task.valid_until, task)
+    check.timestamp("event_time", task.event_time, task)
 
 
 def check_take_calibrations(task: pb.TakeCalibrations, check: Checker) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.images import FollowUp
 from toros.telescope.imaging import ImageRequest, StorageFailure
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory
@@ -68,6 +69,7 @@ class Entry:
     done: int = 0
     state: TargetState = TargetState.PENDING
     reason: str = ""
+    follow_up: FollowUp | None = None
 
     @property
     def key(self) -> str:
@@ -116,6 +118,12 @@ class TargetBook:
                 exposure,
                 target.exposure_count or defaults.exposure_count,
                 target.filter or defaults.filter,
+                follow_up=FollowUp(
+                    task.alert_id,
+                    task.event_time.ToDatetime(tzinfo=UTC) if task.HasField("event_time") else None,
+                )
+                if task.alert_id
+                else None,
             )
             entry.done = int(self.journal.get_value(journal_keys.frames_observed(entry.key)) or 0)
             if entry.done >= entry.count:
@@ -268,6 +276,7 @@ class Dispatcher:
                         (target.ra_deg, target.dec_deg),
                         drill=entry.drill,
                         altitude=altitude,
+                        follow_up=entry.follow_up,
                     )
                     self.observatory.imaging.expose(lambda: self._check(entry), request)
                     self.book.record_frame(entry)

@@ -1,0 +1,310 @@
+"""Transient discovery against the simulated sky's truth and real ZTF cut-outs: the kilonova is found where and
+as bright as it is, and is the only vetted candidate; `toros difference` writes its three products; the
+preprocessor's search stores candidates exactly once, streams them and writes the reports (PNG triplet, JSON,
+GCN draft, TNS report, Avro packets that read back); bad inputs give clear reasons."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from toros.cli import main as toros_main
+from toros.preprocessor import vetting
+from toros.preprocessor.candidates import CandidateStore, Host, NewDetection, Search
+from toros.preprocessor.discovery import DiscoveryFailed, discover
+from toros.preprocessor.references import ReferenceLibrary
+from toros.preprocessor.reports import read_avro
+from toros.preprocessor.settings import DiscoveryConfig, ReferencesConfig
+from toros.preprocessor.transients import TransientSearch, kpc_offset
+from toros.runtime.config import DatabaseConfig
+from toros.simulation.sky import Conditions, Galaxy, Kilonova, SimulatedSky, StarCatalog, write_calibrated_frame
+
+FIELD = (11.888, -25.288)
+EVENT = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+WHEN = EVENT + timedelta(days=1)
+SIZE = 768
+SCALE = 0.47
+HOST = Galaxy("NGC-TEST", FIELD[0] + 0.012, FIELD[1] + 0.006, 14.5, 60.0)
+ZTF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf-alerts"
+
+
+def _science_ready(path: Path, truth, fwhm_arcsec: float, **cards) -> Path:
+    """What the science step leaves: the true zero point and the FWHM in the header (the WCS is already true)."""
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header["MAGZP"] = round(truth.magzp, 4)
+        hdus[0].header["FWHM"] = round(fwhm_arcsec / SCALE, 3)
+        hdus[0].header["LIMMAG"] = 21.0
+        for key, value in cards.items():
+            hdus[0].header[key] = value
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> dict:
+    """A deep reference a month before the event and a new frame a day after it, with an AT2017gfo-like kilonova
+    at 60 Mpc 3" from its host's centre; the frames' pointings differ by 20"."""
+    folder = tmp_path_factory.mktemp("discovery")
+    stars = StarCatalog()
+    kilonova = Kilonova(HOST.ra_deg + 3.0 / 3600, HOST.dec_deg + 1.0 / 3600, EVENT, 60.0)
+    reference_path, new_path = folder / "ref.fits", folder / "new.fits"
+    reference = write_calibrated_frame(
+        reference_path, SimulatedSky(stars, [HOST]), (FIELD[0] + 0.005, FIELD[1] - 0.003), SIZE,
+        pointing_error_arcsec=(0.0, 0.0), pixel_scale_arcsec=SCALE,
+        conditions=Conditions("r", 300.0, 1.1, 1.5, EVENT - timedelta(days=30)), seed=11,
+    )  # fmt: skip
+    new = write_calibrated_frame(
+        new_path, SimulatedSky(stars, [HOST], [kilonova]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
+        pixel_scale_arcsec=SCALE, conditions=Conditions("r", 120.0, 1.2, 2.0, WHEN), seed=12,
+    )  # fmt: skip
+    _science_ready(reference_path, reference, 1.5)
+    _science_ready(new_path, new, 2.0, ALERTID="S261122a", EVENTT=EVENT.strftime("%Y-%m-%dT%H:%M:%S.000"), DRILL=False)
+    return {"folder": folder, "reference": reference_path, "new": new_path, "kilonova": kilonova, "truth": new}
+
+
+def _truth_xy(pair: dict) -> tuple[float, float]:
+    x, y = pair["truth"].wcs.world_to_pixel_values(pair["kilonova"].ra_deg, pair["kilonova"].dec_deg)
+    return float(x), float(y)
+
+
+def test_the_kilonova_is_found_at_its_place_and_brightness_and_is_the_only_vetted_candidate(pair):
+    result = discover(pair["new"], pair["reference"])
+    vetted = [c for c in result.candidates if not c.negative and c.score >= DiscoveryConfig().min_score]
+    assert len(vetted) == 1, [(c.x, c.y, c.snr, c.score) for c in vetted]
+    found = vetted[0]
+    x, y = _truth_xy(pair)
+    assert math.hypot(found.x - x, found.y - y) * SCALE < 1.0, "within 1 arcsec"
+    true_mag = pair["kilonova"].mag("r", WHEN)
+    assert found.mag == pytest.approx(true_mag, abs=0.2)
+    assert found.mag_err is not None and 0 < found.mag_err < 0.2 and found.snr > 10
+    assert found.ra_deg == pytest.approx(pair["kilonova"].ra_deg, abs=1 / 3600)
+    assert result.common_stars >= 5, "the registration was refined on stars"
+
+
+def test_toros_difference_writes_the_difference_the_significance_and_the_candidates(pair, tmp_path, capsys):
+    assert toros_main(["difference", str(pair["new"]), str(pair["reference"]), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "new_diff.fits" in out and "new_candidates.csv" in out
+    diff, scorr = fits.open(tmp_path / "new_diff.fits"), fits.open(tmp_path / "new_scorr.fits")
+    assert diff[0].data.shape == (SIZE, SIZE) and WCS(scorr[0].header).has_celestial
+    with open(tmp_path / "new_candidates.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {"ra_deg", "dec_deg", "x", "y", "mag", "mag_err", "snr", "score"} <= set(rows[0])
+    snrs = [float(r["snr"]) for r in rows]
+    assert snrs == sorted(snrs, reverse=True)
+    best = max((r for r in rows if r["negative"] == "False"), key=lambda r: float(r["score"]))
+    x, y = _truth_xy(pair)
+    assert math.hypot(float(best["x"]) - x, float(best["y"]) - y) < 2.0, "x is the column, y the row (0-based)"
+    ra, dec = WCS(scorr[0].header).pixel_to_world_values(float(best["x"]), float(best["y"]))
+    assert float(best["ra_deg"]) == pytest.approx(float(ra), abs=1e-6)
+    assert scorr[0].data[round(float(best["y"])), round(float(best["x"]))] == pytest.approx(float(best["snr"]), rel=0.3)
+
+
+def test_a_reference_of_another_pixel_scale_is_resampled_and_the_kilonova_still_measured(pair, tmp_path):
+    """A 2×2-binned reference (0.94"/px) of another size: resampled onto the science grid."""
+    with fits.open(pair["reference"]) as hdus:
+        data, header = hdus[0].data, hdus[0].header.copy()
+    binned = data[: SIZE // 2 * 2, : SIZE // 2 * 2].reshape(SIZE // 2, 2, SIZE // 2, 2).sum(axis=(1, 3))[:300, :340]
+    wcs = WCS(header)[::2, ::2]
+    header.update(wcs.to_header())
+    header["FWHM"] = header["FWHM"] / 2
+    fits.PrimaryHDU(binned.astype(np.float32), header).writeto(tmp_path / "binned.fits")
+    result = discover(pair["new"], tmp_path / "binned.fits")
+    x, y = _truth_xy(pair)
+    near = [c for c in result.candidates if math.hypot(c.x - x, c.y - y) < 2.5 and not c.negative]
+    assert near and near[0].mag == pytest.approx(pair["kilonova"].mag("r", WHEN), abs=0.2)
+
+
+@pytest.mark.filterwarnings("ignore:Found a SIMPLE card")  # ZTF's cut-outs' own header
+@pytest.mark.parametrize(
+    ("packet", "negative"),
+    [("1661382530015060001", True), ("472263571115115008", False)],
+)
+def test_real_ztf_cutouts_give_ztfs_own_measurement(packet, negative, tmp_path):
+    """Science and template cut-outs of real ZTF alert packets (63×63, too few stars: a Gaussian PSF of the
+    candidate's FWHM), given a WCS and ZTF's zero point: the candidate at the centre, ZTF's sign and
+    magnitude."""
+    import fastavro
+
+    with open(ZTF / f"{packet}.avro", "rb") as stream:
+        record = next(iter(fastavro.reader(stream)))
+    assert isinstance(record, dict)
+    candidate = record["candidate"]
+    paths = {}
+    for kind in ("Science", "Template"):
+        hdu = fits.open(io.BytesIO(gzip.decompress(record[f"cutout{kind}"]["stampData"])))[0]
+        header = fits.Header()
+        from toros.sky_geometry import tan_wcs
+
+        header.update(tan_wcs(candidate["ra"], candidate["dec"], *hdu.data.shape[::-1], 1.012).to_header())
+        header["MAGZP"], header["FWHM"] = candidate["magzpsci"], candidate["fwhm"]
+        header["GAIN"], header["SATURATE"], header["FILTER"] = 6.2, 50000.0, "r"
+        paths[kind] = tmp_path / f"{kind}.fits"
+        fits.PrimaryHDU(hdu.data.astype(np.float32), header).writeto(paths[kind])
+    result = discover(paths["Science"], paths["Template"])
+    central = [c for c in result.candidates if math.hypot(c.x - 31, c.y - 31) < 1.5]
+    assert central, [(c.x, c.y) for c in result.candidates]
+    assert central[0].negative is negative
+    assert central[0].mag == pytest.approx(candidate["magpsf"], abs=0.15)
+    assert any("Gaussian PSF" in note for note in result.notes)
+
+
+def test_bad_inputs_are_named(pair, tmp_path):
+    no_wcs = tmp_path / "no-wcs.fits"
+    fits.PrimaryHDU(np.ones((64, 64), np.float32)).writeto(no_wcs)
+    with pytest.raises(DiscoveryFailed, match="science no-wcs.fits: no celestial WCS"):
+        discover(no_wcs, pair["reference"])
+    elsewhere = tmp_path / "elsewhere.fits"
+    with fits.open(pair["reference"]) as hdus:
+        header = hdus[0].header.copy()
+        header["CRVAL1"] += 5.0
+        fits.PrimaryHDU(hdus[0].data, header).writeto(elsewhere)
+    with pytest.raises(DiscoveryFailed, match="does not cover the science frame"):
+        discover(pair["new"], elsewhere)
+    # NaN regions and masked pixels: no crash, and a candidate next to them says so.
+    holed = tmp_path / "holed.fits"
+    x, y = _truth_xy(pair)
+    with fits.open(pair["new"]) as hdus:
+        data, header = hdus[0].data.copy(), hdus[0].header.copy()
+        mask = np.zeros(data.shape, np.uint8)
+        data[:100, :100] = np.nan
+        mask[round(y) + 4, round(x) + 4] = 1  # a hot pixel beside the kilonova
+        fits.HDUList([fits.PrimaryHDU(data, header), fits.ImageHDU(mask, name="MASK")]).writeto(holed)
+    result = discover(holed, pair["reference"])
+    assert np.isnan(result.difference.score[:100, :100]).all()
+    near = [c for c in result.candidates if math.hypot(c.x - x, c.y - y) < 2]
+    assert near and "near_masked" in near[0].flags and near[0].masked_pixels >= 1
+
+
+def test_the_json_forest_scores_exactly_as_scikit_learn():
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(400, len(vetting.FEATURES)))
+    labels = rows[:, 0] + 0.5 * rows[:, 3] > 0
+    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(rows, labels)
+    trees = vetting.forest_to_json(forest)["trees"]
+    ours = np.mean([_evaluate(tree, rows) for tree in trees], axis=0)
+    assert np.allclose(ours, forest.predict_proba(rows)[:, 1], atol=1e-6)
+    assert vetting.score(np.zeros((2, len(vetting.FEATURES)))).shape == (2,), "the versioned model loads"
+
+
+def _evaluate(tree: dict, rows: np.ndarray) -> np.ndarray:
+    """vetting.score's walk over one tree."""
+    arrays = {key: np.asarray(value) for key, value in tree.items()}
+    node = np.zeros(len(rows), dtype=int)
+    for _ in range(64):
+        inner = arrays["left"][node] >= 0
+        go_left = rows[np.arange(len(rows)), np.maximum(arrays["feature"][node], 0)] <= arrays["threshold"][node]
+        node = np.where(inner, np.where(go_left, arrays["left"][node], arrays["right"][node]), node)
+    return arrays["value"][node]
+
+
+@pytest.fixture
+def search(pair, tmp_path):
+    database = DatabaseConfig(path=tmp_path / "toros.db")
+    library = ReferenceLibrary(database, tmp_path / "data", ReferencesConfig())
+    store = CandidateStore(database)
+    catalog = tmp_path / "galaxies.csv"
+    catalog.write_text(
+        f"name,ra,dec,dist,bmag\n{HOST.name},{HOST.ra_deg},{HOST.dec_deg},{HOST.distance_mpc},{HOST.b_mag}\n"
+    )
+    from toros.alert.catalog import GalaxyIndex
+
+    index = GalaxyIndex.open(catalog)
+    finder = TransientSearch(DiscoveryConfig(), library, store, tmp_path / "data", galaxies=lambda: index, site="Macon")
+    yield finder
+    library.close()
+    store.close()
+
+
+def _calibrated(pair: dict, root: Path) -> Path:
+    """The new frame where the preprocessor keeps calibrated frames."""
+    folder = root / "calibrated" / "2026-11-22"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "new_cal.fits"
+    target.write_bytes(pair["new"].read_bytes())
+    return target
+
+
+def test_the_search_stores_the_kilonova_once_streams_it_and_writes_every_report(pair, search, tmp_path):
+    root = tmp_path / "data"
+    frame = _calibrated(pair, root)
+    outcome = search.search(frame, work_order_id="wo-1")
+    assert not outcome.searched and outcome.message == "no reference for this field in r taken before the event"
+    search.references.import_file(pair["reference"], 0.0)
+    outcome = search.search(frame, work_order_id="wo-2")
+    assert outcome.searched and len(outcome.events) == 1, outcome.message
+    event = outcome.events[0]
+    assert event.name.startswith("TOROS-2026-") and event.detections == 1 and event.alert_id == "S261122a"
+    assert event.host == HOST.name and event.host_offset_arcsec == pytest.approx(math.hypot(3 * 0.905, 1), abs=0.6)
+    assert event.host_offset_kpc == pytest.approx(kpc_offset(event.host_offset_arcsec, 60.0), rel=1e-6)
+    assert event.mag == pytest.approx(pair["kilonova"].mag("r", WHEN), abs=0.2)
+    kinds = {kind for _, kind in outcome.products}
+    assert {"difference", "significance", "candidates_table", "triplet", "candidate_record", "gcn_draft",
+            "tns_report", "avro_packet"} <= kinds  # fmt: skip
+    triplet = Path(event.triplet_path)
+    assert triplet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(Path(event.record_path).read_text())["candidate"] == event.name
+    reports = root / "reports" / "S261122a"
+    circular = (reports / "gcn-circular-draft.txt").read_text()
+    assert event.name in circular and HOST.name in circular and "S261122a" in circular
+    tns = json.loads((reports / "tns-at-report.json").read_text())["at_report"]["0"]
+    assert tns["internal_name"] == event.name and tns["photometry"]["photometry_group"]["0"]["filter_value"] == "r"
+    (packet_path,) = (reports / "avro").glob("*.avro")
+    (packet,) = read_avro(packet_path)
+    assert packet["objectId"] == event.name and packet["candidate"]["magpsf"] == pytest.approx(event.mag)
+    cutout = fits.open(io.BytesIO(gzip.decompress(packet["cutoutDifference"]["stampData"])))[0]
+    assert cutout.data.shape[0] >= 15 and WCS(cutout.header).has_celestial
+    # The same frame again (a restart mid-night): still one detection; a second frame: a history of two.
+    again = search.search(frame, work_order_id="wo-3")
+    assert again.events[0].detections == 1
+    later = frame.with_name("later_cal.fits")
+    with fits.open(frame) as hdus:
+        hdus[0].header["DATE-OBS"] = (WHEN + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000")
+        hdus.writeto(later)
+    assert search.search(later, work_order_id="wo-4").events[0].detections == 2
+    (candidate,) = search.store.candidates("S261122a")
+    assert len(candidate.history) == 2 and candidate.last_seen - candidate.first_seen == pytest.approx(3600)
+
+
+def test_a_reference_in_another_filter_only_is_named(pair, search, tmp_path):
+    other = tmp_path / "g.fits"
+    with fits.open(pair["reference"]) as hdus:
+        hdus[0].header["FILTER"] = "g"
+        hdus.writeto(other)
+    search.references.import_file(other, 0.0)
+    outcome = search.search(_calibrated(pair, tmp_path / "data"), work_order_id="wo-1")
+    assert outcome.message == "no reference for this field in r (only in g) taken before the event"
+
+
+def test_single_detections_of_a_field_searched_again_are_unconfirmed_and_nearby_ones_moving(tmp_path):
+    store = CandidateStore(DatabaseConfig(path=tmp_path / "toros.db"))
+    base = datetime(2026, 5, 1, 23, 0, tzinfo=UTC).timestamp()
+
+    def search_at(name: str, minutes: float, found: list[NewDetection]) -> None:
+        frame = Search(tmp_path / name, "S1", base + 60 * minutes, "r", 10.0, -20.0, 0.2, 20.5, 60.0, "ref", len(found),
+                       "", "wo")  # fmt: skip
+        store.record(frame, found, "TOROS-2026-")
+
+    def at(ra: float, dec: float) -> NewDetection:
+        return NewDetection(1.0, 1.0, ra, dec, 19.0, 0.05, 20.0, 0.9, (), Host("G", 3.0, 1.0, 70.0))
+
+    search_at("a.fits", 0, [at(10.0, -20.0), at(10.01, -20.0)])
+    search_at("b.fits", 30, [at(10.0, -20.0 + 0.2 / 3600), at(10.012, -20.001)])
+    found = {c.name: c for c in store.candidates("S1")}
+    static = [c for c in found.values() if len(c.history) == 2]
+    assert len(static) == 1 and "unconfirmed" not in static[0].flags
+    movers = [c for c in found.values() if len(c.history) == 1]
+    assert len(movers) == 2 and all("moving" in c.flags for c in movers)
+    assert ["unconfirmed" in c.flags for c in sorted(movers, key=lambda c: c.first_seen)] == [True, False]
+    store.close()

@@ -1,0 +1,331 @@
+"""The transient search of one science-ready frame, as the preprocessor runs it: the best reference from the
+library (for an alert's frame, taken before the event), ZOGY and vetting (``discovery.py``), the products beside
+each other under ``storage.root/transients/<night>/<frame>/``, the vetted detections into the candidates
+database, a ``transient_candidate`` event each, and the alert's reports brought up to date
+(``storage.root/reports/<alert>/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from toros.alert.catalog import GalaxyIndex
+from toros.generated import toros_pb2 as pb
+from toros.preprocessor import reports
+from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
+from toros.preprocessor.discovery import DiscoveryFailed, DiscoveryResult, DiscoverySettings, discover, write_products
+from toros.preprocessor.references import BadReference, ReferenceLibrary, epoch_of, footprint_of
+from toros.preprocessor.settings import DiscoveryConfig
+from toros.runtime.files import atomic_write, path_inside, safe_name
+from toros.sky_geometry import separation_deg
+
+log = logging.getLogger(__name__)
+
+H0_KM_S_MPC = 67.7  # Planck 2018
+C_KM_S = 299_792.458
+KPC_PER_ARCSEC_PER_MPC = 1000.0 * math.pi / 648_000.0
+
+
+@dataclass
+class SearchOutcome:
+    frame: Path
+    message: str
+    searched: bool
+    events: list[pb.TransientCandidate] = field(default_factory=list)
+    products: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def kpc_offset(offset_arcsec: float, distance_mpc: float) -> float:
+    """A projected offset at a luminosity distance: the angular-diameter distance D_L/(1+z)², z from Hubble's
+    law (good to a percent within 500 Mpc, where the host galaxies of GW alerts are)."""
+    redshift = H0_KM_S_MPC * distance_mpc / C_KM_S
+    return offset_arcsec * distance_mpc / (1.0 + redshift) ** 2 * KPC_PER_ARCSEC_PER_MPC
+
+
+class TransientSearch:
+    def __init__(
+        self,
+        settings: DiscoveryConfig,
+        references: ReferenceLibrary,
+        store: CandidateStore,
+        storage_root: Path,
+        *,
+        galaxies: Callable[[], GalaxyIndex | None] = lambda: None,
+        site: str = "",
+    ) -> None:
+        self.settings = settings
+        self.references = references
+        self.store = store
+        self.root = storage_root
+        self.galaxies = galaxies
+        self.site = site
+
+    def wanted(self, frame: Path) -> bool:
+        """Whether a frame the preprocessor just made science-ready is searched by itself (config)."""
+        if self.settings.every_frame:
+            return True
+        return self.settings.alert_frames and bool(str(fits.getheader(frame).get("ALERTID", "")).strip())
+
+    def search(
+        self, frame: Path, *, work_order_id: str, alert_id: str = "", event_time: float | None = None
+    ) -> SearchOutcome:
+        """One frame: always recorded (searched or why not), never raises for a frame that cannot be searched."""
+        header = fits.getheader(frame)
+        alert_id = alert_id or str(header.get("ALERTID", "")).strip()
+        event_time = event_time or (epoch_of(header, "EVENTT") or None)
+        date_obs = epoch_of(header)
+        filter = str(header.get("FILTER", "")).strip() or "none"
+        try:
+            footprint = footprint_of(header, frame)
+        except BadReference as exc:
+            return SearchOutcome(frame, str(exc), False)
+        search = Search(
+            frame, alert_id, date_obs, filter, footprint.ra_deg, footprint.dec_deg, footprint.radius_deg,
+            _number(header.get("LIMMAG")), _number(header.get("EXPTIME")), "", 0, "", work_order_id,
+        )  # fmt: skip
+        if "MAGZP" not in header:
+            return self._not_searched(search, "not science-ready (no MAGZP): the science step failed on it")
+        before = min(event_time, date_obs) if event_time and date_obs else (date_obs or None)
+        covering = [
+            r
+            for r in self.references.find(footprint.ra_deg, footprint.dec_deg, footprint.radius_deg, filter, before)
+            if r.path != frame
+            and separation_deg(np.array([r.ra_deg]), np.array([r.dec_deg]), footprint.ra_deg, footprint.dec_deg)[0]
+            < r.radius_deg
+        ]
+        if not covering:
+            others = {
+                r.filter
+                for r in self.references.find(footprint.ra_deg, footprint.dec_deg, footprint.radius_deg, None, before)
+            }
+            reason = f"no reference for this field in {filter}"
+            if others:
+                reason += f" (only in {', '.join(sorted(others))})"
+            if event_time:
+                reason += " taken before the event"
+            return self._not_searched(search, reason)
+        reference = covering[0]
+        try:
+            result = discover(frame, reference.path, DiscoverySettings(self.settings.threshold, self.settings.tile))
+        except DiscoveryFailed as exc:
+            return self._not_searched(search, f"subtraction against {reference.path.name} failed: {exc}")
+        return self._keep(search, result, reference.path, alert_id, event_time, bool(header.get("DRILL", False)))
+
+    def _not_searched(self, search: Search, reason: str) -> SearchOutcome:
+        log.warning("%s: not searched for transients: %s", search.frame.name, reason)
+        self.store.record(search.__class__(**{**search.__dict__, "message": reason}), [], self._prefix(search))
+        return SearchOutcome(search.frame, reason, False)
+
+    @staticmethod
+    def _prefix(search: Search) -> str:
+        year = datetime.fromtimestamp(search.date_obs or 0, UTC).year
+        return f"TOROS-{year}-"
+
+    def _folder(self, search: Search) -> Path:
+        night = search.frame.parent.name
+        stem = search.frame.name.removesuffix(".fits")
+        return path_inside(self.root, "transients", safe_name(night, "night"), safe_name(stem, "frame"))
+
+    def _keep(
+        self, search: Search, result: DiscoveryResult, reference: Path, alert_id: str, event_time: float | None,
+        drill: bool,
+    ) -> SearchOutcome:  # fmt: skip
+        folder = self._folder(search)
+        diff, scorr, table = write_products(result, folder)
+        outcome = SearchOutcome(search.frame, "", True)
+        outcome.products += [(diff, "difference"), (scorr, "significance"), (table, "candidates_table")]
+        vetted = [c for c in result.candidates if not c.negative and c.score >= self.settings.min_score]
+        scale = result.science.pixel_scale_arcsec
+        size = max(15, int(round(self.settings.cutout_arcsec / scale)) | 1)
+        found: list[NewDetection] = []
+        cuts: list[reports.Stamps] = []
+        for index, c in enumerate(vetted):
+            detection = NewDetection(
+                c.x,
+                c.y,
+                c.ra_deg,
+                c.dec_deg,
+                c.mag,
+                c.mag_err,
+                c.snr,
+                c.score,
+                c.flags,
+                self._host(c.ra_deg, c.dec_deg),
+            )
+            cut = reports.stamps(
+                result.science.data, result.reference.data, result.difference.difference, result.science.wcs,
+                c.x, c.y, size,
+            )  # fmt: skip
+            mag = f"{c.mag:.2f}" if c.mag is not None else "?"
+            detection.triplet = str(
+                reports.write_triplet(
+                    folder / f"detection-{index + 1:03d}.png",
+                    cut,
+                    f"{search.frame.name}  x {c.x:.1f} y {c.y:.1f}  {search.filter} {mag}  S/N {c.snr:.1f}  "
+                    f"score {c.score:.2f}",
+                )  # fmt: skip
+            )
+            detection.record = str(folder / f"detection-{index + 1:03d}.json")
+            found.append(detection)
+            cuts.append(cut)
+        message = (
+            f"{len(result.candidates)} detections, {len(vetted)} vetted (score >= {self.settings.min_score:.2f}) "
+            f"against {reference.name}"
+        )
+        search = Search(**{**search.__dict__, "reference": str(reference), "detections": len(result.candidates),
+                           "message": message})  # fmt: skip
+        named = self.store.record(search, found, self._prefix(search))
+        for detection, (name, count) in zip(found, named, strict=True):
+            reports.write_json(Path(detection.record), self._record(name, detection, search, result, reference))
+            outcome.products += [(Path(detection.triplet), "triplet"), (Path(detection.record), "candidate_record")]
+            outcome.events.append(self._event(name, count, detection, search, alert_id))
+        if alert_id:
+            outcome.products += self._event_reports(alert_id, event_time, drill, result, found, named, cuts)
+        outcome.message = message
+        log.info("%s: %s", search.frame.name, message)
+        return outcome
+
+    def _host(self, ra_deg: float, dec_deg: float) -> Host | None:
+        """The galaxy of the catalog nearest in projected distance within ``host_search_kpc`` (galaxies
+        without a distance: within 30 arcsec)."""
+        index = self.galaxies()
+        if index is None:
+            return None
+        radius_deg = min(self.settings.host_search_kpc / kpc_offset(1.0, 10.0) / 3600.0, 0.2)
+        rows = index.cone(ra_deg, dec_deg, radius_deg)
+        best: Host | None = None
+        for row in rows:
+            offset = float(
+                separation_deg(np.array([index.ra[row]]), np.array([index.dec[row]]), ra_deg, dec_deg)[0]
+            ) * 3600.0  # fmt: skip
+            distance = float(index.dist[row])
+            name = index.name[row].decode(errors="replace").strip()
+            if math.isfinite(distance) and distance > 0:
+                kpc = kpc_offset(offset, distance)
+                if kpc <= self.settings.host_search_kpc and (best is None or kpc < (best.offset_kpc or math.inf)):
+                    best = Host(name, offset, kpc, distance)
+            elif offset <= 30.0 and best is None:
+                best = Host(name, offset, None, None)
+        return best
+
+    def _record(
+        self, name: str, d: NewDetection, search: Search, result: DiscoveryResult, reference: Path
+    ) -> dict[str, object]:
+        return {
+            "candidate": name,
+            "alert_id": search.alert_id,
+            "frame": str(search.frame),
+            "reference": str(reference),
+            "date_obs": datetime.fromtimestamp(search.date_obs, UTC).isoformat(),
+            "filter": search.filter,
+            "ra_deg": d.ra_deg,
+            "dec_deg": d.dec_deg,
+            "x": d.x,
+            "y": d.y,
+            "mag": d.mag,
+            "mag_err": d.mag_err,
+            "snr": d.snr,
+            "score": d.score,
+            "flags": list(d.flags),
+            "host": d.host.__dict__ if d.host else None,
+            "limmag": search.limmag,
+            "registration_shift_px": list(result.shift_px),
+            "triplet": d.triplet,
+        }
+
+    def _event(self, name: str, count: int, d: NewDetection, search: Search, alert_id: str) -> pb.TransientCandidate:
+        date_obs = Timestamp()
+        date_obs.FromDatetime(datetime.fromtimestamp(search.date_obs, UTC))
+        return pb.TransientCandidate(
+            name=name, ra_deg=d.ra_deg, dec_deg=d.dec_deg, mag=d.mag if d.mag is not None else math.nan,
+            mag_err=d.mag_err if d.mag_err is not None else math.nan, filter=search.filter, snr=d.snr, score=d.score,
+            flags=list(d.flags), frame_path=str(search.frame), x=d.x, y=d.y, date_obs=date_obs,
+            host=d.host.name if d.host else "", host_offset_arcsec=d.host.offset_arcsec if d.host else 0.0,
+            host_offset_kpc=(d.host.offset_kpc or 0.0) if d.host else 0.0, alert_id=alert_id, detections=count,
+            triplet_path=d.triplet, record_path=d.record,
+        )  # fmt: skip
+
+    def _event_reports(
+        self, alert_id: str, event_time: float | None, drill: bool, result: DiscoveryResult,
+        found: list[NewDetection], named: list[tuple[str, int]], cuts: list[reports.Stamps],
+    ) -> list[tuple[Path, str]]:  # fmt: skip
+        """The alert's circular draft, TNS report and candidates list, and an Avro packet per detection of this
+        frame; rewritten after every frame of the alert."""
+        folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
+        candidates = self.store.candidates(alert_id)
+        observed = self.store.searches(alert_id)
+        circular = reports.gcn_circular(
+            alert_id, event_time, observed, candidates, site=self.site or "the TOROS site", drill=drill,
+            min_score=self.settings.min_score,
+        )  # fmt: skip
+        gcn = folder / "gcn-circular-draft.txt"
+        reports.write_json(folder / "candidates.json", {"alert_id": alert_id, "candidates": [
+            _summary(c) for c in candidates]})  # fmt: skip
+        with atomic_write(gcn) as stream:
+            stream.write(circular.encode())
+        tns = reports.write_json(
+            folder / "tns-at-report.json",
+            reports.tns_report(
+                candidates, reporter=self.settings.tns_reporter, group_id=self.settings.tns_group_id,
+                instrument_id=self.settings.tns_instrument_id,
+            ),
+        )  # fmt: skip
+        products = [(gcn, "gcn_draft"), (tns, "tns_report"), (folder / "candidates.json", "candidates_list")]
+        by_name = {c.name: c for c in candidates}
+        magzp = _number(result.science.header.get("MAGZP"))
+        for detection, (name, _), cut in zip(found, named, cuts, strict=True):
+            candidate = by_name.get(name)
+            if candidate is None:
+                continue
+            candid = int(hashlib.sha256(f"{detection.record}".encode()).hexdigest()[:15], 16)
+            packet = reports.avro_packet(candidate, cut, alert_id=alert_id, candid=candid, magzp=magzp)
+            path = reports.write_avro(folder / "avro" / f"{name}-{candid}.avro", [packet])
+            products.append((path, "avro_packet"))
+        return products
+
+
+def _summary(c: Candidate) -> dict[str, object]:
+    best = c.best
+    return {
+        "name": c.name,
+        "ra_deg": c.ra_deg,
+        "dec_deg": c.dec_deg,
+        "first_seen": datetime.fromtimestamp(c.first_seen, UTC).isoformat(),
+        "last_seen": datetime.fromtimestamp(c.last_seen, UTC).isoformat(),
+        "detections": len(c.history),
+        "best_mag": best.mag,
+        "best_mag_err": best.mag_err,
+        "filter": best.filter,
+        "score": best.score,
+        "host": c.host.__dict__ if c.host else None,
+        "flags": sorted(c.flags),
+        "light_curve": [
+            {
+                "date_obs": datetime.fromtimestamp(d.date_obs, UTC).isoformat(),
+                "filter": d.filter,
+                "mag": d.mag,
+                "mag_err": d.mag_err,
+                "snr": d.snr,
+            }  # fmt: skip
+            for d in c.history
+        ],
+        "triplet": best.triplet,
+    }
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -94,7 +94,9 @@ def quality(pairs: int, reference_pairs: int) -> None:
     table = np.array(rows, dtype=float)
     snr, depth, recovered, kept = table[:, 0], table[:, 1], table[:, 2] > 0, table[:, 3] > 0
     bright = snr >= 10
-    print(f"quality: {pairs} pairs of 1024², {len(table)} injected point sources ({int(table[:, 7].sum())} on galaxies)")
+    print(
+        f"quality: {pairs} pairs of 1024², {len(table)} injected point sources ({int(table[:, 7].sum())} on galaxies)"
+    )
     print(f"  recovery at S/N >= 10: {recovered[bright].mean():.3f} detected, {kept[bright].mean():.3f} after vetting")
     bins = np.arange(-2.0, 1.01, 0.1)
     centres, fractions = [], []
@@ -106,9 +108,13 @@ def quality(pairs: int, reference_pairs: int) -> None:
     half = _crossing(np.array(centres), np.array(fractions), 0.5)
     print(f"  50% recovery at {half:+.2f} mag from the measured 5-sigma limit")
     purity = 1 - bogus_vetted / max(vetted_total, 1)
-    print(f"  purity at S/N >= 7.5 after vetting: {purity:.3f} ({vetted_total - bogus_vetted} real, {bogus_vetted} bogus)")
+    print(
+        f"  purity at S/N >= 7.5 after vetting: {purity:.3f} ({vetted_total - bogus_vetted} real, {bogus_vetted} bogus)"
+    )
     print(f"  bogus candidates after vetting: {bogus_vetted / area * 10:.2f} per 10 megapixels")
-    print(f"  S_corr on blank sky: sigma {np.mean(blank_sigma):.3f} (pairs {min(blank_sigma):.3f}-{max(blank_sigma):.3f})")
+    print(
+        f"  S_corr on blank sky: sigma {np.mean(blank_sigma):.3f} (pairs {min(blank_sigma):.3f}-{max(blank_sigma):.3f})"
+    )
     flux_bias = np.nanmedian(table[bright & recovered, 4])
     offsets = table[bright & recovered][:, 5:7]
     rms = math.sqrt(np.nanmean(np.sum(offsets**2, axis=1)))
@@ -155,9 +161,12 @@ def _reference_stack(new_path: Path, reference_path: Path) -> dict:
     reference = fits.getdata(reference_path).astype(np.float64)
     registered, footprint = astroalign.register(reference, new, detection_sigma=5, min_area=5)
     registered[footprint] = np.nan
-    with single_image.SingleImage(new, smooth=True) as n, single_image.SingleImage(
-        np.nan_to_num(registered, nan=np.nanmedian(registered)), mask=footprint.astype(int), smooth=True
-    ) as r:
+    with (
+        single_image.SingleImage(new, smooth=True) as n,
+        single_image.SingleImage(
+            np.nan_to_num(registered, nan=np.nanmedian(registered)), mask=footprint.astype(int), smooth=True
+        ) as r,
+    ):
         d, _, s_corr, mask = operations.subtract(r, n, align=False, beta=True, shift=False, iterative=False)
     s_corr = np.ascontiguousarray(np.real(s_corr), dtype=np.float32)
     s_corr[np.asarray(mask, dtype=bool)] = 0.0

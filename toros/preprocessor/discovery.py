@@ -62,6 +62,7 @@ class Side:
     saturation: float  # above the background
     stars_xy: np.ndarray  # (n, 2) point sources, 0-based
     stars_flux: np.ndarray
+    stars_width: np.ndarray = field(default_factory=lambda: np.empty(0))  # 2 × half-light radius, pixels
     psf: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((PSF_SIZE, PSF_SIZE)))
     psf_measured: bool = False
     counts_factor: float = 1.0  # counts here per count of the file (a resampling to larger pixels: below 1)
@@ -224,23 +225,35 @@ def _find_stars(side: Side) -> None:
         if len(wide) == 0:
             return
         side.fwhm = float(np.median(wide))
-    stars = stars[(width > 0.6 * side.fwhm) & (width < 1.6 * side.fwhm)]
+    round_enough = (width > 0.6 * side.fwhm) & (width < 1.6 * side.fwhm)
+    stars, width = stars[round_enough], width[round_enough]
     side.stars_xy = np.column_stack([stars["x"], stars["y"]])
     side.stars_flux = np.asarray(stars["flux"], dtype=np.float64)
+    side.stars_width = np.asarray(width, dtype=np.float64)
 
 
 def _measure_psf(side: Side) -> None:
-    """The PSF from the brightest isolated stars, else a Gaussian of the FWHM."""
+    """The PSF from the brightest isolated stars of the typical width (a galaxy or a blend in the stack
+    widens the PSF, and a matched filter wider than the truth overestimates every flux), else a Gaussian of
+    the FWHM."""
+    import sep
+
     if len(side.stars_xy) >= MIN_PSF_STARS:
         tree = cKDTree(side.stars_xy)
-        neighbours = tree.query(side.stars_xy, k=2)[0][:, 1] if len(side.stars_xy) > 1 else np.full(1, np.inf)
-        isolated = neighbours > PSF_SIZE / 2
-        order = np.argsort(-side.stars_flux[isolated])[:60]
-        xy = side.stars_xy[isolated][order]
-        psf = subtraction.psf_from_stars(side.data, xy[:, 0], xy[:, 1], fwhm=side.fwhm)
-        if psf is not None:
-            side.psf, side.psf_measured = psf, True
-            return
+        neighbours = tree.query(side.stars_xy, k=2)[0][:, 1]
+        typical = float(
+            np.median(side.stars_width[np.argsort(-side.stars_flux)[: max(MIN_PSF_STARS, len(side.stars_flux) // 2)]])
+        )
+        chosen = (neighbours > PSF_SIZE / 2) & (np.abs(side.stars_width / typical - 1) < 0.2)
+        order = np.argsort(-side.stars_flux[chosen])[:60]
+        xy = side.stars_xy[chosen][order]
+        if len(xy) >= MIN_PSF_STARS:
+            pixels = np.nan_to_num(side.data).astype(np.float32)
+            x, y, _ = sep.winpos(pixels, xy[:, 0], xy[:, 1], max(typical, 1.0) / 2.3548)
+            psf = subtraction.psf_from_stars(side.data, x, y, fwhm=side.fwhm)
+            if psf is not None:
+                side.psf, side.psf_measured = psf, True
+                return
     if side.fwhm <= 0:
         raise DiscoveryFailed(f"{side.path.name}: too few stars for a PSF and no FWHM in the header")
     side.psf = subtraction.gaussian_psf(side.fwhm)
@@ -272,7 +285,7 @@ def register_reference(science: Side, reference: Side) -> tuple[Side, tuple[floa
         moved = Side(
             reference.path, reference.header, science.wcs, cut, cleaned, reference.sigma, reference.gain,
             reference.magzp, reference.fwhm, reference.saturation,
-            reference.stars_xy - [ix, iy], reference.stars_flux,
+            reference.stars_xy - [ix, iy], reference.stars_flux, reference.stars_width,
         )  # fmt: skip
         return moved, (ix - dx, iy - dy), f"shift ({dx:+.2f}, {dy:+.2f}) px"
     data = subtraction.register(reference.data, reference.wcs, science.wcs, shape)
@@ -284,7 +297,8 @@ def register_reference(science: Side, reference: Side) -> tuple[Side, tuple[floa
     moved = Side(
         reference.path, reference.header, science.wcs, data, np.zeros(shape, bool), _rms(data),
         reference.gain, reference.magzp, reference.fwhm / scale, reference.saturation,
-        np.column_stack([sx, sy]), reference.stars_flux * counts_factor, counts_factor=counts_factor,
+        np.column_stack([sx, sy]), reference.stars_flux * counts_factor, reference.stars_width / scale,
+        counts_factor=counts_factor,
     )  # fmt: skip
     return moved, (0.0, 0.0), f"resampled (pixel scale ratio {scale:.3f})"
 
@@ -348,7 +362,7 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
     difference = subtraction.subtract(
         new, ref, tile=settings.tile, apron=settings.apron, shift=shift, astrometric_sigma=astrometric_sigma
     )
-    found = subtraction.detections(difference, settings.threshold)
+    found = subtraction.detections(difference, settings.threshold, separation=max(2, round(science.fwhm / 2)))
     if len(found) > settings.max_candidates:
         notes.append(f"{len(found)} detections: only the {settings.max_candidates} most significant measured")
         found = found[: settings.max_candidates]

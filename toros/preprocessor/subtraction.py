@@ -57,16 +57,16 @@ def gaussian_psf(fwhm_px: float, size: int = PSF_SIZE) -> np.ndarray:
 def psf_from_stars(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = PSF_SIZE, fwhm: float | None = None
 ) -> np.ndarray | None:
-    """The median of normalised stamps of isolated stars, re-centred to a pixel by Fourier shifts, within a
-    radius of 3 FWHM (beyond it a stamp is noise, whose positive half would bias every flux): None when fewer
-    than 5 stamps fit in the image."""
+    """The flux-weighted mean of normalised stamps of isolated stars, re-centred to a pixel by Fourier
+    shifts, within a radius of 2 FWHM (beyond it a stamp is mostly noise, and wings of noise widen the model:
+    a matched filter wider than the truth overestimates every flux): None when fewer than 5 stamps fit."""
     half = size // 2
     height, width = data.shape
     ys, xs = np.mgrid[-half : half + 1, -half : half + 1]
     radius = np.hypot(xs, ys)
-    support = radius <= (min(half, max(3.0 * fwhm, 5.0)) if fwhm else half)
+    support = radius <= (min(half, max(2.0 * fwhm, 4.0)) if fwhm else half)
     annulus = (radius > half - 3) & (radius <= half)
-    stamps = []
+    stamps, weights = [], []
     for cx, cy in zip(x, y, strict=True):
         ix, iy = int(round(cx)), int(round(cy))
         if ix - half < 0 or iy - half < 0 or ix + half >= width or iy + half >= height:
@@ -80,11 +80,11 @@ def psf_from_stars(
         if total <= 0:
             continue
         stamps.append(stamp / total)
+        weights.append(total)
     if len(stamps) < 5:
         return None
-    psf = np.median(stamps, axis=0)
+    psf = np.average(stamps, axis=0, weights=weights)
     psf[~support] = 0.0
-    psf = np.clip(psf, 0, None)
     return psf / psf.sum()
 
 
@@ -314,38 +314,46 @@ class Detection:
     flux_error: float
 
 
-def detections(result: Difference, threshold: float = 5.0) -> list[Detection]:
-    """Peaks of |S_corr| ≥ ``threshold``: one per connected region, at its extreme pixel, refined to a tenth of
-    a pixel by a parabola through the neighbours; positive ones first, by score."""
+def detections(result: Difference, threshold: float = 5.0, separation: int = 2) -> list[Detection]:
+    """Local extremes of S_corr with |S_corr| ≥ ``threshold`` (two sources closer than ``separation`` pixels
+    are one), refined to a tenth of a pixel by a parabola through the neighbours' logarithms; positive ones
+    first, by score. Local, not one per connected region: a faint source beside a brighter one keeps its peak."""
     found: list[Detection] = []
     score = np.nan_to_num(result.score, nan=0.0)
+    size = 2 * separation + 1
     for sign in (1.0, -1.0):
         above = sign * score >= threshold
-        labels, count = ndimage.label(above)
+        labels, _ = ndimage.label(above)
         for index, region in enumerate(ndimage.find_objects(labels), start=1):
             if region is None:
                 continue
-            values = np.where(labels[region] == index, sign * score[region], -np.inf)
-            iy, ix = np.unravel_index(int(np.argmax(values)), values.shape)
-            py, px = region[0].start + iy, region[1].start + ix
-            dx = _parabola(score[py, px - 1 : px + 2]) if 0 < px < score.shape[1] - 1 else 0.0
-            dy = _parabola(score[py - 1 : py + 2, px]) if 0 < py < score.shape[0] - 1 else 0.0
-            found.append(
-                Detection(
-                    px + dx, py + dy, float(score[py, px]), float(result.flux[py, px]), float(result.flux_error[py, px])
-                )
-            )
+            around = tuple(slice(max(0, r.start - separation), r.stop + separation) for r in region)
+            values = sign * score[around]
+            peaks = (values == ndimage.maximum_filter(values, size=size)) & (labels[around] == index)
+            for iy, ix in zip(*np.nonzero(peaks), strict=True):
+                py, px = around[0].start + iy, around[1].start + ix
+                dx, gain_x = _parabola(score[py, px - 1 : px + 2]) if 0 < px < score.shape[1] - 1 else (0.0, 1.0)
+                dy, gain_y = _parabola(score[py - 1 : py + 2, px]) if 0 < py < score.shape[0] - 1 else (0.0, 1.0)
+                # The flux at the source's centre, not at the pixel nearest to it (S falls off as the PSF does).
+                flux = float(result.flux[py, px]) * gain_x * gain_y
+                found.append(Detection(px + dx, py + dy, float(score[py, px]), flux, float(result.flux_error[py, px])))
     found.sort(key=lambda d: (d.score < 0, -abs(d.score)))
     return found
 
 
-def _parabola(values: np.ndarray) -> float:
-    """The offset of the vertex through three samples, within half a pixel: a parabola through their
-    logarithms when all are positive (exact for a Gaussian peak), else through the values."""
+def _parabola(values: np.ndarray) -> tuple[float, float]:
+    """The offset of the vertex through three samples (within half a pixel), and how much higher the vertex
+    is than the middle sample: a parabola through their logarithms when all are positive (exact for a
+    Gaussian peak), else through the values (and no gain)."""
     left, centre, right = (abs(float(v)) for v in values)
     if min(left, centre, right) > 0:
         left, centre, right = math.log(left), math.log(centre), math.log(right)
+        curvature = left - 2 * centre + right
+        if curvature >= 0:
+            return 0.0, 1.0
+        offset = float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+        return offset, math.exp(min(-((left - right) ** 2) / (8 * curvature), 0.5))
     curvature = left - 2 * centre + right
     if curvature == 0:
-        return 0.0
-    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+        return 0.0, 1.0
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)), 1.0

@@ -50,9 +50,11 @@ def make_pair(
     misregistration_px: float | None = None,
     cosmic_rays: int = 30,
     hot_pixels: int = 20,
+    galaxies: int = 12,
 ) -> Pair:
     """A reference (300 s) and a new frame (60 s) of a random southern field with ``fakes`` point sources from
-    2 mag above to 1 mag below the new frame's 5σ limit, a third of them on galaxies."""
+    2 mag above to 1 mag below the new frame's 5σ limit, a third of them on galaxies (one per galaxy, within
+    10 pixels of its centre: blended fakes would measure the blending, not the subtraction)."""
     rng = np.random.default_rng(seed)
     ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-70, -10))
     ratio = seeing_ratio if seeing_ratio is not None else float(rng.uniform(1.0, 2.5))
@@ -62,15 +64,15 @@ def make_pair(
     if rng.random() < 0.3:  # a sharper new frame than the reference happens too
         reference_seeing, new_seeing = new_seeing, reference_seeing
     half_deg = size * pixel_scale / 3600.0 / 2
-    galaxies = [
+    hosts = [
         Galaxy(f"SIM{seed:04d}-{i}", ra + rng.uniform(-0.8, 0.8) * half_deg / math.cos(math.radians(dec)),
                dec + rng.uniform(-0.8, 0.8) * half_deg, float(rng.uniform(13.5, 16.5)), float(rng.uniform(20, 120)))
-        for i in range(4)
+        for i in range(galaxies)
     ]  # fmt: skip
     stars = StarCatalog()
     new_conditions = Conditions("r", 60.0, 1.2, new_seeing, WHEN)
     reference_conditions = Conditions("r", 300.0, 1.1, reference_seeing, WHEN - timedelta(days=30))
-    sky = SimulatedSky(stars, galaxies)
+    sky = SimulatedSky(stars, hosts)
     from toros.sky_geometry import tan_wcs
 
     wcs = tan_wcs(ra, dec, size, size, pixel_scale)
@@ -81,11 +83,12 @@ def make_pair(
     limmag = -2.5 * math.log10(5 * noise_e / 60.0) + photometry.magzp("r", 1.2, 1.0, 1.0)
     injected = []
     for i in range(fakes):
-        on_galaxy = i % 3 == 0
+        on_galaxy = i % 3 == 0 and i // 3 < len(hosts)
         if on_galaxy:
-            host = galaxies[i % len(galaxies)]
+            host = hosts[i // 3]
             x, y = wcs.world_to_pixel_values(host.ra_deg, host.dec_deg)
-            x, y = float(x) + rng.normal(0, 6), float(y) + rng.normal(0, 6)
+            distance, angle = rng.uniform(0, 10), rng.uniform(0, 2 * math.pi)
+            x, y = float(x) + distance * math.cos(angle), float(y) + distance * math.sin(angle)
         else:
             x, y = rng.uniform(40, size - 40, 2)
         f_ra, f_dec = wcs.pixel_to_world_values(x, y)
@@ -100,7 +103,7 @@ def make_pair(
         pixel_scale_arcsec=pixel_scale, conditions=reference_conditions, seed=seed * 2 + 1,
     )  # fmt: skip
     write_calibrated_frame(
-        new_path, SimulatedSky(stars, galaxies, transients), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
+        new_path, SimulatedSky(stars, hosts, transients), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
         pixel_scale_arcsec=pixel_scale, conditions=new_conditions, seed=seed * 2 + 2,
     )  # fmt: skip
     artefacts = _add_artefacts(new_path, rng, cosmic_rays, hot_pixels, misregistration)

@@ -40,7 +40,7 @@ from scipy.spatial import cKDTree
 from toros.preprocessor.discovery import DiscoverySettings, discover, write_products
 from toros.simulation.fakes import make_pair
 
-MIN_SCORE = 0.7
+MIN_SCORE = 0.5
 MATCH_PX = 1.5
 
 

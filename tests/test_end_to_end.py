@@ -1,10 +1,15 @@
-"""The whole chain, as `make demo` runs it (smaller frames, faster clock): a sample LVK alert in, calibrated
-images of its host-galaxy candidates out, across the three daemons as separate processes."""
+"""The whole chain, as `make demo` runs it (smaller frames, faster clock): routine monitoring fills the
+reference library, a sample LVK alert arrives after a merger, calibrated images of its host-galaxy candidates
+come out, and the kilonova injected beside the first of them is found — and nothing else — across the three
+daemons as separate processes."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC
 from pathlib import Path
 
+import pytest
 from astropy.io import fits
 from support import toros_cli
 
@@ -19,26 +24,29 @@ def test_alert_to_calibrated_images(tmp_path):
     assert result.ok, "\n".join(lines)
     assert result.exit_codes == {"alert": 0, "telescope": 0, "preprocessor": 0}
     assert any("6 targets accepted" in line for line in lines), lines
-    assert result.light_frames == 12 and len(result.calibrated) == 12
+    assert result.light_frames == 18 and len(result.calibrated) == 18, "6 routine frames and 12 of the alert"
     data = tmp_path / "chain" / "data"
     raw_lights = sorted(p.stem for p in (data / "2026-05-01").glob("*-light-*.fits"))
-    assert len(raw_lights) == 12
+    assert len(raw_lights) == 18
     assert sorted(Path(p).stem.removesuffix("_cal") for p in result.calibrated) == raw_lights
-    with fits.open(result.calibrated[0]) as hdus:
+    with fits.open(result.calibrated[-1]) as hdus:
         assert hdus[0].header["IMAGETYP"] == "LIGHT" and "MASK" in hdus and hdus[0].data.dtype.name == "float32"
         assert hdus[0].header["DRILL"] is True, "a mock alert is handled as a drill down to the images"
+        assert hdus[0].header["ALERTID"] == "MS181101ab" and hdus[0].header["EVENTT"].startswith("2026-05-01T23:45")
     # Science-ready: every calibrated frame has a fitted WCS, a zero point and its source catalog beside it.
     assert result.science_ready == result.calibrated, "\n".join(lines)
     for path in result.calibrated:
         header = fits.getheader(path)
         assert header["WCSSRC"] == "fit" and header["ASTRRMS"] < 0.3 and header["ASTRNSTR"] >= 12
-        assert 24 < header["MAGZP"] < 27 and header["MAGZPERR"] < 0.2 and header["LIMMAG"] > 18
+        assert 24 < header["MAGZP"] < 28 and header["MAGZPERR"] < 0.2 and header["LIMMAG"] > 18
         catalog = Path(path.removesuffix(".fits") + "_cat.fits")
         assert catalog.exists() and len(fits.getdata(catalog)) > 12
-    # One telescope, one night: the zero points agree (they differ by airmass and the frames' few stars).
-    zero_points = [fits.getheader(path)["MAGZP"] for path in result.calibrated]
+    # One telescope, one night: the zero points per second agree (they differ by airmass and the frames' few stars).
+    zero_points = [
+        fits.getheader(path)["MAGZP"] - 2.5 * math.log10(fits.getheader(path)["EXPTIME"]) for path in result.calibrated
+    ]
     assert max(zero_points) - min(zero_points) < 0.3, zero_points
-    # The reference library filled from the night's own frames: one current reference per field (6 targets).
+    # The reference library filled from the routine monitoring: one current reference per field (6 targets).
     listing = toros_cli("references", "list", "--config", str(tmp_path / "chain" / "toros.demo.yaml"))
     current = [line for line in listing.stdout.splitlines() if line[4:5] == "*"]
     assert len(current) == 6 and all(" r " in line and "own: " in line for line in current), listing.stdout
@@ -48,3 +56,23 @@ def test_alert_to_calibrated_images(tmp_path):
     assert (data / "2026-05-01" / "plan.png").exists()
     kinds = {p.name.split("-")[2] for p in (data / "2026-05-01").glob("*.fits")}
     assert kinds == {"bias", "dark", "flat", "light"}, "the robotic night took its calibrations before the targets"
+    # The kilonova: found within 1" and 0.2 mag of the truth at every detection, beside its host; no other
+    # candidate passes the vetting.
+    assert result.candidates, "\n".join(lines)
+    assert {c.name for c in result.candidates} == {result.candidates[0].name}, [
+        (c.name, c.ra_deg, c.dec_deg, c.mag, c.score, list(c.flags)) for c in result.candidates
+    ]
+    truth = result.kilonova
+    assert truth is not None
+    for candidate in result.candidates:
+        offset = math.hypot(
+            (candidate.ra_deg - truth.ra_deg) * math.cos(math.radians(truth.dec_deg)), candidate.dec_deg - truth.dec_deg
+        )
+        assert offset * 3600 < 1.0
+        assert candidate.mag == pytest.approx(truth.mag("r", candidate.date_obs.ToDatetime(tzinfo=UTC)), abs=0.2)
+        assert candidate.alert_id == "MS181101ab" and candidate.host and candidate.host_offset_kpc > 0
+        assert Path(candidate.triplet_path).exists()
+    assert result.candidates[-1].detections >= 2, "seen again in the target's second frame"
+    reports = data / "reports" / "MS181101ab"
+    assert result.candidates[0].name in (reports / "gcn-circular-draft.txt").read_text()
+    assert list((reports / "avro").glob("*.avro")) and (reports / "tns-at-report.json").exists()

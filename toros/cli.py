@@ -456,6 +456,47 @@ def cmd_difference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_candidates(args: argparse.Namespace) -> int:
+    """Transient candidates from the database (of one alert), with their reports."""
+    from datetime import UTC, datetime
+
+    from toros.preprocessor.candidates import CandidateStore
+    from toros.runtime.files import path_inside, safe_name
+
+    config = _config(args)
+    store = CandidateStore(config.database)
+    try:
+        found = store.candidates(args.alert)
+        searched = store.searches(args.alert)
+    finally:
+        store.close()
+    scope = f" of {args.alert}" if args.alert else ""
+    print(f"{len(searched)} frames searched{scope}, {len(found)} candidates")
+    for c in found:
+        best = c.best
+        mag = f"{best.mag:.2f} ± {best.mag_err:.2f} {best.filter}" if best.mag is not None and best.mag_err else "-"
+        host = "-"
+        if c.host is not None:
+            kpc = f", {c.host.offset_kpc:.1f} kpc" if c.host.offset_kpc is not None else ""
+            host = f'{c.host.name} ({c.host.offset_arcsec:.1f}"{kpc})'
+        first = datetime.fromtimestamp(c.first_seen, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{c.name}  {c.ra_deg:10.6f} {c.dec_deg:+10.6f}  first {first} UTC, {len(c.history)} detection"
+            f"{'s' if len(c.history) != 1 else ''}  mag {mag}  score {best.score:.2f}  host {host}"
+            + (f"  [{', '.join(sorted(c.flags))}]" if c.flags else "")
+        )
+        print(f"    triplet {best.triplet}")
+    if args.alert:
+        folder = path_inside(Path(config.storage.root), "reports", safe_name(args.alert, "alert"))
+        for name in ("gcn-circular-draft.txt", "tns-at-report.json", "candidates.json"):
+            if (folder / name).exists():
+                print(f"report {folder / name}")
+        packets = sorted((folder / "avro").glob("*.avro")) if (folder / "avro").is_dir() else []
+        if packets:
+            print(f"report {folder / 'avro'} ({len(packets)} Avro alert packets)")
+    return 0
+
+
 def cmd_references_list(args: argparse.Namespace) -> int:
     """The reference library, one line per reference (current ones marked *)."""
     library = _reference_library(args)
@@ -625,6 +666,12 @@ def parser() -> argparse.ArgumentParser:
     importing.set_defaults(run=cmd_references_import)
     listing = reference_commands.add_parser("list", parents=[common], help="every reference, current ones marked *")
     listing.set_defaults(run=cmd_references_list)
+
+    candidates = commands.add_parser(
+        "candidates", parents=[common], help="transient candidates found by the preprocessor, and their reports"
+    )
+    candidates.add_argument("--alert", metavar="ID", help="only this alert's (superevent id)")
+    candidates.set_defaults(run=cmd_candidates)
 
     difference = commands.add_parser(
         "difference", help="subtract a reference from a science image (ZOGY) and list what changed; no daemon"

@@ -1,19 +1,24 @@
-"""`make demo`: one observatory from one command — the whole chain on embedded defaults.
+"""`make demo`: one observatory from one command — the whole chain on embedded defaults, down to the kilonova.
 
 The three daemons start on loopback (SQLite, simulated hardware, an accelerated clock on an autumn evening
-at Macón when the sample event's region rises); the shipped sample LVK alert (MS181101ab, igwn.gwalert JSON
-with its sky map) is replayed as a drill; the alert robot ranks galaxies of a small synthetic catalog and
-relays targets; the telescope runs its robotic night (bias and darks, twilight flats, then the targets); the
-preprocessor follows the telescope's image stream and calibrates each image as it arrives. The demo ends by
-printing where the calibrated images, the target list, the sky-map plot and the night-plan plot are, and
-stops the daemons. Everything goes under ./demo/ (ignored by git).
+at Macón when the sample event's region rises). The night starts with routine monitoring of nearby galaxies
+(as galaxy-targeted programs such as DLT40 do): the telescope observes them after its calibration frames, and
+the preprocessor, following its image stream, calibrates each frame, makes it science-ready and files it in
+the reference library. At 23:45 UTC a merger happens: the shipped sample LVK alert (MS181101ab, igwn.gwalert
+JSON with its sky map, its times moved to tonight) is replayed as a drill a minute later, and the simulated sky
+holds an AT2017gfo-like kilonova 3.6" from the galaxy the alert robot will rank first. The robot ranks and
+relays; the telescope observes the targets; the preprocessor calibrates, solves, subtracts the references
+taken before the merger, vets what is new, and writes the candidate's triplet, the GCN circular draft, the TNS
+report and Avro packets. The demo prints the candidate and where everything is, and stops the daemons.
+Everything goes under ./demo/ (ignored by git).
 
 ``run_chain`` is also what the end-to-end test runs, with smaller frames and a faster clock.
 """
 
 from __future__ import annotations
 
-import csv
+import json
+import math
 import shutil
 import signal
 import socket
@@ -22,25 +27,39 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import yaml
 from astropy.io import fits
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
+from toros.alert.catalog import GalaxyIndex
+from toros.alert.module import targets_for
+from toros.alert.notices import parse_notice
+from toros.alert.outputs import Candidate
+from toros.alert.ranking import rank
+from toros.alert.skymap import read_skymap
+from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
-from toros.simulation.sky import StarCatalog
+from toros.simulation.sky import Kilonova, StarCatalog
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "alerts"
 ALERT = SAMPLES / "MS181101ab-preliminary.json"
+ALERT_ID = "MS181101ab"
 REFERENCE_CATALOG = "reference-stars.csv"
 REFERENCE_MARGIN_DEG = 0.1  # beyond a frame's half-diagonal: the mount's pointing error and then some
 CLOCK_START = "2026-05-01T21:40:00Z"  # Macón, the Sun at +9 deg; the sample region rises during the night
+EVENT_TIME = datetime(2026, 5, 1, 23, 45, tzinfo=UTC)  # the merger, once the routine monitoring is done
+NOTICE_DELAY = timedelta(minutes=1)  # LVK's preliminary notices come within a minute
+ROUTINE_EXPOSURE_S = 180.0  # the references: deeper than the alert's 60 s frames
+KILONOVA_OFFSET_ARCSEC = (3.0, 2.0)  # east, north of the host's centre
 
 
 def free_port() -> int:
@@ -57,6 +76,20 @@ class ChainResult:
     light_frames: int = 0
     calibrated: list[str] = field(default_factory=list)
     science_ready: list[str] = field(default_factory=list)  # calibrated frames with a fitted WCS and MAGZP
+    kilonova: Kilonova | None = None  # the truth: the simulated sky's kilonova
+    candidates: list[pb.TransientCandidate] = field(default_factory=list)  # the streamed transient_candidate events
+    candidate_latency_s: list[float] = field(default_factory=list)  # image_ready -> transient_candidate, real s
+    reports: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Tonight's story, set up before the daemons start: the galaxies the alert will rank (monitored before
+    it), the notice with its times moved to tonight, and the kilonova beside the first galaxy."""
+
+    targets: list[Candidate]
+    alert: Path
+    kilonova: dict[str, object]
 
 
 def write_config(
@@ -68,6 +101,7 @@ def write_config(
     galaxies: int,
     clock_start: str = CLOCK_START,
     exposure_s: float = 60.0,
+    transients: list[dict[str, object]] | None = None,
 ) -> Path:
     """A node config with free loopback ports and everything under ``folder`` (started afresh)."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -106,11 +140,11 @@ def write_config(
                 "readout_s": 5.0,
                 "pixel_scale_arcsec": pixel_scale,
             },
-            "sky": {"galaxy_catalog": catalog.name},
+            "sky": {"galaxy_catalog": catalog.name, "transients": transients or []},
             "calibrations": {
                 "bias_count": 5,
                 "dark_count": 5,
-                "dark_times_s": [exposure_s],
+                "dark_times_s": [exposure_s],  # the routine 180 s frames use them scaled
                 "flat_count": 5,
                 "flat_filters": ["r"],
             },
@@ -127,14 +161,45 @@ def write_config(
     return path
 
 
-def write_reference_stars(folder: Path, radius_deg: float) -> int:
-    """The site's reference catalog for the fields the alert robot chose: the simulated sky's stars around
-    each target (a real site keeps a Gaia or Pan-STARRS extract)."""
-    centres = []
-    for targets in (folder / "data" / "alerts").glob("*/*/targets-*.csv"):
-        with open(targets, newline="", encoding="utf-8") as stream:
-            centres += [(float(row["ra_deg"]), float(row["dec_deg"])) for row in csv.DictReader(stream)]
+def write_reference_stars(folder: Path, targets: list[Candidate], radius_deg: float) -> int:
+    """The site's reference catalog for tonight's fields: the simulated sky's stars around each target (a real
+    site keeps a Gaia or Pan-STARRS extract)."""
+    centres = [(t.ra_deg, t.dec_deg) for t in targets]
     return StarCatalog().write_reference_catalog(folder / REFERENCE_CATALOG, centres, radius_deg)
+
+
+def plan_scenario(config: Path) -> Scenario:
+    """Ranks the sample alert's galaxies as the alert robot will when the notice arrives (the same code, the
+    same catalog), writes the notice with tonight's times, and places the kilonova beside the first galaxy."""
+    node = load_config(config)
+    payload = json.loads(ALERT.read_text())
+    payload["event"]["time"] = EVENT_TIME.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    payload["time_created"] = (EVENT_TIME + NOTICE_DELAY).strftime("%Y-%m-%dT%H:%M:%SZ")
+    alert_path = config.parent / f"{ALERT_ID}-tonight.json"
+    alert_path.write_text(json.dumps(payload), encoding="utf-8")
+    alert = parse_notice(alert_path.read_bytes())
+    assert alert.skymap is not None, "the sample notice embeds its sky map"
+    settings = node.alert
+    assert settings.catalog is not None
+    ranked = rank(
+        GalaxyIndex.open(settings.catalog),
+        read_skymap(alert.skymap.data),
+        credible_level=settings.credible_level,
+        luminosity_weighting=settings.luminosity_weighting,
+    )
+    targets = targets_for(
+        settings, GalaxyIndex.open(settings.catalog), ranked, settings.observatories[0], EVENT_TIME + 2 * NOTICE_DELAY
+    )
+    host = targets[0]
+    east, north = KILONOVA_OFFSET_ARCSEC
+    kilonova = {
+        "kind": "kilonova",
+        "ra_deg": host.ra_deg + east / 3600.0 / math.cos(math.radians(host.dec_deg)),
+        "dec_deg": host.dec_deg + north / 3600.0,
+        "start": EVENT_TIME.isoformat(),
+        "distance_mpc": host.distance_mpc or 40.0,
+    }
+    return Scenario(targets, alert_path, kilonova)
 
 
 def wait_serving(port: int, logs: Path, timeout: float = 120.0) -> None:
@@ -241,6 +306,53 @@ class Node:
         return line, finished, lights, calibrated
 
 
+def add_transients(config: Path, transients: list[dict[str, object]]) -> None:
+    """The simulated sky's transients into the telescope's section of a written config."""
+    document = yaml.safe_load(config.read_text())
+    document["telescope"]["sky"]["transients"] = transients
+    config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
+def clock_now(node: Node) -> datetime:
+    return node.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10).clock_time.ToDatetime(tzinfo=UTC)
+
+
+def wait_until(node: Node, done: Callable[[], bool], deadline: float, say: Callable[[str], None]) -> None:
+    """Progress lines until ``done``; RuntimeError at the deadline."""
+    shown = ""
+    while time.monotonic() < deadline:
+        line, _, _, _ = node.progress()
+        if line != shown:
+            say(line)
+            shown = line
+        if done():
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"the chain did not get there in time; see {node.logs}")
+
+
+def routine_order(targets: list[Candidate]) -> pb.WorkOrder:
+    """Tonight's routine monitoring of the galaxies, as an operator would submit it."""
+    exposure = Duration(seconds=int(ROUTINE_EXPOSURE_S))
+    return pb.WorkOrder(
+        id="routine-monitoring-2026-05-01",
+        requester="demo:routine-monitoring",
+        observe_targets=pb.ObserveTargets(
+            targets=[
+                pb.Target(
+                    name=t.name,
+                    ra_deg=t.ra_deg,
+                    dec_deg=t.dec_deg,
+                    exposure_time=exposure,
+                    exposure_count=1,
+                    filter="r",
+                )  # fmt: skip
+                for t in targets
+            ]
+        ),
+    )
+
+
 def run_chain(
     folder: Path,
     *,
@@ -252,36 +364,52 @@ def run_chain(
     say: Callable[[str], None] = print,
 ) -> ChainResult:
     """Runs the whole chain under ``folder`` and stops the daemons; never leaves a daemon running."""
-    node = Node(write_config(folder, frame=frame, pixel_scale=pixel_scale, rate=rate, galaxies=galaxies))
+    config = write_config(folder, frame=frame, pixel_scale=pixel_scale, rate=rate, galaxies=galaxies)
+    scenario = plan_scenario(config)
+    add_transients(config, [scenario.kilonova])
+    stars = write_reference_stars(folder, scenario.targets, frame * pixel_scale / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
+    node = Node(config)
     result = ChainResult(ok=False)
+    host = scenario.targets[0]
+    say(f"tonight: routine monitoring of {len(scenario.targets)} galaxies, then a merger at {EVENT_TIME:%H:%M} UTC")
+    say(f"reference catalog: {stars} synthetic stars around the fields ({REFERENCE_CATALOG})")
     say(f"starting alert, telescope and preprocessor on loopback (config {node.config})")
+    deadline = time.monotonic() + timeout
     try:
         for module in MODULES:
             node.start(module)
             say(f"{module} is serving on 127.0.0.1:{node.ports[module]}")
-        say(f"replaying the sample LVK alert {ALERT.name} (a drill)")
-        replay = node.cli("alert", "replay", str(ALERT), "--wait")
+        routine = routine_order(scenario.targets)
+        node.stub("telescope").Submit(routine, timeout=30)
+        say(
+            f"routine monitoring submitted: {', '.join(t.name for t in scenario.targets)} ({ROUTINE_EXPOSURE_S:.0f} s, r)"
+        )
+
+        def references_made() -> bool:
+            update = node.work_orders("telescope", "observe_targets").get(routine.id)
+            _, _, lights, calibrated = node.progress()
+            return update is not None and update.state in FINAL_STATES and 0 < lights == calibrated
+
+        wait_until(node, references_made, deadline, say)
+        wait_until(node, lambda: clock_now(node) >= EVENT_TIME + NOTICE_DELAY, deadline, say)
+        say(
+            f"{EVENT_TIME:%H:%M} UTC: a merger; the notice arrives a minute later: replaying {scenario.alert.name} (a drill)"
+        )
+        replay = node.cli("alert", "replay", str(scenario.alert), "--wait")
         for line in replay.stdout.strip().splitlines():
             say(f"  {line.strip()}")
         if replay.returncode != 0:
             raise RuntimeError(f"the alert was not processed: {replay.stderr.strip() or replay.stdout.strip()}")
-        stars = write_reference_stars(folder, frame * pixel_scale / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
-        say(f"reference catalog: {stars} synthetic stars around the targets ({REFERENCE_CATALOG})")
-        deadline = time.monotonic() + timeout
-        shown = ""
-        while time.monotonic() < deadline:
-            line, finished, lights, calibrated = node.progress()
-            if line != shown:
-                say(line)
-                shown = line
-            if finished:
-                result.light_frames, result.ok = lights, calibrated == lights > 0
-                for id, update in node.work_orders("telescope", "observe_targets").items():
-                    say(f"telescope work order {id}: {update.message}")
-                break
-            time.sleep(1.0)
-        else:
-            say(f"the chain did not finish within {timeout:.0f} s; see {node.logs}")
+        wait_until(node, lambda: node.progress()[1], deadline, say)
+        _, _, result.light_frames, calibrated = node.progress()
+        result.ok = calibrated == result.light_frames > 0
+        for id, update in node.work_orders("telescope", "observe_targets").items():
+            say(f"telescope work order {id}: {update.message}")
+        result.candidates, result.candidate_latency_s = candidate_events(node, rate)
+        listing = node.cli("candidates", "--alert", ALERT_ID)
+        for line in listing.stdout.strip().splitlines():
+            say(f"  {line}")
+        result.reports = [line.split(" ", 2)[1] for line in listing.stdout.splitlines() if line.startswith("report ")]
     except (RuntimeError, grpc.RpcError) as exc:
         say(f"demo failed: {exc}")
     finally:
@@ -289,8 +417,33 @@ def run_chain(
     say("daemons stopped (exit codes: " + ", ".join(f"{m} {c}" for m, c in result.exit_codes.items()) + ")")
     result.calibrated = sorted(str(p) for p in (folder / "data" / "calibrated").rglob("*_cal.fits"))
     result.science_ready = [p for p in result.calibrated if "MAGZP" in fits.getheader(p)]
+    spec = scenario.kilonova
+    result.kilonova = Kilonova(
+        float(spec["ra_deg"]), float(spec["dec_deg"]), datetime.fromisoformat(str(spec["start"])),  # type: ignore[arg-type]
+        float(spec["distance_mpc"]),  # type: ignore[arg-type]
+    )  # fmt: skip
     result.ok = result.ok and not any(result.exit_codes.values())
+    say(
+        f'the kilonova was placed {math.hypot(*KILONOVA_OFFSET_ARCSEC):.1f}" from {host.name} ({host.distance_mpc or 40:.0f} Mpc)'
+    )
     return result
+
+
+def candidate_events(node: Node, rate: float) -> tuple[list[pb.TransientCandidate], list[float]]:
+    """The preprocessor's transient_candidate events, and for each the real seconds since its raw frame's
+    image_ready (clock seconds over the clock's rate)."""
+    ready = {}
+    request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY])
+    for event in node.stub("telescope").Watch(request, timeout=30):
+        ready[Path(event.image_ready.path).stem] = event.time.ToDatetime(tzinfo=UTC)
+    found, latency = [], []
+    request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_TRANSIENT_CANDIDATE])
+    for event in node.stub("preprocessor").Watch(request, timeout=30):
+        found.append(event.transient_candidate)
+        raw = Path(event.transient_candidate.frame_path).stem.removesuffix("_cal")
+        if raw in ready:
+            latency.append((event.time.ToDatetime(tzinfo=UTC) - ready[raw]).total_seconds() / rate)
+    return found, latency
 
 
 def main() -> int:
@@ -301,6 +454,7 @@ def main() -> int:
     for label, pattern in (
         ("calibrated images", "calibrated/*"),
         ("source catalogs", "calibrated/*/*_cat.fits"),
+        ("differences", "transients/*/*/*_diff.fits"),
         ("target list", "alerts/*/*/targets-*.csv"),
         ("sky-map plot", "alerts/*/*/skymap.png"),
         ("night-plan plot", "20*/plan.png"),
@@ -317,7 +471,26 @@ def main() -> int:
         f"{len(result.science_ready)} science-ready (fitted WCS, zero point, source catalog)"
         + ("" if result.ok else " — FAILED")
     )
-    return 0 if result.ok else 1
+    names = sorted({c.name for c in result.candidates})
+    if names:
+        for name in names:
+            latest = [c for c in result.candidates if c.name == name][-1]
+            truth = result.kilonova
+            assert truth is not None, "the scenario placed one"
+            east = (latest.ra_deg - truth.ra_deg) * math.cos(math.radians(latest.dec_deg))
+            offset = math.hypot(east, latest.dec_deg - truth.dec_deg) * 3600
+            print(
+                f"demo: candidate {name} at {latest.ra_deg:.6f} {latest.dec_deg:+.6f}, r = {latest.mag:.2f} ± "
+                f'{latest.mag_err:.2f}, host {latest.host or "-"} ({latest.host_offset_arcsec:.1f}", '
+                f"{latest.host_offset_kpc:.1f} kpc), score {latest.score:.2f}, {latest.detections} detections; "
+                f'{offset:.2f}" from the injected kilonova'
+            )
+            print(f"demo:   triplet {latest.triplet_path}")
+        for report in result.reports:
+            print(f"demo:   report {report}")
+    else:
+        print("demo: no transient candidate was found — FAILED")
+    return 0 if result.ok and names else 1
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from toros.alert.notify import notify
 from toros.alert.outputs import Candidate, plot_skymap, write_targets
 from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
-from toros.alert.settings import Observatory
+from toros.alert.settings import AlertConfig, Observatory
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
@@ -294,31 +294,7 @@ class AlertModule(Module):
     def _targets_for(self, observatory: Observatory, ranked: Ranked) -> list[Candidate]:
         index = self.index
         assert index is not None, "ranked, so there is a catalog"
-        wanted = self.settings.targets_per_observatory
-        rows = np.asarray(ranked.rows[: wanted * CANDIDATES_PER_TARGET])
-        if len(rows) == 0:
-            return []
-        ra, dec = np.asarray(index.ra[rows]), np.asarray(index.dec[rows])
-        visible = observable(
-            ra,
-            dec,
-            observatory,
-            self.clock.now(),
-            min_altitude_deg=self.settings.min_altitude_deg,
-            sun_altitude_deg=self.settings.twilight_sun_altitude_deg,
-        )
-        chosen = np.flatnonzero(visible)[:wanted]
-        return [
-            Candidate(
-                rank=rank_number + 1,
-                name=index.name[rows[i]].decode(errors="replace"),
-                ra_deg=float(ra[i]),
-                dec_deg=float(dec[i]),
-                distance_mpc=float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
-                score=float(ranked.score[i]),
-            )
-            for rank_number, i in enumerate(chosen)
-        ]
+        return targets_for(self.settings, index, ranked, observatory, self.clock.now())
 
     def _send(
         self,
@@ -383,6 +359,37 @@ class AlertModule(Module):
         if finished:
             text += f", {len(finished)} already finished ({', '.join(finished)})"
         return text + (f" (not cancelled: {', '.join(problems)})" if problems else "")
+
+
+def targets_for(
+    settings: AlertConfig, index: GalaxyIndex, ranked: Ranked, observatory: Observatory, when: datetime
+) -> list[Candidate]:
+    """The best-ranked galaxies an observatory can observe at ``when``: what the alert robot relays to it."""
+    wanted = settings.targets_per_observatory
+    rows = np.asarray(ranked.rows[: wanted * CANDIDATES_PER_TARGET])
+    if len(rows) == 0:
+        return []
+    ra, dec = np.asarray(index.ra[rows]), np.asarray(index.dec[rows])
+    visible = observable(
+        ra,
+        dec,
+        observatory,
+        when,
+        min_altitude_deg=settings.min_altitude_deg,
+        sun_altitude_deg=settings.twilight_sun_altitude_deg,
+    )
+    chosen = np.flatnonzero(visible)[:wanted]
+    return [
+        Candidate(
+            rank=rank_number + 1,
+            name=index.name[rows[i]].decode(errors="replace"),
+            ra_deg=float(ra[i]),
+            dec_deg=float(dec[i]),
+            distance_mpc=float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
+            score=float(ranked.score[i]),
+        )
+        for rank_number, i in enumerate(chosen)
+    ]
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:

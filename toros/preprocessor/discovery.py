@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 MASK_UNUSABLE = 1 | 2 | 4  # hot, bad flat, saturated: NaN for the subtraction
 MASK_COSMIC_RAY = 8  # cleaned by the calibration: usable, but counted as masked near a candidate
 MIN_PSF_STARS = 5
+EDGE_PX = PSF_SIZE // 2  # S_corr this close to the frame's border sees the tile's wrap-around
+BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
+NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate
 CANDIDATE_COLUMNS = (
     "ra_deg", "dec_deg", "x", "y", "mag", "mag_err", "snr", "score", "flux", "flux_err", "fwhm_px", "elongation",
     "negative_pixels", "masked_pixels", "star_offset_arcsec", "negative", "flags",
@@ -63,6 +66,7 @@ class Side:
     stars_xy: np.ndarray  # (n, 2) point sources, 0-based
     stars_flux: np.ndarray
     stars_width: np.ndarray = field(default_factory=lambda: np.empty(0))  # 2 × half-light radius, pixels
+    sources_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))  # every source, saturated ones too
     psf: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((PSF_SIZE, PSF_SIZE)))
     psf_measured: bool = False
     counts_factor: float = 1.0  # counts here per count of the file (a resampling to larger pixels: below 1)
@@ -209,6 +213,7 @@ def _find_stars(side: Side) -> None:
         raise DiscoveryFailed(f"{side.path.name}: source extraction failed: {exc}") from None
     if len(found) == 0:
         return
+    side.sources_xy = np.column_stack([found["x"], found["y"]])
     height, width = pixels.shape
     edge = PSF_SIZE // 2 + 1
     keep = (found["flag"] == 0) & (found["peak"] < 0.8 * side.saturation)
@@ -286,19 +291,24 @@ def register_reference(science: Side, reference: Side) -> tuple[Side, tuple[floa
             reference.path, reference.header, science.wcs, cut, cleaned, reference.sigma, reference.gain,
             reference.magzp, reference.fwhm, reference.saturation,
             reference.stars_xy - [ix, iy], reference.stars_flux, reference.stars_width,
+            sources_xy=reference.sources_xy - [ix, iy],
         )  # fmt: skip
         return moved, (ix - dx, iy - dy), f"shift ({dx:+.2f}, {dy:+.2f}) px"
     data = subtraction.register(reference.data, reference.wcs, science.wcs, shape)
-    sx, sy = science.wcs.world_to_pixel_values(
-        *reference.wcs.pixel_to_world_values(reference.stars_xy[:, 0], reference.stars_xy[:, 1])
-    ) if len(reference.stars_xy) else (np.empty(0), np.empty(0))  # fmt: skip
+
+    def onto_science(xy: np.ndarray) -> np.ndarray:
+        if len(xy) == 0:
+            return np.empty((0, 2))
+        x, y = science.wcs.world_to_pixel_values(*reference.wcs.pixel_to_world_values(xy[:, 0], xy[:, 1]))
+        return np.column_stack([x, y])
+
     scale = science.pixel_scale_arcsec / reference.pixel_scale_arcsec
     counts_factor = 1.0 / scale**2  # reproject keeps a pixel's value: a star's sum scales with the pixel area
     moved = Side(
         reference.path, reference.header, science.wcs, data, np.zeros(shape, bool), _rms(data),
         reference.gain, reference.magzp, reference.fwhm / scale, reference.saturation,
-        np.column_stack([sx, sy]), reference.stars_flux * counts_factor, reference.stars_width / scale,
-        counts_factor=counts_factor,
+        onto_science(reference.stars_xy), reference.stars_flux * counts_factor, reference.stars_width / scale,
+        sources_xy=onto_science(reference.sources_xy), counts_factor=counts_factor,
     )  # fmt: skip
     return moved, (0.0, 0.0), f"resampled (pixel scale ratio {scale:.3f})"
 
@@ -353,6 +363,7 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
     _measure_psf(science)
     _measure_psf(registered)  # on its own grid: ZOGY shifts its pixels and its PSF stays centred
     registered.stars_xy = registered.stars_xy + shift
+    registered.sources_xy = registered.sources_xy + shift
     astrometric_sigma = _registration_noise(science, registered, pairs)
     if not science.psf_measured or not registered.psf_measured:
         notes.append("too few stars: a Gaussian PSF of the header's FWHM")
@@ -406,13 +417,14 @@ def _measure(
     xs = np.array([d.x for d in found])
     ys = np.array([d.y for d in found])
     ra, dec = science.wcs.pixel_to_world_values(xs, ys)
-    star_offsets = np.full(len(found), np.inf)
-    if len(reference.stars_xy):
-        distance, _ = cKDTree(reference.stars_xy).query(np.column_stack([xs, ys]))
-        star_offsets = distance * science.pixel_scale_arcsec
+    offsets_px = np.full(len(found), np.inf)
+    if len(reference.sources_xy):
+        offsets_px, _ = cKDTree(reference.sources_xy).query(np.column_stack([xs, ys]))
+    star_offsets = offsets_px * science.pixel_scale_arcsec
     fwhm = max(science.fwhm, reference.fwhm, 1.0)
     features = np.array([
-        vetting.features(difference, science, reference, detection, fwhm) for detection in found
+        vetting.features(difference, science, reference, detection, fwhm, float(offset))
+        for detection, offset in zip(found, offsets_px, strict=True)
     ])  # fmt: skip
     scores = vetting.score(features) if settings.vet else np.full(len(found), np.nan)
     candidates = []
@@ -426,8 +438,13 @@ def _measure(
         flags = []
         if star_offsets[i] < settings.star_flag_arcsec:
             flags.append("on_star")
+            if _reference_snr(reference, detection, fwhm) >= BRIGHT_STAR_SNR:
+                flags.append("bright_star")
         if shape.masked_pixels:
             flags.append("near_masked")
+        height, width = science.data.shape
+        if min(detection.x, detection.y, width - 1 - detection.x, height - 1 - detection.y) < EDGE_PX:
+            flags.append("edge")
         candidates.append(
             Candidate(
                 round(detection.x, 2),
@@ -451,6 +468,16 @@ def _measure(
         )
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i].snr)
     return [candidates[i] for i in order], features[order]
+
+
+def _reference_snr(reference: Side, detection: subtraction.Detection, fwhm: float) -> float:
+    """The S/N of the reference's light within 1 FWHM of a detection: a star whose 1% PSF mismatch is 5σ."""
+    x, y, radius = int(round(detection.x)), int(round(detection.y)), max(1, int(round(fwhm)))
+    cut = reference.data[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
+    finite = cut[np.isfinite(cut)]
+    if finite.size == 0:
+        return 0.0
+    return float(finite.sum() / (reference.sigma * math.sqrt(finite.size)))
 
 
 def write_products(result: DiscoveryResult, folder: Path) -> tuple[Path, Path, Path]:

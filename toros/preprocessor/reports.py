@@ -99,7 +99,7 @@ def _iso(seconds: float) -> str:
 
 def gcn_circular(
     alert_id: str, event_time: float | None, observed: list[Search], found: list[Candidate], *, site: str,
-    drill: bool, min_score: float,
+    drill: bool, min_score: float, min_snr: float,
 ) -> str:  # fmt: skip
     """A draft circular in the usual style: what was observed, how deep, and the candidates."""
     searched = [s for s in observed if s.reference]
@@ -132,7 +132,7 @@ def gcn_circular(
         lines.append(f"({len(observed) - len(searched)} fields had no reference image yet and were not searched.)")
     lines += [""]
     if found:
-        lines += [f"Candidates (real/bogus score >= {min_score:.2f}):", ""]
+        lines += [f"Candidates (real/bogus score >= {min_score:.2f}, S/N >= {min_snr:g}):", ""]
         lines.append(
             f"{'Name':16s} {'RA (J2000)':>11s} {'Dec (J2000)':>11s} {'T-T0 (h)':>8s} {'Mag':>6s} {'Err':>5s} "
             f"{'Filt':4s} {'Host':18s} {'Off(as)':>7s} {'Off(kpc)':>8s} {'Score':>5s}"

@@ -58,13 +58,13 @@ def psf_from_stars(
     data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = PSF_SIZE, fwhm: float | None = None
 ) -> np.ndarray | None:
     """The flux-weighted mean of normalised stamps of isolated stars, re-centred to a pixel by Fourier
-    shifts, within a radius of 2 FWHM (beyond it a stamp is mostly noise, and wings of noise widen the model:
-    a matched filter wider than the truth overestimates every flux): None when fewer than 5 stamps fit."""
+    shifts, tapered to zero between 1.5 and 2.5 FWHM (beyond, a stamp is mostly noise, and wings of noise widen
+    the model: a matched filter wider than the truth overestimates every flux): None when fewer than 5 fit."""
     half = size // 2
     height, width = data.shape
     ys, xs = np.mgrid[-half : half + 1, -half : half + 1]
     radius = np.hypot(xs, ys)
-    support = radius <= (min(half, max(2.0 * fwhm, 4.0)) if fwhm else half)
+    support = radius <= (min(half, max(2.5 * fwhm, 4.0)) if fwhm else half)
     annulus = (radius > half - 3) & (radius <= half)
     stamps, weights = [], []
     for cx, cy in zip(x, y, strict=True):
@@ -84,7 +84,12 @@ def psf_from_stars(
     if len(stamps) < 5:
         return None
     psf = np.average(stamps, axis=0, weights=weights)
-    psf[~support] = 0.0
+    if fwhm:  # a smooth taper to zero between 1.5 and 2.5 FWHM: a hard edge rings around bright stars in D
+        inner, outer = 1.5 * fwhm, min(2.5 * fwhm, half)
+        taper = np.clip((outer - radius) / max(outer - inner, 1e-6), 0.0, 1.0)
+        psf *= 0.5 - 0.5 * np.cos(np.pi * taper)
+    else:
+        psf[~support] = 0.0
     return psf / psf.sum()
 
 

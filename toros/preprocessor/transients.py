@@ -23,7 +23,14 @@ from toros.alert.catalog import GalaxyIndex
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import reports
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
-from toros.preprocessor.discovery import DiscoveryFailed, DiscoveryResult, DiscoverySettings, discover, write_products
+from toros.preprocessor.discovery import (
+    NOT_VETTED,
+    DiscoveryFailed,
+    DiscoveryResult,
+    DiscoverySettings,
+    discover,
+    write_products,
+)
 from toros.preprocessor.references import BadReference, ReferenceLibrary, epoch_of, footprint_of
 from toros.preprocessor.settings import DiscoveryConfig
 from toros.runtime.files import atomic_write, path_inside, safe_name
@@ -144,7 +151,14 @@ class TransientSearch:
         diff, scorr, table = write_products(result, folder)
         outcome = SearchOutcome(search.frame, "", True)
         outcome.products += [(diff, "difference"), (scorr, "significance"), (table, "candidates_table")]
-        vetted = [c for c in result.candidates if not c.negative and c.score >= self.settings.min_score]
+        vetted = [
+            c
+            for c in result.candidates
+            if not c.negative
+            and c.score >= self.settings.min_score
+            and c.snr >= self.settings.min_snr
+            and not NOT_VETTED.intersection(c.flags)
+        ]
         scale = result.science.pixel_scale_arcsec
         size = max(15, int(round(self.settings.cutout_arcsec / scale)) | 1)
         found: list[NewDetection] = []
@@ -179,7 +193,8 @@ class TransientSearch:
             found.append(detection)
             cuts.append(cut)
         message = (
-            f"{len(result.candidates)} detections, {len(vetted)} vetted (score >= {self.settings.min_score:.2f}) "
+            f"{len(result.candidates)} detections, {len(vetted)} vetted (score >= {self.settings.min_score:.2f}, "
+            f"S/N >= {self.settings.min_snr:g}) "
             f"against {reference.name}"
         )
         search = Search(**{**search.__dict__, "reference": str(reference), "detections": len(result.candidates),
@@ -266,7 +281,7 @@ class TransientSearch:
         observed = self.store.searches(alert_id)
         circular = reports.gcn_circular(
             alert_id, event_time, observed, candidates, site=self.site or "the TOROS site", drill=drill,
-            min_score=self.settings.min_score,
+            min_score=self.settings.min_score, min_snr=self.settings.min_snr,
         )  # fmt: skip
         gcn = folder / "gcn-circular-draft.txt"
         reports.write_json(folder / "candidates.json", {"alert_id": alert_id, "candidates": [

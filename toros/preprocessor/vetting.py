@@ -32,6 +32,9 @@ FEATURES = (
     "reference_contrast",  # log10(1 + reference flux / candidate flux) within 1 FWHM: bright-star residuals
     "sharpness",  # the science peak over the mean of its 8 neighbours: cosmic rays and hot pixels
     "psf_match",  # correlation of D's stamp with a Gaussian of the images' FWHM
+    "science_spike",  # the sharpest pixel within 2 FWHM over its 3×3 median, in σ: a cosmic ray beside
+    "reference_spike",  # the same on the reference: a defect there leaves lobes in D
+    "star_offset",  # the nearest source of the reference, in FWHM (capped at 10): a star's residual
 )
 MODEL_FILE = Path(__file__).resolve().parent.parent / "data" / "vetting_forest.json"
 
@@ -65,7 +68,18 @@ def _stamp(image: np.ndarray, x: int, y: int, half: int) -> tuple[np.ndarray, np
     return stamp, dx, dy
 
 
-def features(difference: Difference, science: Side, reference: Side, detection: Detection, fwhm: float) -> list[float]:
+def _spike(stamp: np.ndarray, within: np.ndarray, sigma: float) -> float:
+    """The largest excess of a pixel over the median of its 3×3 neighbourhood within the circle, in σ."""
+    from scipy import ndimage
+
+    filled = np.nan_to_num(stamp)
+    excess = (filled - ndimage.median_filter(filled, size=3)) / max(sigma, 1e-9)
+    return float(min(np.max(np.where(within, excess, 0.0)), 100.0))
+
+
+def features(
+    difference: Difference, science: Side, reference: Side, detection: Detection, fwhm: float, star_offset_px: float
+) -> list[float]:
     """The FEATURES of one detection (its sign applied: a fading source looks like a new one)."""
     sign = 1.0 if detection.score >= 0 else -1.0
     x, y = int(round(detection.x)), int(round(detection.y))
@@ -114,7 +128,8 @@ def features(difference: Difference, science: Side, reference: Side, detection: 
         psf_match = float(np.corrcoef(d[good], model[good])[0, 1])
     return [
         abs(detection.score), fwhm_d / fwhm, elongation, negative_fraction, negative_pixels, int(masked.sum()),
-        reference_contrast, min(sharpness, 100.0), psf_match,
+        reference_contrast, min(sharpness, 100.0), psf_match, _spike(s, within, science.sigma),
+        _spike(r, within, reference.sigma), min(star_offset_px / fwhm, 10.0),
     ]  # fmt: skip
 
 

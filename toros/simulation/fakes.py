@@ -51,9 +51,10 @@ def make_pair(
     cosmic_rays: int = 30,
     hot_pixels: int = 20,
     galaxies: int = 12,
+    bright_stars: int = 6,
 ) -> Pair:
     """A reference (300 s) and a new frame (60 s) of a random southern field with ``fakes`` point sources from
-    2 mag above to 1 mag below the new frame's 5σ limit, a third of them on galaxies (one per galaxy, within
+    4 mag above (30%) or 2 mag above (70%) to 1 mag below the new frame's 5σ limit, a third of them on galaxies (one per galaxy, within
     10 pixels of its centre: blended fakes would measure the blending, not the subtraction)."""
     rng = np.random.default_rng(seed)
     ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-70, -10))
@@ -92,9 +93,18 @@ def make_pair(
         else:
             x, y = rng.uniform(40, size - 40, 2)
         f_ra, f_dec = wcs.pixel_to_world_values(x, y)
-        mag = float(rng.uniform(limmag - 2.0, limmag + 1.0))
+        bright = rng.random() < 0.3  # some well above the limit: a nearby kilonova is S/N 50
+        mag = float(rng.uniform(limmag - 4.0, limmag - 2.0) if bright else rng.uniform(limmag - 2.0, limmag + 1.0))
         injected.append(Fake(float(f_ra), float(f_dec), mag, float(x), float(y), on_galaxy))
     transients = [VariableStar(f.ra_deg, f.dec_deg, f.mag, 0.0, 1.0, WHEN) for f in injected]
+    # Bright stars in both frames: their residuals are the subtraction's commonest bogus (a sparse field has few)
+    static = []
+    for _ in range(bright_stars):
+        b_ra, b_dec = wcs.pixel_to_world_values(*rng.uniform(40, size - 40, 2))
+        static.append(
+            VariableStar(float(b_ra), float(b_dec), float(rng.uniform(limmag - 9, limmag - 5)), 0.0, 1.0, WHEN)
+        )
+    sky = SimulatedSky(stars, hosts, static)
     reference_path, new_path = folder / f"ref-{seed}.fits", folder / f"new-{seed}.fits"
     offset = rng.uniform(-30, 30, 2)  # the reference's pointing differs by whole and fractional pixels
     reference_centre = (ra + offset[0] / 3600 / math.cos(math.radians(dec)), dec + offset[1] / 3600)
@@ -103,10 +113,11 @@ def make_pair(
         pixel_scale_arcsec=pixel_scale, conditions=reference_conditions, seed=seed * 2 + 1,
     )  # fmt: skip
     write_calibrated_frame(
-        new_path, SimulatedSky(stars, hosts, transients), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
+        new_path, SimulatedSky(stars, hosts, static + transients), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
         pixel_scale_arcsec=pixel_scale, conditions=new_conditions, seed=seed * 2 + 2,
     )  # fmt: skip
     artefacts = _add_artefacts(new_path, rng, cosmic_rays, hot_pixels, misregistration)
+    _add_artefacts(reference_path, rng, cosmic_rays // 2, hot_pixels // 2, 0.0)  # the reference has its own
     for path, truth in ((reference_path, reference_conditions), (new_path, new_conditions)):
         with fits.open(path, mode="update") as hdus:
             zp = photometry.magzp("r", truth.airmass, truth.exposure_s, float(hdus[0].header["GAIN"]))

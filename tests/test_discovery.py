@@ -308,3 +308,51 @@ def test_single_detections_of_a_field_searched_again_are_unconfirmed_and_nearby_
     assert len(movers) == 2 and all("moving" in c.flags for c in movers)
     assert ["unconfirmed" in c.flags for c in sorted(movers, key=lambda c: c.first_seen)] == [True, False]
     store.close()
+
+
+def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_config, start_daemon, tmp_path):
+    """find_transients through FrontDesk: the frame is searched against the library's reference, the kilonova
+    streams as a transient_candidate event, the products are listed; malformed orders are refused by field."""
+    import grpc
+    from support import wait_for
+
+    from toros.generated import toros_pb2 as pb
+    from toros.generated.toros_pb2_grpc import FrontDeskStub
+    from toros.preprocessor.module import PreprocessorModule
+    from toros.runtime.server import Daemon
+
+    stars = tmp_path / "reference-stars.csv"
+    StarCatalog().write_reference_catalog(stars, [FIELD], 0.3)
+    config = make_config(preprocessor={"port": 0, "science": {"reference_catalog": str(stars)}})
+    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    frame = _calibrated(pair, daemon.storage_root)
+    library = ReferenceLibrary(config.database, daemon.storage_root, ReferencesConfig())
+    library.import_file(pair["reference"], 0.0)
+    library.close()
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        stub = FrontDeskStub(channel)
+        for task, field in (
+            (pb.FindTransients(), "find_transients.paths"),
+            (pb.FindTransients(night="2026-11-22", paths=[str(frame)]), "find_transients.night"),
+            (pb.FindTransients(night="22-11-2026"), "find_transients.night"),
+            (pb.FindTransients(paths=["/etc/passwd"]), "find_transients.paths[0]"),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Submit(pb.WorkOrder(find_transients=task))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in refused.value.details()
+        stub.Submit(pb.WorkOrder(id="search", find_transients=pb.FindTransients(night="2026-11-22")))
+        status = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="search"))).state in (3, 4) and s, timeout=60
+        )
+        assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+        assert status.message.startswith("1 of 1 frames searched, 1 vetted detections")
+        assert {"difference", "significance", "candidates_table", "triplet", "gcn_draft", "avro_packet"} <= {
+            p.kind for p in status.products
+        }
+        events = list(
+            stub.Watch(pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_TRANSIENT_CANDIDATE]), timeout=10)
+        )
+        assert len(events) == 1 and events[0].work_order_id == "search"
+        candidate = events[0].transient_candidate
+        assert candidate.alert_id == "S261122a" and candidate.snr > 10
+        assert candidate.mag == pytest.approx(pair["kilonova"].mag("r", WHEN), abs=0.2)

@@ -32,10 +32,14 @@ proto-baseline: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet 'setuptools<81' wheel && $(PY) -m pip install --quiet --no-build-isolation tinynpydb
+	$(PY) -m pip install --quiet properimage
 	$(PY) benchmarks/frontdesk.py
 	$(PY) benchmarks/calibration.py
 	$(PY) benchmarks/alert.py
 	$(PY) benchmarks/scheduler.py
+	$(PY) benchmarks/science.py
+	$(PY) benchmarks/discovery.py --latency
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .hypothesis

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from toros.preprocessor.discovery import DiscoverySettings, discover, write_products
+from toros.preprocessor.discovery import NOT_VETTED, DiscoverySettings, discover, write_products
+from toros.preprocessor.settings import DiscoveryConfig
 from toros.simulation.fakes import make_pair
 
-MIN_SCORE = 0.5
 MATCH_PX = 1.5
 
 
@@ -75,11 +75,11 @@ def quality(pairs: int, reference_pairs: int) -> None:
                     if distance < MATCH_PX:
                         found = positive[nearest]
                 rows.append(
-                    (snr, fake.mag - limmag, found is not None, found is not None and found.score >= MIN_SCORE,
+                    (snr, fake.mag - limmag, found is not None, found is not None and _vetted(found),
                      (found.flux / 10 ** (-0.4 * (fake.mag - zp)) - 1) if found else np.nan,
                      (found.x - fake.x) if found else np.nan, (found.y - fake.y) if found else np.nan, fake.on_galaxy)
                 )  # fmt: skip
-            vetted = [c for c in positive if c.score >= MIN_SCORE and c.snr >= 7.5]
+            vetted = [c for c in positive if _vetted(c) and c.snr >= 7.5]
             if len(vetted):
                 distance, _ = cKDTree(truth).query(np.array([[c.x, c.y] for c in vetted]))
                 bogus_vetted += int((distance >= MATCH_PX).sum())
@@ -144,6 +144,16 @@ def quality(pairs: int, reference_pairs: int) -> None:
                 else ""
             )
         )
+
+
+def _vetted(candidate) -> bool:
+    """The pipeline's rule (``preprocessor.discovery`` defaults): score, S/N, and not at an edge nor on a bright star."""
+    settings = DiscoveryConfig()
+    return (
+        candidate.score >= settings.min_score
+        and candidate.snr >= settings.min_snr
+        and not NOT_VETTED.intersection(candidate.flags)
+    )
 
 
 def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
@@ -218,7 +228,7 @@ def _speed_child(size: int, which: str) -> None:
 
             result = discover(pair.new, pair.reference, DiscoverySettings())
             write_products(result, Path(folder) / "out")
-            vetted = [c for c in result.candidates if not c.negative and c.score >= MIN_SCORE]
+            vetted = [c for c in result.candidates if not c.negative and _vetted(c)]
             for i, c in enumerate(vetted):
                 size_px = 63
                 cut = reports.stamps(result.science.data, result.reference.data, result.difference.difference,
@@ -261,7 +271,7 @@ def latency() -> None:
     from toros.demo import run_chain
 
     with tempfile.TemporaryDirectory() as folder:
-        result = run_chain(Path(folder) / "chain", frame=2048, rate=60.0, say=lambda line: None, keep_events=True)
+        result = run_chain(Path(folder) / "chain", frame=2048, rate=60.0, say=lambda line: None)
     delays = result.candidate_latency_s
     if not delays:
         print("latency: no transient_candidate event (see the demo)")

@@ -136,6 +136,5 @@ def test_detections_find_negative_peaks_too():
 
     score = np.zeros((50, 50), np.float32)
     score[10, 10], score[40, 30] = 8.0, -6.0
-    ones = np.ones_like(score)
-    found = detections(Difference(score, score, ones, ones))
+    found = detections(Difference(score, score, np.ones_like(score)))
     assert [(round(d.x), round(d.y), d.score) for d in found] == [(10, 10, 8.0), (30, 40, -6.0)]

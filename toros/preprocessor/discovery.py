@@ -17,6 +17,7 @@ import csv
 import logging
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def _find_stars(side: Side) -> None:
     import sep
 
     usable = np.isfinite(side.data)
-    pixels = np.where(usable, side.data, 0.0).astype(np.float32)
+    pixels = np.nan_to_num(side.data, nan=0.0)  # one float32 copy
     sep.set_extract_pixstack(max(300_000, pixels.size // 20))
     sep.set_sub_object_limit(4096)
     try:
@@ -337,13 +338,16 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
     """Subtracts the reference from the science frame and measures what is new (or gone)."""
     settings = settings or DiscoverySettings()
     notes: list[str] = []
-    science = read_side(science_path, "science")
-    reference = read_side(reference_path, "reference")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # sep and numpy release the GIL: both at once
+        reading = pool.submit(read_side, reference_path, "reference")
+        science = read_side(science_path, "science")
+        reference = reading.result()
     science_filter = str(science.header.get("FILTER", "")).strip()
     reference_filter = str(reference.header.get("FILTER", "")).strip()
     if science_filter and reference_filter and science_filter != reference_filter:
         notes.append(f"filters differ: science {science_filter}, reference {reference_filter}")
     registered, shift, how = register_reference(science, reference)
+    del reference  # its pixels: half a GiB of a TOROS frame
     if not np.isfinite(registered.data).any():
         raise DiscoveryFailed(f"the reference {reference_path.name} does not cover the science frame")
     # The registration, refined by the stars both images show (an imperfect WCS moves a reference by a pixel).

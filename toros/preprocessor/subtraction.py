@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +40,11 @@ class Image:
 class Difference:
     difference: np.ndarray  # D, unit variance on blank sky
     score: np.ndarray  # S_corr, in σ
-    flux: np.ndarray  # a point source's flux in units of the reference's counts, at each pixel
-    flux_error: np.ndarray
+    flux_error: np.ndarray  # of a point source's flux at each pixel, in the science frame's counts
+
+    def flux(self, y: int, x: int) -> float:
+        """A point source's flux at a pixel: S_corr × its error (S over a unit source's S)."""
+        return float(self.score[y, x]) * float(self.flux_error[y, x])
 
 
 def gaussian_psf(fwhm_px: float, size: int = PSF_SIZE) -> np.ndarray:
@@ -155,8 +159,8 @@ def zogy_tile(
     ref_image: Image,
     shift: tuple[float, float] = (0.0, 0.0),
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(D, S_corr, flux, flux error) of one tile; where either image is NaN both count as empty, and the caller
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D, S_corr, flux error) of one tile; where either image is NaN both count as empty, and the caller
     blanks the results there and within a PSF radius. ``astrometric_sigma`` (pixels, x and y) is the
     registration's noise: near bright sources it adds the variance of S that a misalignment would make
     (eq. 30-33 of the paper), so a star's dipole is not a transient."""
@@ -185,7 +189,7 @@ def zogy_tile(
         score_variance += sx2 * (gx_n**2 + gx_r**2) + sy2 * (gy_n**2 + gy_r**2)
     deviation = np.sqrt(np.maximum(score_variance, 1e-12))
     # S over its standard deviation: S_corr (eq. 25); a point source's flux: S over a unit source's S.
-    return difference, score / deviation, score / kernels.unit, deviation / kernels.unit
+    return difference, score / deviation, deviation / kernels.unit
 
 
 def subtract(
@@ -197,29 +201,38 @@ def subtract(
     shift: tuple[float, float] = (0.0, 0.0),
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
 ) -> Difference:
-    """ZOGY of two images on the same grid, in tiles of ``tile`` pixels with ``apron`` pixels of overlap."""
+    """ZOGY of two images on the same grid, in tiles of ``tile`` pixels with ``apron`` pixels of overlap,
+    one tile per core at a time (numpy and the FFTs release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     height, width = new.data.shape
-    outputs = tuple(np.full((height, width), np.nan, dtype=np.float32) for _ in range(4))
-    kernels: dict[tuple[int, int], Kernels] = {}
-    with fft.set_workers(os.cpu_count() or 1):
-        for y0 in range(0, height, tile):
-            for x0 in range(0, width, tile):
-                y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-                ya, xa = max(0, y0 - apron), max(0, x0 - apron)
-                yb, xb = min(height, y1 + apron), min(width, x1 + apron)
-                shape = (yb - ya, xb - xa)
-                if shape not in kernels:
-                    kernels[shape] = Kernels.of(new, ref, shape)
-                new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
-                results = zogy_tile(new_tile, ref_tile, kernels[shape], new, ref, shift, astrometric_sigma)
-                blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
-                if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
-                    blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
-                inner = (slice(y0 - ya, y0 - ya + (y1 - y0)), slice(x0 - xa, x0 - xa + (x1 - x0)))
-                for output, result in zip(outputs, results, strict=True):
-                    if blind.any():
-                        result[blind] = np.nan
-                    output[y0:y1, x0:x1] = result[inner]
+    outputs = tuple(np.full((height, width), np.nan, dtype=np.float32) for _ in range(3))
+    tiles = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            ya, xa = max(0, y0 - apron), max(0, x0 - apron)
+            yb, xb = min(height, y1 + apron), min(width, x1 + apron)
+            tiles.append(((y0, y1, x0, x1), (ya, yb, xa, xb)))
+    kernels = {shape: Kernels.of(new, ref, shape) for shape in {(yb - ya, xb - xa) for _, (ya, yb, xa, xb) in tiles}}
+
+    def one(inner_box: tuple[int, int, int, int], outer_box: tuple[int, int, int, int]) -> None:
+        (y0, y1, x0, x1), (ya, yb, xa, xb) = inner_box, outer_box
+        new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
+        with fft.set_workers(1):
+            results = zogy_tile(new_tile, ref_tile, kernels[(yb - ya, xb - xa)], new, ref, shift, astrometric_sigma)
+        blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
+        if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
+            blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
+        inner = (slice(y0 - ya, y0 - ya + (y1 - y0)), slice(x0 - xa, x0 - xa + (x1 - x0)))
+        for output, result in zip(outputs, results, strict=True):
+            if blind.any():
+                result[blind] = np.nan
+            output[y0:y1, x0:x1] = result[inner]
+
+    with ThreadPoolExecutor(max_workers=min(len(tiles), os.cpu_count() or 1)) as pool:
+        for done in [pool.submit(one, *box) for box in tiles]:
+            done.result()
     return Difference(*outputs)
 
 
@@ -254,7 +267,17 @@ def register(
         # Rows are y: the matrix maps (row, column) of the output to (row, column) of the reference.
         matrix = np.array([[coefficients_y[1], coefficients_y[0]], [coefficients_x[1], coefficients_x[0]]])
         offset = np.array([coefficients_y[2], coefficients_x[2]])
-        ndimage.affine_transform(filled, matrix, offset, output_shape=shape, output=out, order=3, mode="nearest")
+        coefficients = _spline_coefficients(filled)
+
+        def band(rows: tuple[int, int]) -> None:
+            start, stop = rows
+            ndimage.affine_transform(
+                coefficients, matrix, offset + matrix @ np.array([start, 0.0]), output_shape=(stop - start, width),
+                output=out[start:stop], order=3, mode="nearest", prefilter=False,
+            )  # fmt: skip
+
+        _in_bands(band, height)
+        del coefficients
         row_of = lambda r, c: matrix[0, 0] * r + matrix[0, 1] * c + offset[0]  # noqa: E731
         column_of = lambda r, c: matrix[1, 0] * r + matrix[1, 1] * c + offset[1]  # noqa: E731
         rows, columns = np.ogrid[0:height, 0:width]
@@ -263,7 +286,7 @@ def register(
     else:
         from scipy.interpolate import RegularGridInterpolator
 
-        coefficients = ndimage.spline_filter(filled, order=3, mode="nearest", output=np.float32)
+        coefficients = _spline_coefficients(filled)
         axes = (gy[:, 0].astype(np.float64), gx[0].astype(np.float64))
         to_x = RegularGridInterpolator(axes, rx, method="linear")
         to_y = RegularGridInterpolator(axes, ry, method="linear")
@@ -289,6 +312,36 @@ def register(
                 keep = (row >= 0) & (row < height) & (column >= 0) & (column < width)
                 out[row[keep], column[keep]] = np.nan
     return out
+
+
+def _in_bands(work: Callable[[tuple[int, int]], None], rows: int) -> None:
+    """``work`` on one band of rows per core (ndimage releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = os.cpu_count() or 1
+    step = -(-rows // cores)
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        for done in [pool.submit(work, (start, min(rows, start + step))) for start in range(0, rows, step)]:
+            done.result()
+
+
+def _spline_coefficients(image: np.ndarray) -> np.ndarray:
+    """The cubic spline's coefficients in float32 (scipy's ``spline_filter`` makes a float64 copy: 0.9 GB of a
+    TOROS frame), one axis after the other, in bands on every core."""
+    coefficients = np.array(image, dtype=np.float32)
+    rows, columns = coefficients.shape
+
+    def along_rows(band: tuple[int, int]) -> None:
+        part = coefficients[band[0] : band[1]]
+        ndimage.spline_filter1d(part, order=3, axis=1, mode="nearest", output=part)
+
+    def along_columns(band: tuple[int, int]) -> None:
+        part = coefficients[:, band[0] : band[1]]
+        ndimage.spline_filter1d(part, order=3, axis=0, mode="nearest", output=part)
+
+    _in_bands(along_rows, rows)
+    _in_bands(along_columns, columns)
+    return coefficients
 
 
 def residual_shift(
@@ -340,7 +393,7 @@ def detections(result: Difference, threshold: float = 5.0, separation: int = 2) 
                 dx, gain_x = _parabola(score[py, px - 1 : px + 2]) if 0 < px < score.shape[1] - 1 else (0.0, 1.0)
                 dy, gain_y = _parabola(score[py - 1 : py + 2, px]) if 0 < py < score.shape[0] - 1 else (0.0, 1.0)
                 # The flux at the source's centre, not at the pixel nearest to it (S falls off as the PSF does).
-                flux = float(result.flux[py, px]) * gain_x * gain_y
+                flux = result.flux(py, px) * gain_x * gain_y
                 found.append(Detection(px + dx, py + dy, float(score[py, px]), flux, float(result.flux_error[py, px])))
     found.sort(key=lambda d: (d.score < 0, -abs(d.score)))
     return found

@@ -72,7 +72,7 @@ def _spike(stamp: np.ndarray, within: np.ndarray, sigma: float) -> float:
     """The largest excess of a pixel over the median of its 3×3 neighbourhood within the circle, in σ."""
     from scipy import ndimage
 
-    filled = np.nan_to_num(stamp)
+    filled = np.where(np.isfinite(stamp), stamp, 0.0)
     excess = (filled - ndimage.median_filter(filled, size=3)) / max(sigma, 1e-9)
     return float(min(np.max(np.where(within, excess, 0.0)), 100.0))
 

@@ -39,6 +39,7 @@ MASK_COSMIC_RAY = 8  # cleaned by the calibration: usable, but counted as masked
 MIN_PSF_STARS = 5
 EDGE_PX = PSF_SIZE // 2  # S_corr this close to the frame's border sees the tile's wrap-around
 BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
+PARALLEL_READ_PIXELS = 6000 * 6000
 NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate
 CANDIDATE_COLUMNS = (
     "ra_deg", "dec_deg", "x", "y", "mag", "mag_err", "snr", "score", "flux", "flux_err", "fwhm_px", "elongation",
@@ -205,7 +206,7 @@ def _find_stars(side: Side) -> None:
     import sep
 
     usable = np.isfinite(side.data)
-    pixels = np.nan_to_num(side.data, nan=0.0)  # one float32 copy
+    pixels = np.where(usable, side.data, np.float32(0.0))  # one float32 copy
     sep.set_extract_pixstack(max(300_000, pixels.size // 20))
     sep.set_sub_object_limit(4096)
     try:
@@ -338,7 +339,9 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
     """Subtracts the reference from the science frame and measures what is new (or gone)."""
     settings = settings or DiscoverySettings()
     notes: list[str] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:  # sep and numpy release the GIL: both at once
+    # sep and numpy release the GIL: both images at once, unless they are large (reading one takes 3 times its
+    # pixels' memory for a moment: two TOROS frames at once would pass 4 GiB).
+    with ThreadPoolExecutor(max_workers=2 if _pixels(science_path) <= PARALLEL_READ_PIXELS else 1) as pool:
         reading = pool.submit(read_side, reference_path, "reference")
         science = read_side(science_path, "science")
         reference = reading.result()
@@ -396,6 +399,18 @@ def _registration_noise(science: Side, registered: Side, pairs: np.ndarray) -> t
     offsets = science.stars_xy[bright[:, 0]] - registered.stars_xy[bright[:, 1]]
     spread = 1.4826 * np.median(np.abs(offsets - np.median(offsets, axis=0)), axis=0)
     return float(np.clip(spread[0], 0.02, 0.5)), float(np.clip(spread[1], 0.02, 0.5))
+
+
+def _pixels(path: Path) -> int:
+    """The pixels of a file's first image, from its header (0 when it cannot say)."""
+    try:
+        with fits.open(path) as hdus:
+            for hdu in hdus:
+                if hdu.header.get("NAXIS", 0) == 2:
+                    return int(hdu.header["NAXIS1"]) * int(hdu.header["NAXIS2"])
+    except (OSError, ValueError, KeyError):
+        return 0
+    return 0
 
 
 def _flux_scales(science: Side, reference: Side, pairs: np.ndarray, notes: list[str]) -> tuple[float, float]:

@@ -248,11 +248,8 @@ def register(
     NaN pixels are filled before the spline (which would spread them over the whole image) and blanked after.
     """
     height, width = shape
-    gy, gx = np.meshgrid(
-        np.unique(np.append(np.arange(0, height, grid), height - 1)),
-        np.unique(np.append(np.arange(0, width, grid), width - 1)),
-        indexing="ij",
-    )
+    steps = (max(2, -(-height // grid) + 1), max(2, -(-width // grid) + 1))  # a uniform grid, both edges on it
+    gy, gx = np.meshgrid(np.linspace(0, height - 1, steps[0]), np.linspace(0, width - 1, steps[1]), indexing="ij")
     rx, ry = reference_wcs.world_to_pixel_values(*science_wcs.pixel_to_world_values(gx, gy))
     design = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
     coefficients_x = np.linalg.lstsq(design, rx.ravel(), rcond=None)[0]
@@ -261,13 +258,14 @@ def register(
         np.abs(design @ coefficients_x - rx.ravel()).max(), np.abs(design @ coefficients_y - ry.ravel()).max()
     )
     blind = ~np.isfinite(reference)
-    filled = np.where(blind, 0.0, reference).astype(np.float32) if blind.any() else reference
     out = np.empty(shape, dtype=np.float32)
     if residual < 0.01:
         # Rows are y: the matrix maps (row, column) of the output to (row, column) of the reference.
         matrix = np.array([[coefficients_y[1], coefficients_y[0]], [coefficients_x[1], coefficients_x[0]]])
         offset = np.array([coefficients_y[2], coefficients_x[2]])
-        coefficients = _spline_coefficients(filled)
+        coefficients = _spline_coefficients(reference, blind)
+
+        inside = np.empty(shape, dtype=bool)
 
         def band(rows: tuple[int, int]) -> None:
             start, stop = rows
@@ -275,33 +273,34 @@ def register(
                 coefficients, matrix, offset + matrix @ np.array([start, 0.0]), output_shape=(stop - start, width),
                 output=out[start:stop], order=3, mode="nearest", prefilter=False,
             )  # fmt: skip
+            row, column = np.ogrid[start:stop, 0:width]  # where each output pixel falls on the reference
+            row_of = matrix[0, 0] * row + matrix[0, 1] * column + offset[0]
+            inside[start:stop] = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
+            del row_of
+            column_of = matrix[1, 0] * row + matrix[1, 1] * column + offset[1]
+            inside[start:stop] &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
 
-        _in_bands(band, height)
+        _in_bands(band, height, step=512)
         del coefficients
-        row_of = lambda r, c: matrix[0, 0] * r + matrix[0, 1] * c + offset[0]  # noqa: E731
-        column_of = lambda r, c: matrix[1, 0] * r + matrix[1, 1] * c + offset[1]  # noqa: E731
-        rows, columns = np.ogrid[0:height, 0:width]
-        inside = (row_of(rows, columns) >= -0.5) & (row_of(rows, columns) <= reference.shape[0] - 0.5)
-        inside &= (column_of(rows, columns) >= -0.5) & (column_of(rows, columns) <= reference.shape[1] - 0.5)
     else:
-        from scipy.interpolate import RegularGridInterpolator
-
-        coefficients = _spline_coefficients(filled)
-        axes = (gy[:, 0].astype(np.float64), gx[0].astype(np.float64))
-        to_x = RegularGridInterpolator(axes, rx, method="linear")
-        to_y = RegularGridInterpolator(axes, ry, method="linear")
+        coefficients = _spline_coefficients(reference, blind)
         inside = np.empty(shape, dtype=bool)
-        for start in range(0, height, 256):  # a band of rows at a time: coordinates for a frame would be GiBs
-            stop = min(height, start + 256)
-            rows, columns = np.meshgrid(np.arange(start, stop), np.arange(width), indexing="ij")
-            points = np.column_stack([rows.ravel(), columns.ravel()])
-            column_of = to_x(points).reshape(rows.shape)
-            row_of = to_y(points).reshape(rows.shape)
+        per_row, per_column = (steps[0] - 1) / max(height - 1, 1), (steps[1] - 1) / max(width - 1, 1)
+
+        def curved(rows: tuple[int, int]) -> None:
+            """One band: the grid's coordinates interpolated (bilinear, in C), then the cubic spline."""
+            start, stop = rows
+            row, column = np.meshgrid(np.arange(start, stop) * per_row, np.arange(width) * per_column, indexing="ij")
+            column_of = ndimage.map_coordinates(rx, [row, column], order=1, mode="nearest")
+            row_of = ndimage.map_coordinates(ry, [row, column], order=1, mode="nearest")
             out[start:stop] = ndimage.map_coordinates(
                 coefficients, [row_of, column_of], order=3, mode="nearest", prefilter=False
             )
             inside[start:stop] = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
             inside[start:stop] &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
+
+        _in_bands(curved, height, step=256)  # a band at a time: the coordinates of a frame would be GiBs
+        del coefficients
     out[~inside] = np.nan
     if blind.any():
         by, bx = np.nonzero(blind)
@@ -314,21 +313,23 @@ def register(
     return out
 
 
-def _in_bands(work: Callable[[tuple[int, int]], None], rows: int) -> None:
-    """``work`` on one band of rows per core (ndimage releases the GIL)."""
+def _in_bands(work: Callable[[tuple[int, int]], None], rows: int, step: int | None = None) -> None:
+    """``work`` on bands of rows (one per core unless ``step`` says), on every core (ndimage releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     cores = os.cpu_count() or 1
-    step = -(-rows // cores)
+    step = step or -(-rows // cores)
     with ThreadPoolExecutor(max_workers=cores) as pool:
         for done in [pool.submit(work, (start, min(rows, start + step))) for start in range(0, rows, step)]:
             done.result()
 
 
-def _spline_coefficients(image: np.ndarray) -> np.ndarray:
+def _spline_coefficients(image: np.ndarray, blind: np.ndarray) -> np.ndarray:
     """The cubic spline's coefficients in float32 (scipy's ``spline_filter`` makes a float64 copy: 0.9 GB of a
-    TOROS frame), one axis after the other, in bands on every core."""
+    TOROS frame), one axis after the other, in bands on every core; blind pixels count as 0 (the caller
+    blanks what they touch)."""
     coefficients = np.array(image, dtype=np.float32)
+    coefficients[blind] = 0.0
     rows, columns = coefficients.shape
 
     def along_rows(band: tuple[int, int]) -> None:
@@ -377,16 +378,17 @@ def detections(result: Difference, threshold: float = 5.0, separation: int = 2) 
     are one), refined to a tenth of a pixel by a parabola through the neighbours' logarithms; positive ones
     first, by score. Local, not one per connected region: a faint source beside a brighter one keeps its peak."""
     found: list[Detection] = []
-    score = np.nan_to_num(result.score, nan=0.0)
+    score = result.score  # NaN compares False: no copy of a frame-sized array
     size = 2 * separation + 1
     for sign in (1.0, -1.0):
-        above = sign * score >= threshold
+        above = score >= threshold if sign > 0 else score <= -threshold
         labels, _ = ndimage.label(above)
+        del above
         for index, region in enumerate(ndimage.find_objects(labels), start=1):
             if region is None:
                 continue
             around = tuple(slice(max(0, r.start - separation), r.stop + separation) for r in region)
-            values = sign * score[around]
+            values = np.nan_to_num(sign * score[around], nan=-np.inf)
             peaks = (values == ndimage.maximum_filter(values, size=size)) & (labels[around] == index)
             for iy, ix in zip(*np.nonzero(peaks), strict=True):
                 py, px = around[0].start + iy, around[1].start + ix
@@ -404,6 +406,8 @@ def _parabola(values: np.ndarray) -> tuple[float, float]:
     is than the middle sample: a parabola through their logarithms when all are positive (exact for a
     Gaussian peak), else through the values (and no gain)."""
     left, centre, right = (abs(float(v)) for v in values)
+    if not all(math.isfinite(v) for v in (left, centre, right)):
+        return 0.0, 1.0
     if min(left, centre, right) > 0:
         left, centre, right = math.log(left), math.log(centre), math.log(right)
         curvature = left - 2 * centre + right

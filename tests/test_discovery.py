@@ -35,7 +35,7 @@ WHEN = EVENT + timedelta(days=1)
 SIZE = 768
 SCALE = 0.47
 HOST = Galaxy("NGC-TEST", FIELD[0] + 0.012, FIELD[1] + 0.006, 14.5, 60.0)
-ZTF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf-alerts"
+ZTF = Path(__file__).resolve().parent / "data" / "ztf"  # two real packets (see its README)
 
 
 def _science_ready(path: Path, truth, fwhm_arcsec: float, **cards) -> Path:

@@ -97,7 +97,7 @@ class DiscoveryConfig(Section):
     alert_frames: bool = Field(default=True, description="search every science frame of an alert's targets")
     every_frame: bool = Field(default=False, description="search routine frames too (a survey)")
     threshold: float = Field(default=5.0, ge=3, le=100, description="|S_corr| of a detection")
-    min_score: float = Field(default=0.5, ge=0, le=1, description="real/bogus score a candidate needs")
+    min_score: float = Field(default=0.7, ge=0, le=1, description="real/bogus score a candidate needs")
     min_snr: float = Field(
         default=6.0, ge=3, le=100, description="S/N a candidate needs (5σ peaks of noise: a few per frame)"
     )

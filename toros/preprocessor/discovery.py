@@ -325,16 +325,6 @@ def _rms(data: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(sample - median)))
 
 
-def _common_stars(science: Side, reference: Side, shift: tuple[float, float], radius: float) -> np.ndarray:
-    """Index pairs (science, reference) of stars within ``radius`` pixels once shifted."""
-    if len(science.stars_xy) == 0 or len(reference.stars_xy) == 0:
-        return np.empty((0, 2), dtype=int)
-    tree = cKDTree(reference.stars_xy + shift)
-    distance, nearest = tree.query(science.stars_xy, distance_upper_bound=radius)
-    found = np.isfinite(distance)
-    return np.column_stack([np.flatnonzero(found), nearest[found]])
-
-
 def discover(science_path: Path, reference_path: Path, settings: DiscoverySettings | None = None) -> DiscoveryResult:
     """Subtracts the reference from the science frame and measures what is new (or gone)."""
     settings = settings or DiscoverySettings()
@@ -355,16 +345,14 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
         raise DiscoveryFailed(f"the reference {reference_path.name} does not cover the science frame")
     # The registration, refined by the stars both images show (an imperfect WCS moves a reference by a pixel).
     radius = max(2.0, 1.5 * max(science.fwhm, 1.0))
-    pairs = _common_stars(science, registered, shift, radius)
-    if len(pairs) >= MIN_PSF_STARS and settings.refine:
-        offsets = science.stars_xy[pairs[:, 0]] - registered.stars_xy[pairs[:, 1]]
-        shift = (float(np.median(offsets[:, 0])), float(np.median(offsets[:, 1])))
-        pairs = _common_stars(science, registered, shift, min(radius, 1.5))
-        if len(pairs) >= MIN_PSF_STARS:
-            offsets = science.stars_xy[pairs[:, 0]] - registered.stars_xy[pairs[:, 1]]
-            shift = (float(np.median(offsets[:, 0])), float(np.median(offsets[:, 1])))
-    elif settings.refine:
-        notes.append(f"{len(pairs)} stars in common: registration from the WCS alone")
+    if settings.refine:
+        shift, pairs = subtraction.residual_shift(
+            science.stars_xy, registered.stars_xy, shift, radius, min_pairs=MIN_PSF_STARS
+        )
+        if len(pairs) < MIN_PSF_STARS:
+            notes.append(f"{len(pairs)} stars in common: registration from the WCS alone")
+    else:
+        pairs = subtraction.matched_stars(science.stars_xy, registered.stars_xy, shift, radius)
     if max(abs(shift[0]), abs(shift[1])) > 20:
         raise DiscoveryFailed(f"registration failed: the stars disagree with the WCS by {shift} px")
     _measure_psf(science)

@@ -345,23 +345,43 @@ def _spline_coefficients(image: np.ndarray, blind: np.ndarray) -> np.ndarray:
     return coefficients
 
 
-def residual_shift(
-    science_xy: tuple[np.ndarray, np.ndarray], reference_xy: tuple[np.ndarray, np.ndarray], radius: float = 2.0
-) -> tuple[float, float, int]:
-    """The median offset (dx, dy) that moves the registered reference's stars onto the science image's, from
-    pairs closer than ``radius`` pixels, and how many pairs there were ((0, 0, n) with fewer than 5)."""
+def matched_stars(
+    science_xy: np.ndarray, reference_xy: np.ndarray, shift: tuple[float, float], radius: float
+) -> np.ndarray:
+    """Index pairs (science, reference) of stars closer than ``radius`` pixels once the reference's are moved
+    by ``shift``; both arguments are (n, 2) arrays of x, y."""
     from scipy.spatial import cKDTree
 
-    if len(reference_xy[0]) == 0 or len(science_xy[0]) == 0:
-        return 0.0, 0.0, 0
-    tree = cKDTree(np.column_stack(reference_xy))
-    distance, nearest = tree.query(np.column_stack(science_xy), distance_upper_bound=radius)
-    pairs = np.isfinite(distance)
-    if pairs.sum() < 5:
-        return 0.0, 0.0, int(pairs.sum())
-    dx = science_xy[0][pairs] - reference_xy[0][nearest[pairs]]
-    dy = science_xy[1][pairs] - reference_xy[1][nearest[pairs]]
-    return float(np.median(dx)), float(np.median(dy)), int(pairs.sum())
+    if len(science_xy) == 0 or len(reference_xy) == 0:
+        return np.empty((0, 2), dtype=int)
+    distance, nearest = cKDTree(np.asarray(reference_xy) + shift).query(science_xy, distance_upper_bound=radius)
+    found = np.isfinite(distance)
+    return np.column_stack([np.flatnonzero(found), nearest[found]])
+
+
+def residual_shift(
+    science_xy: np.ndarray,
+    reference_xy: np.ndarray,
+    start: tuple[float, float] = (0.0, 0.0),
+    radius: float = 2.0,
+    min_pairs: int = 5,
+) -> tuple[tuple[float, float], np.ndarray]:
+    """The median offset that moves the registered reference's stars onto the science image's, from pairs
+    within ``radius`` of ``start`` and then within 1.5 px of that first estimate, and the pairs it rests on;
+    ``start`` itself when fewer than ``min_pairs`` pairs say."""
+
+    def median_offset(pairs: np.ndarray) -> tuple[float, float]:
+        offsets = science_xy[pairs[:, 0]] - reference_xy[pairs[:, 1]]
+        return float(np.median(offsets[:, 0])), float(np.median(offsets[:, 1]))
+
+    pairs = matched_stars(science_xy, reference_xy, start, radius)
+    if len(pairs) < min_pairs:
+        return start, pairs
+    shift = median_offset(pairs)
+    pairs = matched_stars(science_xy, reference_xy, shift, min(radius, 1.5))
+    if len(pairs) >= min_pairs:
+        shift = median_offset(pairs)
+    return shift, pairs
 
 
 @dataclass(frozen=True)

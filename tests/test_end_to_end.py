@@ -16,11 +16,20 @@ from support import toros_cli
 from toros.demo import run_chain
 
 
+@pytest.mark.timeout(300)  # above the chain's own deadline, so that a stall reports its progress lines
 def test_alert_to_calibrated_images(tmp_path):
     lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line)  # shown by pytest if the test fails
+
     result = run_chain(
-        tmp_path / "chain", frame=512, pixel_scale=1.0, rate=600.0, galaxies=5000, timeout=240.0, say=lines.append
+        tmp_path / "chain", frame=512, pixel_scale=1.0, rate=600.0, galaxies=5000, timeout=240.0, say=say
     )
+    if not result.ok:  # what went wrong, from the daemons' own log
+        log = (tmp_path / "chain" / "logs" / "toros.log").read_text().splitlines()
+        lines += [line for line in log if " ERROR " in line or " WARNING " in line][-30:]
     assert result.ok, "\n".join(lines)
     assert result.exit_codes == {"alert": 0, "telescope": 0, "preprocessor": 0}
     assert any("6 targets accepted" in line for line in lines), lines

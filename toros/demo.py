@@ -55,7 +55,9 @@ ALERT = SAMPLES / "MS181101ab-preliminary.json"
 ALERT_ID = "MS181101ab"
 REFERENCE_CATALOG = "reference-stars.csv"
 REFERENCE_MARGIN_DEG = 0.1  # beyond a frame's half-diagonal: the mount's pointing error and then some
-CLOCK_START = "2026-05-01T21:40:00Z"  # Macón, the Sun at +9 deg; the sample region rises during the night
+# Macón, the Sun at +16 deg: an hour of clock time before the sky-flat band (Sun at -3 deg), so that daemons slow to
+# start on a loaded machine (each real second is minutes of clock time) still take their evening flats in it.
+CLOCK_START = "2026-05-01T20:40:00Z"
 EVENT_TIME = datetime(2026, 5, 1, 23, 45, tzinfo=UTC)  # the merger, once the routine monitoring is done
 NOTICE_DELAY = timedelta(minutes=1)  # LVK's preliminary notices come within a minute
 ROUTINE_EXPOSURE_S = 180.0  # the references: deeper than the alert's 60 s frames

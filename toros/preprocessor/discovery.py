@@ -25,7 +25,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from toros.fitsfiles import write_fits
@@ -183,22 +182,37 @@ def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None) -> 
 def _repair_specks(data: np.ndarray, bad: np.ndarray, cleaned: np.ndarray, largest: int = 4) -> None:
     """Unusable specks of at most ``largest`` pixels (hot pixels) take the median of the usable pixels around
     them and are marked ``cleaned``: a NaN would blind the subtraction for a PSF's width around it. Larger
-    regions (and saturated cores) stay unusable."""
-    labels, count = ndimage.label(bad)
-    if count == 0:
+    regions (and saturated cores) stay unusable. The regions are found among the unusable pixels alone (a
+    graph of side-by-side neighbours), not by labelling the whole frame: a 10560² frame has a few thousand."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    flat = np.flatnonzero(bad)
+    if flat.size == 0:
         return
-    sizes = np.bincount(labels.ravel())
-    for index, region in enumerate(ndimage.find_objects(labels), start=1):
-        if region is None or sizes[index] > largest:
-            continue
-        around = tuple(slice(max(0, r.start - 2), r.stop + 2) for r in region)
-        window = data[around]
-        usable = ~bad[around] & np.isfinite(window)
+    width = bad.shape[1]
+    edges = []
+    for step, beside in ((1, flat % width != width - 1), (width, np.ones(flat.size, bool))):
+        position = np.minimum(np.searchsorted(flat, flat + step), flat.size - 1)
+        linked = beside & (flat[position] == flat + step)
+        edges.append((np.flatnonzero(linked), position[linked]))
+    rows = np.concatenate([e[0] for e in edges])
+    columns = np.concatenate([e[1] for e in edges])
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, columns)), shape=(flat.size, flat.size))
+    _, labels = connected_components(graph, directed=False)
+    small = np.bincount(labels)[labels] <= largest
+    order = np.argsort(labels[small], kind="stable")
+    members, member_labels = flat[small][order], labels[small][order]
+    starts = np.flatnonzero(np.r_[True, member_labels[1:] != member_labels[:-1]])
+    for speck_pixels in np.split(members, starts[1:]):
+        ys, xs = np.divmod(speck_pixels, width)
+        y0, x0 = max(0, int(ys.min()) - 2), max(0, int(xs.min()) - 2)
+        window = data[y0 : int(ys.max()) + 3, x0 : int(xs.max()) + 3]
+        usable = ~bad[y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] & np.isfinite(window)
         if usable.sum() < 4:
             continue
-        speck = labels[around] == index
-        window[speck] = np.median(window[usable])
-        cleaned[around] |= speck
+        data[ys, xs] = np.median(window[usable])
+        cleaned[ys, xs] = True
 
 
 def _find_stars(side: Side) -> None:

@@ -144,10 +144,15 @@ class Kernels:
         k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
         k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
         p_d = fft.irfft2(p_d_hat, s=shape)
-        return cls(
-            shape, f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
+        factors = (
+            f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
             fft.rfft2(fft.irfft2(k_n_hat, s=shape) ** 2), fft.rfft2(fft.irfft2(k_r_hat, s=shape) ** 2),
-            f_d**2 * float(np.sum(p_d**2)), fft.fftfreq(shape[0])[:, None], fft.rfftfreq(shape[1])[None, :],
+        )  # fmt: skip
+        # Computed in double precision, applied in single: the tiles' transforms run in float32 (twice as fast,
+        # and the images' own noise is many orders above float32's rounding).
+        return cls(
+            shape, *(factor.astype(np.complex64) for factor in factors), f_d**2 * float(np.sum(p_d**2)),
+            fft.fftfreq(shape[0])[:, None].astype(np.float32), fft.rfftfreq(shape[1])[None, :].astype(np.float32),
         )  # fmt: skip
 
 
@@ -166,12 +171,12 @@ def zogy_tile(
     (eq. 30-33 of the paper), so a star's dipole is not a transient."""
     shape = new.shape
     bad = ~np.isfinite(new) | ~np.isfinite(ref)  # either image blind there: both count as empty
-    n = np.where(bad, 0.0, new)
-    r = np.where(bad, 0.0, ref)
+    n = np.where(bad, np.float32(0.0), new).astype(np.float32, copy=False)
+    r = np.where(bad, np.float32(0.0), ref).astype(np.float32, copy=False)
     n_hat = fft.rfft2(n)
     r_hat = fft.rfft2(r)
     if shift != (0.0, 0.0):
-        r_hat *= np.exp(-2j * np.pi * (kernels.kx * shift[0] + kernels.ky * shift[1]))
+        r_hat *= np.exp(-2j * np.pi * (kernels.kx * shift[0] + kernels.ky * shift[1])).astype(np.complex64)
     d_hat = kernels.new_factor * n_hat - kernels.ref_factor * r_hat
     difference = fft.irfft2(d_hat, s=shape)
     score = fft.irfft2(kernels.score_factor * d_hat, s=shape)
@@ -237,71 +242,79 @@ def subtract(
 
 
 def register(
-    reference: np.ndarray, reference_wcs: WCS, science_wcs: WCS, shape: tuple[int, int], *, grid: int = 128
+    reference: np.ndarray,
+    reference_wcs: WCS,
+    science_wcs: WCS,
+    shape: tuple[int, int],
+    *,
+    grid: int = 128,
+    block: tuple[int, int] = (512, 1024),
 ) -> np.ndarray:
     """The reference resampled onto the science image's pixel grid through both WCSs (cubic spline); NaN
     where the reference does not cover the science image or was blind.
 
     The WCSs are evaluated on a grid of ``grid`` pixels only (``reproject`` evaluates them at every pixel: 24 s
-    of a 4096² frame's 25): an affine map fits a field's two projections to a hundredth of a pixel and goes to
-    ``ndimage.affine_transform``; anything less flat is interpolated from the grid for ``map_coordinates``.
-    NaN pixels are filled before the spline (which would spread them over the whole image) and blanked after.
+    of a 4096² frame's 25). In each block of the output an affine map fits the two projections to a hundredth
+    of a pixel (two tangent planes a degree apart are far from one affine map, never over a block) and goes to
+    ``ndimage.affine_transform``; a block that is less flat takes coordinates interpolated from the grid for
+    ``map_coordinates`` (twice the work). Blocks run on every core. NaN pixels are filled before the spline
+    (which would spread them over the whole image) and blanked after.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     height, width = shape
     steps = (max(2, -(-height // grid) + 1), max(2, -(-width // grid) + 1))  # a uniform grid, both edges on it
-    gy, gx = np.meshgrid(np.linspace(0, height - 1, steps[0]), np.linspace(0, width - 1, steps[1]), indexing="ij")
+    grid_rows, grid_columns = np.linspace(0, height - 1, steps[0]), np.linspace(0, width - 1, steps[1])
+    gy, gx = np.meshgrid(grid_rows, grid_columns, indexing="ij")
     rx, ry = reference_wcs.world_to_pixel_values(*science_wcs.pixel_to_world_values(gx, gy))
-    design = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
-    coefficients_x = np.linalg.lstsq(design, rx.ravel(), rcond=None)[0]
-    coefficients_y = np.linalg.lstsq(design, ry.ravel(), rcond=None)[0]
-    residual = max(
-        np.abs(design @ coefficients_x - rx.ravel()).max(), np.abs(design @ coefficients_y - ry.ravel()).max()
-    )
     blind = ~np.isfinite(reference)
+    coefficients = _spline_coefficients(reference, blind)
     out = np.empty(shape, dtype=np.float32)
-    if residual < 0.01:
-        # Rows are y: the matrix maps (row, column) of the output to (row, column) of the reference.
-        matrix = np.array([[coefficients_y[1], coefficients_y[0]], [coefficients_x[1], coefficients_x[0]]])
-        offset = np.array([coefficients_y[2], coefficients_x[2]])
-        coefficients = _spline_coefficients(reference, blind)
+    per_row, per_column = (steps[0] - 1) / max(height - 1, 1), (steps[1] - 1) / max(width - 1, 1)
+    spacing = (1 / per_row if per_row else height, 1 / per_column if per_column else width)
 
-        inside = np.empty(shape, dtype=bool)
-
-        def band(rows: tuple[int, int]) -> None:
-            start, stop = rows
+    def one(box: tuple[int, int, int, int]) -> None:
+        r0, r1, c0, c1 = box
+        # The grid points over the block and one spacing around it: the affine map must hold at its edges.
+        near_rows = np.flatnonzero((grid_rows >= r0 - spacing[0]) & (grid_rows <= r1 - 1 + spacing[0]))
+        near_columns = np.flatnonzero((grid_columns >= c0 - spacing[1]) & (grid_columns <= c1 - 1 + spacing[1]))
+        near = np.ix_(near_rows, near_columns)
+        design = np.column_stack([gx[near].ravel() - c0, gy[near].ravel() - r0, np.ones(gx[near].size)])
+        fit_x = np.linalg.lstsq(design, rx[near].ravel(), rcond=None)[0]
+        fit_y = np.linalg.lstsq(design, ry[near].ravel(), rcond=None)[0]
+        residual = max(np.abs(design @ fit_x - rx[near].ravel()).max(), np.abs(design @ fit_y - ry[near].ravel()).max())
+        pixels = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
+        if residual < 0.01:
+            # Rows are y: the matrix maps (row, column) in the block to (row, column) of the reference.
+            matrix = np.array([[fit_y[1], fit_y[0]], [fit_x[1], fit_x[0]]])
+            offset = np.array([fit_y[2], fit_x[2]])
             ndimage.affine_transform(
-                coefficients, matrix, offset + matrix @ np.array([start, 0.0]), output_shape=(stop - start, width),
-                output=out[start:stop], order=3, mode="nearest", prefilter=False,
+                coefficients, matrix, offset, output_shape=pixels.shape, output=pixels, order=3, mode="nearest",
+                prefilter=False,
             )  # fmt: skip
-            row, column = np.ogrid[start:stop, 0:width]  # where each output pixel falls on the reference
+            row, column = np.ogrid[0 : r1 - r0, 0 : c1 - c0]
             row_of = matrix[0, 0] * row + matrix[0, 1] * column + offset[0]
-            inside[start:stop] = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
-            del row_of
             column_of = matrix[1, 0] * row + matrix[1, 1] * column + offset[1]
-            inside[start:stop] &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
-
-        _in_bands(band, height, step=512)
-        del coefficients
-    else:
-        coefficients = _spline_coefficients(reference, blind)
-        inside = np.empty(shape, dtype=bool)
-        per_row, per_column = (steps[0] - 1) / max(height - 1, 1), (steps[1] - 1) / max(width - 1, 1)
-
-        def curved(rows: tuple[int, int]) -> None:
-            """One band: the grid's coordinates interpolated (bilinear, in C), then the cubic spline."""
-            start, stop = rows
-            row, column = np.meshgrid(np.arange(start, stop) * per_row, np.arange(width) * per_column, indexing="ij")
+        else:  # the grid's coordinates interpolated (bilinear, in C), then the cubic spline
+            row, column = np.meshgrid(np.arange(r0, r1) * per_row, np.arange(c0, c1) * per_column, indexing="ij")
             column_of = ndimage.map_coordinates(rx, [row, column], order=1, mode="nearest")
             row_of = ndimage.map_coordinates(ry, [row, column], order=1, mode="nearest")
-            out[start:stop] = ndimage.map_coordinates(
-                coefficients, [row_of, column_of], order=3, mode="nearest", prefilter=False
+            ndimage.map_coordinates(
+                coefficients, [row_of, column_of], output=pixels, order=3, mode="nearest", prefilter=False
             )
-            inside[start:stop] = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
-            inside[start:stop] &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
+        inside = (row_of >= -0.5) & (row_of <= reference.shape[0] - 0.5)
+        inside &= (column_of >= -0.5) & (column_of <= reference.shape[1] - 0.5)
+        pixels[~inside] = np.nan
+        out[r0:r1, c0:c1] = pixels
 
-        _in_bands(curved, height, step=256)  # a band at a time: the coordinates of a frame would be GiBs
-        del coefficients
-    out[~inside] = np.nan
+    boxes = [
+        (r0, min(height, r0 + block[0]), c0, min(width, c0 + block[1]))
+        for r0 in range(0, height, block[0])
+        for c0 in range(0, width, block[1])
+    ]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # ndimage releases the GIL
+        for done in [pool.submit(one, box) for box in boxes]:
+            done.result()
     if blind.any():
         by, bx = np.nonzero(blind)
         sx, sy = science_wcs.world_to_pixel_values(*reference_wcs.pixel_to_world_values(bx, by))
@@ -313,12 +326,12 @@ def register(
     return out
 
 
-def _in_bands(work: Callable[[tuple[int, int]], None], rows: int, step: int | None = None) -> None:
-    """``work`` on bands of rows (one per core unless ``step`` says), on every core (ndimage releases the GIL)."""
+def _in_bands(work: Callable[[tuple[int, int]], None], rows: int) -> None:
+    """``work`` on one band of rows per core, on every core (ndimage releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     cores = os.cpu_count() or 1
-    step = step or -(-rows // cores)
+    step = -(-rows // cores)
     with ThreadPoolExecutor(max_workers=cores) as pool:
         for done in [pool.submit(work, (start, min(rows, start + step))) for start in range(0, rows, step)]:
             done.result()

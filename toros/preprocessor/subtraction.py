@@ -144,14 +144,17 @@ class Kernels:
         k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
         k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
         p_d = fft.irfft2(p_d_hat, s=shape)
-        factors = (
-            f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
-            fft.rfft2(fft.irfft2(k_n_hat, s=shape) ** 2), fft.rfft2(fft.irfft2(k_r_hat, s=shape) ** 2),
-        )  # fmt: skip
         # Computed in double precision, applied in single: the tiles' transforms run in float32 (twice as fast,
         # and the images' own noise is many orders above float32's rounding).
+        new_factor, ref_factor, score_factor, k_n, k_r, k_n2, k_r2 = (
+            factor.astype(np.complex64)
+            for factor in (
+                f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
+                fft.rfft2(fft.irfft2(k_n_hat, s=shape) ** 2), fft.rfft2(fft.irfft2(k_r_hat, s=shape) ** 2),
+            )
+        )  # fmt: skip
         return cls(
-            shape, *(factor.astype(np.complex64) for factor in factors), f_d**2 * float(np.sum(p_d**2)),
+            shape, new_factor, ref_factor, score_factor, k_n, k_r, k_n2, k_r2, f_d**2 * float(np.sum(p_d**2)),
             fft.fftfreq(shape[0])[:, None].astype(np.float32), fft.rfftfreq(shape[1])[None, :].astype(np.float32),
         )  # fmt: skip
 

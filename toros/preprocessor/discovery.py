@@ -463,8 +463,7 @@ def _measure(
                 flags.append("bright_star")
         if shape.masked_pixels:
             flags.append("near_masked")
-        height, width = science.data.shape
-        if min(detection.x, detection.y, width - 1 - detection.x, height - 1 - detection.y) < EDGE_PX:
+        if _at_edge(difference.score, detection, fwhm):
             flags.append("edge")
         candidates.append(
             Candidate(
@@ -489,6 +488,17 @@ def _measure(
         )
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i].snr)
     return [candidates[i] for i in order], features[order]
+
+
+def _at_edge(score: np.ndarray, detection: subtraction.Detection, fwhm: float) -> bool:
+    """Near the frame's border (S_corr there sees the tile's wrap-around), or with S_corr blind within half a
+    FWHM: at the edge of the two images' common footprint a source's peak is cut, and so are its position and
+    flux."""
+    height, width = score.shape
+    if min(detection.x, detection.y, width - 1 - detection.x, height - 1 - detection.y) < EDGE_PX:
+        return True
+    x, y, radius = int(round(detection.x)), int(round(detection.y)), max(2, int(math.ceil(fwhm / 2)))
+    return not np.isfinite(score[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]).all()
 
 
 def _reference_snr(reference: Side, detection: subtraction.Detection, fwhm: float) -> float:

@@ -336,11 +336,11 @@ def _speed_child(size: int, which: str) -> None:
             result = discover(pair.new, pair.reference, DiscoverySettings())
             write_products(result, Path(folder) / "out")
             vetted = [c for c in result.candidates if not c.negative and _vetted(c)]
-            for i, c in enumerate(vetted):
-                size_px = 63
-                cut = reports.stamps(result.science.data, result.reference.data, result.difference.difference,
-                                     result.science.wcs, c.x, c.y, size_px)  # fmt: skip
-                reports.write_triplet(Path(folder) / "out" / f"t{i}.png", cut, "benchmark")
+            reports.write_triplets([
+                (Path(folder) / "out" / f"t{i}.png", reports.stamps(result.science.data, result.reference.data,
+                 result.difference.difference, result.science.wcs, c.x, c.y, 63), "benchmark")
+                for i, c in enumerate(vetted)
+            ])  # fmt: skip
             found = len(vetted)
         else:
             found = len(_reference_stack(pair.new, pair.reference)["xy"])

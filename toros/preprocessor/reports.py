@@ -92,6 +92,18 @@ def write_triplet(path: Path, cut: Stamps, title: str) -> Path:
     return path
 
 
+def write_triplets(jobs: list[tuple[Path, Stamps, str]]) -> list[Path]:
+    """``write_triplet`` for each (path, cut-outs, title), on every core (a frame may have hundreds: PNG
+    compression and numpy release the GIL)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(jobs) < 2:
+        return [write_triplet(*job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda job: write_triplet(*job), jobs))
+
+
 def write_json(path: Path, record: dict[str, object]) -> Path:
     with atomic_write(path) as stream:
         stream.write((json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())

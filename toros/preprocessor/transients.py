@@ -163,6 +163,7 @@ class TransientSearch:
         size = max(15, int(round(self.settings.cutout_arcsec / scale)) | 1)
         found: list[NewDetection] = []
         cuts: list[reports.Stamps] = []
+        titles: list[str] = []
         for index, c in enumerate(vetted):
             detection = NewDetection(
                 c.x,
@@ -181,17 +182,18 @@ class TransientSearch:
                 c.x, c.y, size,
             )  # fmt: skip
             mag = f"{c.mag:.2f}" if c.mag is not None else "?"
-            detection.triplet = str(
-                reports.write_triplet(
-                    folder / f"detection-{index + 1:03d}.png",
-                    cut,
-                    f"{search.frame.name}  x {c.x:.1f} y {c.y:.1f}  {search.filter} {mag}  S/N {c.snr:.1f}  "
-                    f"score {c.score:.2f}",
-                )  # fmt: skip
+            title = (
+                f"{search.frame.name}  x {c.x:.1f} y {c.y:.1f}  {search.filter} {mag}  S/N {c.snr:.1f}  "
+                f"score {c.score:.2f}"
             )
+            detection.triplet = str(folder / f"detection-{index + 1:03d}.png")
             detection.record = str(folder / f"detection-{index + 1:03d}.json")
             found.append(detection)
             cuts.append(cut)
+            titles.append(title)
+        reports.write_triplets(
+            [(Path(d.triplet), cut, title) for d, cut, title in zip(found, cuts, titles, strict=True)]
+        )
         message = (
             f"{len(result.candidates)} detections, {len(vetted)} vetted (score >= {self.settings.min_score:.2f}, "
             f"S/N >= {self.settings.min_snr:g}) "

@@ -21,6 +21,7 @@ from toros.telescope.devices import CommandRefused, Device, DeviceError, Look, S
 from toros.telescope.equipment import build_equipment
 from toros.telescope.imaging import Imaging
 from toros.telescope.loops import Repeating
+from toros.telescope.preemption import Preemption
 from toros.telescope.safety import Safety, Unsafe
 from toros.telescope.settings import TelescopeConfig
 
@@ -44,6 +45,7 @@ class Observatory:
         self.instrument = threading.RLock()
         self.safety = Safety(e, config.safety, clock, on_fault=self.publish_devices)
         self.imaging = Imaging(self, config, storage_root, journal)
+        self.preemption = Preemption(config.preemption)
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, Look] = {}
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.
@@ -179,21 +181,28 @@ class Observatory:
         self.wait(self.dome, lambda: not self.dome.slewing(), "parking the dome", check)
         self.publish_devices()
 
-    def point(self, ra_deg: float, dec_deg: float, check: Callable[[], None]) -> float:
-        """Slews mount and dome to a target; returns its altitude. CommandRefused when it cannot be reached."""
+    def point(self, ra_deg: float, dec_deg: float, check: Callable[[], None], filter: str = "") -> float:
+        """Slews mount and dome to a target, the filter wheel turning to ``filter`` meanwhile; returns the
+        target's altitude. CommandRefused when it cannot be reached."""
         altitude, azimuth = altaz_exact(self.site, ra_deg, dec_deg, self.clock.now())
         if altitude < 0:
             raise CommandRefused(f"{ra_deg:.4f} {dec_deg:+.4f} is below the horizon (altitude {altitude:.1f})")
         self.call(self.mount, lambda: self.mount.slew_to(ra_deg, dec_deg))
         self.call(self.dome, lambda: self.dome.slew_to(azimuth))
+        turning = bool(filter) and self.wheel.current() != filter
+        if turning:
+            self.call(self.wheel, lambda: self.wheel.select(filter))
         self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
         self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+        if turning:
+            self.select_filter(filter, check)
         return altitude
 
     def select_filter(self, name: str, check: Callable[[], None]) -> None:
         if not name:
             return
-        self.call(self.wheel, lambda: self.wheel.select(name))
+        if self.wheel.current() != name:
+            self.call(self.wheel, lambda: self.wheel.select(name))
         self.wait(self.wheel, lambda: self.wheel.current() == name, f"changing to filter {name}", check)
 
     def cool(self, check: Callable[[], None]) -> float:

@@ -206,6 +206,22 @@ class TargetDefaults(Section):
     overhead_s: float = Field(default=30.0, ge=0, le=3600, description="slew and settle time added to each target")
 
 
+class AlertPreemption(Section):
+    """What an alert's target does to an exposure in progress (a routine target's, or calibration frames'):
+    the first minutes after a merger are worth far more than any routine frame."""
+
+    routine_exposure: Literal["abort", "finish_frame"] = Field(
+        default="abort", description="abort: stop the exposure at once; finish_frame: give way after it"
+    )
+    finish_below_s: float = Field(
+        default=15.0, ge=0, le=3600, description="an exposure with less than this left (or reading out) finishes"
+    )
+    aborted_frames: Literal["keep", "discard"] = Field(
+        default="keep",
+        description="keep: stored under <night>/aborted/ with ABORTED = T and its true EXPTIME, never announced",
+    )
+
+
 class SafetyConfig(Section):
     poll_s: float = Field(default=30.0, gt=0, le=3600, description="clock seconds between weather and device checks")
     watchdog_s: float = Field(
@@ -235,3 +251,4 @@ class TelescopeConfig(ServerConfig):
     calibrations: RoutineCalibrations = RoutineCalibrations()
     targets: TargetDefaults = TargetDefaults()
     safety: SafetyConfig = SafetyConfig()
+    preemption: AlertPreemption = AlertPreemption()

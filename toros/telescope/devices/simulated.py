@@ -427,6 +427,17 @@ class SimulatedCamera(Camera):
     def abort(self) -> None:
         self._exposure = None
 
+    def stop_exposure(self) -> None:
+        if self._exposure is None or self.image_ready():
+            raise CommandRefused("no exposure to stop")
+        start, seconds, light, seen, when = self._exposure
+        elapsed = min(seconds, self.clock.timestamp() - start)
+        if elapsed < seconds:  # the readout starts now
+            self._exposure = (start, elapsed, light, seen, when)
+
+    def last_exposure_s(self) -> float | None:
+        return None if self._exposure is None else self._exposure[1]
+
     def temperature(self) -> float:
         start, target, since = self._cooling
         elapsed = self.clock.timestamp() - since

@@ -31,7 +31,7 @@ from toros.runtime.states import FINAL_STATES
 
 ROUTINE_S = 300
 DARK_S = 120
-READOUT_S = 20.0  # a large CCD's readout: long enough to be caught in the middle of one
+READOUT_S = 8.0  # an STA1600 read through its 16 outputs
 
 
 def clock(node: Node) -> datetime:

@@ -141,3 +141,41 @@ def test_over_alpaca_the_camera_stops_or_aborts(telescope, tmp_path, kept):
     else:  # discarded: nothing left behind
         assert not aborted and not list(tmp_path.rglob("aborted"))
     assert [e.image_ready.object for e in images(stub)] == ["host galaxy", "routine field"]
+
+
+def test_over_lx200_a_slew_to_a_routine_target_is_aborted_for_an_alert(telescope):
+    from toros.runtime.clock import Clock
+    from toros.telescope.devices.simulated import SimulatedMount
+    from toros.telescope.protocol_simulators.serial import Lx200Simulator, PtyServer
+
+    simulator = Lx200Simulator(SimulatedMount(Clock(rate=40.0), slew_rate_deg_s=0.5), high_precision=True)
+    with PtyServer(simulator) as port:
+        stub = telescope(rate=40.0, safety={"poll_s": 2.0}, mount={"driver": "lx200", "port": port.path})
+        assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
+        stub.Submit(pb.WorkOrder(id="routine", observe_targets=pb.ObserveTargets(targets=[ROUTINE])))
+        wait_for(lambda: devices(stub)["mount"].message.startswith("slewing"), timeout=30, interval=0.02)
+        stub.Submit(ALERT)
+        first = wait_for(lambda: images(stub, "alert"), timeout=60)[0].image_ready
+        assert b":Q#" in simulator.received, "the LX200 mount was told to stop its slew"
+        assert [e.image_ready.object for e in images(stub)][0] == "host galaxy" and first.object == "host galaxy"
+
+
+def test_an_abort_the_camera_refuses_is_a_fault_and_the_dome_closes(telescope):
+    from toros.runtime.clock import Clock
+    from toros.simulation.ccd import Sensor
+    from toros.telescope.devices.simulated import Light, SimulatedCamera
+
+    clock = Clock(rate=40.0)
+    camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5))
+    with AlpacaSimulator({"camera": camera}) as alpaca:
+        alpaca.faults[("camera", "abortexposure")] = (0x500, "shutter driver not responding")
+        link = {"driver": "alpaca", "url": alpaca.url, "overscan": 8}
+        stub = telescope(rate=40.0, safety={"poll_s": 2.0}, camera=link, preemption={"aborted_frames": "discard"})
+        assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
+        stub.Submit(pb.WorkOrder(id="routine", observe_targets=pb.ObserveTargets(targets=[ROUTINE])))
+        wait_for(lambda: exposing(stub), timeout=30, interval=0.02)
+        stub.Submit(ALERT)
+        fault = wait_for(lambda: (d := devices(stub)["camera"]).state == pb.DEVICE_STATE_FAULT and d, timeout=30)
+        assert "AbortExposure" in fault.message and "shutter driver not responding" in fault.message, fault.message
+        wait_for(lambda: devices(stub)["dome"].message.startswith("shutter closed"), timeout=30)
+        assert stub.GetStatus(pb.GetStatusRequest()).module == "telescope", "the daemon keeps serving"

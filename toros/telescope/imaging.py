@@ -65,6 +65,7 @@ class Imaging:
         self.storage_fault: str | None = None
         self._lock = threading.Lock()
         self._image_number = int(journal.get_value(journal_keys.image_number()) or 0)
+        self._reading_out: images.Exposure | None = None  # a stopped exposure, collected before the next one
 
     def storage_ok(self) -> str | None:
         """Why images cannot be stored now (None: they can); a full disk clears itself once space is back."""
@@ -90,6 +91,7 @@ class Imaging:
         raises ``GiveWay`` when an alert's target stops it (after keeping or discarding the frame)."""
         if (reason := self.storage_ok()) is not None:
             raise StorageFailure(reason)
+        self.collect_stopped(check)  # a stopped exposure, read out meanwhile (during the slew)
         o = self.observatory
         camera = o.camera
         image_type, seconds, pointing = request.image_type, request.seconds, request.pointing
@@ -139,7 +141,7 @@ class Imaging:
                 safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
             )
         except GiveWay:
-            self._stopped(check, exposure)
+            self._stopped(exposure)
             raise
         except BaseException:
             try:
@@ -150,9 +152,9 @@ class Imaging:
         pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
         return pixels, exposure
 
-    def _stopped(self, check: Callable[[], None], exposure: images.Exposure) -> None:
-        """An exposure stopped for an alert's target: read out and kept under ``aborted/`` with ABORTED = T
-        and its true exposure time (never announced as a science frame), or discarded, as configured."""
+    def _stopped(self, exposure: images.Exposure) -> None:
+        """An exposure stopped for an alert's target: its readout starts now and runs while the telescope slews
+        (the frame is collected before the next exposure), or it is discarded, as configured."""
         o, camera = self.observatory, self.observatory.camera
         if self.config.preemption.aborted_frames == "keep":
             try:
@@ -160,25 +162,27 @@ class Imaging:
             except CommandRefused as exc:
                 log.info("%s: the frame is discarded", exc)
             else:
-                o.wait(camera, camera.image_ready, "reading out the stopped exposure", check, timeout_s=600.0)
-                pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
-                seconds = camera.last_exposure_s()
-                exposure_s = exposure.exposure_s if seconds is None else seconds
-                stored = self._store(pixels, replace(exposure, exposure_s=exposure_s, aborted=True))
-                log.info(
-                    "stopped exposure kept as %s (%.1f s of %.1f)", stored.path.name, exposure_s, exposure.exposure_s
-                )
-                self.journal.add_product(
-                    exposure.work_order_id,
-                    {
-                        "path": str(stored.path),
-                        "kind": "raw_aborted",
-                        "size_bytes": stored.size_bytes,
-                        "sha256": stored.sha256,
-                    },
-                )
+                self._reading_out = replace(exposure, aborted=True)
                 return
         o.call(camera, camera.abort)
+
+    def collect_stopped(self, check: Callable[[], None]) -> None:
+        """Stores the frame of a stopped exposure once read out: under ``aborted/`` with ABORTED = T and its
+        true exposure time, listed as a ``raw_aborted`` product and never announced as a science frame."""
+        exposure, self._reading_out = self._reading_out, None
+        if exposure is None:
+            return
+        o, camera = self.observatory, self.observatory.camera
+        o.wait(camera, camera.image_ready, "reading out the stopped exposure", check, timeout_s=600.0)
+        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
+        seconds = camera.last_exposure_s()
+        exposure_s = exposure.exposure_s if seconds is None else seconds
+        stored = self._store(pixels, replace(exposure, exposure_s=exposure_s))
+        log.info("stopped exposure kept as %s (%.1f s of %.1f)", stored.path.name, exposure_s, exposure.exposure_s)
+        self.journal.add_product(
+            exposure.work_order_id,
+            {"path": str(stored.path), "kind": "raw_aborted", "size_bytes": stored.size_bytes, "sha256": stored.sha256},
+        )
 
     def keep(self, pixels: np.ndarray, exposure: images.Exposure) -> images.StoredImage:
         """Stores an image atomically, records it as a product of its work order and emits image_ready."""

@@ -22,7 +22,7 @@ from toros.telescope.dome_geometry import DomeGeometry, azimuth_error_deg, toler
 from toros.telescope.equipment import build_equipment
 from toros.telescope.imaging import Imaging
 from toros.telescope.loops import Repeating
-from toros.telescope.preemption import Preemption
+from toros.telescope.preemption import GiveWay, Preemption
 from toros.telescope.safety import Safety, Unsafe
 from toros.telescope.settings import TelescopeConfig
 
@@ -200,8 +200,13 @@ class Observatory:
         turning = bool(filter) and self.wheel.current() != filter
         if turning:
             self.call(self.wheel, lambda: self.wheel.select(filter))
-        self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
-        self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+        try:
+            self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
+            self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+        except GiveWay:  # an alert's target: the mount and the dome stop where they are and turn to it
+            self.call(self.mount, self.mount.abort)
+            self.call(self.dome, self.dome.abort)
+            raise
         if turning:
             self.select_filter(filter, check)
         return altitude

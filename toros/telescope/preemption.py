@@ -8,6 +8,7 @@ frames') looks at the signal each time it polls the camera, and ``Preemption`` d
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
@@ -38,8 +39,9 @@ class Preemption:
         self._arrived.clear()
         if not self.alert_waiting():
             return False
+        left = "" if math.isinf(remaining_s) else f" ({max(remaining_s, 0.0):.0f} s left)"
         if self.settings.routine_exposure == "finish_frame" or remaining_s < self.settings.finish_below_s:
-            log.info("an alert's target is waiting: %s finishes first (%.0f s left)", what, max(remaining_s, 0.0))
+            log.info("an alert's target is waiting: %s finishes first%s", what, left)
             return False
-        log.info("an alert's target is waiting: %s stops (%.0f s left)", what, remaining_s)
+        log.info("an alert's target is waiting: %s stops%s", what, left)
         return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,6 +221,12 @@ class Dispatcher:
         if entry is not None and not self.book.holds(entry.work_order_id):
             raise Dropped(f"work order {entry.work_order_id} was cancelled")
 
+    def _check_slew(self, entry: Entry) -> None:
+        """As ``_check``; and a slew to a routine target stops for an alert's (unless frames finish first)."""
+        self._check(entry)
+        if not entry.alert and self.observatory.preemption.stop_now(f"the slew to {entry.target.name}", math.inf):
+            raise GiveWay(f"the slew to {entry.target.name} was stopped for an alert's target")
+
     def _plan_targets(self, entries: list[Entry]) -> list[PlanTarget]:
         return [e.plan_target(self.config) for e in entries]
 
@@ -275,7 +282,7 @@ class Dispatcher:
         )
         try:
             with self.observatory.instrument:
-                self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check(entry), entry.filter)
+                self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check_slew(entry), entry.filter)
                 while entry.done < entry.count:
                     self._check(entry)
                     if not entry.alert and self._alert_waiting():

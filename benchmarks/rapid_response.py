@@ -32,6 +32,7 @@ from toros.runtime.states import FINAL_STATES
 ROUTINE_S = 300
 DARK_S = 120
 READOUT_S = 8.0  # an STA1600 read through its 16 outputs
+ROUTINE_FIELD = (150.0, -40.0)  # high in the west that night, far from the Moon and the alert's galaxies
 
 
 def clock(node: Node) -> datetime:
@@ -109,7 +110,6 @@ def run_case(folder: Path, prepare: Callable[[Node, float, float], None], rate: 
     document["telescope"]["camera"]["readout_s"] = READOUT_S
     config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     scenario = plan_scenario(config)
-    host = scenario.targets[0]
     node = Node(config)
     try:
         for module in ("alert", "telescope"):
@@ -117,8 +117,9 @@ def run_case(folder: Path, prepare: Callable[[Node, float, float], None], rate: 
         telescope = node.stub("telescope")
         opened = telescope.Submit(pb.WorkOrder(night_operation=pb.NightOperation(step=pb.NIGHT_STEP_OPEN)))
         wait(lambda: telescope.GetWorkOrder(pb.GetWorkOrderRequest(id=opened.id)).state in FINAL_STATES)
-        # The routine field: 40 degrees of sky from the alert's first galaxy, so the slew is a real one.
-        prepare(node, (host.ra_deg + 40.0) % 360.0, max(-80.0, host.dec_deg - 10.0))
+        # The routine field: high in the west, well away from the Moon (RA 221, Dec -20 that night) and tens of
+        # degrees of sky from the alert's galaxies, so that the slew and the dome's turn are real ones.
+        prepare(node, *ROUTINE_FIELD)
         sent, sent_real = clock(node), time.monotonic()
         node.stub("alert").Submit(
             pb.WorkOrder(process_alert=pb.ProcessAlert(payload=scenario.alert.read_bytes())), timeout=30

@@ -6,6 +6,7 @@ benchmarks/rapid_response.py."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,20 +144,35 @@ def test_over_alpaca_the_camera_stops_or_aborts(telescope, tmp_path, kept):
     assert [e.image_ready.object for e in images(stub)] == ["host galaxy", "routine field"]
 
 
-def test_over_lx200_a_slew_to_a_routine_target_is_aborted_for_an_alert(telescope):
+@pytest.mark.parametrize("drivers", ["lx200 and serial dome", "alpaca"])
+def test_a_slew_to_a_routine_target_is_stopped_for_an_alert_by_each_drivers_abort(telescope, drivers):
     from toros.runtime.clock import Clock
-    from toros.telescope.devices.simulated import SimulatedMount
-    from toros.telescope.protocol_simulators.serial import Lx200Simulator, PtyServer
+    from toros.telescope.devices.simulated import SimulatedDome, SimulatedMount
+    from toros.telescope.protocol_simulators.serial import DomeProtocolSimulator, Lx200Simulator, PtyServer
 
-    simulator = Lx200Simulator(SimulatedMount(Clock(rate=80.0), slew_rate_deg_s=0.5), high_precision=True)
-    with PtyServer(simulator) as port:
-        stub = telescope(rate=80.0, safety={"poll_s": 2.0}, mount={"driver": "lx200", "port": port.path})
+    clock = Clock(rate=80.0)
+    mount, dome = SimulatedMount(clock, slew_rate_deg_s=0.5), SimulatedDome(clock, rotation_deg_s=1.0, shutter_s=20.0)
+    with ExitStack() as stack:
+        if drivers == "alpaca":
+            alpaca = stack.enter_context(AlpacaSimulator({"telescope": mount, "dome": dome}))
+            links = {"mount": {"driver": "alpaca", "url": alpaca.url}, "dome": {"driver": "alpaca", "url": alpaca.url}}
+        else:
+            mount_simulator, dome_simulator = Lx200Simulator(mount, high_precision=True), DomeProtocolSimulator(dome)
+            mount_port = stack.enter_context(PtyServer(mount_simulator))
+            dome_port = stack.enter_context(PtyServer(dome_simulator))
+            links = {"mount": {"driver": "lx200", "port": mount_port.path},
+                     "dome": {"driver": "serial", "port": dome_port.path}}  # fmt: skip
+        stub = telescope(rate=80.0, safety={"poll_s": 2.0}, **links)
         assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
         stub.Submit(pb.WorkOrder(id="routine", observe_targets=pb.ObserveTargets(targets=[ROUTINE])))
         wait_for(lambda: devices(stub)["mount"].message.startswith("slewing"), timeout=30, interval=0.02)
         stub.Submit(ALERT)
         first = wait_for(lambda: images(stub, "alert"), timeout=60)[0].image_ready
-        assert b":Q#" in simulator.received, "the LX200 mount was told to stop its slew"
+        if drivers == "alpaca":
+            assert {"telescope.abortslew", "dome.abortslew"} <= set(alpaca.commands), alpaca.commands
+        else:
+            assert b":Q#" in mount_simulator.received, "the LX200 mount was told to stop its slew"
+            assert any(b"ABORT" in line for line in dome_simulator.received), dome_simulator.received
         assert [e.image_ready.object for e in images(stub)][0] == "host galaxy" and first.object == "host galaxy"
 
 

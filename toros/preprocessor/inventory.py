@@ -122,6 +122,8 @@ def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
                     f"an image of {hdu.shape} pixels is more than calibration.max_frame_bytes "
                     f"({settings.max_frame_bytes})"
                 )
+            if header.get("ABORTED") is True:
+                raise BadFrame("an exposure stopped early for an alert (ABORTED = T): not calibrated")
             imagetyp = str(header.get("IMAGETYP", "")).strip().upper()
             if not imagetyp:
                 raise BadFrame("no IMAGETYP keyword")

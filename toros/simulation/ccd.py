@@ -137,6 +137,7 @@ def make_frame(
     date_obs: datetime | None = None,
     object_name: str = "",
     scene: Scene | None = None,
+    transmission: float = 1.0,
 ) -> Frame:
     """A raw frame of ``kind`` bias, dark, flat or light (uint16, with an overscan strip and a header).
 
@@ -159,7 +160,7 @@ def make_frame(
             scene.render(light, exposure_time)
         else:
             _add_stars(rng, light, stars, exposure_time)
-        electrons += light * sensor.flat_field
+        electrons += light * (sensor.flat_field * transmission)  # transmission: what the dome's slit let through
     _add_noise(rng, electrons, sensor.read_noise)
     if cosmic_rays:
         _add_cosmic_rays(rng, electrons, cosmic_rays)

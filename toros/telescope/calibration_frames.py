@@ -20,6 +20,7 @@ from toros.telescope.astronomy import local_noon, night_of, zenith
 from toros.telescope.devices import CommandRefused, FlatLamp
 from toros.telescope.imaging import ImageRequest
 from toros.telescope.observatory import Observatory
+from toros.telescope.preemption import GiveWay
 from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 SKY_FLAT_RETRY_S = 60.0  # clock seconds to wait when the twilight sky is still too bright (or not yet bright enough)
 SATURATION_ADU = 60000.0
 KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat"}
+ALERT_POLL_S = 30.0  # clock seconds between looks at whether the alert's targets are done
+
 NO_LAMP = "this telescope has no flat-field lamp (telescope.flat_lamp.driver: none): take sky flats"
 
 
@@ -69,11 +72,33 @@ class CalibrationFrames:
         return f"{task.count} {kind} frames" + (f" of {seconds:g} s" if seconds else "")
 
     def _series(self, context: TaskContext, task: pb.TakeCalibrations, seconds: float, flat_source: str = "") -> None:
+        """The frames of one kind, under the instrument (held once by the caller). An alert's target stops the
+        frame in progress; the series pauses, lets the target be observed and takes that frame again."""
         kind = KINDS[task.image_type]
         for number in range(self._frames_done(context), task.count):
-            request = ImageRequest(task.image_type, seconds, task.filter, kind, context.id, flat_source=flat_source)
-            self.observatory.imaging.expose(context.check, request)
+            request = ImageRequest(
+                task.image_type, seconds, task.filter, kind, context.id, flat_source=flat_source, preemptible=True
+            )
+            while True:
+                try:
+                    self.observatory.imaging.expose(context.check, request)
+                    break
+                except GiveWay:
+                    self._pause_for_alerts(context, number, task.count, kind)
             self._frame_done(context, number + 1, task.count, kind)
+
+    def _pause_for_alerts(self, context: TaskContext, number: int, total: int, kind: str) -> None:
+        """Lends the instrument to the dispatcher until no alert target can be observed any more."""
+        o = self.observatory
+        context.progress(100.0 * number / total, f"{number} of {total} {kind} frames; paused for an alert's targets")
+        o.instrument.release()
+        try:
+            context.sleep(ALERT_POLL_S)  # the dispatcher takes the instrument meanwhile
+            while o.preemption.alert_waiting():
+                context.sleep(ALERT_POLL_S)
+        finally:
+            o.instrument.acquire()
+        context.progress(100.0 * number / total, f"{number} of {total} {kind} frames; resumed")
 
     def _dome_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
         o = self.observatory

@@ -77,7 +77,7 @@ def build_equipment(config: TelescopeConfig, clock: Clock) -> Equipment:
     if config.camera.driver == "alpaca":
         camera = alpaca.AlpacaCamera(config.camera)
     else:
-        sky = Sky(clock, config.site, (dome, mount, wheel, lamp), config.camera, config.sky)
+        sky = Sky(clock, config.site, (dome, mount, wheel, lamp), config.camera, config.sky, config.dome)
         link = config.camera
         sensor = Sensor(width=link.width, height=link.height, overscan=link.overscan, read_noise=link.read_noise_e)
         camera = SimulatedCamera(clock, sensor, link.readout_s, sky.light)

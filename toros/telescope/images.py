@@ -60,6 +60,7 @@ class Exposure:
     mount_position: tuple[float, float] | None = None  # (RA, Dec) the mount reported at the start: the WCS centre
     pixel_scale_arcsec: float | None = None
     follow_up: FollowUp | None = None
+    aborted: bool = False  # stopped early for an alert's target: EXPTIME is the true one, stored under aborted/
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def header_for(
                 exposure.follow_up.event_time.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
                 "UTC time of the alert's event",
             )
+    if exposure.aborted:
+        header["ABORTED"] = (True, "stopped early for an alert; true EXPTIME")
     header["SOFTWARE"] = f"toros {__version__}"
     return header
 
@@ -143,7 +146,7 @@ def store(
     overscan: int,
 ) -> StoredImage:
     """Writes the image atomically (no partial file survives a full disk or a crash) and returns where."""
-    path = path_inside(root, night, file_name(exposure, number))
+    path = path_inside(root, night, *(("aborted",) if exposure.aborted else ()), file_name(exposure, number))
     header = header_for(exposure, site, telescope, instrument, pixels.shape, overscan)
     hdu = fits.PrimaryHDU(pixels, header)
     sha256 = write_fits(path, [hdu])

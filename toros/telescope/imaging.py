@@ -10,7 +10,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,8 @@ from toros.generated import toros_pb2 as pb
 from toros.runtime.journal import Journal
 from toros.telescope import images
 from toros.telescope.astronomy import night_of
-from toros.telescope.devices import DeviceError
+from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.preemption import GiveWay
 from toros.telescope.settings import TelescopeConfig
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class ImageRequest:
     flat_source: str = ""  # "dome" or "sky" for flats
     altitude: float | None = None
     follow_up: images.FollowUp | None = None
+    preemptible: bool = False  # an alert's target may stop it (routine targets, calibration frames)
 
 
 class Imaging:
@@ -63,6 +65,7 @@ class Imaging:
         self.storage_fault: str | None = None
         self._lock = threading.Lock()
         self._image_number = int(journal.get_value(journal_keys.image_number()) or 0)
+        self._reading_out: images.Exposure | None = None  # a stopped exposure, collected before the next one
 
     def storage_ok(self) -> str | None:
         """Why images cannot be stored now (None: they can); a full disk clears itself once space is back."""
@@ -84,9 +87,11 @@ class Imaging:
         return self.keep(*self.take(check, request))
 
     def take(self, check: Callable[[], None], request: ImageRequest) -> tuple[np.ndarray, images.Exposure]:
-        """Takes one image (not yet stored): the pixels and what describes them."""
+        """Takes one image (not yet stored): the pixels and what describes them. A ``preemptible`` exposure
+        raises ``GiveWay`` when an alert's target stops it (after keeping or discarding the frame)."""
         if (reason := self.storage_ok()) is not None:
             raise StorageFailure(reason)
+        self.collect_stopped(check)  # a stopped exposure, read out meanwhile (during the slew)
         o = self.observatory
         camera = o.camera
         image_type, seconds, pointing = request.image_type, request.seconds, request.pointing
@@ -97,23 +102,6 @@ class Imaging:
         if image_type == pb.IMAGE_TYPE_LIGHT and not o.call(o.mount, o.mount.parked):
             mount_position = o.call(o.mount, o.mount.position)
         temperature = float(o.call(camera, camera.temperature))  # type: ignore[arg-type]
-        o.call(camera, lambda: camera.start_exposure(seconds, light))
-        try:
-            o.wait(
-                camera,
-                camera.image_ready,
-                "the exposure",
-                check,
-                timeout_s=seconds + 600.0,
-                safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
-            )
-        except BaseException:
-            try:
-                camera.abort()
-            except DeviceError:
-                pass
-            raise
-        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
         exposure = images.Exposure(
             image_type=image_type,
             exposure_s=seconds,
@@ -133,10 +121,77 @@ class Imaging:
             pixel_scale_arcsec=self.config.camera.pixel_scale_arcsec,
             follow_up=request.follow_up,
         )
+        o.call(camera, lambda: camera.start_exposure(seconds, light))
+        watch = check
+        if request.preemptible:
+            end = o.clock.timestamp() + seconds
+
+            def watch() -> None:
+                check()
+                if o.preemption.stop_now(f"the exposure of {request.object}", end - o.clock.timestamp()):
+                    raise GiveWay(f"the exposure of {request.object} was stopped for an alert's target")
+
+        try:
+            o.wait(
+                camera,
+                camera.image_ready,
+                "the exposure",
+                watch,
+                timeout_s=seconds + 600.0,
+                safe_only=image_type == pb.IMAGE_TYPE_LIGHT,
+            )
+        except GiveWay:
+            self._stopped(exposure)
+            raise
+        except BaseException:
+            try:
+                camera.abort()
+            except DeviceError:
+                pass
+            raise
+        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
         return pixels, exposure
+
+    def _stopped(self, exposure: images.Exposure) -> None:
+        """An exposure stopped for an alert's target: its readout starts now and runs while the telescope slews
+        (the frame is collected before the next exposure), or it is discarded, as configured."""
+        o, camera = self.observatory, self.observatory.camera
+        if self.config.preemption.aborted_frames == "keep":
+            try:
+                o.call(camera, camera.stop_exposure)
+            except CommandRefused as exc:
+                log.info("%s: the frame is discarded", exc)
+            else:
+                self._reading_out = replace(exposure, aborted=True)
+                return
+        o.call(camera, camera.abort)
+
+    def collect_stopped(self, check: Callable[[], None]) -> None:
+        """Stores the frame of a stopped exposure once read out: under ``aborted/`` with ABORTED = T and its
+        true exposure time, listed as a ``raw_aborted`` product and never announced as a science frame."""
+        exposure, self._reading_out = self._reading_out, None
+        if exposure is None:
+            return
+        o, camera = self.observatory, self.observatory.camera
+        o.wait(camera, camera.image_ready, "reading out the stopped exposure", check, timeout_s=600.0)
+        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
+        seconds = camera.last_exposure_s()
+        exposure_s = exposure.exposure_s if seconds is None else seconds
+        stored = self._store(pixels, replace(exposure, exposure_s=exposure_s))
+        log.info("stopped exposure kept as %s (%.1f s of %.1f)", stored.path.name, exposure_s, exposure.exposure_s)
+        self.journal.add_product(
+            exposure.work_order_id,
+            {"path": str(stored.path), "kind": "raw_aborted", "size_bytes": stored.size_bytes, "sha256": stored.sha256},
+        )
 
     def keep(self, pixels: np.ndarray, exposure: images.Exposure) -> images.StoredImage:
         """Stores an image atomically, records it as a product of its work order and emits image_ready."""
+        stored = self._store(pixels, exposure)
+        self._announce(stored, exposure)
+        self.observatory.safety.heartbeat()
+        return stored
+
+    def _store(self, pixels: np.ndarray, exposure: images.Exposure) -> images.StoredImage:
         with self._lock:
             self._image_number += 1
             number = self._image_number
@@ -144,7 +199,7 @@ class Imaging:
         site = self.config.site
         night = night_of(site, exposure.date_obs).isoformat()
         try:
-            stored = images.store(
+            return images.store(
                 self.root,
                 night,
                 pixels,
@@ -159,9 +214,6 @@ class Imaging:
             self.storage_fault = f"cannot store images under {self.root}: {exc.strerror or exc}"
             self.observatory.publish_devices()
             raise StorageFailure(self.storage_fault) from None
-        self._announce(stored, exposure)
-        self.observatory.safety.heartbeat()
-        return stored
 
     def _announce(self, stored: images.StoredImage, exposure: images.Exposure) -> None:
         self.journal.add_product(

@@ -21,6 +21,7 @@ class Repeating:
         self.interval_s = interval_s
         self.clock = clock
         self.stopping = threading.Event()
+        self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -28,12 +29,19 @@ class Repeating:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()
+        self._woken.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def wake(self) -> None:
+        """The next step now rather than at the end of the interval (something it waits for has come)."""
+        self._woken.set()
+
     def wait(self, clock_seconds: float) -> bool:
-        """Sleeps in clock time; True when the loop is being stopped."""
-        return self.stopping.wait(self.clock.real_seconds(clock_seconds))
+        """Sleeps in clock time (or until woken); True when the loop is being stopped."""
+        self._woken.wait(self.clock.real_seconds(clock_seconds))
+        self._woken.clear()
+        return self.stopping.is_set()
 
     def _run(self) -> None:
         while not self.stopping.is_set():

@@ -18,9 +18,11 @@ from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, sun_altitude
 from toros.telescope.devices import CommandRefused, Device, DeviceError, Look, Shutter
+from toros.telescope.dome_geometry import DomeGeometry, azimuth_error_deg, tolerance_deg
 from toros.telescope.equipment import build_equipment
 from toros.telescope.imaging import Imaging
 from toros.telescope.loops import Repeating
+from toros.telescope.preemption import GiveWay, Preemption
 from toros.telescope.safety import Safety, Unsafe
 from toros.telescope.settings import TelescopeConfig
 
@@ -44,6 +46,12 @@ class Observatory:
         self.instrument = threading.RLock()
         self.safety = Safety(e, config.safety, clock, on_fault=self.publish_devices)
         self.imaging = Imaging(self, config, storage_root, journal)
+        self.preemption = Preemption(config.preemption)
+        dome = config.dome
+        self.geometry = DomeGeometry(
+            dome.radius_m, config.site.latitude, dome.geometry.mount_offset_m, dome.geometry.dec_axis_offset_m,
+            dome.geometry.pier_side,
+        )  # fmt: skip
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, Look] = {}
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.
@@ -51,7 +59,7 @@ class Observatory:
         self._loops = (
             Repeating("telescope-safety", self.safety.check, poll, clock),
             Repeating("telescope-devices", self.publish_devices, poll, clock),
-        )
+        ) + ((Repeating("telescope-dome-sync", self.follow, dome.sync.poll_s, clock),) if self._follows() else ())
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -179,21 +187,74 @@ class Observatory:
         self.wait(self.dome, lambda: not self.dome.slewing(), "parking the dome", check)
         self.publish_devices()
 
-    def point(self, ra_deg: float, dec_deg: float, check: Callable[[], None]) -> float:
-        """Slews mount and dome to a target; returns its altitude. CommandRefused when it cannot be reached."""
+    def point(self, ra_deg: float, dec_deg: float, check: Callable[[], None], filter: str = "") -> float:
+        """Slews mount and dome to a target, the filter wheel turning to ``filter`` meanwhile; returns the
+        target's altitude. CommandRefused when it cannot be reached."""
         altitude, azimuth = altaz_exact(self.site, ra_deg, dec_deg, self.clock.now())
         if altitude < 0:
             raise CommandRefused(f"{ra_deg:.4f} {dec_deg:+.4f} is below the horizon (altitude {altitude:.1f})")
         self.call(self.mount, lambda: self.mount.slew_to(ra_deg, dec_deg))
-        self.call(self.dome, lambda: self.dome.slew_to(azimuth))
-        self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
-        self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+        if self.config.dome.kind == "dome":
+            slit_azimuth, _ = self.geometry.slit(azimuth, altitude)
+            self.call(self.dome, lambda: self.dome.slew_to(slit_azimuth))
+        turning = bool(filter) and self.wheel.current() != filter
+        if turning:
+            self.call(self.wheel, lambda: self.wheel.select(filter))
+        try:
+            self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
+            self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+        except GiveWay:  # an alert's target: the mount and the dome stop where they are and turn to it
+            self.call(self.mount, self.mount.abort)
+            self.call(self.dome, self.dome.abort)
+            raise
+        if turning:
+            self.select_filter(filter, check)
         return altitude
+
+    def _follows(self) -> bool:
+        return self.config.dome.kind == "dome" and self.config.dome.sync.enabled
+
+    def slit_azimuth(self) -> tuple[float, float] | None:
+        """Where the slit must be for where the mount points now, and how far the dome may lag it (None while
+        the mount is parked or slewing)."""
+        if self.mount.parked() or self.mount.slewing():
+            return None
+        ra, dec = self.mount.position()
+        altitude, azimuth = altaz_exact(self.site, ra, dec, self.clock.now())
+        slit_azimuth, slit_altitude = self.geometry.slit(azimuth, altitude)
+        dome = self.config.dome
+        tolerance = dome.sync.tolerance_deg or tolerance_deg(
+            dome.radius_m, dome.slit_width_m, dome.geometry.aperture_m, slit_altitude
+        )
+        return slit_azimuth, tolerance
+
+    def follow(self) -> None:
+        """One look of the dome synchronisation: while the mount tracks with the shutter open, the dome turns to
+        the slit position once it lags by half the tolerance (so the slit never reaches the beam between two
+        looks); during an exposure only if ``dome.sync.during_exposures``. A dome that fails to move is a fault
+        (safety closes)."""
+        if self.safety.faults or not self.is_open() or self.dome.slewing():
+            return
+        wanted = self.slit_azimuth()
+        if wanted is None:
+            return
+        azimuth, tolerance = wanted
+        lag = azimuth_error_deg(self.dome.azimuth(), azimuth)
+        if lag <= tolerance / 2:
+            return
+        if not self.config.dome.sync.during_exposures and self.camera.exposing():
+            return
+        log.info("dome follows the telescope: slit to azimuth %.1f (%.1f deg behind)", azimuth, lag)
+        try:
+            self.call(self.dome, lambda: self.dome.slew_to(azimuth))
+        except DeviceError as exc:
+            log.warning("dome synchronisation failed: %s", exc)
 
     def select_filter(self, name: str, check: Callable[[], None]) -> None:
         if not name:
             return
-        self.call(self.wheel, lambda: self.wheel.select(name))
+        if self.wheel.current() != name:
+            self.call(self.wheel, lambda: self.wheel.select(name))
         self.wait(self.wheel, lambda: self.wheel.current() == name, f"changing to filter {name}", check)
 
     def cool(self, check: Callable[[], None]) -> float:

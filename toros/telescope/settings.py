@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -9,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import MACON, Site
+from toros.telescope.dome_geometry import PierSide
 
 
 class DeviceLink(Section):
@@ -49,11 +51,60 @@ class MountLink(SerialDeviceLink):
     slew_rate_deg_s: float = Field(default=4.0, gt=0, le=90, description="simulator: slew speed")
 
 
+class MountGeometry(Section):
+    """Where a German equatorial mount stands in the dome (``toros/telescope/dome_geometry.py``)."""
+
+    mount_offset_m: tuple[float, float, float] = Field(
+        default=(0.0, 0.0, 0.0), description="the RA and Dec axes' intersection: metres east, north, up of the centre"
+    )
+    dec_axis_offset_m: float = Field(
+        default=0.0, ge=0, le=10, description="from that intersection to the optical axis, along the Dec axis"
+    )
+    aperture_m: float = Field(default=0.6, gt=0, le=10, description="the telescope's beam where it leaves the dome")
+    pier_side: PierSide = Field(
+        default=PierSide.AUTO, description="auto: west of the pier for targets east of the meridian | east | west"
+    )
+
+
+class DomeSync(Section):
+    """The dome following the telescope while it tracks."""
+
+    enabled: bool = True
+    tolerance_deg: float | None = Field(
+        default=None, gt=0, le=180, description="re-centre the slit beyond this; null: from slit width and aperture"
+    )
+    during_exposures: bool = Field(
+        default=True, description="false: only between exposures (a dome whose rotation shakes the telescope)"
+    )
+    poll_s: float = Field(default=10.0, gt=0, le=600, description="clock seconds between looks")
+
+
 class DomeLink(SerialDeviceLink):
     driver: Literal["simulator", "serial", "alpaca"] = "simulator"
+    kind: Literal["dome", "roof"] = Field(
+        default="dome", description="roof: a roll-off roof, which neither rotates nor needs synchronising"
+    )
+    radius_m: float = Field(default=2.5, gt=0, le=50)
+    slit_width_m: float = Field(default=1.2, gt=0, le=20)
+    geometry: MountGeometry = MountGeometry()
+    sync: DomeSync = DomeSync()
     rotation_deg_s: float = Field(default=5.0, gt=0, le=90, description="simulator: rotation speed")
     shutter_s: float = Field(default=60.0, ge=0, le=600, description="simulator: time to open or close the shutter")
     park_azimuth_deg: float = Field(default=180.0, ge=0, lt=360)
+
+    @model_validator(mode="after")
+    def _fits_inside(self) -> DomeLink:
+        offset = math.dist(self.geometry.mount_offset_m, (0.0, 0.0, 0.0)) + self.geometry.dec_axis_offset_m
+        if self.kind == "dome" and offset + self.geometry.aperture_m / 2 >= self.radius_m:
+            raise ValueError(
+                f"geometry: the telescope would reach {offset + self.geometry.aperture_m / 2:.2f} m from the dome's "
+                f"centre (mount offset, Dec axis offset and half the aperture), beyond radius_m {self.radius_m:g}"
+            )
+        if self.kind == "dome" and self.geometry.aperture_m > self.slit_width_m:
+            raise ValueError(
+                f"geometry: aperture_m {self.geometry.aperture_m:g} is wider than slit_width_m {self.slit_width_m:g}"
+            )
+        return self
 
 
 class CameraLink(DeviceLink):
@@ -206,6 +257,22 @@ class TargetDefaults(Section):
     overhead_s: float = Field(default=30.0, ge=0, le=3600, description="slew and settle time added to each target")
 
 
+class AlertPreemption(Section):
+    """What an alert's target does to an exposure in progress (a routine target's, or calibration frames'):
+    the first minutes after a merger are worth far more than any routine frame."""
+
+    routine_exposure: Literal["abort", "finish_frame"] = Field(
+        default="abort", description="abort: stop the exposure at once; finish_frame: give way after it"
+    )
+    finish_below_s: float = Field(
+        default=15.0, ge=0, le=3600, description="an exposure with less than this left (or reading out) finishes"
+    )
+    aborted_frames: Literal["keep", "discard"] = Field(
+        default="keep",
+        description="keep: stored under <night>/aborted/ with ABORTED = T and its true EXPTIME, never announced",
+    )
+
+
 class SafetyConfig(Section):
     poll_s: float = Field(default=30.0, gt=0, le=3600, description="clock seconds between weather and device checks")
     watchdog_s: float = Field(
@@ -235,3 +302,4 @@ class TelescopeConfig(ServerConfig):
     calibrations: RoutineCalibrations = RoutineCalibrations()
     targets: TargetDefaults = TargetDefaults()
     safety: SafetyConfig = SafetyConfig()
+    preemption: AlertPreemption = AlertPreemption()

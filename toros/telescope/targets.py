@@ -4,16 +4,18 @@ An observe_targets work order puts its targets in the book and stays RUNNING unt
 unobservable (with the reason), expired (``valid_until``, or the end of the night it arrived in) or
 cancelled (a retraction cancels the work order; its targets leave the book at once). The dispatcher observes
 whenever the observatory is open in the dark: the best target that can be observed from now to the end of
-its block, alert targets before routine ones. A routine target gives way between two frames when an alert's
-target becomes observable. Frames already taken are remembered in the journal, so a restart never repeats
-them.
+its block, alert targets before routine ones. When an alert's target becomes observable, a routine target
+gives way before its next frame, and the frame in progress stops or finishes as ``telescope.preemption`` says
+(``preemption.py``). Frames already taken are remembered in the journal, so a restart never repeats them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -30,6 +32,7 @@ from toros.telescope.imaging import ImageRequest, StorageFailure
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory
 from toros.telescope.plan_picture import Observation, draw_night
+from toros.telescope.preemption import GiveWay
 from toros.telescope.safety import SafetyCause, Unsafe
 from toros.telescope.scheduler import (
     PlanTarget,
@@ -99,6 +102,7 @@ class TargetBook:
         self._entries: dict[str, list[Entry]] = {}
         self._lock = threading.Lock()
         self.version = 0
+        self.on_alert: Callable[[], None] = lambda: None  # an alert's targets came in (the dispatcher listens)
 
     def add(self, work_order_id: str, task: pb.ObserveTargets) -> list[Entry]:
         defaults = self.config.targets
@@ -132,6 +136,8 @@ class TargetBook:
         with self._lock:
             self._entries[work_order_id] = entries
             self.version += 1
+        if task.alert_id and any(e.state is TargetState.PENDING for e in entries):
+            self.on_alert()
         return entries
 
     def remove(self, work_order_id: str) -> None:
@@ -195,6 +201,13 @@ class Dispatcher:
         self.root = root
         self._planned_version = -1
         self._loop = Repeating("telescope-dispatcher", self._step, POLL_S, clock)
+        observatory.preemption.alert_waiting = self._alert_waiting
+        book.on_alert = self._alert_arrived
+
+    def _alert_arrived(self) -> None:
+        """An exposure in progress may give way, and an idle dispatcher looks at once."""
+        self.observatory.preemption.alert_arrived()
+        self._loop.wake()
 
     def start(self) -> None:
         self._loop.start()
@@ -207,6 +220,12 @@ class Dispatcher:
             raise Dropped("the daemon is stopping")
         if entry is not None and not self.book.holds(entry.work_order_id):
             raise Dropped(f"work order {entry.work_order_id} was cancelled")
+
+    def _check_slew(self, entry: Entry) -> None:
+        """As ``_check``; and a slew to a routine target stops for an alert's (unless frames finish first)."""
+        self._check(entry)
+        if not entry.alert and self.observatory.preemption.stop_now(f"the slew to {entry.target.name}", math.inf):
+            raise GiveWay(f"the slew to {entry.target.name} was stopped for an alert's target")
 
     def _plan_targets(self, entries: list[Entry]) -> list[PlanTarget]:
         return [e.plan_target(self.config) for e in entries]
@@ -263,9 +282,12 @@ class Dispatcher:
         )
         try:
             with self.observatory.instrument:
-                self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check(entry))
+                self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check_slew(entry), entry.filter)
                 while entry.done < entry.count:
                     self._check(entry)
+                    if not entry.alert and self._alert_waiting():
+                        log.info("%s gives way to an alert's target before its next frame", target.name)
+                        return
                     altitude, _ = altaz_exact(self.config.site, target.ra_deg, target.dec_deg, self.clock.now())
                     request = ImageRequest(
                         pb.IMAGE_TYPE_LIGHT,
@@ -277,12 +299,12 @@ class Dispatcher:
                         drill=entry.drill,
                         altitude=altitude,
                         follow_up=entry.follow_up,
+                        preemptible=not entry.alert,
                     )
                     self.observatory.imaging.expose(lambda: self._check(entry), request)
                     self.book.record_frame(entry)
-                    if not entry.alert and entry.done < entry.count and self._alert_waiting():
-                        log.info("%s gives way to an alert's target", target.name)
-                        return
+        except GiveWay as exc:
+            log.info("%s gives way to an alert's target: %s", target.name, exc)
         except CommandRefused as exc:
             self.book.finish(entry, TargetState.UNOBSERVABLE, str(exc))
         except StorageFailure as exc:

@@ -153,7 +153,17 @@ class Camera(Device):
         """The last image: rows × columns, uint16, overscan included."""
 
     @abstractmethod
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Ends the exposure and discards it."""
+
+    def stop_exposure(self) -> None:
+        """Ends the exposure now and reads out what it collected (the image becomes ready after the readout);
+        CommandRefused by a camera that can only abort."""
+        raise CommandRefused(f"the {self.driver} camera cannot stop an exposure early")
+
+    def last_exposure_s(self) -> float | None:
+        """How long the last image was actually exposed (an exposure stopped early), when the camera says."""
+        return None
 
     @abstractmethod
     def temperature(self) -> float:

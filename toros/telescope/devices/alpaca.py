@@ -217,6 +217,14 @@ class AlpacaCamera(_AlpacaDevice, Camera):
         self.call("AbortExposure", self.client.AbortExposure)
         self._exposing = False
 
+    def stop_exposure(self) -> None:
+        if not self.call("CanStopExposure", lambda: self.client.CanStopExposure):
+            raise CommandRefused("this Alpaca camera cannot stop an exposure early (CanStopExposure is false)")
+        self.call("StopExposure", self.client.StopExposure)
+
+    def last_exposure_s(self) -> float | None:
+        return float(self.call("LastExposureDuration", lambda: self.client.LastExposureDuration))
+
     def temperature(self) -> float:
         return self.call("CCDTemperature", lambda: self.client.CCDTemperature)
 

@@ -45,6 +45,7 @@ from toros.telescope.devices import (
 from toros.telescope.settings import (
     BadWeather,
     CameraLink,
+    DomeLink,
     KilonovaSpec,
     SimulatedSkySettings,
     VariableStarSpec,
@@ -136,6 +137,7 @@ class SimulatedDome(Dome):
         self.shutter_s = shutter_s
         self.park_azimuth = park_azimuth_deg
         self._azimuth = _Move(park_azimuth_deg, park_azimuth_deg, 0.0, 0.0)
+        self._rotations: list[_Move] = [self._azimuth]  # recent ones: where the slit was during an exposure
         self._opening = _Move(0.0, 0.0, 0.0, 0.0)  # 0 closed … 1 open
         self.jammed = False  # a drill: the shutter motor fails
 
@@ -162,7 +164,16 @@ class SimulatedDome(Dome):
         now = self.clock.timestamp()
         here = self._azimuth.at(now) % 360.0
         delta = (azimuth_deg - here + 180.0) % 360.0 - 180.0
-        self._azimuth = _Move(here, here + delta, now, abs(delta) / self.rotation)
+        self._rotate(_Move(here, here + delta, now, abs(delta) / self.rotation))
+
+    def _rotate(self, move: _Move) -> None:
+        self._azimuth = move
+        self._rotations = self._rotations[-200:] + [move]
+
+    def azimuth_at(self, timestamp: float) -> float:
+        """Where the dome stood at a clock time (within its recent rotations)."""
+        move = next((m for m in reversed(self._rotations) if m.start_time <= timestamp), self._rotations[0])
+        return move.at(timestamp) % 360.0
 
     def azimuth(self) -> float:
         return self._azimuth.at(self.clock.timestamp()) % 360.0
@@ -176,7 +187,7 @@ class SimulatedDome(Dome):
     def abort(self) -> None:
         now = self.clock.timestamp()
         here = self._azimuth.at(now)
-        self._azimuth = _Move(here, here, now, 0.0)
+        self._rotate(_Move(here, here, now, 0.0))
 
 
 class SimulatedFilterWheel(FilterWheel):
@@ -244,6 +255,8 @@ class Light:
     sky_rate: float
     stars: int = 0
     scene: Scene | None = None
+    # The fraction of the beam the dome let through between two clock times (None: all of it).
+    transmission: Callable[[float, float], float] | None = None
 
 
 def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
@@ -291,11 +304,13 @@ class Sky:
         equipment: tuple[Dome, Mount, FilterWheel, FlatLamp | None],
         camera: CameraLink,
         settings: SimulatedSkySettings,
+        dome: DomeLink | None = None,
     ) -> None:
         self.clock, self.site = clock, site
         self.dome, self.mount, self.filters, self.lamp = equipment
         self.camera = camera
         self.settings = settings
+        self.dome_link = dome
         self.sky = simulated_sky(settings)
         self._moon: tuple[int, float] = (-1, 1.0)  # (clock step, brightening)
 
@@ -348,7 +363,38 @@ class Sky:
         )
         camera = self.camera
         wcs = tan_wcs(true_ra, true_dec, camera.width, camera.height, camera.pixel_scale_arcsec)
-        return Light(sky_rate, scene=Scene(self.sky, wcs, camera.pixel_scale_arcsec, conditions))
+        scene = Scene(self.sky, wcs, camera.pixel_scale_arcsec, conditions)
+        return Light(sky_rate, scene=scene, transmission=lambda start, end: self.beam_through_slit(ra, dec, start, end))
+
+    def beam_through_slit(self, ra_deg: float, dec_deg: float, start: float, end: float) -> float:
+        """The mean fraction of the telescope's beam that passed the slit while it tracked (ra, dec) from
+        ``start`` to ``end`` (clock timestamps): sampled along the exposure, the beam's sideways distance from
+        the slit's centre against the slit's and the beam's half-widths."""
+        link = self.dome_link
+        azimuth_at = getattr(self.dome, "azimuth_at", None)
+        if link is None or link.kind != "dome" or azimuth_at is None or end <= start:
+            return 1.0
+        from astropy.time import Time
+
+        from toros.telescope.astronomy import sky_grid
+        from toros.telescope.dome_geometry import DomeGeometry
+
+        geometry = DomeGeometry(
+            link.radius_m, self.site.latitude, link.geometry.mount_offset_m, link.geometry.dec_axis_offset_m,
+            link.geometry.pier_side,
+        )  # fmt: skip
+        moments = np.linspace(start, end, 25)
+        grid = sky_grid(self.site, np.array([ra_deg]), np.array([dec_deg]), Time(moments, format="unix"))
+        passed = []
+        for altitude, azimuth, moment in zip(grid.altitude[0], grid.azimuth[0], moments, strict=True):
+            slit_azimuth, slit_altitude = geometry.slit(float(azimuth), float(altitude))
+            lag = math.radians((azimuth_at(float(moment)) - slit_azimuth + 180.0) % 360.0 - 180.0)
+            sideways = link.radius_m * math.cos(math.radians(slit_altitude)) * abs(math.sin(lag))
+            if abs(lag) > math.pi / 2:
+                sideways = link.radius_m  # the slit is on the other side of the dome
+            half_beam = link.geometry.aperture_m / 2
+            passed.append(min(1.0, max(0.0, (link.slit_width_m / 2 + half_beam - sideways) / (2 * half_beam))))
+        return float(np.mean(passed))
 
     def _moonlight(self, now: datetime) -> float:
         """How much the Moon brightens the sky: up to about 1.5 mag for a full Moon high up. Computed once per
@@ -408,7 +454,7 @@ class SimulatedCamera(Camera):
     def read_image(self) -> np.ndarray:
         if not self.image_ready():
             raise CommandRefused("no image is ready")
-        _, seconds, light, seen, when = self._exposure  # type: ignore[misc]
+        start, seconds, light, seen, when = self._exposure  # type: ignore[misc]
         self._frames += 1
         kind = "light" if light else ("bias" if seconds == 0 else "dark")
         frame = make_frame(
@@ -421,11 +467,23 @@ class SimulatedCamera(Camera):
             scene=seen.scene,
             cosmic_rays=int(seconds // 20),
             date_obs=when,
+            transmission=seen.transmission(start, start + seconds) if seen.transmission else 1.0,
         )
         return frame.data
 
     def abort(self) -> None:
         self._exposure = None
+
+    def stop_exposure(self) -> None:
+        if self._exposure is None or self.image_ready():
+            raise CommandRefused("no exposure to stop")
+        start, seconds, light, seen, when = self._exposure
+        elapsed = min(seconds, self.clock.timestamp() - start)
+        if elapsed < seconds:  # the readout starts now
+            self._exposure = (start, elapsed, light, seen, when)
+
+    def last_exposure_s(self) -> float | None:
+        return None if self._exposure is None else self._exposure[1]
 
     def temperature(self) -> float:
         start, target, since = self._cooling

@@ -103,9 +103,13 @@ def _members(kind: str, device: Any) -> tuple[dict[str, Getter], dict[str, Putte
             "electronsperadu": camera.gain,
             "setccdtemperature": lambda: cooler["target"],
             "cooleron": lambda: True,
+            "canabortexposure": lambda: True,
+            "canstopexposure": lambda: True,
+            "lastexposureduration": camera.last_exposure_s,
         }, {
             "startexposure": lambda p: camera.start_exposure(_number(p, "Duration"), _flag(p, "Light")),
             "abortexposure": lambda p: camera.abort(),
+            "stopexposure": lambda p: camera.stop_exposure(),
             "setccdtemperature": set_temperature,
             "cooleron": lambda p: _flag(p, "CoolerOn"),
         }
@@ -154,6 +158,7 @@ class AlpacaSimulator:
         self.devices = devices
         self.faults: dict[tuple[str, str], tuple[int, str]] = {}
         self.stalled: set[tuple[str, str]] = set()
+        self.commands: list[str] = []  # every PUT served, as "kind.member": what the driver asked, in order
         self.release = threading.Event()
         self._transaction = 0
         self._lock = threading.Lock()
@@ -235,6 +240,8 @@ class _AlpacaRequests(BaseHTTPRequestHandler):
             return self._json(
                 200, {"ErrorNumber": NOT_IMPLEMENTED, "ErrorMessage": f"{member} is not implemented"}, params
             )
+        if method == "PUT":
+            self.simulator.commands.append(f"{kind}.{member}")
         try:
             if (kind, member) in self.simulator.faults:
                 raise AlpacaError(*self.simulator.faults[(kind, member)])

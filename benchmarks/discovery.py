@@ -97,29 +97,14 @@ def quality(pairs: int, reference_pairs: int) -> None:
                 reference_seconds += time.perf_counter() - started
                 reference_sigma.append(reference["blank_sigma"])
                 astroalign_failures += not reference["astroalign"]
-                found_xy = reference["xy"]
-                ref_tree = cKDTree(found_xy) if len(found_xy) else None
-                for fake in pair.fakes:
-                    local_error = result.difference.flux_error[int(round(fake.y)), int(round(fake.x))]
-                    if not np.isfinite(local_error):
-                        continue
-                    snr = 10 ** (-0.4 * (fake.mag - zp)) / local_error
-                    hit = ref_tree is not None and ref_tree.query([fake.x, fake.y])[0] < MATCH_PX
-                    reference_rows.append((snr, hit))
+                reference_rows += _hits(pair.fakes, result, zp, reference["xy"])
                 if index == 0:  # numba compiles sfft's functions on the first call: not counted
                     started = time.perf_counter()
                     _sfft(pair.new, pair.reference)
                     sfft_warm_up = time.perf_counter() - started
                 sfft = _sfft(pair.new, pair.reference)
                 sfft_seconds += sfft["seconds"]
-                sfft_tree = cKDTree(sfft["xy"]) if len(sfft["xy"]) else None
-                for fake in pair.fakes:
-                    local_error = result.difference.flux_error[int(round(fake.y)), int(round(fake.x))]
-                    if not np.isfinite(local_error):
-                        continue
-                    snr = 10 ** (-0.4 * (fake.mag - zp)) / local_error
-                    hit = sfft_tree is not None and sfft_tree.query([fake.x, fake.y])[0] < MATCH_PX
-                    sfft_rows.append((snr, hit))
+                sfft_rows += _hits(pair.fakes, result, zp, sfft["xy"])
     table = np.array(rows, dtype=float)
     snr, depth, recovered, kept = table[:, 0], table[:, 1], table[:, 2] > 0, table[:, 3] > 0
     bright = snr >= 10
@@ -189,6 +174,20 @@ def quality(pairs: int, reference_pairs: int) -> None:
             f"its subtraction alone {sfft_seconds:.1f} s (after {sfft_warm_up:.0f} s of compilation) vs our whole search "
             f"{our_seconds:.1f} s: {sfft_seconds / our_seconds:.1f}x"
         )
+
+
+def _hits(fakes, result, zp: float, found_xy: np.ndarray) -> list[tuple[float, bool]]:
+    """For a reference stack's detections: each injected source's S/N (as for ours) and whether one of them
+    lies within MATCH_PX of it."""
+    tree = cKDTree(found_xy) if len(found_xy) else None
+    rows = []
+    for fake in fakes:
+        local_error = result.difference.flux_error[int(round(fake.y)), int(round(fake.x))]
+        if not np.isfinite(local_error):
+            continue  # outside the two images' common footprint
+        hit = tree is not None and tree.query([fake.x, fake.y])[0] < MATCH_PX
+        rows.append((10 ** (-0.4 * (fake.mag - zp)) / local_error, hit))
+    return rows
 
 
 def _vetted(candidate) -> bool:

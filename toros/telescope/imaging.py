@@ -88,7 +88,7 @@ class Imaging:
 
     def take(self, check: Callable[[], None], request: ImageRequest) -> tuple[np.ndarray, images.Exposure]:
         """Takes one image (not yet stored): the pixels and what describes them. A ``preemptible`` exposure
-        raises ``GiveWay`` when an alert's target stops it (after keeping or discarding the frame)."""
+        raises ``GiveWay`` when an alert's target stops it (its frame reading out meanwhile, or discarded)."""
         if (reason := self.storage_ok()) is not None:
             raise StorageFailure(reason)
         self.collect_stopped(check)  # a stopped exposure, read out meanwhile (during the slew)

@@ -18,7 +18,7 @@ from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, sun_altitude
 from toros.telescope.devices import CommandRefused, Device, DeviceError, Look, Shutter
-from toros.telescope.dome_geometry import DomeGeometry, azimuth_error_deg, tolerance_deg
+from toros.telescope.dome_geometry import azimuth_error_deg, tolerance_deg
 from toros.telescope.equipment import build_equipment
 from toros.telescope.imaging import Imaging
 from toros.telescope.loops import Repeating
@@ -48,10 +48,7 @@ class Observatory:
         self.imaging = Imaging(self, config, storage_root, journal)
         self.preemption = Preemption(config.preemption)
         dome = config.dome
-        self.geometry = DomeGeometry(
-            dome.radius_m, config.site.latitude, dome.geometry.mount_offset_m, dome.geometry.dec_axis_offset_m,
-            dome.geometry.pier_side,
-        )  # fmt: skip
+        self.geometry = dome.slit_geometry(config.site.latitude)
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, Look] = {}
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.

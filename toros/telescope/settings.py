@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import MACON, Site
-from toros.telescope.dome_geometry import PierSide
+from toros.telescope.dome_geometry import DomeGeometry, PierSide
 
 
 class DeviceLink(Section):
@@ -91,6 +91,13 @@ class DomeLink(SerialDeviceLink):
     rotation_deg_s: float = Field(default=5.0, gt=0, le=90, description="simulator: rotation speed")
     shutter_s: float = Field(default=60.0, ge=0, le=600, description="simulator: time to open or close the shutter")
     park_azimuth_deg: float = Field(default=180.0, ge=0, lt=360)
+
+    def slit_geometry(self, latitude_deg: float) -> DomeGeometry:
+        """Where the slit must be for the mount this section describes, at a site's latitude."""
+        return DomeGeometry(
+            self.radius_m, latitude_deg, self.geometry.mount_offset_m, self.geometry.dec_axis_offset_m,
+            self.geometry.pier_side,
+        )  # fmt: skip
 
     @model_validator(mode="after")
     def _fits_inside(self) -> DomeLink:

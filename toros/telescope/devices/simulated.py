@@ -377,12 +377,8 @@ class Sky:
         from astropy.time import Time
 
         from toros.telescope.astronomy import sky_grid
-        from toros.telescope.dome_geometry import DomeGeometry
 
-        geometry = DomeGeometry(
-            link.radius_m, self.site.latitude, link.geometry.mount_offset_m, link.geometry.dec_axis_offset_m,
-            link.geometry.pier_side,
-        )  # fmt: skip
+        geometry = link.slit_geometry(self.site.latitude)
         moments = np.linspace(start, end, 25)
         grid = sky_grid(self.site, np.array([ra_deg]), np.array([dec_deg]), Time(moments, format="unix"))
         passed = []

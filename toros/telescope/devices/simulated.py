@@ -377,6 +377,7 @@ class Sky:
         from astropy.time import Time
 
         from toros.telescope.astronomy import sky_grid
+        from toros.telescope.dome_geometry import azimuth_error_deg
 
         geometry = link.slit_geometry(self.site.latitude)
         moments = np.linspace(start, end, 25)
@@ -384,9 +385,9 @@ class Sky:
         passed = []
         for altitude, azimuth, moment in zip(grid.altitude[0], grid.azimuth[0], moments, strict=True):
             slit_azimuth, slit_altitude = geometry.slit(float(azimuth), float(altitude))
-            lag = math.radians((azimuth_at(float(moment)) - slit_azimuth + 180.0) % 360.0 - 180.0)
-            sideways = link.radius_m * math.cos(math.radians(slit_altitude)) * abs(math.sin(lag))
-            if abs(lag) > math.pi / 2:
+            lag = math.radians(azimuth_error_deg(azimuth_at(float(moment)), slit_azimuth))
+            sideways = link.radius_m * math.cos(math.radians(slit_altitude)) * math.sin(lag)
+            if lag > math.pi / 2:
                 sideways = link.radius_m  # the slit is on the other side of the dome
             half_beam = link.geometry.aperture_m / 2
             passed.append(min(1.0, max(0.0, (link.slit_width_m / 2 + half_beam - sideways) / (2 * half_beam))))

@@ -61,8 +61,10 @@ class TaskContext:
             raise Interrupted()
 
     def sleep(self, clock_seconds: float) -> None:
-        """Waits in clock time, ending early (with Cancelled or Interrupted) when asked to stop."""
+        """Waits in clock time, ending early when woken: by a stop (Cancelled or Interrupted are raised) or by
+        news the handler waits for (``wake``)."""
         self.clock.sleep(clock_seconds, self._interrupt)
+        self._interrupt.clear()  # before the check: a stop that comes now is raised here or wakes the next sleep
         self.check()
 
     def sleep_real(self, seconds: float) -> None:
@@ -71,6 +73,7 @@ class TaskContext:
         self.check()
 
     def wake(self) -> None:
+        """Ends the current (or the next) ``sleep`` now."""
         self._interrupt.set()
 
     def progress(self, percent: float, message: str | None = None) -> None:

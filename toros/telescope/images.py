@@ -8,6 +8,7 @@ GAIN, RDNOISE, BIASSEC/TRIMSEC when the frame has an overscan, and the work orde
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,8 @@ class Exposure:
     pixel_scale_arcsec: float | None = None
     follow_up: FollowUp | None = None
     aborted: bool = False  # stopped early for an alert's target: EXPTIME is the true one, stored under aborted/
+    binning: int = 1
+    device_cards: tuple[fits.Card, ...] = ()  # the camera's own header (INDI), kept beside the contract
 
 
 @dataclass(frozen=True)
@@ -99,15 +102,15 @@ def header_for(
         header["GAIN"] = (exposure.gain, "[e-/ADU]")
     if exposure.read_noise is not None:
         header["RDNOISE"] = (exposure.read_noise, "[e-] read noise")
-    header["XBINNING"] = 1
-    header["YBINNING"] = 1
+    header["XBINNING"] = exposure.binning
+    header["YBINNING"] = exposure.binning
     height, width = shape
     if overscan:
         header["BIASSEC"] = (f"[{width - overscan + 1}:{width},1:{height}]", "overscan region")
         header["TRIMSEC"] = (f"[1:{width - overscan},1:{height}]", "image region")
     if exposure.mount_position is not None and exposure.pixel_scale_arcsec:
         ra, dec = exposure.mount_position
-        wcs = tan_wcs(ra, dec, width - overscan, height, exposure.pixel_scale_arcsec)
+        wcs = tan_wcs(ra, dec, width - overscan, height, exposure.pixel_scale_arcsec * exposure.binning)
         header.update(wcs.to_header())
         header["WCSSRC"] = ("mount", "the reported pointing, not fitted")
     if exposure.flat_source:
@@ -124,7 +127,31 @@ def header_for(
     if exposure.aborted:
         header["ABORTED"] = (True, "stopped early for an alert; true EXPTIME")
     header["SOFTWARE"] = f"toros {__version__}"
+    _keep_device_cards(header, exposure.device_cards)
     return header
+
+
+_WCS_KEYWORD = re.compile(
+    r"^(CTYPE|CRVAL|CRPIX|CDELT|CROTA|CUNIT|CD\d_|PC\d_|PV\d_|[AB]P?_|LONPOLE|LATPOLE|RADESYS|EQUINOX|WCSAXES)"
+)
+
+
+def _keep_device_cards(header: fits.Header, cards: tuple[fits.Card, ...]) -> None:
+    """Adds the camera's own keywords. The contract wins where both have a keyword with different values (or
+    the keyword describes the WCS, which is the contract's): the camera's card is then kept as
+    ``HIERARCH CAMERA <keyword>``, so neither is lost."""
+    for card in cards:
+        keyword = card.keyword
+        if keyword in ("HISTORY", "COMMENT"):
+            header.add_history(str(card.value)) if keyword == "HISTORY" else header.add_comment(str(card.value))
+        elif keyword in header and header[keyword] == card.value:
+            continue
+        elif keyword in header or _WCS_KEYWORD.match(keyword):
+            bare = fits.Card(f"HIERARCH CAMERA {keyword}", card.value)
+            room = fits.Card.length - len(bare.image.rstrip()) - 3  # the comment is shortened to fit the card
+            header.append(fits.Card(f"HIERARCH CAMERA {keyword}", card.value, card.comment[: max(room, 0)]))
+        else:
+            header.append(fits.Card(keyword, card.value, card.comment))
 
 
 def file_name(exposure: Exposure, number: int) -> str:

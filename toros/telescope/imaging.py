@@ -120,6 +120,7 @@ class Imaging:
             mount_position=mount_position,  # type: ignore[arg-type]
             pixel_scale_arcsec=self.config.camera.pixel_scale_arcsec,
             follow_up=request.follow_up,
+            binning=self.config.camera.binning,
         )
         o.call(camera, lambda: camera.start_exposure(seconds, light))
         watch = check
@@ -150,7 +151,7 @@ class Imaging:
                 pass
             raise
         pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
-        return pixels, exposure
+        return pixels, replace(exposure, device_cards=tuple(camera.header_cards()))
 
     def _stopped(self, exposure: images.Exposure) -> None:
         """An exposure stopped for an alert's target: its readout starts now and runs while the telescope slews
@@ -177,7 +178,9 @@ class Imaging:
         pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
         seconds = camera.last_exposure_s()
         exposure_s = exposure.exposure_s if seconds is None else seconds
-        stored = self._store(pixels, replace(exposure, exposure_s=exposure_s))
+        stored = self._store(
+            pixels, replace(exposure, exposure_s=exposure_s, device_cards=tuple(camera.header_cards()))
+        )
         log.info("stopped exposure kept as %s (%.1f s of %.1f)", stored.path.name, exposure_s, exposure.exposure_s)
         self.journal.add_product(
             exposure.work_order_id,

@@ -197,7 +197,7 @@ class TelescopeModule(Module):
         _, deadline = coming_night(self.config.telescope, accepted)
         if task.HasField("valid_until"):
             deadline = min(deadline, task.valid_until.ToDatetime(tzinfo=UTC))
-        entries = self.book.add(context.id, task)
+        entries = self.book.add(context.id, task, on_progress=context.wake)  # progress shown per frame
         total_frames = sum(e.count for e in entries)
         try:
             self._drop_unobservable(entries)

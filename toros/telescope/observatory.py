@@ -152,7 +152,8 @@ class Observatory:
         safe_only: bool = False,
     ) -> None:
         """Polls ``done`` in clock time until true; ``check`` raises to stop (cancel, shutdown)."""
-        deadline = self.clock.timestamp() + timeout_s
+        started = self.clock.timestamp()
+        deadline = started + timeout_s
         while not self.call(device, done):
             check()
             if safe_only and (reason := self.safety.unsafe_reason):
@@ -162,6 +163,7 @@ class Observatory:
                 raise DeviceError(f"{device.kind}: {what} did not finish within {timeout_s:.0f} s")
             self.clock.sleep(POLL_S)
             self.safety.heartbeat()
+        log.debug("%s: %s took %.1f s", device.kind, what, self.clock.timestamp() - started)
 
     def open(self, check: Callable[[], None]) -> None:
         """Opens the shutter and unparks the mount, if safe."""

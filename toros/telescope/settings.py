@@ -13,17 +13,31 @@ from toros.site import MACON, Site
 from toros.telescope.dome_geometry import DomeGeometry, PierSide
 
 
+class IndiLink(Section):
+    """Where an INDI device is: the indiserver and the device's INDI name."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7624, ge=1, le=65535)
+    device: str = Field(min_length=1, description='the INDI device name, e.g. "Telescope Simulator"')
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="longest wait for the server, a property, a command or an image"
+    )
+
+
 class DeviceLink(Section):
-    """How the telescope reaches one device: its simulator or an ASCOM Alpaca server."""
+    """How the telescope reaches one device: its simulator, an ASCOM Alpaca server or an indiserver."""
 
     driver: str = "simulator"
     url: str | None = Field(default=None, description="Alpaca server, e.g. http://192.168.1.20:11111")
     device_number: int = Field(default=0, ge=0, le=99)
+    indi: IndiLink | None = Field(default=None, description="INDI: {host, port, device, timeout_s}")
 
     @model_validator(mode="after")
     def _reachable(self) -> DeviceLink:
         if self.driver == "alpaca" and not self.url:
             raise ValueError("the alpaca driver needs url (e.g. http://host:11111)")
+        if self.driver == "indi" and self.indi is None:
+            raise ValueError('the indi driver needs indi: {host, port, device} (e.g. device: "CCD Simulator")')
         return self
 
 
@@ -47,7 +61,7 @@ class SerialDeviceLink(DeviceLink):
 
 
 class MountLink(SerialDeviceLink):
-    driver: Literal["simulator", "lx200", "alpaca"] = "simulator"
+    driver: Literal["simulator", "lx200", "alpaca", "indi"] = "simulator"
     slew_rate_deg_s: float = Field(default=4.0, gt=0, le=90, description="simulator: slew speed")
 
 
@@ -80,7 +94,7 @@ class DomeSync(Section):
 
 
 class DomeLink(SerialDeviceLink):
-    driver: Literal["simulator", "serial", "alpaca"] = "simulator"
+    driver: Literal["simulator", "serial", "alpaca", "indi"] = "simulator"
     kind: Literal["dome", "roof"] = Field(
         default="dome", description="roof: a roll-off roof, which neither rotates nor needs synchronising"
     )
@@ -115,7 +129,7 @@ class DomeLink(SerialDeviceLink):
 
 
 class CameraLink(DeviceLink):
-    driver: Literal["simulator", "alpaca"] = "simulator"
+    driver: Literal["simulator", "alpaca", "indi"] = "simulator"
     width: int = Field(default=1024, ge=16, le=20000, description="simulator: image columns")
     height: int = Field(default=1024, ge=16, le=20000, description="simulator: image rows")
     overscan: int = Field(default=32, ge=0, le=1000, description="overscan columns on the right of each raw frame")
@@ -127,14 +141,26 @@ class CameraLink(DeviceLink):
     image_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Alpaca: downloading one image may take this long"
     )
+    binning: int = Field(default=1, ge=1, le=16, description="INDI: CCD_BINNING (the other drivers bin 1x1)")
+    gain_e_adu: float = Field(
+        default=1.0, gt=0, le=1000, description="FITS GAIN in e-/ADU for cameras that do not report it (INDI)"
+    )
     instrument: str = "STA1600"
     pixel_scale_arcsec: float = Field(
         default=0.47, gt=0, le=60, description="on the sky; the raw light frames' WCS uses it"
     )
 
+    @model_validator(mode="after")
+    def _bins(self) -> CameraLink:
+        if self.binning != 1 and self.driver != "indi":
+            raise ValueError(
+                f"binning {self.binning}: only the indi camera driver bins (the {self.driver} one reads 1x1)"
+            )
+        return self
+
 
 class FilterWheelLink(DeviceLink):
-    driver: Literal["simulator", "alpaca"] = "simulator"
+    driver: Literal["simulator", "alpaca", "indi"] = "simulator"
     filters: tuple[str, ...] = ("clear", "g", "r", "i", "z")
     change_s: float = Field(default=3.0, ge=0, le=120, description="simulator: time per filter change")
 
@@ -142,7 +168,7 @@ class FilterWheelLink(DeviceLink):
 class FlatLampLink(DeviceLink):
     """The flat-field lamp: simulated, an ASCOM Alpaca CoverCalibrator, or none (no dome flats at this site)."""
 
-    driver: Literal["simulator", "alpaca", "none"] = "simulator"
+    driver: Literal["simulator", "alpaca", "indi", "none"] = "simulator"
     brightness: int | None = Field(default=None, ge=0, description="Alpaca: the lamp's brightness (None: its maximum)")
 
 
@@ -160,7 +186,7 @@ class BadWeather(Section):
 
 
 class WeatherLink(DeviceLink):
-    driver: Literal["simulator", "alpaca"] = "simulator"
+    driver: Literal["simulator", "alpaca", "indi"] = "simulator"
     bad_weather: tuple[BadWeather, ...] = ()
 
 

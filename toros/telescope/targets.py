@@ -100,11 +100,15 @@ class TargetBook:
         self.config = config
         self.journal = journal
         self._entries: dict[str, list[Entry]] = {}
+        self._watchers: dict[str, Callable[[], None]] = {}  # work order → told of each frame and finished target
         self._lock = threading.Lock()
         self.version = 0
         self.on_alert: Callable[[], None] = lambda: None  # an alert's targets came in (the dispatcher listens)
+        self.on_targets: Callable[[], None] = lambda: None  # other targets came in: an idle dispatcher looks now
 
-    def add(self, work_order_id: str, task: pb.ObserveTargets) -> list[Entry]:
+    def add(
+        self, work_order_id: str, task: pb.ObserveTargets, on_progress: Callable[[], None] = lambda: None
+    ) -> list[Entry]:
         defaults = self.config.targets
         entries = []
         for index, target in enumerate(task.targets):
@@ -135,13 +139,17 @@ class TargetBook:
             entries.append(entry)
         with self._lock:
             self._entries[work_order_id] = entries
+            self._watchers[work_order_id] = on_progress
             self.version += 1
         if task.alert_id and any(e.state is TargetState.PENDING for e in entries):
             self.on_alert()
+        elif entries:
+            self.on_targets()
         return entries
 
     def remove(self, work_order_id: str) -> None:
         with self._lock:
+            self._watchers.pop(work_order_id, None)
             if self._entries.pop(work_order_id, None) is not None:
                 self.version += 1
 
@@ -156,6 +164,9 @@ class TargetBook:
         entry.state, entry.reason = state, reason
         with self._lock:
             self.version += 1
+            watcher = self._watchers.get(entry.work_order_id)
+        if watcher is not None:
+            watcher()
 
     def observations(self, night: str) -> list[Observation]:
         """What was observed in a night, in order."""
@@ -175,6 +186,8 @@ class TargetBook:
         self.journal.set_value(journal_keys.frames_observed(entry.key), str(entry.done))
         if entry.done >= entry.count:
             self.finish(entry, TargetState.OBSERVED)
+        elif watcher := self._watchers.get(entry.work_order_id):
+            watcher()
 
 
 def coming_night(config: TelescopeConfig, moment: datetime) -> tuple[date, datetime]:
@@ -203,6 +216,7 @@ class Dispatcher:
         self._loop = Repeating("telescope-dispatcher", self._step, POLL_S, clock)
         observatory.preemption.alert_waiting = self._alert_waiting
         book.on_alert = self._alert_arrived
+        book.on_targets = self._loop.wake
 
     def _alert_arrived(self) -> None:
         """An exposure in progress may give way, and an idle dispatcher looks at once."""

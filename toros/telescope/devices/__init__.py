@@ -1,7 +1,7 @@
 """The telescope's devices behind small interfaces, one per kind of device.
 
 Each interface has a simulator (the default, driven by the module clock, in ``simulated.py``) and real
-drivers: LX200 over a serial line, a serial dome protocol, and ASCOM Alpaca over HTTP. The observatory only ever talks to these
+drivers: LX200 over a serial line, a serial dome protocol, ASCOM Alpaca over HTTP and INDI. The observatory only ever talks to these
 interfaces, so a site can mix drivers freely (an Alpaca camera with an LX200 mount, say).
 
 Methods that start a movement return at once; the caller polls (``slewing``, ``image_ready``…) in clock
@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
 import numpy as np
+from astropy.io import fits
 
 
 class Shutter(StrEnum):
@@ -164,6 +165,11 @@ class Camera(Device):
     def last_exposure_s(self) -> float | None:
         """How long the last image was actually exposed (an exposure stopped early), when the camera says."""
         return None
+
+    def header_cards(self) -> list[fits.Card]:
+        """The FITS cards the camera wrote into its last image (an INDI camera's header), to be kept beside
+        the TOROS header contract; none for cameras that send bare pixels."""
+        return []
 
     @abstractmethod
     def temperature(self) -> float:

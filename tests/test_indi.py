@@ -229,6 +229,38 @@ def test_a_property_in_alert_is_a_fault_naming_it(indiserver):
         dome.close()
 
 
+def test_a_driver_that_dies_or_an_image_that_never_comes_is_a_fault_then_the_camera_comes_back(indiserver):
+    link = indiserver.link("camera", overscan=0) | {
+        "indi": {"port": indiserver.port, "device": "CCD Simulator", "timeout_s": 2}
+    }
+    camera = connected(indi.IndiCamera(CameraLink(**link)))
+    try:
+        # The image is kept on the server's disk instead of sent: none comes, and the wait has an end.
+        indiserver.setprop("CCD Simulator.UPLOAD_MODE.UPLOAD_LOCAL=On")
+        camera.start_exposure(0.1, light=True)
+        with pytest.raises(DeviceError, match=r"CCD Simulator\.CCD1: no image came within 2 s of the exposure's end"):
+            wait_for(camera.image_ready, timeout=10)
+        # The driver dies in the middle of an exposure (indiserver restarts it, disconnected).
+        camera.connect()  # images to this client again
+        camera.start_exposure(5.0, light=True)
+        subprocess.run(["pkill", "-9", "-P", str(indiserver.process.pid), "-f", "indi_simulator_ccd"], check=True)
+        with pytest.raises(DeviceError, match=r"CCD Simulator: the driver or server restarted during the exposure"):
+            wait_for(camera.image_ready, timeout=10)
+        # Restarted by indiserver: the next exposure connects the device again and works.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                camera.start_exposure(0.1, light=True)
+                break
+            except DeviceError:
+                assert time.monotonic() < deadline, "the restarted camera driver never came back"
+                time.sleep(0.2)
+        wait_for(camera.image_ready, timeout=15)
+        assert camera.read_image().shape == (1024, 1280)
+    finally:
+        camera.close()
+
+
 # -- the telescope daemon on INDI devices ---------------------------------------------------------------------
 
 MACON = EarthLocation(lon=-67.32, lat=-24.62, height=4650)

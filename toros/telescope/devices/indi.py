@@ -240,13 +240,15 @@ class _IndiDevice:
             self._server.release()
             self._server = None
 
-    def _live(self) -> None:
-        """The device is reachable and connected: after the server came back (its drivers restarted, and
-        disconnected) the device is connected again first."""
+    def _live(self) -> bool:
+        """The device is reachable and connected: after the server or the device's driver restarted (a driver
+        starts disconnected) the device is connected again first, and True says so."""
         self._device()
-        if self._connected_on != self.server.client.connections:
-            log.warning("%s: the connection to the server was new; connecting the device again", self._where())
+        if self._connected_on != self.server.client.connections or self.switched_on("CONNECTION") != "CONNECT":
+            log.warning("%s: the device's driver or server restarted; connecting the device again", self._where())
             self.connect()
+            return True
+        return False
 
 
 class IndiMount(_IndiDevice, Mount):
@@ -392,7 +394,9 @@ class IndiCamera(_IndiDevice, Camera):
         self._ends_at = time.monotonic() + seconds + self.timeout_s
 
     def image_ready(self) -> bool:
-        self._live()
+        if self._live() and self._ends_at is not None:
+            self._ends_at = None
+            raise DeviceError(f"{self._where()}: the driver or server restarted during the exposure; its image is lost")
         if self._blob()[0] > self._blobs_seen:
             return True
         self.vector("CCD_EXPOSURE")  # an exposure the camera failed is in Alert: a DeviceError

@@ -109,10 +109,6 @@ def connected(device):
 def test_mount_unparks_slews_to_what_it_reports_tracks_and_parks(indiserver):
     mount = connected(indi.IndiMount(DeviceLink(**indiserver.link("mount"))))
     try:
-        indiserver.setprop("Telescope Simulator.TELESCOPE_PARK_OPTION.PARK_CURRENT=On")  # parks where it is
-        mount.park()
-        wait_for(mount.parked, timeout=30)
-        assert mount.describe().parked
         mount.unpark()
         assert not mount.parked()
         ra, _ = mount.position()
@@ -122,8 +118,15 @@ def test_mount_unparks_slews_to_what_it_reports_tracks_and_parks(indiserver):
         reported_ra, reported_dec = mount.position()
         assert abs((reported_ra - (ra + 5.0) + 180) % 360 - 180) < 0.2 and reported_dec == pytest.approx(87.0, abs=0.05)
         assert mount.switched_on("TELESCOPE_TRACK_STATE") == "TRACK_ON"
+        indiserver.setprop("Telescope Simulator.TELESCOPE_PARK_OPTION.PARK_CURRENT=On")  # the park position: here
+        wait_for(lambda: mount.number("TELESCOPE_PARK_POSITION", "PARK_DEC") == pytest.approx(87.0, abs=0.05))
+        mount.slew_to(ra + 5.0, 85.0)
+        wait_for(lambda: not mount.slewing(), timeout=30)
         mount.park()
-        wait_for(mount.parked, timeout=60)
+        assert not mount.parked()  # on its way
+        wait_for(mount.parked, timeout=30)
+        assert mount.position()[1] == pytest.approx(87.0, abs=0.05) and mount.describe().parked
+        assert mount.switched_on("TELESCOPE_TRACK_STATE") == "TRACK_OFF"
     finally:
         mount.close()
 

@@ -6,6 +6,7 @@ roof needs none; a dome that fails to turn while tracking is a fault that safety
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -136,3 +137,21 @@ def test_a_dome_that_fails_to_turn_while_tracking_is_a_fault_and_safety_closes(t
         fault = wait_for(lambda: (d := devices(stub)["dome"]).state == pb.DEVICE_STATE_FAULT and d, timeout=30)
         assert "rotation motor overload" in fault.message
         assert wait_for(lambda: dome.shutter().value == "closed", timeout=30)
+
+
+def test_an_operators_dome_move_holds_until_the_next_target(telescope):
+    stub = telescope(rate=400.0, dome={"shutter_s": 20.0, "sync": {"poll_s": 5.0}}, safety=UNHURRIED)
+    assert run(stub, pb.WorkOrder(night_operation=step(pb.NIGHT_STEP_OPEN))).state == pb.WORK_ORDER_STATE_DONE
+    assert run(stub, pb.WorkOrder(id="west", observe_targets=pb.ObserveTargets(targets=[BASELINE]))).state == (
+        pb.WORK_ORDER_STATE_DONE
+    )
+    west = devices(stub)["dome"].message
+    assert west.startswith("shutter open, azimuth 2")  # the slit on the western target, tracked
+    turned = run(stub, pb.WorkOrder(dome_control=pb.DomeControl(action=pb.DOME_ACTION_SLEW, azimuth_deg=90.0)))
+    assert turned.message == "dome at azimuth 90.0"
+    time.sleep(10 * 60 / 400.0)  # ten minutes of clock time: 120 looks of the synchronisation
+    assert devices(stub)["dome"].message.startswith("shutter open, azimuth 90.0")
+    assert run(stub, pb.WorkOrder(id="again", observe_targets=pb.ObserveTargets(targets=[BASELINE]))).state == (
+        pb.WORK_ORDER_STATE_DONE
+    )
+    assert devices(stub)["dome"].message.startswith("shutter open, azimuth 2")

@@ -170,11 +170,9 @@ class TelescopeModule(Module):
                 o.close(context.check)
                 return "mount parked, shutter closed, dome parked"
             if task.action == pb.DOME_ACTION_SLEW:
-                o.call(o.dome, lambda: o.dome.slew_to(task.azimuth_deg))
-                o.wait(o.dome, lambda: not o.dome.slewing(), "rotating the dome", context.check)
+                o.turn_dome(task.azimuth_deg, context.check)
                 return f"dome at azimuth {o.dome.azimuth():.1f}"
-            o.call(o.dome, o.dome.park)
-            o.wait(o.dome, lambda: not o.dome.slewing(), "parking the dome", context.check)
+            o.turn_dome(None, context.check)
             return "dome parked"
 
     def night_operation(self, context: TaskContext) -> str:

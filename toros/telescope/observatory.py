@@ -51,6 +51,8 @@ class Observatory:
         self.geometry = dome.slit_geometry(config.site.latitude)
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, Look] = {}
+        # An operator turned or parked the dome: it stops following the telescope until the next target.
+        self.dome_held = False
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.
         poll = config.safety.poll_s
         self._loops = (
@@ -193,6 +195,7 @@ class Observatory:
         if altitude < 0:
             raise CommandRefused(f"{ra_deg:.4f} {dec_deg:+.4f} is below the horizon (altitude {altitude:.1f})")
         self.call(self.mount, lambda: self.mount.slew_to(ra_deg, dec_deg))
+        self.dome_held = False
         if self.config.dome.kind == "dome":
             slit_azimuth, _ = self.geometry.slit(azimuth, altitude)
             self.call(self.dome, lambda: self.dome.slew_to(slit_azimuth))
@@ -230,9 +233,9 @@ class Observatory:
     def follow(self) -> None:
         """One look of the dome synchronisation: while the mount tracks with the shutter open, the dome turns to
         the slit position once it lags by half the tolerance (so the slit never reaches the beam between two
-        looks); during an exposure only if ``dome.sync.during_exposures``. A dome that fails to move is a fault
-        (safety closes)."""
-        if self.safety.faults or not self.is_open() or self.dome.slewing():
+        looks); during an exposure only if ``dome.sync.during_exposures``; not after an operator's own dome
+        move (until the next target). A dome that fails to move is a fault (safety closes)."""
+        if self.dome_held or self.safety.faults or not self.is_open() or self.dome.slewing():
             return
         wanted = self.slit_azimuth()
         if wanted is None:
@@ -248,6 +251,16 @@ class Observatory:
             self.call(self.dome, lambda: self.dome.slew_to(azimuth))
         except DeviceError as exc:
             log.warning("dome synchronisation failed: %s", exc)
+
+    def turn_dome(self, azimuth_deg: float | None, check: Callable[[], None]) -> None:
+        """An operator's dome move, to an azimuth or (None) to park; the dome then stays there, not following
+        the telescope, until the telescope points at its next target."""
+        self.dome_held = True
+        if azimuth_deg is None:
+            self.call(self.dome, self.dome.park)
+        else:
+            self.call(self.dome, lambda: self.dome.slew_to(azimuth_deg))
+        self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check)
 
     def select_filter(self, name: str, check: Callable[[], None]) -> None:
         if not name:

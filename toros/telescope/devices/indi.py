@@ -25,7 +25,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -164,7 +164,8 @@ class _IndiDevice:
             raise DeviceError(f"{self._where()}: no indiserver answers at {self.server.address}")
         device = client.get(self.name)
         if device is None or not device.enable:
-            present = ", ".join(sorted(name for name, d in client.items() if d.enable)) or "none"
+            known = list(client.data.items())  # a copy: the client's thread adds and removes devices
+            present = ", ".join(sorted(name for name, d in known if d.enable)) or "none"
             raise DeviceError(f"{self._where()}: no such device on the server (it has: {present})")
         return device
 
@@ -201,34 +202,35 @@ class _IndiDevice:
         log.debug("INDI %s.%s <- %s", self.name, vector, members)
         self.server.send(self.name, vector, {k: str(v) for k, v in members.items()}, self.timeout_s)
 
-    def await_(self, what: str, done: Any) -> None:
-        """Waits (real time, INDI devices run in real time) for ``done()``; DeviceError after the timeout."""
+    def _eventually(self, done: Callable[[], bool]) -> bool:
+        """Polls ``done()`` for up to ``indi.timeout_s`` (real time: INDI devices run in real time)."""
         deadline = time.monotonic() + self.timeout_s
         while not done():
             if time.monotonic() > deadline:
-                raise DeviceError(f"{self._where()}: {what} did not happen within {self.timeout_s:.0f} s")
+                return False
             time.sleep(_POLL_S)
+        return True
+
+    def wait_until(self, what: str, done: Callable[[], bool]) -> None:
+        """Waits for ``done()``; DeviceError after the timeout."""
+        if not self._eventually(done):
+            raise DeviceError(f"{self._where()}: {what} did not happen within {self.timeout_s:.0f} s")
 
     def connect(self) -> None:
         """Reaches the server, waits for the device to appear and switches its CONNECTION on."""
         client = self.server.client
-        deadline = time.monotonic() + self.timeout_s
-        while not client.connected or client.get(self.name) is None or "CONNECTION" not in client[self.name]:
-            if time.monotonic() > deadline:
-                self._device()  # raises, naming what is missing
-                raise DeviceError(f"{self._where('CONNECTION')}: the device does not define its connection")
-            time.sleep(_POLL_S)
+        if not self._eventually(lambda: client.connected and "CONNECTION" in (client.get(self.name) or {})):
+            self._device()  # raises, naming what is missing
+            raise DeviceError(f"{self._where('CONNECTION')}: the device does not define its connection")
         if self.switched_on("CONNECTION") != "CONNECT" or self.vector("CONNECTION").state != "Ok":
             self.set("CONNECTION", {"CONNECT": "On", "DISCONNECT": "Off"})
-            self.await_(
+            self.wait_until(
                 "connecting",
                 lambda: self.switched_on("CONNECTION") == "CONNECT" and self.vector("CONNECTION").state == "Ok",
             )
-        deadline = time.monotonic() + self.timeout_s
-        while missing := [name for name in self.essential if not self.has(name)]:  # defined after connecting
-            if time.monotonic() > deadline:
-                raise DeviceError(f"{self._where(missing[0])}: the device has no such property")
-            time.sleep(_POLL_S)
+        self._eventually(lambda: all(self.has(name) for name in self.essential))  # defined after connecting
+        if missing := [name for name in self.essential if not self.has(name)]:
+            raise DeviceError(f"{self._where(missing[0])}: the device has no such property")
         self._connected_on = client.connections
         self.configure()
 
@@ -283,7 +285,7 @@ class IndiMount(_IndiDevice, Mount):
     def unpark(self) -> None:
         self._live()
         self.set("TELESCOPE_PARK", {"PARK": "Off", "UNPARK": "On"})
-        self.await_(
+        self.wait_until(
             "unparking", lambda: self.switched_on("TELESCOPE_PARK") == "UNPARK" and not self.busy("TELESCOPE_PARK")
         )
 
@@ -322,7 +324,9 @@ class IndiDome(_IndiDevice, Dome):
         self._live()
         if self.switched_on("DOME_PARK") == "PARK":
             self.set("DOME_PARK", {"PARK": "Off", "UNPARK": "On"})  # an INDI dome refuses to move while parked
-            self.await_("unparking", lambda: self.switched_on("DOME_PARK") == "UNPARK" and not self.busy("DOME_PARK"))
+            self.wait_until(
+                "unparking", lambda: self.switched_on("DOME_PARK") == "UNPARK" and not self.busy("DOME_PARK")
+            )
         self.set("ABS_DOME_POSITION", {"DOME_ABSOLUTE_POSITION": azimuth_deg % 360.0})
 
     def azimuth(self) -> float:
@@ -370,7 +374,7 @@ class IndiCamera(_IndiDevice, Camera):
             self.set("CCD_TRANSFER_FORMAT", {"FORMAT_FITS": "On", "FORMAT_NATIVE": "Off"})
         if self.has("CCD_BINNING"):
             self.set("CCD_BINNING", {"HOR_BIN": self.binning, "VER_BIN": self.binning})
-            self.await_("binning", lambda: not self.busy("CCD_BINNING"))
+            self.wait_until("binning", lambda: not self.busy("CCD_BINNING"))
         elif self.binning != 1:
             raise DeviceError(f"{self._where('CCD_BINNING')}: the camera cannot bin {self.binning}x{self.binning}")
 
@@ -490,7 +494,7 @@ class IndiWeather(_IndiDevice, WeatherStation):
 
     def safe(self) -> tuple[bool, str]:
         self._live()
-        status = self._device().get("WEATHER_STATUS")
+        status = self._device().get("WEATHER_STATUS")  # not self.vector: its Alert is bad weather, not a fault
         if status is None or not status.enable:
             raise DeviceError(f"{self._where('WEATHER_STATUS')}: the device has no such property")
         alerts = sorted(name for name, light in status.items() if light == "Alert")

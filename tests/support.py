@@ -55,14 +55,17 @@ def write_config(folder: Path, **sections: Any) -> Path:
     return path
 
 
-def toros_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Runs the installed ``toros`` command."""
+def toros_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """Runs the installed ``toros`` command (``input``: its standard input)."""
     return subprocess.run(
         [str(VENV_BIN / "toros"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        input=input,
     )
 
 

@@ -559,10 +559,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = find_config_file(args.config)
     if path is None:
         raise CliError("no config file: give --config FILE, set TOROS_CONFIG, or create /etc/toros/toros.conf.yaml", 2)
+    if args.module == "web":
+        from toros.web.server import serve as serve_web
+
+        serve_web(load_config(path))
+        return 0
     try:
         serve(args.module, load_config(path))
     except StartupError as exc:
         raise CliError(f"cannot start the {args.module}: {exc}", 1) from None
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from toros.web.accounts import hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password on standard input (e.g. `toros web hash-password < file`, or type it)", 2)
+    print(hash_password(password))
     return 0
 
 
@@ -610,9 +625,16 @@ def parser() -> argparse.ArgumentParser:
     client.add_argument("--address", help="host:port of the daemon, instead of the one in the config")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", parents=[common], help="run a daemon in the foreground")
-    serve.add_argument("module", choices=MODULES)
+    serve = commands.add_parser("serve", parents=[common], help="run a daemon (or the web console) in the foreground")
+    serve.add_argument("module", choices=(*MODULES, "web"))
     serve.set_defaults(run=cmd_serve)
+
+    web = commands.add_parser("web", help="the web console's accounts")
+    web_commands = web.add_subparsers(dest="web_command", required=True, metavar="WEB_COMMAND")
+    hash_password = web_commands.add_parser(
+        "hash-password", help="read a password on standard input, print its hash for web.users[].password_hash"
+    )
+    hash_password.set_defaults(run=cmd_hash_password)
 
     submit = commands.add_parser("submit", help="submit a work order")
     submit.add_argument("module", choices=MODULES)

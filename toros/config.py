@@ -11,6 +11,7 @@ from toros.preprocessor.settings import PreprocessorConfig
 from toros.runtime.config import ConfigError, NodeConfig, find_config_file, load_model
 from toros.site import Site
 from toros.telescope.settings import TelescopeConfig
+from toros.web.settings import WebConfig
 
 __all__ = ["Config", "ConfigError", "find_config_file", "load_config"]
 
@@ -19,6 +20,7 @@ class Config(NodeConfig):
     alert: AlertConfig = AlertConfig()
     telescope: TelescopeConfig = TelescopeConfig()
     preprocessor: PreprocessorConfig = PreprocessorConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def preprocessor_site(self) -> Site:

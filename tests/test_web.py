@@ -1,0 +1,206 @@
+"""The web console over real HTTP (uvicorn on a free loopback port) in front of a real telescope daemon: accounts
+and sessions, CSRF, roles, work orders with the gRPC refusals as HTTP answers, the daemons' status (one of
+them down), and Server-Sent Events fanned out from one Watch per daemon, resumed with Last-Event-ID without a
+gap or a duplicate."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from support import NIGHT_TIME, SMALL_CAMERA, telescope_daemon, toros_cli, wait_for
+
+from toros.generated import toros_pb2 as pb
+from toros.web.accounts import hash_password
+from toros.web.server import WebServer
+
+PASSWORDS = {"ana": "ana's long secret", "vic": "vic's long secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Site:
+    server: WebServer
+    daemon: object
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, timeout=10, follow_redirects=False)
+
+    def logged_in(self, name: str) -> tuple[httpx.Client, str]:
+        """A client with a session, and its CSRF token."""
+        client = self.client()
+        answer = client.post("/login", data={"username": name, "password": PASSWORDS[name]})
+        assert answer.status_code == 303, answer.text
+        return client, client.get("/api/session").json()["csrf_token"]
+
+
+@pytest.fixture
+def site(make_config, start_daemon) -> Iterator[Site]:
+    telescope = {"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 20.0}}
+    clock = {"start": NIGHT_TIME, "rate": 200.0}
+    daemon = start_daemon(make_config(clock=clock, telescope=telescope), telescope_daemon)
+    users = [
+        {"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])},
+        {"name": "vic", "role": "viewer", "password_hash": hash_password(PASSWORDS["vic"])},
+    ]
+    config = make_config(
+        clock=clock,
+        telescope=telescope | {"port": daemon.port},
+        alert={"port": free_port()},  # nobody there: the console says so and serves the rest
+        preprocessor={"port": free_port()},
+        web={"port": 0, "users": users, "login_failures_per_minute": 3},
+    )
+    server = WebServer(config)
+    server.start()
+    yield Site(server, daemon)
+    server.stop()
+
+
+def test_health_login_session_and_logout(site):
+    client = site.client()
+    assert client.get("/healthz").json() == {"ok": True}
+    assert client.get("/api/status").status_code == 401
+    assert client.get("/api/events").status_code == 401
+    assert client.get("/").headers["location"] == "/login"
+    assert "<form" in client.get("/login").text
+    wrong = client.post("/login", data={"username": "ana", "password": "guess"})
+    assert wrong.status_code == 401 and "Wrong name or password." in wrong.text
+    right = client.post("/login", data={"username": "ana", "password": PASSWORDS["ana"]})
+    assert right.status_code == 303 and right.headers["location"] == "/"
+    cookie = right.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie  # no TLS here
+    session = client.get("/api/session").json()
+    assert session["user"] == "ana" and session["role"] == "operator" and len(session["csrf_token"]) > 30
+    assert "ana (operator)" in client.get("/").text
+    assert client.post("/logout").status_code == 403  # without the CSRF header the session stays
+    assert client.get("/api/session").status_code == 200
+    client.post("/logout", headers={"X-CSRF-Token": session["csrf_token"]})
+    assert client.get("/api/session").status_code == 401
+
+
+def test_wrong_passwords_are_rate_limited(site):
+    client = site.client()
+    for _ in range(3):
+        assert client.post("/login", data={"username": "ana", "password": "guess"}).status_code == 401
+    blocked = client.post("/login", data={"username": "ana", "password": PASSWORDS["ana"]})
+    assert blocked.status_code == 429 and "wait a minute" in blocked.text
+
+
+def test_work_orders_from_the_browser(site):
+    ana, csrf = site.logged_in("ana")
+    order = {"id": "web-click-1", "dome_control": {"action": "DOME_ACTION_OPEN"}}
+    assert ana.post("/api/work-orders/telescope", json=order).status_code == 403  # no CSRF token
+    forged = ana.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403 and "X-CSRF-Token" in forged.json()["error"]
+    headers = {"X-CSRF-Token": csrf}
+    first = ana.post("/api/work-orders/telescope", json=order, headers=headers)
+    again = ana.post("/api/work-orders/telescope", json=order, headers=headers)  # a double click
+    assert first.status_code == again.status_code == 200 and first.json() == again.json() == {"id": "web-click-1"}
+    stub = site.server.app.state.console.hub.stub("telescope")
+    assert stub.GetWorkOrder(pb.GetWorkOrderRequest(id="web-click-1")).requester == "web:ana"
+
+    bad = {"observe_targets": {"targets": [{"name": "x", "ra_deg": 10.0, "dec_deg": 95.0}]}}
+    refused = ana.post("/api/work-orders/telescope", json=bad, headers=headers)
+    assert refused.status_code == 400 and refused.json()["grpc_status"] == "INVALID_ARGUMENT"
+    assert "observe_targets.targets[0].dec_deg" in refused.json()["error"]
+    not_json = ana.post("/api/work-orders/telescope", content=b"{", headers=headers)
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+    unknown = ana.post("/api/work-orders/telescope", json={"launch": 1}, headers=headers)
+    assert unknown.status_code == 400 and "launch" in unknown.json()["error"]
+    assert ana.post("/api/work-orders/kitchen", json=order, headers=headers).status_code == 404
+    down = ana.post("/api/work-orders/alert", json={"process_alert": {}}, headers=headers)
+    assert down.status_code == 503 and down.json()["grpc_status"] == "UNAVAILABLE"
+    huge = ana.post("/api/work-orders/telescope", content=b" " * (1024 * 1024 + 1), headers=headers)
+    assert huge.status_code == 413
+
+    vic, vic_csrf = site.logged_in("vic")
+    viewer = vic.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": vic_csrf})
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]
+
+
+def test_status_names_the_daemon_that_is_down(site):
+    client, _ = site.logged_in("vic")
+    statuses = {s["module"]: s for s in client.get("/api/status").json()}
+    assert statuses["telescope"]["reachable"] and statuses["telescope"]["module"] == "telescope"
+    assert {d["name"] for d in statuses["telescope"]["devices"]} >= {"mount", "dome", "camera"}
+    assert not statuses["alert"]["reachable"] and "UNAVAILABLE" in statuses["alert"]["error"]
+
+
+class Listener:
+    """A browser's EventSource: reads /api/events in a thread, as (id, event, data) triples."""
+
+    def __init__(self, client: httpx.Client, last_event_id: str | None = None) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        self._response = client.send(client.build_request("GET", "/api/events", headers=headers), stream=True)
+        assert self._response.status_code == 200
+        assert self._response.headers["content-type"].startswith("text/event-stream")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        fields: dict[str, str] = {}
+        try:
+            for line in self._response.iter_lines():
+                if not line:
+                    if "data" in fields:
+                        self.events.append((fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])))
+                    fields = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(":")
+                    fields[name] = value.removeprefix(" ")
+        except httpx.HTTPError:
+            pass
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def test_events_stream_from_one_watch_and_resume_without_gap_or_duplicate(site):
+    ana, csrf = site.logged_in("ana")
+    browsers = [Listener(ana) for _ in range(5)]
+    time.sleep(0.3)  # subscribed
+    submit = {"take_calibrations": {"image_type": "IMAGE_TYPE_BIAS", "count": 3}}
+    first = ana.post("/api/work-orders/telescope", json=submit, headers={"X-CSRF-Token": csrf}).json()["id"]
+    wait_for(lambda: any(e[2].get("kind") == "image_ready" for e in browsers[0].events), timeout=30)
+    hub = site.server.app.state.console.hub
+    assert hub.watches["telescope"] == 1  # five browsers, one Watch
+    seen = browsers[0].events[:]
+    event_id, kind, data = seen[0]
+    assert data["module"] == "telescope" and data["work_order_id"] == first and kind == data["kind"]
+    assert event_id.startswith("alert:0,telescope:") and data["sequence"] > 0
+    for browser in browsers:
+        browser.close()
+
+    # The browser was away while a second work order ran: it comes back with the last id it saw.
+    second = ana.post("/api/work-orders/telescope", json=submit, headers={"X-CSRF-Token": csrf}).json()["id"]
+    stub = hub.stub("telescope")
+    wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id=second)).state == pb.WORK_ORDER_STATE_DONE, timeout=30)
+    back = Listener(ana, last_event_id=seen[0][0])
+    expected = [
+        e.sequence for e in stub.Watch(pb.WatchRequest(after_sequence=seen[0][2]["sequence"], replay_only=True))
+    ]
+    wait_for(lambda: len(back.events) >= len(expected), timeout=20)
+    back.close()
+    assert [e[2]["sequence"] for e in back.events][: len(expected)] == expected  # no gap, no duplicate
+    assert {e[2]["work_order_id"] for e in back.events} >= {second}
+
+
+def test_hash_password_reads_standard_input():
+    result = toros_cli("web", "hash-password", input="a long enough secret\n")
+    assert result.returncode == 0, result.stderr
+    assert PasswordHasher().verify(result.stdout.strip(), "a long enough secret")
+    empty = toros_cli("web", "hash-password", input="")
+    assert empty.returncode == 2 and empty.stderr.startswith("toros: no password on standard input")

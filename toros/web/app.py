@@ -1,0 +1,214 @@
+"""The web console: an ASGI app (Starlette) that is a gRPC client of the node's daemons.
+
+HTTP contract (DESIGN.md): ``GET /healthz``; ``GET|POST /login``; ``POST /logout``; ``GET /api/session``;
+``GET /api/status``; ``GET /api/events`` (Server-Sent Events, resumable with ``Last-Event-ID``);
+``POST /api/work-orders/<module>``. The daemons' token never leaves this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import ParseDict, ParseError
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from toros.config import Config
+from toros.generated import toros_pb2 as pb
+from toros.web.accounts import Accounts, Session
+from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
+from toros.web.pages import LOGIN_PAGE, OVERVIEW_PAGE
+
+log = logging.getLogger(__name__)
+
+COOKIE = "toros_session"
+MAX_BODY_BYTES = 1024 * 1024
+# gRPC refusals as HTTP answers: the status name and message go with them.
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 502,  # the console's own token was refused: its config is wrong
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message} | extra, status_code=status)
+
+
+class Console:
+    """The console's state: accounts, sessions, the hub of daemon events."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.accounts = Accounts(config.web)
+        self.hub = EventHub(config)
+        self.secure_cookie = config.web.tls is not None
+
+    def session(self, request: Request) -> Session | None:
+        return self.accounts.session(request.cookies.get(COOKIE))
+
+    # -- pages -------------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def overview(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        page = OVERVIEW_PAGE.replace("{user}", html.escape(session.user)).replace("{role}", session.role.value)
+        return HTMLResponse(page)
+
+    async def login_form(self, request: Request) -> Response:
+        return HTMLResponse(LOGIN_PAGE.replace("{message}", ""))
+
+    async def login(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        if self.accounts.login_blocked(client):
+            return HTMLResponse(
+                LOGIN_PAGE.replace("{message}", "Too many wrong passwords: wait a minute and try again."),
+                status_code=429,
+            )
+        form = await request.form()
+        name, password = str(form.get("username", "")), str(form.get("password", ""))
+        made = await run_in_threadpool(self.accounts.login, client, name, password)  # argon2 takes a while
+        if made is None:
+            log.warning("web: a wrong name or password for %r from %s", name[:64], client)
+            return HTMLResponse(LOGIN_PAGE.replace("{message}", "Wrong name or password."), status_code=401)
+        token, session = made
+        log.info("web: %s (%s) logged in from %s", session.user, session.role.value, client)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(self.config.web.session_minutes * 60),
+            httponly=True,
+            samesite="strict",
+            secure=self.secure_cookie,
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is not None:
+            if request.headers.get("x-csrf-token") != session.csrf_token:
+                return _error(403, "missing or wrong X-CSRF-Token header (GET /api/session gives it)")
+            self.accounts.logout(request.cookies.get(COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # -- the API -----------------------------------------------------------------------------------
+
+    async def api_session(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is None:
+            return _error(401, "not logged in")
+        return JSONResponse({"user": session.user, "role": session.role.value, "csrf_token": session.csrf_token})
+
+    async def api_status(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        statuses = await asyncio.gather(*(run_in_threadpool(self.hub.status, module) for module in MODULES))
+        return JSONResponse(list(statuses))
+
+    async def api_events(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        since = parse_position(request.headers.get("last-event-id"))
+        return EventSourceResponse(self._stream(request, since), ping=15)
+
+    async def _stream(self, request: Request, since: dict[str, int] | None) -> AsyncIterator[dict[str, str]]:
+        """What a browser missed since its Last-Event-ID, then everything live; never a duplicate."""
+        subscriber, now = self.hub.subscribe()
+        sent = dict(since or now)
+        try:
+            if since is not None:
+                missed = await run_in_threadpool(lambda: list(self.hub.missed(since, now)))
+                for event in missed:
+                    if event.sequence > sent[event.module]:
+                        sent[event.module] = event.sequence
+                        yield self._sse(event, sent)
+            while (live := await subscriber.queue.get()) is not None:  # None: too far behind, it reconnects
+                if live.sequence > sent[live.module]:
+                    sent[live.module] = live.sequence
+                    yield self._sse(live, sent)
+        finally:
+            self.hub.unsubscribe(subscriber)
+
+    @staticmethod
+    def _sse(event: WebEvent, sent: dict[str, int]) -> dict[str, str]:
+        return {"id": format_position(sent), "event": event.kind, "data": json.dumps(event.data)}
+
+    async def submit(self, request: Request) -> Response:
+        session = self.session(request)
+        if session is None:
+            return _error(401, "not logged in")
+        if not session.role.commands:
+            return _error(403, f"{session.user} is a viewer: viewers give no commands")
+        if request.headers.get("x-csrf-token") != session.csrf_token:
+            return _error(403, "missing or wrong X-CSRF-Token header (GET /api/session gives it)")
+        module = request.path_params["module"]
+        if module not in MODULES:
+            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"a work order of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
+        try:
+            order = ParseDict(json.loads(body or b"{}"), pb.WorkOrder())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"the body is not JSON: {exc}")
+        except ParseError as exc:
+            return _error(400, f"not a work order: {exc}")
+        order.requester = f"web:{session.user}"
+        try:
+            receipt = await run_in_threadpool(self.hub.stub(module).Submit, order, timeout=10)
+        except grpc.RpcError as error:
+            code = error.code()
+            return _error(_HTTP_STATUS.get(code, 502), error.details() or code.name, grpc_status=code.name)
+        log.info("web: %s submitted %s to %s", session.user, receipt.id, module)
+        return JSONResponse({"id": receipt.id})
+
+
+def make_app(config: Config) -> Starlette:
+    """The console for a node's config; its hub starts and stops with the app."""
+    console = Console(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        console.hub.start()
+        yield
+        await run_in_threadpool(console.hub.stop)
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", console.healthz),
+            Route("/", console.overview),
+            Route("/login", console.login_form, methods=["GET"]),
+            Route("/login", console.login, methods=["POST"]),
+            Route("/logout", console.logout, methods=["POST"]),
+            Route("/api/session", console.api_session),
+            Route("/api/status", console.api_status),
+            Route("/api/events", console.api_events),
+            Route("/api/work-orders/{module}", console.submit, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.console = console
+    return app

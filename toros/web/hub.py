@@ -1,0 +1,195 @@
+"""The console's one ``Watch`` per daemon, fanned out to every browser.
+
+A thread per daemon follows its event stream and, when the daemon goes away, waits and resumes after the last
+sequence it saw (sequences are durable, so a restart loses nothing). Recent events are kept per daemon, so a
+browser that reconnects with ``Last-Event-ID`` (the last sequence it saw of each daemon) is sent what it
+missed, from memory or, when that reaches back too little, from the daemon's journal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from toros.client import frontdesk
+from toros.config import Config
+from toros.generated import toros_pb2 as pb
+from toros.generated import toros_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+MODULES = ("alert", "telescope", "preprocessor")
+RETRY_S = 1.0  # between attempts to reach a daemon that is down
+STATUS_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class WebEvent:
+    module: str
+    sequence: int
+    kind: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, module: str, event: pb.Event) -> WebEvent:
+        kind = event.WhichOneof("kind") or ""
+        data = MessageToDict(event, preserving_proto_field_name=True)
+        data.update(module=module, sequence=event.sequence, work_order_id=event.work_order_id, kind=kind)
+        return cls(module, event.sequence, kind, data)
+
+
+Position = dict[str, int]  # the last sequence seen of each daemon
+
+
+def format_position(position: Position) -> str:
+    """An SSE id: ``alert:12,telescope:40,preprocessor:7``."""
+    return ",".join(f"{module}:{position.get(module, 0)}" for module in MODULES)
+
+
+def parse_position(text: str | None) -> Position | None:
+    """A Last-Event-ID as ``format_position`` writes it; None when absent or malformed (the stream starts now)."""
+    if not text:
+        return None
+    position: Position = {}
+    for part in text.split(","):
+        module, _, sequence = part.partition(":")
+        if module not in MODULES or not sequence.isdigit():
+            return None
+        position[module] = int(sequence)
+    return position
+
+
+BEHIND_LIMIT = 10_000  # events queued for one browser before its stream is ended (it reconnects and catches up)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[WebEvent | None] = field(default_factory=asyncio.Queue)  # None: the stream ends
+
+
+class EventHub:
+    def __init__(self, config: Config, keep: int = 10_000) -> None:
+        self.config = config
+        self._stubs = {module: frontdesk(config, module) for module in MODULES}
+        self._recent: dict[str, deque[WebEvent]] = {module: deque(maxlen=keep) for module in MODULES}
+        self._last: Position = dict.fromkeys(MODULES, 0)
+        self._started: dict[str, bool] = dict.fromkeys(MODULES, False)  # the live position is known
+        self.reachable: dict[str, bool] = dict.fromkeys(MODULES, False)
+        self.watches: dict[str, int] = dict.fromkeys(MODULES, 0)  # Watch calls opened, for the record
+        self._subscribers: set[Subscriber] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._calls: dict[str, Any] = {}
+        self._threads = [
+            threading.Thread(target=self._follow, args=(module,), name=f"web-watch-{module}", daemon=True)
+            for module in MODULES
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for call in list(self._calls.values()):
+            call.cancel()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for _, channel in self._stubs.values():
+            channel.close()
+
+    def stub(self, module: str) -> pb_grpc.FrontDeskStub:
+        return self._stubs[module][0]
+
+    # -- following the daemons ------------------------------------------------------------------
+
+    def _follow(self, module: str) -> None:
+        stub = self.stub(module)
+        while not self._stopping.is_set():
+            try:
+                if not self._started[module]:  # live from now: the daemon's history stays in its journal
+                    status = stub.GetStatus(pb.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)
+                    with self._lock:
+                        self._last[module] = status.last_sequence
+                        self._started[module] = True
+                call = stub.Watch(pb.WatchRequest(after_sequence=self._last[module]))
+                self._calls[module] = call
+                self.watches[module] += 1
+                self.reachable[module] = True
+                for event in call:
+                    self._publish(WebEvent.of(module, event))
+            except grpc.RpcError as error:
+                if self._stopping.is_set():
+                    return
+                if self.reachable[module]:
+                    log.warning(
+                        "%s daemon lost (%s); resuming after sequence %d", module, error.code().name, self._last[module]
+                    )
+                self.reachable[module] = False
+            self._stopping.wait(RETRY_S)
+
+    def _publish(self, event: WebEvent) -> None:
+        with self._lock:
+            if event.sequence <= self._last[event.module]:
+                return
+            self._last[event.module] = event.sequence
+            self._recent[event.module].append(event)
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.loop.call_soon_threadsafe(self._deliver, subscriber, event)
+
+    def _deliver(self, subscriber: Subscriber, event: WebEvent) -> None:
+        if subscriber.queue.qsize() >= BEHIND_LIMIT:
+            self.unsubscribe(subscriber)
+            subscriber.queue.put_nowait(None)
+        else:
+            subscriber.queue.put_nowait(event)
+
+    # -- browsers ----------------------------------------------------------------------------------
+
+    def subscribe(self) -> tuple[Subscriber, Position]:
+        """A new listener and the position it starts from (everything after it reaches its queue)."""
+        subscriber = Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(subscriber)
+            return subscriber, dict(self._last)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    def missed(self, since: Position, until: Position) -> Iterable[WebEvent]:
+        """The events after ``since`` up to ``until``, per daemon: from memory, else from its journal."""
+        for module in MODULES:
+            after, last = since.get(module, 0), until[module]
+            if after >= last:
+                continue
+            with self._lock:
+                kept = [e for e in self._recent[module] if after < e.sequence <= last]
+            if kept and kept[0].sequence == after + 1:
+                yield from kept
+                continue
+            try:
+                request = pb.WatchRequest(after_sequence=after, replay_only=True)
+                for event in self.stub(module).Watch(request, timeout=30):
+                    if event.sequence > last:
+                        break
+                    yield WebEvent.of(module, event)
+            except grpc.RpcError as error:  # the daemon is down: the rest comes when it is back
+                log.warning("cannot replay %s events after %d: %s", module, after, error.code().name)
+
+    def status(self, module: str) -> dict[str, Any]:
+        """One daemon's status for the overview; ``reachable`` false with the reason when it does not answer."""
+        try:
+            status = self.stub(module).GetStatus(pb.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)
+        except grpc.RpcError as error:
+            return {"module": module, "reachable": False, "error": f"{error.code().name}: {error.details()}"}
+        return {"module": module, "reachable": True} | MessageToDict(status, preserving_proto_field_name=True)

@@ -1,0 +1,60 @@
+"""Runs the console under uvicorn: loopback unless ``web.ip`` says otherwise, TLS when ``web.tls`` is set."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+
+from toros.config import Config
+from toros.web.app import make_app
+
+
+def _settings(config: Config) -> uvicorn.Config:
+    web = config.web
+    return uvicorn.Config(
+        make_app(config),
+        host=web.ip,
+        port=web.port,
+        ssl_certfile=str(web.tls.cert) if web.tls else None,
+        ssl_keyfile=str(web.tls.key) if web.tls else None,
+        log_config=None,  # the node's logging
+        access_log=False,
+    )
+
+
+def serve(config: Config) -> None:
+    """``toros serve web``: the console in the foreground until SIGINT or SIGTERM."""
+    uvicorn.Server(_settings(config)).run()
+
+
+class WebServer:
+    """The console's HTTP server in a thread of its own (for tests and embedding)."""
+
+    def __init__(self, config: Config) -> None:
+        settings = _settings(config)
+        self.app = settings.app
+        self._server = uvicorn.Server(settings)
+        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
+        self.scheme = "https" if config.web.tls else "http"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the web console did not start (is the port free? the TLS files readable?)")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,58 @@
+"""The web console's section of the node config (`web:`): where it listens, its accounts, TLS."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from toros.runtime.config import Section
+
+
+class Role(StrEnum):
+    """What a person may do: look (viewer), also command the observatory (operator), everything (admin)."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def commands(self) -> bool:
+        return self is not Role.VIEWER
+
+
+class WebUser(Section):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: Role = Role.VIEWER
+    password_hash: str = Field(min_length=1, description="from `toros web hash-password` (argon2id)")
+
+    @field_validator("password_hash")
+    @classmethod
+    def _argon2(cls, value: str) -> str:
+        if not value.startswith("$argon2"):
+            raise ValueError("not an argon2 hash: make one with `toros web hash-password`")
+        return value
+
+
+class WebTls(Section):
+    cert: Path
+    key: Path
+
+
+class WebConfig(Section):
+    ip: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    users: list[WebUser] = []
+    tls: WebTls | None = None
+    session_minutes: float = Field(default=480.0, gt=0, le=7 * 24 * 60, description="a login lasts this long")
+    login_failures_per_minute: int = Field(
+        default=5, ge=1, le=1000, description="wrong passwords a client may try per minute before it must wait"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> WebConfig:
+        names = [user.name for user in self.users]
+        if len(names) != len(set(names)):
+            raise ValueError("web.users: each name once")
+        return self

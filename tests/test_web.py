@@ -6,11 +6,14 @@ gap or a duplicate."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +25,8 @@ from toros.web.accounts import hash_password
 from toros.web.server import WebServer
 
 PASSWORDS = {"ana": "ana's long secret", "vic": "vic's long secret"}
+# .ci/run installs Debian's chromium and sets TOROS_REQUIRE_CHROMIUM: there, a missing browser is a failure.
+REQUIRE_CHROMIUM = os.environ.get("TOROS_REQUIRE_CHROMIUM") == "1"
 
 
 def free_port() -> int:
@@ -204,3 +209,104 @@ def test_hash_password_reads_standard_input():
     assert PasswordHasher().verify(result.stdout.strip(), "a long enough secret")
     empty = toros_cli("web", "hash-password", input="")
     assert empty.returncode == 2 and empty.stderr.startswith("toros: no password on standard input")
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium or not REQUIRE_CHROMIUM, "Debian's chromium is required (TOROS_REQUIRE_CHROMIUM=1)"
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_in_a_browser_the_overview_is_live_and_a_viewer_has_no_controls(site, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(f"{site.server.url}/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=username]", "ana")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    assert page.text_content("#message") == "Wrong name or password."
+    page.fill("input[name=username]", "ana")
+    page.fill("input[name=password]", PASSWORDS["ana"])
+    page.click("button[type=submit]")
+    page.wait_for_selector("#daemons tr")
+    rows = {r.split("\t")[0]: r for r in page.locator("#daemons tr").all_inner_texts()}
+    assert "reachable" in rows["telescope"] and "unreachable" in rows["alert"]
+    page.wait_for_selector("text=live")
+    client, csrf = site.logged_in("ana")
+    order = {"id": "from-the-page", "take_calibrations": {"image_type": "IMAGE_TYPE_BIAS", "count": 1}}
+    client.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": csrf})
+    page.wait_for_selector("#log >> text=image_ready from-the-page", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+    page.click("#logout button")
+    page.wait_for_url("**/login")
+
+
+def log_in(page: Any, url: str, name: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORDS[name])
+    page.click("button[type=submit]")
+    page.wait_for_selector("#daemons tr")
+
+
+def test_in_a_browser_an_operator_acts_and_a_bad_field_is_marked(site, browser, tmp_path):
+    page = browser.new_page()
+    log_in(page, site.server.url, "ana")
+    # A risky button asks twice.
+    page.click("#open")
+    assert page.text_content("#open") == "Really open the dome? Click again"
+    page.click("#open")
+    page.wait_for_selector("#actions .action .reason.up")
+    stub = site.server.app.state.console.hub.stub("telescope")
+    opened = page.text_content("#actions .action .reason.up").removeprefix("accepted: ")
+    assert stub.GetWorkOrder(pb.GetWorkOrderRequest(id=opened)).requester == "web:ana"
+    # A declination out of range: the daemon names the field, the page marks it.
+    page.fill("#observe input[name=name]", "NGC 1566")
+    page.fill("#observe input[name=ra_deg]", "65.0")
+    page.fill("#observe input[name=dec_deg]", "95")
+    page.click("#observe button")
+    page.wait_for_selector("#observe input[name=dec_deg].invalid")
+    assert "dec_deg" in page.text_content("#observe .reason")
+    assert not page.locator("#observe input[name=ra_deg].invalid").count()
+    # A long calibration series, cancelled from the page with a reason.
+    client, csrf = site.logged_in("ana")
+    long = {
+        "id": "long-darks",
+        "take_calibrations": {"image_type": "IMAGE_TYPE_DARK", "count": 50, "exposure_time": "600s"},
+    }
+    client.post("/api/work-orders/telescope", json=long, headers={"X-CSRF-Token": csrf})
+    page.fill("#cancel input[name=id]", "long-darks")
+    page.fill("#cancel input[name=reason]", "wrong exposure")
+    page.click("#cancel button")
+    page.wait_for_selector("#cancel .reason.up")
+    wait_for(
+        lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long-darks")).state == pb.WORK_ORDER_STATE_CANCELLED,
+        timeout=30,
+    )
+    assert "ana: wrong exposure" in stub.GetWorkOrder(pb.GetWorkOrderRequest(id="long-darks")).message
+    page.screenshot(path=str(tmp_path / "actions.png"), full_page=True)
+
+    viewer = browser.new_page()
+    log_in(viewer, site.server.url, "vic")
+    assert viewer.locator("#actions").count() == 0 and "vic (viewer)" in viewer.text_content("h1")

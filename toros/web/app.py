@@ -27,7 +27,7 @@ from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.web.accounts import Accounts, Session
 from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
-from toros.web.pages import LOGIN_PAGE, OVERVIEW_PAGE
+from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ _HTTP_STATUS = {
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message} | extra, status_code=status)
+
+
+class _Refused(Exception):
+    """A daemon said no: ``response`` is the HTTP answer that says so."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
 
 
 class Console:
@@ -73,7 +80,7 @@ class Console:
         if session is None:
             return RedirectResponse("/login", status_code=303)
         page = OVERVIEW_PAGE.replace("{user}", html.escape(session.user)).replace("{role}", session.role.value)
-        return HTMLResponse(page)
+        return HTMLResponse(page.replace("{actions}", ACTIONS if session.role.commands else ""))
 
     async def login_form(self, request: Request) -> Response:
         return HTMLResponse(LOGIN_PAGE.replace("{message}", ""))
@@ -156,7 +163,8 @@ class Console:
     def _sse(event: WebEvent, sent: dict[str, int]) -> dict[str, str]:
         return {"id": format_position(sent), "event": event.kind, "data": json.dumps(event.data)}
 
-    async def submit(self, request: Request) -> Response:
+    async def _command(self, request: Request) -> tuple[Session, str, Any] | Response:
+        """A command's session, module and JSON body; or the answer that refuses it."""
         session = self.session(request)
         if session is None:
             return _error(401, "not logged in")
@@ -169,21 +177,52 @@ class Console:
             return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"a work order of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
+            return _error(413, f"a request of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
         try:
-            order = ParseDict(json.loads(body or b"{}"), pb.WorkOrder())
+            return session, module, json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, f"the body is not JSON: {exc}")
+
+    @staticmethod
+    async def _call(method: Any, request: Any) -> Any:
+        """A daemon call; a gRPC refusal becomes the HTTP answer (raised as _Refused)."""
+        try:
+            return await run_in_threadpool(method, request, timeout=10)
+        except grpc.RpcError as error:
+            code = error.code()
+            answer = _error(_HTTP_STATUS.get(code, 502), error.details() or code.name, grpc_status=code.name)
+            raise _Refused(answer) from None
+
+    async def submit(self, request: Request) -> Response:
+        command = await self._command(request)
+        if isinstance(command, Response):
+            return command
+        session, module, body = command
+        try:
+            order = ParseDict(body, pb.WorkOrder())
         except ParseError as exc:
             return _error(400, f"not a work order: {exc}")
         order.requester = f"web:{session.user}"
         try:
-            receipt = await run_in_threadpool(self.hub.stub(module).Submit, order, timeout=10)
-        except grpc.RpcError as error:
-            code = error.code()
-            return _error(_HTTP_STATUS.get(code, 502), error.details() or code.name, grpc_status=code.name)
+            receipt = await self._call(self.hub.stub(module).Submit, order)
+        except _Refused as refused:
+            return refused.response
         log.info("web: %s submitted %s to %s", session.user, receipt.id, module)
         return JSONResponse({"id": receipt.id})
+
+    async def cancel(self, request: Request) -> Response:
+        command = await self._command(request)
+        if isinstance(command, Response):
+            return command
+        session, module, body = command
+        reason = f"{session.user}: {str(body.get('reason', '')).strip() if isinstance(body, dict) else ''}"
+        cancel = pb.CancelWorkOrderRequest(id=request.path_params["id"], reason=reason.rstrip(": "))
+        try:
+            status = await self._call(self.hub.stub(module).CancelWorkOrder, cancel)
+        except _Refused as refused:
+            return refused.response
+        log.info("web: %s cancelled %s on %s", session.user, cancel.id, module)
+        return JSONResponse({"id": status.id, "state": pb.WorkOrderState.Name(status.state), "message": status.message})
 
 
 def make_app(config: Config) -> Starlette:
@@ -207,6 +246,7 @@ def make_app(config: Config) -> Starlette:
             Route("/api/status", console.api_status),
             Route("/api/events", console.api_events),
             Route("/api/work-orders/{module}", console.submit, methods=["POST"]),
+            Route("/api/work-orders/{module}/{id}/cancel", console.cancel, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -7,7 +7,8 @@ td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #2a323c; text-align: le
 .up { color: #4cd07d; } .down { color: #ff6b6b; } .muted { color: #8a96a3; }
 #log { font: 12px ui-monospace, monospace; max-height: 24em; overflow-y: auto; }
 form.login { max-width: 20em; } input { display: block; margin: 0.3em 0 0.8em; width: 100%; }
-.error { color: #ff6b6b; }
+.error { color: #ff6b6b; } .invalid { outline: 2px solid #ff6b6b; }
+#actions form, #actions .action { margin-bottom: 0.8em; } #actions input { display: inline; width: 7em; }
 """
 
 LOGIN_PAGE = (
@@ -39,6 +40,7 @@ OVERVIEW_PAGE = (
 <h2>Devices</h2>
 <table><thead><tr><th>device</th><th>state</th><th>driver</th><th>message</th></tr></thead>
 <tbody id="devices"></tbody></table>
+{actions}
 <h2>Events <span class="muted" id="stream">connecting…</span></h2>
 <div id="log"></div>
 <script>
@@ -89,3 +91,79 @@ refresh(); setInterval(refresh, 5000);
 </body></html>
 """
 )
+
+ACTIONS = r"""
+<h2>Actions</h2>
+<section id="actions">
+<div class="action"><button id="open" data-confirm="Really open the dome? Click again">Open the dome</button>
+<span class="reason"></span></div>
+<div class="action"><button id="close">Close the dome</button> <span class="reason"></span></div>
+<form id="observe">
+<input name="name" placeholder="target" required> <input name="ra_deg" placeholder="RA deg" required>
+<input name="dec_deg" placeholder="Dec deg" required> <input name="exposure_s" placeholder="exposure s" value="60">
+<input name="count" placeholder="frames" value="1"> <input name="filter" placeholder="filter">
+<button type="submit">Observe</button> <span class="reason"></span></form>
+<form id="cancel">
+<select name="module"><option>telescope</option><option>preprocessor</option><option>alert</option></select>
+<input name="id" placeholder="work order id" required> <input name="reason" placeholder="reason" required>
+<button type="submit">Cancel work order</button> <span class="reason"></span></form>
+</section>
+<script>
+"use strict";
+let csrf = null;
+async function token() {
+  if (!csrf) csrf = (await (await fetch("/api/session")).json()).csrf_token;
+  return csrf;
+}
+// One id per intent until it is answered: a double click submits once.
+function intent(element) {
+  if (!element.dataset.id) element.dataset.id = "web-" + crypto.randomUUID();
+  return element.dataset.id;
+}
+async function command(path, body, element) {
+  const reason = element.querySelector(".reason") || element.parentElement.querySelector(".reason");
+  const answer = await fetch(path, {method: "POST", body: JSON.stringify(body),
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": await token()}});
+  const result = await answer.json();
+  delete element.dataset.id;
+  reason.textContent = answer.ok ? "accepted: " + result.id : result.error;
+  reason.className = "reason " + (answer.ok ? "up" : "down");
+  return {ok: answer.ok, result};
+}
+function dome(button, action) {
+  button.addEventListener("click", () => {
+    const label = button.dataset.label || button.textContent;
+    if (button.dataset.confirm && !button.dataset.armed) {  // risky: a second click within 5 s
+      button.dataset.armed = "yes"; button.dataset.label = label; button.textContent = button.dataset.confirm;
+      setTimeout(() => { delete button.dataset.armed; button.textContent = label; }, 5000);
+      return;
+    }
+    delete button.dataset.armed; button.textContent = label;
+    command("/api/work-orders/telescope", {id: intent(button), dome_control: {action}}, button);
+  });
+}
+dome(document.getElementById("open"), "DOME_ACTION_OPEN");
+dome(document.getElementById("close"), "DOME_ACTION_CLOSE");
+const observe = document.getElementById("observe");
+observe.addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const f = new FormData(observe);
+  for (const input of observe.querySelectorAll("input")) { input.classList.remove("invalid"); input.title = ""; }
+  const target = {name: f.get("name"), ra_deg: Number(f.get("ra_deg")), dec_deg: Number(f.get("dec_deg")),
+    exposure_time: f.get("exposure_s") + "s", exposure_count: Number(f.get("count")), filter: f.get("filter")};
+  const {ok, result} = await command("/api/work-orders/telescope",
+    {id: intent(observe), observe_targets: {targets: [target]}}, observe);
+  const field = !ok && /targets\[0\]\.(\w+)/.exec(result.error || "");  // the field the daemon named
+  const names = {exposure_time: "exposure_s", exposure_count: "count"};
+  const input = field && observe.querySelector(`input[name=${names[field[1]] || field[1]}]`);
+  if (input) { input.classList.add("invalid"); input.title = result.error; }
+});
+const cancel = document.getElementById("cancel");
+cancel.addEventListener("submit", (submit) => {
+  submit.preventDefault();
+  const f = new FormData(cancel);
+  command(`/api/work-orders/${f.get("module")}/${encodeURIComponent(f.get("id"))}/cancel`,
+          {reason: f.get("reason")}, cancel);
+});
+</script>
+"""

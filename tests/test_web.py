@@ -5,6 +5,8 @@ gap or a duplicate."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -38,7 +40,8 @@ def free_port() -> int:
 @dataclass
 class Site:
     server: WebServer
-    daemon: object
+    daemon: Any
+    config: Any  # the telescope daemon's
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, timeout=10, follow_redirects=False)
@@ -53,23 +56,25 @@ class Site:
 
 @pytest.fixture
 def site(make_config, start_daemon) -> Iterator[Site]:
-    telescope = {"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 20.0}}
+    # A fixed port, so that a restarted daemon is where the console looks for it.
+    telescope = {"port": free_port(), "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 20.0}}
     clock = {"start": NIGHT_TIME, "rate": 200.0}
-    daemon = start_daemon(make_config(clock=clock, telescope=telescope), telescope_daemon)
+    daemon_config = make_config(clock=clock, telescope=telescope)
+    daemon = start_daemon(daemon_config, telescope_daemon)
     users = [
         {"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])},
         {"name": "vic", "role": "viewer", "password_hash": hash_password(PASSWORDS["vic"])},
     ]
     config = make_config(
         clock=clock,
-        telescope=telescope | {"port": daemon.port},
+        telescope=telescope,
         alert={"port": free_port()},  # nobody there: the console says so and serves the rest
         preprocessor={"port": free_port()},
         web={"port": 0, "users": users, "login_failures_per_minute": 3},
     )
     server = WebServer(config)
     server.start()
-    yield Site(server, daemon)
+    yield Site(server, daemon, daemon_config)
     server.stop()
 
 
@@ -203,6 +208,40 @@ def test_events_stream_from_one_watch_and_resume_without_gap_or_duplicate(site):
     assert {e[2]["work_order_id"] for e in back.events} >= {second}
 
 
+def test_a_daemon_that_restarts_is_shown_down_then_its_events_resume_without_a_gap(site, start_daemon):
+    ana, csrf = site.logged_in("ana")
+    browser = Listener(ana)
+    bias = {"take_calibrations": {"image_type": "IMAGE_TYPE_BIAS", "count": 1}}
+    first = ana.post("/api/work-orders/telescope", json=bias, headers={"X-CSRF-Token": csrf}).json()["id"]
+    wait_for(lambda: any(e[2]["work_order_id"] == first and e[1] == "image_ready" for e in browser.events), timeout=30)
+
+    site.daemon.stop(grace=0.5)  # as kill -9 looks from outside: the daemon is gone
+    down = time.monotonic()
+    wait_for(lambda: not ana.get("/api/status").json()[1]["reachable"], timeout=2)
+    assert time.monotonic() - down < 2
+    events_while_down = len(browser.events)
+
+    restarted = start_daemon(site.config, telescope_daemon)
+    wait_for(lambda: ana.get("/api/status").json()[1]["reachable"], timeout=10)  # its badge turns green
+    second = ana.post("/api/work-orders/telescope", json=bias, headers={"X-CSRF-Token": csrf}).json()["id"]
+    wait_for(lambda: any(e[2]["work_order_id"] == second and e[1] == "image_ready" for e in browser.events), timeout=30)
+    browser.close()
+    sequences = [e[2]["sequence"] for e in browser.events]
+    assert len(browser.events) > events_while_down
+    journal = [e.sequence for e in restarted_watch(restarted.port, after=sequences[0] - 1, until=sequences[-1])]
+    assert sequences == journal  # every event of the daemon, across its restart, once and in order
+
+
+def restarted_watch(port: int, after: int, until: int) -> list[pb.Event]:
+    import grpc
+
+    from toros.generated import toros_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        events = pb_grpc.FrontDeskStub(channel).Watch(pb.WatchRequest(after_sequence=after, replay_only=True))
+        return [e for e in events if e.sequence <= until]
+
+
 def test_hash_password_reads_standard_input():
     result = toros_cli("web", "hash-password", input="a long enough secret\n")
     assert result.returncode == 0, result.stderr
@@ -257,6 +296,11 @@ def test_in_a_browser_the_overview_is_live_and_a_viewer_has_no_controls(site, br
     order = {"id": "from-the-page", "take_calibrations": {"image_type": "IMAGE_TYPE_BIAS", "count": 1}}
     client.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": csrf})
     page.wait_for_selector("#log >> text=image_ready from-the-page", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#images img') && document.querySelector('#images img').naturalWidth > 0"
+    )
+    page.click("#images a:text('header')")
+    page.wait_for_selector("#header:has-text('WORKORD')")
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
     page.click("#logout button")
     page.wait_for_url("**/login")
@@ -310,3 +354,34 @@ def test_in_a_browser_an_operator_acts_and_a_bad_field_is_marked(site, browser, 
     viewer = browser.new_page()
     log_in(viewer, site.server.url, "vic")
     assert viewer.locator("#actions").count() == 0 and "vic (viewer)" in viewer.text_content("h1")
+
+
+def test_previews_headers_and_downloads_of_stored_frames(site):
+    ana = site.logged_in("vic")[0]  # a viewer may look
+    operator, csrf = site.logged_in("ana")
+    order = {"id": "frames", "take_calibrations": {"image_type": "IMAGE_TYPE_BIAS", "count": 1}}
+    operator.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": csrf})
+    stub = site.server.app.state.console.hub.stub("telescope")
+    wait_for(
+        lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="frames")).state == pb.WORK_ORDER_STATE_DONE, timeout=30
+    )
+    ready = next(iter(stub.Watch(pb.WatchRequest(kinds=[pb.EVENT_KIND_IMAGE_READY], replay_only=True)))).image_ready
+    started = time.monotonic()
+    preview = ana.get("/api/preview/telescope", params={"path": ready.path, "size": 32})
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(preview.content))
+    assert max(picture.size) <= 32 and picture.mode == "L" and time.monotonic() - started < 5
+    header = ana.get("/api/header/telescope", params={"path": ready.path})
+    assert "IMAGETYP= 'BIAS" in header.text and "WORKORD = 'frames" in header.text
+    download = ana.get("/api/files/telescope", params={"path": ready.path})
+    assert download.status_code == 200 and hashlib.sha256(download.content).hexdigest() == ready.sha256
+    assert ready.path.rsplit("/", 1)[-1] in download.headers["content-disposition"]
+    # Paths outside the daemon's storage root, files that are not there, sizes out of range: clear refusals.
+    outside = ana.get("/api/preview/telescope", params={"path": "/etc/passwd"})
+    assert outside.status_code in (400, 403) and "storage root" in outside.json()["error"]
+    assert ana.get("/api/files/telescope", params={"path": "nowhere.fits"}).status_code == 404
+    assert ana.get("/api/preview/telescope", params={"path": ready.path, "size": 9999}).status_code == 400
+    assert ana.get("/api/preview/telescope").status_code == 400
+    assert site.client().get("/api/preview/telescope", params={"path": ready.path}).status_code == 401

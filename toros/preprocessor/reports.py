@@ -18,6 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from toros import __version__
+from toros.pictures import zscaled
 from toros.preprocessor.candidates import Candidate, Search
 from toros.runtime.files import atomic_write
 
@@ -61,18 +62,14 @@ def write_triplet(path: Path, cut: Stamps, title: str) -> Path:
     """Science, reference and difference side by side, each on its own ZScale, north up as the pixels lie
     (row 0 at the bottom), the detection circled and the title above; a PNG drawn with Pillow (a few
     milliseconds: a frame with hundreds of candidates does not wait for a plotting library)."""
-    from astropy.visualization import ZScaleInterval
     from PIL import Image, ImageDraw
 
     zoom = max(1, 200 // cut.science.shape[0])
     gap, title_height, label_height = 8, 18, 14
-    panels = []
-    for image in (cut.science, cut.reference, cut.difference):
-        finite = image[np.isfinite(image)]
-        low, high = ZScaleInterval().get_limits(finite) if finite.size > 10 else (0.0, 1.0)
-        scaled = np.clip((np.nan_to_num(image, nan=low) - low) / max(high - low, 1e-12), 0.0, 1.0)
-        pixels = np.flipud((scaled * 255).astype(np.uint8))
-        panels.append(np.kron(pixels, np.ones((zoom, zoom), dtype=np.uint8)))
+    panels = [
+        np.kron(zscaled(image), np.ones((zoom, zoom), dtype=np.uint8))
+        for image in (cut.science, cut.reference, cut.difference)
+    ]
     height, width = panels[0].shape
     canvas = Image.new("RGB", (3 * width + 4 * gap, height + title_height + label_height + 2 * gap), "white")
     draw = ImageDraw.Draw(canvas)

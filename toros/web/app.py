@@ -18,9 +18,16 @@ import grpc
 from google.protobuf.json_format import ParseDict, ParseError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from toros.config import Config
@@ -28,6 +35,7 @@ from toros.generated import toros_pb2 as pb
 from toros.web.accounts import Accounts, Session
 from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE
+from toros.web.previews import NotAnImage, Previews
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,12 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message} | extra, status_code=status)
 
 
+def _grpc_error(error: grpc.RpcError) -> JSONResponse:
+    """A daemon's refusal as the HTTP answer, with the gRPC status and message."""
+    code = error.code()
+    return _error(_HTTP_STATUS.get(code, 502), error.details() or code.name, grpc_status=code.name)
+
+
 class _Refused(Exception):
     """A daemon said no: ``response`` is the HTTP answer that says so."""
 
@@ -65,10 +79,71 @@ class Console:
         self.config = config
         self.accounts = Accounts(config.web)
         self.hub = EventHub(config)
+        self.previews = Previews(self.hub)
         self.secure_cookie = config.web.tls is not None
 
     def session(self, request: Request) -> Session | None:
         return self.accounts.session(request.cookies.get(COOKIE))
+
+    def _file_request(self, request: Request) -> tuple[str, str] | Response:
+        """The module and path of a file request by someone logged in; or the answer that refuses it."""
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        module, path = request.path_params["module"], request.query_params.get("path", "")
+        if module not in MODULES:
+            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        if not path:
+            return _error(400, "path: the stored file's path is required (as image_ready gives it)")
+        return module, path
+
+    async def preview(self, request: Request) -> Response:
+        asked = self._file_request(request)
+        if isinstance(asked, Response):
+            return asked
+        size_text = request.query_params.get("size", "256")
+        if not size_text.isdigit() or not 16 <= int(size_text) <= 2048:
+            return _error(400, f"size: a whole number of pixels from 16 to 2048, not {size_text!r}")
+        try:
+            picture = await run_in_threadpool(self.previews.png, *asked, int(size_text))
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+        except NotAnImage as exc:
+            return _error(422, str(exc))
+        return Response(picture, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+    async def header(self, request: Request) -> Response:
+        asked = self._file_request(request)
+        if isinstance(asked, Response):
+            return asked
+        try:
+            text = await run_in_threadpool(self.previews.header, *asked)
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+        except NotAnImage as exc:
+            return _error(422, str(exc))
+        return PlainTextResponse(text)
+
+    async def download(self, request: Request) -> Response:
+        asked = self._file_request(request)
+        if isinstance(asked, Response):
+            return asked
+        chunks = self.previews.chunks(*asked)
+        try:
+            first = await run_in_threadpool(next, chunks)  # a refusal (no such file) is an answer, not a stream
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+
+        async def rest() -> AsyncIterator[bytes]:
+            yield first.data
+            async for chunk in iterate_in_threadpool(chunks):
+                yield chunk.data
+
+        name = asked[1].rsplit("/", 1)[-1].replace('"', "")
+        return StreamingResponse(
+            rest(),
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(first.size_bytes)},
+        )
 
     # -- pages -------------------------------------------------------------------------------------
 
@@ -189,9 +264,7 @@ class Console:
         try:
             return await run_in_threadpool(method, request, timeout=10)
         except grpc.RpcError as error:
-            code = error.code()
-            answer = _error(_HTTP_STATUS.get(code, 502), error.details() or code.name, grpc_status=code.name)
-            raise _Refused(answer) from None
+            raise _Refused(_grpc_error(error)) from None
 
     async def submit(self, request: Request) -> Response:
         command = await self._command(request)
@@ -247,6 +320,9 @@ def make_app(config: Config) -> Starlette:
             Route("/api/events", console.api_events),
             Route("/api/work-orders/{module}", console.submit, methods=["POST"]),
             Route("/api/work-orders/{module}/{id}/cancel", console.cancel, methods=["POST"]),
+            Route("/api/preview/{module}", console.preview),
+            Route("/api/header/{module}", console.header),
+            Route("/api/files/{module}", console.download),
         ],
         lifespan=lifespan,
     )

@@ -8,6 +8,8 @@ td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #2a323c; text-align: le
 #log { font: 12px ui-monospace, monospace; max-height: 24em; overflow-y: auto; }
 form.login { max-width: 20em; } input { display: block; margin: 0.3em 0 0.8em; width: 100%; }
 .error { color: #ff6b6b; } .invalid { outline: 2px solid #ff6b6b; }
+#images { display: flex; flex-wrap: wrap; gap: 0.8em; } figure { margin: 0; } figure img { width: 192px; }
+figcaption { font-size: 12px; } a { color: #7cb7ff; } #header { font: 11px ui-monospace, monospace; }
 #actions form, #actions .action { margin-bottom: 0.8em; } #actions input { display: inline; width: 7em; }
 """
 
@@ -40,6 +42,9 @@ OVERVIEW_PAGE = (
 <h2>Devices</h2>
 <table><thead><tr><th>device</th><th>state</th><th>driver</th><th>message</th></tr></thead>
 <tbody id="devices"></tbody></table>
+<h2>Latest images</h2>
+<div id="images"></div>
+<pre id="header" hidden></pre>
 {actions}
 <h2>Events <span class="muted" id="stream">connecting…</span></h2>
 <div id="log"></div>
@@ -78,7 +83,29 @@ for (const kind of ["work_order_update", "image_ready", "calibration_progress", 
     line.appendChild(text(`${e.time || ""} ${e.module} #${e.sequence} ${kind} ${e.work_order_id || ""}`));
     log.prepend(line);
     if (kind === "device_update" || kind === "work_order_update") refresh();
+    if (kind === "image_ready") showImage(e);
   });
+}
+function showImage(e) {
+  const ready = e.image_ready, query = `?path=${encodeURIComponent(ready.path)}`;
+  const figure = document.createElement("figure");
+  const image = document.createElement("img");
+  image.src = `/api/preview/${e.module}${query}&size=256`; image.alt = ready.object || ready.path;
+  const caption = document.createElement("figcaption");
+  caption.appendChild(text(`${ready.object || ""} ${ready.filter || ""} ${ready.exposure_time || ""} `));
+  const header = document.createElement("a");
+  header.href = "#"; header.textContent = "header";
+  header.addEventListener("click", async (click) => {
+    click.preventDefault();
+    const pre = document.getElementById("header");
+    pre.textContent = await (await fetch(`/api/header/${e.module}${query}`)).text(); pre.hidden = false;
+  });
+  const download = document.createElement("a");
+  download.href = `/api/files/${e.module}${query}`; download.textContent = " download";
+  caption.append(header, download); figure.append(image, caption);
+  const images = document.getElementById("images");
+  images.prepend(figure);
+  while (images.children.length > 8) images.lastChild.remove();
 }
 document.getElementById("logout").addEventListener("submit", async (submit) => {
   submit.preventDefault();

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import yaml
@@ -80,8 +81,12 @@ def events(url: str, cookies: httpx.Cookies, csrf: str, stub, clients: int, orde
     direct: dict[str, float] = {}
 
     def watch() -> None:
-        for event in stub.Watch(pb.WatchRequest(after_sequence=stub.GetStatus(pb.GetStatusRequest()).last_sequence)):
-            direct.setdefault(event.work_order_id, time.perf_counter())
+        request = pb.WatchRequest(after_sequence=stub.GetStatus(pb.GetStatusRequest()).last_sequence)
+        try:
+            for event in stub.Watch(request):
+                direct.setdefault(event.work_order_id, time.perf_counter())
+        except grpc.RpcError:  # the channel closes at the end
+            pass
 
     threading.Thread(target=watch, daemon=True).start()
     time.sleep(0.5)

@@ -385,3 +385,38 @@ def test_previews_headers_and_downloads_of_stored_frames(site):
     assert ana.get("/api/preview/telescope", params={"path": ready.path, "size": 9999}).status_code == 400
     assert ana.get("/api/preview/telescope").status_code == 400
     assert site.client().get("/api/preview/telescope", params={"path": ready.path}).status_code == 401
+
+
+def test_history_work_orders_and_tonights_plan(site, browser, tmp_path):
+    ana, csrf = site.logged_in("ana")
+    target = {"name": "NGC 1566", "ra_deg": 65.0, "dec_deg": -54.9, "exposure_time": "60s", "exposure_count": 1}
+    below = {"name": "Polaris", "ra_deg": 37.95, "dec_deg": 89.26}
+    order = {"id": "tonight", "observe_targets": {"targets": [target, below]}}
+    assert ana.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": csrf}).status_code == 200
+    status = ana.get("/api/work-orders/telescope/tonight").json()
+    assert status["id"] == "tonight" and status["requester"] == "web:ana"
+    assert ana.get("/api/work-orders/telescope/nothing").status_code == 404
+    tonight = wait_for(lambda: (t := ana.get("/api/tonight").json())["plan"] and t, timeout=30)
+    assert tonight["plan_png"] == f"{tonight['night']}/plan.png"
+    assert [b["name"] for b in tonight["plan"]["blocks"]] == ["NGC 1566"]  # Polaris never rises there
+    picture = wait_for(  # drawn just after the JSON is written
+        lambda: (p := ana.get("/api/files/telescope", params={"path": tonight["plan_png"]})).status_code == 200 and p,
+        timeout=30,
+    )
+    assert picture.headers["content-type"] == "image/png" and picture.headers["content-disposition"].startswith(
+        "inline"
+    )
+    history = ana.get("/api/history/telescope", params={"kind": "work_order_update", "limit": 2}).json()
+    assert len(history) == 2 and all(e["kind"] == "work_order_update" for e in history)
+    assert ana.get("/api/history/telescope", params={"kind": "weather"}).status_code == 400
+    assert ana.get("/api/history/alert", params={"kind": "alert_processed"}).status_code == 503
+
+    page = browser.new_page()
+    log_in(page, site.server.url, "vic")
+    page.click("nav >> text=Tonight")
+    page.wait_for_function("document.querySelector('#plan') && document.querySelector('#plan').naturalWidth > 0")
+    assert "NGC 1566" in page.text_content("#blocks") and "Polaris" not in page.text_content("#blocks")
+    page.screenshot(path=str(tmp_path / "tonight.png"), full_page=True)
+    page.click("nav >> text=Alerts and candidates")
+    page.wait_for_selector("#alerts:has-text('the alert daemon: ')")  # it is down: the page says so
+    page.wait_for_selector("#triplets:has-text('the preprocessor: ')")

@@ -11,11 +11,14 @@ import contextlib
 import html
 import json
 import logging
+import mimetypes
+from collections import deque
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -32,9 +35,10 @@ from starlette.routing import Route
 
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
+from toros.telescope.targets import coming_night
 from toros.web.accounts import Accounts, Session
 from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
-from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE
+from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
 from toros.web.previews import NotAnImage, Previews
 
 log = logging.getLogger(__name__)
@@ -139,11 +143,84 @@ class Console:
                 yield chunk.data
 
         name = asked[1].rsplit("/", 1)[-1].replace('"', "")
+        disposition = "attachment" if request.query_params.get("download") else "inline"
         return StreamingResponse(
             rest(),
-            media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(first.size_bytes)},
+            media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+            headers={
+                "Content-Disposition": f'{disposition}; filename="{name}"',
+                "Content-Length": str(first.size_bytes),
+                "X-Content-Type-Options": "nosniff",
+            },
         )
+
+    async def history(self, request: Request) -> Response:
+        """The latest events of some kinds from a daemon's journal (``kind``, repeated; ``limit``)."""
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        module = request.path_params["module"]
+        if module not in MODULES:
+            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        kinds: list[pb.EventKind] = []
+        for kind in request.query_params.getlist("kind"):
+            name = f"EVENT_KIND_{kind.upper()}"
+            if name not in pb.EventKind.keys():
+                return _error(400, f"kind: no event kind {kind!r}")
+            kinds.append(pb.EventKind.Value(name))  # type: ignore[arg-type]
+        limit_text = request.query_params.get("limit", "50")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            return _error(400, f"limit: a whole number from 1 to 1000, not {limit_text!r}")
+        watch = pb.WatchRequest(
+            kinds=kinds, replay_only=True, work_order_id=request.query_params.get("work_order_id", "")
+        )
+
+        def replay() -> list[dict[str, Any]]:
+            events: deque[dict[str, Any]] = deque(maxlen=int(limit_text))
+            for event in self.hub.stub(module).Watch(watch, timeout=30):
+                events.append(WebEvent.of(module, event).data)
+            return list(events)
+
+        try:
+            return JSONResponse(await run_in_threadpool(replay))
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+
+    async def work_order(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        module = request.path_params["module"]
+        if module not in MODULES:
+            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        try:
+            status = await self._call(
+                self.hub.stub(module).GetWorkOrder, pb.GetWorkOrderRequest(id=request.path_params["id"])
+            )
+        except _Refused as refused:
+            return refused.response
+        return JSONResponse(MessageToDict(status, preserving_proto_field_name=True))
+
+    async def tonight(self, request: Request) -> Response:
+        """The telescope's night plan: its picture's path and its JSON (None before there is a plan)."""
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        try:
+            status = await self._call(self.hub.stub("telescope").GetStatus, pb.GetStatusRequest())
+        except _Refused as refused:
+            return refused.response
+        night, _ = coming_night(self.config.telescope, status.clock_time.ToDatetime(tzinfo=UTC))
+        folder = night.isoformat()
+
+        def plan() -> Any:
+            chunks = self.previews.chunks("telescope", f"{folder}/plan.json")
+            return json.loads(b"".join(chunk.data for chunk in chunks))
+
+        try:
+            content = await run_in_threadpool(plan)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                return _grpc_error(error)
+            content = None
+        return JSONResponse({"night": folder, "plan_png": f"{folder}/plan.png", "plan": content})
 
     # -- pages -------------------------------------------------------------------------------------
 
@@ -156,6 +233,14 @@ class Console:
             return RedirectResponse("/login", status_code=303)
         page = OVERVIEW_PAGE.replace("{user}", html.escape(session.user)).replace("{role}", session.role.value)
         return HTMLResponse(page.replace("{actions}", ACTIONS if session.role.commands else ""))
+
+    async def page(self, request: Request) -> Response:
+        """The other pages: the same frame, their own script."""
+        session = self.session(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        body = PAGES[request.url.path]
+        return HTMLResponse(body.replace("{user}", html.escape(session.user)).replace("{role}", session.role.value))
 
     async def login_form(self, request: Request) -> Response:
         return HTMLResponse(LOGIN_PAGE.replace("{message}", ""))
@@ -320,6 +405,11 @@ def make_app(config: Config) -> Starlette:
             Route("/api/events", console.api_events),
             Route("/api/work-orders/{module}", console.submit, methods=["POST"]),
             Route("/api/work-orders/{module}/{id}/cancel", console.cancel, methods=["POST"]),
+            Route("/api/work-orders/{module}/{id}", console.work_order),
+            Route("/api/history/{module}", console.history),
+            Route("/api/tonight", console.tonight),
+            Route("/alerts", console.page),
+            Route("/tonight", console.page),
             Route("/api/preview/{module}", console.preview),
             Route("/api/header/{module}", console.header),
             Route("/api/files/{module}", console.download),

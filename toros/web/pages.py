@@ -10,6 +10,7 @@ form.login { max-width: 20em; } input { display: block; margin: 0.3em 0 0.8em; w
 .error { color: #ff6b6b; } .invalid { outline: 2px solid #ff6b6b; }
 #images { display: flex; flex-wrap: wrap; gap: 0.8em; } figure { margin: 0; } figure img { width: 192px; }
 figcaption { font-size: 12px; } a { color: #7cb7ff; } #header { font: 11px ui-monospace, monospace; }
+img.skymap, img#plan { max-width: 100%; background: white; } nav { margin-bottom: 1em; }
 #actions form, #actions .action { margin-bottom: 0.8em; } #actions input { display: inline; width: 7em; }
 """
 
@@ -35,6 +36,7 @@ OVERVIEW_PAGE = (
     + """</style></head>
 <body>
 <h1>TOROS console <span class="muted">· {user} ({role})</span></h1>
+<nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
 <form id="logout" method="post" action="/logout"><button type="submit">Log out</button></form>
 <h2>Daemons</h2>
 <table><thead><tr><th>module</th><th>state</th><th>clock</th><th>queue</th><th>running</th><th>activity</th></tr></thead>
@@ -101,7 +103,7 @@ function showImage(e) {
     pre.textContent = await (await fetch(`/api/header/${e.module}${query}`)).text(); pre.hidden = false;
   });
   const download = document.createElement("a");
-  download.href = `/api/files/${e.module}${query}`; download.textContent = " download";
+  download.href = `/api/files/${e.module}${query}&download=1`; download.textContent = " download";
   caption.append(header, download); figure.append(image, caption);
   const images = document.getElementById("images");
   images.prepend(figure);
@@ -194,3 +196,129 @@ cancel.addEventListener("submit", (submit) => {
 });
 </script>
 """
+
+
+def _page(title: str, body: str, script: str) -> str:
+    """A page of the console: the header, its navigation, its body and its own script."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>TOROS console: {title}</title><style>{STYLE}</style></head>
+<body>
+<h1>{title} <span class="muted">· {{user}} ({{role}})</span></h1>
+<nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
+{body}
+<script>
+"use strict";
+const text = (value) => document.createTextNode(value === undefined ? "" : String(value));
+async function get(path) {{
+  const answer = await fetch(path);
+  if (answer.status === 401) {{ location.href = "/login"; throw new Error("not logged in"); }}
+  return answer;
+}}
+function cell(tr, value) {{ const td = document.createElement("td"); td.appendChild(text(value)); tr.appendChild(td); }}
+{script}
+</script>
+</body></html>
+"""
+
+
+ALERTS_PAGE = _page(
+    "Alerts and candidates",
+    """<h2>Alerts</h2><div id="alerts"><p class="muted">none yet</p></div>
+<h2>Transient candidates</h2>
+<table><thead><tr><th>name</th><th>alert</th><th>RA</th><th>Dec</th><th>mag</th><th>S/N</th><th>score</th>
+<th>host</th><th>offset</th><th>detections</th><th>flags</th></tr></thead><tbody id="candidates"></tbody></table>
+<div id="triplets"></div>""",
+    """
+async function alerts() {
+  const answer = await get("/api/history/alert?kind=alert_processed&limit=20");
+  const box = document.getElementById("alerts");
+  if (!answer.ok) { box.textContent = `the alert daemon: ${(await answer.json()).error}`; return; }
+  const events = await answer.json();
+  if (events.length) box.replaceChildren();
+  for (const e of events.reverse()) {
+    const a = e.alert_processed, section = document.createElement("section");
+    const banner = document.createElement("h3");
+    banner.appendChild(text(`${a.alert_id} ${a.alert_type || ""} #${a.serial || 0}${a.drill ? " (drill)" : ""}: ` +
+      `${a.targets_relayed || 0} targets relayed`));
+    const note = document.createElement("p"); note.className = "muted"; note.appendChild(text(a.message));
+    section.append(banner, note);
+    const order = await (await get(`/api/work-orders/alert/${encodeURIComponent(e.work_order_id)}`)).json();
+    for (const product of order.products || []) {
+      if (product.kind !== "skymap_plot") continue;
+      const map = document.createElement("img");
+      map.src = `/api/files/alert?path=${encodeURIComponent(product.path)}`; map.alt = `sky map of ${a.alert_id}`;
+      map.className = "skymap"; section.appendChild(map);
+    }
+    box.appendChild(section);
+  }
+}
+async function candidates() {
+  const answer = await get("/api/history/preprocessor?kind=transient_candidate&limit=200");
+  if (!answer.ok) {
+    document.getElementById("triplets").textContent = `the preprocessor: ${(await answer.json()).error}`;
+    return;
+  }
+  const events = await answer.json();
+  const latest = new Map();
+  for (const e of events) latest.set(e.transient_candidate.name, e.transient_candidate);
+  const rows = document.getElementById("candidates"), triplets = document.getElementById("triplets");
+  rows.replaceChildren(); triplets.replaceChildren();
+  for (const c of latest.values()) {
+    const tr = document.createElement("tr");
+    for (const v of [c.name, c.alert_id, (c.ra_deg || 0).toFixed(5), (c.dec_deg || 0).toFixed(5),
+                     `${(c.mag || 0).toFixed(2)} ± ${(c.mag_err || 0).toFixed(2)}`, (c.snr || 0).toFixed(1),
+                     (c.score || 0).toFixed(2), c.host, c.host ? `${(c.host_offset_arcsec || 0).toFixed(1)}"` : "",
+                     c.detections, (c.flags || []).join(" ")]) cell(tr, v);
+    rows.appendChild(tr);
+    if (c.triplet_path) {
+      const image = document.createElement("img");
+      image.src = `/api/files/preprocessor?path=${encodeURIComponent(c.triplet_path)}`; image.alt = c.name;
+      triplets.appendChild(image);
+    }
+  }
+}
+alerts(); candidates();
+const events = new EventSource("/api/events");
+events.addEventListener("alert_processed", alerts);
+events.addEventListener("transient_candidate", candidates);
+""",
+)
+
+TONIGHT_PAGE = _page(
+    "Tonight",
+    """<p id="night" class="muted">asking the telescope…</p>
+<img id="plan" alt="tonight's plan" hidden>
+<table><thead><tr><th>target</th><th>start</th><th>end</th><th>state</th></tr></thead><tbody id="blocks"></tbody></table>
+<h2>Not observable tonight</h2>
+<table><thead><tr><th>target</th><th>why</th></tr></thead><tbody id="unobservable"></tbody></table>""",
+    """
+async function tonight() {
+  const answer = await get("/api/tonight");
+  const night = document.getElementById("night");
+  if (!answer.ok) { night.textContent = (await answer.json()).error; return; }
+  const t = await answer.json();
+  if (!t.plan) { night.textContent = `night ${t.night}: no plan yet (no targets)`; return; }
+  night.textContent = `night ${t.night}, planned at ${t.plan.made || ""}`;
+  const plan = document.getElementById("plan");
+  plan.src = `/api/files/telescope?path=${encodeURIComponent(t.plan_png)}&t=${Date.now()}`; plan.hidden = false;
+  const blocks = document.getElementById("blocks"), unobservable = document.getElementById("unobservable");
+  blocks.replaceChildren(); unobservable.replaceChildren();
+  for (const b of t.plan.blocks || []) {
+    const tr = document.createElement("tr");
+    for (const v of [b.name || b.target, b.start, b.end, b.state || "planned"]) cell(tr, v);
+    blocks.appendChild(tr);
+  }
+  for (const u of t.plan.unobservable || []) {
+    const tr = document.createElement("tr");
+    for (const v of [u.name || u.target, u.reason]) cell(tr, v);
+    unobservable.appendChild(tr);
+  }
+}
+tonight();
+const events = new EventSource("/api/events");
+events.addEventListener("image_ready", tonight);
+events.addEventListener("work_order_update", tonight);
+""",
+)
+
+PAGES = {"/alerts": ALERTS_PAGE, "/tonight": TONIGHT_PAGE}

@@ -89,16 +89,25 @@ class Console:
     def session(self, request: Request) -> Session | None:
         return self.accounts.session(request.cookies.get(COOKIE))
 
-    def _file_request(self, request: Request) -> tuple[str, str] | Response:
-        """The module and path of a file request by someone logged in; or the answer that refuses it."""
-        if self.session(request) is None:
+    def _asked(self, request: Request) -> tuple[Session, str] | Response:
+        """Someone logged in asking one daemon (the path's module); or the answer that refuses it."""
+        session = self.session(request)
+        if session is None:
             return _error(401, "not logged in")
-        module, path = request.path_params["module"], request.query_params.get("path", "")
+        module = request.path_params["module"]
         if module not in MODULES:
             return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        return session, module
+
+    def _file_request(self, request: Request) -> tuple[str, str] | Response:
+        """The module and path of a file request; or the answer that refuses it."""
+        asked = self._asked(request)
+        if isinstance(asked, Response):
+            return asked
+        path = request.query_params.get("path", "")
         if not path:
             return _error(400, "path: the stored file's path is required (as image_ready gives it)")
-        return module, path
+        return asked[1], path
 
     async def preview(self, request: Request) -> Response:
         asked = self._file_request(request)
@@ -156,11 +165,10 @@ class Console:
 
     async def history(self, request: Request) -> Response:
         """The latest events of some kinds from a daemon's journal (``kind``, repeated; ``limit``)."""
-        if self.session(request) is None:
-            return _error(401, "not logged in")
-        module = request.path_params["module"]
-        if module not in MODULES:
-            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        asked = self._asked(request)
+        if isinstance(asked, Response):
+            return asked
+        module = asked[1]
         kinds: list[pb.EventKind] = []
         for kind in request.query_params.getlist("kind"):
             name = f"EVENT_KIND_{kind.upper()}"
@@ -186,14 +194,12 @@ class Console:
             return _grpc_error(error)
 
     async def work_order(self, request: Request) -> Response:
-        if self.session(request) is None:
-            return _error(401, "not logged in")
-        module = request.path_params["module"]
-        if module not in MODULES:
-            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
+        asked = self._asked(request)
+        if isinstance(asked, Response):
+            return asked
         try:
             status = await self._call(
-                self.hub.stub(module).GetWorkOrder, pb.GetWorkOrderRequest(id=request.path_params["id"])
+                self.hub.stub(asked[1]).GetWorkOrder, pb.GetWorkOrderRequest(id=request.path_params["id"])
             )
         except _Refused as refused:
             return refused.response
@@ -325,16 +331,14 @@ class Console:
 
     async def _command(self, request: Request) -> tuple[Session, str, Any] | Response:
         """A command's session, module and JSON body; or the answer that refuses it."""
-        session = self.session(request)
-        if session is None:
-            return _error(401, "not logged in")
+        asked = self._asked(request)
+        if isinstance(asked, Response):
+            return asked
+        session, module = asked
         if not session.role.commands:
             return _error(403, f"{session.user} is a viewer: viewers give no commands")
         if request.headers.get("x-csrf-token") != session.csrf_token:
             return _error(403, "missing or wrong X-CSRF-Token header (GET /api/session gives it)")
-        module = request.path_params["module"]
-        if module not in MODULES:
-            return _error(404, f"no module {module!r} (one of {', '.join(MODULES)})")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return _error(413, f"a request of {len(body)} bytes is larger than {MAX_BODY_BYTES}")

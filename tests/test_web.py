@@ -301,6 +301,14 @@ def test_in_a_browser_the_overview_is_live_and_a_viewer_has_no_controls(site, br
     )
     page.click("#images a:text('header')")
     page.wait_for_selector("#header:has-text('WORKORD')")
+    # The log filtered by kind, then a past night replayed from the journal.
+    page.select_option("#filters select[name=kind]", "image_ready")
+    visible = [t for t in page.locator("#log div:visible").all_inner_texts()]
+    assert visible and all(" image_ready " in t for t in visible)
+    page.fill("#replay input[name=night]", "2026-11-22")
+    page.click("#replay button")
+    page.wait_for_selector("#replayed div >> text=from-the-page")
+    assert page.text_content("#replay .reason").endswith(" events")
     page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
     page.click("#logout button")
     page.wait_for_url("**/login")
@@ -409,6 +417,10 @@ def test_history_work_orders_and_tonights_plan(site, browser, tmp_path):
     history = ana.get("/api/history/telescope", params={"kind": "work_order_update", "limit": 2}).json()
     assert len(history) == 2 and all(e["kind"] == "work_order_update" for e in history)
     assert ana.get("/api/history/telescope", params={"kind": "weather"}).status_code == 400
+    night = ana.get("/api/history/telescope", params={"night": "2026-11-22", "work_order_id": "tonight"}).json()
+    assert night and {e["work_order_id"] for e in night} == {"tonight"}
+    assert ana.get("/api/history/telescope", params={"night": "2026-11-21"}).json() == []
+    assert ana.get("/api/history/telescope", params={"night": "yesterday"}).status_code == 400
     assert ana.get("/api/history/alert", params={"kind": "alert_processed"}).status_code == 503
 
     page = browser.new_page()

@@ -14,7 +14,7 @@ import logging
 import mimetypes
 from collections import deque
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import grpc
@@ -164,7 +164,8 @@ class Console:
         )
 
     async def history(self, request: Request) -> Response:
-        """The latest events of some kinds from a daemon's journal (``kind``, repeated; ``limit``)."""
+        """The latest events from a daemon's journal: of some kinds (``kind``, repeated), of a work order
+        (``work_order_id``), of a past night (``night``: its replay), at most ``limit``."""
         asked = self._asked(request)
         if isinstance(asked, Response):
             return asked
@@ -181,11 +182,25 @@ class Console:
         watch = pb.WatchRequest(
             kinds=kinds, replay_only=True, work_order_id=request.query_params.get("work_order_id", "")
         )
+        night_text = request.query_params.get("night", "")
+        try:
+            night = date.fromisoformat(night_text) if night_text else None
+        except ValueError:
+            return _error(400, f"night: a date as YYYY-MM-DD, not {night_text!r}")
+        # A night runs from local noon to local noon at the node's site (mean solar time, as the nights' folders).
+        site = self.config.telescope.site
+        start = (
+            datetime.combine(night, time(12), UTC) - timedelta(hours=site.longitude / 15.0)
+            if night is not None
+            else None
+        )
 
         def replay() -> list[dict[str, Any]]:
             events: deque[dict[str, Any]] = deque(maxlen=int(limit_text))
             for event in self.hub.stub(module).Watch(watch, timeout=30):
-                events.append(WebEvent.of(module, event).data)
+                moment = event.time.ToDatetime(tzinfo=UTC)
+                if start is None or start <= moment < start + timedelta(days=1):
+                    events.append(WebEvent.of(module, event).data)
             return list(events)
 
         try:

@@ -5,7 +5,8 @@ body { font: 14px system-ui, sans-serif; margin: 1.5em; background: #10141a; col
 h1 { font-size: 1.3em; } table { border-collapse: collapse; margin-bottom: 1em; }
 td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #2a323c; text-align: left; }
 .up { color: #4cd07d; } .down { color: #ff6b6b; } .muted { color: #8a96a3; }
-#log { font: 12px ui-monospace, monospace; max-height: 24em; overflow-y: auto; }
+#log, .log { font: 12px ui-monospace, monospace; max-height: 24em; overflow-y: auto; }
+#filters, #replay { margin-bottom: 0.5em; } #filters input, #replay input { display: inline; width: 12em; }
 form.login { max-width: 20em; } input { display: block; margin: 0.3em 0 0.8em; width: 100%; }
 .error { color: #ff6b6b; } .invalid { outline: 2px solid #ff6b6b; }
 #images { display: flex; flex-wrap: wrap; gap: 0.8em; } figure { margin: 0; } figure img { width: 192px; }
@@ -49,7 +50,19 @@ OVERVIEW_PAGE = (
 <pre id="header" hidden></pre>
 {actions}
 <h2>Events <span class="muted" id="stream">connecting…</span></h2>
+<form id="filters">
+<select name="module"><option value="">every module</option><option>alert</option><option>telescope</option>
+<option>preprocessor</option></select>
+<select name="kind"><option value="">every kind</option><option>work_order_update</option><option>image_ready</option>
+<option>calibration_progress</option><option>alert_processed</option><option>device_update</option>
+<option>transient_candidate</option></select>
+<input name="work_order" placeholder="work order"></form>
 <div id="log"></div>
+<h2>Replay a night</h2>
+<form id="replay"><select name="module"><option>telescope</option><option>preprocessor</option><option>alert</option>
+</select> <input name="night" type="date" required> <button type="submit">Replay</button>
+<span class="reason"></span></form>
+<div id="replayed" class="log"></div>
 <script>
 "use strict";
 const text = (value) => document.createTextNode(value === undefined ? "" : String(value));
@@ -72,7 +85,29 @@ async function refresh() {
       devices.appendChild(row([device.name, (device.state || "").replace("DEVICE_STATE_", ""), device.driver, device.message]));
   }
 }
-const log = document.getElementById("log");
+const log = document.getElementById("log"), filters = document.getElementById("filters");
+function line(e) {
+  const div = document.createElement("div");
+  div.dataset.module = e.module; div.dataset.kind = e.kind; div.dataset.workOrder = e.work_order_id || "";
+  div.appendChild(text(`${e.time || ""} ${e.module} #${e.sequence} ${e.kind} ${e.work_order_id || ""}`));
+  return div;
+}
+function shown(div) {
+  const f = new FormData(filters);
+  return (!f.get("module") || div.dataset.module === f.get("module")) &&
+         (!f.get("kind") || div.dataset.kind === f.get("kind")) &&
+         (!f.get("work_order") || div.dataset.workOrder.includes(f.get("work_order")));
+}
+filters.addEventListener("input", () => { for (const div of log.children) div.hidden = !shown(div); });
+const replay = document.getElementById("replay");
+replay.addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const f = new FormData(replay), box = document.getElementById("replayed");
+  const answer = await fetch(`/api/history/${f.get("module")}?night=${f.get("night")}&limit=1000`);
+  const result = await answer.json();
+  replay.querySelector(".reason").textContent = answer.ok ? `${result.length} events` : result.error;
+  box.replaceChildren(...(answer.ok ? result.map(line) : []));
+});
 const events = new EventSource("/api/events");
 events.onopen = () => { document.getElementById("stream").textContent = "live"; };
 events.onerror = () => { document.getElementById("stream").textContent = "reconnecting…"; };
@@ -80,10 +115,10 @@ events.onmessage = null;
 for (const kind of ["work_order_update", "image_ready", "calibration_progress", "alert_processed",
                     "device_update", "transient_candidate"]) {
   events.addEventListener(kind, (message) => {
-    const e = JSON.parse(message.data);
-    const line = document.createElement("div");
-    line.appendChild(text(`${e.time || ""} ${e.module} #${e.sequence} ${kind} ${e.work_order_id || ""}`));
-    log.prepend(line);
+    const e = JSON.parse(message.data), div = line(e);
+    div.hidden = !shown(div);
+    log.prepend(div);
+    while (log.children.length > 2000) log.lastChild.remove();
     if (kind === "device_update" || kind === "work_order_update") refresh();
     if (kind === "image_ready") showImage(e);
   });

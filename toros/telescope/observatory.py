@@ -53,6 +53,7 @@ class Observatory:
         self._described: dict[str, Look] = {}
         # An operator turned or parked the dome: it stops following the telescope until the next target.
         self.dome_held = False
+        self._dome_orders = threading.Lock()  # the synchronisation's look-and-turn, or an operator's turn
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.
         poll = config.safety.poll_s
         self._loops = (
@@ -205,6 +206,11 @@ class Observatory:
         try:
             self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
             self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+            # The sky turned while mount and dome moved (minutes on a slow machine or a long slew): the slit
+            # is set again where the beam is now, so that the exposure starts with all its light.
+            if self.config.dome.kind == "dome" and (behind := self._slit_behind()) is not None:
+                self.call(self.dome, lambda: self.dome.slew_to(behind))
+                self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
         except GiveWay:  # an alert's target: the mount and the dome stop where they are and turn to it
             self.call(self.mount, self.mount.abort)
             self.call(self.dome, self.dome.abort)
@@ -230,36 +236,43 @@ class Observatory:
         )
         return slit_azimuth, tolerance
 
+    def _slit_behind(self) -> float | None:
+        """Where the slit must go when the dome lags the beam by more than half the tolerance (so the slit
+        never reaches the beam between two looks); None when it need not move (or the mount moves)."""
+        wanted = self.slit_azimuth()
+        if wanted is None:
+            return None
+        azimuth, tolerance = wanted
+        return azimuth if azimuth_error_deg(self.dome.azimuth(), azimuth) > tolerance / 2 else None
+
     def follow(self) -> None:
         """One look of the dome synchronisation: while the mount tracks with the shutter open, the dome turns to
         the slit position once it lags by half the tolerance (so the slit never reaches the beam between two
         looks); during an exposure only if ``dome.sync.during_exposures``; not after an operator's own dome
         move (until the next target). A dome that fails to move is a fault (safety closes)."""
-        if self.dome_held or self.safety.faults or not self.is_open() or self.dome.slewing():
-            return
-        wanted = self.slit_azimuth()
-        if wanted is None:
-            return
-        azimuth, tolerance = wanted
-        lag = azimuth_error_deg(self.dome.azimuth(), azimuth)
-        if lag <= tolerance / 2:
-            return
-        if not self.config.dome.sync.during_exposures and self.camera.exposing():
-            return
-        log.info("dome follows the telescope: slit to azimuth %.1f (%.1f deg behind)", azimuth, lag)
-        try:
-            self.call(self.dome, lambda: self.dome.slew_to(azimuth))
-        except DeviceError as exc:
-            log.warning("dome synchronisation failed: %s", exc)
+        with self._dome_orders:  # an operator's move between this look and its command is not undone
+            if self.dome_held or self.safety.faults or not self.is_open() or self.dome.slewing():
+                return
+            azimuth = self._slit_behind()
+            if azimuth is None:
+                return
+            if not self.config.dome.sync.during_exposures and self.camera.exposing():
+                return
+            log.info("dome follows the telescope: slit to azimuth %.1f", azimuth)
+            try:
+                self.call(self.dome, lambda: self.dome.slew_to(azimuth))
+            except DeviceError as exc:
+                log.warning("dome synchronisation failed: %s", exc)
 
     def turn_dome(self, azimuth_deg: float | None, check: Callable[[], None]) -> None:
         """An operator's dome move, to an azimuth or (None) to park; the dome then stays there, not following
         the telescope, until the telescope points at its next target."""
-        self.dome_held = True
-        if azimuth_deg is None:
-            self.call(self.dome, self.dome.park)
-        else:
-            self.call(self.dome, lambda: self.dome.slew_to(azimuth_deg))
+        with self._dome_orders:
+            self.dome_held = True
+            if azimuth_deg is None:
+                self.call(self.dome, self.dome.park)
+            else:
+                self.call(self.dome, lambda: self.dome.slew_to(azimuth_deg))
         self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check)
 
     def select_filter(self, name: str, check: Callable[[], None]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -36,16 +35,11 @@ from PIL import Image
 
 from toros.config import load_config
 from toros.daemons import build_daemon
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 from toros.pictures import zscaled
 from toros.web.accounts import hash_password
 from toros.web.server import WebServer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Browser:

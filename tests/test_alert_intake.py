@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import socket
 import threading
 
 import gcn.voeventclient
@@ -17,6 +16,7 @@ from test_alert import DATA, done
 
 from toros.alert.listeners import KafkaListener
 from toros.alert.settings import KafkaIntake
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 
 
@@ -113,12 +113,6 @@ def test_kafka_offsets_are_committed_after_journaling_and_redelivery_is_processe
     assert refused and refused[0].alert_processed.message.startswith("refused: process_alert.payload: not valid JSON")
     with pytest.raises(grpc.RpcError):
         stub.GetWorkOrder(pb.GetWorkOrderRequest(id="kafka-igwn.gwalert-0-1"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_pygcn_client_against_pygcns_local_server(observatory, tmp_path):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import yaml
 from support import toros_cli, wait_for, write_config
 
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 
 
@@ -100,12 +100,6 @@ def test_cancel_and_status(tmp_path, make_config, start_daemon):
     wait_for(lambda: daemon.journal.get("to-cancel").state == pb.WORK_ORDER_STATE_CANCELLED)
     status = toros_cli("status", "telescope", "--config", config)
     assert status.returncode == 0 and status.stdout.startswith("telescope") and "serving" in status.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_failures_are_one_line_without_traceback(live, tmp_path):

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from support import NIGHT_TIME, wait_for
 from test_telescope import devices, images, run, step
 
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 from toros.runtime.states import FINAL_STATES
 from toros.telescope.devices import CommandRefused, DeviceError, Shutter, indi
@@ -43,12 +44,6 @@ SIMULATORS = {
     "weather": ("indi_simulator_weather", "Weather Simulator"),
     "flat_lamp": ("indi_simulator_lightpanel", "Light Panel Simulator"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Indiserver:

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from argon2 import PasswordHasher
 from support import NIGHT_TIME, SMALL_CAMERA, telescope_daemon, toros_cli, wait_for
 
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 from toros.web.accounts import hash_password
 from toros.web.server import WebServer
@@ -29,12 +29,6 @@ from toros.web.server import WebServer
 PASSWORDS = {"ana": "ana's long secret", "vic": "vic's long secret"}
 # .ci/run installs Debian's chromium and sets TOROS_REQUIRE_CHROMIUM: there, a missing browser is a failure.
 REQUIRE_CHROMIUM = os.environ.get("TOROS_REQUIRE_CHROMIUM") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -142,8 +142,8 @@ def _keep_device_cards(header: fits.Header, cards: tuple[fits.Card, ...]) -> Non
     ``HIERARCH CAMERA <keyword>``, so neither is lost."""
     for card in cards:
         keyword = card.keyword
-        if keyword in ("HISTORY", "COMMENT"):
-            header.add_history(str(card.value)) if keyword == "HISTORY" else header.add_comment(str(card.value))
+        if keyword in ("HISTORY", "COMMENT"):  # commentary: every one is kept, in order
+            header.append(fits.Card(keyword, str(card.value)))
         elif keyword in header and header[keyword] == card.value:
             continue
         elif keyword in header or _WCS_KEYWORD.match(keyword):

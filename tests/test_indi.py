@@ -218,7 +218,7 @@ def test_a_property_in_alert_is_a_fault_naming_it(indiserver):
     try:
         indiserver.setprop("Dome Simulator.DOME_PARK_OPTION.PARK_CURRENT=On")  # parks where it is
         dome.park()
-        wait_for(lambda: not dome.slewing(), timeout=30)
+        wait_for(lambda: dome.switched_on("DOME_PARK") == "PARK" and not dome.slewing(), timeout=30)
         # A parked INDI dome refuses to move: ABS_DOME_POSITION goes to Alert, which is what a jammed dome says.
         dome.set("ABS_DOME_POSITION", {"DOME_ABSOLUTE_POSITION": 45.0})
         with pytest.raises(DeviceError, match=r"Dome Simulator\.ABS_DOME_POSITION: the property is in Alert"):

@@ -185,9 +185,10 @@ def test_preliminary_then_duplicate_then_retraction(observatory):
     status = done(stub, "a1")
     assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
     assert "macon: 5 targets accepted" in status.message and status.message.startswith("drill PRELIMINARY MS181101ab")
-    assert sorted(p.kind for p in status.products) == ["skymap_plot", "target_list", "target_list"]
+    assert sorted(p.kind for p in status.products) == ["sky_view", "skymap_plot", "target_list", "target_list"]
     png = next(Path(p.path) for p in status.products if p.kind == "skymap_plot")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_sky_view(json.loads(next(Path(p.path) for p in status.products if p.kind == "sky_view").read_text()))
     sent = telescope.journal.get("MS181101ab-a1-macon")
     assert sent is not None
     order = sent.work_order()
@@ -211,6 +212,53 @@ def test_preliminary_then_duplicate_then_retraction(observatory):
         )
     else:
         assert "retraction; 1 of 1 target lists cancelled" in retraction.message
+
+
+def check_sky_view(view: dict) -> None:
+    """The sky view a browser draws: contours that enclose the user guide's most probable position, the
+    banner, the ranked galaxies and each site's relayed targets."""
+    ra, dec = view["most_probable"]
+    assert abs(ra - 194.3042) < 1.0 and abs(dec + 17.8569) < 1.0
+    assert 0 < view["area_deg2"]["0.5"] < view["area_deg2"]["0.9"] < 41253
+    for contours in (view["contours"], view["zoom"]["contours"]):
+        assert contours["0.5"] and contours["0.9"]
+        lines = [np.array(line) for line in contours["0.9"]]
+        assert all(line.shape[1] == 2 for line in lines)
+        # The 90% contour surrounds the peak: a ray from the peak to the east crosses it an odd number of times.
+        crossings = 0
+        for line in lines:
+            a, b = line[:-1], line[1:]
+            straddle = (a[:, 1] > dec) != (b[:, 1] > dec)
+            x = a[:, 0] + (dec - a[:, 1]) * (b[:, 0] - a[:, 0]) / np.where(b[:, 1] == a[:, 1], 1, b[:, 1] - a[:, 1])
+            crossings += int((straddle & (x > ra)).sum())
+        assert crossings % 2 == 1
+    low, high = view["zoom"]["ra"]
+    assert low < ra < high and view["zoom"]["dec"][0] < dec < view["zoom"]["dec"][1]
+    banner = view["alert"]
+    assert banner["alert_id"] == "MS181101ab" and banner["alert_type"] == "PRELIMINARY" and banner["drill"]
+    assert banner["far_hz"] > 0 and banner["classification"]
+    assert view["galaxies"][0]["rank"] == 1 and view["galaxies"][0]["name"] == "NGC1"
+    (site,) = view["sites"]
+    assert site["name"] == "macon" and site["accepted"] and site["work_order_id"].endswith("-macon")
+    assert [t["name"] for t in site["targets"]][0] == "NGC1" and len(site["targets"]) == 5
+
+
+def test_an_operator_drill_is_an_event_of_its_own(observatory):
+    telescope, alert = observatory
+    _, stub = alert(process_test_alerts=False)  # the stream's test notices are ignored; a drill asked for is not
+    payload = (DATA / "MS181101ab-preliminary.json").read_bytes()
+    for id in ("d1", "d2"):  # each replay is handled, not taken for a duplicate of the other
+        stub.Submit(pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, drill=True)))
+        status = done(stub, id)
+        assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+        assert (
+            status.message.startswith("drill PRELIMINARY MS181101ab-drill") and "5 targets accepted" in status.message
+        )
+        sent = telescope.journal.get(f"MS181101ab-drill-{id}-macon").work_order()
+        assert sent.observe_targets.alert_id == "MS181101ab-drill" and sent.observe_targets.drill
+    # The real event's notice was never handled: it is when it comes (here the mock is a test: ignored).
+    submit(stub, "MS181101ab-preliminary.json", "real")
+    assert "test alert ignored" in done(stub, "real").message
 
 
 def test_test_alerts_are_ignored_unless_drills_are_enabled(observatory):

@@ -98,6 +98,7 @@ def test_fixed_names_of_the_contract():
         "calibrate_images",
         "process_alert",
         "find_transients",
+        "label_candidate",
     }
     event = file.message_types_by_name["Event"]
     assert {"sequence", "time", "work_order_id"} <= set(event.fields_by_name)

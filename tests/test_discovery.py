@@ -314,7 +314,7 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
     """find_transients through FrontDesk: the frame is searched against the library's reference, the kilonova
     streams as a transient_candidate event, the products are listed; malformed orders are refused by field."""
     import grpc
-    from support import wait_for
+    from support import toros_cli, wait_for
 
     from toros.generated import toros_pb2 as pb
     from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -356,3 +356,31 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
         candidate = events[0].transient_candidate
         assert candidate.alert_id == "S261122a" and candidate.snr > 10
         assert candidate.mag == pytest.approx(pair["kilonova"].mag("r", WHEN), abs=0.2)
+
+        # A person's verdict: kept, listed for the console, and written with the features as a training example.
+        for task, field in (
+            (pb.LabelCandidate(name="TOROS-nobody", label=pb.CANDIDATE_LABEL_REAL), "label_candidate.name"),
+            (pb.LabelCandidate(name=candidate.name), "label_candidate.label"),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Submit(pb.WorkOrder(label_candidate=task))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in refused.value.details()
+        for id, label in (("first", pb.CANDIDATE_LABEL_BOGUS), ("second", pb.CANDIDATE_LABEL_REAL)):
+            order = pb.LabelCandidate(name=candidate.name, label=label, note="a point source beside its host")
+            stub.Submit(pb.WorkOrder(id=id, requester="web:ana", label_candidate=order))
+            done = wait_for(
+                lambda id=id: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state in (3, 4) and s, timeout=30
+            )
+            assert done.state == pb.WORK_ORDER_STATE_DONE, done.message
+        assert done.message == f"{candidate.name}: real (web:ana: a point source beside its host)"
+        labels = json.loads((daemon.storage_root / "reports" / "labels.json").read_text())
+        assert labels == {candidate.name: {"label": "real", "by": "web:ana", "note": "a point source beside its host",
+                                           "time": labels[candidate.name]["time"]}}  # fmt: skip
+        record = json.loads(Path(candidate.record_path).read_text())
+        assert set(record["features"]) == set(vetting.FEATURES) and record["features"]["snr"] > 10
+    listing = toros_cli("candidates", "--config", str(tmp_path / "toros.conf.yaml"), "--labels", str(tmp_path / "labels.csv"))
+    assert listing.returncode == 0, listing.stderr
+    assert "1 labelled" in listing.stdout and "labelled real by web:ana" in listing.stdout
+    features, real = vetting.read_labelled(tmp_path / "labels.csv")
+    assert features.shape == (1, len(vetting.FEATURES)) and real.tolist() == [True]
+    assert vetting.score(features)[0] == pytest.approx(candidate.score, abs=1e-6)

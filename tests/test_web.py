@@ -64,7 +64,7 @@ def site(make_config, start_daemon) -> Iterator[Site]:
         telescope=telescope,
         alert={"port": free_port()},  # nobody there: the console says so and serves the rest
         preprocessor={"port": free_port()},
-        web={"port": 0, "users": users, "login_failures_per_minute": 3},
+        web={"port": 0, "users": users, "login_failures_per_minute": 3, "max_request_bytes": 2 * 1024 * 1024},
     )
     server = WebServer(config)
     server.start()
@@ -126,8 +126,10 @@ def test_work_orders_from_the_browser(site):
     assert ana.post("/api/work-orders/kitchen", json=order, headers=headers).status_code == 404
     down = ana.post("/api/work-orders/alert", json={"process_alert": {}}, headers=headers)
     assert down.status_code == 503 and down.json()["grpc_status"] == "UNAVAILABLE"
-    huge = ana.post("/api/work-orders/telescope", content=b" " * (1024 * 1024 + 1), headers=headers)
-    assert huge.status_code == 413
+    huge = ana.post("/api/work-orders/telescope", content=b" " * (2 * 1024 * 1024 + 1), headers=headers)
+    assert huge.status_code == 413 and "web.max_request_bytes (2097152 bytes)" in huge.json()["error"]
+    chunked = ana.post("/api/work-orders/telescope", content=iter([b" " * 1024 * 1024] * 3), headers=headers)
+    assert chunked.status_code == 413  # no Content-Length: read no further than the limit
 
     vic, vic_csrf = site.logged_in("vic")
     viewer = vic.post("/api/work-orders/telescope", json=order, headers={"X-CSRF-Token": vic_csrf})

@@ -468,10 +468,16 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     try:
         found = store.candidates(args.alert)
         searched = store.searches(args.alert)
+        labels = store.labels()
     finally:
         store.close()
     scope = f" of {args.alert}" if args.alert else ""
-    print(f"{len(searched)} frames searched{scope}, {len(found)} candidates")
+    print(f"{len(searched)} frames searched{scope}, {len(found)} candidates, {len(labels)} labelled")
+    if args.labels:
+        from toros.preprocessor.vetting import write_labelled
+
+        rows = write_labelled(Path(args.labels), [(c, labels[c.name]) for c in found if c.name in labels])
+        print(f"labels: {rows} labelled detections with their features in {args.labels}")
     for c in found:
         best = c.best
         mag = f"{best.mag:.2f} ± {best.mag_err:.2f} {best.filter}" if best.mag is not None and best.mag_err else "-"
@@ -484,6 +490,7 @@ def cmd_candidates(args: argparse.Namespace) -> int:
             f"{c.name}  {c.ra_deg:10.6f} {c.dec_deg:+10.6f}  first {first} UTC, {len(c.history)} detection"
             f"{'s' if len(c.history) != 1 else ''}  mag {mag}  score {best.score:.2f}  host {host}"
             + (f"  [{', '.join(sorted(c.flags))}]" if c.flags else "")
+            + (f"  labelled {labels[c.name].verdict.value} by {labels[c.name].requester}" if c.name in labels else "")
         )
         print(f"    triplet {best.triplet}")
     if args.alert:
@@ -693,6 +700,11 @@ def parser() -> argparse.ArgumentParser:
         "candidates", parents=[common], help="transient candidates found by the preprocessor, and their reports"
     )
     candidates.add_argument("--alert", metavar="ID", help="only this alert's (superevent id)")
+    candidates.add_argument(
+        "--labels",
+        metavar="FILE.csv",
+        help="write the labelled candidates' detections with the classifier's features (for train_vetting.py --labels)",
+    )
     candidates.set_defaults(run=cmd_candidates)
 
     difference = commands.add_parser(

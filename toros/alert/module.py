@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
@@ -22,7 +22,7 @@ from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.notify import notify
-from toros.alert.outputs import Candidate, plot_skymap, write_targets
+from toros.alert.outputs import Candidate, plot_skymap, sky_view, write_sky_view, write_targets
 from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
 from toros.alert.settings import AlertConfig, Observatory
@@ -41,6 +41,18 @@ log = logging.getLogger(__name__)
 
 # How many of the best candidates are checked for visibility per observatory, per target wanted.
 CANDIDATES_PER_TARGET = 20
+GALAXIES_SHOWN = 50  # the ranked galaxies listed in the sky view, whether chosen for a site or not
+
+
+@dataclass
+class SiteRelay:
+    """One observatory's share of an alert: its targets, the work order that carries them, and how it went."""
+
+    observatory: Observatory
+    work_order_id: str
+    targets: list[Candidate] = field(default_factory=list)
+    accepted: bool = False
+    note: str = ""
 
 
 class Report:
@@ -174,6 +186,8 @@ class AlertModule(Module):
 
     def process_alert(self, context: TaskContext) -> str:
         alert = parse_notice(context.task.payload, context.task.format)
+        if context.task.drill:
+            alert = as_drill(alert, context.id)
         # Notices of one event are handled one at a time, so that a retraction never overtakes the relay of
         # the notice before it.
         with self._event_lock(alert.alert_id):
@@ -202,10 +216,13 @@ class AlertModule(Module):
             credible_level=self.settings.credible_level,
             luminosity_weighting=self.settings.luminosity_weighting,
         )
-        per_site, relayed, notes = self._relay(alert, ranked, context, relay)
-        summary = f"{report.label}: {len(ranked)} galaxies in the credible region; " + "; ".join(notes)
+        sites = self._relay(alert, ranked, context, relay)
+        relayed = sum(len(site.targets) for site in sites if site.accepted)
+        summary = f"{report.label}: {len(ranked)} galaxies in the credible region; " + "; ".join(
+            site.note for site in sites
+        )
         if relayed:
-            targets = {site: [asdict(t) for t in rows] for site, rows in per_site.items()}
+            targets = {site.observatory.name: [asdict(t) for t in site.targets] for site in sites}
             notify(
                 self.settings.notify,
                 f"TOROS: {report.label}",
@@ -213,7 +230,7 @@ class AlertModule(Module):
                 {"alert_id": alert.alert_id, "targets": targets},
             )
         try:
-            self._keep_products(alert, context, skymap, ranked, per_site, report.label)
+            self._keep_products(alert, context, skymap, ranked, sites, report.label)
         except OSError as exc:  # the targets went out all the same: say so, and what could not be kept
             return report.failed(
                 f"{summary}; storage: cannot write the target lists and plot ({exc.filename}): {exc.strerror or exc}",
@@ -224,7 +241,7 @@ class AlertModule(Module):
     def _gate(self, alert: Alert, context: TaskContext) -> str | None:
         """Why this notice is not handled at all (a drill when drills are off, a duplicate), else None; the
         first handling of a notice is recorded."""
-        if alert.is_test and not self.settings.process_test_alerts:
+        if alert.is_test and not self.settings.process_test_alerts and not context.task.drill:
             return "test alert ignored (alert.process_test_alerts is false)"
         seen = journal_keys.notice_handled(alert.notice_key)
         first = self.journal.get_value(seen)
@@ -244,42 +261,86 @@ class AlertModule(Module):
             return "not marked significant (alert.significant_only)"
         return None
 
-    def _relay(
-        self, alert: Alert, ranked: Ranked, context: TaskContext, relay: Relay
-    ) -> tuple[dict[str, list[Candidate]], int, list[str]]:
-        """Each observatory's candidates, sent to its telescope: (per site, targets accepted, a note per site)."""
-        per_site: dict[str, list[Candidate]] = {}
-        relayed, notes = 0, []
+    def _relay(self, alert: Alert, ranked: Ranked, context: TaskContext, relay: Relay) -> list[SiteRelay]:
+        """Each observatory's candidates, sent to its telescope."""
+        sites = []
         for observatory in self.settings.observatories:
             context.check()
-            targets = self._targets_for(observatory, ranked)
-            per_site[observatory.name] = targets
-            if not targets:
-                notes.append(f"{observatory.name}: no candidate observable tonight")
+            site = SiteRelay(observatory, f"{alert.alert_id}-{context.id}-{observatory.name}")
+            site.targets = self._targets_for(observatory, ranked)
+            sites.append(site)
+            if not site.targets:
+                site.note = f"{observatory.name}: no candidate observable tonight"
                 continue
-            accepted, note = self._send(alert, observatory, targets, alert.is_test, context, relay)
-            notes.append(note)
-            relayed += len(targets) if accepted else 0
-        return per_site, relayed, notes
+            site.accepted, site.note = self._send(alert, site, context, relay)
+        return sites
 
     def _keep_products(
-        self,
-        alert: Alert,
-        context: TaskContext,
-        skymap: SkyMap,
-        ranked: Ranked,
-        per_site: dict[str, list[Candidate]],
-        label: str,
+        self, alert: Alert, context: TaskContext, skymap: SkyMap, ranked: Ranked, sites: list[SiteRelay], label: str
     ) -> None:
-        """The target lists (CSV, JSON) and the sky-map plot, as products of the work order."""
+        """The target lists (CSV, JSON), the sky-map plot, and the sky view a browser draws, as products of
+        the work order."""
         folder = path_inside(
             self.storage_root, "alerts", alert.alert_id, f"{alert.alert_type.lower()}-{alert.serial}-{context.id}"
         )
-        for site, targets in per_site.items():
-            for path in write_targets(folder, site, targets):
+        per_site = {site.observatory.name: site.targets for site in sites}
+        for name, targets in per_site.items():
+            for path in write_targets(folder, name, targets):
                 context.add_product(path, "target_list")
+        view = sky_view(skymap, ranked.credible) | {
+            "alert": self._banner(alert, label),
+            "credible_level": self.settings.credible_level,
+            "exposure": self.settings.exposure.model_dump(),
+            "galaxies": self._galaxies(ranked),
+            "sites": [
+                {
+                    "name": site.observatory.name,
+                    "telescope": site.observatory.telescope,
+                    "work_order_id": site.work_order_id,
+                    "accepted": site.accepted,
+                    "note": site.note,
+                    "targets": [asdict(t) for t in site.targets],
+                }
+                for site in sites
+            ],
+        }
+        context.add_product(write_sky_view(folder / "skymap.json", view), "sky_view")
         title = f"{label}: {int(self.settings.credible_level * 100)}% credible region"
         context.add_product(plot_skymap(folder / "skymap.png", skymap, ranked.credible, title, per_site), "skymap_plot")
+
+    @staticmethod
+    def _banner(alert: Alert, label: str) -> dict[str, object]:
+        """What a person reads first about a notice."""
+        return {
+            "label": label,
+            "alert_id": alert.alert_id,
+            "alert_type": alert.alert_type,
+            "serial": alert.serial,
+            "drill": alert.is_test,
+            "event_time": alert.event_time.isoformat() if alert.event_time else None,
+            "far_hz": alert.far_hz,
+            "significant": alert.significant,
+            "instruments": list(alert.instruments),
+            "classification": alert.classification,
+            "properties": alert.properties,
+        }
+
+    def _galaxies(self, ranked: Ranked) -> list[dict[str, object]]:
+        """The best-ranked galaxies of the credible region, chosen for a site or not."""
+        index = self.index
+        assert index is not None, "ranked, so there is a catalog"
+        rows = np.asarray(ranked.rows[:GALAXIES_SHOWN])
+        return [
+            {
+                "rank": number + 1,
+                "name": index.name[row].decode(errors="replace").strip(),
+                "ra_deg": round(float(index.ra[row]), 5),
+                "dec_deg": round(float(index.dec[row]), 5),
+                "distance_mpc": float(index.dist[row]) if np.isfinite(index.dist[row]) else None,
+                "score": float(ranked.score[number]),
+            }
+            for number, row in enumerate(rows)
+        ]
 
     def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
         if alert.skymap is None:
@@ -296,19 +357,12 @@ class AlertModule(Module):
         assert index is not None, "ranked, so there is a catalog"
         return targets_for(self.settings, index, ranked, observatory, self.clock.now())
 
-    def _send(
-        self,
-        alert: Alert,
-        observatory: Observatory,
-        targets: list[Candidate],
-        drill: bool,
-        context: TaskContext,
-        relay: Relay,
-    ) -> tuple[bool, str]:
+    def _send(self, alert: Alert, site: SiteRelay, context: TaskContext, relay: Relay) -> tuple[bool, str]:
         """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
+        observatory, targets, drill = site.observatory, site.targets, alert.is_test
         order = pb.WorkOrder(
-            id=f"{alert.alert_id}-{context.id}-{observatory.name}",
+            id=site.work_order_id,
             requester=f"alert:{context.id}",
             priority=90,
             observe_targets=pb.ObserveTargets(
@@ -390,6 +444,13 @@ def targets_for(
         )
         for rank_number, i in enumerate(chosen)
     ]
+
+
+def as_drill(alert: Alert, work_order_id: str) -> Alert:
+    """A notice replayed on purpose as a drill: an event of its own ("<superevent>-drill"), each replay a new
+    notice (its key names the work order), never mistaken for the real event."""
+    alert_id = alert.alert_id if alert.alert_id.endswith("-drill") else f"{alert.alert_id}-drill"
+    return replace(alert, alert_id=alert_id, is_test=True, drill_key=f"drill/{work_order_id}")
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:

@@ -75,6 +75,7 @@ class Alert:
     source_format: str = ""
     packet_type: int | None = None
     external_coinc: dict[str, Any] | None = None
+    drill_key: str = ""  # set for a notice replayed on purpose as a drill: each replay is a notice of its own
 
     @property
     def retraction(self) -> bool:
@@ -83,6 +84,8 @@ class Alert:
     @property
     def notice_key(self) -> str:
         """Identifies one notice, so that a re-sent copy is recognised as a duplicate."""
+        if self.drill_key:
+            return self.drill_key
         created = self.created.isoformat() if self.created else ""
         return f"{self.alert_id}/{self.alert_type}/{self.serial}/{created}"
 

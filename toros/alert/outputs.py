@@ -14,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from astropy_healpix import healpix_to_lonlat, level_to_nside  # noqa: E402
+from astropy_healpix import healpix_to_lonlat, level_to_nside, lonlat_to_healpix  # noqa: E402
+from contourpy import contour_generator  # noqa: E402
 
 from toros.alert.skymap import SkyMap  # noqa: E402
 from toros.runtime.files import atomic_write, path_inside  # noqa: E402
@@ -47,6 +48,84 @@ def write_targets(folder: Path, observatory: str, targets: list[Candidate]) -> l
     with atomic_write(json_path, "w") as stream:
         json.dump([asdict(t) for t in targets], stream, indent=1)
     return [csv_path, json_path]
+
+
+CONTOUR_LEVELS = (0.5, 0.9)
+SKY_GRID_DEG = 1.0  # the whole sky's contours; the zoom's grid is finer (ZOOM_POINTS across the region)
+ZOOM_POINTS = 240
+
+
+def credible_levels(skymap: SkyMap) -> np.ndarray:
+    """Each pixel's credible level: the probability of the denser pixels, itself included (0..1)."""
+    order = np.argsort(skymap.probdensity)[::-1]
+    cumulative = np.cumsum(skymap.probability()[order])
+    levels = np.empty(len(order))
+    levels[order] = cumulative / cumulative[-1]
+    return levels
+
+
+def _sampler(skymap: SkyMap, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(sorted first deepest-order index of each pixel, their credible levels, the deepest order)."""
+    level, ipix = skymap.level_ipix
+    deepest = int(level.max())
+    starts = ipix.astype(np.int64) << (2 * (deepest - level.astype(np.int64)))
+    order = np.argsort(starts, kind="stable")
+    return starts[order], levels[order], deepest
+
+
+def _contours(
+    sampler: tuple[np.ndarray, np.ndarray, int], ra: np.ndarray, dec: np.ndarray
+) -> dict[str, list[list[list[float]]]]:
+    """Contour polylines (RA, Dec in degrees) of the credible levels on a grid of RA × Dec."""
+    starts, levels, deepest = sampler
+    grid_ra, grid_dec = np.meshgrid(ra, dec)
+    index = lonlat_to_healpix(
+        np.remainder(grid_ra, 360.0) * u.deg, grid_dec * u.deg, level_to_nside(deepest), order="nested"
+    ).astype(np.int64)
+    value = levels[np.searchsorted(starts, index, side="right") - 1]
+    generator = contour_generator(ra, dec, value)  # the default line type: one (N, 2) array per line
+    return {
+        f"{level:g}": [np.round(np.asarray(line), 3).tolist() for line in generator.lines(level) if len(line) > 1]
+        for level in CONTOUR_LEVELS
+    }
+
+
+def sky_view(skymap: SkyMap, credible: np.ndarray) -> dict[str, object]:
+    """What a browser needs to draw the sky map: credible contours on the whole sky and on a zoom of the
+    region (RA continuous across 0h there), the region's bounds and the most probable position."""
+    levels = credible_levels(skymap)
+    sampler = _sampler(skymap, levels)
+    whole = _contours(
+        sampler, np.arange(0.0, 360.0 + SKY_GRID_DEG, SKY_GRID_DEG), np.arange(-90.0, 90.0 + SKY_GRID_DEG, SKY_GRID_DEG)
+    )
+    level, ipix = skymap.level_ipix
+    lon, lat = healpix_to_lonlat(ipix[credible], level_to_nside(level[credible]), order="nested")
+    ra, dec = lon.to_value(u.deg), lat.to_value(u.deg)
+    centre = float(
+        np.remainder(np.rad2deg(np.arctan2(np.sin(np.deg2rad(ra)).mean(), np.cos(np.deg2rad(ra)).mean())), 360.0)
+    )
+    offset = np.remainder(ra - centre + 180.0, 360.0) - 180.0
+    pixel_deg = float(np.rad2deg(np.sqrt(skymap.pixel_area()[credible].max())))
+    pad = max(1.0, 2 * pixel_deg)
+    ra_low, ra_high = centre + float(offset.min()) - pad, centre + float(offset.max()) + pad
+    dec_low, dec_high = max(-90.0, float(dec.min()) - pad), min(90.0, float(dec.max()) + pad)
+    zoom = _contours(sampler, np.linspace(ra_low, ra_high, ZOOM_POINTS), np.linspace(dec_low, dec_high, ZOOM_POINTS))
+    areas = {
+        f"{c:g}": round(float(skymap.pixel_area()[levels <= c].sum() * (180 / np.pi) ** 2), 1) for c in CONTOUR_LEVELS
+    }
+    return {
+        "contours": whole,
+        "zoom": {"ra": [round(ra_low, 3), round(ra_high, 3)], "dec": [round(dec_low, 3), round(dec_high, 3)],
+                 "contours": zoom},
+        "area_deg2": areas,
+        "most_probable": [round(v, 4) for v in skymap.most_probable()],
+    }  # fmt: skip
+
+
+def write_sky_view(path: Path, view: dict[str, object]) -> Path:
+    with atomic_write(path, "w") as stream:
+        json.dump(view, stream, separators=(",", ":"))
+    return path
 
 
 def plot_skymap(

@@ -64,6 +64,12 @@ class DeviceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEVICE_STATE_FAULT: _ClassVar[DeviceState]
     DEVICE_STATE_DISCONNECTED: _ClassVar[DeviceState]
 
+class CandidateLabel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANDIDATE_LABEL_UNSPECIFIED: _ClassVar[CandidateLabel]
+    CANDIDATE_LABEL_REAL: _ClassVar[CandidateLabel]
+    CANDIDATE_LABEL_BOGUS: _ClassVar[CandidateLabel]
+
 class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_KIND_UNSPECIFIED: _ClassVar[EventKind]
@@ -105,6 +111,9 @@ DEVICE_STATE_BUSY: DeviceState
 DEVICE_STATE_PARKED: DeviceState
 DEVICE_STATE_FAULT: DeviceState
 DEVICE_STATE_DISCONNECTED: DeviceState
+CANDIDATE_LABEL_UNSPECIFIED: CandidateLabel
+CANDIDATE_LABEL_REAL: CandidateLabel
+CANDIDATE_LABEL_BOGUS: CandidateLabel
 EVENT_KIND_UNSPECIFIED: EventKind
 EVENT_KIND_WORK_ORDER_UPDATE: EventKind
 EVENT_KIND_IMAGE_READY: EventKind
@@ -114,7 +123,7 @@ EVENT_KIND_DEVICE_UPDATE: EventKind
 EVENT_KIND_TRANSIENT_CANDIDATE: EventKind
 
 class WorkOrder(_message.Message):
-    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients")
+    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients", "label_candidate")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +136,7 @@ class WorkOrder(_message.Message):
     CALIBRATE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     PROCESS_ALERT_FIELD_NUMBER: _ClassVar[int]
     FIND_TRANSIENTS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     create_time: _timestamp_pb2.Timestamp
     requester: str
@@ -139,7 +149,8 @@ class WorkOrder(_message.Message):
     calibrate_images: CalibrateImages
     process_alert: ProcessAlert
     find_transients: FindTransients
-    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ..., find_transients: _Optional[_Union[FindTransients, _Mapping]] = ...) -> None: ...
+    label_candidate: LabelCandidate
+    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ..., find_transients: _Optional[_Union[FindTransients, _Mapping]] = ..., label_candidate: _Optional[_Union[LabelCandidate, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("name", "ra_deg", "dec_deg", "exposure_time", "exposure_count", "filter", "score", "distance_mpc")
@@ -220,14 +231,16 @@ class CalibrateImages(_message.Message):
     def __init__(self, paths: _Optional[_Iterable[str]] = ..., clean_cosmic_rays: _Optional[bool] = ...) -> None: ...
 
 class ProcessAlert(_message.Message):
-    __slots__ = ("payload", "format", "source")
+    __slots__ = ("payload", "format", "source", "drill")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DRILL_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     format: AlertFormat
     source: str
-    def __init__(self, payload: _Optional[bytes] = ..., format: _Optional[_Union[AlertFormat, str]] = ..., source: _Optional[str] = ...) -> None: ...
+    drill: bool
+    def __init__(self, payload: _Optional[bytes] = ..., format: _Optional[_Union[AlertFormat, str]] = ..., source: _Optional[str] = ..., drill: _Optional[bool] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("id", "accept_time", "already_known")
@@ -370,6 +383,16 @@ class FindTransients(_message.Message):
     alert_id: str
     event_time: _timestamp_pb2.Timestamp
     def __init__(self, paths: _Optional[_Iterable[str]] = ..., night: _Optional[str] = ..., alert_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LabelCandidate(_message.Message):
+    __slots__ = ("name", "label", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    label: CandidateLabel
+    note: str
+    def __init__(self, name: _Optional[str] = ..., label: _Optional[_Union[CandidateLabel, str]] = ..., note: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("after_sequence", "work_order_id", "kinds", "replay_only")

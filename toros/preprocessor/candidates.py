@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,36 @@ detections = Table(
 )
 
 
+labels = Table(
+    "preprocessor_labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("candidate", String(64), nullable=False, index=True),
+    Column("label", String(16), nullable=False),  # a CandidateVerdict's value
+    Column("note", Text, nullable=False),
+    Column("requester", String(128), nullable=False),
+    Column("work_order_id", String(128), nullable=False, unique=True),
+    Column("time", Float, nullable=False),  # unix seconds
+)
+
+
+class CandidateVerdict(StrEnum):
+    """A person's verdict on a candidate: the label the classifier learns from."""
+
+    REAL = "real"
+    BOGUS = "bogus"
+
+
+@dataclass(frozen=True)
+class Label:
+    candidate: str
+    verdict: CandidateVerdict
+    note: str
+    requester: str
+    work_order_id: str
+    time: float
+
+
 @dataclass(frozen=True)
 class Search:
     """One frame searched: where, when, how deep, against what."""
@@ -122,6 +153,7 @@ class NewDetection:
     host: Host | None
     triplet: str = ""
     record: str = ""
+    features: tuple[float, ...] = ()  # vetting.FEATURES, as the classifier scored them
 
 
 @dataclass(frozen=True)
@@ -317,6 +349,35 @@ class CandidateStore:
                 found.append(candidate)
         self._judge(found, self.searches(alert_id))
         return found
+
+    def exists(self, name: str) -> bool:
+        with self._engine.connect() as conn:
+            return conn.execute(select(candidates.c.id).where(candidates.c.name == name)).first() is not None
+
+    def add_label(self, label: Label) -> None:
+        """Keeps a verdict (once per work order: a work order run again after a restart adds nothing)."""
+        with self._engine.begin() as conn:
+            known = conn.execute(select(labels.c.id).where(labels.c.work_order_id == label.work_order_id)).first()
+            if known is None:
+                conn.execute(
+                    labels.insert().values(
+                        candidate=label.candidate,
+                        label=label.verdict.value,
+                        note=label.note,
+                        requester=label.requester,
+                        work_order_id=label.work_order_id,
+                        time=label.time,
+                    )
+                )
+
+    def labels(self) -> dict[str, Label]:
+        """The latest verdict on each labelled candidate."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(labels).order_by(labels.c.time, labels.c.id)).all()
+        return {
+            r.candidate: Label(r.candidate, CandidateVerdict(r.label), r.note, r.requester, r.work_order_id, r.time)
+            for r in rows
+        }
 
     @staticmethod
     def _judge(found: list[Candidate], done: list[Search]) -> None:

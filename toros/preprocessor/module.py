@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC
 from pathlib import Path
@@ -10,7 +11,7 @@ from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
-from toros.preprocessor.candidates import CandidateStore
+from toros.preprocessor.candidates import CandidateStore, CandidateVerdict, Label
 from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
@@ -18,8 +19,9 @@ from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResul
 from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
 from toros.preprocessor.transients import TransientSearch
-from toros.runtime.files import confine
+from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
+from toros.runtime.validation import Checker
 from toros.runtime.workers import TaskContext, TaskFailed
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class PreprocessorModule(Module):
             "calibrate_night": Task(orders.check_calibrate_night, self.calibrate_night),
             "calibrate_images": Task(orders.check_calibrate_images, self.calibrate_images),
             "find_transients": Task(orders.check_find_transients, self.find_transients),
+            "label_candidate": Task(self.check_label_candidate, self.label_candidate),
         }
 
     def start(self) -> None:
@@ -213,6 +216,31 @@ class PreprocessorModule(Module):
             files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays
         )
         return self._outcome(result)
+
+    def check_label_candidate(self, task: pb.LabelCandidate, check: Checker) -> None:
+        orders.check_label_candidate(task, check)
+        if self.candidates is None:
+            check.fail("name", "this preprocessor keeps no candidates (preprocessor.references.enabled is false)")
+        elif not self.candidates.exists(task.name):
+            check.fail("name", f"no candidate named {task.name!r}")
+
+    def label_candidate(self, context: TaskContext) -> str:
+        """Keeps a person's verdict, and rewrites reports/labels.json (every candidate's latest) for the console."""
+        task: pb.LabelCandidate = context.task
+        store = self.candidates
+        assert store is not None, "checked at submission"
+        verdict = CandidateVerdict.REAL if task.label == pb.CANDIDATE_LABEL_REAL else CandidateVerdict.BOGUS
+        requester = context.record.requester or "someone"
+        store.add_label(Label(task.name, verdict, task.note, requester, context.id, self.clock.now().timestamp()))
+        latest = {
+            name: {"label": label.verdict.value, "by": label.requester, "note": label.note, "time": label.time}
+            for name, label in store.labels().items()
+        }
+        path = path_inside(self.storage_root, "reports", "labels.json")
+        with atomic_write(path, "w") as stream:
+            json.dump(latest, stream, indent=1)
+        context.add_product(path, "labels")
+        return f"{task.name}: {verdict.value} ({requester}{': ' + task.note if task.note else ''})"
 
     def find_transients(self, context: TaskContext) -> str:
         """Calibrated frames (or a night's) against their references; every frame is named in the outcome."""

@@ -41,3 +41,9 @@ def check_find_transients(task: pb.FindTransients, check: Checker) -> None:
         check.fail("night", f"must be YYYY-MM-DD, got {task.night!r}")
     check.text("alert_id", task.alert_id, required=False)
     check.timestamp("event_time", task.event_time, task)
+
+
+def check_label_candidate(task: pb.LabelCandidate, check: Checker) -> None:
+    check.text("name", task.name, max_length=64)
+    check.enum("label", task.label, pb.CandidateLabel)
+    check.text("note", task.note, max_length=1024, required=False)

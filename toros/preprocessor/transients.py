@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert.catalog import GalaxyIndex
 from toros.generated import toros_pb2 as pb
-from toros.preprocessor import reports
+from toros.preprocessor import reports, vetting
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
 from toros.preprocessor.discovery import (
     NOT_VETTED,
@@ -161,6 +161,7 @@ class TransientSearch:
         ]
         scale = result.science.pixel_scale_arcsec
         size = max(15, int(round(self.settings.cutout_arcsec / scale)) | 1)
+        rows = {id(c): row for c, row in zip(result.candidates, result.features, strict=True)}
         found: list[NewDetection] = []
         cuts: list[reports.Stamps] = []
         titles: list[str] = []
@@ -176,6 +177,7 @@ class TransientSearch:
                 c.score,
                 c.flags,
                 self._host(c.ra_deg, c.dec_deg),
+                features=tuple(float(v) for v in rows[id(c)]),
             )
             cut = reports.stamps(
                 result.science.data, result.reference.data, result.difference.difference, result.science.wcs,
@@ -258,6 +260,8 @@ class TransientSearch:
             "limmag": search.limmag,
             "registration_shift_px": list(result.shift_px),
             "triplet": d.triplet,
+            # What the classifier scored: with a person's label, a training example (toros candidates --labels).
+            "features": dict(zip(vetting.FEATURES, d.features, strict=True)),
         }
 
     def _event(self, name: str, count: int, d: NewDetection, search: Search, alert_id: str) -> pb.TransientCandidate:

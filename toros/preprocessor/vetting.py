@@ -9,6 +9,7 @@ pickle) and evaluated here with numpy, so the daemons do not need scikit-learn t
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import dataclass
@@ -18,7 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from toros.runtime.files import atomic_write
+
 if TYPE_CHECKING:
+    from toros.preprocessor.candidates import Candidate, Label
     from toros.preprocessor.discovery import Side
     from toros.preprocessor.subtraction import Detection, Difference
 
@@ -161,6 +165,35 @@ def score(rows: np.ndarray) -> np.ndarray:
             node = np.where(inner, np.where(go_left, tree["left"][node], tree["right"][node]), node)
         total += tree["value"][node]
     return total / len(trees)
+
+
+def write_labelled(path: Path, labelled: list[tuple[Candidate, Label]]) -> int:
+    """People's labels as training examples: one CSV row per detection of each labelled candidate, with the
+    features its record kept (detections recorded before features were kept are left out). Returns the rows."""
+    rows = 0
+    with atomic_write(path, "w") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["candidate", "label", "by", "frame", "snr", "score", *FEATURES])
+        for candidate, label in labelled:
+            for detection in candidate.history:
+                try:
+                    values = json.loads(Path(detection.record).read_text()).get("features")
+                except (OSError, ValueError):
+                    continue
+                if not values or set(values) != set(FEATURES):
+                    continue
+                writer.writerow([candidate.name, label.verdict.value, label.requester, detection.frame,
+                                 detection.snr, detection.score, *(values[f] for f in FEATURES)])  # fmt: skip
+                rows += 1
+    return rows
+
+
+def read_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(features, real) of a file ``write_labelled`` wrote."""
+    with path.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    features = np.array([[float(r[f]) for f in FEATURES] for r in rows]).reshape(-1, len(FEATURES))
+    return features, np.array([r["label"] == "real" for r in rows], dtype=bool)
 
 
 def forest_to_json(forest: object) -> dict[str, object]:

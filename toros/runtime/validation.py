@@ -27,6 +27,7 @@ TASK_MODULES = {
     "calibrate_night": "preprocessor",
     "calibrate_images": "preprocessor",
     "find_transients": "preprocessor",
+    "label_candidate": "preprocessor",
     "process_alert": "alert",
 }
 DEFAULT_PRIORITY = 50

@@ -104,7 +104,7 @@ class Plan:
         )
 
 
-def _minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:
+def minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:
     """The lowest altitude allowed at each azimuth: the altitude limit, the airmass limit, the horizon."""
     floor = max(constraints.min_altitude_deg, math.degrees(math.asin(1.0 / constraints.max_airmass)))
     if not constraints.horizon:
@@ -129,7 +129,7 @@ class Visibility:
 
 def visibility(site: Site, constraints: Constraints, ra: np.ndarray, dec: np.ndarray, times: Time) -> Visibility:
     grid = sky_grid(site, ra, dec, times)
-    low = grid.altitude < _minimum_altitude(constraints, grid.azimuth) + MARGIN_DEG
+    low = grid.altitude < minimum_altitude(constraints, grid.azimuth) + MARGIN_DEG
     moon = grid.moon_separation < constraints.min_moon_separation_deg + MARGIN_DEG
     dark = grid.sun_altitude < constraints.twilight_sun_altitude_deg - MARGIN_DEG
     return Visibility(grid, ~low & ~moon & dark[None, :], low, moon, dark)

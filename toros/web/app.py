@@ -15,6 +15,7 @@ import mimetypes
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,7 +32,8 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
@@ -40,11 +42,12 @@ from toros.web.accounts import Accounts, Session
 from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
 from toros.web.previews import NotAnImage, Previews
+from toros.web.sky import Progress, sky_now, with_states
 
 log = logging.getLogger(__name__)
 
 COOKIE = "toros_session"
-MAX_BODY_BYTES = 1024 * 1024
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "alerts"
 # gRPC refusals as HTTP answers: the status name and message go with them.
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -85,6 +88,12 @@ class Console:
         self.hub = EventHub(config)
         self.previews = Previews(self.hub)
         self.secure_cookie = config.web.tls is not None
+        self._calibrated_frames: set[int] = set()
+        # The preprocessor's name for this node's telescope (its follow work orders say which frame they
+        # calibrate): the one at the telescope's address, else the first followed.
+        address = f"{config.telescope.ip}:{config.telescope.port}"
+        follows = config.preprocessor.follow
+        self.follow_name = next((f.name for f in follows if f.address == address), follows[0].name if follows else "")
 
     def session(self, request: Request) -> Session | None:
         return self.accounts.session(request.cookies.get(COOKIE))
@@ -220,28 +229,111 @@ class Console:
             return refused.response
         return JSONResponse(MessageToDict(status, preserving_proto_field_name=True))
 
+    def _plan(self) -> tuple[datetime, str, Any]:
+        """The telescope's clock, its night and the night's plan (None before there is one)."""
+        status = self.hub.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10)
+        now = status.clock_time.ToDatetime(tzinfo=UTC)
+        night, _ = coming_night(self.config.telescope, now)
+        folder = night.isoformat()
+        try:
+            return now, folder, self.previews.json("telescope", f"{folder}/plan.json")
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return now, folder, None
+
     async def tonight(self, request: Request) -> Response:
         """The telescope's night plan: its picture's path and its JSON (None before there is a plan)."""
         if self.session(request) is None:
             return _error(401, "not logged in")
         try:
-            status = await self._call(self.hub.stub("telescope").GetStatus, pb.GetStatusRequest())
+            _, folder, plan = await run_in_threadpool(self._plan)
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+        return JSONResponse({"night": folder, "plan_png": f"{folder}/plan.png", "plan": plan})
+
+    async def sky(self, request: Request) -> Response:
+        """An alert's sky view (its ``process_alert`` work order's ``sky_view`` product) with each target's
+        state now, and the Sun, the Moon and the horizon at the node's site."""
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        try:
+            status = await self._call(
+                self.hub.stub("alert").GetWorkOrder, pb.GetWorkOrderRequest(id=request.path_params["id"])
+            )
         except _Refused as refused:
             return refused.response
-        night, _ = coming_night(self.config.telescope, status.clock_time.ToDatetime(tzinfo=UTC))
-        folder = night.isoformat()
-
-        def plan() -> Any:
-            chunks = self.previews.chunks("telescope", f"{folder}/plan.json")
-            return json.loads(b"".join(chunk.data for chunk in chunks))
-
+        path = next((p.path for p in status.products if p.kind == "sky_view"), None)
+        if path is None:
+            return _error(404, f"work order {status.id} has no sky view (it relayed nothing: {status.message})")
         try:
-            content = await run_in_threadpool(plan)
+            view = await run_in_threadpool(self._sky, path)
+        except grpc.RpcError as error:
+            return _grpc_error(error)
+        return JSONResponse(view)
+
+    def _sky(self, path: str) -> dict[str, Any]:
+        view = self.previews.json("alert", path)
+        try:
+            now, _, plan = self._plan()
+        except grpc.RpcError as error:  # the telescope is down: what the alert daemon knows, said so
+            view["telescope_error"] = f"{error.code().name}: {error.details()}"
+            return with_states(view, {})
+        progress = {site["name"]: self._progress(site, now, plan) for site in view.get("sites", [])}
+        view["now"] = sky_now(self.config.telescope.site, self.config.telescope.constraints, now)
+        return with_states(view, progress)
+
+    def _progress(self, site: dict[str, Any], now: datetime, plan: Any) -> Progress | None:
+        """What this node's telescope and preprocessor say of a site's relayed work order (None when the
+        telescope does not know it: another node's)."""
+        if not site.get("accepted"):
+            return None
+        telescope = self.hub.stub("telescope")
+        try:
+            order = telescope.GetWorkOrder(pb.GetWorkOrderRequest(id=site["work_order_id"]), timeout=10)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.NOT_FOUND:
-                return _grpc_error(error)
-            content = None
-        return JSONResponse({"night": folder, "plan_png": f"{folder}/plan.png", "plan": content})
+                raise
+            return None
+        progress = Progress(order, now)
+        for block in (plan or {}).get("blocks", []):
+            progress.blocks[block["key"]] = (block["start"], block["end"])
+        for entry in (plan or {}).get("unobservable", []):
+            progress.unobservable[entry["key"]] = entry["reason"]
+        frames = pb.WatchRequest(work_order_id=order.id, kinds=[pb.EVENT_KIND_IMAGE_READY], replay_only=True)
+        for event in telescope.Watch(frames, timeout=30):
+            if event.image_ready.image_type == pb.IMAGE_TYPE_LIGHT:
+                progress.frames.setdefault(event.image_ready.object, []).append(event.sequence)
+        progress.calibrated = {s for s in sum(progress.frames.values(), []) if self._calibrated(s)}
+        return progress
+
+    def _calibrated(self, sequence: int) -> bool:
+        """Whether the preprocessor calibrated the telescope's frame of this image_ready sequence (its follow
+        work order is done); remembered once true."""
+        if sequence in self._calibrated_frames:
+            return True
+        for followed in self.config.preprocessor.follow:
+            request = pb.GetWorkOrderRequest(id=f"follow-{followed.name}-{sequence}")
+            try:
+                state = self.hub.stub("preprocessor").GetWorkOrder(request, timeout=5).state
+            except grpc.RpcError:
+                continue
+            if state == pb.WORK_ORDER_STATE_DONE:
+                self._calibrated_frames.add(sequence)
+                return True
+        return False
+
+    async def samples(self, request: Request) -> Response:
+        """The sample notices shipped with TOROS, to replay as drills."""
+        if self.session(request) is None:
+            return _error(401, "not logged in")
+        name = request.path_params.get("name")
+        if name is None:
+            return JSONResponse(sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".json", ".xml")))
+        path = SAMPLES / name
+        if "/" in name or path.suffix not in (".json", ".xml") or not path.is_file():
+            return _error(404, f"no sample notice {name!r}")
+        return Response(path.read_bytes(), media_type="application/octet-stream")
 
     # -- pages -------------------------------------------------------------------------------------
 
@@ -253,6 +345,7 @@ class Console:
         if session is None:
             return RedirectResponse("/login", status_code=303)
         page = OVERVIEW_PAGE.replace("{user}", html.escape(session.user)).replace("{role}", session.role.value)
+        page = page.replace("{follow}", html.escape(self.follow_name, quote=True))
         return HTMLResponse(page.replace("{actions}", ACTIONS if session.role.commands else ""))
 
     async def page(self, request: Request) -> Response:
@@ -354,13 +447,28 @@ class Console:
             return _error(403, f"{session.user} is a viewer: viewers give no commands")
         if request.headers.get("x-csrf-token") != session.csrf_token:
             return _error(403, "missing or wrong X-CSRF-Token header (GET /api/session gives it)")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"a request of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
         try:
             return session, module, json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, f"the body is not JSON: {exc}")
+
+    async def _body(self, request: Request) -> bytes | Response:
+        """The request's body, read no further than ``web.max_request_bytes`` (a notice uploaded for a drill
+        is the largest thing a browser sends)."""
+        limit = self.config.web.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        too_large = _error(413, f"the request is larger than web.max_request_bytes ({limit} bytes)")
+        if declared.isdigit() and int(declared) > limit:
+            return too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return too_large
+        return bytes(body)
 
     @staticmethod
     async def _call(method: Any, request: Any) -> Any:
@@ -427,11 +535,15 @@ def make_app(config: Config) -> Starlette:
             Route("/api/work-orders/{module}/{id}", console.work_order),
             Route("/api/history/{module}", console.history),
             Route("/api/tonight", console.tonight),
+            Route("/api/sky/{id}", console.sky),
+            Route("/api/samples", console.samples),
+            Route("/api/samples/{name}", console.samples),
             Route("/alerts", console.page),
             Route("/tonight", console.page),
             Route("/api/preview/{module}", console.preview),
             Route("/api/header/{module}", console.header),
             Route("/api/files/{module}", console.download),
+            Mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static"),
         ],
         lifespan=lifespan,
     )

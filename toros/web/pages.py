@@ -13,6 +13,12 @@ form.login { max-width: 20em; } input { display: block; margin: 0.3em 0 0.8em; w
 figcaption { font-size: 12px; } a { color: #7cb7ff; } #header { font: 11px ui-monospace, monospace; }
 img.skymap, img#plan { max-width: 100%; background: white; } nav { margin-bottom: 1em; }
 #actions form, #actions .action { margin-bottom: 0.8em; } #actions input { display: inline; width: 7em; }
+svg.sky { margin: 0 0.8em 0.5em 0; } .maps { display: flex; flex-wrap: wrap; align-items: flex-start; }
+.grid { stroke: #2a323c; fill: none; } .contour { fill: none; stroke-width: 1.5; } .c09 { stroke: #3f7fbf; }
+.c05 { stroke: #9fd0ff; } .horizon { fill: none; stroke: #ff9f43; stroke-dasharray: 4 3; }
+.label { fill: #dde3ea; font-size: 10px; } section.retracted h3 { text-decoration: line-through; }
+img.triplet { max-width: 100%; background: white; margin-bottom: 0.5em; } .legend span { margin-right: 0.6em; }
+progress { width: 12em; } .blink { display: flex; gap: 0.5em; } .blink img { width: 192px; }
 """
 
 LOGIN_PAGE = (
@@ -46,7 +52,9 @@ OVERVIEW_PAGE = (
 <table><thead><tr><th>device</th><th>state</th><th>driver</th><th>message</th></tr></thead>
 <tbody id="devices"></tbody></table>
 <h2>Latest images</h2>
-<div id="images"></div>
+<div id="images" data-follow="{follow}"></div>
+<h2>Calibration</h2>
+<div id="calibration"><p class="muted">nothing calibrating</p></div>
 <pre id="header" hidden></pre>
 {actions}
 <h2>Events <span class="muted" id="stream">connecting…</span></h2>
@@ -121,13 +129,54 @@ for (const kind of ["work_order_update", "image_ready", "calibration_progress", 
     while (log.children.length > 2000) log.lastChild.remove();
     if (kind === "device_update" || kind === "work_order_update") refresh();
     if (kind === "image_ready") showImage(e);
+    if (kind === "calibration_progress") { showProgress(e); showCalibrated(e); }
   });
+}
+function showProgress(e) {
+  const p = e.calibration_progress, box = document.getElementById("calibration");
+  box.querySelector("p.muted")?.remove();
+  let bar = [...box.children].find((div) => div.dataset.workOrder === e.work_order_id);
+  if (!bar) {
+    bar = document.createElement("div"); bar.dataset.workOrder = e.work_order_id;
+    bar.append(document.createElement("progress"), document.createElement("span"));
+    box.prepend(bar);
+    while (box.children.length > 6) box.lastChild.remove();
+  }
+  bar.firstChild.max = 100; bar.firstChild.value = p.percent || 0;
+  bar.lastChild.textContent = ` ${e.work_order_id}: ${p.stage || ""} ${p.frames_done || 0} of ${p.frames_total || 0} ` +
+                              `(${(p.percent || 0).toFixed(0)}%)`;
+}
+// A calibrated frame beside its raw one (the follow work order names the raw frame's image_ready), and a blink.
+function showCalibrated(e) {
+  const p = e.calibration_progress, follow = document.getElementById("images").dataset.follow;
+  const match = /^follow-(.+)-([0-9]+)$/.exec(e.work_order_id || "");
+  if (!p.path || !p.path.endsWith("_cal.fits") || !match || match[1] !== follow) return;
+  const figure = document.querySelector(`#images figure[data-sequence="${match[2]}"]`);
+  if (!figure || figure.querySelector("img.calibrated")) return;
+  const calibrated = document.createElement("img");
+  calibrated.className = "calibrated"; calibrated.alt = "calibrated";
+  calibrated.src = `/api/preview/preprocessor?path=${encodeURIComponent(p.path)}&size=256`;
+  figure.querySelector(".blink").appendChild(calibrated);
+  const blink = document.createElement("button");
+  blink.textContent = "blink"; blink.className = "blink";
+  blink.addEventListener("click", () => {
+    const [raw, cal] = figure.querySelectorAll(".blink img");
+    if (figure.dataset.timer) {
+      clearInterval(Number(figure.dataset.timer)); delete figure.dataset.timer; raw.hidden = cal.hidden = false; return;
+    }
+    raw.hidden = true;
+    figure.dataset.timer = setInterval(() => { raw.hidden = !raw.hidden; cal.hidden = !cal.hidden; }, 500);
+  });
+  figure.querySelector("figcaption").appendChild(blink);
 }
 function showImage(e) {
   const ready = e.image_ready, query = `?path=${encodeURIComponent(ready.path)}`;
   const figure = document.createElement("figure");
+  figure.dataset.sequence = e.sequence;
+  const pair = document.createElement("div"); pair.className = "blink";
   const image = document.createElement("img");
   image.src = `/api/preview/${e.module}${query}&size=256`; image.alt = ready.object || ready.path;
+  image.className = "raw"; pair.appendChild(image);
   const caption = document.createElement("figcaption");
   caption.appendChild(text(`${ready.object || ""} ${ready.filter || ""} ${ready.exposure_time || ""} `));
   const header = document.createElement("a");
@@ -139,7 +188,7 @@ function showImage(e) {
   });
   const download = document.createElement("a");
   download.href = `/api/files/${e.module}${query}&download=1`; download.textContent = " download";
-  caption.append(header, download); figure.append(image, caption);
+  caption.append(header, download); figure.append(pair, caption);
   const images = document.getElementById("images");
   images.prepend(figure);
   while (images.children.length > 8) images.lastChild.remove();
@@ -167,6 +216,10 @@ ACTIONS = r"""
 <input name="dec_deg" placeholder="Dec deg" required> <input name="exposure_s" placeholder="exposure s" value="60">
 <input name="count" placeholder="frames" value="1"> <input name="filter" placeholder="filter">
 <button type="submit">Observe</button> <span class="reason"></span></form>
+<form id="drill">
+<select name="sample"><option value="">a shipped sample notice…</option></select> or
+<input name="notice" type="file" accept=".xml,.json,application/json,text/xml" style="width: 16em">
+<button type="submit">Replay as a drill</button> <span class="reason"></span></form>
 <form id="cancel">
 <select name="module"><option>telescope</option><option>preprocessor</option><option>alert</option></select>
 <input name="id" placeholder="work order id" required> <input name="reason" placeholder="reason" required>
@@ -222,6 +275,26 @@ observe.addEventListener("submit", async (submit) => {
   const input = field && observe.querySelector(`input[name=${names[field[1]] || field[1]}]`);
   if (input) { input.classList.add("invalid"); input.title = result.error; }
 });
+const drill = document.getElementById("drill");
+(async () => {
+  const answer = await fetch("/api/samples");
+  if (!answer.ok) return;
+  for (const name of await answer.json()) drill.sample.appendChild(new Option(name, name));
+})();
+function base64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 32768) binary += String.fromCharCode(...bytes.subarray(i, i + 32768));
+  return btoa(binary);
+}
+drill.addEventListener("submit", async (submit) => {
+  submit.preventDefault();
+  const file = drill.notice.files[0], sample = drill.sample.value, reason = drill.querySelector(".reason");
+  if (!file && !sample) { reason.textContent = "choose a sample or a notice file"; reason.className = "reason down"; return; }
+  const bytes = file ? new Uint8Array(await file.arrayBuffer())
+                     : new Uint8Array(await (await fetch(`/api/samples/${encodeURIComponent(sample)}`)).arrayBuffer());
+  command("/api/work-orders/alert", {id: intent(drill),
+    process_alert: {payload: base64(bytes), source: `web: ${file ? file.name : sample}`, drill: true}}, drill);
+});
 const cancel = document.getElementById("cancel");
 cancel.addEventListener("submit", (submit) => {
   submit.preventDefault();
@@ -240,18 +313,9 @@ def _page(title: str, body: str, script: str) -> str:
 <body>
 <h1>{title} <span class="muted">· {{user}} ({{role}})</span></h1>
 <nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
+<script src="/static/common.js"></script>
 {body}
-<script>
-"use strict";
-const text = (value) => document.createTextNode(value === undefined ? "" : String(value));
-async function get(path) {{
-  const answer = await fetch(path);
-  if (answer.status === 401) {{ location.href = "/login"; throw new Error("not logged in"); }}
-  return answer;
-}}
-function cell(tr, value) {{ const td = document.createElement("td"); td.appendChild(text(value)); tr.appendChild(td); }}
-{script}
-</script>
+{f'<script>"use strict";{script}</script>' if script else ""}
 </body></html>
 """
 
@@ -261,62 +325,11 @@ ALERTS_PAGE = _page(
     """<h2>Alerts</h2><div id="alerts"><p class="muted">none yet</p></div>
 <h2>Transient candidates</h2>
 <table><thead><tr><th>name</th><th>alert</th><th>RA</th><th>Dec</th><th>mag</th><th>S/N</th><th>score</th>
-<th>host</th><th>offset</th><th>detections</th><th>flags</th></tr></thead><tbody id="candidates"></tbody></table>
-<div id="triplets"></div>""",
-    """
-async function alerts() {
-  const answer = await get("/api/history/alert?kind=alert_processed&limit=20");
-  const box = document.getElementById("alerts");
-  if (!answer.ok) { box.textContent = `the alert daemon: ${(await answer.json()).error}`; return; }
-  const events = await answer.json();
-  if (events.length) box.replaceChildren();
-  for (const e of events.reverse()) {
-    const a = e.alert_processed, section = document.createElement("section");
-    const banner = document.createElement("h3");
-    banner.appendChild(text(`${a.alert_id} ${a.alert_type || ""} #${a.serial || 0}${a.drill ? " (drill)" : ""}: ` +
-      `${a.targets_relayed || 0} targets relayed`));
-    const note = document.createElement("p"); note.className = "muted"; note.appendChild(text(a.message));
-    section.append(banner, note);
-    const order = await (await get(`/api/work-orders/alert/${encodeURIComponent(e.work_order_id)}`)).json();
-    for (const product of order.products || []) {
-      if (product.kind !== "skymap_plot") continue;
-      const map = document.createElement("img");
-      map.src = `/api/files/alert?path=${encodeURIComponent(product.path)}`; map.alt = `sky map of ${a.alert_id}`;
-      map.className = "skymap"; section.appendChild(map);
-    }
-    box.appendChild(section);
-  }
-}
-async function candidates() {
-  const answer = await get("/api/history/preprocessor?kind=transient_candidate&limit=200");
-  if (!answer.ok) {
-    document.getElementById("triplets").textContent = `the preprocessor: ${(await answer.json()).error}`;
-    return;
-  }
-  const events = await answer.json();
-  const latest = new Map();
-  for (const e of events) latest.set(e.transient_candidate.name, e.transient_candidate);
-  const rows = document.getElementById("candidates"), triplets = document.getElementById("triplets");
-  rows.replaceChildren(); triplets.replaceChildren();
-  for (const c of latest.values()) {
-    const tr = document.createElement("tr");
-    for (const v of [c.name, c.alert_id, (c.ra_deg || 0).toFixed(5), (c.dec_deg || 0).toFixed(5),
-                     `${(c.mag || 0).toFixed(2)} ± ${(c.mag_err || 0).toFixed(2)}`, (c.snr || 0).toFixed(1),
-                     (c.score || 0).toFixed(2), c.host, c.host ? `${(c.host_offset_arcsec || 0).toFixed(1)}"` : "",
-                     c.detections, (c.flags || []).join(" ")]) cell(tr, v);
-    rows.appendChild(tr);
-    if (c.triplet_path) {
-      const image = document.createElement("img");
-      image.src = `/api/files/preprocessor?path=${encodeURIComponent(c.triplet_path)}`; image.alt = c.name;
-      triplets.appendChild(image);
-    }
-  }
-}
-alerts(); candidates();
-const events = new EventSource("/api/events");
-events.addEventListener("alert_processed", alerts);
-events.addEventListener("transient_candidate", candidates);
-""",
+<th>host</th><th>offset</th><th>detections</th><th>flags</th><th>light curve</th><th>real or bogus</th>
+<th>reports</th></tr></thead><tbody id="candidates"></tbody></table>
+<div id="triplets"></div>
+<script src="/static/alerts.js"></script>""",
+    "",
 )
 
 TONIGHT_PAGE = _page(

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -39,6 +41,10 @@ class Previews:
 
     def chunks(self, module: str, path: str) -> Iterator[pb.FileChunk]:
         return iter(self.hub.stub(module).FetchFile(pb.FetchFileRequest(path=path, chunk_size=CHUNK_BYTES)))
+
+    def json(self, module: str, path: str) -> Any:
+        """A small JSON file of a daemon (a plan, a sky view, labels)."""
+        return json.loads(b"".join(chunk.data for chunk in self.chunks(module, path)))
 
     def png(self, module: str, path: str, size: int) -> bytes:
         """A preview at most ``size`` pixels on a side."""

@@ -49,6 +49,12 @@ class WebConfig(Section):
     login_failures_per_minute: int = Field(
         default=5, ge=1, le=1000, description="wrong passwords a client may try per minute before it must wait"
     )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        le=96 * 1024 * 1024,
+        description="the largest request body: a notice uploaded for a drill, base64 in JSON, is the largest",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> WebConfig:

@@ -378,7 +378,9 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
                                            "time": labels[candidate.name]["time"]}}  # fmt: skip
         record = json.loads(Path(candidate.record_path).read_text())
         assert set(record["features"]) == set(vetting.FEATURES) and record["features"]["snr"] > 10
-    listing = toros_cli("candidates", "--config", str(tmp_path / "toros.conf.yaml"), "--labels", str(tmp_path / "labels.csv"))
+    listing = toros_cli(
+        "candidates", "--config", str(tmp_path / "toros.conf.yaml"), "--labels", str(tmp_path / "labels.csv")
+    )
     assert listing.returncode == 0, listing.stderr
     assert "1 labelled" in listing.stdout and "labelled real by web:ana" in listing.stdout
     features, real = vetting.read_labelled(tmp_path / "labels.csv")

@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from argon2 import PasswordHasher
 from support import NIGHT_TIME, SMALL_CAMERA, telescope_daemon, toros_cli, wait_for
 
@@ -428,3 +430,174 @@ def test_history_work_orders_and_tonights_plan(site, browser, tmp_path):
     page.click("nav >> text=Alerts and candidates")
     page.wait_for_selector("#alerts:has-text('the alert daemon: ')")  # it is down: the page says so
     page.wait_for_selector("#triplets:has-text('the preprocessor: ')")
+
+
+# -- the whole observatory in browsers -----------------------------------------------------------------------
+
+
+@dataclass
+class Observatory:
+    node: Any  # toros.demo.Node: the three daemons as processes
+    server: WebServer
+    folder: Path
+
+
+@pytest.fixture
+def observatory(tmp_path) -> Iterator[Observatory]:
+    """The demo's node (alert, telescope and preprocessor as processes; small frames, clock ×120) at dusk, before
+    its calibrations, with the console in front of it."""
+    from toros import demo
+    from toros.config import load_config
+
+    folder = tmp_path / "node"
+    config = demo.write_config(folder, frame=256, pixel_scale=1.0, rate=120.0, galaxies=3000,
+                               clock_start="2026-05-01T21:40:00Z")  # fmt: skip
+    scenario = demo.plan_scenario(config)
+    demo.write_reference_stars(folder, scenario.targets, 256 / 3600.0 * 0.71 + demo.REFERENCE_MARGIN_DEG)
+    document = yaml.safe_load(config.read_text())
+    document["web"] = {"port": 0, "users": [
+        {"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])},
+        {"name": "vic", "role": "viewer", "password_hash": hash_password(PASSWORDS["vic"])},
+    ]}  # fmt: skip
+    config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    node = demo.Node(config)
+    server = None
+    try:
+        for module in demo.MODULES:
+            node.start(module)
+        server = WebServer(load_config(config))
+        server.start()
+        yield Observatory(node, server, folder)
+    finally:
+        if server is not None:
+            server.stop()
+        node.stop()
+
+
+def confined(context: Any, origin: str) -> list[str]:
+    """Fails every request a page makes outside the node (the console's origin); returns the list of them."""
+    outside: list[str] = []
+
+    def check(route: Any) -> None:
+        if route.request.url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", check)
+    return outside
+
+
+def states_on(page: Any) -> dict[str, str]:
+    """Each target's state as the alerts page colours it (the zoomed map)."""
+    return page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll("section.alert svg.sky:last-child circle.target")]
+                 .map((c) => [c.dataset.name, c.dataset.state]))"""
+    )
+
+
+@pytest.mark.timeout(360)
+def test_in_browsers_an_alert_drill_is_followed_through_the_night(observatory, browser, tmp_path):
+    """The issue's scenario: an operator replays the sample alert as a drill at dusk; the contours and targets
+    appear, planned, and change colour as the night goes on; thumbnails arrive with their calibrated frames; the telescope is
+    killed (its badge turns red within 2 s) and restarted (the log continues without a gap); a viewer sees the
+    same, has no controls and is refused; nothing is requested outside the node."""
+    url = observatory.server.url
+    shots = Path(os.environ.get("TOROS_SCREENSHOTS", tmp_path))
+    operator = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside = confined(operator, url)
+    overview = operator.new_page()
+    log_in(overview, url, "ana")
+    overview.wait_for_selector("#stream:text('live')")
+    alerts = operator.new_page()
+    alerts.goto(f"{url}/alerts")
+
+    viewer = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside += confined(viewer, url)
+    watcher = viewer.new_page()
+    log_in(watcher, url, "vic")
+    watcher.wait_for_selector("#stream:text('live')")
+    assert watcher.locator("#actions").count() == 0
+    refused = watcher.evaluate(
+        """async () => {
+             const session = await (await fetch("/api/session")).json();
+             const answer = await fetch("/api/work-orders/telescope", {method: "POST",
+               headers: {"Content-Type": "application/json", "X-CSRF-Token": session.csrf_token},
+               body: JSON.stringify({dome_control: {action: "DOME_ACTION_CLOSE"}})});
+             return [answer.status, (await answer.json()).error];
+           }"""
+    )
+    assert refused[0] == 403 and "viewer" in refused[1]
+
+    # The drill: a shipped sample notice, replayed from the operator's page.
+    overview.wait_for_function("document.querySelectorAll('#drill select option').length > 1")
+    overview.select_option("#drill select[name=sample]", "MS181101ab-preliminary.json")
+    overview.click("#drill button")
+    overview.wait_for_selector("#drill .reason.up")
+    alerts.wait_for_selector("section.alert[data-ready=sky] svg.sky circle.target", timeout=60_000)
+    alerts.wait_for_selector("section.alert svg.sky polyline.contour")
+    banner = alerts.text_content("section.alert h3")
+    assert "MS181101ab-drill PRELIMINARY" in banner and "DRILL" in banner and "6 targets relayed" in banner
+    assert alerts.locator("section.alert svg.sky:first-child circle.sun").count() == 1
+    assert alerts.locator("table.galaxies tbody tr").count() >= 6
+    wait_for(lambda: "planned" in states_on(alerts).values(), timeout=30)
+    first = states_on(alerts)
+    assert len(first) == 6 and set(first.values()) <= {"relayed", "planned"}, first  # it is not dark yet
+    hover = alerts.locator("section.alert svg.sky:last-child circle.target title").first.text_content()
+    assert "RA " in hover and "Dec " in hover and any(s in hover for s in ("planned", "observing", "relayed"))
+    alerts.screenshot(path=str(shots / "alerts.png"), full_page=True)
+
+    # Thumbnails within a second of image_ready, and their calibrated frames beside them.
+    overview.wait_for_function(
+        "document.querySelector('#images img.raw') && document.querySelector('#images img.raw').naturalWidth > 0",
+        timeout=120_000,
+    )
+    overview.wait_for_selector("#calibration progress", timeout=60_000)
+    overview.wait_for_function(
+        "[...document.querySelectorAll('#images img.calibrated')].some((i) => i.naturalWidth > 0)", timeout=60_000
+    )
+    figure = overview.locator("#images figure:has(img.calibrated)").first
+    figure.locator("button.blink").click()
+    overview.wait_for_function("[...document.querySelectorAll('#images figure')].some((f) => f.dataset.timer)")
+    figure.locator("button.blink").click()
+    overview.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+    # A target observed: its colour changes on the page.
+    wait_for(lambda: any(s in ("observed", "calibrated") for s in states_on(alerts).values()), timeout=120)
+
+    # kill -9 the telescope mid-night: both browsers show it down within 2 s.
+    observatory.node.kill("telescope")
+    killed = time.monotonic()
+    for page in (overview, watcher):
+        page.wait_for_selector("#daemons tr:has-text('telescope') td.down", timeout=2_000)
+    assert time.monotonic() - killed < 2.5
+    observatory.node.start("telescope")
+    for page in (overview, watcher):
+        page.wait_for_selector("#daemons tr:has-text('telescope') td.up", timeout=20_000)
+    # The night goes on: every target calibrated in the end, and the log has every telescope event once.
+    wait_for(lambda: set(states_on(alerts).values()) == {"calibrated"}, timeout=180)
+    stub = observatory.node.stub("telescope")
+    for page in (overview, watcher):
+        logged = page.evaluate(
+            "[...document.querySelectorAll('#log div')].filter((d) => d.dataset.module === 'telescope')"
+            ".map((d) => Number(d.dataset.sequence)).reverse()"
+        )
+        journal = [
+            e.sequence
+            for e in stub.Watch(pb.WatchRequest(after_sequence=logged[0] - 1, replay_only=True), timeout=30)
+            if e.sequence <= logged[-1]
+        ]
+        assert logged == journal, "a gap or a duplicate in the browser's log across the restart"
+    assert watcher.evaluate(
+        "[...document.querySelectorAll('#log div')].some((d) => d.textContent.includes('image_ready'))"
+    )
+    alerts.reload()
+    alerts.wait_for_selector("section.alert[data-ready=sky]")
+    assert set(states_on(alerts).values()) == {"calibrated"}
+    alerts.screenshot(path=str(shots / "alerts-calibrated.png"), full_page=True)
+    tonight = operator.new_page()
+    tonight.goto(f"{url}/tonight")
+    tonight.wait_for_function("document.querySelector('#plan') && document.querySelector('#plan').naturalWidth > 0")
+    tonight.screenshot(path=str(shots / "tonight.png"), full_page=True)
+    assert outside == [], f"requests outside the node: {outside}"

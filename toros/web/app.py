@@ -39,7 +39,7 @@ from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.telescope.targets import coming_night
 from toros.web.accounts import Accounts, Session
-from toros.web.hub import MODULES, EventHub, WebEvent, format_position, parse_position
+from toros.web.hub import DAEMON, MODULES, EventHub, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
 from toros.web.previews import NotAnImage, Previews
 from toros.web.sky import Progress, sky_now, with_states
@@ -427,7 +427,9 @@ class Console:
                         sent[event.module] = event.sequence
                         yield self._sse(event, sent)
             while (live := await subscriber.queue.get()) is not None:  # None: too far behind, it reconnects
-                if live.sequence > sent[live.module]:
+                if live.kind == DAEMON:
+                    yield {"event": DAEMON, "data": json.dumps(live.data)}
+                elif live.sequence > sent[live.module]:
                     sent[live.module] = live.sequence
                     yield self._sse(live, sent)
         finally:

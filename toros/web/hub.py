@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MODULES = ("alert", "telescope", "preprocessor")
 RETRY_S = 1.0  # between attempts to reach a daemon that is down
+DAEMON = "daemon"  # the kind of the hub's own notices: a daemon came up or went away (no sequence of its own)
 STATUS_TIMEOUT_S = 2.0
 
 
@@ -115,26 +116,38 @@ class EventHub:
         stub = self.stub(module)
         while not self._stopping.is_set():
             try:
-                if not self._started[module]:  # live from now: the daemon's history stays in its journal
-                    status = stub.GetStatus(pb.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)
-                    with self._lock:
+                status = stub.GetStatus(pb.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)  # it answers: it is up
+                with self._lock:
+                    if not self._started[module]:  # live from now: the daemon's history stays in its journal
                         self._last[module] = status.last_sequence
                         self._started[module] = True
                 call = stub.Watch(pb.WatchRequest(after_sequence=self._last[module]))
                 self._calls[module] = call
                 self.watches[module] += 1
-                self.reachable[module] = True
+                self._reached(module, None)
                 for event in call:
                     self._publish(WebEvent.of(module, event))
             except grpc.RpcError as error:
                 if self._stopping.is_set():
                     return
-                if self.reachable[module]:
-                    log.warning(
-                        "%s daemon lost (%s); resuming after sequence %d", module, error.code().name, self._last[module]
-                    )
-                self.reachable[module] = False
+                self._reached(module, f"{error.code().name}: {error.details()}")
             self._stopping.wait(RETRY_S)
+
+    def _reached(self, module: str, error: str | None) -> None:
+        """A daemon came up (``error`` None) or went away: every browser is told at once."""
+        up = error is None
+        if self.reachable[module] == up:
+            return
+        self.reachable[module] = up
+        if up:
+            log.info("%s daemon reachable; following its events after sequence %d", module, self._last[module])
+        else:
+            log.warning("%s daemon lost (%s); resuming after sequence %d", module, error, self._last[module])
+        notice = WebEvent(module, 0, DAEMON, {"module": module, "reachable": up, "error": error or ""})
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.loop.call_soon_threadsafe(self._deliver, subscriber, notice)
 
     def _publish(self, event: WebEvent) -> None:
         with self._lock:

@@ -97,6 +97,7 @@ const log = document.getElementById("log"), filters = document.getElementById("f
 function line(e) {
   const div = document.createElement("div");
   div.dataset.module = e.module; div.dataset.kind = e.kind; div.dataset.workOrder = e.work_order_id || "";
+  div.dataset.sequence = e.sequence;
   div.appendChild(text(`${e.time || ""} ${e.module} #${e.sequence} ${e.kind} ${e.work_order_id || ""}`));
   return div;
 }
@@ -120,6 +121,17 @@ const events = new EventSource("/api/events");
 events.onopen = () => { document.getElementById("stream").textContent = "live"; };
 events.onerror = () => { document.getElementById("stream").textContent = "reconnecting…"; };
 events.onmessage = null;
+// The console tells at once when a daemon goes away or comes back.
+events.addEventListener("daemon", (message) => {
+  const d = JSON.parse(message.data);
+  const tr = [...document.getElementById("daemons").children].find((r) => r.firstChild.textContent === d.module);
+  if (tr) {
+    tr.children[1].textContent = d.reachable ? "reachable" : "unreachable";
+    tr.children[1].className = d.reachable ? "up" : "down";
+    if (!d.reachable) tr.children[2].textContent = d.error;
+  }
+  refresh();
+});
 for (const kind of ["work_order_update", "image_ready", "calibration_progress", "alert_processed",
                     "device_update", "transient_candidate"]) {
   events.addEventListener(kind, (message) => {
@@ -129,7 +141,8 @@ for (const kind of ["work_order_update", "image_ready", "calibration_progress", 
     while (log.children.length > 2000) log.lastChild.remove();
     if (kind === "device_update" || kind === "work_order_update") refresh();
     if (kind === "image_ready") showImage(e);
-    if (kind === "calibration_progress") { showProgress(e); showCalibrated(e); }
+    if (kind === "calibration_progress") showProgress(e);
+    if (kind === "work_order_update") showCalibrated(e);
   });
 }
 function showProgress(e) {
@@ -147,15 +160,19 @@ function showProgress(e) {
                               `(${(p.percent || 0).toFixed(0)}%)`;
 }
 // A calibrated frame beside its raw one (the follow work order names the raw frame's image_ready), and a blink.
-function showCalibrated(e) {
-  const p = e.calibration_progress, follow = document.getElementById("images").dataset.follow;
+async function showCalibrated(e) {
+  const follow = document.getElementById("images").dataset.follow;
   const match = /^follow-(.+)-([0-9]+)$/.exec(e.work_order_id || "");
-  if (!p.path || !p.path.endsWith("_cal.fits") || !match || match[1] !== follow) return;
+  if (e.module !== "preprocessor" || !match || match[1] !== follow) return;
+  if ((e.work_order_update || {}).state !== "WORK_ORDER_STATE_DONE") return;
   const figure = document.querySelector(`#images figure[data-sequence="${match[2]}"]`);
   if (!figure || figure.querySelector("img.calibrated")) return;
+  const order = await (await fetch(`/api/work-orders/preprocessor/${encodeURIComponent(e.work_order_id)}`)).json();
+  const product = (order.products || []).find((p) => p.kind === "calibrated");
+  if (!product || figure.querySelector("img.calibrated")) return;
   const calibrated = document.createElement("img");
   calibrated.className = "calibrated"; calibrated.alt = "calibrated";
-  calibrated.src = `/api/preview/preprocessor?path=${encodeURIComponent(p.path)}&size=256`;
+  calibrated.src = `/api/preview/preprocessor?path=${encodeURIComponent(product.path)}&size=256`;
   figure.querySelector(".blink").appendChild(calibrated);
   const blink = document.createElement("button");
   blink.textContent = "blink"; blink.className = "blink";

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -168,3 +169,34 @@ def mutual_tls(pki: dict[str, Path]) -> dict[str, Any]:
         "ca": str(pki["ca_cert"]),
         "require_client_cert": True,
     }
+
+
+# .ci/run installs Debian's chromium and sets TOROS_REQUIRE_CHROMIUM: there, a missing browser is a failure.
+REQUIRE_CHROMIUM = os.environ.get("TOROS_REQUIRE_CHROMIUM") == "1"
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium or not REQUIRE_CHROMIUM, "Debian's chromium is required (TOROS_REQUIRE_CHROMIUM=1)"
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

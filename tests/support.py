@@ -248,3 +248,18 @@ class SteppedClock(Clock):
     def sleep(self, clock_seconds: float, interrupt: threading.Event | None = None) -> bool:
         self.now_s += max(0.0, clock_seconds)
         return interrupt is not None and interrupt.is_set()
+
+
+def confined(context: Any, origin: str) -> list[str]:
+    """Fails every request a page makes outside the node (the console's origin); returns the list of them."""
+    outside: list[str] = []
+
+    def check(route: Any) -> None:
+        if route.request.url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", check)
+    return outside

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from toros.cli import main as toros_main
+from toros.demo import free_port
 from toros.preprocessor import vetting
 from toros.preprocessor.candidates import CandidateStore, Host, NewDetection, Search
 from toros.preprocessor.discovery import DiscoveryFailed, discover
@@ -386,3 +388,86 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
     features, real = vetting.read_labelled(tmp_path / "labels.csv")
     assert features.shape == (1, len(vetting.FEATURES)) and real.tolist() == [True]
     assert vetting.score(features)[0] == pytest.approx(candidate.score, abs=1e-6)
+
+
+def test_candidates_in_the_console_light_curve_triplet_reports_and_labels(
+    pair, make_config, start_daemon, browser, tmp_path
+):
+    """The alerts and candidates page in Debian's Chromium over a real preprocessor daemon that found the
+    kilonova: its row (host and offset, score), light curve, triplet and report links; an operator marks it
+    real (a label_candidate work order, stored); a viewer sees the label and no buttons."""
+    from support import confined, wait_for
+
+    from toros.generated import toros_pb2 as pb
+    from toros.preprocessor.module import PreprocessorModule
+    from toros.runtime.server import Daemon
+    from toros.web.accounts import hash_password
+    from toros.web.server import WebServer
+
+    stars = tmp_path / "reference-stars.csv"
+    StarCatalog().write_reference_catalog(stars, [FIELD], 0.3)
+    galaxies = tmp_path / "galaxies.csv"
+    galaxies.write_text(
+        f"name,ra,dec,dist,bmag\n{HOST.name},{HOST.ra_deg},{HOST.dec_deg},{HOST.distance_mpc},{HOST.b_mag}\n"
+    )
+    discovery = {"galaxy_catalog": str(galaxies)}
+    science = {"reference_catalog": str(stars)}
+    config = make_config(preprocessor={"port": 0, "science": science, "discovery": discovery})
+    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    frame = _calibrated(pair, daemon.storage_root)
+    library = ReferenceLibrary(config.database, daemon.storage_root, ReferencesConfig())
+    library.import_file(pair["reference"], 0.0)
+    library.close()
+    console_config = make_config(
+        preprocessor={"port": daemon.port, "science": science, "discovery": discovery},
+        alert={"port": free_port()}, telescope={"port": free_port()},
+        web={"port": 0, "users": [{"name": "ana", "role": "operator", "password_hash": hash_password("ana's secret")},
+                                  {"name": "vic", "role": "viewer", "password_hash": hash_password("vic's secret")}]},
+    )  # fmt: skip
+    server = WebServer(console_config)
+    server.start()
+    try:
+        stub = server.app.state.console.hub.stub("preprocessor")
+        stub.Submit(pb.WorkOrder(id="search", find_transients=pb.FindTransients(paths=[str(frame)])))
+        wait_for(lambda: stub.GetWorkOrder(pb.GetWorkOrderRequest(id="search")).state == 3, timeout=60)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        outside = confined(context, server.url)
+        page = context.new_page()
+        _log_in(page, server.url, "ana", "ana's secret")
+        page.goto(f"{server.url}/alerts")
+        row = page.locator("#candidates tr").first
+        row.wait_for()
+        name = row.get_attribute("data-name")
+        cells = row.locator("td").all_inner_texts()
+        assert name.startswith("TOROS-") and cells[1] == "S261122a" and "NGC-TEST" in cells[7] and "″" in cells[8]
+        assert row.locator("svg.lightcurve circle.point").count() == 1
+        page.wait_for_function("[...document.querySelectorAll('img.triplet')].some((i) => i.naturalWidth > 0)")
+        draft = row.locator("a.gcn_draft").get_attribute("href")
+        assert "S261122a" in page.evaluate(f"(async () => await (await fetch({draft!r})).text())()")
+        assert row.locator("a.tns_report").count() == 1
+        row.locator("button.real").click()
+        page.wait_for_selector(f"#candidates tr[data-name='{name}'] td.verdict:has-text('real (web:ana)')")
+        assert page.locator("#candidates tr").count() == 1 and page.locator("img.triplet").count() == 1
+        shots = Path(os.environ.get("TOROS_SCREENSHOTS", tmp_path))  # for people to look at
+        page.screenshot(path=str(shots / "candidates.png"), full_page=True)
+        labels = json.loads((daemon.storage_root / "reports" / "labels.json").read_text())
+        assert labels[name]["label"] == "real" and labels[name]["by"] == "web:ana"
+
+        viewer = context.browser.new_context()
+        outside += confined(viewer, server.url)
+        watching = viewer.new_page()
+        _log_in(watching, server.url, "vic", "vic's secret")
+        watching.goto(f"{server.url}/alerts")
+        watching.wait_for_selector(f"#candidates tr[data-name='{name}'] td.verdict:has-text('real (web:ana)')")
+        assert watching.locator("#candidates button").count() == 0
+        assert outside == []
+    finally:
+        server.stop()
+
+
+def _log_in(page, url: str, name: str, password: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/")

@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 from argon2 import PasswordHasher
-from support import NIGHT_TIME, SMALL_CAMERA, telescope_daemon, toros_cli, wait_for
+from support import NIGHT_TIME, SMALL_CAMERA, confined, telescope_daemon, toros_cli, wait_for
 
 from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
@@ -29,8 +29,6 @@ from toros.web.accounts import hash_password
 from toros.web.server import WebServer
 
 PASSWORDS = {"ana": "ana's long secret", "vic": "vic's long secret"}
-# .ci/run installs Debian's chromium and sets TOROS_REQUIRE_CHROMIUM: there, a missing browser is a failure.
-REQUIRE_CHROMIUM = os.environ.get("TOROS_REQUIRE_CHROMIUM") == "1"
 
 
 @dataclass
@@ -248,33 +246,6 @@ def test_hash_password_reads_standard_input():
     assert empty.returncode == 2 and empty.stderr.startswith("toros: no password on standard input")
 
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium")
-    assert chromium or not REQUIRE_CHROMIUM, "Debian's chromium is required (TOROS_REQUIRE_CHROMIUM=1)"
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 def test_in_a_browser_the_overview_is_live_and_a_viewer_has_no_controls(site, browser, tmp_path):
     page = browser.new_page()
     page.goto(f"{site.server.url}/")
@@ -331,6 +302,11 @@ def test_in_a_browser_an_operator_acts_and_a_bad_field_is_marked(site, browser, 
     stub = site.server.app.state.console.hub.stub("telescope")
     opened = page.text_content("#actions .action .reason.up").removeprefix("accepted: ")
     assert stub.GetWorkOrder(pb.GetWorkOrderRequest(id=opened)).requester == "web:ana"
+    page.click("#night-open")
+    assert page.text_content("#night-open") == "Really open for the night? Click again"
+    page.click("#prepare")  # the dome is open: the daemon's reason appears beside the button
+    page.wait_for_selector("#prepare ~ .reason.down")
+    assert "the dome is open: close it before taking bias and dark frames" in page.text_content("#prepare ~ .reason")
     # A declination out of range: the daemon names the field, the page marks it.
     page.fill("#observe input[name=name]", "NGC 1566")
     page.fill("#observe input[name=ra_deg]", "65.0")
@@ -474,21 +450,6 @@ def observatory(tmp_path) -> Iterator[Observatory]:
         node.stop()
 
 
-def confined(context: Any, origin: str) -> list[str]:
-    """Fails every request a page makes outside the node (the console's origin); returns the list of them."""
-    outside: list[str] = []
-
-    def check(route: Any) -> None:
-        if route.request.url.startswith(origin + "/"):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", check)
-    return outside
-
-
 def states_on(page: Any) -> dict[str, str]:
     """Each target's state as the alerts page colours it (the zoomed map)."""
     return page.evaluate(
@@ -601,3 +562,34 @@ def test_in_browsers_an_alert_drill_is_followed_through_the_night(observatory, b
     tonight.wait_for_function("document.querySelector('#plan') && document.querySelector('#plan').naturalWidth > 0")
     tonight.screenshot(path=str(shots / "tonight.png"), full_page=True)
     assert outside == [], f"requests outside the node: {outside}"
+
+
+def test_the_console_over_tls_sets_a_secure_cookie_and_sessions_expire(make_config, tmp_path):
+    from pki import Authority
+
+    authority = Authority(tmp_path / "pki")
+    cert, key = authority.issue("console", ["127.0.0.1"])
+    users = [{"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])}]
+    config = make_config(
+        alert={"port": free_port()}, telescope={"port": free_port()}, preprocessor={"port": free_port()},
+        web={"port": 0, "users": users, "tls": {"cert": str(cert), "key": str(key)}, "session_minutes": 0.02},
+    )  # fmt: skip
+    server = WebServer(config)
+    server.start()
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(authority.ca))
+        with httpx.Client(base_url=server.url, verify=trust, follow_redirects=False) as client:
+            assert client.get("/healthz").json() == {"ok": True}
+            login = client.post("/login", data={"username": "ana", "password": PASSWORDS["ana"]})
+            cookie = login.headers["set-cookie"].lower()
+            assert login.status_code == 303 and "secure" in cookie and "httponly" in cookie
+            assert client.get("/api/session").json()["user"] == "ana"
+            time.sleep(1.5)  # the session lasted 1.2 s
+            expired = client.get("/api/session")
+            assert expired.status_code == 401 and expired.json()["error"] == "not logged in"
+        with httpx.Client(base_url=server.url.replace("https", "http"), timeout=5) as plain:
+            with pytest.raises(httpx.HTTPError):  # no plain HTTP beside TLS
+                plain.get("/healthz")
+    finally:
+        server.stop()

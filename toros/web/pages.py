@@ -228,6 +228,9 @@ ACTIONS = r"""
 <div class="action"><button id="open" data-confirm="Really open the dome? Click again">Open the dome</button>
 <span class="reason"></span></div>
 <div class="action"><button id="close">Close the dome</button> <span class="reason"></span></div>
+<div class="action">Night: <button id="prepare">Prepare (bias, darks)</button>
+<button id="night-open" data-confirm="Really open for the night? Click again">Open for the night</button>
+<button id="night-close">Close for the night</button> <span class="reason"></span></div>
 <form id="observe">
 <input name="name" placeholder="target" required> <input name="ra_deg" placeholder="RA deg" required>
 <input name="dec_deg" placeholder="Dec deg" required> <input name="exposure_s" placeholder="exposure s" value="60">
@@ -264,7 +267,7 @@ async function command(path, body, element) {
   reason.className = "reason " + (answer.ok ? "up" : "down");
   return {ok: answer.ok, result};
 }
-function dome(button, action) {
+function step(button, order) {
   button.addEventListener("click", () => {
     const label = button.dataset.label || button.textContent;
     if (button.dataset.confirm && !button.dataset.armed) {  // risky: a second click within 5 s
@@ -273,11 +276,14 @@ function dome(button, action) {
       return;
     }
     delete button.dataset.armed; button.textContent = label;
-    command("/api/work-orders/telescope", {id: intent(button), dome_control: {action}}, button);
+    command("/api/work-orders/telescope", {id: intent(button), ...order}, button);
   });
 }
-dome(document.getElementById("open"), "DOME_ACTION_OPEN");
-dome(document.getElementById("close"), "DOME_ACTION_CLOSE");
+step(document.getElementById("open"), {dome_control: {action: "DOME_ACTION_OPEN"}});
+step(document.getElementById("close"), {dome_control: {action: "DOME_ACTION_CLOSE"}});
+step(document.getElementById("prepare"), {night_operation: {step: "NIGHT_STEP_PREPARE"}});
+step(document.getElementById("night-open"), {night_operation: {step: "NIGHT_STEP_OPEN"}});
+step(document.getElementById("night-close"), {night_operation: {step: "NIGHT_STEP_CLOSE"}});
 const observe = document.getElementById("observe");
 observe.addEventListener("submit", async (submit) => {
   submit.preventDefault();

@@ -125,27 +125,37 @@ async function drawAlert(section, event) {
                 drawSky(view, view.zoom, view.zoom.contours, 360, 360 * (view.zoom.dec[1] - view.zoom.dec[0]) /
                         Math.max(1e-6, (view.zoom.ra[1] - view.zoom.ra[0]) * Math.cos(Math.PI / 180 *
                         (view.zoom.dec[0] + view.zoom.dec[1]) / 2)), false));
-    parts.push(maps, legend(view), galaxies(view));
+    const ranked = document.createElement("details");
+    ranked.open = true;
+    ranked.appendChild(Object.assign(document.createElement("summary"),
+      {textContent: `the ${(view.galaxies || []).length} best-ranked galaxies of the credible region`}));
+    ranked.appendChild(galaxies(view));
+    parts.push(maps, legend(view), ranked);
   }
   section.replaceChildren(...parts);
   section.dataset.ready = view ? "sky" : "banner";
 }
+let alertsDrawn = 0;  // each drawing of the list has its number: a slower, older one never lands
 async function alerts() {
+  const drawing = ++alertsDrawn;
   const answer = await get("/api/history/alert?kind=alert_processed&limit=10");
   const box = document.getElementById("alerts");
   if (!answer.ok) { box.textContent = `the alert daemon: ${(await answer.json()).error}`; return; }
   const events = (await answer.json()).reverse();
   const retracted = new Set(events.filter((e) => e.alert_processed.alert_type === "RETRACTION")
                                   .map((e) => e.alert_processed.alert_id));
-  if (events.length) box.replaceChildren();
+  const drawn = new Map();
   for (const e of events) {
     const section = document.createElement("section");
     section.className = "alert"; section.dataset.workOrder = e.work_order_id;
     if (retracted.has(e.alert_processed.alert_id)) section.classList.add("retracted");
-    sections.set(e.work_order_id, [section, e]);
-    box.appendChild(section);
+    drawn.set(e.work_order_id, [section, e]);
   }
-  await Promise.all([...sections.values()].map(([section, e]) => drawAlert(section, e)));
+  await Promise.all([...drawn.values()].map(([section, e]) => drawAlert(section, e)));
+  if (drawing !== alertsDrawn) return;
+  sections.clear();
+  for (const [id, entry] of drawn) sections.set(id, entry);
+  if (drawn.size) box.replaceChildren(...[...drawn.values()].map(([section]) => section));
 }
 function debounced(work) { let timer = null; return () => { clearTimeout(timer); timer = setTimeout(work, 700); }; }
 async function redraw() { await Promise.all([...sections.values()].map(([s, e]) => drawAlert(s, e))); }
@@ -191,7 +201,9 @@ async function reportLinks(workOrderId) {
   }
   return links;
 }
+let candidatesDrawn = 0;
 async function candidates() {
+  const drawing = ++candidatesDrawn;
   const answer = await get("/api/history/preprocessor?kind=transient_candidate&limit=1000");
   const box = document.getElementById("triplets");
   if (!answer.ok) { box.textContent = `the preprocessor: ${(await answer.json()).error}`; return; }
@@ -204,8 +216,7 @@ async function candidates() {
     if (!histories.has(c.name)) histories.set(c.name, []);
     histories.get(c.name).push(c); latest.set(c.name, [c, e.work_order_id]);
   }
-  const rows = document.getElementById("candidates");
-  rows.replaceChildren(); box.replaceChildren();
+  const rows = [], triplets = [];
   for (const [name, [c, workOrderId]] of latest) {
     const tr = document.createElement("tr"); tr.dataset.name = name;
     const kpc = c.host_offset_kpc ? `, ${c.host_offset_kpc.toFixed(1)} kpc` : "";
@@ -224,14 +235,18 @@ async function candidates() {
       }
       verdict.appendChild(Object.assign(document.createElement("span"), {className: "reason"}));
     }
-    cell(tr, "").append(...(await reportLinks(workOrderId)));
-    rows.appendChild(tr);
+    const links = cell(tr, "");
+    for (const link of await reportLinks(workOrderId)) links.append(link, " ");
+    rows.push(tr);
     if (c.triplet_path) {
       const image = document.createElement("img");
       image.src = `/api/files/preprocessor?path=${encodeURIComponent(c.triplet_path)}`; image.alt = name;
-      image.className = "triplet"; box.appendChild(image);
+      image.className = "triplet"; triplets.push(image);
     }
   }
+  if (drawing !== candidatesDrawn) return;
+  document.getElementById("candidates").replaceChildren(...rows);
+  box.replaceChildren(...triplets);
 }
 alerts(); candidates();
 const events = new EventSource("/api/events");

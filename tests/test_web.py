@@ -145,10 +145,12 @@ def test_status_names_the_daemon_that_is_down(site):
 
 
 class Listener:
-    """A browser's EventSource: reads /api/events in a thread, as (id, event, data) triples."""
+    """A browser's EventSource: reads /api/events in a thread, as (id, event, data) triples: the daemons' events
+    in ``events``, the console's notices of a daemon going or coming back in ``notices``."""
 
     def __init__(self, client: httpx.Client, last_event_id: str | None = None) -> None:
         self.events: list[tuple[str, str, dict]] = []
+        self.notices: list[dict] = []
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         self._response = client.send(client.build_request("GET", "/api/events", headers=headers), stream=True)
         assert self._response.status_code == 200
@@ -161,7 +163,9 @@ class Listener:
         try:
             for line in self._response.iter_lines():
                 if not line:
-                    if "data" in fields:
+                    if fields.get("event") == "daemon":
+                        self.notices.append(json.loads(fields["data"]))
+                    elif "data" in fields:
                         self.events.append((fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])))
                     fields = {}
                 elif not line.startswith(":"):
@@ -215,10 +219,15 @@ def test_a_daemon_that_restarts_is_shown_down_then_its_events_resume_without_a_g
     down = time.monotonic()
     wait_for(lambda: not ana.get("/api/status").json()[1]["reachable"], timeout=2)
     assert time.monotonic() - down < 2
+    wait_for(lambda: browser.notices, timeout=2)  # pushed to the browser at once
+    notice = browser.notices[0]
+    assert notice["module"] == "telescope" and not notice["reachable"] and "UNAVAILABLE" in notice["error"]
+    assert notice["sequence"] == browser.events[-1][2]["sequence"] and notice["work_order_id"] == ""
     events_while_down = len(browser.events)
 
     restarted = start_daemon(site.config, telescope_daemon)
     wait_for(lambda: ana.get("/api/status").json()[1]["reachable"], timeout=10)  # its badge turns green
+    wait_for(lambda: len(browser.notices) == 2 and browser.notices[1]["reachable"], timeout=10)
     second = ana.post("/api/work-orders/telescope", json=bias, headers={"X-CSRF-Token": csrf}).json()["id"]
     wait_for(lambda: any(e[2]["work_order_id"] == second and e[1] == "image_ready" for e in browser.events), timeout=30)
     browser.close()
@@ -491,6 +500,15 @@ def test_in_browsers_an_alert_drill_is_followed_through_the_night(observatory, b
     )
     assert refused[0] == 403 and "viewer" in refused[1]
 
+    # A file that is not a notice: refused, the reason beside the button.
+    overview.wait_for_function("document.querySelectorAll('#drill select option').length > 1")
+    overview.set_input_files(
+        "#drill input[name=notice]", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"bring coffee"}
+    )
+    overview.click("#drill button")
+    overview.wait_for_selector("#drill .reason.down")
+    assert "process_alert.payload" in overview.text_content("#drill .reason")
+    overview.set_input_files("#drill input[name=notice]", [])
     # The drill: a shipped sample notice, replayed from the operator's page.
     overview.wait_for_function("document.querySelectorAll('#drill select option').length > 1")
     overview.select_option("#drill select[name=sample]", "MS181101ab-preliminary.json")
@@ -509,6 +527,8 @@ def test_in_browsers_an_alert_drill_is_followed_through_the_night(observatory, b
     assert "RA " in hover and "Dec " in hover and any(s in hover for s in ("planned", "observing", "relayed"))
     alerts.screenshot(path=str(shots / "alerts.png"), full_page=True)
 
+    # The current target, on the overview while it is observed.
+    overview.wait_for_selector("#daemons tr:has-text('telescope') td:has-text('; target GLADE+')", timeout=120_000)
     # Thumbnails within a second of image_ready, and their calibrated frames beside them.
     overview.wait_for_function(
         "document.querySelector('#images img.raw') && document.querySelector('#images img.raw').naturalWidth > 0",

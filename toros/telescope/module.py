@@ -109,8 +109,14 @@ class TelescopeModule(Module):
         unsafe, storage_fault = o.safety.unsafe_reason, o.imaging.storage_fault
         safety = f"; safety: {unsafe}" if unsafe else ""
         storage = f"; storage: {storage_fault}" if storage_fault else ""
+        current = self.dispatcher.current
+        target = (
+            f"; target {current.target.name} ({current.done} of {current.count} frames, {current.work_order_id})"
+            if current is not None
+            else ""
+        )
         return (
-            f"mode {self.config.telescope.mode}, site {self.config.telescope.site.name}; {state}; "
+            f"mode {self.config.telescope.mode}, site {self.config.telescope.site.name}; {state}{target}; "
             f"{len(self.book.pending())} targets pending; Sun {o.sun():+.1f} deg{safety}{storage}"
         )
 

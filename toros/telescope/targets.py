@@ -213,6 +213,7 @@ class Dispatcher:
         self.clock = clock
         self.root = root
         self._planned_version = -1
+        self.current: Entry | None = None  # the target being observed, for the status
         self._loop = Repeating("telescope-dispatcher", self._step, POLL_S, clock)
         observatory.preemption.alert_waiting = self._alert_waiting
         book.on_alert = self._alert_arrived
@@ -294,6 +295,7 @@ class Dispatcher:
             entry.done,
             entry.count,
         )
+        self.current = entry
         try:
             with self.observatory.instrument:
                 self.observatory.point(target.ra_deg, target.dec_deg, lambda: self._check_slew(entry), entry.filter)
@@ -327,6 +329,7 @@ class Dispatcher:
         except (Dropped, Unsafe, DeviceError) as exc:
             log.warning("observation of %s stopped: %s", target.name, exc)
         finally:
+            self.current = None
             if entry.done > frames_before:
                 night = night_of(self.config.site, started).isoformat()
                 observation = Observation(

@@ -143,7 +143,8 @@ class EventHub:
             log.info("%s daemon reachable; following its events after sequence %d", module, self._last[module])
         else:
             log.warning("%s daemon lost (%s); resuming after sequence %d", module, error, self._last[module])
-        notice = WebEvent(module, 0, DAEMON, {"module": module, "reachable": up, "error": error or ""})
+        data = {"module": module, "sequence": self._last[module], "work_order_id": "", "kind": DAEMON}
+        notice = WebEvent(module, 0, DAEMON, data | {"reachable": up, "error": error or ""})
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:

@@ -46,7 +46,8 @@ OVERVIEW_PAGE = (
 <nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
 <form id="logout" method="post" action="/logout"><button type="submit">Log out</button></form>
 <h2>Daemons</h2>
-<table><thead><tr><th>module</th><th>state</th><th>clock</th><th>queue</th><th>running</th><th>activity</th></tr></thead>
+<table><thead><tr><th>module</th><th>state</th><th>clock</th><th>queue</th><th>running</th><th>activity</th>
+<th>status (the current target, safety)</th></tr></thead>
 <tbody id="daemons"></tbody></table>
 <h2>Devices</h2>
 <table><thead><tr><th>device</th><th>state</th><th>driver</th><th>message</th></tr></thead>
@@ -87,8 +88,8 @@ async function refresh() {
   daemons.replaceChildren(); devices.replaceChildren();
   for (const d of await answer.json()) {
     daemons.appendChild(d.reachable
-      ? row([d.module, "reachable", d.clock_time, d.queue_depth || 0, d.running || 0, d.activity], "up")
-      : row([d.module, "unreachable", d.error, "", "", ""], "down"));
+      ? row([d.module, "reachable", d.clock_time, d.queue_depth || 0, d.running || 0, d.activity, d.message], "up")
+      : row([d.module, "unreachable", d.error, "", "", "", ""], "down"));
     for (const device of d.devices || [])
       devices.appendChild(row([device.name, (device.state || "").replace("DEVICE_STATE_", ""), device.driver, device.message]));
   }

@@ -12,12 +12,14 @@ from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
 from toros.preprocessor.candidates import CandidateStore, CandidateVerdict, Label
+from toros.preprocessor.compute import Compute, RemoteScience
 from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
 from toros.preprocessor.references import ReferenceLibrary
-from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
+from toros.preprocessor.science import BadReferenceCatalog, MeasuresFrames, ReferenceCatalog, ScienceStep
+from toros.preprocessor.settings import WhenUnreachable
 from toros.preprocessor.transients import TransientSearch
 from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
@@ -73,6 +75,7 @@ class PreprocessorModule(Module):
         self.candidates: CandidateStore | None = None
         self._galaxies: tuple[GalaxyIndex | None] | None = None  # opened on the first search that needs it
         self.followers: list[TelescopeFollower] = []
+        self.compute = Compute(self.config.preprocessor.compute, self.storage_root)
         # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
         self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
 
@@ -98,8 +101,17 @@ class PreprocessorModule(Module):
         ]
         for follower in self.followers:
             follower.start()
+        if (problem := self.compute.check()) is not None:  # frames fall back or wait, as configured
+            log.error("compute: %s; per-frame work will %s", problem, self._when_unreachable())
+
+    def _when_unreachable(self) -> str:
+        settings = self.config.preprocessor.compute
+        if settings.unreachable is WhenUnreachable.LOCAL:
+            return "run on this node until the cluster answers"
+        return f"wait up to {settings.wait_s:g} s for the cluster"
 
     def stop(self) -> None:
+        self.compute.close()
         for follower in self.followers:
             follower.stop()
         if self.library is not None:
@@ -152,19 +164,31 @@ class PreprocessorModule(Module):
             site=self.config.preprocessor_site.name,
         )  # fmt: skip
 
-    def _pipeline(self, context: TaskContext) -> NightCalibration:
+    def _calibrate(self, context: TaskContext, files: list[Path], *, night: str | None = None) -> str:
+        """Calibrates frames (and makes them science-ready, on the compute engine) for one work order."""
         assert self.library is not None, "started"
-        return NightCalibration(
+        notes: list[str] = []
+        step = self._science_step()
+        science: MeasuresFrames | None = step
+        catalog = self.config.preprocessor.science.reference_catalog
+        if step is not None and catalog is not None and self.compute.remote:
+            science = RemoteScience(self.compute, step, catalog, notes.append)
+        pipeline = NightCalibration(
             self.config.preprocessor.calibration,
             self.library,
             self.storage_root,
             longitude_deg=self.config.preprocessor_site.longitude,
             work_order_id=context.id,
             now=self.clock.timestamp,
-            science=self._science_step(),
+            science=science,
             references=self.references,
             transients=self._transients(),
         )
+        result = pipeline.run(
+            files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
+        )
+        result.notes += [f"{note} ({notes.count(note)} frames)" for note in dict.fromkeys(notes)]
+        return self._outcome(result)
 
     def _science_step(self) -> ScienceStep | None:
         """The science step with the reference catalog as it is now (read again when the file changes; a file
@@ -202,20 +226,13 @@ class PreprocessorModule(Module):
         files = night_files(directory)
         if not files:
             raise TaskFailed(f"no FITS files in {directory}")
-        night = directory.name if NIGHT_NAME.fullmatch(directory.name) else None
-        result = self._pipeline(context).run(
-            files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
-        )
-        return self._outcome(result)
+        return self._calibrate(context, files, night=directory.name if NIGHT_NAME.fullmatch(directory.name) else None)
 
     def calibrate_images(self, context: TaskContext) -> str:
         if context.record.requester.startswith("follower:"):
             self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
-        result = self._pipeline(context).run(
-            files, WorkOrderReporter(context), clean_cosmic_rays=context.task.clean_cosmic_rays
-        )
-        return self._outcome(result)
+        return self._calibrate(context, files)
 
     def check_label_candidate(self, task: pb.LabelCandidate, check: Checker) -> None:
         orders.check_label_candidate(task, check)

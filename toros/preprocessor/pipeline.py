@@ -37,7 +37,7 @@ from toros.preprocessor.inventory import (
 from toros.preprocessor.library import Master, MasterLibrary
 from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.preprocessor.references import BadReference, ReferenceLibrary
-from toros.preprocessor.science import ScienceFailed, ScienceResult, ScienceStep
+from toros.preprocessor.science import MeasuresFrames, ScienceFailed, ScienceResult
 from toros.preprocessor.settings import CalibrationConfig
 from toros.preprocessor.transients import TransientSearch
 from toros.runtime.files import path_inside
@@ -162,7 +162,7 @@ class NightCalibration:
         longitude_deg: float,
         work_order_id: str,
         now: Callable[[], float],
-        science: ScienceStep | None = None,
+        science: MeasuresFrames | None = None,
         references: ReferenceLibrary | None = None,
         transients: TransientSearch | None = None,
     ) -> None:

@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import astropy.units as u
 import numpy as np
@@ -167,6 +168,12 @@ class _Sources:
 
     def take(self, keep: np.ndarray) -> _Sources:
         return _Sources(*(getattr(self, f)[keep] for f in ("x", "y", "flux", "peak", "a", "b", "flags")))
+
+
+class MeasuresFrames(Protocol):
+    """What makes a frame science-ready: the step itself, or the step on the compute engine."""
+
+    def run(self, path: Path) -> ScienceResult: ...
 
 
 class ScienceStep:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -121,6 +122,53 @@ class FollowedTelescope(Section):
     address: str = Field(description="host:port of the telescope daemon")
 
 
+class ComputeEngineName(StrEnum):
+    LOCAL = "local"  # in the preprocessor's own processes and threads
+    DASK = "dask"  # on a Dask distributed cluster
+
+
+class WhenUnreachable(StrEnum):
+    """What per-frame work does when the Dask scheduler cannot be reached: a frame is never lost."""
+
+    LOCAL = "local"  # computed here, said in the work order
+    WAIT = "wait"  # retried until ``wait_s``, then the frame is named as not done
+
+
+class ComputeTls(Section):
+    """Dask's TLS (``tls://`` scheduler addresses): the cluster's CA, and this client's certificate and key."""
+
+    ca: ConfigPath
+    cert: ConfigPath
+    key: ConfigPath
+
+
+class ComputeConfig(Section):
+    """Where per-frame work (the science step) runs: ``local`` or a Dask cluster."""
+
+    engine: ComputeEngineName = ComputeEngineName.LOCAL
+    scheduler: str = Field(default="tcp://127.0.0.1:8786", description="the Dask scheduler's address")
+    tls: ComputeTls | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    task_timeout_s: float = Field(default=900.0, gt=0, le=86400, description="one frame's task, queueing included")
+    retries: int = Field(default=2, ge=0, le=10, description="a task that fails (e.g. its worker died) runs again")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="worker resources each task needs (`dask worker --resources`)"
+    )
+    storage_on_workers: str | None = Field(
+        default=None, description="where the workers mount this node's storage root; None: at the same path"
+    )
+    unreachable: WhenUnreachable = WhenUnreachable.LOCAL
+    wait_s: float = Field(default=600.0, ge=0, le=86400, description="with unreachable: wait, how long to retry")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        scheme, _, rest = address.partition("://")
+        if scheme not in ("tcp", "tls") or not rest.rpartition(":")[2].isdigit():
+            raise ValueError(f"a Dask scheduler address as tcp://host:port or tls://host:port, not {address!r}")
+        return address
+
+
 class PreprocessorConfig(ServerConfig):
     port: int = Field(default=50053, ge=0, le=65535)
     http: str | None = "http://127.0.0.1:50053"
@@ -130,6 +178,7 @@ class PreprocessorConfig(ServerConfig):
     references: ReferencesConfig = ReferencesConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     follow: tuple[FollowedTelescope, ...] = ()
+    compute: ComputeConfig = ComputeConfig()
 
     @field_validator("http")
     @classmethod

@@ -74,7 +74,7 @@ class Plan:
     crowded_out: set[str] = field(default_factory=set)
     made: datetime | None = None  # when a daemon re-planned (None: planned ahead, e.g. by `toros plan`)
 
-    def to_json(self, names: dict[str, str] | None = None) -> str:
+    def to_json(self, names: dict[str, str] | None = None, observed: Sequence[Observation] = ()) -> str:
         def moment(value: datetime | None) -> str | None:
             return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -99,6 +99,7 @@ class Plan:
                     {"key": key, "name": (names or {}).get(key, key), "reason": reason}
                     for key, reason in self.unobservable.items()
                 ],
+                "observed": [o.to_dict() for o in observed],
             },
             indent=2,
         )
@@ -262,5 +263,5 @@ def write_plan(
     """The plan as JSON, and the whole night as a picture (``plan_picture``)."""
     names = {t.key: t.name for t in targets}
     with atomic_write(json_path) as stream:
-        stream.write(plan.to_json(names).encode())
+        stream.write(plan.to_json(names, observed).encode())
     draw_night(png_path, plan, targets, config.site, config.constraints, observed, now)

@@ -24,6 +24,7 @@ from pathlib import Path
 from toros import journal_keys
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
+from toros.runtime.files import atomic_write
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
@@ -267,6 +268,10 @@ class Dispatcher:
         plan.made = now
         if not targets and json_path.exists():  # the last plan of the night stays on disk to be looked at
             draw_night(png_path, plan, targets, self.config.site, self.config.constraints, observed, now)
+            last = json.loads(json_path.read_text())
+            last["observed"] = [o.to_dict() for o in observed]  # with what the night did since
+            with atomic_write(json_path, "w") as stream:
+                json.dump(last, stream, indent=2)
             return
         write_plan(plan, targets, json_path, png_path, self.config, observed, now)
         log.info("night plan %s: %d blocks, %d not observable tonight", night, len(plan.blocks), len(plan.unobservable))

@@ -39,7 +39,7 @@ from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.telescope.targets import coming_night
 from toros.web.accounts import Accounts, Session
-from toros.web.hub import DAEMON, MODULES, EventHub, WebEvent, format_position, parse_position
+from toros.web.hub import DAEMON, MODULES, EventHub, Subscriber, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
 from toros.web.previews import NotAnImage, Previews
 from toros.web.sky import Progress, sky_now, with_states
@@ -247,10 +247,11 @@ class Console:
         if self.session(request) is None:
             return _error(401, "not logged in")
         try:
-            _, folder, plan = await run_in_threadpool(self._plan)
+            now, folder, plan = await run_in_threadpool(self._plan)
         except grpc.RpcError as error:
             return _grpc_error(error)
-        return JSONResponse({"night": folder, "plan_png": f"{folder}/plan.png", "plan": plan})
+        clock = now.isoformat().replace("+00:00", "Z")
+        return JSONResponse({"night": folder, "now": clock, "plan_png": f"{folder}/plan.png", "plan": plan})
 
     async def sky(self, request: Request) -> Response:
         """An alert's sky view (its ``process_alert`` work order's ``sky_view`` product) with each target's
@@ -413,11 +414,14 @@ class Console:
         if self.session(request) is None:
             return _error(401, "not logged in")
         since = parse_position(request.headers.get("last-event-id"))
-        return EventSourceResponse(self._stream(request, since), ping=15)
-
-    async def _stream(self, request: Request, since: dict[str, int] | None) -> AsyncIterator[dict[str, str]]:
-        """What a browser missed since its Last-Event-ID, then everything live; never a duplicate."""
+        # Subscribed before the answer starts: whatever happens once the browser has its 200 reaches it.
         subscriber, now = self.hub.subscribe()
+        return EventSourceResponse(self._stream(subscriber, now, since), ping=15)
+
+    async def _stream(
+        self, subscriber: Subscriber, now: dict[str, int], since: dict[str, int] | None
+    ) -> AsyncIterator[dict[str, str]]:
+        """What a browser missed since its Last-Event-ID, then everything live; never a duplicate."""
         sent = dict(since or now)
         try:
             if since is not None:
@@ -518,7 +522,7 @@ def make_app(config: Config) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        console.hub.start()
+        await run_in_threadpool(console.hub.start)
         yield
         await run_in_threadpool(console.hub.stop)
 

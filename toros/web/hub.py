@@ -29,6 +29,7 @@ MODULES = ("alert", "telescope", "preprocessor")
 RETRY_S = 1.0  # between attempts to reach a daemon that is down
 DAEMON = "daemon"  # the kind of the hub's own notices: a daemon came up or went away (no sequence of its own)
 STATUS_TIMEOUT_S = 2.0
+FIRST_CONTACT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,19 @@ class EventHub:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._calls: dict[str, Any] = {}
+        self._tried = {module: threading.Event() for module in MODULES}  # a first attempt to reach it ended
         self._threads = [
             threading.Thread(target=self._follow, args=(module,), name=f"web-watch-{module}", daemon=True)
             for module in MODULES
         ]
 
     def start(self) -> None:
+        """Follows every daemon; returns once each has been tried (its position known, or it is down), so that a
+        browser that connects at once misses nothing of a daemon that is up."""
         for thread in self._threads:
             thread.start()
+        for tried in self._tried.values():
+            tried.wait(FIRST_CONTACT_TIMEOUT_S + 1.0)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -116,11 +122,16 @@ class EventHub:
         stub = self.stub(module)
         while not self._stopping.is_set():
             try:
-                status = stub.GetStatus(pb.GetStatusRequest(), timeout=STATUS_TIMEOUT_S)  # it answers: it is up
+                # It answers: it is up. The first time, it is given long enough on a loaded machine: the position
+                # it gives is where the console's "live" begins.
+                first = not self._tried[module].is_set()
+                timeout = FIRST_CONTACT_TIMEOUT_S if first else STATUS_TIMEOUT_S
+                status = stub.GetStatus(pb.GetStatusRequest(), timeout=timeout)
                 with self._lock:
                     if not self._started[module]:  # live from now: the daemon's history stays in its journal
                         self._last[module] = status.last_sequence
                         self._started[module] = True
+                self._tried[module].set()
                 call = stub.Watch(pb.WatchRequest(after_sequence=self._last[module]))
                 self._calls[module] = call
                 self.watches[module] += 1
@@ -128,6 +139,7 @@ class EventHub:
                 for event in call:
                     self._publish(WebEvent.of(module, event))
             except grpc.RpcError as error:
+                self._tried[module].set()
                 if self._stopping.is_set():
                     return
                 self._reached(module, f"{error.code().name}: {error.details()}")

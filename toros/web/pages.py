@@ -360,6 +360,9 @@ TONIGHT_PAGE = _page(
     "Tonight",
     """<p id="night" class="muted">asking the telescope…</p>
 <img id="plan" alt="tonight's plan" hidden>
+<h2>Observed</h2>
+<table><thead><tr><th>target</th><th>start</th><th>end</th><th>frames</th></tr></thead><tbody id="observed"></tbody></table>
+<h2>Planned (remaining)</h2>
 <table><thead><tr><th>target</th><th>start</th><th>end</th><th>state</th></tr></thead><tbody id="blocks"></tbody></table>
 <h2>Not observable tonight</h2>
 <table><thead><tr><th>target</th><th>why</th></tr></thead><tbody id="unobservable"></tbody></table>""",
@@ -374,10 +377,16 @@ async function tonight() {
   const plan = document.getElementById("plan");
   plan.src = `/api/files/telescope?path=${encodeURIComponent(t.plan_png)}&t=${Date.now()}`; plan.hidden = false;
   const blocks = document.getElementById("blocks"), unobservable = document.getElementById("unobservable");
-  blocks.replaceChildren(); unobservable.replaceChildren();
+  const observed = document.getElementById("observed");
+  blocks.replaceChildren(); unobservable.replaceChildren(); observed.replaceChildren();
+  for (const o of t.plan.observed || []) {
+    const tr = document.createElement("tr");
+    for (const v of [o.name, o.start, o.end, o.frames]) cell(tr, v);
+    observed.appendChild(tr);
+  }
   for (const b of t.plan.blocks || []) {
     const tr = document.createElement("tr");
-    for (const v of [b.name || b.target, b.start, b.end, b.state || "planned"]) cell(tr, v);
+    for (const v of [b.name || b.target, b.start, b.end, b.start <= t.now && t.now < b.end ? "now" : "planned"]) cell(tr, v);
     blocks.appendChild(tr);
   }
   for (const u of t.plan.unobservable || []) {

@@ -145,9 +145,27 @@ def test_a_night_on_the_cluster_gives_the_local_engine_s_products(cluster, start
             ours, cluster_header = mine[0].header, theirs[0].header
             differ = {k for k in set(ours) | set(cluster_header) if ours.get(k) != cluster_header.get(k)}
             assert differ <= PATHS_AND_TIMES, differ
-    # The tasks ran on the workers: their logs name the frames' keys.
     worked = "".join((cluster.logs / f"worker-{i}.log").read_text() for i in range(2))
     assert "error" not in worked.lower(), worked[-2000:]
+
+    # The night reprocessed on the cluster (`toros reprocess`): every frame measured again, fanned out.
+    before = {name: fits.getheader(path)["MAGZP"] for name, path in remote_frames.items()}
+    with grpc.insecure_channel(f"127.0.0.1:{remote.port}") as channel:
+        stub = FrontDeskStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Submit(pb.WorkOrder(reprocess_night=pb.ReprocessNight(night="yesterday")))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "reprocess_night.night" in refused.value.details()
+        order = pb.WorkOrder(id="again", reprocess_night=pb.ReprocessNight(night="2026-11-22"))
+        stub.Submit(order)
+        again = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="again"))).state in (3, 4) and s, timeout=120
+        )
+    assert again.state == pb.WORK_ORDER_STATE_DONE, again.message
+    assert again.message.startswith("2026-11-22: 4 of 4 frames science-ready"), again.message
+    assert len(products(again, "source_catalog")) == 4 and "computed locally" not in again.message
+    for name, path in remote_frames.items():
+        assert fits.getheader(path)["MAGZP"] == before[name]
 
 
 def test_a_worker_killed_in_the_middle_of_a_night_loses_no_frame(cluster, start_daemon, tmp_path):
@@ -173,6 +191,30 @@ def test_a_worker_killed_in_the_middle_of_a_night_loses_no_frame(cluster, start_
     for path in catalogs:
         assert fits.getheader(path.replace("_cat.fits", ".fits"))["WCSSRC"] == "fit"
     assert not list(daemon.storage_root.rglob("*.tmp*")), "no half-written product left behind"
+
+
+def test_a_scheduler_lost_in_the_night_leaves_the_rest_to_this_node(cluster, start_daemon, tmp_path):
+    daemon = preprocessor(
+        tmp_path / "node", start_daemon, engine="dask", scheduler=cluster.address, connect_timeout_s=2.0
+    )
+    write_raw_night(daemon.storage_root, lights=4)
+    with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
+        stub = FrontDeskStub(channel)
+        stub.Submit(pb.WorkOrder(id="night", calibrate_night=pb.CalibrateNight(directory="raw/2026-11-22")))
+        events = stub.Watch(pb.WatchRequest(work_order_id="night", kinds=[pb.EVENT_KIND_CALIBRATION_PROGRESS]))
+        for event in events:
+            if event.calibration_progress.HasField("science"):
+                break
+        events.cancel()
+        cluster.scheduler.send_signal(signal.SIGKILL)
+        cluster.scheduler.wait()
+        status = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="night"))).state in (3, 4) and s, timeout=180
+        )
+    assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+    catalogs = [p.path for p in status.products if p.kind == "source_catalog"]
+    assert len(catalogs) == len(set(catalogs)) == 4, status.message
+    assert "computed locally" in status.message and "not science-ready" not in status.message
 
 
 def test_an_unreachable_scheduler_is_one_line_and_the_frames_are_computed_here_or_named(start_daemon, tmp_path, caplog):

@@ -13,7 +13,8 @@ import pytest
 from astropy.io import fits
 from support import toros_cli
 
-from toros.demo import run_chain
+from toros.demo import Node, run_chain
+from toros.generated import toros_pb2 as pb
 
 
 @pytest.mark.timeout(300)  # above the chain's own deadline, so that a stall reports its progress lines
@@ -85,3 +86,27 @@ def test_alert_to_calibrated_images(tmp_path):
     reports = data / "reports" / "MS181101ab"
     assert result.candidates[0].name in (reports / "gcn-circular-draft.txt").read_text()
     assert list((reports / "avro").glob("*.avro")) and (reports / "tns-at-report.json").exists()
+
+    # The demo's night reprocessed (`toros reprocess`): the same zero points, the kilonova found again as the
+    # same candidate.
+    zero_points = {p: fits.getheader(p)["MAGZP"] for p in result.calibrated}
+    node = Node(tmp_path / "chain" / "toros.demo.yaml")
+    node.start("preprocessor")
+    try:
+        again = node.cli("reprocess", "--night", "2026-05-01", "--wait")
+        assert again.returncode == 0, again.stdout + again.stderr
+        order = again.stdout.splitlines()[0]
+        status = node.stub("preprocessor").GetWorkOrder(pb.GetWorkOrderRequest(id=order))
+        assert status.state == pb.WORK_ORDER_STATE_DONE and status.task == "reprocess_night"
+        assert status.message.startswith("2026-05-01: 18 of 18 frames science-ready, "), status.message
+        found = [
+            e.transient_candidate
+            for e in node.stub("preprocessor").Watch(
+                pb.WatchRequest(work_order_id=order, kinds=[pb.EVENT_KIND_TRANSIENT_CANDIDATE], replay_only=True)
+            )
+        ]
+        assert {c.name for c in found} == {result.candidates[0].name}
+    finally:
+        node.stop()
+    for path, magzp in zero_points.items():
+        assert fits.getheader(path)["MAGZP"] == pytest.approx(magzp, abs=1e-4)

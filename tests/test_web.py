@@ -436,7 +436,7 @@ def observatory(tmp_path) -> Iterator[Observatory]:
 
     folder = tmp_path / "node"
     config = demo.write_config(folder, frame=256, pixel_scale=1.0, rate=120.0, galaxies=3000,
-                               clock_start="2026-05-01T21:40:00Z")  # fmt: skip
+                               clock_start="2026-05-01T21:55:00Z")  # fmt: skip
     scenario = demo.plan_scenario(config)
     demo.write_reference_stars(folder, scenario.targets, 256 / 3600.0 * 0.71 + demo.REFERENCE_MARGIN_DEG)
     document = yaml.safe_load(config.read_text())
@@ -580,7 +580,14 @@ def test_in_browsers_an_alert_drill_is_followed_through_the_night(observatory, b
     tonight = operator.new_page()
     tonight.goto(f"{url}/tonight")
     tonight.wait_for_function("document.querySelector('#plan') && document.querySelector('#plan').naturalWidth > 0")
-    tonight.wait_for_function("document.querySelectorAll('#observed tr').length >= 6")  # 7: one was interrupted
+
+    # Every target observed (7 rows: one was interrupted); the plan is rewritten just after the last frame.
+    def observed_rows() -> int:
+        tonight.reload()
+        tonight.wait_for_function("document.querySelector('#night').textContent.startsWith('night ')")
+        return tonight.locator("#observed tr").count()
+
+    wait_for(lambda: observed_rows() >= 6, timeout=60, interval=1)
     observed = {row.split("\t")[0] for row in tonight.locator("#observed tr").all_inner_texts()}
     assert observed == set(states_on(alerts)), observed
     tonight.screenshot(path=str(shots / "tonight.png"), full_page=True)

@@ -321,6 +321,24 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return outcome
 
 
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    """A past night again: the science step (on the compute engine) and discovery, as a preprocessor work order."""
+    step = {"science": pb.REPROCESS_STEP_SCIENCE, "discovery": pb.REPROCESS_STEP_DISCOVERY}[args.from_step]
+    order = pb.WorkOrder(
+        requester="toros-cli reprocess", reprocess_night=pb.ReprocessNight(night=args.night, from_step=step)
+    )
+    stub, address = _stub(args, "preprocessor")
+    try:
+        receipt = stub.Submit(order, timeout=UNARY_TIMEOUT)
+    except grpc.RpcError as exc:
+        raise _explain(exc, "preprocessor", address) from None
+    print(receipt.id)
+    if args.wait:
+        args.module, args.work_order, args.after, args.kind = "preprocessor", receipt.id, 0, None
+        return cmd_watch(args)
+    return 0
+
+
 def cmd_alert_replay(args: argparse.Namespace) -> int:
     """Replays notices from files (drills, tests, notices received by other means)."""
     stub, address = _stub(args, "alert")
@@ -668,6 +686,14 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
     cancel.add_argument("--reason", default="cancelled by an operator")
     cancel.set_defaults(run=cmd_cancel)
+
+    reprocess = commands.add_parser(
+        "reprocess", parents=[client], help="a past night's science step and discovery again (preprocessor work order)"
+    )
+    reprocess.add_argument("--night", required=True, metavar="YYYY-MM-DD")
+    reprocess.add_argument("--from", dest="from_step", choices=("science", "discovery"), default="science")
+    reprocess.add_argument("--wait", action="store_true", help="follow the work order until it finishes")
+    reprocess.set_defaults(run=cmd_reprocess)
 
     alert = commands.add_parser("alert", help="alert robot: replay notices, index the galaxy catalog")
     alert_commands = alert.add_subparsers(dest="alert_command", required=True, metavar="ACTION")

@@ -64,6 +64,12 @@ class DeviceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEVICE_STATE_FAULT: _ClassVar[DeviceState]
     DEVICE_STATE_DISCONNECTED: _ClassVar[DeviceState]
 
+class ReprocessStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPROCESS_STEP_UNSPECIFIED: _ClassVar[ReprocessStep]
+    REPROCESS_STEP_SCIENCE: _ClassVar[ReprocessStep]
+    REPROCESS_STEP_DISCOVERY: _ClassVar[ReprocessStep]
+
 class CandidateLabel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CANDIDATE_LABEL_UNSPECIFIED: _ClassVar[CandidateLabel]
@@ -111,6 +117,9 @@ DEVICE_STATE_BUSY: DeviceState
 DEVICE_STATE_PARKED: DeviceState
 DEVICE_STATE_FAULT: DeviceState
 DEVICE_STATE_DISCONNECTED: DeviceState
+REPROCESS_STEP_UNSPECIFIED: ReprocessStep
+REPROCESS_STEP_SCIENCE: ReprocessStep
+REPROCESS_STEP_DISCOVERY: ReprocessStep
 CANDIDATE_LABEL_UNSPECIFIED: CandidateLabel
 CANDIDATE_LABEL_REAL: CandidateLabel
 CANDIDATE_LABEL_BOGUS: CandidateLabel
@@ -123,7 +132,7 @@ EVENT_KIND_DEVICE_UPDATE: EventKind
 EVENT_KIND_TRANSIENT_CANDIDATE: EventKind
 
 class WorkOrder(_message.Message):
-    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients", "label_candidate")
+    __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients", "label_candidate", "reprocess_night")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +146,7 @@ class WorkOrder(_message.Message):
     PROCESS_ALERT_FIELD_NUMBER: _ClassVar[int]
     FIND_TRANSIENTS_FIELD_NUMBER: _ClassVar[int]
     LABEL_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    REPROCESS_NIGHT_FIELD_NUMBER: _ClassVar[int]
     id: str
     create_time: _timestamp_pb2.Timestamp
     requester: str
@@ -150,7 +160,8 @@ class WorkOrder(_message.Message):
     process_alert: ProcessAlert
     find_transients: FindTransients
     label_candidate: LabelCandidate
-    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ..., find_transients: _Optional[_Union[FindTransients, _Mapping]] = ..., label_candidate: _Optional[_Union[LabelCandidate, _Mapping]] = ...) -> None: ...
+    reprocess_night: ReprocessNight
+    def __init__(self, id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requester: _Optional[str] = ..., priority: _Optional[int] = ..., observe_targets: _Optional[_Union[ObserveTargets, _Mapping]] = ..., take_calibrations: _Optional[_Union[TakeCalibrations, _Mapping]] = ..., night_operation: _Optional[_Union[NightOperation, _Mapping]] = ..., dome_control: _Optional[_Union[DomeControl, _Mapping]] = ..., calibrate_night: _Optional[_Union[CalibrateNight, _Mapping]] = ..., calibrate_images: _Optional[_Union[CalibrateImages, _Mapping]] = ..., process_alert: _Optional[_Union[ProcessAlert, _Mapping]] = ..., find_transients: _Optional[_Union[FindTransients, _Mapping]] = ..., label_candidate: _Optional[_Union[LabelCandidate, _Mapping]] = ..., reprocess_night: _Optional[_Union[ReprocessNight, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("name", "ra_deg", "dec_deg", "exposure_time", "exposure_count", "filter", "score", "distance_mpc")
@@ -383,6 +394,14 @@ class FindTransients(_message.Message):
     alert_id: str
     event_time: _timestamp_pb2.Timestamp
     def __init__(self, paths: _Optional[_Iterable[str]] = ..., night: _Optional[str] = ..., alert_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReprocessNight(_message.Message):
+    __slots__ = ("night", "from_step")
+    NIGHT_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    night: str
+    from_step: ReprocessStep
+    def __init__(self, night: _Optional[str] = ..., from_step: _Optional[_Union[ReprocessStep, str]] = ...) -> None: ...
 
 class LabelCandidate(_message.Message):
     __slots__ = ("name", "label", "note")

@@ -193,6 +193,15 @@ class Compute:
     def remote(self) -> bool:
         return self.dask is not None
 
+    def parallelism(self) -> int:
+        """How many tasks to keep in flight: the cluster's worker threads (1 here, as the night runs)."""
+        if self.dask is None:
+            return 1
+        try:
+            return max(1, sum(self.dask.client().nthreads().values()))
+        except ComputeUnavailable:
+            return 1
+
     def check(self) -> str | None:
         """At the daemon's start: the cluster's problem in one line, or None (local, or a cluster that is fine)."""
         if self.dask is None:

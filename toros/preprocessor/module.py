@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class PreprocessorModule(Module):
             "calibrate_images": Task(orders.check_calibrate_images, self.calibrate_images),
             "find_transients": Task(orders.check_find_transients, self.find_transients),
             "label_candidate": Task(self.check_label_candidate, self.label_candidate),
+            "reprocess_night": Task(orders.check_reprocess_night, self.reprocess_night),
         }
 
     def start(self) -> None:
@@ -233,6 +235,67 @@ class PreprocessorModule(Module):
             self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
         return self._calibrate(context, files)
+
+    def reprocess_night(self, context: TaskContext) -> str:
+        """A past night's calibrated frames again: the science step fanned out over the compute engine, then
+        discovery on the frames an alert's night would search; every frame named in the outcome."""
+        task: pb.ReprocessNight = context.task
+        folder = confine(str(Path("calibrated") / task.night), self.storage_root)
+        frames = sorted(folder.glob("*_cal.fits")) if folder.is_dir() else []
+        if not frames:
+            raise TaskFailed(f"reprocess_night.night: no calibrated frame of {task.night} in {folder}")
+        reporter = WorkOrderReporter(context)
+        notes: list[str] = []
+        measured = len(frames)
+        if task.from_step != pb.REPROCESS_STEP_DISCOVERY:
+            measured = self._measure_again(frames, reporter, notes)
+        searched = 0
+        search = self._transients()
+        if search is None:
+            notes.append("no discovery (it needs the science step, the reference library and discovery enabled)")
+        else:
+            for number, frame in enumerate(frames, start=1):
+                context.check()
+                if search.wanted(frame):
+                    outcome = search.search(frame, work_order_id=context.id)
+                    searched += outcome.searched
+                    for path, kind in outcome.products:
+                        context.add_product(path, kind)
+                    for event in outcome.events:
+                        context.emit(transient_candidate=event)
+                    notes.append(f"{frame.name}: {outcome.message}")
+                reporter.stage("discovery", number, len(frames), str(frame))
+        summary = f"{task.night}: {measured} of {len(frames)} frames science-ready, {searched} searched"
+        return summary + ("; " + "; ".join(notes) if notes else "")
+
+    def _measure_again(self, frames: list[Path], reporter: WorkOrderReporter, notes: list[str]) -> int:
+        """The science step on every frame, as many at once as the engine has threads; returns how many
+        succeeded (the others are named in ``notes``)."""
+        step = self._science_step()
+        catalog = self.config.preprocessor.science.reference_catalog
+        if step is None or catalog is None:
+            raise TaskFailed("reprocess_night: the science step is off (preprocessor.science.reference_catalog)")
+        engine_notes: list[str] = []
+        science: MeasuresFrames = (
+            RemoteScience(self.compute, step, catalog, engine_notes.append) if self.compute.remote else step
+        )
+        done = ready = 0
+        with ThreadPoolExecutor(self.compute.parallelism(), thread_name_prefix="reprocess") as pool:
+            jobs = {pool.submit(science.run, frame): frame for frame in frames}
+            for job in as_completed(jobs):
+                frame, done = jobs[job], done + 1
+                try:
+                    result = job.result()
+                except Exception as exc:  # as the night does: a frame that cannot be measured is named
+                    notes.append(f"{frame.name}: not science-ready: {type(exc).__name__}: {exc}")
+                    reporter.stage("science", done, len(frames), str(frame))
+                    continue
+                ready += 1
+                reporter.product(result.catalog_path, "source_catalog", result.catalog_sha256)
+                reporter.product(frame, "calibrated", result.frame_sha256, science=result.proto_fields())
+                reporter.stage("science", done, len(frames), str(frame), **result.proto_fields())
+        notes += [f"{note} ({engine_notes.count(note)} frames)" for note in dict.fromkeys(engine_notes)]
+        return ready
 
     def check_label_candidate(self, task: pb.LabelCandidate, check: Checker) -> None:
         orders.check_label_candidate(task, check)

@@ -47,3 +47,10 @@ def check_label_candidate(task: pb.LabelCandidate, check: Checker) -> None:
     check.text("name", task.name, max_length=64)
     check.enum("label", task.label, pb.CandidateLabel)
     check.text("note", task.note, max_length=1024, required=False)
+
+
+def check_reprocess_night(task: pb.ReprocessNight, check: Checker) -> None:
+    if not NIGHT.fullmatch(task.night):
+        check.fail("night", f"must be YYYY-MM-DD, got {task.night!r}")
+    if task.from_step not in pb.ReprocessStep.values():
+        check.fail("from_step", f"unknown value {task.from_step}")

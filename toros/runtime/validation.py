@@ -28,6 +28,7 @@ TASK_MODULES = {
     "calibrate_images": "preprocessor",
     "find_transients": "preprocessor",
     "label_candidate": "preprocessor",
+    "reprocess_night": "preprocessor",
     "process_alert": "alert",
 }
 DEFAULT_PRIORITY = 50

@@ -396,6 +396,7 @@ async function tonight() {
   }
 }
 tonight();
+setInterval(tonight, 30000);  // the line for now moves on
 const events = new EventSource("/api/events");
 events.addEventListener("image_ready", tonight);
 events.addEventListener("work_order_update", tonight);

@@ -1,5 +1,5 @@
 """Per-frame work on a Dask cluster: real `dask scheduler` and `dask worker` processes on loopback (one thread
-each), a preprocessor daemon sending its frames' science step to them. Products equal the local engine's; a
+each), a preprocessor daemon sending its frames' science step and difference imaging to them. Products equal the local engine's; a
 worker killed in the middle of a night loses nothing; an unreachable scheduler, a worker with another version
 of toros, a worker that cannot see the storage: each one clear line, and no frame is lost."""
 
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from support import VENV_BIN, wait_for, write_config
+from test_discovery import pair  # noqa: F401 (a fixture: the kilonova pair)
 
 from toros.config import load_config
 from toros.demo import free_port
@@ -269,3 +270,43 @@ def test_workers_that_cannot_do_the_work_are_named(cluster, start_daemon, tmp_pa
     assert "Dask worker tcp://127.0.0.1:" in status.message and "toros 0.0.1 where this preprocessor has " in (
         status.message
     )
+
+
+def test_difference_imaging_on_the_cluster_finds_what_the_node_finds(cluster, pair, tmp_path):  # noqa: F811
+    """The kilonova pair of the discovery tests, searched here and on the cluster: the same candidate, the
+    same measurement, the same difference image."""
+    from toros.preprocessor.candidates import CandidateStore
+    from toros.preprocessor.compute import Compute
+    from toros.preprocessor.references import ReferenceLibrary
+    from toros.preprocessor.settings import ComputeConfig, DiscoveryConfig, ReferencesConfig
+    from toros.preprocessor.transients import TransientSearch
+    from toros.runtime.config import DatabaseConfig
+
+    found = {}
+    for name, compute in (("node", None), ("cluster", ComputeConfig(engine="dask", scheduler=cluster.address))):
+        root = tmp_path / name / "data"
+        frame = root / "calibrated" / "2026-11-22" / "new_cal.fits"
+        frame.parent.mkdir(parents=True)
+        frame.write_bytes(pair["new"].read_bytes())
+        database = DatabaseConfig(path=tmp_path / name / "toros.db")
+        library = ReferenceLibrary(database, root, ReferencesConfig())
+        library.import_file(pair["reference"], 0.0)
+        store = CandidateStore(database)
+        engine = Compute(compute, root) if compute else None
+        try:
+            search = TransientSearch(DiscoveryConfig(), library, store, root, compute=engine)
+            outcome = search.search(frame, work_order_id="search")
+        finally:
+            library.close()
+            store.close()
+            if engine is not None:
+                engine.close()
+        assert outcome.searched and "computed locally" not in outcome.message, outcome.message
+        (event,) = outcome.events
+        difference = next(path for path, kind in outcome.products if kind == "difference")
+        found[name] = (event, fits.getdata(difference))
+    here, there = found["node"], found["cluster"]
+    assert (here[0].ra_deg, here[0].dec_deg, here[0].mag, here[0].snr, here[0].score) == (
+        there[0].ra_deg, there[0].dec_deg, there[0].mag, there[0].snr, there[0].score
+    )  # fmt: skip
+    assert np.array_equal(here[1], there[1], equal_nan=True)

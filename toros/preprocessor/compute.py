@@ -168,6 +168,7 @@ def check_workers(client: Any, storage_root: str) -> None:
                     f"Dask worker {worker}: {package} {theirs.get(package) or 'missing'} "
                     f"where this preprocessor has {mine[package]}"
                 )
+    client.run(_warm_up)
     seen = client.run(_storage_visible, storage_root)
     for worker, visible in sorted(seen.items()):
         if not visible:
@@ -175,6 +176,16 @@ def check_workers(client: Any, storage_root: str) -> None:
                 f"Dask worker {worker}: cannot see the storage root {storage_root} "
                 "(mount it there, or set preprocessor.compute.storage_on_workers)"
             )
+
+
+def _warm_up() -> None:
+    """The tasks' libraries imported once per worker when the preprocessor connects (a second or two that
+    the first frame would otherwise pay)."""
+    import astroalign  # noqa: F401
+    import sep  # noqa: F401
+
+    import toros.preprocessor.science  # noqa: F401
+    import toros.preprocessor.transients  # noqa: F401
 
 
 def _storage_visible(root: str) -> bool:

@@ -163,7 +163,7 @@ class PreprocessorModule(Module):
             return None
         return TransientSearch(
             settings.discovery, self.references, self.candidates, self.storage_root, galaxies=self._galaxy_index,
-            site=self.config.preprocessor_site.name,
+            site=self.config.preprocessor_site.name, compute=self.compute,
         )  # fmt: skip
 
     def _calibrate(self, context: TaskContext, files: list[Path], *, night: str | None = None) -> str:

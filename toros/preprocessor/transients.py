@@ -7,6 +7,7 @@ database, a ``transient_candidate`` event each, and the alert's reports brought 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -23,6 +24,7 @@ from toros.alert.catalog import GalaxyIndex
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import reports, vetting
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
+from toros.preprocessor.compute import Compute, ComputeUnavailable
 from toros.preprocessor.discovery import (
     NOT_VETTED,
     DiscoveryFailed,
@@ -69,8 +71,10 @@ class TransientSearch:
         *,
         galaxies: Callable[[], GalaxyIndex | None] = lambda: None,
         site: str = "",
+        compute: Compute | None = None,
     ) -> None:
         self.settings = settings
+        self.compute = compute  # where the difference imaging runs (None: here)
         self.references = references
         self.store = store
         self.root = storage_root
@@ -122,11 +126,35 @@ class TransientSearch:
                 reason += " taken before the event"
             return self._not_searched(search, reason)
         reference = covering[0]
+        notes: list[str] = []
         try:
-            result = discover(frame, reference.path, DiscoverySettings(self.settings.threshold, self.settings.tile))
+            result = self._difference(frame, reference.path, notes)
         except DiscoveryFailed as exc:
             return self._not_searched(search, f"subtraction against {reference.path.name} failed: {exc}")
-        return self._keep(search, result, reference.path, alert_id, event_time, bool(header.get("DRILL", False)))
+        except ComputeUnavailable as exc:
+            return self._not_searched(search, str(exc))
+        outcome = self._keep(search, result, reference.path, alert_id, event_time, bool(header.get("DRILL", False)))
+        outcome.message = "; ".join([outcome.message, *notes])
+        return outcome
+
+    def _difference(self, frame: Path, reference: Path, notes: list[str]) -> DiscoveryResult:
+        """Registration, ZOGY and the candidates' measurement: here, or on the compute engine's cluster (the
+        images come back with the result, for the stamps and reports made here)."""
+        settings = DiscoverySettings(self.settings.threshold, self.settings.tile)
+        if self.compute is None or not self.compute.remote:
+            return discover(frame, reference, settings)
+        paths = self.compute.paths
+        result = self.compute.run(
+            f"difference imaging of {frame.name}",
+            lambda: discover(frame, reference, settings),
+            (difference_task, (paths.to_worker(frame), paths.to_worker(reference), settings)),
+            note=notes.append,
+        )
+        return dataclasses.replace(
+            result,
+            science=dataclasses.replace(result.science, path=paths.to_node(result.science.path)),
+            reference=dataclasses.replace(result.reference, path=paths.to_node(result.reference.path)),
+        )
 
     def _not_searched(self, search: Search, reason: str) -> SearchOutcome:
         log.warning("%s: not searched for transients: %s", search.frame.name, reason)
@@ -313,6 +341,11 @@ class TransientSearch:
             path = reports.write_avro(folder / "avro" / f"{name}-{candid}.avro", [packet])
             products.append((path, "avro_packet"))
         return products
+
+
+def difference_task(frame: str, reference: str, settings: DiscoverySettings) -> DiscoveryResult:
+    """Difference imaging of one frame against its reference, on a worker of the compute engine."""
+    return discover(Path(frame), Path(reference), settings)
 
 
 def _summary(c: Candidate) -> dict[str, object]:

@@ -238,10 +238,12 @@ def test_an_unreachable_scheduler_is_one_line_and_the_frames_are_computed_here_o
         unreachable="wait", wait_s=0.0,
     )  # fmt: skip
     write_raw_night(waiting.storage_root, lights=1)
-    status = calibrate(waiting)
-    assert status.state == pb.WORK_ORDER_STATE_DONE and len(products(status, "calibrated")) == 1
-    assert "light-0.fits: not science-ready: ComputeUnavailable: " in status.message
-    assert f"Dask scheduler {nowhere}: cannot connect" in status.message and "waited 0 s" in status.message
+    status = calibrate(waiting)  # the masters are built on the node; the frame waits for the cluster, in vain
+    assert status.state == pb.WORK_ORDER_STATE_DONE and not products(status, "calibrated"), status.message
+    assert (
+        f"1 skipped: light-0.fits: Dask scheduler {nowhere}: cannot connect" in (status.message)
+        and "waited 0 s (compute.wait_s)" in status.message
+    )
 
 
 def test_workers_that_cannot_do_the_work_are_named(cluster, start_daemon, tmp_path):

@@ -99,6 +99,7 @@ def test_fixed_names_of_the_contract():
         "process_alert",
         "find_transients",
         "label_candidate",
+        "reprocess_night",
     }
     event = file.message_types_by_name["Event"]
     assert {"sequence", "time", "work_order_id"} <= set(event.fields_by_name)

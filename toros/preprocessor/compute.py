@@ -1,5 +1,6 @@
-"""Where per-frame work runs: in the preprocessor itself (``local``, the default) or on a Dask distributed
-cluster (``dask``), behind one seam.
+"""Where per-frame work runs (the calibration of a science frame, the science step, difference imaging): in the
+preprocessor itself (``local``, the default) or on a Dask distributed cluster (``dask``), behind one seam.
+Combining masters stays on the node.
 
 A task is a module-level function of paths and settings: it reads its inputs from the storage the node and
 the workers share, writes its products atomically (so a task run again after its worker died writes them
@@ -184,6 +185,7 @@ def _warm_up() -> None:
     import astroalign  # noqa: F401
     import sep  # noqa: F401
 
+    import toros.preprocessor.pipeline  # noqa: F401
     import toros.preprocessor.science  # noqa: F401
     import toros.preprocessor.transients  # noqa: F401
 

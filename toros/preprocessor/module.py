@@ -185,6 +185,7 @@ class PreprocessorModule(Module):
             science=science,
             references=self.references,
             transients=self._transients(),
+            compute=self.compute,
         )
         result = pipeline.run(
             files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays

@@ -6,10 +6,14 @@ Bad files never stop the night: each is named in the result with the reason and 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
 import math
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +30,7 @@ from astropy.stats import mad_std
 from toros.fitsfiles import FitsImageStream, write_fits
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor.combine import THREADS, combine_bands
+from toros.preprocessor.compute import Compute, ComputeUnavailable
 from toros.preprocessor.inventory import (
     BadFrame,
     Inventory,
@@ -165,6 +170,7 @@ class NightCalibration:
         science: MeasuresFrames | None = None,
         references: ReferenceLibrary | None = None,
         transients: TransientSearch | None = None,
+        compute: Compute | None = None,
     ) -> None:
         self.settings = settings
         self.science = science
@@ -175,17 +181,10 @@ class NightCalibration:
         self.longitude = longitude_deg
         self.work_order_id = work_order_id
         self.now = now
-        self._buffers: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
+        self._buffers = Buffers()
+        self.compute = compute
         self._done = 0  # frames done (used, skipped or calibrated) of the ones the inventory found
         self._total = 0
-
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
-        """A work array kept from one science frame to the next: a fresh array of a full frame costs its page
-        faults (a quarter of a second per 200 MB on this machine) every time."""
-        key = (name, shape, np.dtype(dtype).str)
-        if key not in self._buffers:
-            self._buffers[key] = np.empty(shape, dtype)
-        return self._buffers[key]
 
     def run(
         self, paths: list[Path], reporter: Reporter, *, night: str | None = None, clean_cosmic_rays: bool = False
@@ -450,11 +449,14 @@ class NightCalibration:
                 science = _ScienceFrame(frame, work.bias, flat, identity, output)
                 try:
                     if pool is None:
-                        self._finish(frame, output, work, self._calibrate_to_file(science, work))
-                        continue
-                    data, mask, header = self._calibrate_in_memory(science, work)
-                except BadFrame as exc:
+                        sha256 = self._calibrate_to_file(science, work)
+                    else:
+                        data, mask, header = self._calibrate_in_memory(science, work)
+                except (BadFrame, ComputeUnavailable) as exc:  # the cluster gone past compute.wait_s: named
                     self._skip(frame, str(exc), work)
+                    continue
+                if pool is None:
+                    self._finish(frame, output, work, sha256)
                     continue
                 gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
                 job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
@@ -505,36 +507,39 @@ class NightCalibration:
             header = self._calibrated_header(reader.header, science, dark, scale, work.night)
             yield reader, corrections, header, [m.mask for m in (dark, flat) if m is not None and m.mask is not None]
 
-    def _calibrated_bands(
-        self, reader: FrameReader, corrections: Corrections, mask: np.ndarray
-    ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """The calibrated image as (start row, stop row, band); the band is a buffer reused for the next one.
-        Saturated pixels are marked in ``mask``."""
-        height, width = reader.shape
-        saturation = reader.frame.saturation
-        raw = self._buffer("raw band", (SCIENCE_BAND_ROWS, reader.frame.setup.width), np.uint16)
-        calibrated = self._buffer("calibrated band", (SCIENCE_BAND_ROWS, width), np.float32)
-        for start in range(0, height, SCIENCE_BAND_ROWS):
-            stop = min(height, start + SCIENCE_BAND_ROWS)
-            rows = reader.read(start, stop, out=raw[: stop - start])
-            band = corrections.apply(reader.reduce(rows, out=calibrated[: stop - start]), start, stop)
-            if saturation is not None:
-                mask[start:stop][rows[:, reader.columns] >= saturation] = MASK_SATURATED
-            yield start, stop, band
-
     def _calibrate_to_file(self, science: _ScienceFrame, work: SetupNight) -> str:
-        """Calibrates a science frame straight into its product, band by band: the file is written (and
-        hashed) while the next band is computed, so a full TOROS frame costs little more than its I/O.
-        Returns the product's sha256."""
+        """Calibrates a science frame straight into its product (here, or on the compute engine's cluster from
+        the masters' files). Returns the product's sha256."""
+        if self.compute is None or not self.compute.remote:
+            return self._calibrate_to_file_here(science, work)
+        with self._science_frame(science, work) as (_, _, header, _):  # the header, and the masters' sizes checked
+            pass
+        dark, scale = self._scaled_dark(science.frame, work)
+        paths = self.compute.paths
+        job = FrameJob(
+            dataclasses.replace(science.frame, path=Path(paths.to_worker(science.frame.path))),
+            paths.to_worker(science.bias.master.path),
+            paths.to_worker(dark.master.path) if dark else None,
+            scale,
+            paths.to_worker(science.flat.master.path),
+            header,
+            paths.to_worker(science.output),
+        )
+
+        def noted(text: str) -> None:
+            if text not in work.result.notes:
+                work.result.notes.append(text)
+
+        return self.compute.run(
+            f"calibration of {science.frame.name}",
+            lambda: self._calibrate_to_file_here(science, work),
+            (calibrate_frame, (job, self.settings)),
+            note=noted,
+        )
+
+    def _calibrate_to_file_here(self, science: _ScienceFrame, work: SetupNight) -> str:
         with self._science_frame(science, work) as (reader, corrections, header, masks):
-            mask = self._buffer("mask", reader.shape, np.uint8)
-            mask.fill(0)
-            with FitsImageStream(science.output, header, reader.shape, np.float32) as stream:
-                for _, _, band in self._calibrated_bands(reader, corrections, mask):
-                    stream.write_rows(band)
-                for master_mask in masks:
-                    mask |= master_mask
-                return stream.finish([fits.ImageHDU(mask, name="MASK")])
+            return write_calibrated(reader, corrections, header, masks, science.output, self._buffers)
 
     def _calibrate_in_memory(
         self, science: _ScienceFrame, work: SetupNight
@@ -543,7 +548,7 @@ class NightCalibration:
         with self._science_frame(science, work) as (reader, corrections, header, masks):
             data = np.empty(reader.shape, dtype=np.float32)
             mask = np.zeros(reader.shape, dtype=np.uint8)
-            for start, stop, band in self._calibrated_bands(reader, corrections, mask):
+            for start, stop, band in calibrated_bands(reader, corrections, mask, self._buffers):
                 data[start:stop] = band
         for master_mask in masks:
             mask |= master_mask
@@ -649,6 +654,98 @@ class NightCalibration:
         log.warning("%s: not science-ready: %s", output, reason)
         work.result.notes.append(f"{frame.name}: not science-ready: {reason}")
         return None
+
+
+class Buffers:
+    """Work arrays kept from one science frame to the next: a fresh array of a full frame costs its page faults
+    (a quarter of a second per 200 MB on this machine) every time."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+        key = (name, shape, np.dtype(dtype).str)
+        if key not in self._arrays:
+            self._arrays[key] = np.empty(shape, dtype)
+        return self._arrays[key]
+
+
+def calibrated_bands(
+    reader: FrameReader, corrections: Corrections, mask: np.ndarray, buffers: Buffers
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The calibrated image as (start row, stop row, band); the band is a buffer reused for the next one.
+    Saturated pixels are marked in ``mask``."""
+    height, width = reader.shape
+    saturation = reader.frame.saturation
+    raw = buffers.get("raw band", (SCIENCE_BAND_ROWS, reader.frame.setup.width), np.uint16)
+    calibrated = buffers.get("calibrated band", (SCIENCE_BAND_ROWS, width), np.float32)
+    for start in range(0, height, SCIENCE_BAND_ROWS):
+        stop = min(height, start + SCIENCE_BAND_ROWS)
+        rows = reader.read(start, stop, out=raw[: stop - start])
+        band = corrections.apply(reader.reduce(rows, out=calibrated[: stop - start]), start, stop)
+        if saturation is not None:
+            mask[start:stop][rows[:, reader.columns] >= saturation] = MASK_SATURATED
+        yield start, stop, band
+
+
+def write_calibrated(
+    reader: FrameReader, corrections: Corrections, header: fits.Header, masks: list[np.ndarray], output: Path,
+    buffers: Buffers,
+) -> str:  # fmt: skip
+    """A science frame calibrated straight into its product, band by band: the file is written (and hashed)
+    while the next band is computed, so a full TOROS frame costs little more than its I/O. Returns the sha256."""
+    mask = buffers.get("mask", reader.shape, np.uint8)
+    mask.fill(0)
+    with FitsImageStream(output, header, reader.shape, np.float32) as stream:
+        for _, _, band in calibrated_bands(reader, corrections, mask, buffers):
+            stream.write_rows(band)
+        for master_mask in masks:
+            mask |= master_mask
+        return stream.finish([fits.ImageHDU(mask, name="MASK")])
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """What calibrating one science frame needs, as files and a header: what a worker of the cluster is sent
+    (paths as the workers see them)."""
+
+    frame: RawFrame
+    bias: str
+    dark: str | None
+    dark_scale: float
+    flat: str
+    header: fits.Header
+    output: str
+
+
+@functools.lru_cache(maxsize=4)
+def _master_file(path: str, version: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A master read once per worker process (and again when its file changes)."""
+    with fits.open(path, memmap=False) as hdus:
+        data = np.asarray(hdus[0].data, dtype=np.float32)
+        mask = np.asarray(hdus["MASK"].data, dtype=np.uint8) if "MASK" in hdus else None
+    return data, mask
+
+
+def _master(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    status = os.stat(path)
+    return _master_file(path, (status.st_mtime_ns, status.st_size))
+
+
+_worker_buffers = threading.local()
+
+
+def calibrate_frame(job: FrameJob, settings: CalibrationConfig) -> str:
+    """On a worker of the compute engine: the frame calibrated into its product from the masters' files."""
+    bias, _ = _master(job.bias)
+    dark, dark_mask = _master(job.dark) if job.dark else (None, None)
+    flat, flat_mask = _master(job.flat)
+    corrections = Corrections(bias=bias, dark=dark, dark_scale=job.dark_scale if dark is not None else 0.0, flat=flat)
+    masks = [m for m in (dark_mask, flat_mask) if m is not None]
+    if not hasattr(_worker_buffers, "buffers"):
+        _worker_buffers.buffers = Buffers()
+    with FrameReader(job.frame, settings) as reader:
+        return write_calibrated(reader, corrections, job.header, masks, Path(job.output), _worker_buffers.buffers)
 
 
 def _digest(text: str) -> str:

@@ -143,7 +143,8 @@ class ComputeTls(Section):
 
 
 class ComputeConfig(Section):
-    """Where per-frame work (the science step) runs: ``local`` or a Dask cluster."""
+    """Where per-frame work (a science frame's calibration, science step and difference imaging) runs: ``local``
+    or a Dask cluster."""
 
     engine: ComputeEngineName = ComputeEngineName.LOCAL
     scheduler: str = Field(default="tcp://127.0.0.1:8786", description="the Dask scheduler's address")

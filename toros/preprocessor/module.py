@@ -186,11 +186,12 @@ class PreprocessorModule(Module):
             references=self.references,
             transients=self._transients(),
             compute=self.compute,
+            note=notes.append,
         )
         result = pipeline.run(
             files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
         )
-        result.notes += [f"{note} ({notes.count(note)} frames)" for note in dict.fromkeys(notes)]
+        result.notes += [f"{note} ({notes.count(note)} tasks)" for note in dict.fromkeys(notes)]
         return self._outcome(result)
 
     def _science_step(self) -> ScienceStep | None:
@@ -295,7 +296,7 @@ class PreprocessorModule(Module):
                 reporter.product(result.catalog_path, "source_catalog", result.catalog_sha256)
                 reporter.product(frame, "calibrated", result.frame_sha256, science=result.proto_fields())
                 reporter.stage("science", done, len(frames), str(frame), **result.proto_fields())
-        notes += [f"{note} ({engine_notes.count(note)} frames)" for note in dict.fromkeys(engine_notes)]
+        notes += [f"{note} ({engine_notes.count(note)} tasks)" for note in dict.fromkeys(engine_notes)]
         return ready
 
     def check_label_candidate(self, task: pb.LabelCandidate, check: Checker) -> None:

@@ -171,6 +171,7 @@ class NightCalibration:
         references: ReferenceLibrary | None = None,
         transients: TransientSearch | None = None,
         compute: Compute | None = None,
+        note: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.settings = settings
         self.science = science
@@ -183,6 +184,7 @@ class NightCalibration:
         self.now = now
         self._buffers = Buffers()
         self.compute = compute
+        self.note = note  # hears what the compute engine did instead (computed here, waited), for the work order
         self._done = 0  # frames done (used, skipped or calibrated) of the ones the inventory found
         self._total = 0
 
@@ -525,16 +527,11 @@ class NightCalibration:
             header,
             paths.to_worker(science.output),
         )
-
-        def noted(text: str) -> None:
-            if text not in work.result.notes:
-                work.result.notes.append(text)
-
         return self.compute.run(
             f"calibration of {science.frame.name}",
             lambda: self._calibrate_to_file_here(science, work),
             (calibrate_frame, (job, self.settings)),
-            note=noted,
+            note=self.note,
         )
 
     def _calibrate_to_file_here(self, science: _ScienceFrame, work: SetupNight) -> str:

@@ -113,7 +113,7 @@ def test_a_whole_night_runs_through_the_table(night):
     assert night.at(EVENING_TWILIGHT) is NightState.EVENING_FLATS  # opened, then the flats at once
     assert night.observatory.is_open()
     assert night.at(MIDNIGHT) is NightState.OBSERVING
-    assert night.at(MORNING_TWILIGHT) is NightState.CLOSING  # the morning flats, then closed at once
+    assert night.at(MORNING_TWILIGHT) is NightState.CLOSED  # the morning flats, closed at once, and it says so
     assert night.at(MORNING_TWILIGHT) is NightState.CLOSED
     assert not night.observatory.is_open() and night.observatory.mount.parked()
     assert night.at(MORNING_DAY) is NightState.DAY

@@ -195,13 +195,13 @@ class NightRunner:
 
     def _act(self, situation: Situation) -> bool:
         """Runs the current state's work orders; True when the night should look again at once (the dome
-        has just opened, the morning flats are done)."""
+        has just opened or closed, the morning flats are done)."""
         ids = situation.ids
         calibrations = self.config.calibrations
         if self.state is NightState.PREPARING:
             self._run_own(ids.prepare, night_operation=pb.NightOperation(step=pb.NIGHT_STEP_PREPARE))
-        elif self.state is NightState.CLOSING:
-            self._run_own(ids.close, night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
+        elif self.state is NightState.CLOSING:  # closed: say so at once, not at the next step
+            return self._run_own(ids.close, night_operation=pb.NightOperation(step=pb.NIGHT_STEP_CLOSE))
         elif self.state is NightState.OPENING:
             attempt = 0
             while self._done(ids.open(attempt)):

@@ -55,15 +55,6 @@ SKY_GRID_DEG = 1.0  # the whole sky's contours; the zoom's grid is finer (ZOOM_P
 ZOOM_POINTS = 240
 
 
-def credible_levels(skymap: SkyMap) -> np.ndarray:
-    """Each pixel's credible level: the probability of the denser pixels, itself included (0..1)."""
-    order = np.argsort(skymap.probdensity)[::-1]
-    cumulative = np.cumsum(skymap.probability()[order])
-    levels = np.empty(len(order))
-    levels[order] = cumulative / cumulative[-1]
-    return levels
-
-
 def _sampler(skymap: SkyMap, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(sorted first deepest-order index of each pixel, their credible levels, the deepest order)."""
     level, ipix = skymap.level_ipix
@@ -93,7 +84,7 @@ def _contours(
 def sky_view(skymap: SkyMap, credible: np.ndarray) -> dict[str, object]:
     """What a browser needs to draw the sky map: credible contours on the whole sky and on a zoom of the
     region (RA continuous across 0h there), the region's bounds and the most probable position."""
-    levels = credible_levels(skymap)
+    levels = skymap.credible_levels()
     sampler = _sampler(skymap, levels)
     whole = _contours(
         sampler, np.arange(0.0, 360.0 + SKY_GRID_DEG, SKY_GRID_DEG), np.arange(-90.0, 90.0 + SKY_GRID_DEG, SKY_GRID_DEG)

@@ -64,14 +64,26 @@ class SkyMap:
     def probability(self) -> np.ndarray:
         return self.probdensity * self.pixel_area()
 
-    def credible_region(self, level: float) -> np.ndarray:
-        """Which pixels belong to the smallest region holding ``level`` of the probability."""
+    def _cumulative(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels from the densest down, and the probability held by each and the denser ones (0..1)."""
         order = np.argsort(self.probdensity)[::-1]
         cumulative = np.cumsum(self.probability()[order])
         cumulative /= cumulative[-1]
+        return order, cumulative
+
+    def credible_region(self, level: float) -> np.ndarray:
+        """Which pixels belong to the smallest region holding ``level`` of the probability."""
+        order, cumulative = self._cumulative()
         inside = np.zeros(len(self.uniq), dtype=bool)
         inside[order[: int(np.searchsorted(cumulative, level)) + 1]] = True
         return inside
+
+    def credible_levels(self) -> np.ndarray:
+        """Each pixel's credible level: the probability of the denser pixels, itself included (0..1)."""
+        order, cumulative = self._cumulative()
+        levels = np.empty(len(order))
+        levels[order] = cumulative
+        return levels
 
     def most_probable(self) -> tuple[float, float]:
         """RA and Dec (degrees) of the pixel of highest probability density."""

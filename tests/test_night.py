@@ -4,9 +4,9 @@ runs the night's open and close work orders on the devices at once. No gRPC serv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ from support import SMALL_CAMERA, SteppedClock
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
+from toros.telescope.calibration_frames import SATURATION_ADU, TwilightSky
+from toros.telescope.devices.simulated import Sky
 from toros.telescope.night import NightRunner, NightState, Situation, SkyPhase, StepIds, next_state
 from toros.telescope.observatory import Observatory
 from toros.telescope.safety import SafetyCause
@@ -46,6 +48,8 @@ DARK_AND_CLOSED = Situation(
         ({"phase": SkyPhase.DAY}, NightState.DAY),
         ({"phase": SkyPhase.DAY, "prepared": False, "shutter_open": True}, NightState.DAY),
         ({"phase": SkyPhase.DAY, "evening": False, "shutter_open": True}, NightState.CLOSING),
+        ({"phase": SkyPhase.DAY, "evening": False, "closed_for_the_night": True}, NightState.CLOSED),  # till noon
+        ({"phase": SkyPhase.DAY, "evening": False}, NightState.DAY),  # started in the morning: nothing to close
         ({}, NightState.OPENING),
         ({"kept_closed_because": "weather is unsafe: rain"}, NightState.KEPT_CLOSED),
         ({"closed_for_the_night": True, "kept_closed_because": "rain"}, NightState.CLOSED),
@@ -116,7 +120,7 @@ def test_a_whole_night_runs_through_the_table(night):
     assert night.at(MORNING_TWILIGHT) is NightState.CLOSED  # the morning flats, closed at once, and it says so
     assert night.at(MORNING_TWILIGHT) is NightState.CLOSED
     assert not night.observatory.is_open() and night.observatory.mount.parked()
-    assert night.at(MORNING_DAY) is NightState.DAY
+    assert night.at(MORNING_DAY) is NightState.CLOSED  # and says so till noon
     assert night.orders == [
         "night-2026-11-22-prepare",
         "night-2026-11-22-open-0",
@@ -164,3 +168,39 @@ def test_unsafe_weather_keeps_the_dome_closed_with_the_reason(tmp_path):
         assert night.orders == []
     finally:
         night.journal.close()
+
+
+@pytest.mark.parametrize("morning", [False, True])
+def test_sky_flat_exposures_follow_the_twilight_across_long_gaps(morning):
+    """A busy machine leaves minutes between flats: the prediction from the Sun's motion (and, once two frames
+    measure it, the sky's own slope) keeps each level in the judge's band where scaling from the last frame
+    alone does not. The sky here is the simulator's twilight law, sampled half way through each exposure."""
+    start = EVENING_TWILIGHT.replace(hour=23, minute=10) if not morning else MORNING_TWILIGHT.replace(minute=0)
+    direction = 1.0 if morning else -1.0
+    first_sun = -11.0 if morning else -3.5
+
+    def sun_at(when: datetime) -> float:
+        return first_sun + direction * 0.25 * (when - start).total_seconds() / 60.0  # a quarter degree a minute
+
+    def level(begins: datetime, seconds: float) -> float:
+        middle = begins + timedelta(seconds=seconds / 2)
+        return min(seconds * 2.0 * 10 ** (0.4 * Sky.twilight_mag(sun_at(middle))), SATURATION_ADU)
+
+    target, gap = 25000.0, timedelta(minutes=4)
+
+    def series(next_exposure: Callable[[datetime, float, float], float]) -> list[float]:
+        now, seconds, levels = start, (300.0 if morning else 1.0), []
+        for _ in range(6):
+            levels.append(level(now, seconds))
+            twilight.record(now + timedelta(seconds=seconds / 2), seconds, levels[-1])
+            now += timedelta(seconds=seconds) + gap
+            seconds = min(max(next_exposure(now, seconds, levels[-1]), 0.1), 1000.0)
+        return levels
+
+    twilight = TwilightSky(sun_at)
+    predicted = series(lambda now, seconds, level: twilight.exposure(now, target, 0.0))
+    measured = twilight.mag_per_deg()
+    naive = series(lambda now, seconds, level: seconds * target / level)  # scaled from the last frame alone
+    assert all(0.5 * target <= value <= 1.5 * target for value in predicted[1:]), predicted
+    assert not all(0.5 * target <= value <= 1.5 * target for value in naive[1:]), naive
+    assert measured == pytest.approx(1.0, abs=0.05)

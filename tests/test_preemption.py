@@ -128,7 +128,7 @@ def test_over_alpaca_the_camera_stops_or_aborts(telescope, tmp_path, kept):
     from toros.telescope.devices.simulated import Light, SimulatedCamera, SimulatedMount
 
     clock = Clock(rate=80.0)
-    camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5))
+    camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda seconds: Light(100.0, 5))
     with AlpacaSimulator({"telescope": SimulatedMount(clock), "camera": camera}) as alpaca:
         link = {"driver": "alpaca", "url": alpaca.url}
         stub = telescope(rate=80.0, safety={"poll_s": 2.0}, mount=link, camera=link | {"overscan": 8},
@@ -183,7 +183,7 @@ def test_an_abort_the_camera_refuses_is_a_fault_and_the_dome_closes(telescope):
     from toros.telescope.devices.simulated import Light, SimulatedCamera
 
     clock = Clock(rate=80.0)
-    camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda: Light(100.0, 5))
+    camera = SimulatedCamera(clock, Sensor(width=64, height=48, overscan=8), 2.0, lambda seconds: Light(100.0, 5))
     with AlpacaSimulator({"camera": camera}) as alpaca:
         alpaca.faults[("camera", "abortexposure")] = (0x500, "shutter driver not responding")
         link = {"driver": "alpaca", "url": alpaca.url, "overscan": 8}

@@ -217,7 +217,7 @@ def alpaca(clock):
     devices = {
         "telescope": mount,
         "dome": SimulatedDome(clock, shutter_s=20.0),
-        "camera": SimulatedCamera(clock, Sensor(width=40, height=30, overscan=6), 2.0, lambda: Light(200.0, 2)),
+        "camera": SimulatedCamera(clock, Sensor(width=40, height=30, overscan=6), 2.0, lambda seconds: Light(200.0, 2)),
         "filterwheel": SimulatedFilterWheel(clock, ("clear", "g", "r"), change_s=2.0),
         "safetymonitor": SafetyState(),
         "covercalibrator": SimulatedFlatLamp(),
@@ -340,7 +340,7 @@ def test_simulated_devices_take_clock_time(clock):
 
 def test_simulated_camera_produces_bias_darks_and_lights(clock):
     sensor = Sensor(width=64, height=48, overscan=8)
-    camera = SimulatedCamera(clock, sensor, 1.0, lambda: Light(500.0, 10))
+    camera = SimulatedCamera(clock, sensor, 1.0, lambda seconds: Light(500.0, 10))
     levels = {}
     for name, seconds, light in (("bias", 0.0, False), ("dark", 60.0, False), ("light", 30.0, True)):
         camera.start_exposure(seconds, light)
@@ -359,7 +359,7 @@ def test_the_same_pointing_shows_the_same_stars(clock):
     sky = SimulatedSky()
     field = {"value": (10.0, -30.0)}
 
-    def light() -> Light:
+    def light(seconds: float) -> Light:
         wcs = tan_wcs(*field["value"], 96, 64, 10.0)
         return Light(1.0, scene=Scene(sky, wcs, 10.0, Conditions("r", 0.0, 1.0, 20.0, START)))
 

@@ -7,7 +7,10 @@ Each work order counts its stored frames in the journal, so that a restart resum
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -16,7 +19,7 @@ from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.runtime.workers import TaskContext, TaskFailed
-from toros.telescope.astronomy import local_noon, night_of, zenith
+from toros.telescope.astronomy import local_noon, night_of, sun_altitude, zenith
 from toros.telescope.devices import CommandRefused, FlatLamp
 from toros.telescope.imaging import ImageRequest
 from toros.telescope.observatory import Observatory
@@ -27,10 +30,48 @@ log = logging.getLogger(__name__)
 
 SKY_FLAT_RETRY_S = 60.0  # clock seconds to wait when the twilight sky is still too bright (or not yet bright enough)
 SATURATION_ADU = 60000.0
+TWILIGHT_MAG_PER_DEG = 1.0  # the twilight sky at the zenith, until two frames measure it
+MAG_PER_DEG_RANGE = (0.2, 3.0)  # a fit outside this is noise (clouds, a frame cut short)
+MIN_SUN_STEP_DEG = 0.05  # two frames closer than this in Sun altitude do not measure the slope
+MAX_PREDICTED_S = 3600.0
 KINDS = {pb.IMAGE_TYPE_BIAS: "bias", pb.IMAGE_TYPE_DARK: "dark", pb.IMAGE_TYPE_FLAT: "flat"}
 ALERT_POLL_S = 30.0  # clock seconds between looks at whether the alert's targets are done
 
 NO_LAMP = "this telescope has no flat-field lamp (telescope.flat_lamp.driver: none): take sky flats"
+
+
+@dataclass
+class TwilightSky:
+    """Predicts a sky flat's exposure from the frames before it and from how far the Sun will have moved by
+    the middle of the next one: the twilight sky at the zenith fades by about a magnitude per degree the Sun
+    sinks, so scaling from the last frame alone is wrong by as much as the time between them (a slew, a
+    readout, a busy machine). Two well-exposed frames at different Sun altitudes measure that rate here."""
+
+    sun_at: Callable[[datetime], float]
+    samples: list[tuple[float, float, bool]] = field(default_factory=list)  # (Sun mid-exposure, ADU/s, unsaturated)
+
+    def record(self, middle: datetime, seconds: float, level: float) -> None:
+        self.samples.append((self.sun_at(middle), max(level, 1.0) / seconds, level < 0.9 * SATURATION_ADU))
+
+    def mag_per_deg(self) -> float:
+        measured = [(sun, rate) for sun, rate, unsaturated in self.samples if unsaturated]
+        if len(measured) >= 2 and abs(measured[-1][0] - measured[-2][0]) >= MIN_SUN_STEP_DEG:
+            (sun0, rate0), (sun1, rate1) = measured[-2:]
+            fitted = 2.5 * math.log10(rate1 / rate0) / (sun1 - sun0)
+            return min(max(fitted, MAG_PER_DEG_RANGE[0]), MAG_PER_DEG_RANGE[1])
+        return TWILIGHT_MAG_PER_DEG
+
+    def exposure(self, start: datetime, target_adu: float, first: float) -> float:
+        """Seconds for ``target_adu`` from an exposure starting at ``start`` (``first`` before any frame)."""
+        if not self.samples:
+            return first
+        sun0, rate0, _ = self.samples[-1]
+        slope = self.mag_per_deg()
+        seconds = target_adu / rate0
+        for _ in range(3):  # the middle depends on the length: a few rounds converge
+            sun = self.sun_at(start + timedelta(seconds=min(seconds, MAX_PREDICTED_S) / 2))
+            seconds = target_adu / (rate0 * 10 ** (0.4 * slope * (sun - sun0)))
+        return seconds
 
 
 class CalibrationFrames:
@@ -124,13 +165,14 @@ class CalibrationFrames:
         context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
 
     def _sky_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
-        """Twilight flats near the zenith, each exposure scaled from the counts of the one before.
+        """Twilight flats near the zenith, each exposure predicted from the frames before it.
 
         In the evening the sky darkens: too bright → wait; too dark → stop. In the morning the reverse."""
         o, settings = self.observatory, self.settings
         low, high = settings.flat_sun_altitude_deg
         morning = self._morning()
-        seconds = settings.flat_max_exposure_s if morning else settings.flat_min_exposure_s
+        twilight = TwilightSky(lambda when: sun_altitude(self.config.site, when))
+        first = settings.flat_max_exposure_s if morning else settings.flat_min_exposure_s
         done = self._frames_done(context)
         rejected = 0
         with o.instrument:
@@ -138,25 +180,26 @@ class CalibrationFrames:
                 context.check()
                 ra, dec = zenith(self.config.site, self.clock.now())
                 o.point(ra, dec, context.check)
-                request = ImageRequest(
-                    pb.IMAGE_TYPE_FLAT, seconds, task.filter, "sky flat", context.id, (ra, dec), flat_source="sky"
-                )
-                pixels, exposure = o.imaging.take(context.check, request)
-                level, problem = self._judge_flat(pixels)
-                if problem:
-                    rejected += 1
-                    log.info("sky flat of %.1f s rejected: %s", seconds, problem)
-                else:
-                    o.imaging.keep(pixels, exposure)
-                    done += 1
-                    self._frame_done(context, done, task.count, "sky flat")
-                wanted = seconds * settings.flat_target_adu / max(level, 1.0)
+                wanted = twilight.exposure(self.clock.now(), settings.flat_target_adu, first)
                 too_bright, too_dark = wanted < settings.flat_min_exposure_s, wanted > settings.flat_max_exposure_s
                 if (too_dark and not morning) or (too_bright and morning):
                     break  # the sky only goes further out of range
                 if too_bright or too_dark:
                     context.sleep(SKY_FLAT_RETRY_S)
-                seconds = min(max(wanted, settings.flat_min_exposure_s), settings.flat_max_exposure_s)
+                    continue
+                request = ImageRequest(
+                    pb.IMAGE_TYPE_FLAT, wanted, task.filter, "sky flat", context.id, (ra, dec), flat_source="sky"
+                )
+                pixels, exposure = o.imaging.take(context.check, request)
+                level, problem = self._judge_flat(pixels)
+                twilight.record(exposure.date_obs + timedelta(seconds=wanted / 2), wanted, level)
+                if problem:
+                    rejected += 1
+                    log.info("sky flat of %.1f s rejected: %s", wanted, problem)
+                else:
+                    o.imaging.keep(pixels, exposure)
+                    done += 1
+                    self._frame_done(context, done, task.count, "sky flat")
         if done == 0:
             raise TaskFailed(
                 f"no usable sky flat while the Sun was between {low:+.0f} and {high:+.0f} deg ({rejected} frames rejected)"

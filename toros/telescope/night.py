@@ -94,6 +94,7 @@ class Situation:
 TRANSITIONS: tuple[tuple[Callable[[Situation], bool], NightState], ...] = (
     (lambda s: s.phase is SkyPhase.DAY and s.evening and not s.shutter_open and not s.prepared, NightState.PREPARING),
     (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.shutter_open, NightState.CLOSING),
+    (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.closed_for_the_night, NightState.CLOSED),  # till noon
     (lambda s: s.phase is SkyPhase.DAY, NightState.DAY),
     (lambda s: not s.ready and s.closed_for_the_night, NightState.CLOSED),
     (lambda s: not s.ready and s.kept_closed_because is not None, NightState.KEPT_CLOSED),

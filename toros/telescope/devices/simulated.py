@@ -11,7 +11,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -332,7 +332,9 @@ class Sky:
             return slope * (sun - dark)
         return slope * (knee - dark) + cls.TWILIGHT_STEEP * (sun - knee)
 
-    def light(self) -> Light:
+    def light(self, exposure_s: float = 0.0) -> Light:
+        """What falls on the detector during an exposure starting now: the twilight sky as it is half way
+        through (it changes by a magnitude per degree of the Sun), the rest as it is now."""
         from toros.telescope.astronomy import altaz_exact, sun_altitude
 
         current = self.filters.current()
@@ -342,7 +344,7 @@ class Sky:
         if self.dome.shutter() is not Shutter.OPEN:
             return Light(0.0)
         now = self.clock.now()
-        sun = sun_altitude(self.site, now)
+        sun = sun_altitude(self.site, now + timedelta(seconds=exposure_s / 2))
         brightening = 10 ** (0.4 * self.twilight_mag(sun)) * self._moonlight(now)
         sky_rate = self.sky.photometry.sky_electrons(filter, self.camera.pixel_scale_arcsec, brightening)
         if self.mount.parked() or self.mount.slewing() or sun >= self.DARK_ENOUGH_FOR_STARS_DEG:
@@ -420,7 +422,7 @@ class SimulatedCamera(Camera):
     COOLING_TIME_CONSTANT_S = 120.0
     AMBIENT_C = 10.0
 
-    def __init__(self, clock: Clock, sensor: Sensor, readout_s: float, light: Callable[[], Light]) -> None:
+    def __init__(self, clock: Clock, sensor: Sensor, readout_s: float, light: Callable[[float], Light]) -> None:
         self.clock = clock
         self.sensor = sensor
         self.overscan = sensor.overscan
@@ -435,7 +437,7 @@ class SimulatedCamera(Camera):
             self.clock.timestamp(),
             seconds,
             light,
-            self.light() if light else Light(0.0),
+            self.light(seconds) if light else Light(0.0),
             self.clock.now(),
         )
 

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from astropy.coordinates import EarthLocation
+from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time
 from pydantic import ValidationError
@@ -28,7 +29,8 @@ from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 from toros.runtime.states import FINAL_STATES
 from toros.telescope.devices import CommandRefused, DeviceError, Shutter, indi
-from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink
+from toros.telescope.devices.equinox import Equinox, icrs_to_mount
+from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, MountLink
 
 # .ci/run installs Debian's indi-bin and sets TOROS_REQUIRE_INDI: there, missing simulators are a failure.
 REQUIRED = os.environ.get("TOROS_REQUIRE_INDI") == "1"
@@ -102,7 +104,7 @@ def connected(device):
 
 
 def test_mount_unparks_slews_to_what_it_reports_tracks_and_parks(indiserver):
-    mount = connected(indi.IndiMount(DeviceLink(**indiserver.link("mount"))))
+    mount = connected(indi.IndiMount(MountLink(**indiserver.link("mount"))))
     try:
         mount.unpark()
         assert not mount.parked()
@@ -112,9 +114,15 @@ def test_mount_unparks_slews_to_what_it_reports_tracks_and_parks(indiserver):
         wait_for(lambda: not mount.slewing(), timeout=30)
         reported_ra, reported_dec = mount.position()
         assert abs((reported_ra - (ra + 5.0) + 180) % 360 - 180) < 0.2 and reported_dec == pytest.approx(87.0, abs=0.05)
+        # EQUATORIAL_EOD_COORD is of date: what the simulator holds is the target's apparent place, not ICRS
+        wire = SkyCoord(*icrs_to_mount(Equinox.JNOW, ra + 5.0, 87.0, datetime.now(UTC)), unit="deg")
+        raw = SkyCoord(
+            mount.number("EQUATORIAL_EOD_COORD", "RA") * 15.0, mount.number("EQUATORIAL_EOD_COORD", "DEC"), unit="deg"
+        )
+        assert raw.separation(wire).deg < 0.02 and raw.separation(SkyCoord(ra + 5.0, 87.0, unit="deg")).deg > 0.1
         assert mount.switched_on("TELESCOPE_TRACK_STATE") == "TRACK_ON"
         indiserver.setprop("Telescope Simulator.TELESCOPE_PARK_OPTION.PARK_CURRENT=On")  # the park position: here
-        wait_for(lambda: mount.number("TELESCOPE_PARK_POSITION", "PARK_DEC") == pytest.approx(87.0, abs=0.05))
+        wait_for(lambda: mount.number("TELESCOPE_PARK_POSITION", "PARK_DEC") == pytest.approx(wire.dec.deg, abs=0.05))
         mount.slew_to(ra + 5.0, 85.0)
         wait_for(lambda: not mount.slewing(), timeout=30)
         mount.park()
@@ -203,7 +211,7 @@ def test_what_a_site_gets_wrong_is_one_clear_message_never_a_hang(indiserver):
         connected(indi.IndiDome(quick("dome", "Nope")))
     with pytest.raises(DeviceError, match=r"Light Panel Simulator\.DOME_SHUTTER: the device has no such property"):
         connected(indi.IndiDome(quick("dome", "Light Panel Simulator")))
-    nobody = DeviceLink(driver="indi", indi={"port": free_port(), "device": "Telescope Simulator", "timeout_s": 1})
+    nobody = MountLink(driver="indi", indi={"port": free_port(), "device": "Telescope Simulator", "timeout_s": 1})
     with pytest.raises(DeviceError, match=r"Telescope Simulator: no indiserver answers at 127\.0\.0\.1:\d+"):
         connected(indi.IndiMount(nobody))
     assert time.monotonic() - started < 10

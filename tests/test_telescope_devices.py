@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import astropy.units as u
 import numpy as np
 import pytest
+from astropy.coordinates import TETE, SkyCoord
+from astropy.time import Time
 
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor
@@ -22,6 +25,7 @@ from toros.telescope.devices.alpaca import (
     AlpacaMount,
     AlpacaSafetyMonitor,
 )
+from toros.telescope.devices.equinox import Equinox, icrs_to_mount, mount_to_icrs
 from toros.telescope.devices.lx200 import (
     Lx200Mount,
     format_dec,
@@ -130,7 +134,11 @@ def test_lx200_driver_switches_to_high_precision_slews_and_parks(clock):
         until(lambda: not mount.slewing())
         ra, dec = mount.position()
         assert ra == pytest.approx(194.3, abs=1 / 240) and dec == pytest.approx(-17.86, abs=1 / 3600)
-        assert b":Sr12:57:12#" in simulator.received and b":Sd-17*51:36#" in simulator.received
+        assert simulator.mount.position() == pytest.approx((194.3, -17.86), abs=1 / 240)  # ICRS behind the wire
+        wire_ra, wire_dec = icrs_to_mount(Equinox.JNOW, 194.3, -17.86, datetime.now(UTC))  # of date on it
+        assert b":Sr" + format_ra(wire_ra) + b"#" in simulator.received
+        assert b":Sd" + format_dec(wire_dec) + b"#" in simulator.received
+        assert abs(wire_ra - 194.3) > 0.2, "in 2026 of date is some 20' from ICRS"
         mount.park()
         assert mount.parked()
         until(lambda: b":hP#" in simulator.received)
@@ -156,7 +164,7 @@ def test_lx200_garbled_replies_are_retried_then_the_mount_fails(clock):
         mount = Lx200Mount(MountLink(driver="lx200", port=pty.path, timeout_s=0.2, retries=2))
         mount.connect()
         simulator.garble = 2
-        assert mount.position() == pytest.approx((0.0, -90.0), abs=1e-3)  # two garbled, the third attempt answers
+        assert mount.position()[1] == pytest.approx(-90.0, abs=1e-3)  # two garbled, the third attempt answers
         simulator.silent = True
         with pytest.raises(DeviceError, match=r"no valid reply to ':GR#' after 3 attempts, no reply \(timeout\)"):
             mount.position()
@@ -238,7 +246,11 @@ def test_alpaca_mount_and_dome(alpaca):
     mount.unpark()
     mount.slew_to(30.0, -40.0)
     until(lambda: not mount.slewing())
+    assert mount.speaks is Equinox.JNOW, "the simulator says EquatorialSystem 1: topocentric, of date"
     assert mount.position() == pytest.approx((30.0, -40.0))
+    assert alpaca.devices["telescope"].position() == pytest.approx((30.0, -40.0))
+    wire = icrs_to_mount(Equinox.JNOW, 30.0, -40.0, datetime.now(UTC))
+    assert (mount.client.RightAscension * 15.0, mount.client.Declination) == pytest.approx(wire, abs=1e-5)
     dome = AlpacaDome(DomeLink(driver="alpaca", url=alpaca.url))
     dome.connect()
     dome.open_shutter()
@@ -246,6 +258,47 @@ def test_alpaca_mount_and_dome(alpaca):
     dome.slew_to(270.0)
     until(lambda: not dome.slewing())
     assert dome.azimuth() == pytest.approx(270.0)
+
+
+@pytest.mark.parametrize(("system", "speaks"), [(1, Equinox.JNOW), (2, Equinox.J2000), (3, None)])
+def test_an_alpaca_mount_says_which_coordinates_it_speaks(clock, system, speaks):
+    with AlpacaSimulator({"telescope": SimulatedMount(clock)}, equatorial_system=system) as simulator:
+        mount = AlpacaMount(MountLink(driver="alpaca", url=simulator.url))
+        if speaks is None:  # J2050: refused at connection, naming it and what to do
+            with pytest.raises(DeviceError, match=r"EquatorialSystem equJ2050: .* set telescope.mount.equinox"):
+                mount.connect()
+            return
+        mount.connect()
+        assert mount.speaks is speaks
+        mount.unpark()
+        mount.slew_to(120.0, 10.0)
+        until(lambda: not mount.slewing())
+        assert simulator.devices["telescope"].position() == pytest.approx((120.0, 10.0), abs=1e-6)
+        assert mount.position() == pytest.approx((120.0, 10.0), abs=1e-6)
+
+
+def test_the_config_says_which_coordinates_when_a_mount_reports_them_wrong(clock):
+    with AlpacaSimulator({"telescope": SimulatedMount(clock)}, equatorial_system=1) as simulator:
+        mount = AlpacaMount(MountLink(driver="alpaca", url=simulator.url, equinox="j2000"))
+        mount.connect()
+        assert mount.speaks is Equinox.J2000
+        mount.unpark()
+        mount.slew_to(120.0, 10.0)
+        until(lambda: not mount.slewing())
+        assert (mount.client.RightAscension * 15.0, mount.client.Declination) == pytest.approx((120.0, 10.0))
+
+
+def test_of_date_is_the_apparent_place_astropy_computes():
+    """The mount's coordinates of date against astropy's TETE frame (a separate path through GCRS), and back."""
+    when = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    for ra, dec in [(10.0, -30.0), (200.0, 45.0), (359.99, -89.0), (0.01, 10.0), (180.0, 89.5)]:
+        wire = icrs_to_mount(Equinox.JNOW, ra, dec, when)
+        apparent = SkyCoord(ra * u.deg, dec * u.deg).transform_to(TETE(obstime=Time(when)))
+        assert SkyCoord(*wire, unit="deg").separation(SkyCoord(apparent.ra, apparent.dec)).arcsec < 0.01
+        assert SkyCoord(*wire, unit="deg").separation(SkyCoord(ra, dec, unit="deg")).arcmin > 5.0
+        back = mount_to_icrs(Equinox.JNOW, *wire, when)
+        assert SkyCoord(*back, unit="deg").separation(SkyCoord(ra, dec, unit="deg")).arcsec < 1e-3
+        assert icrs_to_mount(Equinox.J2000, ra, dec, when) == (ra, dec)
 
 
 def test_alpaca_error_numbers_become_clear_messages(alpaca):

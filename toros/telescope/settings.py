@@ -63,6 +63,11 @@ class SerialDeviceLink(DeviceLink):
 class MountLink(SerialDeviceLink):
     driver: Literal["simulator", "lx200", "alpaca", "indi"] = "simulator"
     slew_rate_deg_s: float = Field(default=4.0, gt=0, le=90, description="simulator: slew speed")
+    equinox: Literal["auto", "j2000", "jnow"] = Field(
+        default="auto",
+        description="the coordinates the mount speaks; auto: INDI and LX200 of date (jnow), an Alpaca mount its "
+        "EquatorialSystem, the simulator ICRS (j2000)",
+    )
 
 
 class MountGeometry(Section):

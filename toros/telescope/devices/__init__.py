@@ -13,11 +13,14 @@ device saying no (a target below the mount's horizon limit): the command is skip
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 from astropy.io import fits
+
+from toros.telescope.devices.equinox import Equinox, icrs_to_mount, mount_to_icrs
 
 
 class Shutter(StrEnum):
@@ -64,14 +67,22 @@ class Device(ABC):
 
 class Mount(Device):
     kind = "mount"
+    speaks = Equinox.J2000  # the coordinates on the wire (``equinox.py``); a driver of a mount of date says so
 
     @abstractmethod
     def position(self) -> tuple[float, float]:
-        """Where the mount points: (RA, Dec) in degrees, of date as the mount reports them."""
+        """Where the mount points: ICRS (RA, Dec) in degrees, converted from what the mount reports."""
 
     @abstractmethod
     def slew_to(self, ra_deg: float, dec_deg: float) -> None:
-        """Starts a slew; tracking continues at the target."""
+        """Starts a slew to ICRS (RA, Dec) in degrees; tracking continues at the target."""
+
+    def to_wire(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
+        """ICRS to what the mount speaks, now (the mount lives in real time, whatever the daemon's clock)."""
+        return icrs_to_mount(self.speaks, ra_deg, dec_deg, datetime.now(UTC))
+
+    def from_wire(self, ra_deg: float, dec_deg: float) -> tuple[float, float]:
+        return mount_to_icrs(self.speaks, ra_deg, dec_deg, datetime.now(UTC))
 
     @abstractmethod
     def slewing(self) -> bool: ...

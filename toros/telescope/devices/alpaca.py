@@ -25,6 +25,7 @@ from alpaca.covercalibrator import CoverCalibrator as AlpacaCoverCalibratorClien
 from alpaca.dome import Dome as AlpacaDomeClient
 from alpaca.filterwheel import FilterWheel as AlpacaFilterWheelClient
 from alpaca.safetymonitor import SafetyMonitor as AlpacaSafetyClient
+from alpaca.telescope import EquatorialCoordinateType
 from alpaca.telescope import Telescope as AlpacaTelescopeClient
 
 from toros.telescope.devices import (
@@ -38,7 +39,8 @@ from toros.telescope.devices import (
     Shutter,
     WeatherStation,
 )
-from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink
+from toros.telescope.devices.equinox import Equinox
+from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, MountLink
 
 T = TypeVar("T")
 # A working device saying no; every other Alpaca error (0x500-0xFFF driver errors above all) is a fault.
@@ -48,6 +50,7 @@ _REFUSALS = (
     alpaca_errors.SlavedException,
     alpaca_errors.InvalidOperationException,
 )
+_EQUINOXES = {EquatorialCoordinateType.equTopocentric: Equinox.JNOW, EquatorialCoordinateType.equJ2000: Equinox.J2000}
 _SHUTTER = {0: Shutter.OPEN, 1: Shutter.CLOSED, 2: Shutter.OPENING, 3: Shutter.CLOSING, 4: Shutter.ERROR}
 
 
@@ -107,18 +110,37 @@ class _AlpacaDevice:
 class AlpacaMount(_AlpacaDevice, Mount):
     driver = "alpaca"
 
-    def __init__(self, link: DeviceLink) -> None:
+    def __init__(self, link: MountLink) -> None:
         self._setup(link, AlpacaTelescopeClient)
+        self.equinox = link.equinox
+
+    def connect(self) -> None:
+        """Connects, and learns from ``EquatorialSystem`` which coordinates the mount speaks (unless the
+        config says): ASCOM's "topocentric" is of date."""
+        super().connect()
+        if self.equinox != "auto":
+            self.speaks = Equinox(self.equinox)
+            return
+        system = self.call("EquatorialSystem", lambda: self.client.EquatorialSystem)
+        if system not in _EQUINOXES:
+            raise DeviceError(
+                f"mount ({self.url}): EquatorialSystem {system.name}: only topocentric (of date) and J2000 are "
+                "spoken here; set telescope.mount.equinox if the mount's coordinates are one of them"
+            )
+        self.speaks = _EQUINOXES[system]
 
     def position(self) -> tuple[float, float]:
-        return self.call("RightAscension", lambda: self.client.RightAscension * 15.0), self.call(
-            "Declination", lambda: self.client.Declination
+        return self.from_wire(
+            self.call("RightAscension", lambda: self.client.RightAscension * 15.0),
+            self.call("Declination", lambda: self.client.Declination),
         )
 
     def slew_to(self, ra_deg: float, dec_deg: float) -> None:
+        ra, dec = self.to_wire(ra_deg, dec_deg)
+
         def go() -> None:
             self.client.Tracking = True
-            self.client.SlewToCoordinatesAsync((ra_deg % 360.0) / 15.0, dec_deg)
+            self.client.SlewToCoordinatesAsync(ra / 15.0, dec)
 
         self.call("SlewToCoordinatesAsync", go)
 

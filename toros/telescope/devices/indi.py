@@ -43,7 +43,8 @@ from toros.telescope.devices import (
     Shutter,
     WeatherStation,
 )
-from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, IndiLink
+from toros.telescope.devices.equinox import Equinox
+from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, IndiLink, MountLink
 
 log = logging.getLogger(__name__)
 # indipyclient logs every reconnection attempt (each 5 s while a server is down); the faults say it once.
@@ -256,19 +257,23 @@ class _IndiDevice:
 class IndiMount(_IndiDevice, Mount):
     essential = ("EQUATORIAL_EOD_COORD", "ON_COORD_SET", "TELESCOPE_PARK", "TELESCOPE_ABORT_MOTION")
 
-    def __init__(self, link: DeviceLink) -> None:
+    def __init__(self, link: MountLink) -> None:
         self._setup(link)
+        self.speaks = Equinox.J2000 if link.equinox == "j2000" else Equinox.JNOW  # EOD: of date by definition
 
     def position(self) -> tuple[float, float]:
         self._live()
-        return self.number("EQUATORIAL_EOD_COORD", "RA") * 15.0, self.number("EQUATORIAL_EOD_COORD", "DEC")
+        return self.from_wire(
+            self.number("EQUATORIAL_EOD_COORD", "RA") * 15.0, self.number("EQUATORIAL_EOD_COORD", "DEC")
+        )
 
     def slew_to(self, ra_deg: float, dec_deg: float) -> None:
         self._live()
         if self.parked():
             self.unpark()
+        ra, dec = self.to_wire(ra_deg, dec_deg)
         self.set("ON_COORD_SET", {"TRACK": "On", "SLEW": "Off", "SYNC": "Off"})
-        self.set("EQUATORIAL_EOD_COORD", {"RA": (ra_deg % 360.0) / 15.0, "DEC": dec_deg})
+        self.set("EQUATORIAL_EOD_COORD", {"RA": ra / 15.0, "DEC": dec})
 
     def slewing(self) -> bool:
         self._live()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 from toros.telescope.devices import CommandRefused, DeviceError, Mount
+from toros.telescope.devices.equinox import Equinox
 from toros.telescope.devices.serial_link import (
     GarbledReply,
     SerialLink,
@@ -102,6 +103,7 @@ class Lx200Mount(Mount):
             "mount", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries
         )
         self._parked = False
+        self.speaks = Equinox.J2000 if link.equinox == "j2000" else Equinox.JNOW  # the protocol's coordinates
 
     def connect(self) -> None:
         self.link.open()
@@ -118,11 +120,12 @@ class Lx200Mount(Mount):
     def position(self) -> tuple[float, float]:
         ra = self.link.exchange(b":GR#", read_until(b"#"), parse_ra)
         dec = self.link.exchange(b":GD#", read_until(b"#"), parse_dec)
-        return ra, dec
+        return self.from_wire(ra, dec)
 
     def slew_to(self, ra_deg: float, dec_deg: float) -> None:
         if self._parked:
             raise CommandRefused("the mount is parked: unpark it first")
+        ra_deg, dec_deg = self.to_wire(ra_deg, dec_deg)
         if not self.link.exchange(b":Sr" + format_ra(ra_deg) + b"#", read_count(1), _accepted):
             raise CommandRefused(f"the mount rejected RA {format_ra(ra_deg).decode()}")
         if not self.link.exchange(b":Sd" + format_dec(dec_deg) + b"#", read_count(1), _accepted):

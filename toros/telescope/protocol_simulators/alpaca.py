@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -19,10 +20,12 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from toros.telescope.devices import Camera, CommandRefused, Dome, FilterWheel, FlatLamp, Mount, Shutter
+from toros.telescope.devices.equinox import Equinox, icrs_to_mount, mount_to_icrs
 
 NOT_IMPLEMENTED, INVALID_VALUE, INVALID_OPERATION = 0x400, 0x401, 0x40B
 _SHUTTER_CODES = {Shutter.OPEN: 0, Shutter.CLOSED: 1, Shutter.OPENING: 2, Shutter.CLOSING: 3, Shutter.ERROR: 4}
 IMAGE_ELEMENT_INT32, TRANSMISSION_UINT16 = 2, 8
+TOPOCENTRIC = 1
 COVER_NOT_PRESENT, CALIBRATOR_OFF, CALIBRATOR_READY, MAX_BRIGHTNESS = 0, 1, 3, 255
 
 
@@ -57,20 +60,28 @@ class SafetyState:
         self.safe = True
 
 
-def _members(kind: str, device: Any) -> tuple[dict[str, Getter], dict[str, Putter]]:
+def _members(kind: str, device: Any, equatorial_system: int) -> tuple[dict[str, Getter], dict[str, Putter]]:
     """The GET and PUT members of one simulated device, as Alpaca names them (lower case)."""
     if kind == "telescope":
-        mount: Mount = device
+        mount: Mount = device  # ICRS, as the simulated sky
+        wire = Equinox.JNOW if equatorial_system == TOPOCENTRIC else Equinox.J2000
+
+        def reported() -> tuple[float, float]:
+            return icrs_to_mount(wire, *mount.position(), datetime.now(UTC))
+
+        def slew(p: dict[str, str]) -> None:
+            ra, dec = _number(p, "RightAscension") * 15.0, _number(p, "Declination")
+            mount.slew_to(*mount_to_icrs(wire, ra, dec, datetime.now(UTC)))
+
         return {
-            "rightascension": lambda: mount.position()[0] / 15.0,
-            "declination": lambda: mount.position()[1],
+            "rightascension": lambda: reported()[0] / 15.0,
+            "declination": lambda: reported()[1],
+            "equatorialsystem": lambda: equatorial_system,
             "slewing": mount.slewing,
             "atpark": mount.parked,
             "tracking": lambda: not mount.parked(),
         }, {
-            "slewtocoordinatesasync": lambda p: mount.slew_to(
-                _number(p, "RightAscension") * 15.0, _number(p, "Declination")
-            ),
+            "slewtocoordinatesasync": slew,
             "abortslew": lambda p: mount.abort(),
             "park": lambda p: mount.park(),
             "unpark": lambda p: mount.unpark(),
@@ -153,8 +164,12 @@ def _members(kind: str, device: Any) -> tuple[dict[str, Getter], dict[str, Putte
 class AlpacaSimulator:
     """Serves simulated devices on ``http://127.0.0.1:<port>``; ``devices`` maps Alpaca type → device."""
 
-    def __init__(self, devices: dict[str, Any], host: str = "127.0.0.1", port: int = 0) -> None:
-        self.members = {kind: _members(kind, device) for kind, device in devices.items()}
+    def __init__(
+        self, devices: dict[str, Any], host: str = "127.0.0.1", port: int = 0, equatorial_system: int = TOPOCENTRIC
+    ) -> None:
+        """``equatorial_system``: what the mount speaks, as ASCOM numbers it (1 topocentric, of date, as most
+        mount drivers; 2 J2000)."""
+        self.members = {kind: _members(kind, device, equatorial_system) for kind, device in devices.items()}
         self.devices = devices
         self.faults: dict[tuple[str, str], tuple[int, str]] = {}
         self.stalled: set[tuple[str, str]] = set()

@@ -7,8 +7,10 @@ import select
 import threading
 import tty
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from toros.telescope.devices import CommandRefused, Dome, Mount
+from toros.telescope.devices.equinox import Equinox, icrs_to_mount, mount_to_icrs
 from toros.telescope.devices.lx200 import format_dec, format_ra, parse_dec, parse_ra
 from toros.telescope.devices.serial_link import GarbledReply
 
@@ -47,7 +49,8 @@ class ProtocolSimulator:
 
 
 class Lx200Simulator(ProtocolSimulator):
-    """An LX200 mount: starts in low precision and answers with the handset's 0xDF degree glyph."""
+    """An LX200 mount: starts in low precision, answers with the handset's 0xDF degree glyph, and speaks
+    coordinates of date (the simulated mount behind it, as the simulated sky, is ICRS)."""
 
     def __init__(
         self,
@@ -68,7 +71,7 @@ class Lx200Simulator(ProtocolSimulator):
         if not command.startswith(b":"):
             return b""
         body = command[1:-1]
-        ra, dec = self.mount.position()
+        ra, dec = icrs_to_mount(Equinox.JNOW, *self.mount.position(), datetime.now(UTC))
         if body == b"GR":
             if self.high_precision:
                 return format_ra(ra) + b"#"
@@ -94,7 +97,7 @@ class Lx200Simulator(ProtocolSimulator):
             if self.below_horizon(target_ra, target_dec):
                 return b"1Object Below Horizon#"
             self.mount.unpark()
-            self.mount.slew_to(target_ra, target_dec)
+            self.mount.slew_to(*mount_to_icrs(Equinox.JNOW, target_ra, target_dec, datetime.now(UTC)))
             return b"0"
         if body == b"D":
             return b"\x7f#" if self.mount.slewing() else b"#"

@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import os
+import signal
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +23,21 @@ import httpx
 import pytest
 import yaml
 from argon2 import PasswordHasher
-from support import NIGHT_TIME, SMALL_CAMERA, confined, telescope_daemon, toros_cli, wait_for
+from support import (
+    NIGHT_TIME,
+    SMALL_CAMERA,
+    VENV_BIN,
+    confined,
+    telescope_daemon,
+    toros_cli,
+    wait_for,
+    write_config,
+)
 
 from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
 from toros.web.accounts import hash_password
-from toros.web.server import WebServer
+from toros.web.server import STREAMS_CLOSE_S, WebServer
 
 PASSWORDS = {"ana": "ana's long secret", "vic": "vic's long secret"}
 
@@ -245,6 +256,38 @@ def restarted_watch(port: int, after: int, until: int) -> list[pb.Event]:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         events = pb_grpc.FrontDeskStub(channel).Watch(pb.WatchRequest(after_sequence=after, replay_only=True))
         return [e for e in events if e.sequence <= until]
+
+
+def test_sigterm_stops_the_console_within_seconds_while_browsers_hold_their_streams(tmp_path):
+    """Browsers never close an event stream: ``systemctl stop`` must not wait on them."""
+    port = free_port()
+    users = [{"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])}]
+    config = write_config(tmp_path, web={"port": port, "users": users})
+    process = subprocess.Popen(
+        [str(VENV_BIN / "toros"), "serve", "web", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, follow_redirects=False)
+        wait_for(lambda: _answers(client), timeout=30)
+        assert client.post("/login", data={"username": "ana", "password": PASSWORDS["ana"]}).status_code == 303
+        browsers = [Listener(client) for _ in range(3)]
+        time.sleep(0.3)  # the streams are open on the console
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < STREAMS_CLOSE_S + 3
+        for browser in browsers:
+            browser.close()
+    finally:
+        process.kill()
+    assert "Traceback" not in process.stderr.read()
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_hash_password_reads_standard_input():

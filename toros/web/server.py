@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -9,6 +10,8 @@ import uvicorn
 
 from toros.config import Config
 from toros.web.app import make_app
+
+STREAMS_CLOSE_S = 2
 
 
 def _settings(config: Config) -> uvicorn.Config:
@@ -21,11 +24,17 @@ def _settings(config: Config) -> uvicorn.Config:
         ssl_keyfile=str(web.tls.key) if web.tls else None,
         log_config=None,  # the node's logging
         access_log=False,
+        # Browsers hold their event streams open for ever: a stop waits this long for them, then ends them
+        # (they reconnect to the next console with Last-Event-ID and lose nothing).
+        timeout_graceful_shutdown=STREAMS_CLOSE_S,
     )
 
 
 def serve(config: Config) -> None:
-    """``toros serve web``: the console in the foreground until SIGINT or SIGTERM."""
+    """``toros serve web``: the console in the foreground until SIGINT or SIGTERM, then exit code 0 as the
+    daemons (uvicorn raises the signal again once it has stopped: it then meets a handler that lets it be)."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda number, frame: None)
     uvicorn.Server(_settings(config)).run()
 
 

@@ -4,7 +4,8 @@ Two nights of 2048² frames of the simulated sky (0.47"/px, the mount's pointing
 preprocessor daemon three times on the same files (restored before each run):
 
 * a raw night calibrated (`calibrate_night`: masters combined on the node, then each science frame calibrated
-  and made science-ready through the engine, one after another as a night does);
+  and made science-ready through the engine: as many frames in flight as the cluster has worker threads, the
+  products, discovery and references then recorded on the node in the night's order);
 * a calibrated night reprocessed (`reprocess_night`, from the science step: WCS, zero point, catalog, the frame
   rewritten; as many frames in flight as the engine has threads);
 

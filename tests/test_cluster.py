@@ -84,6 +84,26 @@ def cluster(tmp_path) -> Iterator[Cluster]:
                 process.kill()
 
 
+def executions(address: str, prefix: str) -> list[tuple[str, float, float]]:
+    """(worker, start, end) of each task whose key starts with ``prefix``, from the workers' transition logs."""
+    from distributed import Client
+
+    def executed(dask_worker) -> list[tuple[str, float, float]]:  # type: ignore[no-untyped-def]
+        started: dict[str, float] = {}
+        spans = []
+        for key, start, finish, *_, stamp in dask_worker.state.log:
+            if not str(key).startswith(prefix):
+                continue
+            if finish == "executing":
+                started[str(key)] = stamp
+            elif start == "executing" and finish == "memory" and str(key) in started:
+                spans.append((dask_worker.name, started.pop(str(key)), stamp))
+        return spans
+
+    with Client(address, timeout="10s", set_as_default=False) as client:
+        return [span for spans in client.run(executed).values() for span in spans]
+
+
 def write_raw_night(root: Path, lights: int, unpointed: int | None = None) -> None:
     """A night of raw frames: biases, darks, flats, and ``lights`` frames of one field, the same bytes each time
     (the ``unpointed`` one without the mount's pointing in its header: the science step cannot solve it)."""
@@ -154,6 +174,11 @@ def test_a_night_on_the_cluster_gives_the_local_engine_s_products(cluster, start
     worked = "".join((cluster.logs / f"worker-{i}.log").read_text() for i in range(2))
     failed = re.findall(r"Key:\s+(\S+)", worked)  # a worker logs the tasks that raised
     assert failed and all(key.startswith("science-step-of-light-4_cal.fits") for key in failed), worked[-2000:]
+    calibrating = executions(cluster.address, "calibration-of-")  # the night's frames fanned out: two at once
+    assert len(calibrating) == 5 and len({worker for worker, _, _ in calibrating}) == 2, calibrating
+    assert any(
+        one[0] != other[0] and one[1] < other[2] and other[1] < one[2] for one in calibrating for other in calibrating
+    ), calibrating
 
     # The night reprocessed on the cluster (`toros reprocess`): every frame measured again, fanned out.
     before = {name: fits.getheader(path).get("MAGZP") for name, path in remote_frames.items()}

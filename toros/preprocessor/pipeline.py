@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import bottleneck
 import numpy as np
@@ -48,6 +48,7 @@ from toros.preprocessor.transients import TransientSearch
 from toros.runtime.files import path_inside
 from toros.site import observing_night
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Bits of the calibrated frames' MASK extension.
@@ -183,6 +184,7 @@ class NightCalibration:
         self.work_order_id = work_order_id
         self.now = now
         self._buffers = Buffers()
+        self._here = threading.Lock()  # the buffers: one frame at a time here (the cluster's fallback included)
         self.compute = compute
         self.note = note  # hears what the compute engine did instead (computed here, waited), for the work order
         self._done = 0  # frames done (used, skipped or calibrated) of the ones the inventory found
@@ -430,46 +432,105 @@ class NightCalibration:
     # -- science frames --------------------------------------------------------------------------
 
     def _calibrate_lights(self, lights: list[RawFrame], work: SetupNight) -> None:
-        pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes) if work.clean_cosmic_rays and lights else None
-        pending: list[_Cleaning] = []
+        if work.clean_cosmic_rays and lights:
+            self._calibrate_and_clean(lights, work)
+        elif self.compute is not None and self.compute.remote and (threads := self.compute.parallelism()) > 1:
+            self._calibrate_on_the_cluster(lights, work, threads)
+        else:
+            for science, (sha256, measured) in self._each_ready(
+                lights, work, lambda science: self._calibrated_and_measured(science, work)
+            ):
+                self._finish(science.frame, science.output, work, sha256, measured)
+
+    def _each_ready(
+        self, lights: list[RawFrame], work: SetupNight, step: Callable[[_ScienceFrame], T]
+    ) -> Iterator[tuple[_ScienceFrame, T]]:
+        """The frames to calibrate, each with what ``step`` made of it. A frame calibrated before a restart is
+        finished on the way; one without masters, or that ``step`` finds bad, is skipped with the reason."""
+        for frame in lights:
+            work.reporter.check()
+            science = self._prepared(frame, work)
+            if science is None:
+                continue
+            try:
+                result = step(science)
+            except (BadFrame, ComputeUnavailable) as exc:  # the cluster gone past compute.wait_s: named
+                self._skip(frame, str(exc), work)
+                continue
+            yield science, result
+
+    def _prepared(self, frame: RawFrame, work: SetupNight) -> _ScienceFrame | None:
+        """A science frame with its masters, ready to calibrate; None when it needs no calibration (done before
+        a restart: finished now) or cannot have one (skipped, with the reason)."""
         setup, night = work.setup, work.night
+        output, identity, made_before = self._product_of(frame, night)
+        if made_before:  # calibrated before a restart: written atomically, so complete
+            self._finish(frame, output, work, None, self._science_ready(frame, output, work))
+            return None
+        if work.bias is None:
+            self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", work)
+            return None
+        flat = work.flats.get(frame.filter) or self._borrow("flat", work, filter=frame.filter)
+        if flat is None:
+            self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", work)
+            return None
+        work.flats[frame.filter] = flat
+        return _ScienceFrame(frame, work.bias, flat, identity, output)
+
+    def _calibrate_and_clean(self, lights: list[RawFrame], work: SetupNight) -> None:
+        """Calibration here, then cosmic-ray cleaning in processes of their own, a few frames at a time."""
+        pool = ProcessPoolExecutor(self.settings.cosmic_ray_processes)
+        pending: list[_Cleaning] = []
         try:
-            for frame in lights:
-                work.reporter.check()
-                output, identity, made_before = self._product_of(frame, night)
-                if made_before:  # calibrated before a restart: written atomically, so complete
-                    self._finish(frame, output, work)
-                    continue
-                if work.bias is None:
-                    self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", work)
-                    continue
-                flat = work.flats.get(frame.filter) or self._borrow("flat", work, filter=frame.filter)
-                if flat is None:
-                    self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", work)
-                    continue
-                work.flats[frame.filter] = flat
-                science = _ScienceFrame(frame, work.bias, flat, identity, output)
-                try:
-                    if pool is None:
-                        sha256 = self._calibrate_to_file(science, work)
-                    else:
-                        data, mask, header = self._calibrate_in_memory(science, work)
-                except (BadFrame, ComputeUnavailable) as exc:  # the cluster gone past compute.wait_s: named
-                    self._skip(frame, str(exc), work)
-                    continue
-                if pool is None:
-                    self._finish(frame, output, work, sha256)
-                    continue
+            for science, (data, mask, header) in self._each_ready(
+                lights, work, lambda science: self._calibrate_in_memory(science, work)
+            ):
+                frame = science.frame
                 gain = 1.0 if self.settings.gain is not None else (frame.gain or 1.0)
                 job = pool.submit(_lacosmic, data, gain, float(header.get("RDNOISE", 6.5)), frame.saturation or 65535.0)
-                pending.append(_Cleaning(job, mask, header, output, frame))
+                pending.append(_Cleaning(job, mask, header, science.output, frame))
                 if len(pending) >= self.settings.cosmic_ray_processes:
                     self._finish_cleaning(pending.pop(0), work)
             while pending:
                 self._finish_cleaning(pending.pop(0), work)
         finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            pool.shutdown(cancel_futures=True)
+
+    def _calibrate_on_the_cluster(self, lights: list[RawFrame], work: SetupNight, threads: int) -> None:
+        """Each frame's calibration and science step on the cluster, as many at once as it has worker threads;
+        what follows (products, discovery, references) here, frame after frame in the night's order."""
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="calibrate")
+        try:
+            jobs = [  # the tasks made here (the header, the masters' sizes, the dark), then sent
+                (science, pool.submit(self._calibrated_and_measured, science, work, job))
+                for science, job in self._each_ready(lights, work, lambda science: self._frame_job(science, work))
+            ]
+            for science, future in jobs:
+                work.reporter.check()
+                try:
+                    sha256, measured = future.result()
+                except (BadFrame, ComputeUnavailable) as exc:  # the cluster gone past compute.wait_s: named
+                    self._skip(science.frame, str(exc), work)
+                    continue
+                self._finish(science.frame, science.output, work, sha256, measured)
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _calibrated_and_measured(
+        self, science: _ScienceFrame, work: SetupNight, job: FrameJob | None = None
+    ) -> tuple[str, ScienceResult | None]:
+        """One frame calibrated (here, or on the cluster as ``job``) and made science-ready: the product's sha256
+        and the science step's result."""
+        if self.compute is None or not self.compute.remote:
+            sha256 = self._calibrate_to_file(science, work)
+        else:
+            sha256 = self.compute.run(
+                f"calibration of {science.frame.name}",
+                lambda: self._calibrate_to_file(science, work),
+                (calibrate_frame, (job or self._frame_job(science, work), self.settings)),
+                note=self.note,
+            )
+        return sha256, self._science_ready(science.frame, science.output, work)
 
     def _product_of(self, frame: RawFrame, night: str) -> tuple[Path, str, bool]:
         """Where a science frame's product goes, the raw file's identity (its path, size and modification time,
@@ -509,16 +570,14 @@ class NightCalibration:
             header = self._calibrated_header(reader.header, science, dark, scale, work.night)
             yield reader, corrections, header, [m.mask for m in (dark, flat) if m is not None and m.mask is not None]
 
-    def _calibrate_to_file(self, science: _ScienceFrame, work: SetupNight) -> str:
-        """Calibrates a science frame straight into its product (here, or on the compute engine's cluster from
-        the masters' files). Returns the product's sha256."""
-        if self.compute is None or not self.compute.remote:
-            return self._calibrate_to_file_here(science, work)
+    def _frame_job(self, science: _ScienceFrame, work: SetupNight) -> FrameJob:
+        """A science frame's calibration as a cluster task: the masters' files, paths as the workers see them."""
+        assert self.compute is not None
         with self._science_frame(science, work) as (_, _, header, _):  # the header, and the masters' sizes checked
             pass
         dark, scale = self._scaled_dark(science.frame, work)
         paths = self.compute.paths
-        job = FrameJob(
+        return FrameJob(
             dataclasses.replace(science.frame, path=Path(paths.to_worker(science.frame.path))),
             paths.to_worker(science.bias.master.path),
             paths.to_worker(dark.master.path) if dark else None,
@@ -527,15 +586,10 @@ class NightCalibration:
             header,
             paths.to_worker(science.output),
         )
-        return self.compute.run(
-            f"calibration of {science.frame.name}",
-            lambda: self._calibrate_to_file_here(science, work),
-            (calibrate_frame, (job, self.settings)),
-            note=self.note,
-        )
 
-    def _calibrate_to_file_here(self, science: _ScienceFrame, work: SetupNight) -> str:
-        with self._science_frame(science, work) as (reader, corrections, header, masks):
+    def _calibrate_to_file(self, science: _ScienceFrame, work: SetupNight) -> str:
+        """Calibrates a science frame straight into its product, here. Returns the product's sha256."""
+        with self._here, self._science_frame(science, work) as (reader, corrections, header, masks):
             return write_calibrated(reader, corrections, header, masks, science.output, self._buffers)
 
     def _calibrate_in_memory(
@@ -587,10 +641,15 @@ class NightCalibration:
         header["CRCLEAN"] = (True, "L.A.Cosmic (astroscrappy via ccdproc)")
         header.add_history(f"cosmic rays cleaned: {int(cosmic.sum())} pixels")
         hdus = [fits.PrimaryHDU(cleaned, header), fits.ImageHDU(mask, name="MASK")]
-        self._finish(cleaning.frame, cleaning.output, work, write_fits(cleaning.output, hdus))
+        sha256 = write_fits(cleaning.output, hdus)
+        self._finish(
+            cleaning.frame, cleaning.output, work, sha256, self._science_ready(cleaning.frame, cleaning.output, work)
+        )
 
-    def _finish(self, frame: RawFrame, output: Path, work: SetupNight, sha256: str | None = None) -> None:
-        science = self._science_ready(frame, output, work)
+    def _finish(
+        self, frame: RawFrame, output: Path, work: SetupNight, sha256: str | None, science: ScienceResult | None
+    ) -> None:
+        """A calibrated frame (and what the science step made of it) recorded; then discovery and references."""
         if science is None:
             work.reporter.product(output, "calibrated", sha256)
         else:

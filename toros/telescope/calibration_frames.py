@@ -1,5 +1,5 @@
 """Calibration frames: bias and darks with the dome closed, dome flats under the flat-field lamp, twilight sky
-flats near the zenith with each exposure scaled from the one before, in the evening and in the morning.
+flats near the zenith with each exposure predicted from the frames before it, in the evening and in the morning.
 
 Each work order counts its stored frames in the journal, so that a restart resumes after them.
 """

@@ -25,6 +25,11 @@ class Equinox(StrEnum):
     JNOW = "jnow"  # apparent of date
 
 
+def spoken(configured: str, default: Equinox) -> Equinox:
+    """What a mount speaks: ``telescope.mount.equinox`` unless it says ``auto``, then the driver's ``default``."""
+    return default if configured == "auto" else Equinox(configured)
+
+
 def _tt(when: datetime) -> tuple[float, float]:
     """The two-part Julian date in TT (leap seconds from erfa: no Earth-orientation table needed)."""
     t = when.astimezone(UTC)

@@ -43,7 +43,7 @@ from toros.telescope.devices import (
     Shutter,
     WeatherStation,
 )
-from toros.telescope.devices.equinox import Equinox
+from toros.telescope.devices.equinox import Equinox, spoken
 from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, IndiLink, MountLink
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class IndiMount(_IndiDevice, Mount):
 
     def __init__(self, link: MountLink) -> None:
         self._setup(link)
-        self.speaks = Equinox.J2000 if link.equinox == "j2000" else Equinox.JNOW  # EOD: of date by definition
+        self.speaks = spoken(link.equinox, Equinox.JNOW)  # EQUATORIAL_EOD_COORD: of date by definition
 
     def position(self) -> tuple[float, float]:
         self._live()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from toros.telescope.devices import CommandRefused, DeviceError, Mount
-from toros.telescope.devices.equinox import Equinox
+from toros.telescope.devices.equinox import Equinox, spoken
 from toros.telescope.devices.serial_link import (
     GarbledReply,
     SerialLink,
@@ -103,7 +103,7 @@ class Lx200Mount(Mount):
             "mount", link.port, baudrate=link.baudrate, timeout_s=link.timeout_s, retries=link.retries
         )
         self._parked = False
-        self.speaks = Equinox.J2000 if link.equinox == "j2000" else Equinox.JNOW  # the protocol's coordinates
+        self.speaks = spoken(link.equinox, Equinox.JNOW)  # the protocol's coordinates
 
     def connect(self) -> None:
         self.link.open()

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import MACON, Site
+from toros.telescope.devices.equinox import Equinox
 from toros.telescope.dome_geometry import DomeGeometry, PierSide
 
 
@@ -63,7 +64,7 @@ class SerialDeviceLink(DeviceLink):
 class MountLink(SerialDeviceLink):
     driver: Literal["simulator", "lx200", "alpaca", "indi"] = "simulator"
     slew_rate_deg_s: float = Field(default=4.0, gt=0, le=90, description="simulator: slew speed")
-    equinox: Literal["auto", "j2000", "jnow"] = Field(
+    equinox: Literal["auto"] | Equinox = Field(
         default="auto",
         description="the coordinates the mount speaks; auto: INDI and LX200 of date (jnow), an Alpaca mount its "
         "EquatorialSystem, the simulator ICRS (j2000)",

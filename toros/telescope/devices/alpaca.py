@@ -118,8 +118,8 @@ class AlpacaMount(_AlpacaDevice, Mount):
         """Connects, and learns from ``EquatorialSystem`` which coordinates the mount speaks (unless the
         config says): ASCOM's "topocentric" is of date."""
         super().connect()
-        if self.equinox != "auto":
-            self.speaks = Equinox(self.equinox)
+        if isinstance(self.equinox, Equinox):
+            self.speaks = self.equinox
             return
         system = self.call("EquatorialSystem", lambda: self.client.EquatorialSystem)
         if system not in _EQUINOXES:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal
 
 import erfa
 
@@ -25,9 +26,9 @@ class Equinox(StrEnum):
     JNOW = "jnow"  # apparent of date
 
 
-def spoken(configured: str, default: Equinox) -> Equinox:
+def spoken(configured: Equinox | Literal["auto"], default: Equinox) -> Equinox:
     """What a mount speaks: ``telescope.mount.equinox`` unless it says ``auto``, then the driver's ``default``."""
-    return default if configured == "auto" else Equinox(configured)
+    return configured if isinstance(configured, Equinox) else default
 
 
 def _tt(when: datetime) -> tuple[float, float]:

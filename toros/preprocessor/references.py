@@ -12,7 +12,6 @@ A look-up is a range of cell numbers, never a scan; ``before`` keeps only refere
 from __future__ import annotations
 
 import logging
-import shutil
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +38,11 @@ from sqlalchemy import (
     update,
 )
 
+from toros.preprocessor.inventory import stem
 from toros.preprocessor.settings import ReferencesConfig
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import make_engine
-from toros.runtime.files import atomic_write, path_inside, safe_name, sha256_of
+from toros.runtime.files import GZIP_MAGIC, path_inside, safe_name, store_by_content
 from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
@@ -282,13 +282,21 @@ class ReferenceLibrary:
         replaces: Reference | None,
     ) -> Reference:
         kind = "own" if source.startswith("own") else "imported"
-        target = path_inside(
-            self.root, "references", safe_name(filter, "filter"), kind, safe_name(source_file.name, "image")
-        )
-        with open(source_file, "rb") as stream, atomic_write(target) as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
-        sha = sha256_of(target)
+        folder = path_inside(self.root, "references", safe_name(filter, "filter"), kind)
+        with open(source_file, "rb") as stream:
+            gzipped = stream.read(2) == GZIP_MAGIC
+            stream.seek(0)
+            # Named by its content: two images never share a file, and a stored one is never replaced.
+            target, sha = store_by_content(
+                stream, folder, safe_name(stem(source_file), "image"), ".fits.gz" if gzipped else ".fits"
+            )
         with self._engine.begin() as conn:
+            same = conn.execute(
+                select(references).where(and_(references.c.sha256 == sha, references.c.filter == filter))
+            ).first()
+            if same is not None:  # these very bytes are a reference of this filter already
+                log.info("%s is reference %d already (%s)", source_file, same.id, same.path)
+                return self._reference(same)
             inserted = conn.execute(
                 references.insert().values(
                     path=str(target),

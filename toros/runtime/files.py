@@ -146,6 +146,48 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         os.close(directory)
 
 
+CONTENT_NAME_DIGITS = 16  # hex digits of the sha256 in a content-named file (64 bits)
+
+
+def store_by_content(source: IO[bytes], folder: Path, stem: str, suffix: str) -> tuple[Path, str]:
+    """Copies ``source`` into ``folder`` as ``<stem>-<sha256 prefix><suffix>`` and returns the path and the
+    full sha256. The name comes from the bytes, so two different files never share one, and a file already
+    there is never replaced: the same bytes stored twice are one file; a (64-bit) prefix shared by different
+    bytes takes the full digest as its name. Written as ``atomic_write`` writes (a locked temporary, fsync),
+    then linked into place, which fails rather than replaces."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{stem[:40]}.", suffix=PART_SUFFIX, dir=folder)
+    try:
+        with open(handle, "wb") as stream:
+            fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
+            digest = hashlib.sha256()
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                stream.write(chunk)
+            stream.flush()
+            os.fsync(stream.fileno())
+            sha256 = digest.hexdigest()
+            for name in (f"{stem}-{sha256[:CONTENT_NAME_DIGITS]}{suffix}", f"{stem}-{sha256}{suffix}"):
+                target = folder / name
+                try:
+                    os.link(temporary, target)
+                    break
+                except FileExistsError:
+                    if sha256_of(target) == sha256:
+                        break
+            else:
+                raise FileExistsError(f"{folder}: a file named by the digest {sha256} holds other bytes")
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return target, sha256
+
+
 def remove_stale_parts(root: Path) -> list[Path]:
     """Removes the temporary files of atomic writes that a crash left under ``root`` (none that a live
     process is writing: those hold their lock); returns what was removed."""

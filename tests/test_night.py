@@ -17,6 +17,7 @@ from toros.runtime.config import DatabaseConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.telescope.calibration_frames import SATURATION_ADU, TwilightSky
 from toros.telescope.devices.simulated import Sky
+from toros.telescope.hold import OperatorHold
 from toros.telescope.night import NightRunner, NightState, Situation, SkyPhase, StepIds, next_state
 from toros.telescope.observatory import Observatory
 from toros.telescope.safety import SafetyCause
@@ -68,6 +69,9 @@ DARK_AND_CLOSED = Situation(
         ),
         ({"phase": SkyPhase.TWILIGHT, "evening": False, "shutter_open": True, "ready": True}, NightState.CLOSING),
         ({"phase": SkyPhase.TWILIGHT, "evening": False, "closed_for_the_night": True}, NightState.CLOSED),
+        ({"on_hold": True}, NightState.ON_HOLD),  # an operator's hold comes before everything
+        ({"on_hold": True, "phase": SkyPhase.DAY, "prepared": False}, NightState.ON_HOLD),
+        ({"on_hold": True, "phase": SkyPhase.TWILIGHT, "shutter_open": True, "ready": True}, NightState.ON_HOLD),
     ],
 )
 def test_the_transition_table(changes, state):
@@ -83,7 +87,8 @@ class Night:
         self.clock = SteppedClock(EVENING_DAY)
         self.journal = Journal(DatabaseConfig(path=tmp_path / "journal.db"), "telescope", self.clock)
         self.observatory = Observatory(config, tmp_path / "data", self.clock, self.journal)
-        self.runner = NightRunner(self.observatory, config, self.clock, self.journal, self.submit)
+        self.hold = OperatorHold(self.journal, self.clock, config.hold)
+        self.runner = NightRunner(self.observatory, config, self.clock, self.journal, self.submit, self.hold)
         self.orders: list[str] = []
 
     def submit(self, order: pb.WorkOrder) -> tuple[WorkOrderRecord, bool]:
@@ -157,6 +162,29 @@ def test_safety_closes_and_the_night_reopens_after_safe_weather(tmp_path):
     assert night.at(MIDNIGHT.replace(minute=45)) is NightState.OBSERVING
     assert night.orders[-1] == "night-2026-11-22-open-2"
     night.journal.close()
+
+
+def test_an_operators_hold_stops_every_step_of_the_robot_until_it_ends(tmp_path):
+    night = Night(tmp_path)
+    try:
+        assert night.at(MIDNIGHT) is NightState.OBSERVING and night.observatory.is_open()
+        night.observatory.close(lambda: None)  # the operator's close, held
+        night.hold.take("web:alice", "clouds", "wo-close")
+        for minutes in (5, 30, 90):
+            assert night.at(MIDNIGHT + timedelta(minutes=minutes)) is NightState.ON_HOLD
+        assert night.runner.describe().startswith("on hold by web:alice since 2026-11-23 03:00 UTC: clouds")
+        assert not night.observatory.is_open() and night.orders == ["night-2026-11-22-open-0"]
+        assert night.at(MORNING_TWILIGHT) is NightState.ON_HOLD, "no morning flats nor close of its own either"
+        night.hold.end("web:bob", "wo-resume")
+        assert night.at(MORNING_TWILIGHT) is NightState.CLOSING  # reopened for its morning flats, then closing
+        assert night.orders[1:] == [
+            "night-2026-11-22-open-1",
+            "night-2026-11-22-morning-flats-r",
+            "night-2026-11-22-close",
+        ]
+        assert night.at(MORNING_TWILIGHT) is NightState.CLOSED
+    finally:
+        night.journal.close()
 
 
 def test_unsafe_weather_keeps_the_dome_closed_with_the_reason(tmp_path):

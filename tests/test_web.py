@@ -390,6 +390,31 @@ def test_in_a_browser_an_operator_acts_and_a_bad_field_is_marked(site, browser, 
     assert viewer.locator("#actions").count() == 0 and "vic (viewer)" in viewer.text_content("h1")
 
 
+def test_in_a_browser_the_close_button_holds_the_robot_and_every_page_says_so(site, browser):
+    page = browser.new_page()
+    log_in(page, site.server.url, "ana")
+    assert page.locator("#hold").is_hidden()
+    page.click("#close")
+    stub = site.server.app.state.console.hub.stub("telescope")
+    wait_for(lambda: stub.GetStatus(pb.GetStatusRequest()).hold.by == "web:ana", timeout=30)
+    page.wait_for_selector("#hold:visible")
+    assert page.text_content("#hold .what").startswith("Telescope on hold by web:ana since ")
+    viewer = browser.new_page()
+    log_in(viewer, site.server.url, "vic")
+    for path in ("/", "/alerts", "/tonight"):  # every page, for every role; only operators may resume
+        viewer.goto(f"{site.server.url}{path}")
+        viewer.wait_for_selector("#hold:visible")
+        assert "on hold by web:ana" in viewer.text_content("#hold .what")
+        assert viewer.locator("#hold button").count() == 0
+    page.goto(f"{site.server.url}/alerts")
+    page.wait_for_selector("#hold:visible")
+    page.click("#hold button")
+    page.wait_for_selector("#hold", state="hidden", timeout=30_000)  # the hold_update event hid it
+    assert not stub.GetStatus(pb.GetStatusRequest()).HasField("hold")
+    ended = list(stub.Watch(pb.WatchRequest(kinds=[pb.EVENT_KIND_HOLD_UPDATE], replay_only=True)))[-1]
+    assert ended.hold_update.ended_by == "web:ana"
+
+
 def test_previews_headers_and_downloads_of_stored_frames(site):
     ana = site.logged_in("vic")[0]  # a viewer may look
     operator, csrf = site.logged_in("ana")

@@ -233,6 +233,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  running {status.running}  last event {status.last_sequence}  clock {clock} UTC"
             + (f"  {status.message}" if status.message else "")
         )
+        if status.HasField("hold"):
+            hold = status.hold
+            since = hold.since.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            waiting = f"; {hold.waiting_alert_targets} alert targets wait" if hold.waiting_alert_targets else ""
+            print(
+                f"  HOLD         by {hold.by or 'an anonymous client'} since {since} UTC"
+                + (f": {hold.reason}" if hold.reason else "")
+                + f"{waiting} (resume: toros submit telescope night_operation --step resume)"
+            )
         for device in status.devices:
             state = pb.DeviceState.Name(device.state).removeprefix("DEVICE_STATE_").lower()
             print(f"  {device.name:<12} {state:<12} {device.driver:<10} {device.message}")

@@ -46,6 +46,7 @@ from toros.alert.skymap import read_skymap
 from toros.config import load_config
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.requesters import DEMO
 from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
 from toros.simulation.sky import Kilonova, StarCatalog
@@ -338,7 +339,7 @@ def routine_order(targets: list[Candidate]) -> pb.WorkOrder:
     exposure = Duration(seconds=int(ROUTINE_EXPOSURE_S))
     return pb.WorkOrder(
         id="routine-monitoring-2026-05-01",
-        requester="demo:routine-monitoring",
+        requester=f"{DEMO}routine-monitoring",
         observe_targets=pb.ObserveTargets(
             targets=[
                 pb.Target(

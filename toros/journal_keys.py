@@ -29,6 +29,11 @@ def night_observations(night: str) -> str:
     return f"observations:{night}"
 
 
+def operator_hold() -> str:
+    """The operator's hold (JSON: by, since, reason, work order), empty when there is none."""
+    return "operator_hold"
+
+
 # -- alert ----------------------------------------------------------------------------------------------
 
 

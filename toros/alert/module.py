@@ -21,7 +21,6 @@ from toros.alert import orders
 from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
-from toros.alert.notify import notify
 from toros.alert.outputs import Candidate, plot_skymap, sky_view, write_sky_view, write_targets
 from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
@@ -29,6 +28,8 @@ from toros.alert.settings import AlertConfig, Observatory
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
+from toros.notifications import notify
+from toros.requesters import ALERT_RELAY, LISTENER
 from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
 from toros.runtime.journal import JournalUnavailable
@@ -130,7 +131,7 @@ class AlertModule(Module):
         before the listener acknowledges it. Only a journal that cannot store it stops the acknowledgement."""
         order = pb.WorkOrder(
             id=key,
-            requester=f"listener:{key.split('-', 1)[0]}",
+            requester=f"{LISTENER}{key.split('-', 1)[0]}",
             process_alert=pb.ProcessAlert(payload=payload or b"", source=key),
         )
         try:
@@ -363,7 +364,7 @@ class AlertModule(Module):
         observatory, targets, drill = site.observatory, site.targets, alert.is_test
         order = pb.WorkOrder(
             id=site.work_order_id,
-            requester=f"alert:{context.id}",
+            requester=f"{ALERT_RELAY}{context.id}",
             priority=90,
             observe_targets=pb.ObserveTargets(
                 alert_id=alert.alert_id,

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from toros.notifications import Notifications
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import Site
 
@@ -55,16 +56,6 @@ class VoeventIntake(Section):
     host: tuple[str, ...] = ("45.58.43.186", "68.169.57.253")
     port: int = Field(default=8099, ge=1, le=65535)
     ivorn: str = "ivo://toros/alert"
-
-
-class Notifications(Section):
-    """Optional messages when targets are relayed (off by default; failures never stop the relay)."""
-
-    webhook: str | None = None
-    email_to: tuple[str, ...] = ()
-    email_from: str = "toros@localhost"
-    smtp_host: str | None = None
-    smtp_port: int = Field(default=25, ge=1, le=65535)
 
 
 class AlertConfig(ServerConfig):

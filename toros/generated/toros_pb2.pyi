@@ -31,6 +31,7 @@ class NightStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NIGHT_STEP_PREPARE: _ClassVar[NightStep]
     NIGHT_STEP_OPEN: _ClassVar[NightStep]
     NIGHT_STEP_CLOSE: _ClassVar[NightStep]
+    NIGHT_STEP_RESUME: _ClassVar[NightStep]
 
 class DomeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +86,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_ALERT_PROCESSED: _ClassVar[EventKind]
     EVENT_KIND_DEVICE_UPDATE: _ClassVar[EventKind]
     EVENT_KIND_TRANSIENT_CANDIDATE: _ClassVar[EventKind]
+    EVENT_KIND_HOLD_UPDATE: _ClassVar[EventKind]
 IMAGE_TYPE_UNSPECIFIED: ImageType
 IMAGE_TYPE_BIAS: ImageType
 IMAGE_TYPE_DARK: ImageType
@@ -97,6 +99,7 @@ NIGHT_STEP_UNSPECIFIED: NightStep
 NIGHT_STEP_PREPARE: NightStep
 NIGHT_STEP_OPEN: NightStep
 NIGHT_STEP_CLOSE: NightStep
+NIGHT_STEP_RESUME: NightStep
 DOME_ACTION_UNSPECIFIED: DomeAction
 DOME_ACTION_OPEN: DomeAction
 DOME_ACTION_CLOSE: DomeAction
@@ -130,6 +133,7 @@ EVENT_KIND_CALIBRATION_PROGRESS: EventKind
 EVENT_KIND_ALERT_PROCESSED: EventKind
 EVENT_KIND_DEVICE_UPDATE: EventKind
 EVENT_KIND_TRANSIENT_CANDIDATE: EventKind
+EVENT_KIND_HOLD_UPDATE: EventKind
 
 class WorkOrder(_message.Message):
     __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients", "label_candidate", "reprocess_night")
@@ -212,18 +216,26 @@ class TakeCalibrations(_message.Message):
     def __init__(self, image_type: _Optional[_Union[ImageType, str]] = ..., count: _Optional[int] = ..., exposure_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., filter: _Optional[str] = ..., flat_source: _Optional[_Union[FlatSource, str]] = ...) -> None: ...
 
 class NightOperation(_message.Message):
-    __slots__ = ("step",)
+    __slots__ = ("step", "override", "reason")
     STEP_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     step: NightStep
-    def __init__(self, step: _Optional[_Union[NightStep, str]] = ...) -> None: ...
+    override: bool
+    reason: str
+    def __init__(self, step: _Optional[_Union[NightStep, str]] = ..., override: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DomeControl(_message.Message):
-    __slots__ = ("action", "azimuth_deg")
+    __slots__ = ("action", "azimuth_deg", "override", "reason")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     AZIMUTH_DEG_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     action: DomeAction
     azimuth_deg: float
-    def __init__(self, action: _Optional[_Union[DomeAction, str]] = ..., azimuth_deg: _Optional[float] = ...) -> None: ...
+    override: bool
+    reason: str
+    def __init__(self, action: _Optional[_Union[DomeAction, str]] = ..., azimuth_deg: _Optional[float] = ..., override: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CalibrateNight(_message.Message):
     __slots__ = ("directory", "clean_cosmic_rays")
@@ -360,7 +372,7 @@ class Device(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[DeviceState, str]] = ..., driver: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ModuleStatus(_message.Message):
-    __slots__ = ("module", "version", "queue_depth", "running", "devices", "last_sequence", "start_time", "clock_time", "message", "activity")
+    __slots__ = ("module", "version", "queue_depth", "running", "devices", "last_sequence", "start_time", "clock_time", "message", "activity", "hold")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +383,7 @@ class ModuleStatus(_message.Message):
     CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
     module: str
     version: str
     queue_depth: int
@@ -381,7 +394,22 @@ class ModuleStatus(_message.Message):
     clock_time: _timestamp_pb2.Timestamp
     message: str
     activity: str
-    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., activity: _Optional[str] = ...) -> None: ...
+    hold: OperatorHold
+    def __init__(self, module: _Optional[str] = ..., version: _Optional[str] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., last_sequence: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., activity: _Optional[str] = ..., hold: _Optional[_Union[OperatorHold, _Mapping]] = ...) -> None: ...
+
+class OperatorHold(_message.Message):
+    __slots__ = ("by", "since", "reason", "work_order_id", "waiting_alert_targets")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    WAITING_ALERT_TARGETS_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    since: _timestamp_pb2.Timestamp
+    reason: str
+    work_order_id: str
+    waiting_alert_targets: int
+    def __init__(self, by: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., work_order_id: _Optional[str] = ..., waiting_alert_targets: _Optional[int] = ...) -> None: ...
 
 class FindTransients(_message.Message):
     __slots__ = ("paths", "night", "alert_id", "event_time")
@@ -426,7 +454,7 @@ class WatchRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., work_order_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., replay_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update", "transient_candidate")
+    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update", "transient_candidate", "hold_update")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -436,6 +464,7 @@ class Event(_message.Message):
     ALERT_PROCESSED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
     TRANSIENT_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    HOLD_UPDATE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     work_order_id: str
@@ -445,7 +474,8 @@ class Event(_message.Message):
     alert_processed: AlertProcessed
     device_update: DeviceUpdate
     transient_candidate: TransientCandidate
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ..., transient_candidate: _Optional[_Union[TransientCandidate, _Mapping]] = ...) -> None: ...
+    hold_update: HoldUpdate
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ..., transient_candidate: _Optional[_Union[TransientCandidate, _Mapping]] = ..., hold_update: _Optional[_Union[HoldUpdate, _Mapping]] = ...) -> None: ...
 
 class WorkOrderUpdate(_message.Message):
     __slots__ = ("state", "message", "progress_percent", "task")
@@ -562,6 +592,16 @@ class DeviceUpdate(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     device: Device
     def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+
+class HoldUpdate(_message.Message):
+    __slots__ = ("hold", "message", "ended_by")
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_BY_FIELD_NUMBER: _ClassVar[int]
+    hold: OperatorHold
+    message: str
+    ended_by: str
+    def __init__(self, hold: _Optional[_Union[OperatorHold, _Mapping]] = ..., message: _Optional[str] = ..., ended_by: _Optional[str] = ...) -> None: ...
 
 class FetchFileRequest(_message.Message):
     __slots__ = ("path", "chunk_size")

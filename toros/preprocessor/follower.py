@@ -22,6 +22,7 @@ from toros.client import open_channel
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.settings import FollowedTelescope
+from toros.requesters import FOLLOWER
 from toros.runtime.files import (
     UnusablePath,
     atomic_write,
@@ -47,7 +48,7 @@ class TelescopeFollower:
         self.services = services
         self.journal = services.journal
         self.storage_root = storage_root
-        self.requester = f"follower:{telescope.name}"
+        self.requester = f"{FOLLOWER}{telescope.name}"
         self._after_key = journal_keys.follow_position(telescope.name)
         self._pending_key = journal_keys.follow_pending(telescope.name)
         self._stop = threading.Event()

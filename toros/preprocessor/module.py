@@ -22,6 +22,7 @@ from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, MeasuresFrames, ReferenceCatalog, ScienceStep
 from toros.preprocessor.settings import WhenUnreachable
 from toros.preprocessor.transients import TransientSearch
+from toros.requesters import FOLLOWER
 from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.validation import Checker
@@ -233,7 +234,7 @@ class PreprocessorModule(Module):
         return self._calibrate(context, files, night=directory.name if NIGHT_NAME.fullmatch(directory.name) else None)
 
     def calibrate_images(self, context: TaskContext) -> str:
-        if context.record.requester.startswith("follower:"):
+        if context.record.requester.startswith(FOLLOWER):
             self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
         return self._calibrate(context, files)

@@ -35,13 +35,11 @@ from toros.runtime.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
+# Each kind of WatchRequest.kinds is the event's oneof member of the same name (EVENT_KIND_IMAGE_READY: image_ready).
 EVENT_KINDS = {
-    pb.EVENT_KIND_WORK_ORDER_UPDATE: "work_order_update",
-    pb.EVENT_KIND_IMAGE_READY: "image_ready",
-    pb.EVENT_KIND_CALIBRATION_PROGRESS: "calibration_progress",
-    pb.EVENT_KIND_ALERT_PROCESSED: "alert_processed",
-    pb.EVENT_KIND_DEVICE_UPDATE: "device_update",
-    pb.EVENT_KIND_TRANSIENT_CANDIDATE: "transient_candidate",
+    value.number: value.name.removeprefix("EVENT_KIND_").lower()
+    for value in pb.EventKind.DESCRIPTOR.values
+    if value.number
 }
 DEFAULT_CHUNK = 64 << 10
 # What one FetchFile stream holds in this process while its reader is slow grows with the chunk (a stalled
@@ -92,7 +90,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             )
         precondition = self.tasks[task].precondition
         if precondition is not None and not (request.id and self.journal.get(request.id)):
-            if (reason := precondition(getattr(request, task))) is not None:
+            if (reason := precondition(request)) is not None:
                 raise NotNow(f"{task}: {reason}")
         order = pb.WorkOrder()
         order.CopyFrom(request)
@@ -142,7 +140,7 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
         return record.status()
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.ModuleStatus:
-        return pb.ModuleStatus(
+        status = pb.ModuleStatus(
             module=self.module.name,
             version=__version__,
             queue_depth=self.workers.queue_depth,
@@ -154,6 +152,8 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
             message=self.module.status_message(),
             activity=self.module.activity(),
         )
+        self.module.describe_status(status)
+        return status
 
     @staticmethod
     def _required_id(work_order_id: str, context: grpc.ServicerContext) -> str:

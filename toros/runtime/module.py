@@ -17,11 +17,12 @@ from toros.runtime.workers import TaskContext
 @dataclass(frozen=True)
 class Task:
     """One task of WorkOrder.task: how to check it, how to carry it out (None: not in this version), and
-    whether it makes sense in the module's current state (a reason to refuse it now, or None)."""
+    whether it makes sense in the module's current state (a reason to refuse the work order now, or None; it
+    sees the whole order: who asks may matter)."""
 
     validate: Callable[[Any, Checker], None]
     run: Callable[[TaskContext], str | None] | None = None
-    precondition: Callable[[Any], str | None] | None = None
+    precondition: Callable[[pb.WorkOrder], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,6 @@ class Module:
     def activity(self) -> str:
         """What the module is doing now, in a few words (ModuleStatus.activity)."""
         return ""
+
+    def describe_status(self, status: pb.ModuleStatus) -> None:
+        """Adds this module's own fields to its status (the telescope's operator hold)."""

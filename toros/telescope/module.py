@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
 
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
+from toros.requesters import is_operator
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.telescope import orders
 from toros.telescope.calibration_frames import NO_LAMP, CalibrationFrames
 from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.hold import OperatorHold
 from toros.telescope.imaging import StorageFailure
 from toros.telescope.night import NightRunner
 from toros.telescope.observatory import Observatory
@@ -39,15 +40,12 @@ def _failures(handler: Callable[[TaskContext], str]) -> Callable[[TaskContext], 
     return run
 
 
-TaskMessage = TypeVar("TaskMessage")
-
-
-def _answering(precondition: Callable[[TaskMessage], str | None]) -> Callable[[TaskMessage], str | None]:
+def _answering(precondition: Callable[[pb.WorkOrder], str | None]) -> Callable[[pb.WorkOrder], str | None]:
     """A device that fails while a precondition is checked is itself the reason to refuse."""
 
-    def check(task: TaskMessage) -> str | None:
+    def check(order: pb.WorkOrder) -> str | None:
         try:
-            return precondition(task)
+            return precondition(order)
         except (DeviceError, CommandRefused) as exc:
             return f"a device did not answer: {exc}"
 
@@ -63,10 +61,11 @@ class TelescopeModule(Module):
         root = self.config.storage.root
         settings = self.config.telescope
         self.observatory = Observatory(settings, root, self.clock, self.journal)
+        self.hold = OperatorHold(self.journal, self.clock, settings.hold)
         self.book = TargetBook(settings, self.journal)
-        self.dispatcher = Dispatcher(self.observatory, self.book, settings, self.clock, root)
+        self.dispatcher = Dispatcher(self.observatory, self.book, settings, self.clock, root, self.hold)
         self.calibration_frames = CalibrationFrames(self.observatory, settings, self.clock, self.journal)
-        self.night = NightRunner(self.observatory, settings, self.clock, self.journal, services.submit)
+        self.night = NightRunner(self.observatory, settings, self.clock, self.journal, services.submit, self.hold)
 
     def start(self) -> None:
         """Connects the devices (a device that fails is FAULT; the daemon still serves) and starts the night."""
@@ -101,7 +100,13 @@ class TelescopeModule(Module):
         return self.observatory.device_states()
 
     def activity(self) -> str:
+        if (hold := self.hold.current) is not None:
+            return hold.describe()
         return self.night.describe() if self.config.telescope.mode == "robotic" else "manual"
+
+    def describe_status(self, status: pb.ModuleStatus) -> None:
+        if (hold := self.hold.message()) is not None:
+            status.hold.CopyFrom(hold)
 
     def status_message(self) -> str:
         o = self.observatory
@@ -129,24 +134,48 @@ class TelescopeModule(Module):
                 return f"{name} is in FAULT: {faults[name]}"
         return None
 
-    def can_move_dome(self, task: pb.DomeControl) -> str | None:
+    def can_open(self, order: pb.WorkOrder, override: bool) -> str | None:
+        """Why the dome may not open for this order now (None: it may): the daylight limit (an operator's
+        override aside), the weather, a fault, safety; the robot's own open while an operator holds it."""
+        if self.hold.active and not is_operator(order.requester):
+            assert self.hold.current is not None
+            return f"the telescope is {self.hold.current.describe()}: an operator resumes it"
+        if (daylight := self._daylight(order, override)) is not None:
+            return daylight
+        return self.observatory.safety.reopen_allowed()
+
+    def _daylight(self, order: pb.WorkOrder, override: bool) -> str | None:
+        """The Sun above ``safety.max_sun_altitude_deg``, unless an operator overrides it (by name)."""
+        limit = self.config.telescope.safety.max_sun_altitude_deg
+        if (sun := self.observatory.sun()) <= limit:
+            return None
+        if override and is_operator(order.requester) and order.requester:
+            return None
+        why = (
+            "; an override needs an operator's order with a requester"
+            if override
+            else "; an operator may override it (override, with a reason)"
+        )
+        return f"the Sun is at {sun:+.1f} deg, above telescope.safety.max_sun_altitude_deg ({limit:+.1f} deg){why}"
+
+    def can_move_dome(self, order: pb.WorkOrder) -> str | None:
+        task = order.dome_control
         if task.action == pb.DOME_ACTION_OPEN:
-            return self.observatory.safety.reopen_allowed()
+            return self.can_open(order, task.override)
         return self._fault("dome") if task.action != pb.DOME_ACTION_CLOSE else None
 
-    def can_do_step(self, task: pb.NightOperation) -> str | None:
+    def can_do_step(self, order: pb.WorkOrder) -> str | None:
+        task = order.night_operation
         if task.step == pb.NIGHT_STEP_OPEN:
-            high = self.config.telescope.calibrations.flat_sun_altitude_deg[1]
-            if (sun := self.observatory.sun()) > high:
-                return f"the Sun is at {sun:+.1f} deg, above {high:+.1f} deg: too early or too late to open"
-            return self.observatory.safety.reopen_allowed()
+            return self.can_open(order, task.override)
         if task.step == pb.NIGHT_STEP_PREPARE:
             if self.observatory.is_open():
                 return "the dome is open: close it before taking bias and dark frames"
             return self._fault("camera")
         return None
 
-    def can_calibrate(self, task: pb.TakeCalibrations) -> str | None:
+    def can_calibrate(self, order: pb.WorkOrder) -> str | None:
+        task = order.take_calibrations
         if reason := self._fault("camera", "filter_wheel") or self.observatory.imaging.storage_ok():
             return reason
         if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
@@ -165,16 +194,43 @@ class TelescopeModule(Module):
 
     # -- handlers --------------------------------------------------------------------------------
 
+    def _opened(self, context: TaskContext, override: bool) -> str:
+        """Opens for an order that may (checked again: time passed since it was accepted); an operator's open
+        ends the hold. Returns what was done beyond opening, for the message."""
+        if (reason := self.can_open(context.order, override)) is not None:
+            raise TaskFailed(reason)
+        sun = self.observatory.sun()
+        limit = self.config.telescope.safety.max_sun_altitude_deg
+        with self.observatory.instrument:
+            self.observatory.open(context.check)
+        notes = ""
+        if sun > limit:
+            notes += f"; opened with the Sun at {sun:+.1f} deg on {context.order.requester}'s override"
+            log.warning("dome opened with the Sun at %+.1f deg on %s's override", sun, context.order.requester)
+        if is_operator(context.order.requester) and self.hold.end(context.order.requester, context.id):
+            notes += "; the operator's hold ended"
+        return notes
+
+    def _closing(self, context: TaskContext, reason: str) -> str:
+        """An operator's close puts the telescope on hold, before it waits for the instrument: an observation
+        in progress stops for it."""
+        if not is_operator(context.order.requester):
+            return ""
+        self.hold.take(context.order.requester, reason, context.id)
+        self.dispatcher.wake()
+        return "; on hold until an operator resumes or opens"
+
     def dome_control(self, context: TaskContext) -> str:
         task: pb.DomeControl = context.task  # type: ignore[assignment]
         o = self.observatory
-        with o.instrument:
-            if task.action == pb.DOME_ACTION_OPEN:
-                o.open(context.check)
-                return "shutter open"
-            if task.action == pb.DOME_ACTION_CLOSE:
+        if task.action == pb.DOME_ACTION_OPEN:
+            return "shutter open" + self._opened(context, task.override)
+        if task.action == pb.DOME_ACTION_CLOSE:
+            held = self._closing(context, task.reason)
+            with o.instrument:
                 o.close(context.check)
-                return "mount parked, shutter closed, dome parked"
+            return "mount parked, shutter closed, dome parked" + held
+        with o.instrument:
             if task.action == pb.DOME_ACTION_SLEW:
                 o.turn_dome(task.azimuth_deg, context.check)
                 return f"dome at azimuth {o.dome.azimuth():.1f}"
@@ -182,17 +238,22 @@ class TelescopeModule(Module):
             return "dome parked"
 
     def night_operation(self, context: TaskContext) -> str:
-        step = context.task.step  # type: ignore[attr-defined]
+        task: pb.NightOperation = context.task  # type: ignore[assignment]
         o = self.observatory
-        if step == pb.NIGHT_STEP_CLOSE:
+        if task.step == pb.NIGHT_STEP_CLOSE:
+            held = self._closing(context, task.reason)
             with o.instrument:
                 o.close(context.check)
                 o.safety.clear_faults()
-            return "closed: mount parked, shutter closed, dome parked"
-        if step == pb.NIGHT_STEP_OPEN:
-            with o.instrument:
-                o.open(context.check)
-            return "open: shutter open, mount unparked"
+            return "closed: mount parked, shutter closed, dome parked" + held
+        if task.step == pb.NIGHT_STEP_OPEN:
+            return "open: shutter open, mount unparked" + self._opened(context, task.override)
+        if task.step == pb.NIGHT_STEP_RESUME:
+            if not self.hold.end(context.order.requester, context.id):
+                return "no hold to end"
+            self.night.wake()
+            self.dispatcher.wake()
+            return "hold ended: the robot takes the night again"
         return self.calibration_frames.prepare(context)
 
     def observe_targets(self, context: TaskContext) -> str:
@@ -205,12 +266,18 @@ class TelescopeModule(Module):
         total_frames = sum(e.count for e in entries)
         try:
             self._drop_unobservable(entries)
+            if task.alert_id:
+                self.hold.alert_waits(task.alert_id, context.id, sum(e.state not in FINAL for e in entries))
             while True:
                 done_frames = sum(e.done for e in entries)
                 open_entries = [e for e in entries if e.state not in FINAL]
+                hold = self.hold.current
+                waiting = f", {len(open_entries)} waiting" + (
+                    f" for the operator's hold ({hold.by})" if hold is not None and open_entries else ""
+                )
                 context.progress(
                     100.0 * done_frames / total_frames,
-                    f"{sum(e.state == TargetState.OBSERVED for e in entries)} of {len(entries)} targets observed, {len(open_entries)} waiting",
+                    f"{sum(e.state == TargetState.OBSERVED for e in entries)} of {len(entries)} targets observed{waiting}",
                 )
                 if not open_entries:
                     break
@@ -221,6 +288,7 @@ class TelescopeModule(Module):
                 context.sleep(WAIT_POLL_S)
         finally:
             self.book.remove(context.id)
+            self.hold.alert_done(context.id)
         return self._summary(entries)
 
     def _drop_unobservable(self, entries: list[Entry]) -> None:

@@ -16,9 +16,11 @@ from datetime import timedelta
 from enum import Enum, StrEnum
 
 from toros.generated import toros_pb2 as pb
+from toros.requesters import ROBOTIC_NIGHT
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.telescope.astronomy import local_noon, night_of
+from toros.telescope.hold import OperatorHold
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory
 from toros.telescope.settings import TelescopeConfig
@@ -44,6 +46,7 @@ class NightState(StrEnum):
     CLOSING = "closing"
     CLOSED = "closed for the night"
     KEPT_CLOSED = "closed"  # by safety, or waiting for it: the reason says which
+    ON_HOLD = "on hold"  # an operator closed: the robot takes no step until an operator resumes or opens
 
 
 class SkyPhase(Enum):
@@ -86,12 +89,14 @@ class Situation:
     kept_closed_because: str | None  # while closed at night: why it may not open yet (None: it may)
     flats_to_take: tuple[str, ...]  # this twilight's flat filters whose work order has not ended
     ids: StepIds
+    on_hold: bool = False  # an operator's hold
 
 
 #: The night as a transition table: the first row whose condition holds gives the state, whatever the state
 #: before (a restart, or safety closing in the middle, lands in the right row). Each state's work order is
 #: run by ``NightRunner._act``.
 TRANSITIONS: tuple[tuple[Callable[[Situation], bool], NightState], ...] = (
+    (lambda s: s.on_hold, NightState.ON_HOLD),  # the operator has the last word
     (lambda s: s.phase is SkyPhase.DAY and s.evening and not s.shutter_open and not s.prepared, NightState.PREPARING),
     (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.shutter_open, NightState.CLOSING),
     (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.closed_for_the_night, NightState.CLOSED),  # till noon
@@ -118,8 +123,10 @@ class NightRunner:
         clock: Clock,
         journal: Journal,
         submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]],
+        hold: OperatorHold,
     ) -> None:
         self.observatory = observatory
+        self.hold = hold
         self.config = config
         self.clock = clock
         self.journal = journal
@@ -133,6 +140,10 @@ class NightRunner:
 
     def stop(self) -> None:
         self._loop.stop()
+
+    def wake(self) -> None:
+        """Looks again now (an operator ended the hold)."""
+        self._loop.wake()
 
     def _run_step(self, order: pb.WorkOrder) -> bool:
         """Submits a step (idempotent on its id) and waits for it; True when it is DONE."""
@@ -151,6 +162,8 @@ class NightRunner:
         """The night's state in words (with the reason while safety keeps the dome closed)."""
         if self.state is NightState.KEPT_CLOSED:
             return f"{self.state}: {self.kept_closed_because}"
+        if self.state is NightState.ON_HOLD and (hold := self.hold.current) is not None:
+            return hold.describe()
         return str(self.state)
 
     def look(self) -> Situation:
@@ -158,6 +171,19 @@ class NightRunner:
         now = self.clock.now()
         site, calibrations = self.config.site, self.config.calibrations
         night = night_of(site, now)
+        if self.hold.active:  # nothing else is looked at: no device I/O while people are in charge
+            return Situation(
+                phase=SkyPhase.DAY,
+                evening=False,
+                shutter_open=False,
+                ready=False,
+                prepared=False,
+                closed_for_the_night=False,
+                kept_closed_because=None,
+                flats_to_take=(),
+                ids=StepIds(night.isoformat()),
+                on_hold=True,
+            )
         evening = now < local_noon(site, night) + timedelta(hours=12)
         sun = self.observatory.sun()
         low, high = calibrations.flat_sun_altitude_deg
@@ -238,7 +264,7 @@ class NightRunner:
         again instead of making another; one of the two tasks); True when it ended DONE."""
         order = pb.WorkOrder(
             id=order_id,
-            requester="robotic night",
+            requester=ROBOTIC_NIGHT,
             priority=priority,
             night_operation=night_operation,
             take_calibrations=take_calibrations,

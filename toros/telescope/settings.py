@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from toros.notifications import Notifications
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import MACON, Site
 from toros.telescope.devices.equinox import Equinox
@@ -320,6 +321,27 @@ class SafetyConfig(Section):
     reopen_after_s: float = Field(
         default=1800.0, ge=0, le=86400, description="the robotic night reopens after this long of safe weather"
     )
+    max_sun_altitude_deg: float = Field(
+        default=-3.0,
+        ge=-18.0,
+        le=10.0,
+        description="the dome does not open while the Sun is higher (an operator's order may override it)",
+    )
+
+
+class HoldConfig(Section):
+    """An operator's hold (set by an operator's close): alerts that arrive meanwhile wait for it."""
+
+    wake_on_alert: bool = Field(
+        default=False, description="an alert's targets that wait for the hold are sent to `notify`"
+    )
+    notify: Notifications = Notifications()
+
+    @model_validator(mode="after")
+    def _somewhere_to_wake(self) -> HoldConfig:
+        if self.wake_on_alert and not self.notify.enabled:
+            raise ValueError("wake_on_alert needs hold.notify (a webhook, or e-mail with an SMTP host)")
+        return self
 
 
 class TelescopeConfig(ServerConfig):
@@ -342,3 +364,14 @@ class TelescopeConfig(ServerConfig):
     targets: TargetDefaults = TargetDefaults()
     safety: SafetyConfig = SafetyConfig()
     preemption: AlertPreemption = AlertPreemption()
+    hold: HoldConfig = HoldConfig()
+
+    @model_validator(mode="after")
+    def _flats_below_the_daylight_limit(self) -> TelescopeConfig:
+        high = self.calibrations.flat_sun_altitude_deg[1]
+        if high > self.safety.max_sun_altitude_deg:
+            raise ValueError(
+                f"calibrations.flat_sun_altitude_deg: its top ({high:+.1f}) is above safety.max_sun_altitude_deg "
+                f"({self.safety.max_sun_altitude_deg:+.1f}): the dome may not open for those flats"
+            )
+        return self

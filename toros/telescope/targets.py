@@ -28,6 +28,7 @@ from toros.runtime.files import atomic_write
 from toros.runtime.journal import Journal
 from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
+from toros.telescope.hold import OperatorHold
 from toros.telescope.images import FollowUp
 from toros.telescope.imaging import ImageRequest, StorageFailure
 from toros.telescope.loops import Repeating
@@ -206,13 +207,20 @@ class Dispatcher:
     """Observes the best target now, whenever the observatory is open in the dark; keeps the plan current."""
 
     def __init__(
-        self, observatory: Observatory, book: TargetBook, config: TelescopeConfig, clock: Clock, root: Path
+        self,
+        observatory: Observatory,
+        book: TargetBook,
+        config: TelescopeConfig,
+        clock: Clock,
+        root: Path,
+        hold: OperatorHold,
     ) -> None:
         self.observatory = observatory
         self.book = book
         self.config = config
         self.clock = clock
         self.root = root
+        self.hold = hold
         self._planned_version = -1
         self.current: Entry | None = None  # the target being observed, for the status
         self._loop = Repeating("telescope-dispatcher", self._step, POLL_S, clock)
@@ -231,9 +239,15 @@ class Dispatcher:
     def stop(self) -> None:
         self._loop.stop()
 
+    def wake(self) -> None:
+        """Looks again now (the hold changed)."""
+        self._loop.wake()
+
     def _check(self, entry: Entry | None = None) -> None:
         if self._loop.stopping.is_set():
             raise Dropped("the daemon is stopping")
+        if self.hold.current is not None:
+            raise Dropped(f"the telescope is {self.hold.current.describe()}")
         if entry is not None and not self.book.holds(entry.work_order_id):
             raise Dropped(f"work order {entry.work_order_id} was cancelled")
 
@@ -277,8 +291,9 @@ class Dispatcher:
         log.info("night plan %s: %d blocks, %d not observable tonight", night, len(plan.blocks), len(plan.unobservable))
 
     def dispatch_once(self) -> bool:
-        """Observes one target if one can be observed now; True when it did."""
-        if not self.observatory.ready_to_observe():
+        """Observes one target if one can be observed now (not while an operator holds the telescope); True when
+        it did."""
+        if self.hold.active or not self.observatory.ready_to_observe():
             return False
         entries = self.book.pending()
         if not entries:

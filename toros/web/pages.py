@@ -19,6 +19,7 @@ svg.sky { margin: 0 0.8em 0.5em 0; } .maps { display: flex; flex-wrap: wrap; ali
 .label { fill: #dde3ea; font-size: 10px; } section.retracted h3 { text-decoration: line-through; }
 img.triplet { max-width: 100%; background: white; margin-bottom: 0.5em; } .legend span { margin-right: 0.6em; }
 progress { width: 12em; } .blink { display: flex; gap: 0.5em; } .blink img { width: 192px; }
+.banner { background: #5a3d00; color: #ffe2a8; padding: 0.6em 1em; margin-bottom: 1em; border-radius: 4px; }
 """
 
 LOGIN_PAGE = (
@@ -41,9 +42,12 @@ OVERVIEW_PAGE = (
 <html lang="en"><head><meta charset="utf-8"><title>TOROS console</title><style>"""
     + STYLE
     + """</style></head>
-<body>
+<body data-role="{role}">
 <h1>TOROS console <span class="muted">· {user} ({role})</span></h1>
 <nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
+<div id="hold" class="banner" role="status" hidden><span class="what"></span>
+<button type="button">Resume the robot</button> <span class="reason"></span></div>
+<script src="/static/common.js"></script>
 <form id="logout" method="post" action="/logout"><button type="submit">Log out</button></form>
 <h2>Daemons</h2>
 <table><thead><tr><th>module</th><th>state</th><th>clock</th><th>queue</th><th>running</th><th>activity</th>
@@ -74,7 +78,6 @@ OVERVIEW_PAGE = (
 <div id="replayed" class="log"></div>
 <script>
 "use strict";
-const text = (value) => document.createTextNode(value === undefined ? "" : String(value));
 function row(cells, className) {
   const tr = document.createElement("tr");
   for (const cell of cells) { const td = document.createElement("td"); td.appendChild(text(cell)); tr.appendChild(td); }
@@ -118,7 +121,6 @@ replay.addEventListener("submit", async (submit) => {
   replay.querySelector(".reason").textContent = answer.ok ? `${result.length} events` : result.error;
   box.replaceChildren(...(answer.ok ? result.map(line) : []));
 });
-const events = new EventSource("/api/events");
 events.onopen = () => { document.getElementById("stream").textContent = "live"; };
 events.onerror = () => { document.getElementById("stream").textContent = "reconnecting…"; };
 events.onmessage = null;
@@ -334,9 +336,11 @@ def _page(title: str, body: str, script: str) -> str:
     """A page of the console: the header, its navigation, its body and its own script."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>TOROS console: {title}</title><style>{STYLE}</style></head>
-<body>
+<body data-role="{{role}}">
 <h1>{title} <span class="muted">· {{user}} ({{role}})</span></h1>
 <nav><a href="/">Overview</a> · <a href="/alerts">Alerts and candidates</a> · <a href="/tonight">Tonight</a></nav>
+<div id="hold" class="banner" role="status" hidden><span class="what"></span>
+<button type="button">Resume the robot</button> <span class="reason"></span></div>
 <script src="/static/common.js"></script>
 {body}
 {f'<script>"use strict";{script}</script>' if script else ""}
@@ -397,7 +401,6 @@ async function tonight() {
 }
 tonight();
 setInterval(tonight, 30000);  // the line for now moves on
-const events = new EventSource("/api/events");
 events.addEventListener("image_ready", tonight);
 events.addEventListener("work_order_update", tonight);
 """,

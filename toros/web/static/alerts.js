@@ -249,7 +249,6 @@ async function candidates() {
   box.replaceChildren(...triplets);
 }
 alerts(); candidates();
-const events = new EventSource("/api/events");
 events.addEventListener("alert_processed", debounced(alerts));
 const moved = debounced(redraw);
 for (const kind of ["image_ready", "work_order_update", "calibration_progress"]) events.addEventListener(kind, moved);

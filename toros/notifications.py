@@ -1,5 +1,5 @@
-"""Optional notifications of relayed targets: a webhook (JSON POST) and e-mail. Off by default; a failure is
-logged and never stops the relay."""
+"""Notifications to people: a webhook (JSON POST) and e-mail, for relayed targets (the alert daemon) and alerts
+that wait for an operator's hold (the telescope). Off by default; a failure is logged and never stops the work."""
 
 from __future__ import annotations
 
@@ -9,12 +9,28 @@ import smtplib
 import urllib.request
 from email.message import EmailMessage
 
-from toros.alert.settings import Notifications
+from pydantic import Field
+
+from toros.runtime.config import Section
 
 log = logging.getLogger(__name__)
 
 
-def notify(settings: Notifications, subject: str, text: str, details: dict) -> None:
+class Notifications(Section):
+    """Where notifications go (off by default; failures never stop the work)."""
+
+    webhook: str | None = None
+    email_to: tuple[str, ...] = ()
+    email_from: str = "toros@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook or (self.email_to and self.smtp_host))
+
+
+def notify(settings: Notifications, subject: str, text: str, details: dict[str, object]) -> None:
     if settings.webhook:
         try:
             request = urllib.request.Request(

@@ -598,6 +598,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         serve_web(load_config(path))
         return 0
+    if args.module in ("dask-scheduler", "dask-worker"):
+        from toros.preprocessor import cluster_commands
+        from toros.runtime.logs import setup_logging
+
+        config = load_config(path)
+        setup_logging(config.logging, args.module)
+        compute = config.preprocessor.compute
+        command = (
+            cluster_commands.scheduler_command(compute)
+            if args.module == "dask-scheduler"
+            else cluster_commands.worker_command(compute, args.processes)
+        )
+        cluster_commands.run(command)
     try:
         serve(args.module, load_config(path))
     except StartupError as exc:
@@ -660,7 +673,10 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[common], help="run a daemon (or the web console) in the foreground")
-    serve.add_argument("module", choices=(*MODULES, "web"))
+    serve.add_argument("module", choices=(*MODULES, "web", "dask-scheduler", "dask-worker"))
+    serve.add_argument(
+        "--processes", default="auto", help="dask-worker: worker processes on this machine (default: one per core)"
+    )
     serve.set_defaults(run=cmd_serve)
 
     web = commands.add_parser("web", help="the web console's accounts")

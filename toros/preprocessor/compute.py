@@ -23,8 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from toros.preprocessor.cluster_commands import warn_if_exposed
 from toros.preprocessor.science import ReferenceCatalog, ScienceResult, ScienceStep
-from toros.preprocessor.settings import ComputeConfig, ComputeEngineName, ScienceConfig, WhenUnreachable
+from toros.preprocessor.settings import (
+    ComputeConfig,
+    ComputeEngineName,
+    ScienceConfig,
+    WhenUnreachable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +207,8 @@ class Compute:
         self.settings = settings
         self.paths = PathMap(storage_root, settings.storage_on_workers)
         self.dask = DaskEngine(settings, self.paths) if settings.engine is ComputeEngineName.DASK else None
+        if self.dask is not None:
+            warn_if_exposed(settings)
 
     @property
     def remote(self) -> bool:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from toros.runtime.config import ConfigPath, Section, ServerConfig
 from toros.site import Site
@@ -160,6 +161,10 @@ class ComputeConfig(Section):
     )
     unreachable: WhenUnreachable = WhenUnreachable.LOCAL
     wait_s: float = Field(default=600.0, ge=0, le=86400, description="with unreachable: wait, how long to retry")
+    allow_insecure: bool = Field(
+        default=False,
+        description="allow a tcp:// scheduler beyond loopback: anyone who reaches it runs code on the cluster",
+    )
 
     @field_validator("scheduler")
     @classmethod
@@ -168,6 +173,46 @@ class ComputeConfig(Section):
         if scheme not in ("tcp", "tls") or not rest.rpartition(":")[2].isdigit():
             raise ValueError(f"a Dask scheduler address as tcp://host:port or tls://host:port, not {address!r}")
         return address
+
+    @property
+    def scheduler_host(self) -> str:
+        return self.scheduler.partition("://")[2].rpartition(":")[0].strip("[]")
+
+    @property
+    def scheduler_port(self) -> int:
+        return int(self.scheduler.rpartition(":")[2])
+
+    @property
+    def encrypted(self) -> bool:
+        return self.scheduler.startswith("tls://")
+
+    @property
+    def exposed(self) -> bool:
+        """Plain tcp beyond loopback (only with ``allow_insecure``)."""
+        return not self.encrypted and not is_loopback(self.scheduler_host)
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> ComputeConfig:
+        """A Dask scheduler and its workers run the pickles they are sent: without TLS they stay on loopback."""
+        if self.encrypted and self.tls is None:
+            raise ValueError("scheduler: a tls:// scheduler needs compute.tls (the site CA, a certificate and key)")
+        if self.exposed and not self.allow_insecure:
+            raise ValueError(
+                f"scheduler: {self.scheduler} is plain tcp beyond loopback: a Dask scheduler and its workers run the "
+                "code they are sent, so anyone who reaches it runs code on the cluster. Use tls:// with compute.tls, "
+                "or set compute.allow_insecure: true on a network nobody else reaches"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """A host literal of this machine only ("localhost", 127.0.0.0/8, ::1). Any other name may resolve elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class PreprocessorConfig(ServerConfig):

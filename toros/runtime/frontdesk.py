@@ -163,6 +163,11 @@ class FrontDesk(pb_grpc.FrontDeskServicer):
 
     # -- streams ---------------------------------------------------------------------------------
 
+    @property
+    def open_streams(self) -> int:
+        """Watch and FetchFile streams open now."""
+        return self._max_streams - self._stream_slots._value  # the semaphore's count
+
     def _take_stream_slot(self, context: grpc.ServicerContext) -> None:
         if not self._stream_slots.acquire(blocking=False):
             context.abort(

@@ -12,8 +12,12 @@ import html
 import json
 import logging
 import mimetypes
+import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,6 +83,59 @@ class _Refused(Exception):
         self.response = response
 
 
+REPLAY_THREADS = 4  # browsers catching up at once (a journal page read, then sent, each), whatever their number
+
+
+@dataclass(eq=False)
+class StreamSlot:
+    """One open event stream, counted against its session's share and the console's total until released."""
+
+    slots: StreamSlots
+    session: str
+    released: bool = False
+
+    def release(self) -> None:
+        self.slots.release(self)
+
+
+class StreamSlots:
+    """Event streams are capped in total and per session: each holds a connection, a queue and its catching up."""
+
+    def __init__(self, total: int, per_session: int) -> None:
+        self.total, self.per_session = total, per_session
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+    def take(self, session: str) -> StreamSlot | str:
+        """A slot, or why there is none (the answer is 429)."""
+        with self._lock:
+            if self._open.get(session, 0) >= self.per_session:
+                return (
+                    f"this session has {self.per_session} event streams open already (web.max_streams_per_session): "
+                    "close a tab or wait"
+                )
+            if sum(self._open.values()) >= self.total:
+                return f"the console serves {self.total} event streams already (web.max_streams): try again later"
+            self._open[session] = self._open.get(session, 0) + 1
+        return StreamSlot(self, session)
+
+    def release(self, slot: StreamSlot) -> None:
+        with self._lock:
+            if slot.released:
+                return
+            slot.released = True
+            left = self._open.get(slot.session, 1) - 1
+            if left > 0:
+                self._open[slot.session] = left
+            else:
+                self._open.pop(slot.session, None)
+
+
 class Console:
     """The console's state: accounts, sessions, the hub of daemon events."""
 
@@ -86,6 +143,9 @@ class Console:
         self.config = config
         self.accounts = Accounts(config.web)
         self.hub = EventHub(config)
+        self.streams = StreamSlots(config.web.max_streams, config.web.max_streams_per_session)
+        self.replays = ThreadPoolExecutor(REPLAY_THREADS, thread_name_prefix="web-replay")
+        self.catching_up = asyncio.Semaphore(REPLAY_THREADS)  # browsers sent their missed events at once
         self.previews = Previews(self.hub)
         self.secure_cookie = config.web.tls is not None
         self._calibrated_frames: set[int] = set()
@@ -411,37 +471,58 @@ class Console:
         return JSONResponse(list(statuses))
 
     async def api_events(self, request: Request) -> Response:
-        if self.session(request) is None:
+        token = request.cookies.get(COOKIE)
+        if self.accounts.session(token) is None:
             return _error(401, "not logged in")
+        assert token is not None, "a session has a token"
+        slot = self.streams.take(token)
+        if isinstance(slot, str):
+            return _error(429, slot)
         since = parse_position(request.headers.get("last-event-id"))
         # Subscribed before the answer starts: whatever happens once the browser has its 200 reaches it.
         subscriber, now = self.hub.subscribe()
-        return EventSourceResponse(self._stream(subscriber, now, since), ping=15)
+        stream = self._stream(subscriber, now, since, slot)
+        weakref.finalize(stream, slot.release)  # a stream the server never started still gives its slot back
+        return EventSourceResponse(stream, ping=15)
 
     async def _stream(
-        self, subscriber: Subscriber, now: dict[str, int], since: dict[str, int] | None
-    ) -> AsyncIterator[dict[str, str]]:
-        """What a browser missed since its Last-Event-ID, then everything live; never a duplicate."""
+        self, subscriber: Subscriber, now: dict[str, int], since: dict[str, int] | None, slot: StreamSlot
+    ) -> AsyncIterator[bytes]:
+        """What a browser missed since its Last-Event-ID, then everything live; never a duplicate. What it missed
+        is read a page at a time on the replay threads and sent a page at a time, a few browsers at once whatever
+        their number (so that catching up never holds the threads and the loop the other requests use), and it
+        stops when the browser goes."""
         sent = dict(since or now)
+        loop = asyncio.get_running_loop()
         try:
-            if since is not None:
-                missed = await run_in_threadpool(lambda: list(self.hub.missed(since, now)))
-                for event in missed:
-                    if event.sequence > sent[event.module]:
-                        sent[event.module] = event.sequence
-                        yield self._sse(event, sent)
+            for module in MODULES if since is not None else ():
+                while sent[module] < now[module]:
+                    async with self.catching_up:  # a page at a time: every browser catching up moves on
+                        page = await loop.run_in_executor(
+                            self.replays, self.hub.page, module, sent[module], now[module]
+                        )
+                        chunk = bytearray()
+                        for event in page:
+                            if event.sequence > sent[module]:
+                                sent[module] = event.sequence
+                                chunk += self._sse(event, sent)
+                    if not page:
+                        break  # the daemon is down: its events come when it is back
+                    yield bytes(chunk)
             while (live := await subscriber.queue.get()) is not None:  # None: too far behind, it reconnects
                 if live.kind == DAEMON:
-                    yield {"event": DAEMON, "data": json.dumps(live.data)}
+                    yield f"event: {DAEMON}\r\ndata: {live.json}\r\n\r\n".encode()
                 elif live.sequence > sent[live.module]:
                     sent[live.module] = live.sequence
                     yield self._sse(live, sent)
         finally:
             self.hub.unsubscribe(subscriber)
+            slot.release()
 
     @staticmethod
-    def _sse(event: WebEvent, sent: dict[str, int]) -> dict[str, str]:
-        return {"id": format_position(sent), "event": event.kind, "data": json.dumps(event.data)}
+    def _sse(event: WebEvent, sent: dict[str, int]) -> bytes:
+        """One event as Server-Sent Events write it (``data`` JSON is one line)."""
+        return f"id: {format_position(sent)}\r\nevent: {event.kind}\r\ndata: {event.json}\r\n\r\n".encode()
 
     async def _command(self, request: Request) -> tuple[Session, str, Any] | Response:
         """A command's session, module and JSON body; or the answer that refuses it."""
@@ -525,6 +606,7 @@ def make_app(config: Config) -> Starlette:
         await run_in_threadpool(console.hub.start)
         yield
         await run_in_threadpool(console.hub.stop)
+        console.replays.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
         routes=[

@@ -8,10 +8,12 @@ missed, from memory or, when that reaches back too little, from the daemon's jou
 from __future__ import annotations
 
 import asyncio
+import bisect
+import functools
+import json
 import logging
 import threading
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,11 @@ class WebEvent:
     sequence: int
     kind: str
     data: dict[str, Any]
+
+    @functools.cached_property
+    def json(self) -> str:
+        """``data`` as JSON, made once however many browsers are sent the event."""
+        return json.dumps(self.data)
 
     @classmethod
     def of(cls, module: str, event: pb.Event) -> WebEvent:
@@ -69,6 +76,32 @@ def parse_position(text: str | None) -> Position | None:
 
 
 BEHIND_LIMIT = 10_000  # events queued for one browser before its stream is ended (it reconnects and catches up)
+REPLAY_PAGE = 200  # events of a browser's catching up read at a time: what one stream ever holds of it
+PAGES_KEPT = 64  # journal pages kept for the next browser that catches up from the same place
+
+
+class Recent:
+    """A daemon's latest events, in sequence order, found by sequence in log time."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._events: list[WebEvent] = []
+        self._sequences: list[int] = []
+
+    def append(self, event: WebEvent) -> None:
+        self._events.append(event)
+        self._sequences.append(event.sequence)
+        if len(self._events) > 2 * self.keep:  # trimmed now and then, so an append costs O(1) on average
+            del self._events[: -self.keep], self._sequences[: -self.keep]
+
+    def page(self, after: int, last: int, limit: int) -> list[WebEvent] | None:
+        """At most ``limit`` events after ``after`` up to ``last``; None when memory does not reach back to the
+        one right after ``after``."""
+        start = bisect.bisect_right(self._sequences, after)
+        if start >= len(self._sequences) or self._sequences[start] != after + 1:
+            return None
+        stop = bisect.bisect_right(self._sequences, last, lo=start, hi=min(len(self._sequences), start + limit))
+        return self._events[start:stop]
 
 
 @dataclass(eq=False)
@@ -81,7 +114,10 @@ class EventHub:
     def __init__(self, config: Config, keep: int = 10_000) -> None:
         self.config = config
         self._stubs = {module: frontdesk(config, module) for module in MODULES}
-        self._recent: dict[str, deque[WebEvent]] = {module: deque(maxlen=keep) for module in MODULES}
+        self._recent: dict[str, Recent] = {module: Recent(keep) for module in MODULES}
+        # Journal pages read for browsers catching up, shared: browsers that reconnect from one position (after a
+        # console restart, all of them) read each page once between them.
+        self._pages: OrderedDict[tuple[str, int, int], list[WebEvent]] = OrderedDict()
         self._last: Position = dict.fromkeys(MODULES, 0)
         self._started: dict[str, bool] = dict.fromkeys(MODULES, False)  # the live position is known
         self.reachable: dict[str, bool] = dict.fromkeys(MODULES, False)
@@ -192,25 +228,35 @@ class EventHub:
         with self._lock:
             self._subscribers.discard(subscriber)
 
-    def missed(self, since: Position, until: Position) -> Iterable[WebEvent]:
-        """The events after ``since`` up to ``until``, per daemon: from memory, else from its journal."""
-        for module in MODULES:
-            after, last = since.get(module, 0), until[module]
-            if after >= last:
-                continue
+    def page(self, module: str, after: int, last: int, limit: int = REPLAY_PAGE) -> list[WebEvent]:
+        """At most ``limit`` events of one daemon after ``after`` up to ``last``: from memory, else read from its
+        journal (a Watch that is closed once the page is full; call it off the event loop). An empty page: the
+        daemon is down, the rest comes when it is back."""
+        with self._lock:
+            kept = self._recent[module].page(after, last, limit)
+            if kept is None and (module, after, limit) in self._pages:
+                kept = [e for e in self._pages[(module, after, limit)] if e.sequence <= last]
+        if kept is not None:
+            return kept
+        events: list[WebEvent] = []
+        call = self.stub(module).Watch(pb.WatchRequest(after_sequence=after, replay_only=True), timeout=30)
+        try:
+            for event in call:
+                if event.sequence > last:
+                    break
+                events.append(WebEvent.of(module, event))
+                if len(events) >= limit:
+                    break
+        except grpc.RpcError as error:  # the daemon is down: the rest comes when it is back
+            log.warning("cannot replay %s events after %d: %s", module, after, error.code().name)
+        finally:
+            call.cancel()
+        if len(events) == limit:  # a full page is the same for whoever asks next
             with self._lock:
-                kept = [e for e in self._recent[module] if after < e.sequence <= last]
-            if kept and kept[0].sequence == after + 1:
-                yield from kept
-                continue
-            try:
-                request = pb.WatchRequest(after_sequence=after, replay_only=True)
-                for event in self.stub(module).Watch(request, timeout=30):
-                    if event.sequence > last:
-                        break
-                    yield WebEvent.of(module, event)
-            except grpc.RpcError as error:  # the daemon is down: the rest comes when it is back
-                log.warning("cannot replay %s events after %d: %s", module, after, error.code().name)
+                self._pages[(module, after, limit)] = events
+                while len(self._pages) > PAGES_KEPT:
+                    self._pages.popitem(last=False)
+        return events
 
     def status(self, module: str) -> dict[str, Any]:
         """One daemon's status for the overview; ``reachable`` false with the reason when it does not answer."""

@@ -49,6 +49,12 @@ class WebConfig(Section):
     login_failures_per_minute: int = Field(
         default=5, ge=1, le=1000, description="wrong passwords a client may try per minute before it must wait"
     )
+    max_streams: int = Field(
+        default=200, ge=1, le=10000, description="event streams (browser pages) the console serves at once, in all"
+    )
+    max_streams_per_session: int = Field(
+        default=8, ge=1, le=1000, description="event streams one login may hold open (a page or tab each)"
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,

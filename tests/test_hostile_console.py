@@ -9,8 +9,10 @@ import json
 import sqlite3
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -199,3 +201,87 @@ def test_streams_are_capped_per_session_and_in_all_with_a_clear_429(console):
             response.close()
     # Closed streams give their slots back.
     wait_for(lambda: bea.send(bea.build_request("GET", "/api/events"), stream=True).status_code == 200, timeout=20)
+
+
+# -- logins -----------------------------------------------------------------------------------------------
+
+
+def _from(console: Console, address: str) -> httpx.Client:
+    """A client whose connections leave from ``address`` (any of 127.0.0.0/8 is this machine)."""
+    return httpx.Client(base_url=console.url, timeout=60, transport=httpx.HTTPTransport(local_address=address))
+
+
+def _try(client: httpx.Client, password: str, name: str = "ana", **headers: str) -> int:
+    return client.post("/login", data={"username": name, "password": password}, headers=headers).status_code
+
+
+def test_a_forged_forwarded_address_does_not_dodge_the_limit(console):
+    client = _from(console, "127.0.0.7")
+    answers = [_try(client, "guess", **{"X-Forwarded-For": f"203.0.113.{i}"}) for i in range(30)]
+    assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}
+    blocked = client.post("/login", data={"username": "ana", "password": PASSWORD})
+    assert blocked.status_code == 429 and "from this address: wait a minute" in blocked.text
+    assert _try(_from(console, "127.0.0.8"), PASSWORD) == 303, "the operator, from another address, logs in"
+
+
+def test_concurrent_guesses_are_counted_whole_and_checked_a_few_at_a_time(console):
+    rss_before = console.rss_mb()
+    peak = [rss_before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(console.rss_mb())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        # 40 at once from one address: five are checked, the rest refused at once.
+        one = [_from(console, "127.0.0.9") for _ in range(40)]
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda c: _try(c, "guess"), one))
+        assert answers.count(401) == 5 and answers.count(429) == 35
+        # 40 at once from 40 addresses: two checks at a time and eight waiting; the others 429 at once.
+        many = [_from(console, f"127.0.1.{i}") for i in range(40)]
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda c: _try(c, "guess", name="bea"), many))
+        assert answers.count(401) >= 10 and answers.count(401) + answers.count(429) == 40
+    finally:
+        done.set()
+        sampler.join()
+    assert max(peak) < 400, f"the console peaked at {max(peak):.0f} MB (it started at {rss_before:.0f} MB)"
+    assert _try(_from(console, "127.0.0.10"), PASSWORD) == 303
+
+
+def test_an_account_under_attack_refuses_its_attackers_not_its_user(console):
+    attackers = [_from(console, f"127.0.2.{i}") for i in range(25)]  # fewer than five guesses each
+    for round in range(3):
+        for client in attackers[: 25 - round]:
+            _try(client, f"guess {round}")
+    # More than web.login_failures_per_account_per_minute (20) for ana: those who failed must wait, even right.
+    refused = attackers[0].post("/login", data={"username": "ana", "password": PASSWORD})
+    assert refused.status_code == 429 and "for this account from this address" in refused.text
+    assert _try(attackers[0], PASSWORD, name="bea") == 303, "other accounts are not theirs to lock"
+    assert _try(_from(console, "127.0.2.200"), PASSWORD) == 303, "ana, from her own address, logs in"
+
+
+def test_forwarded_addresses_count_when_they_come_from_a_trusted_proxy(tmp_path):
+    from toros.web.server import WebServer
+
+    users = [{"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORD)}]
+    config = load_config(
+        write_config(
+            tmp_path, web={"port": 0, "users": users, "trusted_proxies": ["127.0.0.1"]}, alert={"port": free_port()}
+        )
+    )
+    server = WebServer(config)
+    server.start()
+    try:
+        proxy = httpx.Client(base_url=server.url, timeout=30)
+        for i in range(6):  # six clients behind the proxy, one wrong password each: none is blocked
+            assert _try(proxy, "guess", **{"X-Forwarded-For": f"198.51.100.{i}"}) == 401
+        same = [_try(proxy, "guess", **{"X-Forwarded-For": "198.51.100.77"}) for _ in range(6)]
+        assert same[-1] == 429
+    finally:
+        server.stop()

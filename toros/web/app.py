@@ -42,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.telescope.targets import coming_night
-from toros.web.accounts import Accounts, Session
+from toros.web.accounts import Accounts, Refusal, Session
 from toros.web.hub import DAEMON, MODULES, EventHub, Subscriber, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
 from toros.web.previews import NotAnImage, Previews
@@ -421,15 +421,16 @@ class Console:
         return HTMLResponse(LOGIN_PAGE.replace("{message}", ""))
 
     async def login(self, request: Request) -> Response:
+        # The peer's address (a forwarded one only from web.trusted_proxies: uvicorn is told so).
         client = request.client.host if request.client else "unknown"
-        if self.accounts.login_blocked(client):
-            return HTMLResponse(
-                LOGIN_PAGE.replace("{message}", "Too many wrong passwords: wait a minute and try again."),
-                status_code=429,
-            )
         form = await request.form()
         name, password = str(form.get("username", "")), str(form.get("password", ""))
-        made = await run_in_threadpool(self.accounts.login, client, name, password)  # argon2 takes a while
+        attempt = self.accounts.attempt(client, name, password)
+        if isinstance(attempt, Refusal):
+            log.warning("web: login for %r from %s refused: %s", name[:64], client, attempt.value)
+            message = html.escape(attempt.value[0].upper() + attempt.value[1:]) + "."
+            return HTMLResponse(LOGIN_PAGE.replace("{message}", message), status_code=429)
+        made = await asyncio.wrap_future(attempt)  # argon2 on the login threads
         if made is None:
             log.warning("web: a wrong name or password for %r from %s", name[:64], client)
             return HTMLResponse(LOGIN_PAGE.replace("{message}", "Wrong name or password."), status_code=401)
@@ -607,6 +608,7 @@ def make_app(config: Config) -> Starlette:
         yield
         await run_in_threadpool(console.hub.stop)
         console.replays.shutdown(wait=False, cancel_futures=True)
+        console.accounts.close()
 
     app = Starlette(
         routes=[

@@ -23,6 +23,10 @@ def _settings(config: Config) -> uvicorn.Config:
         ssl_certfile=str(web.tls.cert) if web.tls else None,
         ssl_keyfile=str(web.tls.key) if web.tls else None,
         log_config=None,  # the node's logging
+        # Forwarded addresses only from the configured proxies (uvicorn believes loopback's by default: rotating
+        # X-Forwarded-For would then dodge the login limits).
+        proxy_headers=bool(web.trusted_proxies),
+        forwarded_allow_ips=list(web.trusted_proxies),
         access_log=False,
         # Browsers hold their event streams open for ever: a stop waits this long for them, then ends them
         # (they reconnect to the next console with Last-Event-ID and lose nothing).

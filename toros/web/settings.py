@@ -47,7 +47,22 @@ class WebConfig(Section):
     tls: WebTls | None = None
     session_minutes: float = Field(default=480.0, gt=0, le=7 * 24 * 60, description="a login lasts this long")
     login_failures_per_minute: int = Field(
-        default=5, ge=1, le=1000, description="wrong passwords a client may try per minute before it must wait"
+        default=5, ge=1, le=1000, description="wrong passwords an address may try per minute before it must wait"
+    )
+    login_failures_per_account_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="wrong passwords for one account per minute, from any addresses, beyond which the addresses "
+        "that failed on it must wait (its user, from an address of their own, still logs in)",
+    )
+    login_checks_at_once: int = Field(
+        default=2, ge=1, le=16, description="password checks run at once (argon2id: 64 MiB and ~0.1 s each)"
+    )
+    login_queue: int = Field(default=8, ge=0, le=1000, description="logins that wait for a check; beyond, 429 at once")
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="addresses of reverse proxies whose X-Forwarded-For is believed; none: the peer's own address",
     )
     max_streams: int = Field(
         default=200, ge=1, le=10000, description="event streams (browser pages) the console serves at once, in all"

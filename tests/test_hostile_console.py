@@ -6,6 +6,7 @@ process of its own, so that its memory is its own."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -285,3 +286,37 @@ def test_forwarded_addresses_count_when_they_come_from_a_trusted_proxy(tmp_path)
         assert same[-1] == 429
     finally:
         server.stop()
+
+
+# -- what the browser is given ---------------------------------------------------------------------------
+
+
+def test_stored_files_other_than_pictures_are_downloads_never_live_pages(console, tmp_path):
+    root = tmp_path / "telescope" / "data"
+    (root / "evil.html").write_text("<script>alert(document.cookie)</script>")
+    (root / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>')
+    (root / "plan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    viewer = console.logged_in("vic")
+    for name in ("evil.html", "evil.svg"):
+        answer = viewer.get("/api/files/telescope", params={"path": name})
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/octet-stream"
+        assert answer.headers["content-disposition"].startswith("attachment;")
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    picture = viewer.get("/api/files/telescope", params={"path": "plan.png"})
+    assert picture.headers["content-type"] == "image/png" and picture.headers["content-disposition"].startswith(
+        "inline;"
+    )
+
+
+def test_every_page_forbids_inline_script_and_framing(console):
+    client = console.logged_in("ana")
+    for path in ("/login", "/", "/alerts", "/tonight", "/api/status", "/healthz"):
+        answer = client.get(path)
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+        assert answer.headers["x-frame-options"] == "DENY" and answer.headers["x-content-type-options"] == "nosniff"
+        if answer.headers["content-type"].startswith("text/html"):
+            html = answer.text
+            assert "<script>" not in html and "<style>" not in html and " style=" not in html, path
+            assert not re.search(r"\son[a-z]+=", html), f"{path}: an inline event handler"

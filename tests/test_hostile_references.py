@@ -88,3 +88,9 @@ def test_a_stored_file_is_never_replaced_by_other_bytes(tmp_path):
     assert planted.read_bytes() == b"something else entirely" and stored.read_bytes() == b"second image"
     assert path.read_bytes() == b"first image" and sha == hashlib.sha256(b"first image").hexdigest()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no temporary file is left"
+
+
+def test_an_imported_file_never_keeps_a_name_a_browser_would_run(library, tmp_path):
+    source = cutout(tmp_path / "cutout.html", 10.0, -20.0)
+    reference = library.import_file(source, 0.0)
+    assert reference.path.name.startswith("cutout-") and reference.path.suffix == ".fits"

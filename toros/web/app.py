@@ -27,6 +27,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -38,9 +39,11 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toros.config import Config
 from toros.generated import toros_pb2 as pb
+from toros.runtime.files import safe_name
 from toros.telescope.targets import coming_night
 from toros.web.accounts import Accounts, Refusal, Session
 from toros.web.hub import DAEMON, MODULES, EventHub, Subscriber, WebEvent, format_position, parse_position
@@ -64,6 +67,40 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+INLINE_TYPES = frozenset({"image/png", "image/jpeg"})  # stored files the console shows (previews are PNG too)
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Every answer says what the browser may do with it: scripts and styles from the console's own static files
+    only (no inline script), never in a frame, never sniffed as another type. A plain ASGI wrapper: it adds the
+    headers without buffering streamed answers (event streams, downloads)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -220,15 +257,17 @@ class Console:
             async for chunk in iterate_in_threadpool(chunks):
                 yield chunk.data
 
-        name = asked[1].rsplit("/", 1)[-1].replace('"', "")
-        disposition = "attachment" if request.query_params.get("download") else "inline"
+        name = safe_name(asked[1].rsplit("/", 1)[-1], "file")
+        media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        # Only what the console itself shows is shown in the browser: any other stored file (an HTML or SVG
+        # file among the products, say) is a download, never a live page of the console's origin.
+        inline = media in INLINE_TYPES and not request.query_params.get("download")
         return StreamingResponse(
             rest(),
-            media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+            media_type=media if inline else "application/octet-stream",
             headers={
-                "Content-Disposition": f'{disposition}; filename="{name}"',
+                "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{name}"',
                 "Content-Length": str(first.size_bytes),
-                "X-Content-Type-Options": "nosniff",
             },
         )
 
@@ -636,6 +675,7 @@ def make_app(config: Config) -> Starlette:
             Mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static"),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],
     )
     app.state.console = console
     return app

@@ -9,6 +9,14 @@ async function get(path) {
 function cell(tr, value) { const td = document.createElement("td"); td.appendChild(text(value)); tr.appendChild(td); return td; }
 // One event stream per page, shared by its scripts (the console caps the streams of a session).
 const events = new EventSource("/api/events");
+// Said on the page that shows it (#stream); listened to here, so that an answer before the page's own scripts
+// have loaded is not missed.
+function streamState(words) { const where = document.getElementById("stream"); if (where) where.textContent = words; }
+events.addEventListener("open", () => streamState("live"));
+events.addEventListener("error", () => streamState("reconnecting…"));
+document.addEventListener("DOMContentLoaded", () => {
+  if (events.readyState === EventSource.OPEN) streamState("live");
+});
 // The operator's hold, on every page: who set it, since when, why, what waits; a resume button for operators.
 async function showHold() {
   const banner = document.getElementById("hold");

@@ -320,3 +320,17 @@ def test_every_page_forbids_inline_script_and_framing(console):
             html = answer.text
             assert "<script>" not in html and "<style>" not in html and " style=" not in html, path
             assert not re.search(r"\son[a-z]+=", html), f"{path}: an inline event handler"
+
+
+def test_malformed_requests_are_4xx_with_the_reason(console):
+    ana = console.logged_in("ana")
+    csrf = ana.get("/api/session").json()["csrf_token"]
+    headers = {"X-CSRF-Token": csrf, "Content-Type": "application/json"}
+    deep = ana.post("/api/work-orders/telescope", content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    assert deep.status_code == 400 and "nests JSON too deeply" in deep.json()["error"]
+    deep_object = b'{"dome_control": ' * 50_000 + b"{}" + b"}" * 50_000
+    assert ana.post("/api/work-orders/telescope", content=deep_object, headers=headers).status_code == 400
+    huge_login = httpx.post(f"{console.url}/login", content=b"username=ana&password=" + b"x" * 100_000,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert huge_login.status_code == 413 and "a login form: at most 4096 bytes" in huge_login.json()["error"]
+    assert ana.get("/api/status").status_code == 200, "and it serves on"

@@ -418,11 +418,15 @@ def _reference_library(args: argparse.Namespace) -> ReferenceLibrary:
     from toros.preprocessor.references import ReferenceLibrary
 
     config = _config(args)
-    return ReferenceLibrary(config.database, Path(config.storage.root), config.preprocessor.references)
+    preprocessor = config.preprocessor
+    return ReferenceLibrary(
+        config.database, Path(config.storage.root), preprocessor.references, preprocessor.calibration.max_frame_bytes
+    )
 
 
 def cmd_references_import(args: argparse.Namespace) -> int:
     """Images with a celestial WCS (survey cutouts…) into the reference library; each named if refused."""
+    _quiet_astropy()
     import time
 
     from toros.preprocessor.references import BadReference
@@ -435,7 +439,7 @@ def cmd_references_import(args: argparse.Namespace) -> int:
             try:
                 reference = library.import_file(path, time.time(), filter=args.filter)
             except BadReference as exc:
-                print(f"toros: {exc}", file=sys.stderr)
+                print(f"toros: {' '.join(str(exc).split())}", file=sys.stderr)
                 refused += 1
                 continue
             except OSError as exc:
@@ -451,8 +455,17 @@ def cmd_references_import(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+def _quiet_astropy() -> None:
+    """Files from outside make astropy warn (truncated data, odd padding, fixed WCS cards): the command says what
+    matters itself, in one line, so astropy's own warnings are not printed."""
+    from astropy import log as astropy_log
+
+    astropy_log.setLevel("ERROR")
+
+
 def cmd_difference(args: argparse.Namespace) -> int:
     """ZOGY of any two images (no daemon): difference, significance and the candidates table."""
+    _quiet_astropy()
     from toros.preprocessor.discovery import DiscoveryFailed, discover, write_products
 
     science, reference = Path(args.science), Path(args.reference)
@@ -464,7 +477,10 @@ def cmd_difference(args: argparse.Namespace) -> int:
     except DiscoveryFailed as exc:
         raise CliError(str(exc)) from None
     out = Path(args.out) if args.out else science.parent
-    paths = write_products(result, out)
+    try:
+        paths = write_products(result, out)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write the products there: {exc.strerror or exc}", 2) from None
     for note in result.notes:
         print(f"note: {note}")
     positive = [c for c in result.candidates if not c.negative]
@@ -800,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"toros: config error: {exc}", file=sys.stderr)
         return 2
     except CliError as exc:
-        print(f"toros: {exc}", file=sys.stderr)
+        print(f"toros: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever a library said
         return exc.code
     except KeyboardInterrupt:
         return 130

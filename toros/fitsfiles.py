@@ -4,10 +4,11 @@ large image streamed band by band."""
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -161,3 +162,98 @@ class FitsImageStream:
             self._file.__exit__(ValueError, value, None)
             raise value
         self._file.__exit__(kind, value, traceback)
+
+
+# -- images received from outside: checked before their pixels are trusted ------------------------------------
+
+
+class BadImage(ValueError):
+    """An image file that cannot be used; the message is the reason, in one line."""
+
+
+MIN_FINITE_FRACTION = 0.5  # an image with fewer of its pixels finite numbers is refused
+
+
+def decompressed_size(path: Path, max_bytes: int, cap_name: str) -> int:
+    """The file's size once decompressed (gzip is decompressed in a stream to find out: a small file can hold
+    gigabytes of zeros), refused beyond ``max_bytes``."""
+    from toros.runtime.files import GZIP_MAGIC, TooLarge, gunzip_chunks
+
+    with open(path, "rb") as stream:
+        if stream.read(2) != GZIP_MAGIC:
+            size = os.fstat(stream.fileno()).st_size
+            if size > max_bytes:
+                raise BadImage(f"{size} bytes, more than {cap_name} ({max_bytes})")
+            return size
+        stream.seek(0)
+        total = 0
+        try:
+            for chunk in gunzip_chunks(stream, max_bytes):
+                total += len(chunk)
+        except TooLarge as exc:
+            raise BadImage(f"gzip data of {exc} ({cap_name})") from None
+        except (EOFError, OSError) as exc:
+            raise BadImage(f"corrupt gzip data: {exc}") from None
+        return total
+
+
+def image_index(hdus: Any) -> int:
+    """The first HDU holding a 2-D image (the primary, or an extension such as a .fz file's)."""
+    from astropy.io import fits
+
+    for index, hdu in enumerate(hdus):
+        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS") == 2:
+            return index
+    raise BadImage("no 2-D image in the file")
+
+
+def check_declared_size(hdu: Any, file_bytes: int, max_bytes: int, cap_name: str) -> None:
+    """The image its header declares fits the cap, and an uncompressed one is held by the file (a 14 KB file may
+    declare 100000 × 100000 pixels)."""
+    from astropy.io import fits
+
+    header = hdu.header  # a compressed image's is the image's own (astropy reads ZNAXISn into NAXISn)
+    compressed = isinstance(hdu, fits.CompImageHDU)
+    try:
+        width, height = int(header["NAXIS1"]), int(header["NAXIS2"])
+        bitpix = abs(int(header["BITPIX"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadImage(f"an unreadable image size in the header: {exc}") from None
+    declared = width * height * bitpix // 8
+    if declared > max_bytes:
+        raise BadImage(
+            f"an image of {width} × {height} pixels ({declared} bytes) is more than {cap_name} ({max_bytes})"
+        )
+    if not compressed:
+        start = int(hdu.fileinfo()["datLoc"])
+        if start + declared > file_bytes:
+            raise BadImage(
+                f"the header declares {width} × {height} pixels ({declared} bytes) but the file holds "
+                f"{max(0, file_bytes - start)} bytes of data: truncated or forged"
+            )
+
+
+def check_finite(data: np.ndarray, rows: int = 1024) -> None:
+    """At least MIN_FINITE_FRACTION of the pixels are finite numbers (read in bands: a memory map stays one)."""
+    finite = 0
+    for start in range(0, data.shape[0], rows):
+        finite += int(np.count_nonzero(np.isfinite(data[start : start + rows])))
+    fraction = finite / max(1, data.size)
+    if fraction < MIN_FINITE_FRACTION:
+        raise BadImage(
+            f"only {fraction:.0%} of its pixels are finite numbers (at least {MIN_FINITE_FRACTION:.0%} needed)"
+        )
+
+
+def header_number(header: Any, keyword: str, default: float | None = None) -> float | None:
+    """A numeric header card: ``default`` when absent; BadImage naming the card when it is not a finite number."""
+    if keyword not in header:
+        return default
+    value = header[keyword]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadImage(f"{keyword} is not a number: {value!r}") from None
+    if not np.isfinite(number):
+        raise BadImage(f"{keyword} is not a finite number: {value!r}")
+    return number

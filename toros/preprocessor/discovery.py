@@ -27,9 +27,19 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
-from toros.fitsfiles import write_fits
+from toros.fitsfiles import (
+    BadImage,
+    check_declared_size,
+    check_finite,
+    decompressed_size,
+    header_number,
+    image_index,
+    write_fits,
+)
 from toros.preprocessor import subtraction, vetting
+from toros.preprocessor.settings import MAX_FRAME_BYTES
 from toros.preprocessor.subtraction import PSF_SIZE, Difference, Image
+from toros.runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +144,55 @@ class DiscoveryResult:
     notes: list[str]
 
 
-def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None) -> Side:
+def _celestial_wcs(header: fits.Header, label: str) -> WCS:
+    """The header's celestial WCS, checked to map pixels to the sky and back (a singular matrix, a broken
+    projection: DiscoveryFailed naming the image)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header, naxis=2)
+            if not wcs.has_celestial:
+                raise DiscoveryFailed(f"{label}: no celestial WCS in the header")
+            ra, dec = wcs.celestial.pixel_to_world_values(0.0, 0.0)
+            x, y = wcs.celestial.world_to_pixel_values(ra, dec)
+        except DiscoveryFailed:
+            raise
+        except Exception as exc:  # astropy's WCS raises many kinds for a header it cannot use
+            # wcslib's messages come as "ERROR n in f() at line …:" lines, each followed by the reason
+            reasons = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("ERROR")]
+            raise DiscoveryFailed(
+                f"{label}: the WCS cannot be used: {' '.join(reasons) or type(exc).__name__}"
+            ) from None
+    if not np.all(np.isfinite([ra, dec, x, y])) or abs(float(x)) > 1e-3 or abs(float(y)) > 1e-3:
+        raise DiscoveryFailed(f"{label}: the WCS does not map pixels to the sky and back (a singular matrix?)")
+    return wcs
+
+
+def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None, max_bytes: int = MAX_FRAME_BYTES) -> Side:
     """Reads and measures one image; a clear ``DiscoveryFailed`` for a file that cannot serve."""
     import sep
 
     try:
+        # Checked as a raw frame is, before a pixel is read: the size (gzip decompressed in a stream) and the
+        # declared image within the cap, the declared pixels held by the file, half of them finite at least.
+        size = decompressed_size(path, max_bytes, "calibration.max_frame_bytes")
         with fits.open(path, memmap=True) as hdus:
-            index = next((i for i, h in enumerate(hdus) if h.data is not None and h.data.ndim == 2), None)
-            if index is None:
-                raise DiscoveryFailed(f"{label} {path.name}: no 2-D image in the file")
+            index = image_index(hdus)
+            check_declared_size(hdus[index], size, max_bytes, "calibration.max_frame_bytes")
             header = hdus[index].header.copy()
             data = np.array(hdus[index].data, dtype=np.float32)
             mask = np.array(hdus["MASK"].data, dtype=np.uint8) if "MASK" in hdus else None
-    except (OSError, ValueError, TypeError) as exc:
+        check_finite(data)
+        saturate = header_number(header, "SATURATE", np.inf)
+        gain = header_number(header, "GAIN", 1.0)
+        magzp = header_number(header, "MAGZP")
+        fwhm = header_number(header, "FWHM", fwhm_fallback or 0.0)
+    except BadImage as exc:
+        raise DiscoveryFailed(f"{label} {path.name}: {exc}") from None
+    except (OSError, ValueError, TypeError, MemoryError) as exc:
         raise DiscoveryFailed(f"{label} {path.name}: not a readable FITS image ({exc})") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header, naxis=2)
-    if not wcs.has_celestial:
-        raise DiscoveryFailed(f"{label} {path.name}: no celestial WCS in the header")
-    saturate = float(header.get("SATURATE", np.inf))
+    assert saturate is not None and gain is not None and fwhm is not None, "given defaults"
+    wcs = _celestial_wcs(header, f"{label} {path.name}")
     unusable = ~np.isfinite(data) | (data >= saturate)
     if mask is not None and mask.shape == data.shape:
         unusable |= (mask & MASK_UNUSABLE) != 0
@@ -168,12 +207,9 @@ def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None) -> 
     background = sep.Background(data, mask=unusable)
     background.subfrom(data)
     data[unusable] = np.nan
-    gain = float(header.get("GAIN", 1.0) or 1.0)
-    magzp = header.get("MAGZP")
     side = Side(
-        path, header, wcs, data, cleaned, float(background.globalrms), gain if gain > 0 else 1.0,
-        float(magzp) if magzp is not None else None, float(header.get("FWHM", fwhm_fallback or 0.0) or 0.0),
-        saturate - float(background.globalback), np.empty((0, 2)), np.empty(0),
+        path, header, wcs, data, cleaned, float(background.globalrms), gain if gain > 0 else 1.0, magzp,
+        max(fwhm, 0.0), saturate - float(background.globalback), np.empty((0, 2)), np.empty(0),
     )  # fmt: skip
     _find_stars(side)
     return side
@@ -527,11 +563,10 @@ def write_products(result: DiscoveryResult, folder: Path) -> tuple[Path, Path, P
     write_fits(diff_path, [fits.PrimaryHDU(result.difference.difference, header)])
     write_fits(scorr_path, [fits.PrimaryHDU(result.difference.score, header)])
     csv_path = folder / f"{stem}_candidates.csv"
-    temporary = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(temporary, "w", newline="") as stream:
+    # A temporary created exclusively in the folder (mkstemp), never a name a planted link could stand at.
+    with atomic_write(csv_path, "w") as stream:
         writer = csv.DictWriter(stream, CANDIDATE_COLUMNS)
         writer.writeheader()
         for candidate in result.candidates:
             writer.writerow(candidate.row())
-    temporary.replace(csv_path)
     return diff_path, scorr_path, csv_path

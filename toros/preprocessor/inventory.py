@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from astropy.io import fits
 
+from toros.fitsfiles import BadImage, check_declared_size, decompressed_size, image_index
 from toros.preprocessor.settings import CalibrationConfig
-from toros.runtime.files import (
-    GZIP_MAGIC,
-    NotRegularFile,
-    TooLarge,
-    UnusablePath,
-    gunzip_chunks,
-    regular_file,
-)
+from toros.runtime.files import NotRegularFile, UnusablePath, regular_file
 
 log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = "calibration.max_frame_bytes"
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fit.fz", ".fts.fz", ".fits.gz", ".fit.gz", ".fts.gz")
 
@@ -101,27 +96,15 @@ class Inventory:
         return dict(sorted(groups.items()))
 
 
-def image_hdu(hdul: fits.HDUList) -> int:
-    """Index of the first HDU holding a 2-D image (the primary, or the first extension of a .fz file)."""
-    for index, hdu in enumerate(hdul):
-        if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS") == 2:
-            return index
-    raise BadFrame("no 2-D image in the file")
-
-
 def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
     """Reads and checks one raw frame's header (and that its data is complete)."""
     try:
-        _check_size(path, settings.max_frame_bytes)
+        size = decompressed_size(path, settings.max_frame_bytes, MAX_FRAME_BYTES)
         with fits.open(path, memmap=False) as hdul:
-            index = image_hdu(hdul)
+            index = image_index(hdul)
             hdu = hdul[index]
             header = hdu.header
-            if hdu.size * abs(header.get("BITPIX", 8)) // 8 > settings.max_frame_bytes:
-                raise BadFrame(
-                    f"an image of {hdu.shape} pixels is more than calibration.max_frame_bytes "
-                    f"({settings.max_frame_bytes})"
-                )
+            check_declared_size(hdu, size, settings.max_frame_bytes, MAX_FRAME_BYTES)
             if header.get("ABORTED") is True:
                 raise BadFrame("an exposure stopped early for an alert (ABORTED = T): not calibrated")
             imagetyp = str(header.get("IMAGETYP", "")).strip().upper()
@@ -161,26 +144,10 @@ def read_frame(path: Path, settings: CalibrationConfig) -> RawFrame:
             )
     except BadFrame:
         raise
+    except BadImage as exc:
+        raise BadFrame(str(exc)) from None
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise BadFrame(f"unreadable FITS: {exc}") from None
-
-
-def _check_size(path: Path, max_bytes: int) -> None:
-    """A raw file, decompressed, within the cap: a gzipped one is decompressed once in a stream to find out
-    (a small file can hold gigabytes of zeros)."""
-    with open(path, "rb") as stream:
-        if stream.read(2) != GZIP_MAGIC:
-            if os.fstat(stream.fileno()).st_size > max_bytes:
-                raise BadFrame(f"more than calibration.max_frame_bytes ({max_bytes}) bytes")
-            return
-        stream.seek(0)
-        try:
-            for _ in gunzip_chunks(stream, max_bytes):
-                pass
-        except TooLarge as exc:
-            raise BadFrame(f"gzip data of {exc} (calibration.max_frame_bytes)") from None
-        except EOFError as exc:
-            raise BadFrame(f"corrupt gzip data: {exc}") from None
 
 
 def take_inventory(paths: list[Path], settings: CalibrationConfig, root: Path) -> Inventory:

@@ -38,8 +38,16 @@ from sqlalchemy import (
     update,
 )
 
+from toros.fitsfiles import (
+    BadImage,
+    check_declared_size,
+    check_finite,
+    decompressed_size,
+    header_number,
+    image_index,
+)
 from toros.preprocessor.inventory import stem
-from toros.preprocessor.settings import ReferencesConfig
+from toros.preprocessor.settings import MAX_FRAME_BYTES, ReferencesConfig
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import make_engine
 from toros.runtime.files import GZIP_MAGIC, path_inside, safe_name, store_by_content
@@ -47,6 +55,7 @@ from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
 
+MAX_BYTES_NAME = "preprocessor.calibration.max_frame_bytes"
 CELL_ORDER = 10
 CELLS = HEALPix(nside=2**CELL_ORDER, order="nested")
 
@@ -146,20 +155,29 @@ def epoch_of(header: fits.Header, keyword: str = "DATE-OBS") -> float:
 
 
 def _fwhm_arcsec(header: fits.Header) -> float | None:
-    if "FWHM" not in header:
+    """The header's FWHM (pixels) in arcseconds; None without one (BadImage when it is not a number)."""
+    fwhm = header_number(header, "FWHM")
+    if fwhm is None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         scale = float(np.mean(proj_plane_pixel_scales(WCS(header, naxis=2).celestial))) * 3600.0
-    return float(header["FWHM"]) * scale
+    return fwhm * scale
 
 
 class ReferenceLibrary:
-    def __init__(self, database: DatabaseConfig, storage_root: Path, settings: ReferencesConfig) -> None:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        storage_root: Path,
+        settings: ReferencesConfig,
+        max_image_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
         self._engine = make_engine(database, writer=True)
         metadata.create_all(self._engine)
         self.root = storage_root
         self.settings = settings
+        self.max_image_bytes = max_image_bytes  # an imported image, decompressed (calibration.max_frame_bytes)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -219,8 +237,10 @@ class ReferenceLibrary:
         within the limits; returns the new reference, or None when it does not qualify."""
         header = fits.getheader(frame)
         settings = self.settings
-        depth = float(header["LIMMAG"]) if "LIMMAG" in header else None
-        fwhm = _fwhm_arcsec(header)
+        try:
+            depth, fwhm = header_number(header, "LIMMAG"), _fwhm_arcsec(header)
+        except BadImage as exc:
+            raise BadReference(f"{frame}: {exc}") from None
         if depth is None or fwhm is None:
             return None
         if depth < settings.min_limmag or fwhm > settings.max_fwhm_arcsec:
@@ -249,25 +269,26 @@ class ReferenceLibrary:
         return deeper or sharper
 
     def import_file(self, path: Path, now: float, *, filter: str | None = None) -> Reference:
-        """An operator's image (a survey cutout…) into the library: it needs a celestial WCS and a filter."""
+        """An operator's image (a survey cutout…) into the library: it needs a celestial WCS and a filter, and is
+        checked as a raw frame is (its size decompressed and declared within ``max_image_bytes``, declared pixels held
+        by the file, at least half of them finite numbers) before anything is copied."""
         try:
-            header = fits.getheader(path)
-        except (OSError, ValueError) as exc:
-            raise BadReference(f"{path}: not a FITS image: {exc}") from None
-        if int(header.get("NAXIS", 0)) != 2:
-            with fits.open(path) as hdus:
-                image = next(
-                    (h for h in hdus if getattr(h, "data", None) is not None and h.header.get("NAXIS") == 2), None
-                )
-                if image is None:
-                    raise BadReference(f"{path}: no 2-D image in the file")
+            size = decompressed_size(path, self.max_image_bytes, MAX_BYTES_NAME)
+            with fits.open(path, memmap=True) as hdus:
+                image = hdus[image_index(hdus)]
+                check_declared_size(image, size, self.max_image_bytes, MAX_BYTES_NAME)
                 header = image.header.copy()
+                check_finite(image.data)
+            name = (filter or str(header.get("FILTER", ""))).strip()
+            depth, fwhm = header_number(header, "LIMMAG"), _fwhm_arcsec(header)
+        except BadImage as exc:
+            raise BadReference(f"{path}: {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise BadReference(f"{path}: not a readable FITS image: {exc}") from None
         footprint = footprint_of(header, path)
-        name = (filter or str(header.get("FILTER", ""))).strip()
         if not name:
             raise BadReference(f"{path}: no FILTER in the header: say which with --filter")
-        depth = float(header["LIMMAG"]) if "LIMMAG" in header else None
-        return self._add(path, header, footprint, name, depth, _fwhm_arcsec(header), f"import: {path.name}", now, None)
+        return self._add(path, header, footprint, name, depth, fwhm, f"import: {path.name}", now, None)
 
     def _add(
         self,

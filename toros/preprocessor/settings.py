@@ -27,6 +27,9 @@ DEFAULT_IMAGETYP: dict[str, ImageKind] = {
 }
 
 
+MAX_FRAME_BYTES = 2 * 1024**3  # an image file received (raw, imported, subtracted), decompressed
+
+
 class CalibrationConfig(Section):
     """How the preprocessor builds masters and calibrates science frames."""
 
@@ -37,7 +40,7 @@ class CalibrationConfig(Section):
     min_dark: int = Field(default=3, ge=1)
     min_flat: int = Field(default=3, ge=1)
     memory_limit_bytes: int = Field(default=2 * 1024**3, ge=64 * 1024**2)
-    max_frame_bytes: int = Field(default=2 * 1024**3, ge=1024**2, description="a raw file, decompressed")
+    max_frame_bytes: int = Field(default=MAX_FRAME_BYTES, ge=1024**2, description="a raw file, decompressed")
     imagetyp: dict[str, ImageKind] = DEFAULT_IMAGETYP
     biassec: str | None = None
     trimsec: str | None = None

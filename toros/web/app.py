@@ -13,6 +13,7 @@ import json
 import logging
 import mimetypes
 import threading
+import urllib.parse
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
@@ -120,6 +121,7 @@ class _Refused(Exception):
         self.response = response
 
 
+LOGIN_BODY_BYTES = 4096  # a name and a password
 REPLAY_THREADS = 4  # browsers catching up at once (a journal page read, then sent, each), whatever their number
 
 
@@ -462,8 +464,14 @@ class Console:
     async def login(self, request: Request) -> Response:
         # The peer's address (a forwarded one only from web.trusted_proxies: uvicorn is told so).
         client = request.client.host if request.client else "unknown"
-        form = await request.form()
-        name, password = str(form.get("username", "")), str(form.get("password", ""))
+        body = await self._body(request, LOGIN_BODY_BYTES, "a login form")
+        if isinstance(body, Response):
+            return body
+        try:
+            form = urllib.parse.parse_qs(body.decode(), max_num_fields=10)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _error(400, f"not a login form: {exc}")
+        name, password = (form.get(field, [""])[0] for field in ("username", "password"))
         attempt = self.accounts.attempt(client, name, password)
         if isinstance(attempt, Refusal):
             log.warning("web: login for %r from %s refused: %s", name[:64], client, attempt.value)
@@ -581,13 +589,20 @@ class Console:
             return session, module, json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _error(400, f"the body is not JSON: {exc}")
+        except RecursionError:
+            return _error(400, "the body nests JSON too deeply (a work order is a few levels deep)")
 
-    async def _body(self, request: Request) -> bytes | Response:
-        """The request's body, read no further than ``web.max_request_bytes`` (a notice uploaded for a drill
-        is the largest thing a browser sends)."""
-        limit = self.config.web.max_request_bytes
+    async def _body(self, request: Request, limit: int | None = None, what: str = "") -> bytes | Response:
+        """The request's body, read no further than ``limit`` (``web.max_request_bytes``: a notice uploaded for a
+        drill is the largest thing a browser sends)."""
+        cap = (
+            f"{what}: at most {limit} bytes"
+            if limit
+            else f"web.max_request_bytes ({self.config.web.max_request_bytes} bytes)"
+        )
+        limit = limit or self.config.web.max_request_bytes
         declared = request.headers.get("content-length", "")
-        too_large = _error(413, f"the request is larger than web.max_request_bytes ({limit} bytes)")
+        too_large = _error(413, f"the request is larger than {cap}")
         if declared.isdigit() and int(declared) > limit:
             return too_large
         body = bytearray()
@@ -612,7 +627,7 @@ class Console:
         session, module, body = command
         try:
             order = ParseDict(body, pb.WorkOrder())
-        except ParseError as exc:
+        except (ParseError, RecursionError) as exc:
             return _error(400, f"not a work order: {exc}")
         order.requester = f"web:{session.user}"
         try:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+from xml.etree import ElementTree
 
 import numpy as np
 from astropy.io import fits
@@ -51,16 +52,100 @@ log = logging.getLogger(__name__)
 logging.getLogger("indipyclient").setLevel(logging.ERROR)
 
 _POLL_S = 0.05
+# What one indiserver may send (a hostile or broken one must not grow the telescope daemon without bound):
+ELEMENT_BYTES = 1 << 20  # one top-level element (a property's definition or update); a camera raises it for its images
+MAX_DEVICES = 64  # devices on one server
+MAX_PROPERTIES = 1024  # properties of one device
+
+
+def image_element_bytes(width: int, height: int) -> int:
+    """The largest element a camera's image may arrive in: its frame as a FITS BLOB of up to 4 bytes a pixel,
+    base64 (4/3) with line breaks, and room for the header and the vector around it."""
+    return width * height * 4 * 4 // 3 * 78 // 76 + (1 << 20)
 
 
 class _Client(IPyClient):  # type: ignore[misc]
-    """indipyclient's client (untyped), counting connections and keeping the BLOBs that arrive."""
+    """indipyclient's client (untyped), counting connections and keeping the BLOBs that arrive; its reader is
+    bounded (``_run_rx``)."""
 
     def __init__(self, host: str, port: int) -> None:
         super().__init__(host, port)
         self.enableBLOBdefault = "Also"  # the camera's images come as BLOBs
         self.connections = 0  # how many times the server was reached (a new one: its drivers may be new too)
         self.blobs: dict[tuple[str, str], tuple[int, bytes, str]] = {}  # (device, vector) → (count, data, format)
+        self.element_bytes = ELEMENT_BYTES
+        self.dropped: str | None = None  # why the connection was last dropped for a bound (until a device connects)
+
+    def allow(self, element_bytes: int) -> None:
+        """A device on this server needs elements this large (a camera: its images)."""
+        self.element_bytes = max(self.element_bytes, element_bytes)
+
+    async def _drop(self, reason: str) -> None:
+        """Ends the connection for what the server sent; the devices on it fail naming the server and the bound
+        (indipyclient reconnects by itself, and a device connects again at an operator's close)."""
+        self.dropped = reason
+        log.error("INDI %s:%s: connection dropped: %s", self.indihost, self.indiport, reason)
+        await self._clear_connection()
+
+    async def _run_rx(self) -> None:
+        """indipyclient's reader (0.9.4, which accumulates whatever the server sends: an unclosed element followed by
+        1.5 GiB of text grew the daemon to 1.6 GB), bounded: the bytes of one element, the devices of the server
+        and the properties of a device; past a bound the connection is dropped, naming it. INDI's top-level
+        elements follow one another without a document root, so the stream is parsed inside a synthetic one and
+        each element is handed to indipyclient's own handler once complete."""
+        parser: Any = ElementTree.XMLPullParser(events=("start", "end"))
+        parser.feed(b"<root>")
+        root: Any = None
+        depth = 0
+        for _, element in parser.read_events():
+            depth, root = depth + 1, element
+        pending = 0  # bytes since the last complete element: the element being received
+        while self.connected and not self._stop:
+            await asyncio.sleep(0)
+            try:
+                data = await self._reader.read(65536)
+            except ConnectionError:
+                raise
+            except Exception:  # the connection is being cleared meanwhile
+                await asyncio.sleep(0.1)
+                continue
+            if not data:
+                await asyncio.sleep(0.01)
+                continue
+            if not self.connected or self._stop:
+                return
+            self.tx_timer, self.idle_timer = None, time.time()
+            pending += len(data)
+            if pending > self.element_bytes:
+                await self._drop(f"an element of more than {self.element_bytes} bytes (the bound for this server)")
+                return
+            try:
+                parser.feed(data)
+                events = list(parser.read_events())
+            except ElementTree.ParseError as exc:
+                await self._drop(f"malformed XML: {exc}")
+                return
+            for event, element in events:
+                if event == "start":
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth != 1:
+                    continue
+                pending = 0
+                await self._rxhandler(element)
+                root.remove(element)
+                if reason := self._beyond_bounds(element.get("device")):
+                    await self._drop(reason)
+                    return
+
+    def _beyond_bounds(self, device_name: str | None) -> str | None:
+        if len(self.data) > MAX_DEVICES:
+            return f"more than {MAX_DEVICES} devices defined (the bound for one server)"
+        device = self.data.get(device_name) if device_name else None
+        if device is not None and len(device.data) > MAX_PROPERTIES:
+            return f"more than {MAX_PROPERTIES} properties defined for {device_name} (the bound for one device)"
+        return None
 
     async def hardware(self) -> None:
         """Watches for the server's end of the connection. indipyclient (0.9.4) reads on after end-of-file and
@@ -150,10 +235,14 @@ class _IndiDevice:
         self._server: IndiServer | None = None
         self._connected_on = -1  # the client connection on which the device was last connected
 
+    #: The largest element this device's properties arrive in (a camera's images are larger).
+    element_bytes = ELEMENT_BYTES
+
     @property
     def server(self) -> IndiServer:
         if self._server is None:
             self._server = IndiServer.shared(self.indi.host, self.indi.port)
+            self._server.client.allow(self.element_bytes)
         return self._server
 
     def _where(self, vector: str = "") -> str:
@@ -161,6 +250,8 @@ class _IndiDevice:
 
     def _device(self) -> Any:
         client = self.server.client
+        if client.dropped is not None:
+            raise DeviceError(f"{self._where()}: the connection to {self.server.address} was dropped: {client.dropped}")
         if not client.connected:
             raise DeviceError(f"{self._where()}: no indiserver answers at {self.server.address}")
         device = client.get(self.name)
@@ -220,6 +311,7 @@ class _IndiDevice:
     def connect(self) -> None:
         """Reaches the server, waits for the device to appear and switches its CONNECTION on."""
         client = self.server.client
+        client.dropped = None  # tried again (at start, or at an operator's close): a server that breaks a bound again is dropped again
         if not self._eventually(lambda: client.connected and "CONNECTION" in (client.get(self.name) or {})):
             self._device()  # raises, naming what is missing
             raise DeviceError(f"{self._where('CONNECTION')}: the device does not define its connection")
@@ -363,6 +455,7 @@ class IndiCamera(_IndiDevice, Camera):
 
     def __init__(self, link: CameraLink) -> None:
         self._setup(link)
+        self.element_bytes = image_element_bytes(link.width + link.overscan, link.height)
         self.overscan = link.overscan
         self.binning = link.binning
         self._gain = link.gain_e_adu

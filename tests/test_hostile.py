@@ -311,11 +311,16 @@ LOCAL = dict(allow_http=True, allow_local_hosts=True, retries=0, timeout_s=2)
             "http://example.org/map.fits",
             "the http scheme is not allowed (only https; alert.skymap.allow_http allows http)",
         ),
-        ("https://127.0.0.1/map.fits", "127.0.0.1 is a loopback or link-local address"),
-        ("https://localhost/map.fits", "localhost is a loopback or link-local address"),
-        ("https://[::1]/map.fits", "::1 is a loopback or link-local address"),
-        ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a loopback or link-local address"),
-        ("https://[::ffff:127.0.0.1]/x", "is a loopback or link-local address"),
+        ("https://127.0.0.1/map.fits", "127.0.0.1 is a private, loopback or link-local address"),
+        ("https://localhost/map.fits", "localhost is a private, loopback or link-local address"),
+        ("https://[::1]/map.fits", "::1 is a private, loopback or link-local address"),
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a private, loopback or link-local address"),
+        ("https://[::ffff:127.0.0.1]/x", "is a private, loopback or link-local address"),
+        ("https://10.1.2.3/map.fits", "10.1.2.3 is a private, loopback or link-local address"),
+        ("https://172.20.0.5/map.fits", "172.20.0.5 is a private, loopback or link-local address"),
+        ("https://192.168.1.10/map.fits", "192.168.1.10 is a private, loopback or link-local address"),
+        ("https://100.64.0.1/map.fits", "100.64.0.1 is a private, loopback or link-local address"),  # CGNAT
+        ("https://[fd00::1]/map.fits", "fd00::1 is a private, loopback or link-local address"),  # ULA
     ],
 )
 def test_refused_urls_are_never_fetched(url, reason):
@@ -332,7 +337,7 @@ def test_a_mirror_rewrite_is_the_operators_and_may_be_local(hostile_server):
 
 def test_a_redirect_to_this_machine_is_refused(hostile_server):
     settings = SkymapDownload(allow_http=True, rewrite={"https://gracedb.example/": f"{hostile_server}/"})
-    with pytest.raises(BadSkymap, match="localhost is a loopback or link-local address"):
+    with pytest.raises(BadSkymap, match="localhost is a private, loopback or link-local address"):
         download("https://gracedb.example/to-localhost", settings, no_wait)
 
 

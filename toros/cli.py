@@ -634,12 +634,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_PASSWORD_LENGTH = 12
+
+
 def cmd_hash_password(args: argparse.Namespace) -> int:
+    """A password's argon2id hash for web.users: asked twice without echo on a terminal, else read from the first
+    line of standard input; at least MIN_PASSWORD_LENGTH characters."""
+    import getpass
+
     from toros.web.accounts import hash_password
 
-    password = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password (at least 12 characters, not shown): ")
+        if password and getpass.getpass("The same again: ") != password:
+            raise CliError("the two passwords differ: nothing was hashed", 2)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise CliError("no password on standard input (e.g. `toros web hash-password < file`, or type it)", 2)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CliError(f"the password has {len(password)} characters: at least {MIN_PASSWORD_LENGTH} are needed", 2)
     print(hash_password(password))
     return 0
 

@@ -181,7 +181,7 @@ class _Refused(Exception):
 
 def download(url: str, settings: SkymapDownload, wait: Callable[[float], None]) -> bytearray:
     """The bytes at ``url``, within the limits of ``settings`` (alert.skymap): https only (http when allowed),
-    no loopback or link-local server (unless allowed), at most ``max_bytes``, all attempts within
+    no server on a private, loopback or link-local address (unless allowed), at most ``max_bytes``, all attempts within
     ``deadline_s``. A URL that matches a configured mirror rewrite is the operator's own and may be any http(s)
     server. Failures that may pass are retried with backoff; ``wait(seconds)`` sleeps between tries (and may
     raise to abandon them)."""
@@ -228,7 +228,7 @@ def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool
         local = not (trusted or settings.allow_local_hosts)
         if local and (address := _local_address(host, port or 443)):
             raise _Refused(
-                f"{host} is a loopback or link-local address ({address}); alert.skymap.allow_local_hosts allows it"
+                f"{host} is a private, loopback or link-local address ({address}); alert.skymap.allow_local_hosts allows it"
             )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -250,7 +250,7 @@ def _fetch(url: str, settings: SkymapDownload, deadline: float, *, trusted: bool
             peer = ipaddress.ip_address(connection.sock.getpeername()[0].split("%")[0])
             if local and _local(peer):
                 raise _Refused(
-                    f"{host} is a loopback or link-local address ({peer}); alert.skymap.allow_local_hosts allows it"
+                    f"{host} is a private, loopback or link-local address ({peer}); alert.skymap.allow_local_hosts allows it"
                 )
             connection.request(
                 "GET",
@@ -291,7 +291,8 @@ def _body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -
 
 
 def _local_address(host: str, port: int) -> str:
-    """The first loopback or link-local address the host name resolves to ("" when none does)."""
+    """The first address of this site's networks (private, loopback, link-local…) the host name resolves to
+    ("" when none does)."""
     for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         if _local(ipaddress.ip_address(str(sockaddr[0]).split("%")[0])):
             return str(sockaddr[0])
@@ -299,9 +300,12 @@ def _local_address(host: str, port: int) -> str:
 
 
 def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Not a public internet address: loopback, link-local (cloud metadata), RFC 1918 and ULA private networks,
+    carrier-grade NAT, reserved and documentation ranges, multicast. A notice from the network must not make the
+    alert daemon reach into the site's own networks."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_loopback or address.is_link_local or address.is_unspecified or address.is_multicast
+    return not address.is_global or address.is_multicast
 
 
 def _shut(connection: http.client.HTTPConnection) -> None:

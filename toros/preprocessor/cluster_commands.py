@@ -11,7 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from toros.preprocessor.settings import ComputeConfig, is_loopback
+from toros.preprocessor.settings import ComputeConfig
+from toros.runtime.config import is_loopback
 
 log = logging.getLogger(__name__)
 

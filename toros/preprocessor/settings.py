@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from toros.runtime.config import ConfigPath, Section, ServerConfig
+from toros.runtime.config import ConfigPath, Section, ServerConfig, is_loopback
 from toros.site import Site
 
 ImageKind = Literal["bias", "dark", "flat", "light"]
@@ -206,16 +205,6 @@ class ComputeConfig(Section):
                 "or set compute.allow_insecure: true on a network nobody else reaches"
             )
         return self
-
-
-def is_loopback(host: str) -> bool:
-    """A host literal of this machine only ("localhost", 127.0.0.0/8, ::1). Any other name may resolve elsewhere."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class PreprocessorConfig(ServerConfig):

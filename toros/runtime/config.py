@@ -7,6 +7,8 @@ need not be written in the file. Relative paths are taken relative to the config
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
 import ssl
@@ -75,6 +77,27 @@ class DatabaseConfig(Section):
 
 class StorageConfig(Section):
     root: ConfigPath = Path("/var/lib/toros/data")
+    file_mode: int = Field(
+        default=0o640, ge=0, le=0o777, description="every file written (octal, e.g. 0640: the service's group reads)"
+    )
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, mode: object) -> object:
+        """A mode as octal digits ("0640", 0640 in YAML 1.1 is read as an octal integer already)."""
+        if isinstance(mode, str):
+            try:
+                return int(mode, 8)
+            except ValueError:
+                raise ValueError(f"an octal file mode such as 0640, not {mode!r}") from None
+        return mode
+
+    @field_validator("file_mode")
+    @classmethod
+    def _not_for_everyone(cls, mode: int) -> int:
+        if mode & 0o002:
+            raise ValueError(f"{mode:04o}: files that everyone may write are refused")
+        return mode
 
 
 class TlsConfig(Section):
@@ -136,6 +159,39 @@ class TlsConfig(Section):
 class SecurityConfig(Section):
     token: SecretStr | None = None
     tls: TlsConfig = TlsConfig()
+    allow_insecure_network: bool = Field(
+        default=False,
+        description="a daemon or the console may listen beyond loopback without TLS (a warning at every start)",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """A host literal of this machine only ("localhost", 127.0.0.0/8, ::1). Any other name may resolve elsewhere."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_beyond_loopback(key: str, ip: str, encrypted: bool, security: SecurityConfig) -> str | None:
+    """Why listening on ``ip`` without TLS is refused (None: it is not, or it is allowed; then it is logged)."""
+    if encrypted or is_loopback(ip):
+        return None
+    if security.allow_insecure_network:
+        logging.getLogger("toros").warning(
+            "security.allow_insecure_network: %s %s without TLS: tokens, passwords and work orders cross the network "
+            "in the clear",
+            key,
+            ip,
+        )
+        return None
+    return (
+        f"{key}: {ip} is beyond loopback without TLS: tokens, passwords and work orders would cross the network in "
+        "the clear; configure TLS, or set security.allow_insecure_network: true"
+    )
 
 
 class ClockConfig(Section):

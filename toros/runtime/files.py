@@ -52,6 +52,16 @@ def confine(path: str | os.PathLike[str], root: Path) -> Path:
 
 
 PART_SUFFIX = ".part"
+# The mode of every file a daemon writes (``storage.file_mode``, set when the daemon starts): readable by the
+# service's group (the documented `toros` group), so the people and tools of the site can read the products.
+_file_mode = 0o640
+
+
+def set_file_mode(mode: int) -> None:
+    global _file_mode
+    _file_mode = mode
+
+
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME_LENGTH = 100
 
@@ -126,6 +136,7 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART_SUFFIX, dir=path.parent)
+    os.fchmod(handle, _file_mode)  # mkstemp makes 0600
     os.close(handle)
     try:
         # Opened by name, so the stream's name is the file's (astropy reports a full disk by it).
@@ -157,6 +168,7 @@ def store_by_content(source: IO[bytes], folder: Path, stem: str, suffix: str) ->
     then linked into place, which fails rather than replaces."""
     folder.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{stem[:40]}.", suffix=PART_SUFFIX, dir=folder)
+    os.fchmod(handle, _file_mode)  # mkstemp makes 0600
     try:
         with open(handle, "wb") as stream:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX)

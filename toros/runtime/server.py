@@ -18,9 +18,9 @@ from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.runtime.clock import Clock
-from toros.runtime.config import ConfigError, NodeConfig, TlsConfig
+from toros.runtime.config import ConfigError, NodeConfig, TlsConfig, plaintext_beyond_loopback
 from toros.runtime.database import url_for_logs
-from toros.runtime.files import remove_stale_parts
+from toros.runtime.files import remove_stale_parts, set_file_mode
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.interceptors import LoggingInterceptor, TokenAuthInterceptor
 from toros.runtime.journal import Journal, WorkOrderRecord
@@ -79,7 +79,15 @@ class Daemon:
         self.port: int | None = None
 
     def start(self) -> int:
-        """Starts serving; returns the bound port. Health reports SERVING once the module is ready."""
+        """Starts serving; returns the bound port. Health reports SERVING once the module is ready. Beyond loopback
+        only with TLS (or ``security.allow_insecure_network``): refused before anything is opened."""
+        security = self.config.security
+        ip = self.settings.ip
+        if (
+            refusal := plaintext_beyond_loopback(f"{self.module_name}.ip", ip, security.tls.enabled, security)
+        ) is not None:
+            raise ConfigError(refusal)
+        set_file_mode(self.config.storage.file_mode)
         self._open_storage_and_journal()
         self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
         self.workers = WorkerPool(
@@ -173,6 +181,11 @@ class Daemon:
         """Binds the configured address (TLS when configured); the port it got."""
         address = host_port(self.settings.ip, self.settings.port)
         tls = self.config.security.tls
+        refusal = plaintext_beyond_loopback(
+            f"{self.module_name}.ip", self.settings.ip, tls.enabled, self.config.security
+        )
+        if refusal is not None:
+            raise ConfigError(refusal)
         try:
             if tls.enabled:
                 port = self.server.add_secure_port(address, server_credentials(tls))

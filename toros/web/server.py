@@ -8,13 +8,27 @@ import time
 
 import uvicorn
 
-from toros.config import Config
+from toros.config import Config, ConfigError
+from toros.runtime.config import plaintext_beyond_loopback
 from toros.web.app import make_app
 
 STREAMS_CLOSE_S = 2
 
 
+def check_setup(config: Config) -> None:
+    """A console nobody can enter, or one that would send passwords and sessions in the clear beyond this
+    machine, is refused at start (ConfigError: one line naming the key, exit 2)."""
+    web = config.web
+    if not web.users:
+        raise ConfigError(
+            "web.users: no accounts: nobody could log in (add one, its hash from `toros web hash-password`)"
+        )
+    if (refusal := plaintext_beyond_loopback("web.ip", web.ip, web.tls is not None, config.security)) is not None:
+        raise ConfigError(refusal)
+
+
 def _settings(config: Config) -> uvicorn.Config:
+    check_setup(config)
     web = config.web
     return uvicorn.Config(
         make_app(config),

@@ -51,6 +51,8 @@ DARK_AND_CLOSED = Situation(
         ({"phase": SkyPhase.DAY, "evening": False, "shutter_open": True}, NightState.CLOSING),
         ({"phase": SkyPhase.DAY, "evening": False, "closed_for_the_night": True}, NightState.CLOSED),  # till noon
         ({"phase": SkyPhase.DAY, "evening": False}, NightState.DAY),  # started in the morning: nothing to close
+        ({"phase": SkyPhase.DAY, "evening": False, "prepared": False}, NightState.PREPARING),  # the bias it lacks
+        ({"phase": SkyPhase.DAY, "evening": False, "prepared": False, "shutter_open": True}, NightState.CLOSING),
         ({}, NightState.OPENING),
         ({"kept_closed_because": "weather is unsafe: rain"}, NightState.KEPT_CLOSED),
         ({"closed_for_the_night": True, "kept_closed_because": "rain"}, NightState.CLOSED),
@@ -135,6 +137,19 @@ def test_a_whole_night_runs_through_the_table(night):
         "night-2026-11-22-morning-flats-r",
         "night-2026-11-22-close",
     ]
+
+
+def test_a_robot_started_after_dusk_takes_its_bias_and_darks_in_the_morning(tmp_path):
+    night = Night(tmp_path)
+    try:
+        assert night.at(MIDNIGHT) is NightState.OBSERVING  # no prepare by night: the dome opens, it observes
+        assert night.at(MORNING_TWILIGHT) is NightState.CLOSED
+        assert "night-2026-11-22-prepare" not in night.orders
+        assert night.at(MORNING_DAY) is NightState.PREPARING  # closed, by day: the night's bias and darks now
+        assert night.orders[-1] == "night-2026-11-22-prepare"
+        assert night.at(MORNING_DAY + timedelta(minutes=30)) is NightState.CLOSED
+    finally:
+        night.journal.close()
 
 
 def test_safety_closes_and_the_night_reopens_after_safe_weather(tmp_path):

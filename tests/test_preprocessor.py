@@ -329,6 +329,28 @@ def test_calibrate_night_work_order_with_progress_and_products(preprocessor):
     assert again.state == pb.WORK_ORDER_STATE_DONE and [p.kind for p in again.products] == ["calibrated"]
 
 
+def test_light_frames_without_masters_wait_for_them_and_are_calibrated_once_they_come(preprocessor):
+    """A node restarted after dusk: the night's light frames arrive before any bias (the robot takes it in the
+    morning). They are not skipped: they wait, journaled, and are calibrated when the masters are built."""
+    stub, daemon = preprocessor
+    paths = write_night(daemon.storage_root / "raw" / "2026-11-22", SENSOR, lights=2)
+    lights, calibrations = paths[-2:], paths[:-2]
+    stub.Submit(pb.WorkOrder(id="lights", calibrate_images=pb.CalibrateImages(paths=[str(p) for p in lights])))
+    waited = finished(stub, "lights")
+    assert waited.state == pb.WORK_ORDER_STATE_DONE, waited.message
+    assert waited.message.startswith("0 frames calibrated, 0 masters built; 2 wait for their masters: ")
+    assert "no master bias for setup 204x160_bin1x1 on or before 2026-11-22 yet" in waited.message
+    assert "wait for their masters" in stub.GetStatus(pb.GetStatusRequest()).message
+    stub.Submit(pb.WorkOrder(id="morning", calibrate_images=pb.CalibrateImages(paths=[str(p) for p in calibrations])))
+    morning = finished(stub, "morning")
+    assert morning.state == pb.WORK_ORDER_STATE_DONE and "3 masters built" in morning.message
+    assert "the frames that waited for these masters are calibrated by morning-waited-204x160_bin1x1" in morning.message
+    then = finished(stub, "morning-waited-204x160_bin1x1")
+    assert then.state == pb.WORK_ORDER_STATE_DONE and then.message.startswith("2 frames calibrated"), then.message
+    assert sorted(p.kind for p in then.products) == ["calibrated", "calibrated"]
+    assert "wait for their masters" not in stub.GetStatus(pb.GetStatusRequest()).message
+
+
 def test_an_empty_night_fails_with_a_clear_message(preprocessor):
     stub, daemon = preprocessor
     (daemon.storage_root / "2026-11-24").mkdir()

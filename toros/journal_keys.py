@@ -63,3 +63,8 @@ def follow_position(telescope: str) -> str:
 def follow_pending(telescope: str) -> str:
     """Calibration frames announced by a followed telescope, waiting for its next light frame."""
     return f"follow:{telescope}:pending"
+
+
+def waiting_for_masters() -> str:
+    """Raw science frames waiting for masters of their setup, as {setup: [paths]}."""
+    return "preprocessor:waiting-for-masters"

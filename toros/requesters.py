@@ -12,7 +12,8 @@ ALERT_RELAY = "alert:"  # + the process_alert work order that relayed the target
 LISTENER = "listener:"  # + the notice stream (kafka, voevent)
 FOLLOWER = "follower:"  # + the followed telescope
 DEMO = "demo:"  # + what the demo asks for
-SOFTWARE_PREFIXES = (ALERT_RELAY, LISTENER, FOLLOWER, DEMO)
+PREPROCESSOR = "preprocessor: frames that waited for their masters"
+SOFTWARE_PREFIXES = (ALERT_RELAY, LISTENER, FOLLOWER, DEMO, PREPROCESSOR)
 
 
 def is_software(requester: str) -> bool:

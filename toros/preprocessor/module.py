@@ -22,6 +22,7 @@ from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, MeasuresFrames, ReferenceCatalog, ScienceStep
 from toros.preprocessor.settings import WhenUnreachable
 from toros.preprocessor.transients import TransientSearch
+from toros.preprocessor.waiting import WaitingForMasters
 from toros.requesters import FOLLOWER
 from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
@@ -78,6 +79,7 @@ class PreprocessorModule(Module):
         self._galaxies: tuple[GalaxyIndex | None] | None = None  # opened on the first search that needs it
         self.followers: list[TelescopeFollower] = []
         self.compute = Compute(self.config.preprocessor.compute, self.storage_root)
+        self.waiting = WaitingForMasters(self.journal, services.submit)
         # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
         self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
 
@@ -125,9 +127,14 @@ class PreprocessorModule(Module):
             self.candidates.close()
 
     def status_message(self) -> str:
-        if not self.followers:
-            return ""
-        return "following " + ", ".join(f"{f.telescope.name} (after event {f.position})" for f in self.followers)
+        parts = []
+        if self.followers:
+            parts.append(
+                "following " + ", ".join(f"{f.telescope.name} (after event {f.position})" for f in self.followers)
+            )
+        if waiting := sum(len(paths) for paths in self.waiting.frames().values()):
+            parts.append(f"{waiting} frames wait for their masters")
+        return "; ".join(parts)
 
     def _wait_for_earlier_images(self, context: TaskContext) -> None:
         """Images of a followed telescope are calibrated in the order they arrived: the first of a night
@@ -193,6 +200,9 @@ class PreprocessorModule(Module):
             files, WorkOrderReporter(context), night=night, clean_cosmic_rays=context.task.clean_cosmic_rays
         )
         result.notes += [f"{note} ({notes.count(note)} tasks)" for note in dict.fromkeys(notes)]
+        self.waiting.add(result.waiting)
+        for order in self.waiting.masters_built(result.master_setups, context.id):
+            result.notes.append(f"the frames that waited for these masters are calibrated by {order}")
         return self._outcome(result)
 
     def _science_step(self) -> ScienceStep | None:
@@ -220,7 +230,7 @@ class PreprocessorModule(Module):
 
     @staticmethod
     def _outcome(result: NightResult) -> str:
-        if not result.calibrated and not result.masters:
+        if not result.calibrated and not result.masters and not result.waiting:
             raise TaskFailed(result.summary())
         return result.summary()
 

@@ -85,17 +85,33 @@ class LoadedMaster:
     borrowed: bool
 
 
+@dataclass(frozen=True)
+class WaitingFrame:
+    """A science frame whose masters do not exist yet: it waits for them (not a failure: a node restarted after
+    dusk takes its bias and darks in the morning, and the night's frames are calibrated then)."""
+
+    path: Path
+    setup: str
+    reason: str
+
+
 @dataclass
 class NightResult:
     calibrated: list[Path] = field(default_factory=list)
     masters: list[Path] = field(default_factory=list)
+    master_setups: set[str] = field(default_factory=set)  # the setups whose masters were built
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    waiting: list[WaitingFrame] = field(default_factory=list)
 
     def summary(self) -> str:
         text = f"{len(self.calibrated)} frames calibrated, {len(self.masters)} masters built"
         if self.notes:
             text += "; " + "; ".join(self.notes)
+        if self.waiting:
+            text += f"; {len(self.waiting)} wait for their masters: " + "; ".join(
+                f"{w.path.name}: {w.reason}" for w in self.waiting
+            )
         if self.problems:
             text += f"; {len(self.problems)} skipped: " + "; ".join(self.problems)
         return text
@@ -357,6 +373,7 @@ class NightCalibration:
         self.library.add(master, sha256, self.now(), self.work_order_id)
         work.reporter.product(path, f"master_{kind}", sha256)
         work.result.masters.append(path)
+        work.result.master_setups.add(setup.key)
         return LoadedMaster(master, data, mask, borrowed=False)
 
     def _borrow(
@@ -468,11 +485,11 @@ class NightCalibration:
             self._finish(frame, output, work, None, self._science_ready(frame, output, work))
             return None
         if work.bias is None:
-            self._skip(frame, f"no master bias for setup {setup.key} on or before {night}", work)
+            self._wait(frame, f"no master bias for setup {setup.key} on or before {night} yet", work)
             return None
         flat = work.flats.get(frame.filter) or self._borrow("flat", work, filter=frame.filter)
         if flat is None:
-            self._skip(frame, f"no master flat for filter {frame.filter} on or before {night}", work)
+            self._wait(frame, f"no master flat for filter {frame.filter} on or before {night} yet", work)
             return None
         work.flats[frame.filter] = flat
         return _ScienceFrame(frame, work.bias, flat, identity, output)
@@ -549,6 +566,11 @@ class NightCalibration:
     def _raw_identity(self, frame: RawFrame) -> str:
         status = frame.path.stat()
         return f"{frame.path.resolve().relative_to(self.storage_root.resolve())}:{status.st_size}:{status.st_mtime_ns}"
+
+    def _wait(self, frame: RawFrame, reason: str, work: SetupNight) -> None:
+        """A science frame whose masters do not exist yet: it waits for them, and counts as done here."""
+        work.result.waiting.append(WaitingFrame(frame.path, work.setup.key, reason))
+        self._advance(work.reporter, "science", str(frame.path))
 
     def _skip(self, frame: RawFrame, reason: str, work: SetupNight) -> None:
         """A science frame that cannot be calibrated: named with the reason, and counted as done."""

@@ -11,15 +11,19 @@ from datetime import UTC, datetime
 
 
 class Clock:
-    """Wall-clock or accelerated time. ``rate`` simulated seconds pass per real second."""
+    """Wall-clock or accelerated time. ``rate`` simulated seconds pass per real second.
 
-    def __init__(self, start: datetime | None = None, rate: float = 1.0) -> None:
+    A simulated clock may be ``held``: it stands at its start until ``release`` (a daemon releases it once it
+    serves), so a slow start on a loaded machine costs the simulated night nothing."""
+
+    def __init__(self, start: datetime | None = None, rate: float = 1.0, *, held: bool = False) -> None:
         if rate <= 0:
             raise ValueError("clock rate must be positive")
         self.rate = rate
         self.simulated = start is not None or rate != 1.0
         self._real_origin = time.time()
         self._origin = start.timestamp() if start is not None else self._real_origin
+        self._held = held and self.simulated
 
     def resume_from(self, timestamp: float) -> None:
         """A simulated clock carries on from ``timestamp`` (the last moment a previous run recorded) instead of
@@ -28,8 +32,16 @@ class Clock:
             self._real_origin = time.time()
             self._origin = timestamp
 
+    def release(self) -> None:
+        """A held clock starts running from where it stands."""
+        if self._held:
+            self._real_origin = time.time()
+            self._held = False
+
     def timestamp(self) -> float:
         """Seconds since the Unix epoch, in clock time."""
+        if self._held:
+            return self._origin
         return self._origin + (time.time() - self._real_origin) * self.rate
 
     def now(self) -> datetime:

@@ -72,7 +72,8 @@ class Daemon:
         self.config = config
         self.module_name = module
         self.settings = config.server(module)
-        self.clock = Clock(config.clock.start, config.clock.rate)
+        # A simulated clock stands still until the daemon serves: a slow start is not time lost to the night.
+        self.clock = Clock(config.clock.start, config.clock.rate, held=True)
         self.storage_root = Path(config.storage.root)
         self._module_factory = module_factory
         self._stopped = threading.Event()
@@ -119,6 +120,7 @@ class Daemon:
             self.journal.close()
             raise
         self.workers.start()
+        self.clock.release()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 

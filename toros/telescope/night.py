@@ -97,7 +97,9 @@ class Situation:
 #: run by ``NightRunner._act``.
 TRANSITIONS: tuple[tuple[Callable[[Situation], bool], NightState], ...] = (
     (lambda s: s.on_hold, NightState.ON_HOLD),  # the operator has the last word
-    (lambda s: s.phase is SkyPhase.DAY and s.evening and not s.shutter_open and not s.prepared, NightState.PREPARING),
+    # Bias and darks by day: in the afternoon, or the morning after for a night that began without them (a node
+    # started after dusk), so that the night's frames, waiting for their masters, are calibrated then.
+    (lambda s: s.phase is SkyPhase.DAY and not s.shutter_open and not s.prepared, NightState.PREPARING),
     (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.shutter_open, NightState.CLOSING),
     (lambda s: s.phase is SkyPhase.DAY and not s.evening and s.closed_for_the_night, NightState.CLOSED),  # till noon
     (lambda s: s.phase is SkyPhase.DAY, NightState.DAY),

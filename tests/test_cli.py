@@ -92,7 +92,8 @@ def test_targets_as_json_options(live):
 
 
 def test_cancel_and_status(tmp_path, make_config, start_daemon):
-    daemon = start_daemon(make_config(clock={"rate": 0.5}))  # a dome move takes 8 s: long enough to cancel
+    # A dome move takes 400 s of real time: the cancel comes first however slowly a loaded machine starts the CLI.
+    daemon = start_daemon(make_config(clock={"rate": 0.01}))
     config = str(write_config(tmp_path, telescope={"port": daemon.port}))
     toros_cli("submit", "telescope", "dome_control", "--action", "open", "--id", "to-cancel", "--config", config)
     cancelled = toros_cli("cancel", "telescope", "to-cancel", "--reason", "clouds", "--config", config)

@@ -66,28 +66,40 @@ def test_hash_password_wants_twelve_characters():
     )
 
 
+PROMPTS = (b"Password (at least 12 characters, not shown): ", b"The same again: ")
+
+
 def _on_a_terminal(*answers: str) -> tuple[int, str]:
-    """Runs `toros web hash-password` on a pseudo-terminal, typing each answer when asked; (exit code, what the
-    terminal showed)."""
+    """Runs `toros web hash-password` on a pseudo-terminal, typing each answer once its prompt has appeared (so
+    that no answer is typed while the terminal still echoes); (exit code, what the terminal showed)."""
     pid, terminal = pty.fork()
     if pid == 0:
         os.execv(str(VENV_BIN / "toros"), [str(VENV_BIN / "toros"), "web", "hash-password"])
     shown = b""
-    pending = list(answers)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([terminal], [], [], 0.2)
-        if ready:
+    answered = 0  # prompts answered; the next answer waits for the next prompt after what was seen so far
+    after = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 0.2)
+            if not ready:
+                continue
             try:
                 chunk = os.read(terminal, 4096)
             except OSError:
-                break
+                break  # the child is gone
             if not chunk:
                 break
             shown += chunk
-            if pending and shown.rstrip().endswith(b":"):
-                os.write(terminal, pending.pop(0).encode() + b"\n")
-    _, status = os.waitpid(pid, 0)
+            if answered < len(answers) and (found := shown.find(PROMPTS[answered], after)) >= 0:
+                after = found + len(PROMPTS[answered])
+                os.write(terminal, answers[answered].encode() + b"\n")
+                answered += 1
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        os.close(terminal)
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
 
 

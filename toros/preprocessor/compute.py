@@ -1,36 +1,31 @@
-"""Where per-frame work runs (the calibration of a science frame, the science step, difference imaging): in the
-preprocessor itself (``local``, the default) or on a Dask distributed cluster (``dask``), behind one seam.
-Combining masters stays on the node.
+"""Where per-frame work runs, behind one seam (``Engine``): in the preprocessor itself (``local``, the default), on a
+Dask distributed cluster (``dask``), or in a pool of processes of this node (cosmic-ray cleaning). Combining
+masters stays on the node.
 
-A task is a module-level function of paths and settings: it reads its inputs from the storage the node and
-the workers share, writes its products atomically (so a task run again after its worker died writes them
-once), and returns something small. Paths cross the seam mapped between the node's storage root and where the
-workers mount it (``preprocessor.compute.storage_on_workers``). A task that raises re-raises here with its own
-type and message, as the local engine would: the caller names the frame. When the scheduler cannot be
-reached, the frame is computed here or waited for (``compute.unreachable``), never lost.
+A ``Task`` says how to do one frame's work here (a closure) and elsewhere (a module-level function of
+``tasks.py`` with its arguments): it reads its inputs from the storage the node and the workers share, writes
+its products atomically (so a task run again after its worker died writes them once), and returns something
+small. Paths cross the seam mapped between the node's storage root and where the workers mount it
+(``preprocessor.compute.storage_on_workers``). A task that raises re-raises here with its own type and message,
+as the local engine would: the caller names the frame. When the scheduler cannot be reached, the frame is
+computed here or waited for (``compute.unreachable``), never lost.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from toros.preprocessor.cluster_commands import warn_if_exposed
-from toros.preprocessor.science import ReferenceCatalog, ScienceResult, ScienceStep
-from toros.preprocessor.settings import (
-    ComputeConfig,
-    ComputeEngineName,
-    ScienceConfig,
-    WhenUnreachable,
-)
+from toros.preprocessor.settings import ComputeConfig, ComputeEngineName, WhenUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +36,65 @@ QUIET_S = 30.0  # after a failed connection, the cluster is not asked again for 
 
 class ComputeUnavailable(Exception):
     """The cluster cannot take the work: its scheduler is unreachable, or its workers cannot do it."""
+
+
+@dataclass(frozen=True)
+class Task(Generic[T]):
+    """One frame's piece of work: ``here()`` in this process, else ``function(*args(paths))`` elsewhere (a
+    module-level function of ``tasks.py``, its paths as the workers see them), whose result comes back through
+    ``back(result, paths)`` (paths as the node sees them)."""
+
+    label: str
+    here: Callable[[], T]
+    function: Callable[..., T]
+    args: Callable[[PathMap], tuple[Any, ...]]
+    back: Callable[[T, PathMap], T] = lambda result, paths: result
+
+
+class Engine(Protocol):
+    """Where tasks run."""
+
+    @property
+    def remote(self) -> bool:
+        """Elsewhere than in this process."""
+
+    def parallelism(self) -> int:
+        """How many tasks to keep in flight."""
+
+    def run(self, task: Task[T], note: Callable[[str], None]) -> T:
+        """Runs one task and returns its result; ``note`` hears of a fallback or a wait, for the work order."""
+
+
+class Here:
+    """This process: every task's ``here``."""
+
+    remote = False
+
+    def parallelism(self) -> int:
+        return 1
+
+    def run(self, task: Task[T], note: Callable[[str], None]) -> T:
+        return task.here()
+
+
+class Processes:
+    """A pool of processes of this node (for work that holds the GIL: cosmic-ray cleaning)."""
+
+    remote = True
+
+    def __init__(self, count: int, storage_root: Path) -> None:
+        self.count = count
+        self.paths = PathMap(storage_root, None)
+        self._pool = ProcessPoolExecutor(count)
+
+    def parallelism(self) -> int:
+        return self.count
+
+    def run(self, task: Task[T], note: Callable[[str], None]) -> T:
+        return task.back(self._pool.submit(task.function, *task.args(self.paths)).result(), self.paths)
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 class PathMap:
@@ -191,9 +245,7 @@ def _warm_up() -> None:
     import astroalign  # noqa: F401
     import sep  # noqa: F401
 
-    import toros.preprocessor.pipeline  # noqa: F401
-    import toros.preprocessor.science  # noqa: F401
-    import toros.preprocessor.transients  # noqa: F401
+    import toros.preprocessor.tasks  # noqa: F401
 
 
 def _storage_visible(root: str) -> bool:
@@ -233,24 +285,20 @@ class Compute:
             return str(exc)
         return None
 
-    def run(
-        self, label: str, local: Callable[[], T], remote: tuple[Callable[..., T], tuple[Any, ...]],
-        note: Callable[[str], None],
-    ) -> T:  # fmt: skip
-        """A task: ``local()`` here, or ``remote`` (a function and its arguments, paths as the workers see them)
-        on the cluster; ``note`` hears of a fallback or a wait, for the work order."""
+    def run(self, task: Task[T], note: Callable[[str], None]) -> T:
+        """A task here, or on the cluster; a cluster that cannot take it computes it here or is waited for, as
+        ``compute.unreachable`` says, and ``note`` hears which."""
         if self.dask is None:
-            return local()
-        function, args = remote
+            return task.here()
         deadline = time.monotonic() + self.settings.wait_s
         while True:
             try:
-                return self.dask.run(label, function, *args)
+                return task.back(self.dask.run(task.label, task.function, *task.args(self.paths)), self.paths)
             except ComputeUnavailable as exc:
                 if self.settings.unreachable is WhenUnreachable.LOCAL:
                     log.warning("%s; computed locally", exc)
                     note(f"{exc}; computed locally")
-                    return local()
+                    return task.here()
                 if time.monotonic() >= deadline:
                     raise ComputeUnavailable(f"{exc}; waited {self.settings.wait_s:g} s (compute.wait_s)") from None
                 log.warning("%s; trying again in %g s", exc, RETRY_S)
@@ -259,40 +307,3 @@ class Compute:
     def close(self) -> None:
         if self.dask is not None:
             self.dask.close()
-
-
-# -- tasks (run on a worker, or here) ---------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _science_step(settings: str, catalog: str, version: tuple[int, int]) -> ScienceStep:
-    """A worker reads the reference catalog once per version of the file."""
-    return ScienceStep(ScienceConfig.model_validate_json(settings), ReferenceCatalog.read(Path(catalog)))
-
-
-def measure_frame(frame: str, settings: str, catalog: str) -> ScienceResult:
-    """The science step on one calibrated frame (rewritten atomically, its catalog written beside it);
-    ``settings``: the ScienceConfig as JSON."""
-    status = os.stat(catalog)
-    return _science_step(settings, catalog, (status.st_mtime_ns, status.st_size)).run(Path(frame))
-
-
-class RemoteScience:
-    """The science step through the compute engine, with paths mapped both ways: as ``ScienceStep.run``."""
-
-    def __init__(self, compute: Compute, local: ScienceStep, catalog: Path, note: Callable[[str], None]) -> None:
-        self.compute = compute
-        self.local = local
-        self.catalog = catalog
-        self.note = note
-
-    def run(self, path: Path) -> ScienceResult:
-        paths = self.compute.paths
-        settings = self.local.settings.model_dump_json()
-        result = self.compute.run(
-            f"science step of {path.name}",
-            lambda: self.local.run(path),
-            (measure_frame, (paths.to_worker(path), settings, paths.to_worker(self.catalog))),
-            note=self.note,
-        )
-        return dataclasses.replace(result, catalog_path=paths.to_node(result.catalog_path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC
 from pathlib import Path
 
@@ -13,14 +12,16 @@ from toros.config import Config
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
 from toros.preprocessor.candidates import CandidateStore, CandidateVerdict, Label
-from toros.preprocessor.compute import Compute, RemoteScience
+from toros.preprocessor.compute import Compute
 from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
-from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration, NightResult
+from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration
+from toros.preprocessor.progress import NightResult, Progress
 from toros.preprocessor.references import ReferenceLibrary
-from toros.preprocessor.science import BadReferenceCatalog, MeasuresFrames, ReferenceCatalog, ScienceStep
+from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
 from toros.preprocessor.settings import WhenUnreachable
+from toros.preprocessor.stages import Frame, StageName, StageRun, run_stages
 from toros.preprocessor.transients import TransientSearch
 from toros.preprocessor.waiting import WaitingForMasters
 from toros.requesters import FOLLOWER
@@ -178,11 +179,6 @@ class PreprocessorModule(Module):
         """Calibrates frames (and makes them science-ready, on the compute engine) for one work order."""
         assert self.library is not None, "started"
         notes: list[str] = []
-        step = self._science_step()
-        science: MeasuresFrames | None = step
-        catalog = self.config.preprocessor.science.reference_catalog
-        if step is not None and catalog is not None and self.compute.remote:
-            science = RemoteScience(self.compute, step, catalog, notes.append)
         pipeline = NightCalibration(
             self.config.preprocessor.calibration,
             self.library,
@@ -190,7 +186,8 @@ class PreprocessorModule(Module):
             longitude_deg=self.config.preprocessor_site.longitude,
             work_order_id=context.id,
             now=self.clock.timestamp,
-            science=science,
+            science=self._science_step(),
+            reference_catalog=self.config.preprocessor.science.reference_catalog,
             references=self.references,
             transients=self._transients(),
             compute=self.compute,
@@ -250,65 +247,33 @@ class PreprocessorModule(Module):
         return self._calibrate(context, files)
 
     def reprocess_night(self, context: TaskContext) -> str:
-        """A past night's calibrated frames again: the science step fanned out over the compute engine, then
-        discovery on the frames an alert's night would search; every frame named in the outcome."""
+        """A past night's calibrated frames again, as a slice of the stages: from the science step (fanned out over
+        the compute engine) or from discovery, to discovery; every frame named in the outcome."""
         task: pb.ReprocessNight = context.task
         folder = confine(str(Path("calibrated") / task.night), self.storage_root)
         frames = sorted(folder.glob("*_cal.fits")) if folder.is_dir() else []
         if not frames:
             raise TaskFailed(f"reprocess_night.night: no calibrated frame of {task.night} in {folder}")
-        reporter = WorkOrderReporter(context)
-        notes: list[str] = []
-        measured = len(frames)
-        if task.from_step != pb.REPROCESS_STEP_DISCOVERY:
-            measured = self._measure_again(frames, reporter, notes)
-        searched = 0
+        first = StageName.DISCOVERY if task.from_step == pb.REPROCESS_STEP_DISCOVERY else StageName.SCIENCE
+        step = self._science_step()
+        if first is StageName.SCIENCE and step is None:
+            raise TaskFailed("reprocess_night: the science step is off (preprocessor.science.reference_catalog)")
         search = self._transients()
+        engine_notes: list[str] = []
+        result = NightResult()
+        settings = self.config.preprocessor
+        run = StageRun(
+            self.storage_root, task.night, context.id, settings.calibration, self.compute,
+            Progress(WorkOrderReporter(context), total=len(frames)), result, self.clock.timestamp, step,
+            settings.science.reference_catalog, transients=search, measure_again=True, note=engine_notes.append,
+        )  # fmt: skip
+        run_stages([Frame(frame) for frame in frames], run, first=first, last=StageName.DISCOVERY, check=context.check)
+        notes = result.notes + [f"{note} ({engine_notes.count(note)} tasks)" for note in dict.fromkeys(engine_notes)]
         if search is None:
             notes.append("no discovery (it needs the science step, the reference library and discovery enabled)")
-        else:
-            for number, frame in enumerate(frames, start=1):
-                context.check()
-                if search.wanted(frame):
-                    outcome = search.search(frame, work_order_id=context.id)
-                    searched += outcome.searched
-                    for path, kind in outcome.products:
-                        context.add_product(path, kind)
-                    for event in outcome.events:
-                        context.emit(transient_candidate=event)
-                    notes.append(f"{frame.name}: {outcome.message}")
-                reporter.stage("discovery", number, len(frames), str(frame))
-        summary = f"{task.night}: {measured} of {len(frames)} frames science-ready, {searched} searched"
+        measured = result.science_ready if first is StageName.SCIENCE else len(frames)
+        summary = f"{task.night}: {measured} of {len(frames)} frames science-ready, {result.searched} searched"
         return summary + ("; " + "; ".join(notes) if notes else "")
-
-    def _measure_again(self, frames: list[Path], reporter: WorkOrderReporter, notes: list[str]) -> int:
-        """The science step on every frame, as many at once as the engine has threads; returns how many
-        succeeded (the others are named in ``notes``)."""
-        step = self._science_step()
-        catalog = self.config.preprocessor.science.reference_catalog
-        if step is None or catalog is None:
-            raise TaskFailed("reprocess_night: the science step is off (preprocessor.science.reference_catalog)")
-        engine_notes: list[str] = []
-        science: MeasuresFrames = (
-            RemoteScience(self.compute, step, catalog, engine_notes.append) if self.compute.remote else step
-        )
-        done = ready = 0
-        with ThreadPoolExecutor(self.compute.parallelism(), thread_name_prefix="reprocess") as pool:
-            jobs = {pool.submit(science.run, frame): frame for frame in frames}
-            for job in as_completed(jobs):
-                frame, done = jobs[job], done + 1
-                try:
-                    result = job.result()
-                except Exception as exc:  # as the night does: a frame that cannot be measured is named
-                    notes.append(f"{frame.name}: not science-ready: {type(exc).__name__}: {exc}")
-                    reporter.stage("science", done, len(frames), str(frame))
-                    continue
-                ready += 1
-                reporter.product(result.catalog_path, "source_catalog", result.catalog_sha256)
-                reporter.product(frame, "calibrated", result.frame_sha256, science=result.proto_fields())
-                reporter.stage("science", done, len(frames), str(frame), **result.proto_fields())
-        notes += [f"{note} ({engine_notes.count(note)} tasks)" for note in dict.fromkeys(engine_notes)]
-        return ready
 
     def check_label_candidate(self, task: pb.LabelCandidate, check: Checker) -> None:
         orders.check_label_candidate(task, check)

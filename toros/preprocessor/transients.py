@@ -22,9 +22,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert.catalog import GalaxyIndex
 from toros.generated import toros_pb2 as pb
-from toros.preprocessor import reports, vetting
+from toros.preprocessor import reports, tasks, vetting
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
-from toros.preprocessor.compute import Compute, ComputeUnavailable
+from toros.preprocessor.compute import ComputeUnavailable, Engine, PathMap, Task
 from toros.preprocessor.discovery import (
     NOT_VETTED,
     DiscoveryFailed,
@@ -71,7 +71,7 @@ class TransientSearch:
         *,
         galaxies: Callable[[], GalaxyIndex | None] = lambda: None,
         site: str = "",
-        compute: Compute | None = None,
+        compute: Engine | None = None,
     ) -> None:
         self.settings = settings
         self.compute = compute  # where the difference imaging runs (None: here)
@@ -141,20 +141,24 @@ class TransientSearch:
         """Registration, ZOGY and the candidates' measurement: here, or on the compute engine's cluster (the
         images come back with the result, for the stamps and reports made here)."""
         settings = DiscoverySettings(self.settings.threshold, self.settings.tile)
-        if self.compute is None or not self.compute.remote:
+        if self.compute is None:
             return discover(frame, reference, settings)
-        paths = self.compute.paths
-        result = self.compute.run(
+
+        def back(result: DiscoveryResult, paths: PathMap) -> DiscoveryResult:
+            return dataclasses.replace(
+                result,
+                science=dataclasses.replace(result.science, path=paths.to_node(result.science.path)),
+                reference=dataclasses.replace(result.reference, path=paths.to_node(result.reference.path)),
+            )
+
+        task = Task(
             f"difference imaging of {frame.name}",
             lambda: discover(frame, reference, settings),
-            (difference_task, (paths.to_worker(frame), paths.to_worker(reference), settings)),
-            note=notes.append,
+            tasks.difference,
+            lambda paths: (paths.to_worker(frame), paths.to_worker(reference), settings),
+            back,
         )
-        return dataclasses.replace(
-            result,
-            science=dataclasses.replace(result.science, path=paths.to_node(result.science.path)),
-            reference=dataclasses.replace(result.reference, path=paths.to_node(result.reference.path)),
-        )
+        return self.compute.run(task, notes.append)
 
     def _not_searched(self, search: Search, reason: str) -> SearchOutcome:
         log.warning("%s: not searched for transients: %s", search.frame.name, reason)
@@ -341,11 +345,6 @@ class TransientSearch:
             path = reports.write_avro(folder / "avro" / f"{name}-{candid}.avro", [packet])
             products.append((path, "avro_packet"))
         return products
-
-
-def difference_task(frame: str, reference: str, settings: DiscoverySettings) -> DiscoveryResult:
-    """Difference imaging of one frame against its reference, on a worker of the compute engine."""
-    return discover(Path(frame), Path(reference), settings)
 
 
 def _summary(c: Candidate) -> dict[str, object]:

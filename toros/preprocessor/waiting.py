@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from toros import journal_keys
 from toros.generated import toros_pb2 as pb
-from toros.preprocessor.pipeline import WaitingFrame
+from toros.preprocessor.progress import WaitingFrame
 from toros.requesters import PREPROCESSOR
 from toros.runtime.journal import Journal, WorkOrderRecord
 

@@ -43,7 +43,7 @@ def ingest_in_child(catalog: Path) -> dict:
     code = f"""
 import json, time
 from pathlib import Path
-from toros.alert.catalog import GalaxyIndex
+from toros.floor.catalogs import GalaxyIndex
 started = time.perf_counter()
 index = GalaxyIndex.open(Path({str(catalog)!r}))
 elapsed = time.perf_counter() - started
@@ -153,7 +153,7 @@ def crossmatch_seconds(catalog: Path, repeats: int) -> float:
     from ligo.skymap.io import read_sky_map
     from ligo.skymap.postprocess.crossmatch import crossmatch
 
-    from toros.alert.catalog import GalaxyIndex
+    from toros.floor.catalogs import GalaxyIndex
 
     index = GalaxyIndex.open(catalog)
     dist = np.asarray(index.dist, dtype=np.float64)

@@ -53,9 +53,9 @@ def free_port() -> int:
 
 def make_raw_night(folder: Path, frames: int, size: int) -> Path:
     """Raw frames: biases, darks, flats and ``frames`` lights of one field with the mount's pointing."""
+    from toros.floor.sky_geometry import tan_wcs
     from toros.simulation.ccd import Sensor, make_frame, write_night
     from toros.simulation.sky import Conditions, Scene, SimulatedSky
-    from toros.sky_geometry import tan_wcs
 
     sky = SimulatedSky()
     night = folder / "pristine-raw"
@@ -141,10 +141,9 @@ def run_night(
     the median seconds between two frames made science-ready after the first (the steady state), each frame's
     MAGZP, and the work order's message."""
     from toros.config import load_config
+    from toros.daemons import build_daemon
     from toros.generated import toros_pb2 as pb
     from toros.generated.toros_pb2_grpc import FrontDeskStub
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
 
     shutil.rmtree(folder / "data", ignore_errors=True)
     (folder / "toros.db").unlink(missing_ok=True)
@@ -165,7 +164,7 @@ def run_night(
     }
     config_path = folder / "toros.conf.yaml"
     config_path.write_text(yaml.safe_dump(document))
-    daemon = Daemon(load_config(config_path), PreprocessorModule, "preprocessor")
+    daemon = build_daemon("preprocessor", load_config(config_path))
     daemon.start()
     order = (
         pb.WorkOrder(id="night", reprocess_night=pb.ReprocessNight(night=NIGHT))

@@ -35,10 +35,9 @@ from astropy.coordinates import NonRotationTransformationWarning, SkyCoord
 from astropy.time import Time
 
 import toros.runtime.clock  # noqa: F401 - offline Earth-orientation tables, as the daemons use
-from toros.site import MACON
-from toros.telescope.astronomy import location_of, night_times
+from toros.floor.astronomy import location_of, night_times
+from toros.floor.site import MACON, Constraints
 from toros.telescope.scheduler import PlanTarget, make_plan
-from toros.telescope.settings import Constraints
 
 NIGHT = date(2026, 11, 22)
 

@@ -36,8 +36,8 @@ from PIL import Image
 from toros.config import load_config
 from toros.daemons import build_daemon
 from toros.demo import free_port
+from toros.floor.pictures import zscaled
 from toros.generated import toros_pb2 as pb
-from toros.pictures import zscaled
 from toros.web.accounts import hash_password
 from toros.web.server import WebServer
 

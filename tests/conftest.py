@@ -15,8 +15,8 @@ import pytest
 from pki import Authority
 from support import NIGHT_TIME, SMALL_CAMERA, drill_daemon, glade_plus_line, telescope_daemon, write_config
 
-from toros.alert.module import AlertModule
 from toros.config import Config, load_config
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.server import Daemon
@@ -118,7 +118,7 @@ def observatory(tmp_path, glade_catalog, start_daemon):
         }
         settings.update(extra)
         config = write_config(tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0}, alert=settings)
-        daemon = start_daemon(load_config(config), lambda c: Daemon(c, AlertModule, "alert"))
+        daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
         return daemon, FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
 
     return telescope, alert

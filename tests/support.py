@@ -119,7 +119,7 @@ class DrillTelescope(Module):
         return f"dome {pb.DomeAction.Name(context.task.action)} done"
 
     def observe(self, context: TaskContext) -> str:
-        night = Path(self.config.storage.root) / "night"
+        night = self.storage_root / "night"
         for index, target in enumerate(context.task.targets):
             context.check()
             if target.name == "fail":
@@ -173,7 +173,7 @@ class CameraDrillTelescope(DrillTelescope):
             object_name=name,
             stars=20 if image_type == pb.IMAGE_TYPE_LIGHT else 0,
         )
-        path = Path(self.config.storage.root) / "2026-11-22" / f"{context.id}-{sequence:05d}.fits"
+        path = self.storage_root / "2026-11-22" / f"{context.id}-{sequence:05d}.fits"
         with atomic_write(path) as stream:
             fits.PrimaryHDU(frame.data, frame.header).writeto(stream)
         product = context.add_product(path, "raw")

@@ -18,10 +18,10 @@ from astropy_healpix import HEALPix
 from support import glade_plus_line, wait_for, write_config
 
 import toros
-from toros.alert.catalog import GalaxyIndex
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.ranking import rank
 from toros.alert.skymap import BadSkymap, read_skymap
+from toros.floor.catalogs import GalaxyIndex
 from toros.generated import toros_pb2 as pb
 
 DATA = Path(toros.__file__).parent / "data" / "alerts"

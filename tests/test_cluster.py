@@ -22,14 +22,14 @@ from support import VENV_BIN, wait_for, write_config
 from test_discovery import pair  # noqa: F401 (a fixture: the kilonova pair)
 
 from toros.config import load_config
+from toros.daemons import build_daemon
 from toros.demo import free_port
+from toros.floor.sky_geometry import tan_wcs
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.preprocessor.module import PreprocessorModule
 from toros.runtime.server import Daemon
 from toros.simulation.ccd import Sensor, make_frame, write_night
 from toros.simulation.sky import Conditions, Scene, SimulatedSky
-from toros.sky_geometry import tan_wcs
 
 FIELD = (11.888, -25.288)
 WHEN = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
@@ -131,7 +131,7 @@ def preprocessor(folder: Path, start_daemon, **compute) -> Daemon:
             folder, preprocessor={"port": 0, "science": {"reference_catalog": str(reference)}, "compute": compute}
         )  # fmt: skip
     )
-    return start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    return start_daemon(config, lambda c: build_daemon("preprocessor", c))
 
 
 def calibrate(daemon: Daemon, id: str = "night", timeout: float = 180) -> pb.WorkOrderStatus:

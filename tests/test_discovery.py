@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from toros.cli import main as toros_main
+from toros.daemons import build_daemon
 from toros.demo import free_port
 from toros.preprocessor import vetting
 from toros.preprocessor.candidates import CandidateStore, Host, NewDetection, Search
@@ -145,7 +146,7 @@ def test_real_ztf_cutouts_give_ztfs_own_measurement(packet, negative, tmp_path):
     for kind in ("Science", "Template"):
         hdu = fits.open(io.BytesIO(gzip.decompress(record[f"cutout{kind}"]["stampData"])))[0]
         header = fits.Header()
-        from toros.sky_geometry import tan_wcs
+        from toros.floor.sky_geometry import tan_wcs
 
         header.update(tan_wcs(candidate["ra"], candidate["dec"], *hdu.data.shape[::-1], 1.012).to_header())
         header["MAGZP"], header["FWHM"] = candidate["magzpsci"], candidate["fwhm"]
@@ -220,7 +221,7 @@ def search(pair, tmp_path):
     catalog.write_text(
         f"name,ra,dec,dist,bmag\n{HOST.name},{HOST.ra_deg},{HOST.dec_deg},{HOST.distance_mpc},{HOST.b_mag}\n"
     )
-    from toros.alert.catalog import GalaxyIndex
+    from toros.floor.catalogs import GalaxyIndex
 
     index = GalaxyIndex.open(catalog)
     finder = TransientSearch(DiscoveryConfig(), library, store, tmp_path / "data", galaxies=lambda: index, site="Macon")
@@ -320,13 +321,11 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
 
     from toros.generated import toros_pb2 as pb
     from toros.generated.toros_pb2_grpc import FrontDeskStub
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
 
     stars = tmp_path / "reference-stars.csv"
     StarCatalog().write_reference_catalog(stars, [FIELD], 0.3)
     config = make_config(preprocessor={"port": 0, "science": {"reference_catalog": str(stars)}})
-    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(config, lambda c: build_daemon("preprocessor", c))
     frame = _calibrated(pair, daemon.storage_root)
     library = ReferenceLibrary(config.database, daemon.storage_root, ReferencesConfig())
     library.import_file(pair["reference"], 0.0)
@@ -399,8 +398,6 @@ def test_candidates_in_the_console_light_curve_triplet_reports_and_labels(
     from support import confined, wait_for
 
     from toros.generated import toros_pb2 as pb
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
     from toros.web.accounts import hash_password
     from toros.web.server import WebServer
 
@@ -413,7 +410,7 @@ def test_candidates_in_the_console_light_curve_triplet_reports_and_labels(
     discovery = {"galaxy_catalog": str(galaxies)}
     science = {"reference_catalog": str(stars)}
     config = make_config(preprocessor={"port": 0, "science": science, "discovery": discovery})
-    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(config, lambda c: build_daemon("preprocessor", c))
     frame = _calibrated(pair, daemon.storage_root)
     library = ReferenceLibrary(config.database, daemon.storage_root, ReferencesConfig())
     library.import_file(pair["reference"], 0.0)

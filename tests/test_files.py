@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from toros.fitsfiles import FitsImageStream
+from toros.floor.fitsfiles import FitsImageStream
 
 
 def header() -> fits.Header:

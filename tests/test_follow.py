@@ -11,14 +11,13 @@ from google.protobuf.duration_pb2 import Duration
 from support import camera_daemon, wait_for, write_config
 
 from toros.config import load_config
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.preprocessor.module import PreprocessorModule
-from toros.runtime.server import Daemon
 
 
 def preprocessor_daemon(config):
-    return Daemon(config, PreprocessorModule, "preprocessor")
+    return build_daemon("preprocessor", config)
 
 
 @pytest.fixture

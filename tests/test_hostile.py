@@ -40,6 +40,7 @@ from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.settings import KafkaIntake, SkymapDownload
 from toros.alert.skymap import BadSkymap, download, read_skymap
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor.inventory import BadFrame, read_frame
 from toros.preprocessor.settings import CalibrationConfig
@@ -479,12 +480,8 @@ def test_links_out_of_the_root_are_not_followed(tmp_path):
 
 def test_submit_refuses_a_fifo_to_calibrate(make_config, start_daemon, tmp_path):
     from toros.generated.toros_pb2_grpc import FrontDeskStub
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
 
-    daemon = start_daemon(
-        make_config(preprocessor={"port": 0}), lambda c: Daemon(c, PreprocessorModule, "preprocessor")
-    )
+    daemon = start_daemon(make_config(preprocessor={"port": 0}), lambda c: build_daemon("preprocessor", c))
     fifo = daemon.storage_root / "pipe.fits"
     os.mkfifo(fifo)
     stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
@@ -620,7 +617,7 @@ def test_a_notice_that_cannot_be_kept_is_unavailable_not_unknown(observatory, ti
 def test_write_fits_reports_a_full_disk_as_enospc(tiny_disk):
     import errno
 
-    from toros.fitsfiles import write_fits
+    from toros.floor.fitsfiles import write_fits
 
     with pytest.raises(OSError) as error:
         write_fits(tiny_disk / "big.fits", [fits.PrimaryHDU(np.zeros((512, 512), np.float32))])
@@ -1066,11 +1063,9 @@ def test_telescope_work_orders_of_any_shape(task, make_config, start_daemon):
 @pytest.mark.parametrize("task", ["calibrate_night", "calibrate_images"])
 def test_preprocessor_work_orders_of_any_shape(task, make_config, start_daemon):
     from toros.generated.toros_pb2_grpc import FrontDeskStub
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
 
     daemon = start_daemon(
-        make_config(preprocessor={"port": 0, "workers": 1}), lambda c: Daemon(c, PreprocessorModule, "preprocessor")
+        make_config(preprocessor={"port": 0, "workers": 1}), lambda c: build_daemon("preprocessor", c)
     )
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         submit_many_shapes(FrontDeskStub(channel), task)

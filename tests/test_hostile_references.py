@@ -11,11 +11,11 @@ import pytest
 from astropy.io import fits
 from support import toros_cli, write_config
 
+from toros.floor.sky_geometry import tan_wcs
 from toros.preprocessor.references import BadReference, ReferenceLibrary
 from toros.preprocessor.settings import ReferencesConfig
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.files import store_by_content
-from toros.sky_geometry import tan_wcs
 
 
 def cutout(path: Path, ra: float, dec: float, *, size: int = 64, value: float = 1.0) -> Path:

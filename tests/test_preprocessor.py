@@ -17,17 +17,16 @@ from astropy.nddata import CCDData
 from astropy.stats import mad_std
 from support import wait_for
 
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.combine import combine_bands
 from toros.preprocessor.inventory import take_inventory
 from toros.preprocessor.library import MasterLibrary
-from toros.preprocessor.module import PreprocessorModule
 from toros.preprocessor.pipeline import MASK_COSMIC_RAY, MASK_HOT, NightCalibration
 from toros.preprocessor.reduction import FrameReader
 from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.config import DatabaseConfig
-from toros.runtime.server import Daemon
 from toros.simulation.ccd import Sensor, make_frame, write_night
 
 SENSOR = Sensor(width=192, height=160, overscan=12)
@@ -287,7 +286,7 @@ def test_cosmic_rays_are_cleaned_in_worker_processes_when_asked(tmp_path):
 
 @pytest.fixture
 def preprocessor(make_config, start_daemon):
-    daemon = start_daemon(make_config(), lambda config: Daemon(config, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(make_config(), lambda config: build_daemon("preprocessor", config))
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         yield FrontDeskStub(channel), daemon
 

@@ -7,6 +7,7 @@ from support import DrillTelescope, dome_order
 
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.runtime.channels import connector
 from toros.runtime.clock import Clock
 from toros.runtime.frontdesk import FrontDesk
 from toros.runtime.journal import Journal
@@ -39,7 +40,14 @@ def grpc_servicer(tmp_path_factory):
     clock = Clock(rate=50.0)
     journal = Journal(config.database, "telescope", clock)
     module = DrillTelescope(
-        Services(config, clock, journal, submit=lambda order: journal.submit(order, "dome_control", 50))
+        Services(
+            clock,
+            journal,
+            submit=lambda order: journal.submit(order, "dome_control", 50),
+            storage_root=config.storage.root,
+            database=config.database,
+            connect=connector(config.security),
+        )
     )
     workers = WorkerPool(journal, clock, module.tasks(), 2, "telescope")
     workers.start()

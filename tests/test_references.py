@@ -12,10 +12,10 @@ from astropy.io import fits
 from sqlalchemy import func, select
 from support import toros_cli, write_config
 
+from toros.floor.sky_geometry import tan_wcs
 from toros.preprocessor.references import BadReference, ReferenceLibrary, reference_cells
 from toros.preprocessor.settings import ReferencesConfig
 from toros.runtime.config import DatabaseConfig
-from toros.sky_geometry import tan_wcs
 
 FIELD = (194.3, -17.9)
 NIGHT = datetime(2026, 5, 1, 23, 0, tzinfo=UTC)

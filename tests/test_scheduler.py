@@ -23,10 +23,9 @@ from astropy.coordinates import SkyCoord, get_body
 from astropy.time import Time
 from support import toros_cli
 
-from toros.site import MACON
-from toros.telescope.astronomy import location_of, night_times
+from toros.floor.astronomy import location_of, night_times
+from toros.floor.site import MACON, Constraints
 from toros.telescope.scheduler import PlanTarget, best_now, make_plan
-from toros.telescope.settings import Constraints
 
 # astroplan's own MoonSeparationConstraint warns about the direction of its separation; it is the reference here.
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.coordinates.NonRotationTransformationWarning")

@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from toros.daemons import build_daemon
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceFailed, ScienceStep
 from toros.preprocessor.settings import ScienceConfig
 from toros.simulation.sky import (
@@ -258,18 +259,16 @@ def test_the_preprocessor_daemon_makes_its_frames_science_ready(make_config, sta
     import grpc
     from support import wait_for
 
+    from toros.floor.sky_geometry import tan_wcs
     from toros.generated import toros_pb2 as pb
     from toros.generated.toros_pb2_grpc import FrontDeskStub
-    from toros.preprocessor.module import PreprocessorModule
-    from toros.runtime.server import Daemon
     from toros.simulation.ccd import Sensor, make_frame, write_night
     from toros.simulation.sky import Scene
-    from toros.sky_geometry import tan_wcs
 
     reference = tmp_path / "reference-stars.csv"
     sky.stars.write_reference_catalog(reference, [FIELD], 0.4)
     config = make_config(preprocessor={"port": 0, "science": {"reference_catalog": str(reference)}})
-    daemon = start_daemon(config, lambda c: Daemon(c, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(config, lambda c: build_daemon("preprocessor", c))
     night = daemon.storage_root / "raw" / "2026-11-22"
     sensor = Sensor(width=1024, height=1024, overscan=16)
     write_night(night, sensor, lights=0)

@@ -12,10 +12,10 @@ import pytest
 from astropy.coordinates import TETE, SkyCoord
 from astropy.time import Time
 
+from toros.floor.sky_geometry import tan_wcs
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor
 from toros.simulation.sky import Conditions, Scene, SimulatedSky
-from toros.sky_geometry import tan_wcs
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.devices.alpaca import (
     AlpacaCamera,

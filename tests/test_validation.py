@@ -10,11 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toros.alert.module import AlertModule
+from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.preprocessor.module import PreprocessorModule
-from toros.runtime.server import Daemon
 
 
 def target(**fields) -> pb.Target:
@@ -93,7 +91,7 @@ def test_telescope_refuses_bad_work_orders_naming_the_field(stub, order, message
 
 @pytest.fixture
 def preprocessor(make_config, start_daemon):
-    daemon = start_daemon(make_config(), lambda config: Daemon(config, PreprocessorModule, "preprocessor"))
+    daemon = start_daemon(make_config(), lambda config: build_daemon("preprocessor", config))
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         yield FrontDeskStub(channel), daemon
 
@@ -129,7 +127,7 @@ def test_preprocessor_accepts_a_night_inside_the_root(preprocessor):
 
 
 def test_alert_checks_its_payload(make_config, start_daemon):
-    daemon = start_daemon(make_config(), lambda config: Daemon(config, AlertModule, "alert"))
+    daemon = start_daemon(make_config(), lambda config: build_daemon("alert", config))
     with grpc.insecure_channel(f"127.0.0.1:{daemon.port}") as channel:
         stub = FrontDeskStub(channel)
         for order, message in [

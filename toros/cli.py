@@ -387,7 +387,7 @@ def cmd_alert_ingest(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
-    from toros.alert.catalog import BadCatalog, GalaxyIndex
+    from toros.floor.catalogs import BadCatalog, GalaxyIndex
 
     if args.file is None:
         config = _config(args)

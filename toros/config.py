@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 
 from toros.alert.settings import AlertConfig
+from toros.floor.site import Site
 from toros.preprocessor.settings import PreprocessorConfig
 from toros.runtime.config import ConfigError, NodeConfig, find_config_file, load_model
-from toros.site import Site
 from toros.telescope.settings import TelescopeConfig
 from toros.web.settings import WebConfig
 

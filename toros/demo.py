@@ -37,16 +37,16 @@ from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
-from toros.alert.catalog import GalaxyIndex
 from toros.alert.module import targets_for
 from toros.alert.notices import parse_notice
 from toros.alert.outputs import Candidate
 from toros.alert.ranking import rank
 from toros.alert.skymap import read_skymap
 from toros.config import load_config
+from toros.floor.catalogs import GalaxyIndex
+from toros.floor.requesters import DEMO
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.requesters import DEMO
 from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
 from toros.simulation.sky import Kilonova, StarCatalog

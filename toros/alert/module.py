@@ -16,9 +16,7 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from toros import journal_keys
 from toros.alert import orders
-from toros.alert.catalog import BadCatalog, GalaxyIndex
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.outputs import Candidate, plot_skymap, sky_view, write_sky_view, write_targets
@@ -26,10 +24,11 @@ from toros.alert.ranking import Ranked, observable, rank
 from toros.alert.relay import Relay
 from toros.alert.settings import AlertConfig, Observatory
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
-from toros.config import Config
+from toros.floor import journal_keys
+from toros.floor.catalogs import BadCatalog, GalaxyIndex
+from toros.floor.notifications import notify
+from toros.floor.requesters import ALERT_RELAY, LISTENER
 from toros.generated import toros_pb2 as pb
-from toros.notifications import notify
-from toros.requesters import ALERT_RELAY, LISTENER
 from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
 from toros.runtime.journal import JournalUnavailable
@@ -85,12 +84,10 @@ class Report:
 
 class AlertModule(Module):
     name = "alert"
-    config: Config  # the node's whole config (the daemon loads it)
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, settings: AlertConfig) -> None:
         super().__init__(services)
-        self.settings = self.config.alert
-        self.storage_root = Path(self.config.storage.root)
+        self.settings = settings
         self.index: GalaxyIndex | None = None
         self.listeners: list[KafkaListener | VoeventListener] = []
         self._event_locks: dict[str, threading.Lock] = {}
@@ -199,7 +196,7 @@ class AlertModule(Module):
         report = Report(alert, context)
         if (reason := self._gate(alert, context)) is not None:
             return report.done(f"{report.label}: {reason}")
-        relay = Relay(self.config.security, self.settings.relay_retry_s, context.sleep_real)
+        relay = Relay(self.services.connect, self.settings.relay_retry_s, context.sleep_real)
         if alert.retraction:
             self.journal.set_value(journal_keys.event_retracted(alert.alert_id), context.id)
             return report.done(self._retract(alert, relay, report.label))

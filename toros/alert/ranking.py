@@ -17,9 +17,9 @@ import numpy as np
 from astropy.coordinates import AltAz, EarthLocation, get_sun
 from astropy.time import Time
 
-from toros.alert.catalog import ORDER, GalaxyIndex
 from toros.alert.skymap import SkyMap
-from toros.site import Site
+from toros.floor.catalogs import ORDER, GalaxyIndex
+from toros.floor.site import Site
 
 
 @dataclass

@@ -9,10 +9,9 @@ from typing import TypeVar
 
 import grpc
 
-from toros.client import open_channel
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
-from toros.runtime.config import SecurityConfig
+from toros.runtime.channels import Connect
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,8 @@ Answer = TypeVar("Answer")
 
 
 class Relay:
-    def __init__(self, security: SecurityConfig, retry_seconds: float, wait: Callable[[float], None]) -> None:
-        self.security = security
+    def __init__(self, connect: Connect, retry_seconds: float, wait: Callable[[float], None]) -> None:
+        self.connect = connect
         self.retry_seconds = retry_seconds
         self.wait = wait  # sleeps, and ends early (raising) when the work order is cancelled or the daemon stops
 
@@ -32,7 +31,7 @@ class Relay:
         deadline = time.monotonic() + self.retry_seconds
         delay = 1.0
         while True:
-            channel = open_channel(address, self.security)
+            channel = self.connect(address)
             try:
                 return call(FrontDeskStub(channel))
             except grpc.RpcError as exc:

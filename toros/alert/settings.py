@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from toros.notifications import Notifications
+from toros.floor.notifications import Notifications
+from toros.floor.site import Site
 from toros.runtime.config import ConfigPath, Section, ServerConfig
-from toros.site import Site
 
 
 class Observatory(Site):

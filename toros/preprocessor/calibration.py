@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from toros.fitsfiles import FitsImageStream
+from toros.floor.fitsfiles import FitsImageStream
 from toros.preprocessor.inventory import RawFrame, stem
 from toros.preprocessor.library import Master
 from toros.preprocessor.reduction import Corrections, FrameReader

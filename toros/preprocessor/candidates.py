@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, delete, select
 
+from toros.floor.sky_geometry import separation_deg
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import make_engine
-from toros.sky_geometry import separation_deg
 
 MOVING_WITHIN_ARCMIN = 5.0
 

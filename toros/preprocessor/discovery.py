@@ -27,7 +27,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
-from toros.fitsfiles import (
+from toros.floor.fitsfiles import (
     BadImage,
     check_declared_size,
     check_finite,

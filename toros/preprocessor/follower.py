@@ -17,12 +17,11 @@ from pathlib import Path
 
 import grpc
 
-from toros import journal_keys
-from toros.client import open_channel
+from toros.floor import journal_keys
+from toros.floor.requesters import FOLLOWER
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.settings import FollowedTelescope
-from toros.requesters import FOLLOWER
 from toros.runtime.files import (
     UnusablePath,
     atomic_write,
@@ -71,7 +70,7 @@ class TelescopeFollower:
     def _run(self) -> None:
         backoff = 1.0
         while not self._stop.is_set():
-            channel = open_channel(self.telescope.address, self.services.config.security)
+            channel = self.services.connect(self.telescope.address)
             try:
                 stub = FrontDeskStub(channel)
                 after = self.position

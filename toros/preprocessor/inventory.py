@@ -9,7 +9,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from toros.fitsfiles import BadImage, check_declared_size, decompressed_size, image_index
+from toros.floor.fitsfiles import BadImage, check_declared_size, decompressed_size, image_index
 from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.files import NotRegularFile, UnusablePath, regular_file
 

@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.stats import mad_std
 
-from toros.fitsfiles import write_fits
+from toros.floor.fitsfiles import write_fits
 from toros.preprocessor.calibration import MASK_BAD_FLAT, MASK_HOT, FrameMasters, LoadedMaster
 from toros.preprocessor.combine import THREADS, combine_bands
 from toros.preprocessor.inventory import BadFrame, Inventory, RawFrame, Setup

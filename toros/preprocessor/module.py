@@ -7,8 +7,9 @@ import logging
 from datetime import UTC
 from pathlib import Path
 
-from toros.alert.catalog import BadCatalog, GalaxyIndex
-from toros.config import Config
+from toros.floor.catalogs import BadCatalog, GalaxyIndex
+from toros.floor.requesters import FOLLOWER
+from toros.floor.site import Site
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
 from toros.preprocessor.candidates import CandidateStore, CandidateVerdict, Label
@@ -20,11 +21,10 @@ from toros.preprocessor.pipeline import NIGHT_NAME, NightCalibration
 from toros.preprocessor.progress import NightResult, Progress
 from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceStep
-from toros.preprocessor.settings import WhenUnreachable
+from toros.preprocessor.settings import PreprocessorConfig, WhenUnreachable
 from toros.preprocessor.stages import Frame, StageName, StageRun, run_stages
 from toros.preprocessor.transients import TransientSearch
 from toros.preprocessor.waiting import WaitingForMasters
-from toros.requesters import FOLLOWER
 from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.validation import Checker
@@ -69,17 +69,22 @@ class WorkOrderReporter:
 
 class PreprocessorModule(Module):
     name = "preprocessor"
-    config: Config  # the node's whole config (the daemon loads it)
 
-    def __init__(self, services: Services) -> None:
+    def __init__(
+        self, services: Services, settings: PreprocessorConfig, *, site: Site, galaxy_catalog: Path | None = None
+    ) -> None:
+        """``site``: where the frames are taken (the preprocessor's own, else its telescope's); ``galaxy_catalog``:
+        what names candidates' hosts (its own, else the alert robot's)."""
         super().__init__(services)
-        self.storage_root = Path(self.config.storage.root)
+        self.settings = settings
+        self.site = site
+        self.galaxy_catalog = galaxy_catalog
         self.library: MasterLibrary | None = None
         self.references: ReferenceLibrary | None = None
         self.candidates: CandidateStore | None = None
         self._galaxies: tuple[GalaxyIndex | None] | None = None  # opened on the first search that needs it
         self.followers: list[TelescopeFollower] = []
-        self.compute = Compute(self.config.preprocessor.compute, self.storage_root)
+        self.compute = Compute(self.settings.compute, self.storage_root)
         self.waiting = WaitingForMasters(self.journal, services.submit)
         # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
         self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
@@ -94,16 +99,15 @@ class PreprocessorModule(Module):
         }
 
     def start(self) -> None:
-        self.library = MasterLibrary(self.config.database)
-        settings = self.config.preprocessor
+        self.library = MasterLibrary(self.services.database)
+        settings = self.settings
         if settings.references.enabled:
-            self.references = ReferenceLibrary(self.config.database, self.storage_root, settings.references)
+            self.references = ReferenceLibrary(self.services.database, self.storage_root, settings.references)
             self.candidates = CandidateStore(
-                self.config.database, match_radius_arcsec=settings.discovery.match_radius_arcsec
+                self.services.database, match_radius_arcsec=settings.discovery.match_radius_arcsec
             )
         self.followers = [
-            TelescopeFollower(telescope, self.services, self.storage_root)
-            for telescope in self.config.preprocessor.follow
+            TelescopeFollower(telescope, self.services, self.storage_root) for telescope in self.settings.follow
         ]
         for follower in self.followers:
             follower.start()
@@ -111,7 +115,7 @@ class PreprocessorModule(Module):
             log.error("compute: %s; per-frame work will %s", problem, self._when_unreachable())
 
     def _when_unreachable(self) -> str:
-        settings = self.config.preprocessor.compute
+        settings = self.settings.compute
         if settings.unreachable is WhenUnreachable.LOCAL:
             return "run on this node until the cluster answers"
         return f"wait up to {settings.wait_s:g} s for the cluster"
@@ -154,7 +158,7 @@ class PreprocessorModule(Module):
         """The galaxy catalog that names candidates' hosts (``preprocessor.discovery.galaxy_catalog``, else the
         alert robot's), opened once; without one, candidates have no host, and the log says why."""
         if self._galaxies is None:
-            catalog = self.config.preprocessor.discovery.galaxy_catalog or self.config.alert.catalog
+            catalog = self.galaxy_catalog
             index = None
             if catalog is not None:
                 try:
@@ -165,14 +169,14 @@ class PreprocessorModule(Module):
         return self._galaxies[0]
 
     def _transients(self) -> TransientSearch | None:
-        settings = self.config.preprocessor
+        settings = self.settings
         if self.references is None or self.candidates is None:
             return None
         if not settings.discovery.active(settings.science.active):
             return None
         return TransientSearch(
             settings.discovery, self.references, self.candidates, self.storage_root, galaxies=self._galaxy_index,
-            site=self.config.preprocessor_site.name, compute=self.compute,
+            site=self.site.name, compute=self.compute,
         )  # fmt: skip
 
     def _calibrate(self, context: TaskContext, files: list[Path], *, night: str | None = None) -> str:
@@ -180,14 +184,14 @@ class PreprocessorModule(Module):
         assert self.library is not None, "started"
         notes: list[str] = []
         pipeline = NightCalibration(
-            self.config.preprocessor.calibration,
+            self.settings.calibration,
             self.library,
             self.storage_root,
-            longitude_deg=self.config.preprocessor_site.longitude,
+            longitude_deg=self.site.longitude,
             work_order_id=context.id,
             now=self.clock.timestamp,
             science=self._science_step(),
-            reference_catalog=self.config.preprocessor.science.reference_catalog,
+            reference_catalog=self.settings.science.reference_catalog,
             references=self.references,
             transients=self._transients(),
             compute=self.compute,
@@ -205,7 +209,7 @@ class PreprocessorModule(Module):
     def _science_step(self) -> ScienceStep | None:
         """The science step with the reference catalog as it is now (read again when the file changes; a file
         that cannot be used leaves frames calibrated only, and says why in the log)."""
-        settings = self.config.preprocessor.science
+        settings = self.settings.science
         if not settings.active or settings.reference_catalog is None:
             return None
         path = settings.reference_catalog
@@ -261,7 +265,7 @@ class PreprocessorModule(Module):
         search = self._transients()
         engine_notes: list[str] = []
         result = NightResult()
-        settings = self.config.preprocessor
+        settings = self.settings
         run = StageRun(
             self.storage_root, task.night, context.id, settings.calibration, self.compute,
             Progress(WorkOrderReporter(context), total=len(frames)), result, self.clock.timestamp, step,

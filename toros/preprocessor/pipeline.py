@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from toros.floor.site import observing_night
 from toros.preprocessor.calibration import MASK_COSMIC_RAY, MASK_HOT, product_of
 from toros.preprocessor.compute import Engine, Here, Processes
 from toros.preprocessor.inventory import take_inventory
@@ -24,7 +25,6 @@ from toros.preprocessor.science import ScienceStep
 from toros.preprocessor.settings import CalibrationConfig
 from toros.preprocessor.stages import Frame, StageRun, run_stages
 from toros.preprocessor.transients import TransientSearch
-from toros.site import observing_night
 
 __all__ = ["MASK_COSMIC_RAY", "MASK_HOT", "NIGHT_NAME", "NightCalibration", "NightResult", "night_of"]
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 
-from toros.fitsfiles import (
+from toros.floor.fitsfiles import (
     BadImage,
     check_declared_size,
     check_finite,
@@ -46,12 +46,12 @@ from toros.fitsfiles import (
     header_number,
     image_index,
 )
+from toros.floor.sky_geometry import separation_deg
 from toros.preprocessor.inventory import stem
 from toros.preprocessor.settings import MAX_FRAME_BYTES, ReferencesConfig
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.database import make_engine
 from toros.runtime.files import GZIP_MAGIC, path_inside, safe_name, store_by_content
-from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
 

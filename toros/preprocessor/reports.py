@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from toros import __version__
-from toros.pictures import zscaled
+from toros.floor.pictures import zscaled
 from toros.preprocessor.candidates import Candidate, Search
 from toros.runtime.files import atomic_write
 

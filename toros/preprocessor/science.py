@@ -30,11 +30,11 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
-from toros.fitsfiles import write_fits
+from toros.floor.fitsfiles import write_fits
+from toros.floor.sky_geometry import separation_deg
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor.settings import ScienceConfig
 from toros.runtime.files import sha256_of
-from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from toros.floor.site import Site
 from toros.runtime.config import ConfigPath, Section, ServerConfig, is_loopback
-from toros.site import Site
 
 ImageKind = Literal["bias", "dark", "flat", "light"]
 DEFAULT_IMAGETYP: dict[str, ImageKind] = {

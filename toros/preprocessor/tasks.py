@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from toros.fitsfiles import write_fits
+from toros.floor.fitsfiles import write_fits
 from toros.preprocessor.calibration import MASK_COSMIC_RAY, Buffers, CalibrationJob, write_calibrated
 from toros.preprocessor.discovery import DiscoveryResult, DiscoverySettings, discover
 from toros.preprocessor.reduction import Corrections, FrameReader

@@ -20,7 +20,8 @@ import numpy as np
 from astropy.io import fits
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from toros.alert.catalog import GalaxyIndex
+from toros.floor.catalogs import GalaxyIndex
+from toros.floor.sky_geometry import separation_deg
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import reports, tasks, vetting
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
@@ -36,7 +37,6 @@ from toros.preprocessor.discovery import (
 from toros.preprocessor.references import BadReference, ReferenceLibrary, epoch_of, footprint_of
 from toros.preprocessor.settings import DiscoveryConfig
 from toros.runtime.files import atomic_write, path_inside, safe_name
-from toros.sky_geometry import separation_deg
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from toros import journal_keys
+from toros.floor import journal_keys
+from toros.floor.requesters import PREPROCESSOR
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor.progress import WaitingFrame
-from toros.requesters import PREPROCESSOR
 from toros.runtime.journal import Journal, WorkOrderRecord
 
 log = logging.getLogger(__name__)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from toros.generated import toros_pb2 as pb
+from toros.runtime.channels import Connect
 from toros.runtime.clock import Clock
-from toros.runtime.config import NodeConfig
+from toros.runtime.config import DatabaseConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.runtime.validation import Checker
 from toros.runtime.workers import TaskContext
@@ -27,16 +29,20 @@ class Task:
 
 @dataclass(frozen=True)
 class Services:
-    """What the runtime lends a module.
+    """What the runtime lends a module: its clock and journal, a way to submit work orders to itself, where its
+    files live, and how to reach other daemons. Its own settings are handed to it by whoever composes the node
+    (``toros.daemons``): a module never sees another's section.
 
     ``submit`` accepts a work order from the module itself (e.g. one per image a followed telescope
     announces): it is journaled and queued like one from a client, and is idempotent on its id.
     """
 
-    config: NodeConfig
     clock: Clock
     journal: Journal
     submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]]
+    storage_root: Path
+    database: DatabaseConfig  # for the module's own stores (masters, references, candidates)
+    connect: Connect  # a channel to another daemon, with this node's TLS and token
 
 
 class Module:
@@ -46,9 +52,9 @@ class Module:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.config = services.config
         self.clock = services.clock
         self.journal = services.journal
+        self.storage_root = services.storage_root
 
     def tasks(self) -> dict[str, Task]:
         """The tasks this module accepts, by WorkOrder.task field name."""

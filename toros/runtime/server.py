@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from toros import __version__
 from toros.generated import toros_pb2 as pb
 from toros.generated import toros_pb2_grpc as pb_grpc
+from toros.runtime.channels import connector
 from toros.runtime.clock import Clock
 from toros.runtime.config import ConfigError, NodeConfig, TlsConfig, plaintext_beyond_loopback
 from toros.runtime.database import url_for_logs
@@ -30,9 +31,6 @@ from toros.runtime.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FrontDesk"].full_name
-# The largest request a client sends and a daemon accepts by default (the alert daemon's: a ProcessAlert may
-# carry a 64 MiB sky map); each daemon's own limit is its section's max_message_bytes.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 4096
 
 
 def host_port(ip: str, port: int) -> str:
@@ -90,7 +88,11 @@ class Daemon:
             raise ConfigError(refusal)
         set_file_mode(self.config.storage.file_mode)
         self._open_storage_and_journal()
-        self.module = self._module_factory(Services(self.config, self.clock, self.journal, self._submit_internal))
+        services = Services(
+            self.clock, self.journal, self._submit_internal, self.storage_root, self.config.database,
+            connector(self.config.security),
+        )  # fmt: skip
+        self.module = self._module_factory(services)
         self.workers = WorkerPool(
             self.journal,
             self.clock,

@@ -74,7 +74,7 @@ def make_pair(
     new_conditions = Conditions("r", 60.0, 1.2, new_seeing, WHEN)
     reference_conditions = Conditions("r", 300.0, 1.1, reference_seeing, WHEN - timedelta(days=30))
     sky = SimulatedSky(stars, hosts)
-    from toros.sky_geometry import tan_wcs
+    from toros.floor.sky_geometry import tan_wcs
 
     wcs = tan_wcs(ra, dec, size, size, pixel_scale)
     photometry = sky.photometry

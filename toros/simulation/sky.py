@@ -38,8 +38,8 @@ from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 from scipy.special import erf
 
+from toros.floor.sky_geometry import separation_deg
 from toros.runtime.files import atomic_write
-from toros.sky_geometry import separation_deg
 
 FILTERS = ("g", "r", "i", "z", "clear")
 TOROS_PIXEL_SCALE_ARCSEC = 0.47
@@ -486,8 +486,8 @@ def write_calibrated_frame(
     telescope truly points (``pointing_error_arcsec``: ΔRA·cos Dec, ΔDec). For tests and benchmarks."""
     from astropy.io import fits
 
-    from toros.fitsfiles import write_fits
-    from toros.sky_geometry import tan_wcs
+    from toros.floor.fitsfiles import write_fits
+    from toros.floor.sky_geometry import tan_wcs
 
     conditions = conditions or Conditions("r", 60.0, 1.2, 1.8, datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
     ra, dec = centre

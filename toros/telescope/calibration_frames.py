@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from toros import journal_keys
+from toros.floor import journal_keys
+from toros.floor.astronomy import local_noon, night_of, sun_altitude, zenith
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.runtime.workers import TaskContext, TaskFailed
-from toros.telescope.astronomy import local_noon, night_of, sun_altitude, zenith
 from toros.telescope.devices import CommandRefused, FlatLamp
 from toros.telescope.imaging import ImageRequest
 from toros.telescope.observatory import Observatory

@@ -14,9 +14,9 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from toros.floor.journal_keys import operator_hold
+from toros.floor.notifications import notify
 from toros.generated import toros_pb2 as pb
-from toros.journal_keys import operator_hold
-from toros.notifications import notify
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal, timestamp
 from toros.telescope.settings import HoldConfig

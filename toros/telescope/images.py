@@ -17,11 +17,11 @@ import numpy as np
 from astropy.io import fits
 
 from toros import __version__
-from toros.fitsfiles import write_fits
+from toros.floor.fitsfiles import write_fits
+from toros.floor.site import Site
+from toros.floor.sky_geometry import tan_wcs
 from toros.generated import toros_pb2 as pb
 from toros.runtime.files import path_inside, safe_name
-from toros.site import Site
-from toros.sky_geometry import tan_wcs
 
 IMAGETYP: dict[int, str] = {
     pb.IMAGE_TYPE_BIAS: "BIAS",

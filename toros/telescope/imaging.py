@@ -18,11 +18,11 @@ import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from toros import journal_keys
+from toros.floor import journal_keys
+from toros.floor.astronomy import night_of
 from toros.generated import toros_pb2 as pb
 from toros.runtime.journal import Journal
 from toros.telescope import images
-from toros.telescope.astronomy import night_of
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.preemption import GiveWay
 from toros.telescope.settings import TelescopeConfig

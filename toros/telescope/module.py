@@ -6,9 +6,9 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from toros.config import Config
+from toros.floor.astronomy import coming_night
+from toros.floor.requesters import is_operator
 from toros.generated import toros_pb2 as pb
-from toros.requesters import is_operator
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.telescope import orders
@@ -20,7 +20,8 @@ from toros.telescope.night import NightRunner
 from toros.telescope.observatory import Observatory
 from toros.telescope.safety import Unsafe
 from toros.telescope.scheduler import make_plan
-from toros.telescope.targets import FINAL, Dispatcher, Entry, TargetBook, TargetState, coming_night
+from toros.telescope.settings import TelescopeConfig
+from toros.telescope.targets import FINAL, Dispatcher, Entry, TargetBook, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,11 @@ def _answering(precondition: Callable[[pb.WorkOrder], str | None]) -> Callable[[
 
 class TelescopeModule(Module):
     name = "telescope"
-    config: Config  # the node's whole config (the daemon loads it)
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, settings: TelescopeConfig) -> None:
         super().__init__(services)
-        root = self.config.storage.root
-        settings = self.config.telescope
+        self.settings = settings
+        root = self.storage_root
         self.observatory = Observatory(settings, root, self.clock, self.journal)
         self.hold = OperatorHold(self.journal, self.clock, settings.hold)
         self.book = TargetBook(settings, self.journal)
@@ -69,7 +69,7 @@ class TelescopeModule(Module):
 
     def start(self) -> None:
         """Connects the devices (a device that fails is FAULT; the daemon still serves) and starts the night."""
-        settings = self.config.telescope
+        settings = self.settings
         self.observatory.start()
         self.dispatcher.start()
         if settings.mode == "robotic":
@@ -102,7 +102,7 @@ class TelescopeModule(Module):
     def activity(self) -> str:
         if (hold := self.hold.current) is not None:
             return hold.describe()
-        return self.night.describe() if self.config.telescope.mode == "robotic" else "manual"
+        return self.night.describe() if self.settings.mode == "robotic" else "manual"
 
     def describe_status(self, status: pb.ModuleStatus) -> None:
         if (hold := self.hold.message()) is not None:
@@ -121,7 +121,7 @@ class TelescopeModule(Module):
             else ""
         )
         return (
-            f"mode {self.config.telescope.mode}, site {self.config.telescope.site.name}; {state}{target}; "
+            f"mode {self.settings.mode}, site {self.settings.site.name}; {state}{target}; "
             f"{len(self.book.pending())} targets pending; Sun {o.sun():+.1f} deg{safety}{storage}"
         )
 
@@ -146,7 +146,7 @@ class TelescopeModule(Module):
 
     def _daylight(self, order: pb.WorkOrder, override: bool) -> str | None:
         """The Sun above ``safety.max_sun_altitude_deg``, unless an operator overrides it (by name)."""
-        limit = self.config.telescope.safety.max_sun_altitude_deg
+        limit = self.settings.safety.max_sun_altitude_deg
         if (sun := self.observatory.sun()) <= limit:
             return None
         if override and is_operator(order.requester) and order.requester:
@@ -181,7 +181,7 @@ class TelescopeModule(Module):
         if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
             if not self.observatory.is_open():
                 return "sky flats need the dome open (night_operation OPEN), or use flat_source DOME"
-            low, high = self.config.telescope.calibrations.flat_sun_altitude_deg
+            low, high = self.settings.calibrations.flat_sun_altitude_deg
             if not low <= (sun := self.observatory.sun()) <= high:
                 return f"the Sun is at {sun:+.1f} deg, outside the sky-flat band {low:+.1f} to {high:+.1f} deg"
         if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source == pb.FLAT_SOURCE_DOME:
@@ -200,7 +200,7 @@ class TelescopeModule(Module):
         if (reason := self.can_open(context.order, override)) is not None:
             raise TaskFailed(reason)
         sun = self.observatory.sun()
-        limit = self.config.telescope.safety.max_sun_altitude_deg
+        limit = self.settings.safety.max_sun_altitude_deg
         with self.observatory.instrument:
             self.observatory.open(context.check)
         notes = ""
@@ -259,7 +259,7 @@ class TelescopeModule(Module):
     def observe_targets(self, context: TaskContext) -> str:
         task: pb.ObserveTargets = context.task  # type: ignore[assignment]
         accepted = datetime.fromtimestamp(context.record.accept_time, tz=UTC)
-        _, deadline = coming_night(self.config.telescope, accepted)
+        _, deadline = coming_night(self.settings.site, self.settings.constraints, accepted)
         if task.HasField("valid_until"):
             deadline = min(deadline, task.valid_until.ToDatetime(tzinfo=UTC))
         entries = self.book.add(context.id, task, on_progress=context.wake)  # progress shown per frame
@@ -293,11 +293,17 @@ class TelescopeModule(Module):
 
     def _drop_unobservable(self, entries: list[Entry]) -> None:
         """Targets that cannot be observed tonight are reported at once, with the reason."""
-        settings = self.config.telescope
+        settings = self.settings
         now = self.clock.now()
         pending = [e for e in entries if e.state == TargetState.PENDING]
         targets = [e.plan_target(settings) for e in pending]
-        plan, _ = make_plan(targets, settings.site, settings.constraints, coming_night(settings, now)[0], since=now)
+        plan, _ = make_plan(
+            targets,
+            settings.site,
+            settings.constraints,
+            coming_night(settings.site, settings.constraints, now)[0],
+            since=now,
+        )
         for entry in pending:
             reason = plan.unobservable.get(entry.key)
             if reason and entry.key not in plan.crowded_out:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum, StrEnum
 
+from toros.floor.astronomy import local_noon, night_of
+from toros.floor.requesters import ROBOTIC_NIGHT
 from toros.generated import toros_pb2 as pb
-from toros.requesters import ROBOTIC_NIGHT
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal, WorkOrderRecord
-from toros.telescope.astronomy import local_noon, night_of
 from toros.telescope.hold import OperatorHold
 from toros.telescope.loops import Repeating
 from toros.telescope.observatory import Observatory

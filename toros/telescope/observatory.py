@@ -13,10 +13,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from toros.floor.astronomy import altaz_exact, sun_altitude
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
-from toros.telescope.astronomy import altaz_exact, sun_altitude
 from toros.telescope.devices import CommandRefused, Device, DeviceError, Look, Shutter
 from toros.telescope.dome_geometry import azimuth_error_deg, tolerance_deg
 from toros.telescope.equipment import build_equipment

@@ -16,10 +16,9 @@ import astropy.units as u
 import numpy as np
 from astropy.time import Time
 
+from toros.floor.astronomy import night_times, sky_grid
+from toros.floor.site import Constraints, Site
 from toros.runtime.files import atomic_write
-from toros.site import Site
-from toros.telescope.astronomy import night_times, sky_grid
-from toros.telescope.settings import Constraints
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -22,11 +22,11 @@ import astropy.units as u
 import numpy as np
 from astropy.time import Time
 
+from toros.floor.astronomy import SkyGrid, minimum_altitude, night_times, sky_grid
+from toros.floor.site import Constraints, Site
 from toros.runtime.files import atomic_write
-from toros.site import Site
-from toros.telescope.astronomy import SkyGrid, night_times, sky_grid
 from toros.telescope.plan_picture import Observation, draw_night
-from toros.telescope.settings import Constraints, TelescopeConfig
+from toros.telescope.settings import TelescopeConfig
 
 # Constraints are met with this margin (degrees) so that an independent check (astroplan, astropy's full
 # transform) between grid points never finds a block a hair outside a limit.
@@ -103,18 +103,6 @@ class Plan:
             },
             indent=2,
         )
-
-
-def minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:
-    """The lowest altitude allowed at each azimuth: the altitude limit, the airmass limit, the horizon."""
-    floor = max(constraints.min_altitude_deg, math.degrees(math.asin(1.0 / constraints.max_airmass)))
-    if not constraints.horizon:
-        return np.full(azimuth.shape, floor)
-    points = sorted(constraints.horizon)
-    az = np.array([p[0] for p in points])
-    alt = np.array([p[1] for p in points])
-    horizon = np.interp(azimuth, az, alt, period=360.0)
-    return np.maximum(floor, horizon)
 
 
 @dataclass

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from toros.notifications import Notifications
+from toros.floor.notifications import Notifications
+from toros.floor.site import MACON, Constraints, Site
 from toros.runtime.config import ConfigPath, Section, ServerConfig
-from toros.site import MACON, Site
 from toros.telescope.devices.equinox import Equinox
 from toros.telescope.dome_geometry import DomeGeometry, PierSide
 
@@ -256,19 +256,6 @@ class SimulatedSkySettings(Section):
         if not 0.3 <= low <= high <= 10:
             raise ValueError("seeing_arcsec must be [low, high] with 0.3 <= low <= high <= 10")
         return self
-
-
-class Constraints(Section):
-    """When a target may be observed."""
-
-    min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
-    max_airmass: float = Field(default=2.5, ge=1, le=40)
-    twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0, description="night: the Sun below this")
-    min_moon_separation_deg: float = Field(default=20.0, ge=0, le=180)
-    horizon: tuple[tuple[float, float], ...] = Field(
-        default=(), description="(azimuth, minimum altitude) points of the local horizon, degrees; interpolated"
-    )
-    time_step_s: float = Field(default=120.0, ge=10, le=1800, description="resolution of the night plan")
 
 
 class RoutineCalibrations(Section):

@@ -17,16 +17,16 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
 
-from toros import journal_keys
+from toros.floor import journal_keys
+from toros.floor.astronomy import altaz_exact, coming_night, night_of
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.files import atomic_write
 from toros.runtime.journal import Journal
-from toros.telescope.astronomy import altaz_exact, night_of, night_times
 from toros.telescope.devices import CommandRefused, DeviceError
 from toros.telescope.hold import OperatorHold
 from toros.telescope.images import FollowUp
@@ -192,17 +192,6 @@ class TargetBook:
             watcher()
 
 
-def coming_night(config: TelescopeConfig, moment: datetime) -> tuple[date, datetime]:
-    """The night whose dark time has not ended at ``moment`` (tonight, or the next one in the morning), and
-    its dawn: targets of an order not observed by then expire."""
-    night = night_of(config.site, moment)
-    for offset in (0, 1, 2):
-        times = night_times(config.site, night + timedelta(days=offset), config.constraints.twilight_sun_altitude_deg)
-        if times.dawn is not None and times.dawn > moment:
-            return night + timedelta(days=offset), times.dawn
-    return night + timedelta(days=1), moment + timedelta(days=1)
-
-
 class Dispatcher:
     """Observes the best target now, whenever the observatory is open in the dark; keeps the plan current."""
 
@@ -271,7 +260,7 @@ class Dispatcher:
         self._planned_version = self.book.version
         entries = self.book.pending()
         now = self.clock.now()
-        night, _ = coming_night(self.config, now)
+        night, _ = coming_night(self.config.site, self.config.constraints, now)
         targets = self._plan_targets(entries)
         folder = self.root / night.isoformat()
         json_path, png_path = folder / "plan.json", folder / "plan.png"

@@ -43,9 +43,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from toros.config import Config
+from toros.floor.astronomy import coming_night
 from toros.generated import toros_pb2 as pb
 from toros.runtime.files import safe_name
-from toros.telescope.targets import coming_night
 from toros.web.accounts import Accounts, Refusal, Session
 from toros.web.hub import DAEMON, MODULES, EventHub, Subscriber, WebEvent, format_position, parse_position
 from toros.web.pages import ACTIONS, LOGIN_PAGE, OVERVIEW_PAGE, PAGES
@@ -334,7 +334,7 @@ class Console:
         """The telescope's clock, its night and the night's plan (None before there is one)."""
         status = self.hub.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10)
         now = status.clock_time.ToDatetime(tzinfo=UTC)
-        night, _ = coming_night(self.config.telescope, now)
+        night, _ = coming_night(self.config.telescope.site, self.config.telescope.constraints, now)
         folder = night.isoformat()
         try:
             return now, folder, self.previews.json("telescope", f"{folder}/plan.json")

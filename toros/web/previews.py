@@ -19,8 +19,8 @@ import numpy as np
 from astropy.io import fits
 from PIL import Image
 
+from toros.floor.pictures import zscaled
 from toros.generated import toros_pb2 as pb
-from toros.pictures import zscaled
 from toros.web.hub import EventHub
 
 CHUNK_BYTES = 4 * 1024 * 1024

@@ -14,11 +14,9 @@ import numpy as np
 from astropy.coordinates import get_body
 from astropy.time import Time
 
+from toros.floor.astronomy import location_of, minimum_altitude
+from toros.floor.site import Constraints, Site
 from toros.generated import toros_pb2 as pb
-from toros.site import Site
-from toros.telescope.astronomy import location_of
-from toros.telescope.scheduler import minimum_altitude
-from toros.telescope.settings import Constraints
 
 
 class TargetState(StrEnum):

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from toros.floor.site import Site
+from toros.floor.sky_geometry import tan_wcs
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor, make_frame
 from toros.simulation.sky import (
@@ -30,8 +32,6 @@ from toros.simulation.sky import (
     Transient,
     VariableStar,
 )
-from toros.site import Site
-from toros.sky_geometry import tan_wcs
 from toros.telescope.devices import (
     Camera,
     CommandRefused,
@@ -263,7 +263,7 @@ def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
     """The simulated sky a config describes: its stars, the galaxies of a catalog, its transients."""
     galaxies: Galaxies | Sequence[Galaxy] = ()
     if settings.galaxy_catalog is not None:
-        from toros.alert.catalog import GalaxyIndex
+        from toros.floor.catalogs import GalaxyIndex
 
         index = GalaxyIndex.open(settings.galaxy_catalog)
         galaxies = Galaxies(index.ra, index.dec, index.bmag, index.dist, index.name)
@@ -335,7 +335,7 @@ class Sky:
     def light(self, exposure_s: float = 0.0) -> Light:
         """What falls on the detector during an exposure starting now: the twilight sky as it is half way
         through (it changes by a magnitude per degree of the Sun), the rest as it is now."""
-        from toros.telescope.astronomy import altaz_exact, sun_altitude
+        from toros.floor.astronomy import altaz_exact, sun_altitude
 
         current = self.filters.current()
         filter = current if current in FILTERS else "clear"  # an unknown filter passes light as clear
@@ -378,7 +378,7 @@ class Sky:
             return 1.0
         from astropy.time import Time
 
-        from toros.telescope.astronomy import sky_grid
+        from toros.floor.astronomy import sky_grid
         from toros.telescope.dome_geometry import azimuth_error_deg
 
         geometry = link.slit_geometry(self.site.latitude)
@@ -408,7 +408,7 @@ class Sky:
         from astropy.coordinates import AltAz, get_body
         from astropy.time import Time
 
-        from toros.telescope.astronomy import location_of
+        from toros.floor.astronomy import location_of
 
         when = Time(now)
         location = location_of(self.site)

@@ -9,6 +9,7 @@ of times faster for a night of hundreds of targets.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -17,7 +18,7 @@ import numpy as np
 from astropy.coordinates import TETE, AltAz, EarthLocation, SkyCoord, get_body, get_sun
 from astropy.time import Time
 
-from toros.site import Site, observing_night
+from toros.floor.site import Constraints, Site, observing_night
 
 GRID_MINUTES = 2.0
 SIDEREAL_RAD_PER_S = 2 * np.pi * 1.00273790935 / 86400.0  # apparent sidereal time per UT1 second
@@ -189,3 +190,26 @@ def zenith(site: Site, when: datetime) -> tuple[float, float]:
     """RA and Dec (degrees) of the zenith: where twilight flats are flattest."""
     last = Time(when).sidereal_time("apparent", longitude=site.longitude * u.deg).to_value(u.deg)
     return float(last) % 360.0, site.latitude
+
+
+def minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:
+    """The lowest altitude allowed at each azimuth: the altitude limit, the airmass limit, the horizon."""
+    floor = max(constraints.min_altitude_deg, math.degrees(math.asin(1.0 / constraints.max_airmass)))
+    if not constraints.horizon:
+        return np.full(azimuth.shape, floor)
+    points = sorted(constraints.horizon)
+    az = np.array([p[0] for p in points])
+    alt = np.array([p[1] for p in points])
+    horizon = np.interp(azimuth, az, alt, period=360.0)
+    return np.maximum(floor, horizon)
+
+
+def coming_night(site: Site, constraints: Constraints, moment: datetime) -> tuple[date, datetime]:
+    """The night whose dark time has not ended at ``moment`` (tonight, or the next one in the morning), and
+    its dawn: targets of an order not observed by then expire."""
+    night = night_of(site, moment)
+    for offset in (0, 1, 2):
+        times = night_times(site, night + timedelta(days=offset), constraints.twilight_sun_altitude_deg)
+        if times.dawn is not None and times.dawn > moment:
+            return night + timedelta(days=offset), times.dawn
+    return night + timedelta(days=1), moment + timedelta(days=1)

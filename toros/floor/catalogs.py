@@ -165,7 +165,7 @@ class GalaxyIndex:
         a range of the sorted order-29 pixels, then the exact distance."""
         from astropy_healpix import HEALPix
 
-        from toros.sky_geometry import separation_deg
+        from toros.floor.sky_geometry import separation_deg
 
         level = 10
         cells = HEALPix(nside=2**level, order="nested").cone_search_lonlat(

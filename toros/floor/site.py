@@ -1,5 +1,6 @@
-"""Where an observatory is, and which observing night a moment belongs to: shared by the modules that observe
-(the telescope, the preprocessor that names nights, the alert robot that judges visibility)."""
+"""Where an observatory is, when it may observe (its constraints), and which observing night a moment belongs
+to: shared by the modules that observe (the telescope, the preprocessor that names nights, the alert robot that
+judges visibility, the console that draws the horizon)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def observing_night(when: datetime, longitude_deg: float) -> date:
         when = when.replace(tzinfo=UTC)
     local = when.astimezone(UTC) + timedelta(hours=longitude_deg / 15.0)
     return (local - timedelta(hours=12)).date()
+
+
+class Constraints(Section):
+    """When a target may be observed."""
+
+    min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
+    max_airmass: float = Field(default=2.5, ge=1, le=40)
+    twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0, description="night: the Sun below this")
+    min_moon_separation_deg: float = Field(default=20.0, ge=0, le=180)
+    horizon: tuple[tuple[float, float], ...] = Field(
+        default=(), description="(azimuth, minimum altitude) points of the local horizon, degrees; interpolated"
+    )
+    time_step_s: float = Field(default=120.0, ge=10, le=1800, description="resolution of the night plan")

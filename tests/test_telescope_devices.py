@@ -429,3 +429,14 @@ def test_the_same_pointing_shows_the_same_stars(clock):
     elsewhere = stars()
     assert (first & again).sum() > 0.8 * first.sum()
     assert (first & elsewhere).sum() < 0.2 * first.sum()
+
+
+def test_every_driver_the_config_accepts_is_in_the_driver_table_and_no_other():
+    from typing import get_args
+
+    from toros.telescope.equipment import DRIVERS
+    from toros.telescope.settings import TelescopeConfig
+
+    for kind, drivers in DRIVERS.items():
+        link = TelescopeConfig.model_fields[kind].annotation
+        assert set(get_args(link.model_fields["driver"].annotation)) == set(drivers), kind

@@ -148,12 +148,12 @@ class CalibrationFrames:
         lamp: FlatLamp = o.lamp
         seconds = task.exposure_time.ToTimedelta().total_seconds() or self.settings.dome_flat_exposure_s
         with o.instrument:
-            o.call(lamp, lamp.switch_on)
+            o.operations.call(lamp, lamp.switch_on)
             try:
-                o.wait(lamp, lamp.lit, "lighting the flat lamp", context.check)
+                o.operations.wait(lamp, lamp.lit, "lighting the flat lamp", context.check)
                 self._series(context, task, seconds, flat_source="dome")
             finally:
-                o.call(lamp, lamp.switch_off)
+                o.operations.call(lamp, lamp.switch_off)
         return f"{task.count} flat frames of {seconds:g} s"
 
     def _frames_done(self, context: TaskContext) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor
@@ -35,62 +38,70 @@ class Equipment:
         return devices + ([self.lamp] if self.lamp is not None else [])
 
 
+# A simulator is made from the config and the clock (the camera's also sees what the devices before it do); a
+# real driver from its device's link section alone, loaded by name (only the drivers in use are imported).
+Simulator = Callable[[TelescopeConfig, Clock, dict[str, Any]], Any]
+DRIVERS: dict[str, dict[str, Simulator | str]] = {
+    "mount": {
+        "simulator": lambda c, clock, built: SimulatedMount(clock, c.mount.slew_rate_deg_s),
+        "lx200": "toros.telescope.devices.lx200:Lx200Mount",
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaMount",
+        "indi": "toros.telescope.devices.indi:IndiMount",
+    },
+    "dome": {
+        "simulator": lambda c, clock, built: SimulatedDome(
+            clock, c.dome.rotation_deg_s, c.dome.shutter_s, c.dome.park_azimuth_deg
+        ),
+        "serial": "toros.telescope.devices.serial_dome:SerialDome",
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaDome",
+        "indi": "toros.telescope.devices.indi:IndiDome",
+    },
+    "filter_wheel": {
+        "simulator": lambda c, clock, built: SimulatedFilterWheel(
+            clock, c.filter_wheel.filters, c.filter_wheel.change_s
+        ),
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaFilterWheel",
+        "indi": "toros.telescope.devices.indi:IndiFilterWheel",
+    },
+    "weather": {
+        "simulator": lambda c, clock, built: SimulatedWeather(clock, c.weather.bad_weather),
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaSafetyMonitor",
+        "indi": "toros.telescope.devices.indi:IndiWeather",
+    },
+    "flat_lamp": {
+        "simulator": lambda c, clock, built: SimulatedFlatLamp(),
+        "none": lambda c, clock, built: None,
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaFlatLamp",
+        "indi": "toros.telescope.devices.indi:IndiFlatLamp",
+    },
+    "camera": {
+        "simulator": lambda c, clock, built: _simulated_camera(c, clock, built),
+        "alpaca": "toros.telescope.devices.alpaca:AlpacaCamera",
+        "indi": "toros.telescope.devices.indi:IndiCamera",
+    },
+}
+
+
+def _simulated_camera(config: TelescopeConfig, clock: Clock, built: dict[str, Any]) -> SimulatedCamera:
+    """A simulated camera sees the simulated sky above whatever dome, mount, filter wheel and lamp drive it."""
+    devices = (built["dome"], built["mount"], built["filter_wheel"], built["flat_lamp"])
+    sky = Sky(clock, config.site, devices, config.camera, config.sky, config.dome)
+    link = config.camera
+    sensor = Sensor(width=link.width, height=link.height, overscan=link.overscan, read_noise=link.read_noise_e)
+    return SimulatedCamera(clock, sensor, link.readout_s, sky.light)
+
+
 def build_equipment(config: TelescopeConfig, clock: Clock) -> Equipment:
-    """The devices the config names. A simulated camera sees the simulated sky above whatever dome, mount,
-    filter wheel and lamp drive it."""
-    from toros.telescope.devices import alpaca, indi
-
-    mount: Mount
-    dome: Dome
-    camera: Camera
-    wheel: FilterWheel
-    weather: WeatherStation
-    if config.mount.driver == "lx200":
-        from toros.telescope.devices.lx200 import Lx200Mount
-
-        mount = Lx200Mount(config.mount)
-    elif config.mount.driver == "alpaca":
-        mount = alpaca.AlpacaMount(config.mount)
-    elif config.mount.driver == "indi":
-        mount = indi.IndiMount(config.mount)
-    else:
-        mount = SimulatedMount(clock, config.mount.slew_rate_deg_s)
-    if config.dome.driver == "serial":
-        from toros.telescope.devices.serial_dome import SerialDome
-
-        dome = SerialDome(config.dome)
-    elif config.dome.driver == "alpaca":
-        dome = alpaca.AlpacaDome(config.dome)
-    elif config.dome.driver == "indi":
-        dome = indi.IndiDome(config.dome)
-    else:
-        dome = SimulatedDome(clock, config.dome.rotation_deg_s, config.dome.shutter_s, config.dome.park_azimuth_deg)
-    if config.filter_wheel.driver == "alpaca":
-        wheel = alpaca.AlpacaFilterWheel(config.filter_wheel)
-    elif config.filter_wheel.driver == "indi":
-        wheel = indi.IndiFilterWheel(config.filter_wheel)
-    else:
-        wheel = SimulatedFilterWheel(clock, config.filter_wheel.filters, config.filter_wheel.change_s)
-    if config.weather.driver == "alpaca":
-        weather = alpaca.AlpacaSafetyMonitor(config.weather)
-    elif config.weather.driver == "indi":
-        weather = indi.IndiWeather(config.weather)
-    else:
-        weather = SimulatedWeather(clock, config.weather.bad_weather)
-    lamp: FlatLamp | None = None
-    if config.flat_lamp.driver == "alpaca":
-        lamp = alpaca.AlpacaFlatLamp(config.flat_lamp)
-    elif config.flat_lamp.driver == "indi":
-        lamp = indi.IndiFlatLamp(config.flat_lamp)
-    elif config.flat_lamp.driver == "simulator":
-        lamp = SimulatedFlatLamp()
-    if config.camera.driver == "alpaca":
-        camera = alpaca.AlpacaCamera(config.camera)
-    elif config.camera.driver == "indi":
-        camera = indi.IndiCamera(config.camera)
-    else:
-        sky = Sky(clock, config.site, (dome, mount, wheel, lamp), config.camera, config.sky, config.dome)
-        link = config.camera
-        sensor = Sensor(width=link.width, height=link.height, overscan=link.overscan, read_noise=link.read_noise_e)
-        camera = SimulatedCamera(clock, sensor, link.readout_s, sky.light)
-    return Equipment(mount, dome, camera, wheel, weather, lamp)
+    """The devices the config names (``telescope.<device>.driver``), each from the driver table."""
+    built: dict[str, Any] = {}
+    for kind, drivers in DRIVERS.items():  # in order: the simulated camera needs the others
+        link = getattr(config, kind)
+        maker = drivers[link.driver]
+        if isinstance(maker, str):
+            module, _, name = maker.partition(":")
+            built[kind] = getattr(importlib.import_module(module), name)(link)
+        else:
+            built[kind] = maker(config, clock, built)
+    return Equipment(
+        built["mount"], built["dome"], built["camera"], built["filter_wheel"], built["weather"], built["flat_lamp"]
+    )

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from google.protobuf.duration_pb2 import Duration
@@ -21,14 +20,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from toros.floor import journal_keys
 from toros.floor.astronomy import night_of
 from toros.generated import toros_pb2 as pb
+from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
 from toros.telescope import images
-from toros.telescope.devices import CommandRefused, DeviceError
-from toros.telescope.preemption import GiveWay
+from toros.telescope.devices import Camera, CommandRefused, DeviceError, FilterWheel, Mount
+from toros.telescope.operations import DeviceOperations
+from toros.telescope.preemption import GiveWay, Preemption
 from toros.telescope.settings import TelescopeConfig
-
-if TYPE_CHECKING:
-    from toros.telescope.observatory import Observatory
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +54,23 @@ class ImageRequest:
     preemptible: bool = False  # an alert's target may stop it (routine targets, calibration frames)
 
 
+@dataclass(frozen=True)
+class ImagingPort:
+    """What imaging uses of the telescope, and nothing more: the camera, the mount (where it points), the filter
+    wheel, commands to devices, the preemption's signal, the clock, and a way to say the devices changed."""
+
+    camera: Camera
+    mount: Mount
+    wheel: FilterWheel
+    operations: DeviceOperations
+    preemption: Preemption
+    clock: Clock
+    devices_changed: Callable[[], None]
+
+
 class Imaging:
-    def __init__(self, observatory: Observatory, config: TelescopeConfig, root: Path, journal: Journal) -> None:
-        self.observatory = observatory
+    def __init__(self, port: ImagingPort, config: TelescopeConfig, root: Path, journal: Journal) -> None:
+        self.port = port
         self.config = config
         self.root = root
         self.journal = journal
@@ -79,7 +91,7 @@ class Imaging:
         if free > FRAMES_OF_ROOM * frame_bytes:
             log.info("storage has room again (%d bytes free): exposures resume", free)
             self.storage_fault = None
-            self.observatory.publish_devices()
+            self.port.devices_changed()
         return self.storage_fault
 
     def expose(self, check: Callable[[], None], request: ImageRequest) -> images.StoredImage:
@@ -92,20 +104,20 @@ class Imaging:
         if (reason := self.storage_ok()) is not None:
             raise StorageFailure(reason)
         self.collect_stopped(check)  # a stopped exposure, read out meanwhile (during the slew)
-        o = self.observatory
-        camera = o.camera
+        port, o = self.port, self.port.operations
+        camera, mount = port.camera, port.mount
         image_type, seconds, pointing = request.image_type, request.seconds, request.pointing
-        o.select_filter(request.filter, check)
+        o.select_filter(port.wheel, request.filter, check)
         light = image_type in (pb.IMAGE_TYPE_FLAT, pb.IMAGE_TYPE_LIGHT)  # dome flats: the shutter sees the lit screen
-        started = o.clock.now()
+        started = port.clock.now()
         mount_position = None
-        if image_type == pb.IMAGE_TYPE_LIGHT and not o.call(o.mount, o.mount.parked):
-            mount_position = o.call(o.mount, o.mount.position)
-        temperature = float(o.call(camera, camera.temperature))  # type: ignore[arg-type]
+        if image_type == pb.IMAGE_TYPE_LIGHT and not o.call(mount, mount.parked):
+            mount_position = o.call(mount, mount.position)
+        temperature = o.call(camera, camera.temperature)
         exposure = images.Exposure(
             image_type=image_type,
             exposure_s=seconds,
-            filter=request.filter or (o.wheel.current() or ""),
+            filter=request.filter or (port.wheel.current() or ""),
             object=request.object,
             date_obs=started,
             work_order_id=request.work_order_id,
@@ -117,7 +129,7 @@ class Imaging:
             read_noise=float(camera.read_noise()),
             drill=request.drill,
             flat_source=request.flat_source,
-            mount_position=mount_position,  # type: ignore[arg-type]
+            mount_position=mount_position,
             pixel_scale_arcsec=self.config.camera.pixel_scale_arcsec,
             follow_up=request.follow_up,
             binning=self.config.camera.binning,
@@ -125,11 +137,11 @@ class Imaging:
         o.call(camera, lambda: camera.start_exposure(seconds, light))
         watch = check
         if request.preemptible:
-            end = o.clock.timestamp() + seconds
+            end = port.clock.timestamp() + seconds
 
             def watch() -> None:
                 check()
-                if o.preemption.stop_now(f"the exposure of {request.object}", end - o.clock.timestamp()):
+                if port.preemption.stop_now(f"the exposure of {request.object}", end - port.clock.timestamp()):
                     raise GiveWay(f"the exposure of {request.object} was stopped for an alert's target")
 
         try:
@@ -150,13 +162,13 @@ class Imaging:
             except DeviceError:
                 pass
             raise
-        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
+        pixels = o.call(camera, camera.read_image)
         return pixels, replace(exposure, device_cards=tuple(camera.header_cards()))
 
     def _stopped(self, exposure: images.Exposure) -> None:
         """An exposure stopped for an alert's target: its readout starts now and runs while the telescope slews
         (the frame is collected before the next exposure), or it is discarded, as configured."""
-        o, camera = self.observatory, self.observatory.camera
+        o, camera = self.port.operations, self.port.camera
         if self.config.preemption.aborted_frames == "keep":
             try:
                 o.call(camera, camera.stop_exposure)
@@ -173,9 +185,9 @@ class Imaging:
         exposure, self._reading_out = self._reading_out, None
         if exposure is None:
             return
-        o, camera = self.observatory, self.observatory.camera
+        o, camera = self.port.operations, self.port.camera
         o.wait(camera, camera.image_ready, "reading out the stopped exposure", check, timeout_s=600.0)
-        pixels: np.ndarray = o.call(camera, camera.read_image)  # type: ignore[assignment]
+        pixels = o.call(camera, camera.read_image)
         seconds = camera.last_exposure_s()
         exposure_s = exposure.exposure_s if seconds is None else seconds
         stored = self._store(
@@ -191,7 +203,7 @@ class Imaging:
         """Stores an image atomically, records it as a product of its work order and emits image_ready."""
         stored = self._store(pixels, exposure)
         self._announce(stored, exposure)
-        self.observatory.safety.heartbeat()
+        self.port.operations.heartbeat()
         return stored
 
     def _store(self, pixels: np.ndarray, exposure: images.Exposure) -> images.StoredImage:
@@ -211,11 +223,11 @@ class Imaging:
                 site=site,
                 telescope=self.config.name,
                 instrument=self.config.camera.instrument,
-                overscan=self.observatory.camera.overscan,
+                overscan=self.port.camera.overscan,
             )
         except OSError as exc:
             self.storage_fault = f"cannot store images under {self.root}: {exc.strerror or exc}"
-            self.observatory.publish_devices()
+            self.port.devices_changed()
             raise StorageFailure(self.storage_fault) from None
 
     def _announce(self, stored: images.StoredImage, exposure: images.Exposure) -> None:

@@ -17,19 +17,18 @@ from toros.floor.astronomy import altaz_exact, sun_altitude
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
-from toros.telescope.devices import CommandRefused, Device, DeviceError, Look, Shutter
-from toros.telescope.dome_geometry import azimuth_error_deg, tolerance_deg
+from toros.telescope.devices import CommandRefused, DeviceError, Look, Shutter
+from toros.telescope.dome_following import DomeFollowing
 from toros.telescope.equipment import build_equipment
-from toros.telescope.imaging import Imaging
+from toros.telescope.imaging import Imaging, ImagingPort
 from toros.telescope.loops import Repeating
+from toros.telescope.operations import DeviceOperations
 from toros.telescope.preemption import GiveWay, Preemption
 from toros.telescope.safety import Safety, Unsafe
 from toros.telescope.settings import TelescopeConfig
 
 log = logging.getLogger(__name__)
 
-POLL_S = 2.0  # clock seconds between polls of a moving device
-MOVE_TIMEOUT_S = 600.0  # clock seconds a slew, shutter or filter move may take before the device is declared failed
 COOLING_TOLERANCE_C = 1.0
 
 
@@ -45,21 +44,32 @@ class Observatory:
         self.devices = e.devices
         self.instrument = threading.RLock()
         self.safety = Safety(e, config.safety, clock, on_fault=self.publish_devices)
-        self.imaging = Imaging(self, config, storage_root, journal)
+        self.operations = DeviceOperations(self.safety, clock)
         self.preemption = Preemption(config.preemption)
-        dome = config.dome
-        self.geometry = dome.slit_geometry(config.site.latitude)
+        self.imaging = Imaging(
+            ImagingPort(
+                self.camera, self.mount, self.wheel, self.operations, self.preemption, clock, self.publish_devices
+            ),
+            config,
+            storage_root,
+            journal,
+        )
+        self.dome_following = DomeFollowing(
+            config, self.mount, self.dome, self.camera, self.operations, self.safety, clock
+        )
         self._published: dict[str, tuple[int, str]] = {}
         self._described: dict[str, Look] = {}
-        # An operator turned or parked the dome: it stops following the telescope until the next target.
-        self.dome_held = False
-        self._dome_orders = threading.Lock()  # the synchronisation's look-and-turn, or an operator's turn
         # Device states are looked at on their own thread, so that a hung driver never blocks safety's.
         poll = config.safety.poll_s
+        following = self.dome_following
         self._loops = (
             Repeating("telescope-safety", self.safety.check, poll, clock),
             Repeating("telescope-devices", self.publish_devices, poll, clock),
-        ) + ((Repeating("telescope-dome-sync", self.follow, dome.sync.poll_s, clock),) if self._follows() else ())
+        ) + (
+            (Repeating("telescope-dome-sync", following.follow, config.dome.sync.poll_s, clock),)
+            if following.follows
+            else ()
+        )
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -137,56 +147,27 @@ class Observatory:
 
     # -- movements -------------------------------------------------------------------------------
 
-    def call(self, device: Device, action: Callable[[], object]) -> object:
-        """Runs a device command; a DeviceError marks the device FAULT (and safety acts) before it propagates."""
-        try:
-            return action()
-        except DeviceError as exc:
-            self.safety.fault(device, str(exc))
-            raise
-
-    def wait(
-        self,
-        device: Device,
-        done: Callable[[], bool],
-        what: str,
-        check: Callable[[], None],
-        timeout_s: float = MOVE_TIMEOUT_S,
-        safe_only: bool = False,
-    ) -> None:
-        """Polls ``done`` in clock time until true; ``check`` raises to stop (cancel, shutdown)."""
-        started = self.clock.timestamp()
-        deadline = started + timeout_s
-        while not self.call(device, done):
-            check()
-            if safe_only and (reason := self.safety.unsafe_reason):
-                raise Unsafe(reason)
-            if self.clock.timestamp() > deadline:
-                self.safety.fault(device, f"{what} did not finish within {timeout_s:.0f} s")
-                raise DeviceError(f"{device.kind}: {what} did not finish within {timeout_s:.0f} s")
-            self.clock.sleep(POLL_S)
-            self.safety.heartbeat()
-        log.debug("%s: %s took %.1f s", device.kind, what, self.clock.timestamp() - started)
-
     def open(self, check: Callable[[], None]) -> None:
         """Opens the shutter and unparks the mount, if safe."""
         reason = self.safety.reopen_allowed()
         if reason:
             raise Unsafe(reason)
         self.safety.opening()
-        self.call(self.dome, self.dome.open_shutter)
-        self.wait(self.dome, lambda: self.dome.shutter() is Shutter.OPEN, "opening the shutter", check, safe_only=True)
-        self.call(self.mount, self.mount.unpark)
+        self.operations.call(self.dome, self.dome.open_shutter)
+        self.operations.wait(
+            self.dome, lambda: self.dome.shutter() is Shutter.OPEN, "opening the shutter", check, safe_only=True
+        )
+        self.operations.call(self.mount, self.mount.unpark)
         self.publish_devices()
 
     def close(self, check: Callable[[], None]) -> None:
         """Parks the mount, closes the shutter, parks the dome."""
-        self.call(self.mount, self.mount.park)
-        self.call(self.dome, self.dome.close_shutter)
-        self.wait(self.dome, lambda: self.dome.shutter() is Shutter.CLOSED, "closing the shutter", check)
-        self.call(self.dome, self.dome.park)
-        self.wait(self.mount, lambda: not self.mount.slewing(), "parking the mount", check)
-        self.wait(self.dome, lambda: not self.dome.slewing(), "parking the dome", check)
+        self.operations.call(self.mount, self.mount.park)
+        self.operations.call(self.dome, self.dome.close_shutter)
+        self.operations.wait(self.dome, lambda: self.dome.shutter() is Shutter.CLOSED, "closing the shutter", check)
+        self.operations.call(self.dome, self.dome.park)
+        self.operations.wait(self.mount, lambda: not self.mount.slewing(), "parking the mount", check)
+        self.operations.wait(self.dome, lambda: not self.dome.slewing(), "parking the dome", check)
         self.publish_devices()
 
     def point(self, ra_deg: float, dec_deg: float, check: Callable[[], None], filter: str = "") -> float:
@@ -195,101 +176,50 @@ class Observatory:
         altitude, azimuth = altaz_exact(self.site, ra_deg, dec_deg, self.clock.now())
         if altitude < 0:
             raise CommandRefused(f"{ra_deg:.4f} {dec_deg:+.4f} is below the horizon (altitude {altitude:.1f})")
-        self.call(self.mount, lambda: self.mount.slew_to(ra_deg, dec_deg))
-        self.dome_held = False
-        if self.config.dome.kind == "dome":
-            slit_azimuth, _ = self.geometry.slit(azimuth, altitude)
-            self.call(self.dome, lambda: self.dome.slew_to(slit_azimuth))
+        self.operations.call(self.mount, lambda: self.mount.slew_to(ra_deg, dec_deg))
+        following = self.dome_following
+        following.held = False
+        if following.turns:
+            slit_azimuth = following.slit_for(azimuth, altitude)
+            self.operations.call(self.dome, lambda: self.dome.slew_to(slit_azimuth))
         turning = bool(filter) and self.wheel.current() != filter
         if turning:
-            self.call(self.wheel, lambda: self.wheel.select(filter))
+            self.operations.call(self.wheel, lambda: self.wheel.select(filter))
         try:
-            self.wait(self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True)
-            self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+            self.operations.wait(
+                self.mount, lambda: not self.mount.slewing(), "slewing the mount", check, safe_only=True
+            )
+            self.operations.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
             # The sky turned while mount and dome moved (minutes on a slow machine or a long slew): the slit
             # is set again where the beam is now, so that the exposure starts with all its light.
-            if self.config.dome.kind == "dome" and (behind := self._slit_behind()) is not None:
-                self.call(self.dome, lambda: self.dome.slew_to(behind))
-                self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True)
+            if following.turns and (behind := following.behind()) is not None:
+                self.operations.call(self.dome, lambda: self.dome.slew_to(behind))
+                self.operations.wait(
+                    self.dome, lambda: not self.dome.slewing(), "rotating the dome", check, safe_only=True
+                )
         except GiveWay:  # an alert's target: the mount and the dome stop where they are and turn to it
-            self.call(self.mount, self.mount.abort)
-            self.call(self.dome, self.dome.abort)
+            self.operations.call(self.mount, self.mount.abort)
+            self.operations.call(self.dome, self.dome.abort)
             raise
         if turning:
             self.select_filter(filter, check)
         return altitude
 
-    def _follows(self) -> bool:
-        return self.config.dome.kind == "dome" and self.config.dome.sync.enabled
-
-    def slit_azimuth(self) -> tuple[float, float] | None:
-        """Where the slit must be for where the mount points now, and how far the dome may lag it (None while
-        the mount is parked or slewing)."""
-        if self.mount.parked() or self.mount.slewing():
-            return None
-        ra, dec = self.mount.position()
-        altitude, azimuth = altaz_exact(self.site, ra, dec, self.clock.now())
-        slit_azimuth, slit_altitude = self.geometry.slit(azimuth, altitude)
-        dome = self.config.dome
-        tolerance = dome.sync.tolerance_deg or tolerance_deg(
-            dome.radius_m, dome.slit_width_m, dome.geometry.aperture_m, slit_altitude
-        )
-        return slit_azimuth, tolerance
-
-    def _slit_behind(self) -> float | None:
-        """Where the slit must go when the dome lags the beam by more than half the tolerance (so the slit
-        never reaches the beam between two looks); None when it need not move (or the mount moves)."""
-        wanted = self.slit_azimuth()
-        if wanted is None:
-            return None
-        azimuth, tolerance = wanted
-        return azimuth if azimuth_error_deg(self.dome.azimuth(), azimuth) > tolerance / 2 else None
-
-    def follow(self) -> None:
-        """One look of the dome synchronisation: while the mount tracks with the shutter open, the dome turns to
-        the slit position once it lags by half the tolerance (so the slit never reaches the beam between two
-        looks); during an exposure only if ``dome.sync.during_exposures``; not after an operator's own dome
-        move (until the next target). A dome that fails to move is a fault (safety closes)."""
-        with self._dome_orders:  # an operator's move between this look and its command is not undone
-            if self.dome_held or self.safety.faults or not self.is_open() or self.dome.slewing():
-                return
-            azimuth = self._slit_behind()
-            if azimuth is None:
-                return
-            if not self.config.dome.sync.during_exposures and self.camera.exposing():
-                return
-            log.info("dome follows the telescope: slit to azimuth %.1f", azimuth)
-            try:
-                self.call(self.dome, lambda: self.dome.slew_to(azimuth))
-            except DeviceError as exc:
-                log.warning("dome synchronisation failed: %s", exc)
+    def select_filter(self, name: str, check: Callable[[], None]) -> None:
+        self.operations.select_filter(self.wheel, name, check)
 
     def turn_dome(self, azimuth_deg: float | None, check: Callable[[], None]) -> None:
-        """An operator's dome move, to an azimuth or (None) to park; the dome then stays there, not following
-        the telescope, until the telescope points at its next target."""
-        with self._dome_orders:
-            self.dome_held = True
-            if azimuth_deg is None:
-                self.call(self.dome, self.dome.park)
-            else:
-                self.call(self.dome, lambda: self.dome.slew_to(azimuth_deg))
-        self.wait(self.dome, lambda: not self.dome.slewing(), "rotating the dome", check)
-
-    def select_filter(self, name: str, check: Callable[[], None]) -> None:
-        if not name:
-            return
-        if self.wheel.current() != name:
-            self.call(self.wheel, lambda: self.wheel.select(name))
-        self.wait(self.wheel, lambda: self.wheel.current() == name, f"changing to filter {name}", check)
+        """An operator's dome move (``dome_following``: it then holds until the next target)."""
+        self.dome_following.turn(azimuth_deg, check)
 
     def cool(self, check: Callable[[], None]) -> float:
         target = self.config.camera.cooling_target_c
-        self.call(self.camera, lambda: self.camera.cool_to(target))
-        self.wait(
+        self.operations.call(self.camera, lambda: self.camera.cool_to(target))
+        self.operations.wait(
             self.camera,
             lambda: abs(self.camera.temperature() - target) <= COOLING_TOLERANCE_C,
             f"cooling to {target:.0f} C",
             check,
             timeout_s=3600.0,
         )
-        return float(self.camera.temperature())  # type: ignore[arg-type]
+        return self.camera.temperature()

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -46,7 +47,7 @@ def serve(config_path: str, port_file: str) -> None:
     class BenchTelescope(Module):
         name = "telescope"
 
-        def tasks(self) -> dict[str, Task]:
+        def tasks(self) -> dict[str, Task[Any]]:
             return {"dome_control": Task(orders.check_dome_control, lambda context: "ok")}
 
     daemon = Daemon(load_config(config_path), BenchTelescope, "telescope")

@@ -104,7 +104,7 @@ class DrillTelescope(Module):
 
     name = "telescope"
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         return {
             "dome_control": Task(orders.check_dome_control, self.move_dome),
             "observe_targets": Task(orders.check_observe_targets, self.observe),
@@ -153,7 +153,7 @@ SMALL_SENSOR = Sensor(width=96, height=80, overscan=8)
 class CameraDrillTelescope(DrillTelescope):
     """The drill telescope with a simulated camera: raw FITS frames from the project's frame generator."""
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         return {
             **super().tasks(),
             "take_calibrations": Task(orders.check_take_calibrations, self.take_calibrations),

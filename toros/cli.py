@@ -825,7 +825,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        return int(args.run(args))
     except ConfigError as exc:
         print(f"toros: config error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -68,7 +69,7 @@ KILONOVA_OFFSET_ARCSEC = (3.0, 2.0)  # east, north of the host's centre
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Scenario:
 
     targets: list[Candidate]
     alert: Path
-    kilonova: dict[str, object]
+    kilonova: dict[str, Any]  # as the telescope's sky.transients takes it
 
 
 def write_config(
@@ -230,7 +231,7 @@ class Node:
         self.folder = config.parent
         self.ports = {m: yaml.safe_load(config.read_text())[m]["port"] for m in MODULES}
         self.logs = self.folder / "logs" / "toros.log"
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def start(self, module: str) -> None:
@@ -265,7 +266,7 @@ class Node:
         if channel is not None:
             channel.close()
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "toros.cli", *args, "--config", str(self.config)],
             capture_output=True,
@@ -317,7 +318,8 @@ def add_transients(config: Path, transients: list[dict[str, object]]) -> None:
 
 
 def clock_now(node: Node) -> datetime:
-    return node.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10).clock_time.ToDatetime(tzinfo=UTC)
+    status: pb.ModuleStatus = node.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10)
+    return status.clock_time.ToDatetime(tzinfo=UTC)
 
 
 def wait_until(node: Node, done: Callable[[], bool], deadline: float, say: Callable[[str], None]) -> None:
@@ -422,8 +424,8 @@ def run_chain(
     result.science_ready = [p for p in result.calibrated if "MAGZP" in fits.getheader(p)]
     spec = scenario.kilonova
     result.kilonova = Kilonova(
-        float(spec["ra_deg"]), float(spec["dec_deg"]), datetime.fromisoformat(str(spec["start"])),  # type: ignore[arg-type]
-        float(spec["distance_mpc"]),  # type: ignore[arg-type]
+        float(spec["ra_deg"]), float(spec["dec_deg"]), datetime.fromisoformat(str(spec["start"])),
+        float(spec["distance_mpc"]),
     )  # fmt: skip
     result.ok = result.ok and not any(result.exit_codes.values())
     say(

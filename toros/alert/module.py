@@ -9,7 +9,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -59,7 +59,7 @@ class Report:
     """How a notice's handling ends: an alert_processed event saying what happened, then the work order's
     message (or its failure)."""
 
-    def __init__(self, alert: Alert, context: TaskContext) -> None:
+    def __init__(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> None:
         self.alert = alert
         self.context = context
         self.label = f"{'drill ' if alert.is_test else ''}{alert.alert_type} {alert.alert_id}"
@@ -93,7 +93,7 @@ class AlertModule(Module):
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         return {"process_alert": Task(self.check_process_alert, self.process_alert)}
 
     def start(self) -> None:
@@ -182,7 +182,7 @@ class AlertModule(Module):
         with self._locks_guard:
             return self._event_locks.setdefault(alert_id, threading.Lock())
 
-    def process_alert(self, context: TaskContext) -> str:
+    def process_alert(self, context: TaskContext[pb.ProcessAlert]) -> str:
         alert = parse_notice(context.task.payload, context.task.format)
         if context.task.drill:
             alert = as_drill(alert, context.id)
@@ -191,7 +191,7 @@ class AlertModule(Module):
         with self._event_lock(alert.alert_id):
             return self._process(alert, context)
 
-    def _process(self, alert: Alert, context: TaskContext) -> str:
+    def _process(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> str:
         """Gate, rank, relay (the telescopes first: every second counts), notify, then keep the products."""
         report = Report(alert, context)
         if (reason := self._gate(alert, context)) is not None:
@@ -236,7 +236,7 @@ class AlertModule(Module):
             )
         return report.done(summary, relayed)
 
-    def _gate(self, alert: Alert, context: TaskContext) -> str | None:
+    def _gate(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> str | None:
         """Why this notice is not handled at all (a drill when drills are off, a duplicate), else None; the
         first handling of a notice is recorded."""
         if alert.is_test and not self.settings.process_test_alerts and not context.task.drill:
@@ -259,7 +259,9 @@ class AlertModule(Module):
             return "not marked significant (alert.significant_only)"
         return None
 
-    def _relay(self, alert: Alert, ranked: Ranked, context: TaskContext, relay: Relay) -> list[SiteRelay]:
+    def _relay(
+        self, alert: Alert, ranked: Ranked, context: TaskContext[pb.ProcessAlert], relay: Relay
+    ) -> list[SiteRelay]:
         """Each observatory's candidates, sent to its telescope."""
         sites = []
         for observatory in self.settings.observatories:
@@ -274,7 +276,13 @@ class AlertModule(Module):
         return sites
 
     def _keep_products(
-        self, alert: Alert, context: TaskContext, skymap: SkyMap, ranked: Ranked, sites: list[SiteRelay], label: str
+        self,
+        alert: Alert,
+        context: TaskContext[pb.ProcessAlert],
+        skymap: SkyMap,
+        ranked: Ranked,
+        sites: list[SiteRelay],
+        label: str,
     ) -> None:
         """The target lists (CSV, JSON), the sky-map plot, and the sky view a browser draws, as products of
         the work order."""
@@ -340,7 +348,7 @@ class AlertModule(Module):
             for number, row in enumerate(rows)
         ]
 
-    def _skymap(self, alert: Alert, context: TaskContext) -> SkyMap:
+    def _skymap(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> SkyMap:
         if alert.skymap is None:
             raise BadSkymap("the notice names no sky map")
         data: bytes | bytearray = alert.skymap.data
@@ -355,7 +363,9 @@ class AlertModule(Module):
         assert index is not None, "ranked, so there is a catalog"
         return targets_for(self.settings, index, ranked, observatory, self.clock.now())
 
-    def _send(self, alert: Alert, site: SiteRelay, context: TaskContext, relay: Relay) -> tuple[bool, str]:
+    def _send(
+        self, alert: Alert, site: SiteRelay, context: TaskContext[pb.ProcessAlert], relay: Relay
+    ) -> tuple[bool, str]:
         """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
         observatory, targets, drill = site.observatory, site.targets, alert.is_test

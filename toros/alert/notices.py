@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
 
@@ -193,7 +193,7 @@ class _JsonFields:
         return value or 0
 
     def boolean(self, key: str) -> bool | None:
-        return self._get(key, "true or false", bool)
+        return cast("bool | None", self._get(key, "true or false", bool))
 
     def texts(self, key: str) -> tuple[str, ...]:
         values = self._get(key, "a list of strings", list) or []

@@ -93,7 +93,7 @@ def observable(
     dec = np.deg2rad(np.asarray(dec_deg))[:, None]
     hour_angle = lst[None, :] - np.deg2rad(np.asarray(ra_deg))[:, None]
     sin_alt = np.sin(latitude) * np.sin(dec) + np.cos(latitude) * np.cos(dec) * np.cos(hour_angle)
-    return (np.rad2deg(np.arcsin(np.clip(sin_alt, -1, 1))) >= min_altitude_deg).any(axis=1)
+    return np.asarray((np.rad2deg(np.arcsin(np.clip(sin_alt, -1, 1))) >= min_altitude_deg).any(axis=1))
 
 
 @functools.lru_cache(maxsize=64)
@@ -107,4 +107,4 @@ def _dark_sidereal_times(
     dark = times[sun < sun_altitude_deg]
     if len(dark) == 0:
         return np.empty(0)
-    return dark.sidereal_time("apparent", longitude=location.lon).to_value(u.rad)
+    return np.asarray(dark.sidereal_time("apparent", longitude=location.lon).to_value(u.rad))

@@ -44,10 +44,12 @@ class Relay:
             delay = min(2 * delay, 60.0)
 
     def submit(self, address: str, order: pb.WorkOrder) -> pb.SubmitResponse:
-        return self._call(address, lambda stub: stub.Submit(order, timeout=30))
+        answer: pb.SubmitResponse = self._call(address, lambda stub: stub.Submit(order, timeout=30))
+        return answer
 
     def cancel(self, address: str, work_order_id: str, reason: str) -> pb.WorkOrderStatus:
-        return self._call(
+        status: pb.WorkOrderStatus = self._call(
             address,
             lambda stub: stub.CancelWorkOrder(pb.CancelWorkOrderRequest(id=work_order_id, reason=reason), timeout=30),
         )
+        return status

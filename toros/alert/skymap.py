@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import astropy.units as u
 import numpy as np
@@ -54,15 +55,16 @@ class SkyMap:
 
     @property
     def level_ipix(self) -> tuple[np.ndarray, np.ndarray]:
-        return uniq_to_level_ipix(self.uniq)
+        level, ipix = uniq_to_level_ipix(self.uniq)
+        return np.asarray(level), np.asarray(ipix)
 
     def pixel_area(self) -> np.ndarray:
         """Area of each pixel in steradians."""
         level, _ = self.level_ipix
-        return nside_to_pixel_area(level_to_nside(level)).to_value(u.sr)
+        return np.asarray(nside_to_pixel_area(level_to_nside(level)).to_value(u.sr))
 
     def probability(self) -> np.ndarray:
-        return self.probdensity * self.pixel_area()
+        return np.asarray(self.probdensity * self.pixel_area())
 
     def _cumulative(self) -> tuple[np.ndarray, np.ndarray]:
         """The pixels from the densest down, and the probability held by each and the denser ones (0..1)."""
@@ -140,7 +142,7 @@ def _distance(table: fits.FITS_rec, columns: dict[str, str]) -> dict[str, np.nda
     return {name.lower(): _column(table, columns, name) for name in DISTANCE_COLUMNS}
 
 
-def _multi_order(table: fits.FITS_rec, columns: dict[str, str], meta: dict) -> SkyMap:
+def _multi_order(table: fits.FITS_rec, columns: dict[str, str], meta: dict[str, Any]) -> SkyMap:
     if "PROBDENSITY" not in columns:
         raise BadSkymap("multi-order map without a PROBDENSITY column")
     return SkyMap(
@@ -151,7 +153,7 @@ def _multi_order(table: fits.FITS_rec, columns: dict[str, str], meta: dict) -> S
     )
 
 
-def _flat(table: fits.FITS_rec, columns: dict[str, str], header: fits.Header, meta: dict) -> SkyMap:
+def _flat(table: fits.FITS_rec, columns: dict[str, str], header: fits.Header, meta: dict[str, Any]) -> SkyMap:
     prob = _column(table, columns, "PROB" if "PROB" in columns else "PROBABILITY")
     npix = len(prob)
     nside = int(header.get("NSIDE") or np.sqrt(npix / 12))

@@ -47,7 +47,7 @@ def sun_altitudes(site: Site, times: Time) -> np.ndarray:
     """The Sun's altitude at each of ``times`` (degrees, without refraction)."""
     if times.isscalar or len(times) < 3:
         frame = AltAz(obstime=times, location=location_of(site))
-        return get_sun(times).transform_to(frame).alt.to_value(u.deg)
+        return np.asarray(get_sun(times).transform_to(frame).alt.to_value(u.deg))
     return _ApparentSky(site, times).sun_altitude()
 
 
@@ -154,13 +154,13 @@ class _ApparentSky:
         sun = get_sun(self.coarse).transform_to(self.frame)
         ra = self._interpolate(np.unwrap(sun.ra.to_value(u.rad)))
         dec = self._interpolate(sun.dec.to_value(u.rad))
-        return self.altitude_azimuth(ra, dec)[0][0]
+        return np.asarray(self.altitude_azimuth(ra, dec)[0][0])
 
     def moon_directions(self) -> np.ndarray:
         """Unit vectors (3 × T) towards the Moon as seen from the site."""
         moon = get_body("moon", self.coarse, location=self.location).transform_to(self.frame)
         vectors = self._interpolate(_unit(moon.ra.to_value(u.rad), moon.dec.to_value(u.rad)))
-        return vectors / np.linalg.norm(vectors, axis=0)
+        return np.asarray(vectors / np.linalg.norm(vectors, axis=0))
 
 
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ def minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarra
     az = np.array([p[0] for p in points])
     alt = np.array([p[1] for p in points])
     horizon = np.interp(azimuth, az, alt, period=360.0)
-    return np.maximum(floor, horizon)
+    return np.asarray(np.maximum(floor, horizon))
 
 
 def coming_night(site: Site, constraints: Constraints, moment: datetime) -> tuple[date, datetime]:

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import numpy as np
@@ -73,10 +74,10 @@ def _names(*candidates: pd.Series, fallback: pd.Series) -> np.ndarray:
     name = fallback.astype(str)
     for column in reversed(candidates):
         name = column.where(column.notna() & (column.astype(str) != "null"), name).astype(str)
-    return name.str.slice(0, NAME_BYTES).to_numpy(dtype=f"S{NAME_BYTES}")
+    return np.asarray(name.str.slice(0, NAME_BYTES).to_numpy(dtype=f"S{NAME_BYTES}"))
 
 
-def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
+def read_chunks(path: Path, kind: str, stream: Any) -> Iterator[Columns]:
     """Chunks of the catalog read from ``stream`` (an open binary file of ``path``)."""
     if kind == "glade+":
         columns = sorted(GLADE_PLUS.values())
@@ -112,7 +113,7 @@ def read_chunks(path: Path, kind: str, stream) -> Iterator[Columns]:
             lower = {c.strip().lower(): c for c in chunk.columns}
 
             def pick(
-                key: str, required: bool = True, chunk: pd.DataFrame = chunk, lower: dict = lower
+                key: str, required: bool = True, chunk: pd.DataFrame = chunk, lower: dict[str, str] = lower
             ) -> pd.Series | None:
                 for name in CSV_NAMES[key]:
                     if name in lower:
@@ -203,7 +204,7 @@ class GalaxyIndex:
         return cls(folder)
 
 
-def build_index(catalog: Path, folder: Path, source: dict, progress: Progress | None = None) -> None:
+def build_index(catalog: Path, folder: Path, source: dict[str, Any], progress: Progress | None = None) -> None:
     """Reads the catalog in chunks, computes order-29 pixels, sorts, and writes the index atomically."""
     kind = detect_format(catalog)
     parts: list[Columns] = []

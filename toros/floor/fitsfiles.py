@@ -8,6 +8,7 @@ import os
 import queue
 import threading
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from toros.runtime.files import HashingWriter, atomic_write
 
 
-def write_fits(path: Path, hdus: list) -> str:
+def write_fits(path: Path, hdus: list[Any]) -> str:
     """Writes FITS HDUs atomically and returns the file's sha256, computed as the bytes go out."""
     from astropy.io import fits
 
@@ -65,7 +66,7 @@ class FitsImageStream:
 
     QUEUE_DEPTH = 3
 
-    def __init__(self, path: Path, header, shape: tuple[int, int], dtype: type | np.dtype) -> None:
+    def __init__(self, path: Path, header: Any, shape: tuple[int, int], dtype: type | np.dtype[Any]) -> None:
         from astropy.io import fits
 
         self.path = path
@@ -79,7 +80,7 @@ class FitsImageStream:
         self._header_bytes = primary.header.tostring().encode("ascii")
         self._rows_written = 0
         self._buffers: list[np.ndarray] = []
-        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_DEPTH)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.QUEUE_DEPTH)
         self._error: BaseException | None = None
         self._sha256: str | None = None
         self._file = atomic_write(path)
@@ -103,7 +104,7 @@ class FitsImageStream:
                 except BaseException as exc:  # noqa: BLE001 - handed to the producing thread
                     self._error = exc
 
-    def _put(self, piece) -> None:
+    def _put(self, piece: Any) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(piece)
@@ -131,7 +132,7 @@ class FitsImageStream:
         self._put(buffer.data.cast("B"))
         self._rows_written += band.shape[0]
 
-    def finish(self, extensions: list | None = None) -> str:
+    def finish(self, extensions: list[Any] | None = None) -> str:
         """Pads the primary image, appends the extension images whole, and returns the file's sha256 (the
         file itself is in place when the ``with`` block ends)."""
         if self._rows_written != self.shape[0]:
@@ -155,7 +156,9 @@ class FitsImageStream:
             self._queue.put(None)
             self._writer.join()
 
-    def __exit__(self, kind, value, traceback) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._stop_writer()
         if kind is None and self._sha256 is None:
             value = ValueError(f"{self.path.name}: FitsImageStream closed before finish()")

@@ -35,4 +35,4 @@ def separation_deg(
     sub-arcsecond distances exact."""
     ra, dec, ra0, dec0 = (np.radians(np.asarray(v, dtype=float)) for v in (ra, dec, ra0, dec0))
     haversine = np.sin((dec0 - dec) / 2) ** 2 + np.cos(dec) * np.cos(dec0) * np.sin((ra0 - ra) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(haversine, 0.0, 1.0))))
+    return np.asarray(np.degrees(2 * np.arcsin(np.sqrt(np.clip(haversine, 0.0, 1.0)))))

@@ -14,9 +14,24 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    CursorResult,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+)
 
 from toros.floor.sky_geometry import separation_deg
 from toros.runtime.config import DatabaseConfig
@@ -217,7 +232,7 @@ class CandidateStore:
                 conn.execute(delete(candidates).where(candidates.c.id.not_in(orphans)))
             row = {key: value for key, value in search.__dict__.items()}
             row["frame"] = str(search.frame)
-            search_id = conn.execute(searches.insert().values(**row)).inserted_primary_key[0]  # type: ignore[index]
+            search_id = _inserted_id(conn.execute(searches.insert().values(**row)))
             for detection in found:
                 candidate_id, name = self._candidate_for(conn, detection, search.alert_id, name_prefix)
                 conn.execute(
@@ -250,9 +265,9 @@ class CandidateStore:
             found = self._near(conn, ra_deg, dec_deg)
         return found[1] if found else None
 
-    def _near(self, conn: object, ra_deg: float, dec_deg: float) -> tuple[int, str] | None:
+    def _near(self, conn: Connection, ra_deg: float, dec_deg: float) -> tuple[int, str] | None:
         radius = self.match_radius_deg
-        rows = conn.execute(  # type: ignore[attr-defined]
+        rows = conn.execute(
             select(candidates.c.id, candidates.c.name, candidates.c.ra_deg, candidates.c.dec_deg).where(
                 candidates.c.dec_deg.between(dec_deg - radius, dec_deg + radius)
             )
@@ -264,25 +279,27 @@ class CandidateStore:
                 best = (distance, row.id, row.name)
         return (best[1], best[2]) if best else None
 
-    def _candidate_for(self, conn: object, detection: NewDetection, alert_id: str, prefix: str) -> tuple[int, str]:
+    def _candidate_for(self, conn: Connection, detection: NewDetection, alert_id: str, prefix: str) -> tuple[int, str]:
         if (found := self._near(conn, detection.ra_deg, detection.dec_deg)) is not None:
             return found
         host = detection.host
-        inserted = conn.execute(  # type: ignore[attr-defined]
-            candidates.insert().values(
-                name=f"pending-{detection.ra_deg:.6f}{detection.dec_deg:+.6f}",
-                alert_id=alert_id,
-                ra_deg=detection.ra_deg,
-                dec_deg=detection.dec_deg,
-                host=host.name if host else "",
-                host_offset_arcsec=host.offset_arcsec if host else None,
-                host_offset_kpc=host.offset_kpc if host else None,
-                host_distance_mpc=host.distance_mpc if host else None,
-            )  # fmt: skip
-        ).inserted_primary_key[0]
+        inserted = _inserted_id(
+            conn.execute(
+                candidates.insert().values(
+                    name=f"pending-{detection.ra_deg:.6f}{detection.dec_deg:+.6f}",
+                    alert_id=alert_id,
+                    ra_deg=detection.ra_deg,
+                    dec_deg=detection.dec_deg,
+                    host=host.name if host else "",
+                    host_offset_arcsec=host.offset_arcsec if host else None,
+                    host_offset_kpc=host.offset_kpc if host else None,
+                    host_distance_mpc=host.distance_mpc if host else None,
+                )  # fmt: skip
+            )
+        )
         name = f"{prefix}{inserted:04d}"
-        conn.execute(candidates.update().where(candidates.c.id == inserted).values(name=name))  # type: ignore[attr-defined]
-        return int(inserted), name
+        conn.execute(candidates.update().where(candidates.c.id == inserted).values(name=name))
+        return inserted, name
 
     def searches(self, alert_id: str | None = None) -> list[Search]:
         query = select(searches).order_by(searches.c.date_obs)
@@ -403,3 +420,10 @@ class CandidateStore:
                 apart = separation_deg(np.array([a.ra_deg]), np.array([a.dec_deg]), b.ra_deg, b.dec_deg)[0]
                 if apart * 60 <= MOVING_WITHIN_ARCMIN:
                     a.flags.add("moving")
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The key an INSERT of one row gave it."""
+    key = result.inserted_primary_key
+    assert key is not None, "an insert of one row has a key"
+    return int(key[0])

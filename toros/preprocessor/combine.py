@@ -76,7 +76,7 @@ def combine_bands(
 def combine_stack(stack: np.ndarray, method: str, sigma_low: float, sigma_high: float) -> np.ndarray:
     """Combines a (frames, rows, columns) stack along the first axis (the stack may be overwritten)."""
     if method == "median":
-        return bottleneck.median(stack, axis=0)
+        return np.asarray(bottleneck.median(stack, axis=0))
     return clipped_mean(stack, sigma_low, sigma_high)
 
 
@@ -111,8 +111,8 @@ def _middle(sorted_rows: np.ndarray) -> np.ndarray:
     """The median of sorted rows in double precision: the middle value, or the mean of the two middle ones."""
     n = len(sorted_rows)
     if n % 2:
-        return sorted_rows[n // 2].astype(np.float64)
-    return 0.5 * (sorted_rows[n // 2].astype(np.float64) + sorted_rows[n // 2 - 1].astype(np.float64))
+        return np.asarray(sorted_rows[n // 2], dtype=np.float64)
+    return np.asarray(0.5 * (sorted_rows[n // 2].astype(np.float64) + sorted_rows[n // 2 - 1].astype(np.float64)))
 
 
 def clipped_mean(stack: np.ndarray, sigma_low: float, sigma_high: float, block_rows: int = 16) -> np.ndarray:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from toros.preprocessor.cluster_commands import warn_if_exposed
 from toros.preprocessor.settings import ComputeConfig, ComputeEngineName, WhenUnreachable
@@ -191,7 +191,7 @@ class DaskEngine:
             resources=self.settings.resources or None,
         )
         try:
-            return future.result(timeout=self.settings.task_timeout_s)  # type: ignore[no-any-return]
+            return cast(T, future.result(timeout=self.settings.task_timeout_s))
         except (DaskTimeout, TimeoutError):
             future.cancel()
             raise ComputeUnavailable(
@@ -271,7 +271,7 @@ class Compute:
         if self.dask is None:
             return 1
         try:
-            return max(1, sum(self.dask.client().nthreads().values()))
+            return max(1, int(sum(self.dask.client().nthreads().values())))
         except ComputeUnavailable:
             return 1
 

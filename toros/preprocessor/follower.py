@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -51,7 +52,7 @@ class TelescopeFollower:
         self._after_key = journal_keys.follow_position(telescope.name)
         self._pending_key = journal_keys.follow_pending(telescope.name)
         self._stop = threading.Event()
-        self._stream: grpc.Future | None = None
+        self._stream: Any = None  # the Watch call, cancelled to stop
         self._thread = threading.Thread(target=self._run, name=f"follow-{telescope.name}", daemon=True)
 
     def start(self) -> None:

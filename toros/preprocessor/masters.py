@@ -71,9 +71,9 @@ class MasterMaker(ABC):
     def keep(self, master: LoadedMaster, key: MasterKey, made: SetupMasters) -> None:
         """The master where the night's frames find it."""
 
-    def describe(self, key: MasterKey) -> dict[str, object]:
+    def describe(self, key: MasterKey) -> tuple[float, str]:
         """The master's exposure time and filter (for its file, header and library record)."""
-        return {}
+        return 0.0, ""
 
 
 class BiasMaker(MasterMaker):
@@ -108,8 +108,8 @@ class DarkMaker(MasterMaker):
     def keep(self, master: LoadedMaster, key: MasterKey, made: SetupMasters) -> None:
         made.darks[float(key or 0.0)] = master
 
-    def describe(self, key: MasterKey) -> dict[str, object]:
-        return {"exposure_time": float(key or 0.0)}
+    def describe(self, key: MasterKey) -> tuple[float, str]:
+        return float(key or 0.0), ""
 
 
 class FlatMaker(MasterMaker):
@@ -141,8 +141,8 @@ class FlatMaker(MasterMaker):
     def keep(self, master: LoadedMaster, key: MasterKey, made: SetupMasters) -> None:
         made.flats[str(key)] = master
 
-    def describe(self, key: MasterKey) -> dict[str, object]:
-        return {"filter": str(key)}
+    def describe(self, key: MasterKey) -> tuple[float, str]:
+        return 0.0, str(key)
 
 
 MAKERS: tuple[MasterMaker, ...] = (BiasMaker(), DarkMaker(), FlatMaker())  # in the order each needs the one before
@@ -338,8 +338,8 @@ class Masters:
             self.result.problems.append(f"master {kind}: {len(usable)} usable frames, at least {minimum} needed")
             return None
         readers[:] = [readers[i] for i in usable]
-        kept = [measured[i][1] for i in usable] if keep else None
-        return usable, [measured[i][0] for i in usable], kept  # type: ignore[return-value]
+        kept = [frame for i in usable if (frame := measured[i][1]) is not None] if keep else None
+        return usable, [measured[i][0] for i in usable], kept
 
     def _store(
         self,
@@ -351,9 +351,7 @@ class Masters:
         made: SetupMasters,
     ) -> LoadedMaster:
         kind, setup, night = maker.kind, made.setup, made.night
-        described = maker.describe(key)
-        exposure_time = float(described.get("exposure_time", 0.0))  # type: ignore[arg-type]
-        filter = str(described.get("filter", ""))
+        exposure_time, filter = maker.describe(key)
         suffix = {"dark": f"_{exposure_time:g}s", "flat": f"_{filter}"}.get(kind, "")
         path = path_inside(self.storage_root, "masters", setup.key, night, f"master_{kind}{suffix}.fits")
         header = fits.Header()

@@ -6,6 +6,7 @@ import json
 import logging
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from toros.floor.catalogs import BadCatalog, GalaxyIndex
 from toros.floor.requesters import FOLLOWER
@@ -36,11 +37,11 @@ log = logging.getLogger(__name__)
 class WorkOrderReporter:
     """Calibration progress as calibration_progress events, progress_percent and products of a work order."""
 
-    def __init__(self, context: TaskContext) -> None:
+    def __init__(self, context: TaskContext[Any]) -> None:
         self.context = context
         self._last: tuple[str, int, int, str] | None = None
 
-    def stage(self, stage: str, done: int, total: int, path: str = "", **science: object) -> None:
+    def stage(self, stage: str, done: int, total: int, path: str = "", **science: Any) -> None:
         if (stage, done, total, path) == self._last:
             return
         self._last = (stage, done, total, path)
@@ -52,7 +53,7 @@ class WorkOrderReporter:
                 frames_total=total,
                 percent=percent,
                 path=path,
-                science=pb.FrameScience(**science) if science else None,  # type: ignore[arg-type]
+                science=pb.FrameScience(**science) if science else None,
             )
         )
         self.context.progress(percent, f"{stage}: {done} of {total} frames")
@@ -89,7 +90,7 @@ class PreprocessorModule(Module):
         # (the reference catalog's mtime and size, the step made with it); a missing file is (None, None).
         self._science: tuple[tuple[int, int] | None, ScienceStep | None] = ((-1, -1), None)
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         return {
             "calibrate_night": Task(orders.check_calibrate_night, self.calibrate_night),
             "calibrate_images": Task(orders.check_calibrate_images, self.calibrate_images),
@@ -141,7 +142,7 @@ class PreprocessorModule(Module):
             parts.append(f"{waiting} frames wait for their masters")
         return "; ".join(parts)
 
-    def _wait_for_earlier_images(self, context: TaskContext) -> None:
+    def _wait_for_earlier_images(self, context: TaskContext[Any]) -> None:
         """Images of a followed telescope are calibrated in the order they arrived: the first of a night
         builds its masters, the next ones use them."""
 
@@ -179,7 +180,7 @@ class PreprocessorModule(Module):
             site=self.site.name, compute=self.compute,
         )  # fmt: skip
 
-    def _calibrate(self, context: TaskContext, files: list[Path], *, night: str | None = None) -> str:
+    def _calibrate(self, context: TaskContext[Any], files: list[Path], *, night: str | None = None) -> str:
         """Calibrates frames (and makes them science-ready, on the compute engine) for one work order."""
         assert self.library is not None, "started"
         notes: list[str] = []
@@ -235,7 +236,7 @@ class PreprocessorModule(Module):
             raise TaskFailed(result.summary())
         return result.summary()
 
-    def calibrate_night(self, context: TaskContext) -> str:
+    def calibrate_night(self, context: TaskContext[pb.CalibrateNight]) -> str:
         directory = confine(context.task.directory, self.storage_root)
         if not directory.is_dir():
             raise TaskFailed(f"calibrate_night.directory: no such directory: {directory}")
@@ -244,16 +245,16 @@ class PreprocessorModule(Module):
             raise TaskFailed(f"no FITS files in {directory}")
         return self._calibrate(context, files, night=directory.name if NIGHT_NAME.fullmatch(directory.name) else None)
 
-    def calibrate_images(self, context: TaskContext) -> str:
+    def calibrate_images(self, context: TaskContext[pb.CalibrateImages]) -> str:
         if context.record.requester.startswith(FOLLOWER):
             self._wait_for_earlier_images(context)
         files = [confine(path, self.storage_root) for path in context.task.paths]
         return self._calibrate(context, files)
 
-    def reprocess_night(self, context: TaskContext) -> str:
+    def reprocess_night(self, context: TaskContext[pb.ReprocessNight]) -> str:
         """A past night's calibrated frames again, as a slice of the stages: from the science step (fanned out over
         the compute engine) or from discovery, to discovery; every frame named in the outcome."""
-        task: pb.ReprocessNight = context.task
+        task = context.task
         folder = confine(str(Path("calibrated") / task.night), self.storage_root)
         frames = sorted(folder.glob("*_cal.fits")) if folder.is_dir() else []
         if not frames:
@@ -286,9 +287,9 @@ class PreprocessorModule(Module):
         elif not self.candidates.exists(task.name):
             check.fail("name", f"no candidate named {task.name!r}")
 
-    def label_candidate(self, context: TaskContext) -> str:
+    def label_candidate(self, context: TaskContext[pb.LabelCandidate]) -> str:
         """Keeps a person's verdict, and rewrites reports/labels.json (every candidate's latest) for the console."""
-        task: pb.LabelCandidate = context.task
+        task = context.task
         store = self.candidates
         assert store is not None, "checked at submission"
         verdict = CandidateVerdict.REAL if task.label == pb.CANDIDATE_LABEL_REAL else CandidateVerdict.BOGUS
@@ -304,9 +305,9 @@ class PreprocessorModule(Module):
         context.add_product(path, "labels")
         return f"{task.name}: {verdict.value} ({requester}{': ' + task.note if task.note else ''})"
 
-    def find_transients(self, context: TaskContext) -> str:
+    def find_transients(self, context: TaskContext[pb.FindTransients]) -> str:
         """Calibrated frames (or a night's) against their references; every frame is named in the outcome."""
-        task: pb.FindTransients = context.task
+        task = context.task
         search = self._transients()
         if search is None:
             raise TaskFailed(

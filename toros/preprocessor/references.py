@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import numpy as np
@@ -30,6 +31,8 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    Row,
+    RowMapping,
     String,
     Table,
     Text,
@@ -104,6 +107,15 @@ class Reference:
     radius_deg: float
     source: str
     current: bool
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Reference:
+        """A reference as the database keeps it."""
+        return cls(
+            int(row["id"]), Path(row["path"]), str(row["filter"]), float(row["epoch"]), row["depth"],
+            row["fwhm_arcsec"], float(row["ra_deg"]), float(row["dec_deg"]), float(row["radius_deg"]),
+            str(row["source"]), bool(row["current"]),
+        )  # fmt: skip
 
     @property
     def taken(self) -> str:
@@ -215,20 +227,8 @@ class ReferenceLibrary:
         return [self._reference(row) for row in rows]
 
     @staticmethod
-    def _reference(row: object) -> Reference:
-        return Reference(
-            row.id,  # type: ignore[attr-defined]
-            Path(row.path),  # type: ignore[attr-defined]
-            row.filter,  # type: ignore[attr-defined]
-            row.epoch,  # type: ignore[attr-defined]
-            row.depth,  # type: ignore[attr-defined]
-            row.fwhm_arcsec,  # type: ignore[attr-defined]
-            row.ra_deg,  # type: ignore[attr-defined]
-            row.dec_deg,  # type: ignore[attr-defined]
-            row.radius_deg,  # type: ignore[attr-defined]
-            row.source,  # type: ignore[attr-defined]
-            bool(row.current),  # type: ignore[attr-defined]
-        )
+    def _reference(row: Row[Any]) -> Reference:
+        return Reference.from_row(row._mapping)
 
     # -- filling ---------------------------------------------------------------------------------
 

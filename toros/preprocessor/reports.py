@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -215,7 +216,9 @@ def cutout_bytes(image: np.ndarray, wcs: WCS) -> bytes:
     return gzip.compress(buffer.getvalue(), mtime=0)
 
 
-def avro_packet(candidate: Candidate, cut: Stamps, *, alert_id: str, candid: int, magzp: float | None) -> dict:
+def avro_packet(
+    candidate: Candidate, cut: Stamps, *, alert_id: str, candid: int, magzp: float | None
+) -> dict[str, Any]:
     """One alert packet (schema ``toros_alert.avsc``) for the candidate's latest detection."""
     latest = max(candidate.history, key=lambda d: d.date_obs)
     return {
@@ -269,7 +272,7 @@ def avro_packet(candidate: Candidate, cut: Stamps, *, alert_id: str, candid: int
     }
 
 
-def write_avro(path: Path, packets: list[dict]) -> Path:
+def write_avro(path: Path, packets: list[dict[str, Any]]) -> Path:
     import fastavro
 
     schema = fastavro.parse_schema(json.loads(SCHEMA_FILE.read_text()))
@@ -280,7 +283,7 @@ def write_avro(path: Path, packets: list[dict]) -> Path:
     return path
 
 
-def read_avro(path: Path) -> list[dict]:
+def read_avro(path: Path) -> list[dict[str, Any]]:
     import fastavro
 
     with open(path, "rb") as stream:

@@ -55,7 +55,7 @@ def gaussian_psf(fwhm_px: float, size: int = PSF_SIZE) -> np.ndarray:
     edges = np.arange(size + 1) - size / 2.0
     profile = np.diff(erf(edges / (math.sqrt(2) * sigma))) / 2.0
     psf = np.outer(profile, profile)
-    return psf / psf.sum()
+    return np.asarray(psf / psf.sum())
 
 
 def psf_from_stars(
@@ -94,7 +94,7 @@ def psf_from_stars(
         psf *= 0.5 - 0.5 * np.cos(np.pi * taper)
     else:
         psf[~support] = 0.0
-    return psf / psf.sum()
+    return np.asarray(psf / psf.sum())
 
 
 def _shift(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -112,7 +112,7 @@ def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     size = psf.shape[0]
     padded[:size, :size] = psf
     padded = np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))
-    return fft.rfft2(padded)
+    return np.asarray(fft.rfft2(padded))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.channels import Connect
@@ -13,17 +13,17 @@ from toros.runtime.clock import Clock
 from toros.runtime.config import DatabaseConfig
 from toros.runtime.journal import Journal, WorkOrderRecord
 from toros.runtime.validation import Checker
-from toros.runtime.workers import TaskContext
+from toros.runtime.workers import TaskContext, TaskMessage
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(Generic[TaskMessage]):
     """One task of WorkOrder.task: how to check it, how to carry it out (None: not in this version), and
     whether it makes sense in the module's current state (a reason to refuse the work order now, or None; it
-    sees the whole order: who asks may matter)."""
+    sees the whole order: who asks may matter). Typed by the task's message, as its handler is."""
 
-    validate: Callable[[Any, Checker], None]
-    run: Callable[[TaskContext], str | None] | None = None
+    validate: Callable[[TaskMessage, Checker], None]
+    run: Callable[[TaskContext[TaskMessage]], str | None] | None = None
     precondition: Callable[[pb.WorkOrder], str | None] | None = None
 
 
@@ -56,7 +56,7 @@ class Module:
         self.journal = services.journal
         self.storage_root = services.storage_root
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         """The tasks this module accepts, by WorkOrder.task field name."""
         return {}
 

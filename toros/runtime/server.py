@@ -171,7 +171,7 @@ class Daemon:
         self.frontdesk = FrontDesk(
             self.module, self.journal, self.workers, self.storage_root, self.settings.max_streams
         )
-        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, server)  # type: ignore[no-untyped-call]  # generated code
+        pb_grpc.add_FrontDeskServicer_to_server(self.frontdesk, server)
         self.health = health.HealthServicer(
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),

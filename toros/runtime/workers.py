@@ -10,7 +10,9 @@ import heapq
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from google.protobuf.message import Message
 
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
@@ -37,14 +39,18 @@ class TaskFailed(Exception):
     """A handler's way to fail its work order with a clear message."""
 
 
-class TaskContext:
-    """A running work order, as its handler sees it."""
+TaskMessage = TypeVar("TaskMessage", bound=Message)
+
+
+class TaskContext(Generic[TaskMessage]):
+    """A running work order, as its handler sees it: ``task`` is its task's message, typed per task as the gRPC
+    examples type one request per method (``TaskContext[pb.DomeControl]``)."""
 
     def __init__(self, record: WorkOrderRecord, journal: Journal, clock: Clock, stopping: threading.Event) -> None:
         self.record = record
         self.id = record.id
         self.order: pb.WorkOrder = record.work_order()
-        self.task: Any = getattr(self.order, record.task)  # the task message: its type is the task's
+        self.task: TaskMessage = cast(TaskMessage, getattr(self.order, record.task))
         self.attempt = record.attempts
         self.journal = journal
         self.clock = clock
@@ -108,7 +114,14 @@ class WorkerPool:
     """Executes a module's queued work orders on a fixed number of threads."""
 
     def __init__(
-        self, journal: Journal, clock: Clock, tasks: dict[str, Task], count: int, module: str, *, max_attempts: int = 3
+        self,
+        journal: Journal,
+        clock: Clock,
+        tasks: dict[str, Task[Any]],
+        count: int,
+        module: str,
+        *,
+        max_attempts: int = 3,
     ) -> None:
         self.journal = journal
         self.max_attempts = max_attempts
@@ -118,7 +131,7 @@ class WorkerPool:
         self.module = module
         self._queue: list[tuple[int, int, str]] = []
         self._queued_ids: set[str] = set()
-        self._running: dict[str, TaskContext] = {}
+        self._running: dict[str, TaskContext[Message]] = {}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -244,7 +257,7 @@ class WorkerPool:
         record = self.journal.transition(work_order_id, only_from={QUEUED}, state=RUNNING, message="running")
         if record is None or record.state != RUNNING:
             return
-        context = TaskContext(record, self.journal, self.clock, self._stopping)
+        context: TaskContext[Message] = TaskContext(record, self.journal, self.clock, self._stopping)
         with self._lock:
             self._running[work_order_id] = context
         log.info("%s started (attempt %d)", record.task, record.attempts)

@@ -69,7 +69,7 @@ class Sensor:
     @cached_property
     def flat_field(self) -> np.ndarray:
         """The true relative response of each pixel: pixel-to-pixel variation times vignetting."""
-        return self._fixed["response"] * self._fixed["illumination"]
+        return np.asarray(self._fixed["response"] * self._fixed["illumination"])
 
     @cached_property
     def _dark_rate(self) -> np.ndarray:

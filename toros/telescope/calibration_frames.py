@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class CalibrationFrames:
         self.clock = clock
         self.journal = journal
 
-    def prepare(self, context: TaskContext) -> str:
+    def prepare(self, context: TaskContext[pb.NightOperation]) -> str:
         """The night's PREPARE step: the camera cooled, then the routine bias and dark frames."""
         o, settings = self.observatory, self.settings
         plan = [(pb.IMAGE_TYPE_BIAS, 0.0)] * settings.bias_count + [
@@ -99,9 +100,9 @@ class CalibrationFrames:
         darks = len(plan) - settings.bias_count
         return f"prepared: CCD at {temperature:.1f} C, {settings.bias_count} bias and {darks} dark frames"
 
-    def take(self, context: TaskContext) -> str:
+    def take(self, context: TaskContext[pb.TakeCalibrations]) -> str:
         """A take_calibrations work order: ``count`` frames of one kind."""
-        task: pb.TakeCalibrations = context.task  # type: ignore[assignment]
+        task = context.task
         if task.image_type == pb.IMAGE_TYPE_FLAT and task.flat_source != pb.FLAT_SOURCE_DOME:
             return self._sky_flats(context, task)
         if task.image_type == pb.IMAGE_TYPE_FLAT:
@@ -112,7 +113,9 @@ class CalibrationFrames:
         kind = KINDS[task.image_type]
         return f"{task.count} {kind} frames" + (f" of {seconds:g} s" if seconds else "")
 
-    def _series(self, context: TaskContext, task: pb.TakeCalibrations, seconds: float, flat_source: str = "") -> None:
+    def _series(
+        self, context: TaskContext[Any], task: pb.TakeCalibrations, seconds: float, flat_source: str = ""
+    ) -> None:
         """The frames of one kind, under the instrument (held once by the caller). An alert's target stops the
         frame in progress; the series pauses, lets the target be observed and takes that frame again."""
         kind = KINDS[task.image_type]
@@ -128,7 +131,7 @@ class CalibrationFrames:
                     self._pause_for_alerts(context, number, task.count, kind)
             self._frame_done(context, number + 1, task.count, kind)
 
-    def _pause_for_alerts(self, context: TaskContext, number: int, total: int, kind: str) -> None:
+    def _pause_for_alerts(self, context: TaskContext[Any], number: int, total: int, kind: str) -> None:
         """Lends the instrument to the dispatcher until no alert target can be observed any more."""
         o = self.observatory
         context.progress(100.0 * number / total, f"{number} of {total} {kind} frames; paused for an alert's targets")
@@ -141,7 +144,7 @@ class CalibrationFrames:
             o.instrument.acquire()
         context.progress(100.0 * number / total, f"{number} of {total} {kind} frames; resumed")
 
-    def _dome_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
+    def _dome_flats(self, context: TaskContext[Any], task: pb.TakeCalibrations) -> str:
         o = self.observatory
         if o.lamp is None:
             raise CommandRefused(NO_LAMP)
@@ -156,15 +159,15 @@ class CalibrationFrames:
                 o.operations.call(lamp, lamp.switch_off)
         return f"{task.count} flat frames of {seconds:g} s"
 
-    def _frames_done(self, context: TaskContext) -> int:
+    def _frames_done(self, context: TaskContext[Any]) -> int:
         """Frames a previous attempt of this work order already stored (a restart resumes after them)."""
         return int(self.journal.get_value(journal_keys.frames_taken(context.id)) or 0)
 
-    def _frame_done(self, context: TaskContext, done: int, total: int, kind: str) -> None:
+    def _frame_done(self, context: TaskContext[Any], done: int, total: int, kind: str) -> None:
         self.journal.set_value(journal_keys.frames_taken(context.id), str(done))
         context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
 
-    def _sky_flats(self, context: TaskContext, task: pb.TakeCalibrations) -> str:
+    def _sky_flats(self, context: TaskContext[Any], task: pb.TakeCalibrations) -> str:
         """Twilight flats near the zenith, each exposure predicted from the frames before it.
 
         In the evening the sky darkens: too bright → wait; too dark → stop. In the morning the reverse."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from toros.floor.astronomy import coming_night
 from toros.floor.requesters import is_operator
 from toros.generated import toros_pb2 as pb
 from toros.runtime.module import Module, Services, Task
-from toros.runtime.workers import TaskContext, TaskFailed
+from toros.runtime.workers import TaskContext, TaskFailed, TaskMessage
 from toros.telescope import orders
 from toros.telescope.calibration_frames import NO_LAMP, CalibrationFrames
 from toros.telescope.devices import CommandRefused, DeviceError
@@ -28,10 +29,10 @@ log = logging.getLogger(__name__)
 WAIT_POLL_S = 60.0  # clock seconds between looks at an observe_targets order's targets
 
 
-def _failures(handler: Callable[[TaskContext], str]) -> Callable[[TaskContext], str]:
+def _failures(handler: Callable[[TaskContext[TaskMessage]], str]) -> Callable[[TaskContext[TaskMessage]], str]:
     """Device, safety and storage problems end a work order FAILED with their message."""
 
-    def run(context: TaskContext) -> str:
+    def run(context: TaskContext[Any]) -> str:
         try:
             return handler(context)
         except (DeviceError, CommandRefused, Unsafe, StorageFailure) as exc:
@@ -80,7 +81,7 @@ class TelescopeModule(Module):
         self.dispatcher.stop()
         self.observatory.stop()
 
-    def tasks(self) -> dict[str, Task]:
+    def tasks(self) -> dict[str, Task[Any]]:
         return {
             "observe_targets": Task(orders.check_observe_targets, _failures(self.observe_targets)),
             "take_calibrations": Task(
@@ -194,7 +195,7 @@ class TelescopeModule(Module):
 
     # -- handlers --------------------------------------------------------------------------------
 
-    def _opened(self, context: TaskContext, override: bool) -> str:
+    def _opened(self, context: TaskContext[Any], override: bool) -> str:
         """Opens for an order that may (checked again: time passed since it was accepted); an operator's open
         ends the hold. Returns what was done beyond opening, for the message."""
         if (reason := self.can_open(context.order, override)) is not None:
@@ -211,7 +212,7 @@ class TelescopeModule(Module):
             notes += "; the operator's hold ended"
         return notes
 
-    def _closing(self, context: TaskContext, reason: str) -> str:
+    def _closing(self, context: TaskContext[Any], reason: str) -> str:
         """An operator's close puts the telescope on hold, before it waits for the instrument: an observation
         in progress stops for it."""
         if not is_operator(context.order.requester):
@@ -220,8 +221,8 @@ class TelescopeModule(Module):
         self.dispatcher.wake()
         return "; on hold until an operator resumes or opens"
 
-    def dome_control(self, context: TaskContext) -> str:
-        task: pb.DomeControl = context.task  # type: ignore[assignment]
+    def dome_control(self, context: TaskContext[pb.DomeControl]) -> str:
+        task = context.task
         o = self.observatory
         if task.action == pb.DOME_ACTION_OPEN:
             return "shutter open" + self._opened(context, task.override)
@@ -237,8 +238,8 @@ class TelescopeModule(Module):
             o.turn_dome(None, context.check)
             return "dome parked"
 
-    def night_operation(self, context: TaskContext) -> str:
-        task: pb.NightOperation = context.task  # type: ignore[assignment]
+    def night_operation(self, context: TaskContext[pb.NightOperation]) -> str:
+        task = context.task
         o = self.observatory
         if task.step == pb.NIGHT_STEP_CLOSE:
             held = self._closing(context, task.reason)
@@ -256,8 +257,8 @@ class TelescopeModule(Module):
             return "hold ended: the robot takes the night again"
         return self.calibration_frames.prepare(context)
 
-    def observe_targets(self, context: TaskContext) -> str:
-        task: pb.ObserveTargets = context.task  # type: ignore[assignment]
+    def observe_targets(self, context: TaskContext[pb.ObserveTargets]) -> str:
+        task = context.task
         accepted = datetime.fromtimestamp(context.record.accept_time, tz=UTC)
         _, deadline = coming_night(self.settings.site, self.settings.constraints, accepted)
         if task.HasField("valid_until"):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
@@ -55,14 +55,14 @@ class Observation:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Observation:
+    def from_dict(cls, data: dict[str, Any]) -> Observation:
         return cls(
             str(data["name"]),
-            float(data["ra_deg"]),  # type: ignore[arg-type]
-            float(data["dec_deg"]),  # type: ignore[arg-type]
+            float(data["ra_deg"]),
+            float(data["dec_deg"]),
             datetime.fromisoformat(str(data["start"])),
             datetime.fromisoformat(str(data["end"])),
-            int(data["frames"]),  # type: ignore[call-overload]
+            int(data["frames"]),
         )
 
 
@@ -105,7 +105,7 @@ def night_figure(
     )
 
     def at(moment: datetime) -> float:
-        return (moment.timestamp() - times.unix[0]) / 3600.0
+        return float(moment.timestamp() - times.unix[0]) / 3600.0
 
     figure = Figure(figsize=(12, 6.5), dpi=100)
     axes = figure.add_subplot()
@@ -141,7 +141,7 @@ def night_figure(
     colors = [tab10(i) for i in range(10) if i not in (2, 3)]  # green: observed; red: now
 
     def along(first: datetime, last: datetime) -> np.ndarray:
-        return (times.unix >= first.timestamp() - 60 * STEP_MINUTES) & (times.unix <= last.timestamp() + 1)
+        return np.asarray((times.unix >= first.timestamp() - 60 * STEP_MINUTES) & (times.unix <= last.timestamp() + 1))
 
     for n, observation in enumerate(observed):
         inside = along(observation.start, observation.end)

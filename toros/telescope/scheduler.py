@@ -131,7 +131,7 @@ def _block_fits(ok: np.ndarray, steps: np.ndarray) -> np.ndarray:
     start = np.arange(count)[None, :]
     stop = np.minimum(start + steps[:, None] + 1, count)  # exclusive index of the last grid time spanned
     inside = (start + steps[:, None]) < count
-    return inside & (np.take_along_axis(bad, stop, axis=1) - bad[:, :count] == 0)
+    return np.asarray(inside & (np.take_along_axis(bad, stop, axis=1) - bad[:, :count] == 0))
 
 
 def _reason(v: Visibility, n: int, fits_any: bool, duration_s: float, window_s: float) -> str | None:

@@ -280,12 +280,12 @@ class Console:
         if isinstance(asked, Response):
             return asked
         module = asked[1]
-        kinds: list[pb.EventKind] = []
+        kinds: list[str] = []  # the enum's names, which the message takes as they are
         for kind in request.query_params.getlist("kind"):
             name = f"EVENT_KIND_{kind.upper()}"
             if name not in pb.EventKind.keys():
                 return _error(400, f"kind: no event kind {kind!r}")
-            kinds.append(pb.EventKind.Value(name))  # type: ignore[arg-type]
+            kinds.append(name)
         limit_text = request.query_params.get("limit", "50")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
             return _error(400, f"limit: a whole number from 1 to 1000, not {limit_text!r}")

@@ -87,7 +87,7 @@ class Previews:
             header = fits.Header.fromstring(head.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise NotAnImage(f"{path}: not a FITS header: {exc}") from None
-        return header.tostring(sep="\n", padding=False)
+        return str(header.tostring(sep="\n", padding=False))
 
 
 def _draw(local: Path, size: int, name: str) -> bytes:

@@ -145,7 +145,7 @@ class AlpacaMount(_AlpacaDevice, Mount):
         self.call("SlewToCoordinatesAsync", go)
 
     def slewing(self) -> bool:
-        return self.call("Slewing", lambda: self.client.Slewing)
+        return bool(self.call("Slewing", lambda: self.client.Slewing))
 
     def abort(self) -> None:
         self.call("AbortSlew", self.client.AbortSlew)
@@ -157,7 +157,7 @@ class AlpacaMount(_AlpacaDevice, Mount):
         self.call("Unpark", self.client.Unpark)
 
     def parked(self) -> bool:
-        return self.call("AtPark", lambda: self.client.AtPark)
+        return bool(self.call("AtPark", lambda: self.client.AtPark))
 
 
 class AlpacaDome(_AlpacaDevice, Dome):
@@ -179,10 +179,10 @@ class AlpacaDome(_AlpacaDevice, Dome):
         self.call("SlewToAzimuth", lambda: self.client.SlewToAzimuth(azimuth_deg % 360.0))
 
     def azimuth(self) -> float:
-        return self.call("Azimuth", lambda: self.client.Azimuth)
+        return float(self.call("Azimuth", lambda: self.client.Azimuth))
 
     def slewing(self) -> bool:
-        return self.call("Slewing", lambda: self.client.Slewing)
+        return bool(self.call("Slewing", lambda: self.client.Slewing))
 
     def park(self) -> None:
         self.call("Park", self.client.Park)
@@ -206,7 +206,7 @@ class AlpacaCamera(_AlpacaDevice, Camera):
         self._exposing = True
 
     def image_ready(self) -> bool:
-        return self.call("ImageReady", lambda: self.client.ImageReady)
+        return bool(self.call("ImageReady", lambda: self.client.ImageReady))
 
     def exposing(self) -> bool:
         return self._exposing and not self.image_ready()
@@ -233,7 +233,7 @@ class AlpacaCamera(_AlpacaDevice, Camera):
 
         image = self.call("ImageArray", download).T
         self._exposing = False
-        return np.clip(image, 0, 65535).astype(np.uint16)
+        return np.asarray(np.clip(image, 0, 65535), dtype=np.uint16)
 
     def abort(self) -> None:
         self.call("AbortExposure", self.client.AbortExposure)
@@ -248,7 +248,7 @@ class AlpacaCamera(_AlpacaDevice, Camera):
         return float(self.call("LastExposureDuration", lambda: self.client.LastExposureDuration))
 
     def temperature(self) -> float:
-        return self.call("CCDTemperature", lambda: self.client.CCDTemperature)
+        return float(self.call("CCDTemperature", lambda: self.client.CCDTemperature))
 
     def cool_to(self, celsius: float) -> None:
         def go() -> None:
@@ -258,7 +258,7 @@ class AlpacaCamera(_AlpacaDevice, Camera):
         self.call("SetCCDTemperature", go)
 
     def gain(self) -> float:
-        return self.call("ElectronsPerADU", lambda: self.client.ElectronsPerADU)
+        return float(self.call("ElectronsPerADU", lambda: self.client.ElectronsPerADU))
 
     def read_noise(self) -> float:
         return self._read_noise

@@ -528,7 +528,7 @@ class IndiCamera(_IndiDevice, Camera):
         if pixels.ndim != 2:
             raise DeviceError(f"{self._where('CCD1')}: a {pixels.ndim}-dimensional image, not a monochrome frame")
         self._cards = [card for card in header.cards if card.keyword not in _STRUCTURAL]
-        return np.clip(pixels, 0, 65535).astype(np.uint16)
+        return np.asarray(np.clip(pixels, 0, 65535), dtype=np.uint16)
 
     def header_cards(self) -> list[fits.Card]:
         return list(self._cards)

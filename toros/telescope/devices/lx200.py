@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+import serial
+
 from toros.telescope.devices import CommandRefused, DeviceError, Mount
 from toros.telescope.devices.equinox import Equinox, spoken
 from toros.telescope.devices.serial_link import (
@@ -75,9 +77,9 @@ def _accepted(reply: bytes) -> bool:
     return reply[:1] == b"1"
 
 
-def _read_slew_reply(port) -> bytes:  # type: ignore[no-untyped-def]
+def _read_slew_reply(port: serial.SerialBase) -> bytes:
     first = port.read(1)
-    return first if first in (b"", b"0") else first + port.read_until(b"#")
+    return bytes(first if first in (b"", b"0") else first + port.read_until(b"#"))
 
 
 def _slew_result(reply: bytes) -> str | None:

@@ -21,6 +21,8 @@ any                ``ERR <reason>``                            the controller re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from toros.telescope.devices import CommandRefused, DeviceError, Dome, Shutter
 from toros.telescope.devices.serial_link import GarbledReply, SerialLink, read_until
 from toros.telescope.settings import DomeLink
@@ -28,7 +30,7 @@ from toros.telescope.settings import DomeLink
 _SHUTTER = {state.name: state for state in Shutter}
 
 
-def _ok(word: str):  # type: ignore[no-untyped-def]
+def _ok(word: str) -> Callable[[bytes], str | None]:
     def parse(reply: bytes) -> str | None:
         text = reply.decode("ascii", errors="replace").strip()
         if text.startswith("ERR "):

@@ -319,7 +319,8 @@ class Sky:
         for the same reported position, as a mount's pointing model error."""
         seed = [int(round(ra_deg * 3600)) % 1_296_000, int(round((dec_deg + 90) * 3600))]
         rng = np.random.default_rng(seed)
-        return tuple(rng.normal(0.0, self.settings.pointing_error_arcsec / 3600.0, 2))  # type: ignore[return-value]
+        east, north = rng.normal(0.0, self.settings.pointing_error_arcsec / 3600.0, 2)
+        return float(east), float(north)
 
     @classmethod
     def twilight_mag(cls, sun_altitude_deg: float) -> float:
@@ -453,7 +454,8 @@ class SimulatedCamera(Camera):
     def read_image(self) -> np.ndarray:
         if not self.image_ready():
             raise CommandRefused("no image is ready")
-        start, seconds, light, seen, when = self._exposure  # type: ignore[misc]
+        assert self._exposure is not None, "image_ready says an exposure ended"
+        start, seconds, light, seen, when = self._exposure
         self._frames += 1
         kind = "light" if light else ("bias" if seconds == 0 else "dark")
         frame = make_frame(

@@ -13,7 +13,15 @@ import grpc
 import numpy as np
 import pytest
 from pki import Authority
-from support import NIGHT_TIME, SMALL_CAMERA, drill_daemon, glade_plus_line, telescope_daemon, write_config
+from support import (
+    NIGHT_TIME,
+    SMALL_CAMERA,
+    drill_daemon,
+    glade_plus_line,
+    kilonova_pair,
+    telescope_daemon,
+    write_config,
+)
 
 from toros.config import Config, load_config
 from toros.daemons import build_daemon
@@ -200,3 +208,9 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> dict[str, Any]:
+    """The kilonova pair of the difference-imaging tests (support.kilonova_pair), made once per test module."""
+    return kilonova_pair(tmp_path_factory.mktemp("discovery"))

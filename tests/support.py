@@ -18,22 +18,34 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
 import yaml
 from astropy.io import fits
 from google.protobuf.duration_pb2 import Duration
 
+import toros
 from toros.config import Config, load_config
 from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
+from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.preprocessor.library import MasterLibrary
+from toros.preprocessor.pipeline import NightCalibration
+from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.clock import Clock
+from toros.runtime.config import DatabaseConfig
 from toros.runtime.files import atomic_write
 from toros.runtime.module import Module, Task
 from toros.runtime.server import Daemon
+from toros.runtime.states import FINAL_STATES
 from toros.runtime.workers import TaskContext, TaskFailed
 from toros.simulation.ccd import Sensor, make_frame
+from toros.simulation.sky import Conditions, Galaxy, Kilonova, SimulatedSky, StarCatalog, write_calibrated_frame
 from toros.telescope import orders
 
-REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SUPPORT_SCRIPT = Path(__file__).resolve()  # run as a daemon process (a test can kill -9 it)
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -215,6 +227,211 @@ def drill_daemon(config: Config) -> Daemon:
 
 def dome_order(id: str = "", action: int = pb.DOME_ACTION_OPEN, **fields: Any) -> pb.WorkOrder:
     return pb.WorkOrder(id=id, dome_control=pb.DomeControl(action=action), **fields)
+
+
+# -- shared by the tests of several rooms ----------------------------------------------------------------------
+
+DAY_TIME = "2026-11-22T18:00:00Z"  # local early afternoon
+
+
+def run(stub: FrontDeskStub, order: pb.WorkOrder, timeout: float = 60.0) -> pb.WorkOrderStatus:
+    receipt = stub.Submit(order)
+    return wait_for(
+        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL_STATES and s,
+        timeout=timeout,
+    )
+
+
+def finished(stub: FrontDeskStub, id: str) -> pb.WorkOrderStatus | None:
+    """The work order once it has finished; None while it runs or before it exists."""
+    try:
+        status = stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return status if status.state in FINAL_STATES else None
+
+
+def refused(stub: FrontDeskStub, order: pb.WorkOrder) -> str:
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Submit(order)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
+    return error.value.details()
+
+
+def calibrations(image_type: int, count: int, **fields: Any) -> pb.TakeCalibrations:
+    return pb.TakeCalibrations(image_type=image_type, count=count, **fields)
+
+
+def step(value: int) -> pb.NightOperation:
+    return pb.NightOperation(step=value)
+
+
+def images(stub: FrontDeskStub, work_order_id: str = "") -> list[pb.Event]:
+    request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY], work_order_id=work_order_id)
+    return list(stub.Watch(request))
+
+
+def devices(stub: FrontDeskStub) -> dict[str, pb.Device]:
+    return {d.name: d for d in stub.GetStatus(pb.GetStatusRequest()).devices}
+
+
+DATA = Path(toros.__file__).parent / "data" / "alerts"
+MULTIORDER = DATA / "MS181101ab-bayestar.multiorder.fits"
+
+
+def done(stub, id):
+    return wait_for(
+        lambda: (
+            (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
+            in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
+            and s
+        ),
+        timeout=60,
+    )
+
+
+def submit(stub, name_or_bytes, id):
+    payload = name_or_bytes if isinstance(name_or_bytes, bytes) else (DATA / name_or_bytes).read_bytes()
+    return stub.Submit(
+        pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, source=str(name_or_bytes)[:50]))
+    )
+
+
+class Message:
+    def __init__(self, offset: int, value: bytes, error: str | None = None) -> None:
+        self._offset, self._value, self._error = offset, value, error
+
+    def topic(self):
+        return "igwn.gwalert"
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
+
+    def value(self):
+        return self._value
+
+    def error(self):
+        return self._error
+
+
+class FakeConsumer:
+    """Delivers from the last committed offset, like a broker with a fixed consumer group."""
+
+    def __init__(self, log: list[bytes], committed: list[int], journal, crash_on_commit: int | None = None) -> None:
+        self.log, self.committed, self.journal, self.crash_on_commit = log, committed, journal, crash_on_commit
+        self.position = committed[-1] + 1 if committed else 0
+
+    def subscribe(self, topics):
+        assert topics == ["igwn.gwalert"]
+
+    def consume(self, num_messages, timeout):
+        batch = [
+            Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))
+        ]
+        self.position += len(batch)
+        return batch
+
+    def commit(self, message, asynchronous):
+        assert not asynchronous
+        key = f"kafka-igwn.gwalert-0-{message.offset()}"
+        recorded = self.journal.get(key) is not None or any(
+            e.work_order_id == key for e in self.journal.read_events(0, 100000)
+        )
+        assert recorded, "committed before the notice (or its refusal) was journaled"
+        if message.offset() == self.crash_on_commit:
+            self.crash_on_commit = None
+            raise RuntimeError("connection lost")
+        self.committed.append(message.offset())
+
+    def close(self):
+        pass
+
+
+SENSOR = Sensor(width=192, height=160, overscan=12)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, int, int]] = []
+        self.products: list[tuple[Path, str]] = []
+
+    def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
+        self.stages.append((stage, done, total))
+
+    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
+        self.products.append((path, kind))
+
+    def check(self) -> None:
+        pass
+
+
+def calibrate(root: Path, paths: list[Path], night: str | None = "2026-11-23", **settings) -> tuple:
+    library = MasterLibrary(DatabaseConfig(path=root / "toros.db"))
+    recorder = Recorder()
+    pipeline = NightCalibration(
+        CalibrationConfig(**settings), library, root, longitude_deg=-67.32, work_order_id="wo-test", now=lambda: 0.0
+    )
+    result = pipeline.run(paths, recorder, night=night)
+    library.close()
+    return result, recorder
+
+
+def launch(config: Path, port_file: Path) -> tuple[subprocess.Popen, int]:
+    port_file.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, str(SUPPORT_SCRIPT), str(config), str(port_file)], stderr=subprocess.DEVNULL
+    )
+    port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), timeout=30))
+    return process, port
+
+
+# -- the kilonova pair (difference imaging) ----------------------------------------------------------------------
+
+FIELD = (11.888, -25.288)
+EVENT = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+WHEN = EVENT + timedelta(days=1)
+SIZE = 768
+SCALE = 0.47
+HOST = Galaxy("NGC-TEST", FIELD[0] + 0.012, FIELD[1] + 0.006, 14.5, 60.0)
+ZTF = TESTS / "data" / "ztf"  # two real ZTF packets (see its README)
+
+
+def science_ready_with_truth(path: Path, truth, fwhm_arcsec: float, **cards) -> Path:
+    """What the science step leaves: the true zero point and the FWHM in the header (the WCS is already true)."""
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header["MAGZP"] = round(truth.magzp, 4)
+        hdus[0].header["FWHM"] = round(fwhm_arcsec / SCALE, 3)
+        hdus[0].header["LIMMAG"] = 21.0
+        for key, value in cards.items():
+            hdus[0].header[key] = value
+    return path
+
+
+def kilonova_pair(folder: Path) -> dict[str, Any]:
+    """A deep reference a month before the event and a new frame a day after it, with an AT2017gfo-like kilonova
+    at 60 Mpc 3" from its host's centre; the frames' pointings differ by 20"."""
+    stars = StarCatalog()
+    kilonova = Kilonova(HOST.ra_deg + 3.0 / 3600, HOST.dec_deg + 1.0 / 3600, EVENT, 60.0)
+    reference_path, new_path = folder / "ref.fits", folder / "new.fits"
+    reference = write_calibrated_frame(
+        reference_path, SimulatedSky(stars, [HOST]), (FIELD[0] + 0.005, FIELD[1] - 0.003), SIZE,
+        pointing_error_arcsec=(0.0, 0.0), pixel_scale_arcsec=SCALE,
+        conditions=Conditions("r", 300.0, 1.1, 1.5, EVENT - timedelta(days=30)), seed=11,
+    )  # fmt: skip
+    new = write_calibrated_frame(
+        new_path, SimulatedSky(stars, [HOST], [kilonova]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
+        pixel_scale_arcsec=SCALE, conditions=Conditions("r", 120.0, 1.2, 2.0, WHEN), seed=12,
+    )  # fmt: skip
+    science_ready_with_truth(reference_path, reference, 1.5)
+    science_ready_with_truth(
+        new_path, new, 2.0, ALERTID="S261122a", EVENTT=EVENT.strftime("%Y-%m-%dT%H:%M:%S.000"), DRILL=False
+    )
+    return {"folder": folder, "reference": reference_path, "new": new_path, "kilonova": kilonova, "truth": new}
 
 
 if __name__ == "__main__":

@@ -12,21 +12,33 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
-from support import NIGHT_TIME, SMALL_CAMERA, wait_for, write_config
+from support import (
+    DAY_TIME,
+    NIGHT_TIME,
+    SMALL_CAMERA,
+    SUPPORT_SCRIPT,
+    calibrations,
+    devices,
+    finished,
+    images,
+    refused,
+    run,
+    step,
+    wait_for,
+    write_config,
+)
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.states import FINAL_STATES
 from toros.telescope.protocol_simulators.alpaca import AlpacaSimulator
 
-DAY_TIME = "2026-11-22T18:00:00Z"  # local early afternoon
 HEADER_CONTRACT = (
     "IMAGETYP",
     "DATE-OBS",
@@ -47,49 +59,6 @@ HEADER_CONTRACT = (
     "WORKORD",
 )
 NGC_253 = pb.Target(name="NGC 253", ra_deg=11.888, dec_deg=-25.288, exposure_count=2)
-
-
-def run(stub: FrontDeskStub, order: pb.WorkOrder, timeout: float = 60.0) -> pb.WorkOrderStatus:
-    receipt = stub.Submit(order)
-    return wait_for(
-        lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=receipt.id))).state in FINAL_STATES and s,
-        timeout=timeout,
-    )
-
-
-def finished(stub: FrontDeskStub, id: str) -> pb.WorkOrderStatus | None:
-    """The work order once it has finished; None while it runs or before it exists."""
-    try:
-        status = stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
-    return status if status.state in FINAL_STATES else None
-
-
-def refused(stub: FrontDeskStub, order: pb.WorkOrder) -> str:
-    with pytest.raises(grpc.RpcError) as error:
-        stub.Submit(order)
-    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
-    return error.value.details()
-
-
-def calibrations(image_type: int, count: int, **fields: Any) -> pb.TakeCalibrations:
-    return pb.TakeCalibrations(image_type=image_type, count=count, **fields)
-
-
-def step(value: int) -> pb.NightOperation:
-    return pb.NightOperation(step=value)
-
-
-def images(stub: FrontDeskStub, work_order_id: str = "") -> list[pb.Event]:
-    request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY], work_order_id=work_order_id)
-    return list(stub.Watch(request))
-
-
-def devices(stub: FrontDeskStub) -> dict[str, pb.Device]:
-    return {d.name: d for d in stub.GetStatus(pb.GetStatusRequest()).devices}
 
 
 def test_calibration_frames_follow_the_header_contract_and_can_be_fetched(telescope, tmp_path):
@@ -476,7 +445,7 @@ def test_kill_9_in_the_middle_of_a_target_then_no_frame_is_taken_twice(tmp_path)
         clock={"start": NIGHT_TIME, "rate": 50.0},
         telescope={"port": 0, "mode": "manual", "camera": SMALL_CAMERA, "dome": {"shutter_s": 10.0}},
     )
-    support = Path(__file__).with_name("support.py")
+    support = SUPPORT_SCRIPT
 
     def launch() -> tuple[subprocess.Popen, FrontDeskStub, grpc.Channel]:
         port_file = tmp_path / "port"

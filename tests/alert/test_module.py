@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy_healpix import HEALPix
-from support import glade_plus_line, wait_for, write_config
+from support import DATA, MULTIORDER, done, glade_plus_line, submit, write_config
 
-import toros
 from toros.alert.notices import BadNotice, parse_notice
 from toros.alert.ranking import rank
 from toros.alert.skymap import BadSkymap, read_skymap
 from toros.floor.catalogs import GalaxyIndex
 from toros.generated import toros_pb2 as pb
-
-DATA = Path(toros.__file__).parent / "data" / "alerts"
-MULTIORDER = DATA / "MS181101ab-bayestar.multiorder.fits"
-
 
 # -- notices -----------------------------------------------------------------------------------------
 
@@ -158,24 +153,6 @@ def test_ranking_follows_the_distance_ansatz(glade_catalog):
 
 
 # -- the daemon --------------------------------------------------------------------------------------
-
-
-def done(stub, id):
-    return wait_for(
-        lambda: (
-            (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
-            in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
-            and s
-        ),
-        timeout=60,
-    )
-
-
-def submit(stub, name_or_bytes, id):
-    payload = name_or_bytes if isinstance(name_or_bytes, bytes) else (DATA / name_or_bytes).read_bytes()
-    return stub.Submit(
-        pb.WorkOrder(id=id, process_alert=pb.ProcessAlert(payload=payload, source=str(name_or_bytes)[:50]))
-    )
 
 
 def test_preliminary_then_duplicate_then_retraction(observatory):

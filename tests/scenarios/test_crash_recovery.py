@@ -7,23 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import grpc
-from support import dome_order, wait_for, write_config
+from support import SUPPORT_SCRIPT, dome_order, launch, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.runtime.states import FINAL_STATES
-
-SUPPORT = Path(__file__).with_name("support.py")
-
-
-def launch(config: Path, port_file: Path) -> tuple[subprocess.Popen, int]:
-    port_file.unlink(missing_ok=True)
-    process = subprocess.Popen([sys.executable, str(SUPPORT), str(config), str(port_file)], stderr=subprocess.DEVNULL)
-    port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), timeout=30))
-    return process, port
 
 
 def observe(id: str, target: str) -> pb.WorkOrder:
@@ -47,7 +37,7 @@ def test_a_work_order_that_kills_the_daemon_each_time_ends_failed(tmp_path):
     assert process.wait(timeout=30) == -signal.SIGKILL
     # The restart resumes it (attempt 2 of 2), and it takes the daemon down again, maybe before it is listening.
     again = subprocess.Popen(
-        [sys.executable, str(SUPPORT), str(config), str(tmp_path / "port-2")], stderr=subprocess.DEVNULL
+        [sys.executable, str(SUPPORT_SCRIPT), str(config), str(tmp_path / "port-2")], stderr=subprocess.DEVNULL
     )
     assert again.wait(timeout=60) == -signal.SIGKILL
     process, port = launch(config, port_file)

@@ -31,10 +31,7 @@ from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from support import wait_for
-from test_alert import DATA, MULTIORDER, done, submit
-from test_alert_intake import FakeConsumer
-from test_preprocessor import SENSOR, calibrate
+from support import DATA, MULTIORDER, SENSOR, FakeConsumer, calibrate, done, submit, wait_for
 
 from toros.alert.listeners import KafkaListener
 from toros.alert.notices import BadNotice, parse_notice
@@ -583,7 +580,7 @@ def test_a_master_of_nan_frames_is_refused(tmp_path):
 def test_a_frame_bigger_than_the_free_space_faults_the_camera(telescope, tiny_disk):  # noqa: F811
     """Before: ENOSPC inside astropy's write surfaced as AttributeError from its free-space check, so the
     camera never went to FAULT "storage: …"."""
-    from test_telescope import calibrations, devices, run
+    from support import calibrations, devices, run
 
     stub = telescope(storage=str(tiny_disk), camera={"width": 320, "height": 256, "overscan": 0, "readout_s": 1.0})
     status = run(stub, pb.WorkOrder(id="big", take_calibrations=calibrations(pb.IMAGE_TYPE_BIAS, 1)))
@@ -677,8 +674,7 @@ def test_a_file_written_to_while_fetched_ends_aborted_and_one_replaced_is_served
 
 def test_stalled_fetch_streams_hold_little_memory(tmp_path):
     """Before: about 21 MB of the daemon's memory per stream that a client stopped reading (4 MiB chunks)."""
-    from support import write_config
-    from test_crash_recovery import launch
+    from support import launch, write_config
 
     from toros.generated.toros_pb2_grpc import FrontDeskStub
 
@@ -853,7 +849,8 @@ def test_a_database_in_a_read_only_folder(tmp_path, read_only_folder):
 
 def test_an_unreachable_postgresql(tmp_path):
     from support import write_config
-    from test_cli import free_port
+
+    from toros.demo import free_port
 
     port = free_port()
     config = write_config(

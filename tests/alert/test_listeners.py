@@ -11,66 +11,12 @@ import threading
 import gcn.voeventclient
 import grpc
 import pytest
-from support import wait_for
-from test_alert import DATA, done
+from support import DATA, FakeConsumer, done, wait_for
 
 from toros.alert.listeners import KafkaListener
 from toros.alert.settings import KafkaIntake
 from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
-
-
-class Message:
-    def __init__(self, offset: int, value: bytes, error: str | None = None) -> None:
-        self._offset, self._value, self._error = offset, value, error
-
-    def topic(self):
-        return "igwn.gwalert"
-
-    def partition(self):
-        return 0
-
-    def offset(self):
-        return self._offset
-
-    def value(self):
-        return self._value
-
-    def error(self):
-        return self._error
-
-
-class FakeConsumer:
-    """Delivers from the last committed offset, like a broker with a fixed consumer group."""
-
-    def __init__(self, log: list[bytes], committed: list[int], journal, crash_on_commit: int | None = None) -> None:
-        self.log, self.committed, self.journal, self.crash_on_commit = log, committed, journal, crash_on_commit
-        self.position = committed[-1] + 1 if committed else 0
-
-    def subscribe(self, topics):
-        assert topics == ["igwn.gwalert"]
-
-    def consume(self, num_messages, timeout):
-        batch = [
-            Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))
-        ]
-        self.position += len(batch)
-        return batch
-
-    def commit(self, message, asynchronous):
-        assert not asynchronous
-        key = f"kafka-igwn.gwalert-0-{message.offset()}"
-        recorded = self.journal.get(key) is not None or any(
-            e.work_order_id == key for e in self.journal.read_events(0, 100000)
-        )
-        assert recorded, "committed before the notice (or its refusal) was journaled"
-        if message.offset() == self.crash_on_commit:
-            self.crash_on_commit = None
-            raise RuntimeError("connection lost")
-        self.committed.append(message.offset())
-
-    def close(self):
-        pass
 
 
 def test_kafka_offsets_are_committed_after_journaling_and_redelivery_is_processed_once(observatory):

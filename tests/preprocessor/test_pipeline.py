@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
-from support import wait_for
+from support import SENSOR, Recorder, calibrate, wait_for
 
 from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
@@ -29,34 +29,7 @@ from toros.preprocessor.settings import CalibrationConfig
 from toros.runtime.config import DatabaseConfig
 from toros.simulation.ccd import Sensor, make_frame, write_night
 
-SENSOR = Sensor(width=192, height=160, overscan=12)
 CCDPROC_DATA = Path(ccdproc.__file__).parent / "tests" / "data" / "a8280271.fits"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.stages: list[tuple[str, int, int]] = []
-        self.products: list[tuple[Path, str]] = []
-
-    def stage(self, stage: str, done: int, total: int, path: str = "") -> None:
-        self.stages.append((stage, done, total))
-
-    def product(self, path: Path, kind: str, sha256: str | None = None) -> None:
-        self.products.append((path, kind))
-
-    def check(self) -> None:
-        pass
-
-
-def calibrate(root: Path, paths: list[Path], night: str | None = "2026-11-23", **settings) -> tuple:
-    library = MasterLibrary(DatabaseConfig(path=root / "toros.db"))
-    recorder = Recorder()
-    pipeline = NightCalibration(
-        CalibrationConfig(**settings), library, root, longitude_deg=-67.32, work_order_id="wo-test", now=lambda: 0.0
-    )
-    result = pipeline.run(paths, recorder, night=night)
-    library.close()
-    return result, recorder
 
 
 def ccdproc_reference(paths: list[Path]) -> dict[str, CCDData]:

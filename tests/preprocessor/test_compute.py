@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from support import VENV_BIN, wait_for, write_config
-from test_discovery import pair  # noqa: F401 (a fixture: the kilonova pair)
 
 from toros.config import load_config
 from toros.daemons import build_daemon
@@ -306,7 +305,7 @@ def test_workers_that_cannot_do_the_work_are_named(cluster, start_daemon, tmp_pa
     )
 
 
-def test_difference_imaging_on_the_cluster_finds_what_the_node_finds(cluster, pair, tmp_path):  # noqa: F811
+def test_difference_imaging_on_the_cluster_finds_what_the_node_finds(cluster, pair, tmp_path):
     """The kilonova pair of the discovery tests, searched here and on the cluster: the same candidate, the
     same measurement, the same difference image."""
     from toros.preprocessor.candidates import CandidateStore

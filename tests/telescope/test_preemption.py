@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from support import wait_for
-from test_telescope import calibrations, devices, finished, images, run, step
+from support import calibrations, devices, finished, images, run, step, wait_for
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub

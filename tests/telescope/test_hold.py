@@ -8,12 +8,23 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from support import SMALL_CAMERA, telescope_daemon, toros_cli, wait_for, write_config
-from test_telescope import DAY_TIME, devices, finished, refused, run, step
+from support import (
+    DAY_TIME,
+    SMALL_CAMERA,
+    devices,
+    finished,
+    refused,
+    run,
+    step,
+    telescope_daemon,
+    toros_cli,
+    wait_for,
+    write_config,
+)
 
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
@@ -144,16 +155,16 @@ def test_the_dome_does_not_open_in_daylight_unless_an_operator_overrides(telesco
 
 def test_the_hold_is_kept_in_the_journal_across_a_restart(tmp_path):
     from support import SteppedClock
-    from test_night import EVENING_DAY
 
-    clock = SteppedClock(EVENING_DAY)
+    evening = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
+    clock = SteppedClock(evening)
     journal = Journal(DatabaseConfig(path=tmp_path / "journal.db"), "telescope", clock)
     hold = OperatorHold(journal, clock, HoldConfig())
     hold.take("web:alice", "dust storm", "wo-close")
-    clock.set(EVENING_DAY + timedelta(hours=2))
+    clock.set(evening + timedelta(hours=2))
     again = OperatorHold(journal, clock, HoldConfig())
     assert again.current is not None and again.current.by == "web:alice" and again.current.reason == "dust storm"
-    assert again.current.since == EVENING_DAY.timestamp()
+    assert again.current.since == evening.timestamp()
     assert again.end("web:bob", "wo-resume") and OperatorHold(journal, clock, HoldConfig()).current is None
     journal.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from support import toros_cli, write_config
+from support import kilonova_pair, toros_cli, write_config
 
 from toros.floor.sky_geometry import tan_wcs
 from toros.preprocessor.references import BadReference, ReferenceLibrary
@@ -184,9 +184,7 @@ def test_a_non_numeric_card_is_one_line_naming_it(tmp_path, card, value):
 @pytest.fixture(scope="module")
 def pair_for_difference(tmp_path_factory) -> dict:
     """Two small frames of one field with a WCS each: enough for `toros difference` to run."""
-    from test_discovery import pair
-
-    return pair.__wrapped__(tmp_path_factory)  # type: ignore[attr-defined]
+    return kilonova_pair(tmp_path_factory.mktemp("pair"))
 
 
 def _difference(*args: str) -> subprocess.CompletedProcess:

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from pydantic import ValidationError
-from support import wait_for
-from test_telescope import devices, images, run, step
+from support import devices, images, run, step, wait_for
 
 from toros.generated import toros_pb2 as pb
 from toros.telescope.dome_geometry import DomeGeometry, PierSide, tolerance_deg

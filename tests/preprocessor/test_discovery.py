@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from support import FIELD, HOST, SCALE, SIZE, WHEN, ZTF
 
 from toros.cli import main as toros_main
 from toros.daemons import build_daemon
@@ -30,48 +31,7 @@ from toros.preprocessor.reports import read_avro
 from toros.preprocessor.settings import DiscoveryConfig, ReferencesConfig
 from toros.preprocessor.transients import TransientSearch, kpc_offset
 from toros.runtime.config import DatabaseConfig
-from toros.simulation.sky import Conditions, Galaxy, Kilonova, SimulatedSky, StarCatalog, write_calibrated_frame
-
-FIELD = (11.888, -25.288)
-EVENT = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
-WHEN = EVENT + timedelta(days=1)
-SIZE = 768
-SCALE = 0.47
-HOST = Galaxy("NGC-TEST", FIELD[0] + 0.012, FIELD[1] + 0.006, 14.5, 60.0)
-ZTF = Path(__file__).resolve().parent / "data" / "ztf"  # two real packets (see its README)
-
-
-def _science_ready(path: Path, truth, fwhm_arcsec: float, **cards) -> Path:
-    """What the science step leaves: the true zero point and the FWHM in the header (the WCS is already true)."""
-    with fits.open(path, mode="update") as hdus:
-        hdus[0].header["MAGZP"] = round(truth.magzp, 4)
-        hdus[0].header["FWHM"] = round(fwhm_arcsec / SCALE, 3)
-        hdus[0].header["LIMMAG"] = 21.0
-        for key, value in cards.items():
-            hdus[0].header[key] = value
-    return path
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> dict:
-    """A deep reference a month before the event and a new frame a day after it, with an AT2017gfo-like kilonova
-    at 60 Mpc 3" from its host's centre; the frames' pointings differ by 20"."""
-    folder = tmp_path_factory.mktemp("discovery")
-    stars = StarCatalog()
-    kilonova = Kilonova(HOST.ra_deg + 3.0 / 3600, HOST.dec_deg + 1.0 / 3600, EVENT, 60.0)
-    reference_path, new_path = folder / "ref.fits", folder / "new.fits"
-    reference = write_calibrated_frame(
-        reference_path, SimulatedSky(stars, [HOST]), (FIELD[0] + 0.005, FIELD[1] - 0.003), SIZE,
-        pointing_error_arcsec=(0.0, 0.0), pixel_scale_arcsec=SCALE,
-        conditions=Conditions("r", 300.0, 1.1, 1.5, EVENT - timedelta(days=30)), seed=11,
-    )  # fmt: skip
-    new = write_calibrated_frame(
-        new_path, SimulatedSky(stars, [HOST], [kilonova]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
-        pixel_scale_arcsec=SCALE, conditions=Conditions("r", 120.0, 1.2, 2.0, WHEN), seed=12,
-    )  # fmt: skip
-    _science_ready(reference_path, reference, 1.5)
-    _science_ready(new_path, new, 2.0, ALERTID="S261122a", EVENTT=EVENT.strftime("%Y-%m-%dT%H:%M:%S.000"), DRILL=False)
-    return {"folder": folder, "reference": reference_path, "new": new_path, "kilonova": kilonova, "truth": new}
+from toros.simulation.sky import StarCatalog
 
 
 def _truth_xy(pair: dict) -> tuple[float, float]:

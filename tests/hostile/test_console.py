@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import NIGHT_TIME, SMALL_CAMERA, VENV_BIN, telescope_daemon, wait_for, write_config
+from support import NIGHT_TIME, SMALL_CAMERA, TESTS, VENV_BIN, telescope_daemon, wait_for, write_config
 
 from toros.config import load_config
 from toros.demo import free_port
@@ -121,7 +121,7 @@ class Flood:
 
     def __init__(self, console: Console, client: httpx.Client, count: int) -> None:
         cookie = client.cookies["toros_session"]
-        script = Path(__file__).with_name("sse_flood.py")
+        script = TESTS / "sse_flood.py"
         self.process = subprocess.Popen(
             [str(VENV_BIN / "python"), str(script), console.url, cookie, str(count)],
             stdin=subprocess.PIPE,

@@ -124,7 +124,7 @@ def test_products_are_readable_by_the_services_group(tmp_path, make_config):
 
 def test_a_daemons_frames_have_the_configured_mode(make_config, start_daemon, tmp_path):
     import grpc
-    from test_telescope import run
+    from support import run
 
     from toros.generated import toros_pb2 as pb
     from toros.generated.toros_pb2_grpc import FrontDeskStub

@@ -22,8 +22,7 @@ from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time
 from pydantic import ValidationError
-from support import NIGHT_TIME, wait_for
-from test_telescope import devices, images, run, step
+from support import NIGHT_TIME, devices, images, run, step, wait_for
 
 from toros.demo import free_port
 from toros.generated import toros_pb2 as pb

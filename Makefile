@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test proto proto-baseline bench clean
+.PHONY: demo test docs proto proto-baseline bench clean
 
 # The virtual environment is rebuilt when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,13 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(MAKE) --no-print-directory docs
 	$(PY) -m pytest
+
+# The documentation site (Sphinx, Markdown pages; the contract, configuration and CLI references generated from
+# their sources), warnings as errors: docs/_build/html/index.html.
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 # Regenerates toros/generated/ from proto/toros.proto (the generated code is committed).
 proto: $(VENV)/.installed
@@ -42,4 +48,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/discovery.py --latency
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .hypothesis
+	rm -rf $(VENV) demo .pytest_cache .hypothesis docs/_build docs/reference/generated

@@ -398,7 +398,43 @@ WHEN = EVENT + timedelta(days=1)
 SIZE = 768
 SCALE = 0.47
 HOST = Galaxy("NGC-TEST", FIELD[0] + 0.012, FIELD[1] + 0.006, 14.5, 60.0)
-ZTF = TESTS / "data" / "ztf"  # two real ZTF packets (see its README)
+KILONOVA_OFFSET = (6.0, 3.0)  # arcsec of RA and Dec from the host's centre: 6", 1.8 kpc (GW170817's was 2 kpc)
+ZTF = TESTS / "data" / "ztf"  # real ZTF packets (see its README)
+
+
+def ztf_cutouts(packet: str, folder: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """A ZTF packet's science and template cut-outs as FITS files with a WCS (ZTF's 1.01"/px, the candidate at
+    the centre: the cut-outs carry none) and ZTF's zero point on the science one; nothing else (no FWHM, no
+    template zero point). A JPEG cut-out is written as it is. Returns the candidate record too."""
+    import gzip
+    import io
+
+    import fastavro
+    import numpy as np
+
+    from toros.floor.sky_geometry import tan_wcs
+
+    with open(ZTF / f"{packet}.avro", "rb") as stream:
+        record = next(iter(fastavro.reader(stream)))
+    assert isinstance(record, dict)
+    candidate = record["candidate"]
+    paths = []
+    for kind in ("Science", "Template"):
+        raw = record[f"cutout{kind}"]["stampData"]
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        path = folder / f"{packet}-{kind.lower()}.fits"
+        paths.append(path)
+        if not data.startswith(b"SIMPLE"):
+            path.write_bytes(data)
+            continue
+        pixels = fits.open(io.BytesIO(data))[0].data.astype(np.float32)
+        header = fits.Header()
+        header.update(tan_wcs(candidate["ra"], candidate["dec"], *pixels.shape[::-1], 1.012).to_header())
+        header["GAIN"], header["FILTER"] = 6.2, "r"
+        if kind == "Science" and candidate.get("magzpsci") is not None:
+            header["MAGZP"] = candidate["magzpsci"]
+        fits.PrimaryHDU(pixels, header).writeto(path)
+    return paths[0], paths[1], candidate
 
 
 def science_ready_with_truth(path: Path, truth, fwhm_arcsec: float, **cards) -> Path:
@@ -414,9 +450,9 @@ def science_ready_with_truth(path: Path, truth, fwhm_arcsec: float, **cards) -> 
 
 def kilonova_pair(folder: Path) -> dict[str, Any]:
     """A deep reference a month before the event and a new frame a day after it, with an AT2017gfo-like kilonova
-    at 60 Mpc 3" from its host's centre; the frames' pointings differ by 20"."""
+    at 60 Mpc 6" from its host's nucleus; the frames' pointings differ by 20"."""
     stars = StarCatalog()
-    kilonova = Kilonova(HOST.ra_deg + 3.0 / 3600, HOST.dec_deg + 1.0 / 3600, EVENT, 60.0)
+    kilonova = Kilonova(HOST.ra_deg + KILONOVA_OFFSET[0] / 3600, HOST.dec_deg + KILONOVA_OFFSET[1] / 3600, EVENT, 60.0)
     reference_path, new_path = folder / "ref.fits", folder / "new.fits"
     reference = write_calibrated_frame(
         reference_path, SimulatedSky(stars, [HOST]), (FIELD[0] + 0.005, FIELD[1] - 0.003), SIZE,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from toros.simulation.psf import Optics, stamp
 from toros.simulation.sky import Scene
 
 IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "light": "LIGHT"}
@@ -186,18 +187,15 @@ def make_frame(
 
 
 def _add_stars(rng: np.random.Generator, light: np.ndarray, count: int, exposure_time: float) -> None:
-    """Gaussian stars (FWHM about 3 pixels) of random brightness, stamped in place."""
+    """Stars of random brightness where no scene is given (the calibration's own frames): the default optics'
+    Moffat PSF of 3 pixels FWHM, the same everywhere."""
     if count <= 0:
         return
     height, width = light.shape
-    radius = 7
-    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    sigma = 1.3
-    for _ in range(count):
-        cy, cx = int(rng.integers(radius, height - radius)), int(rng.integers(radius, width - radius))
-        flux = float(10 ** rng.uniform(2.0, 4.5)) * exposure_time
-        stamp = flux / (2 * np.pi * sigma**2) * np.exp(-(x**2 + y**2) / (2 * sigma**2))
-        light[cy - radius : cy + radius + 1, cx - radius : cx + radius + 1] += stamp.astype(np.float32)
+    optics = Optics()
+    x, y = rng.uniform(7, width - 7, count), rng.uniform(7, height - 7, count)
+    flux = 10 ** rng.uniform(2.0, 4.5, count) * exposure_time
+    stamp(light, x, y, flux, optics.shape_at(3.0, np.zeros(count), np.zeros(count)), optics)
 
 
 def _add_cosmic_rays(rng: np.random.Generator, electrons: np.ndarray, count: int) -> None:

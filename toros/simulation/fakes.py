@@ -26,6 +26,7 @@ class Fake:
     x: float  # 0-based pixel of the new frame
     y: float
     on_galaxy: bool
+    nuclear: bool = False  # on its galaxy's nucleus
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def make_pair(
     bright_stars: int = 6,
 ) -> Pair:
     """A reference (300 s) and a new frame (60 s) of a random southern field with ``fakes`` point sources from
-    4 mag above (30%) or 2 mag above (70%) to 1 mag below the new frame's 5σ limit, a third of them on galaxies (one per galaxy, within
-    10 pixels of its centre: blended fakes would measure the blending, not the subtraction)."""
+    4 mag above (30%) or 2 mag above (70%) to 1 mag below the new frame's 5σ limit, a third of them on galaxies
+    (one per galaxy: half on its nucleus, half within 10 pixels of it; blended fakes would measure the blending,
+    not the subtraction). Stars and galaxies through the default optics: Moffat PSFs, galaxies with nuclei."""
     rng = np.random.default_rng(seed)
     ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-70, -10))
     ratio = seeing_ratio if seeing_ratio is not None else float(rng.uniform(1.0, 2.5))
@@ -85,17 +87,18 @@ def make_pair(
     injected = []
     for i in range(fakes):
         on_galaxy = i % 3 == 0 and i // 3 < len(hosts)
+        nuclear = on_galaxy and (i // 3) % 2 == 0
         if on_galaxy:
             host = hosts[i // 3]
             x, y = wcs.world_to_pixel_values(host.ra_deg, host.dec_deg)
-            distance, angle = rng.uniform(0, 10), rng.uniform(0, 2 * math.pi)
+            distance, angle = (0.0 if nuclear else rng.uniform(2, 10)), rng.uniform(0, 2 * math.pi)
             x, y = float(x) + distance * math.cos(angle), float(y) + distance * math.sin(angle)
         else:
             x, y = rng.uniform(40, size - 40, 2)
         f_ra, f_dec = wcs.pixel_to_world_values(x, y)
         bright = rng.random() < 0.3  # some well above the limit: a nearby kilonova is S/N 50
         mag = float(rng.uniform(limmag - 4.0, limmag - 2.0) if bright else rng.uniform(limmag - 2.0, limmag + 1.0))
-        injected.append(Fake(float(f_ra), float(f_dec), mag, float(x), float(y), on_galaxy))
+        injected.append(Fake(float(f_ra), float(f_dec), mag, float(x), float(y), on_galaxy, nuclear))
     transients = [VariableStar(f.ra_deg, f.dec_deg, f.mag, 0.0, 1.0, WHEN) for f in injected]
     # Bright stars in both frames: their residuals are the subtraction's commonest bogus (a sparse field has few)
     static = []

@@ -5,17 +5,19 @@ What the camera simulator draws, what the tests and benchmarks measure against, 
 * **stars** from a deterministic synthetic catalog tied to the sky (``StarCatalog``): HEALPix tiles, each
   seeded by its index, so the same star sits at the same RA/Dec in every frame that covers it; magnitudes in
   g, r, i, z and clear; counts per square degree by galactic latitude;
-* **galaxies** (``Galaxy``, e.g. those of the alert robot's catalog) as exponential discs with a size and
-  brightness from their distance and B magnitude;
+* **galaxies** (``Galaxy``, e.g. those of the alert robot's catalog) as an exponential disc and a compact
+  bulge — a nucleus, point-like at 100 Mpc — with sizes and brightness from their distance and B magnitude;
 * **transients** (``Kilonova`` after AT2017gfo, ``VariableStar``, ``Asteroid``) with a magnitude per filter
   as a function of time;
 * the **conditions** of each frame: seeing, sky brightness, extinction with airmass, the telescope's zero
-  point (``Photometry``: a 0.6 m CDK24 with an STA1600 at 0.47"/px).
+  point (``Photometry``: a 0.6 m CDK24 with an STA1600 at 0.47"/px);
+* the **optics** (``psf.Optics``): a Moffat PSF (β 3 by default) that widens and elongates toward the corners
+  of the 1.4° field.
 
 ``SimulatedSky.render`` adds the electrons of every source into an image, given the true WCS of the pointing
 (the mount's pointing error is the simulator's secret: the raw header's WCS is where the mount *says* it
-points). Sources are stamped only where they are (vectorised Gaussian PSF integrated over each pixel), so a
-10560² frame takes seconds. ``StarCatalog.write_reference_catalog`` exports the stars as the site's reference
+points). Sources are stamped only where they are (the PSF of their place in the field, integrated over each
+pixel, vectorised), so a 10560² frame takes seconds. ``StarCatalog.write_reference_catalog`` exports the stars as the site's reference
 catalog (the stand-in for a Gaia/Pan-STARRS extract).
 """
 
@@ -36,10 +38,10 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 from astropy_healpix import HEALPix
-from scipy.special import erf
 
 from toros.floor.sky_geometry import separation_deg
 from toros.runtime.files import atomic_write
+from toros.simulation.psf import Optics, PsfShape, kernel, kernel_half, stamp
 
 FILTERS = ("g", "r", "i", "z", "clear")
 TOROS_PIXEL_SCALE_ARCSEC = 0.47
@@ -175,7 +177,7 @@ class StarCatalog:
 
 @dataclass(frozen=True)
 class Galaxy:
-    """A galaxy of a catalog: an exponential disc whose size follows from its distance."""
+    """A galaxy of a catalog: an exponential disc and a bulge whose sizes follow from its distance."""
 
     name: str
     ra_deg: float
@@ -183,9 +185,18 @@ class Galaxy:
     b_mag: float
     distance_mpc: float
     SCALE_LENGTH_KPC = 2.5
+    BULGE_SCALE_KPC = 0.15  # an exponential bulge: 0.8" at 40 Mpc, unresolved at 100 Mpc (a nucleus)
 
     def scale_length_arcsec(self) -> float:
         return 206.265 * self.SCALE_LENGTH_KPC / max(self.distance_mpc, 1.0)
+
+    def bulge_scale_arcsec(self) -> float:
+        return 206.265 * self.BULGE_SCALE_KPC / max(self.distance_mpc, 1.0)
+
+    def bulge_fraction(self) -> float:
+        """The bulge's share of the light (0.1–0.5, fixed by the name)."""
+        rng = np.random.default_rng(zlib.crc32(self.name.encode()) + 1)
+        return float(rng.uniform(0.1, 0.5))
 
     def mag(self, filter: str) -> float:
         """Colours of a typical spiral (B − r ≈ 1.1)."""
@@ -353,7 +364,7 @@ class Scene:
 
 
 class SimulatedSky:
-    """Stars, galaxies and transients, rendered into frames through ``Photometry``."""
+    """Stars, galaxies and transients, rendered into frames through ``Photometry`` and ``Optics``."""
 
     def __init__(
         self,
@@ -361,11 +372,13 @@ class SimulatedSky:
         galaxies: Galaxies | Sequence[Galaxy] = (),
         transients: Sequence[Transient] = (),
         photometry: Photometry | None = None,
+        optics: Optics | None = None,
     ) -> None:
         self.stars = stars or StarCatalog()
         self.galaxies = galaxies if isinstance(galaxies, Galaxies) else Galaxies.of(galaxies)
         self.transients = list(transients)
         self.photometry = photometry or Photometry()
+        self.optics = optics or Optics()
 
     def point_sources(self, centre: tuple[float, float], radius_deg: float, conditions: Conditions) -> Stars:
         """Stars and the transients present, within ``radius_deg`` of ``centre``, with their magnitudes."""
@@ -381,75 +394,91 @@ class SimulatedSky:
             mag.append(np.array([brightness]))
         return Stars(np.concatenate(ra), np.concatenate(dec), {conditions.filter: np.concatenate(mag)})
 
-    def render(self, electrons: np.ndarray, wcs: WCS, pixel_scale_arcsec: float, conditions: Conditions) -> int:
+    def psf_at(
+        self, x: np.ndarray, y: np.ndarray, axis: tuple[float, float], pixel_scale_arcsec: float, seeing_arcsec: float
+    ) -> PsfShape:
+        """The PSF at pixels (x, y) of a frame whose optical axis falls on pixel ``axis``."""
+        to_deg = pixel_scale_arcsec / 3600.0
+        return self.optics.shape_at(
+            seeing_arcsec / pixel_scale_arcsec, (np.asarray(x) - axis[0]) * to_deg, (np.asarray(y) - axis[1]) * to_deg
+        )
+
+    def render(
+        self,
+        electrons: np.ndarray,
+        wcs: WCS,
+        pixel_scale_arcsec: float,
+        conditions: Conditions,
+        axis: tuple[float, float] | None = None,
+    ) -> int:
         """Adds every source's electrons (over the exposure) into ``electrons`` (rows × columns) as seen
-        through ``wcs`` (the true pointing); returns how many point sources fell on the frame."""
+        through ``wcs`` (the true pointing), the optical axis on pixel ``axis`` (the frame's centre unless
+        told); returns how many point sources fell on the frame."""
         height, width = electrons.shape
+        axis = axis or ((width - 1) / 2.0, (height - 1) / 2.0)
         centre = wcs.pixel_to_world_values((width - 1) / 2.0, (height - 1) / 2.0)
         radius = math.hypot(width, height) / 2.0 * pixel_scale_arcsec / 3600.0 + 0.01
-        sigma = conditions.seeing_fwhm_arcsec / pixel_scale_arcsec / 2.3548
         sources = self.point_sources((float(centre[0]), float(centre[1])), radius, conditions)
-        x, y = wcs.world_to_pixel_values(sources.ra, sources.dec)
+        x, y = (np.asarray(v) for v in wcs.world_to_pixel_values(sources.ra, sources.dec))
         flux = (
             self.photometry.electrons_per_second(sources.mags[conditions.filter], conditions.filter, conditions.airmass)
             * conditions.exposure_s
         )
-        on = (x > -5) & (x < width + 4) & (y > -5) & (y < height + 4)
-        stamp_gaussians(electrons, np.asarray(x)[on], np.asarray(y)[on], flux[on], sigma)
+        on = (x > -40) & (x < width + 39) & (y > -40) & (y < height + 39)  # the wings of a star beyond the edge
+        shape = self.psf_at(x[on], y[on], axis, pixel_scale_arcsec, conditions.seeing_fwhm_arcsec)
+        stamp(electrons, x[on], y[on], flux[on], shape, self.optics)
         for galaxy in self.galaxies.cone(float(centre[0]), float(centre[1]), radius):
-            self._render_galaxy(electrons, wcs, pixel_scale_arcsec, galaxy, conditions, sigma)
-        return int(on.sum())
+            self._render_galaxy(electrons, wcs, pixel_scale_arcsec, galaxy, conditions, axis)
+        return int(((x > -0.5) & (x < width - 0.5) & (y > -0.5) & (y < height - 0.5)).sum())
 
     def _render_galaxy(
-        self, electrons: np.ndarray, wcs: WCS, scale: float, galaxy: Galaxy, conditions: Conditions, sigma: float
-    ) -> None:
-        from scipy.ndimage import gaussian_filter
+        self, electrons: np.ndarray, wcs: WCS, scale: float, galaxy: Galaxy, conditions: Conditions,
+        axis: tuple[float, float],
+    ) -> None:  # fmt: skip
+        """The disc and the bulge seen through the PSF of their place, computed in Fourier space (both profiles'
+        transforms are analytic): exact at any sub-pixel position, however compact the bulge."""
+        from scipy import fft
 
         height, width = electrons.shape
-        x, y = wcs.world_to_pixel_values(galaxy.ra_deg, galaxy.dec_deg)
+        x, y = (float(v) for v in wcs.world_to_pixel_values(galaxy.ra_deg, galaxy.dec_deg))
         length = galaxy.scale_length_arcsec() / scale  # pixels
-        half = int(min(max(6 * length, 4 * sigma + 2), 400))
-        cx, cy = int(round(float(x))), int(round(float(y)))
+        shape = self.psf_at(np.array([x]), np.array([y]), axis, scale, conditions.seeing_fwhm_arcsec)
+        psf_half = kernel_half(self.optics, shape)
+        half = int(min(max(8 * length, 2 * psf_half), 400))
+        cx, cy = int(round(x)), int(round(y))
         if cx + half < 0 or cx - half >= width or cy + half < 0 or cy - half >= height:
             return
+        side = fft.next_fast_len(2 * half + 1)
+        ky = fft.fftfreq(side)[:, None]
+        kx = fft.rfftfreq(side)[None, :]
         q, angle = galaxy.shape()
-        yy, xx = np.mgrid[cy - half : cy + half + 1, cx - half : cx + half + 1].astype(np.float64)
-        dx, dy = xx - float(x), yy - float(y)
         theta = math.radians(angle)
-        major = dx * math.sin(theta) + dy * math.cos(theta)
-        minor = (dx * math.cos(theta) - dy * math.sin(theta)) / q
-        profile = np.exp(-np.hypot(major, minor) / max(length, 0.3))
-        profile = gaussian_filter(profile, sigma)
+        # The disc's major and minor coordinates are M (dx, dy); its transform is the round one's at M^-T k.
+        matrix = np.array([[math.sin(theta), math.cos(theta)], [math.cos(theta) / q, -math.sin(theta) / q]])
+        inverse_t = np.linalg.inv(matrix).T
+        k_major = inverse_t[0, 0] * kx + inverse_t[0, 1] * ky
+        k_minor = inverse_t[1, 0] * kx + inverse_t[1, 1] * ky
+        disc = _exponential_hat(np.hypot(k_major, k_minor), max(length, 0.3))
+        bulge = _exponential_hat(np.hypot(kx, ky), galaxy.bulge_scale_arcsec() / scale)
+        nucleus = galaxy.bulge_fraction()
+        psf = np.zeros((side, side))
+        psf[: 2 * psf_half + 1, : 2 * psf_half + 1] = kernel(self.optics, shape, psf_half)
+        psf_hat = fft.rfft2(np.roll(psf, (-psf_half, -psf_half), axis=(0, 1)))
+        # The galaxy's centre at (half + its sub-pixel offset) of the stamp.
+        phase = np.exp(-2j * np.pi * (kx * (half + x - cx) + ky * (half + y - cy)))
         total = self.photometry.electrons_per_second(
             galaxy.mag(conditions.filter), conditions.filter, conditions.airmass
         )
-        stamp = (profile / profile.sum() * float(total) * conditions.exposure_s).astype(np.float32)
+        light = ((1.0 - nucleus) * disc + nucleus * bulge) * psf_hat * phase * (float(total) * conditions.exposure_s)
+        cut = fft.irfft2(light, s=(side, side))[: 2 * half + 1, : 2 * half + 1].astype(np.float32)
         y0, y1 = max(cy - half, 0), min(cy + half + 1, height)
         x0, x1 = max(cx - half, 0), min(cx + half + 1, width)
-        electrons[y0:y1, x0:x1] += stamp[y0 - (cy - half) : y1 - (cy - half), x0 - (cx - half) : x1 - (cx - half)]
+        electrons[y0:y1, x0:x1] += cut[y0 - (cy - half) : y1 - (cy - half), x0 - (cx - half) : x1 - (cx - half)]
 
 
-def stamp_gaussians(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float) -> None:
-    """Adds circular Gaussians integrated over each pixel (so a star's pixels sum to its flux), vectorised:
-    one stamp of ±4σ per source, pixels outside the image dropped."""
-    if len(x) == 0:
-        return
-    height, width = image.shape
-    radius = max(2, int(math.ceil(4 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    for start in range(0, len(x), 20000):  # bounded memory for crowded fields
-        xs, ys, fs = x[start : start + 20000], y[start : start + 20000], flux[start : start + 20000]
-        ix, iy = np.rint(xs).astype(np.int64), np.rint(ys).astype(np.int64)
-        px = ix[:, None] + offsets[None, :]
-        py = iy[:, None] + offsets[None, :]
-        root2sigma = math.sqrt(2.0) * sigma
-        gx = 0.5 * (erf((px + 0.5 - xs[:, None]) / root2sigma) - erf((px - 0.5 - xs[:, None]) / root2sigma))
-        gy = 0.5 * (erf((py + 0.5 - ys[:, None]) / root2sigma) - erf((py - 0.5 - ys[:, None]) / root2sigma))
-        stamps = (fs[:, None, None] * gy[:, :, None] * gx[:, None, :]).astype(np.float32)
-        rows = np.broadcast_to(py[:, :, None], stamps.shape)
-        cols = np.broadcast_to(px[:, None, :], stamps.shape)
-        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-        np.add.at(image.reshape(-1), (rows[inside] * width + cols[inside]), stamps[inside])
+def _exponential_hat(k: np.ndarray, scale: float) -> np.ndarray:
+    """The Fourier transform of a round exponential profile exp(-r / scale), normalised to 1 at k = 0."""
+    return np.asarray((1.0 + (2.0 * math.pi * scale * k) ** 2) ** -1.5)
 
 
 def read_reference_catalog_csv(path: Path) -> dict[str, np.ndarray]:
@@ -461,11 +490,17 @@ def read_reference_catalog_csv(path: Path) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class FrameTruth:
-    """What the simulator knows of a frame it wrote: where it truly points and its true zero point."""
+    """What the simulator knows of a frame it wrote: where it truly points, its true zero point and PSF."""
 
     wcs: WCS
     magzp: float
     conditions: Conditions
+    sky: SimulatedSky
+    axis: tuple[float, float]  # the optical axis's pixel
+    pixel_scale_arcsec: float
+
+    def psf_at(self, x: np.ndarray, y: np.ndarray) -> PsfShape:
+        return self.sky.psf_at(x, y, self.axis, self.pixel_scale_arcsec, self.conditions.seeing_fwhm_arcsec)
 
 
 def write_calibrated_frame(
@@ -480,10 +515,13 @@ def write_calibrated_frame(
     gain: float = 1.5,
     read_noise: float = 6.0,
     seed: int = 0,
+    axis: tuple[float, float] | None = None,
 ) -> FrameTruth:
     """A calibrated science frame as the preprocessor writes one (float32 ADU, bias and dark removed, a MASK
     extension) whose header WCS is the *reported* pointing ``centre``, while the sky is rendered where the
-    telescope truly points (``pointing_error_arcsec``: ΔRA·cos Dec, ΔDec). For tests and benchmarks."""
+    telescope truly points (``pointing_error_arcsec``: ΔRA·cos Dec, ΔDec). ``axis``: the optical axis's pixel
+    (the centre unless told; a small frame cut from a corner of the field has it far outside). For tests and
+    benchmarks."""
     from astropy.io import fits
 
     from toros.floor.fitsfiles import write_fits
@@ -497,7 +535,8 @@ def write_calibrated_frame(
     rng = np.random.default_rng(seed)
     sky_rate = sky.photometry.sky_electrons(conditions.filter, pixel_scale_arcsec)
     electrons = np.full((size, size), sky_rate * conditions.exposure_s, dtype=np.float32)
-    sky.render(electrons, true_wcs, pixel_scale_arcsec, conditions)
+    axis = axis or ((size - 1) / 2.0, (size - 1) / 2.0)
+    sky.render(electrons, true_wcs, pixel_scale_arcsec, conditions, axis)
     noise = rng.standard_normal(electrons.shape, dtype=np.float32)
     noise *= np.sqrt(np.maximum(electrons, 0.0) + read_noise**2)
     data = (electrons + noise) / np.float32(gain)
@@ -514,4 +553,4 @@ def write_calibrated_frame(
     header.update(tan_wcs(ra, dec, size, size, pixel_scale_arcsec).to_header())
     write_fits(path, [fits.PrimaryHDU(data, header), fits.ImageHDU(np.zeros(data.shape, np.uint8), name="MASK")])
     magzp = sky.photometry.magzp(conditions.filter, conditions.airmass, conditions.exposure_s, gain)
-    return FrameTruth(true_wcs, magzp, conditions)
+    return FrameTruth(true_wcs, magzp, conditions, sky, axis, pixel_scale_arcsec)

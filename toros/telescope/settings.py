@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from toros.floor.notifications import Notifications
 from toros.floor.site import MACON, Constraints, Site
 from toros.runtime.config import ConfigPath, Section, ServerConfig
+from toros.simulation.psf import Optics
 from toros.telescope.devices.equinox import Equinox
 from toros.telescope.dome_geometry import DomeGeometry, PierSide
 
@@ -237,9 +238,28 @@ class AsteroidSpec(_UtcMoment):
 TransientSpec = Annotated[KilonovaSpec | VariableStarSpec | AsteroidSpec, Field(discriminator="kind")]
 
 
+class SimulatedOptics(Section):
+    """The simulated telescope's PSF (``toros.simulation.psf``): its profile, and how it widens and elongates
+    from the optical axis to the field's corner."""
+
+    profile: Literal["moffat", "gaussian"] = Field(default="moffat", description="moffat, as seeing makes stars")
+    beta: float = Field(default=3.0, ge=1.5, le=10.0, description="Moffat beta: 2.5-4.5 typical, lower = wider wings")
+    corner_fwhm_growth: float = Field(
+        default=0.15, ge=0.0, le=2.0, description="FWHM at the field's corner over the axis's, minus 1"
+    )
+    corner_ellipticity: float = Field(default=0.10, ge=0.0, lt=0.9, description="1 - b/a at the corner, radial")
+    field_radius_deg: float = Field(
+        default=0.99, gt=0.0, le=10.0, description="axis to corner: 0.99 for the CDK24 + STA1600's 1.4 deg field"
+    )
+
+    def optics(self) -> Optics:
+        return Optics(self.profile, self.beta, self.corner_fwhm_growth, self.corner_ellipticity, self.field_radius_deg)
+
+
 class SimulatedSkySettings(Section):
     """What the simulated camera sees (``toros.simulation.sky``); the real camera drivers ignore it."""
 
+    psf: SimulatedOptics = SimulatedOptics()
     faintest_star_mag: float = Field(default=21.5, ge=10, le=26, description="r magnitude of the faintest star")
     seeing_arcsec: tuple[float, float] = Field(default=(1.2, 2.4), description="FWHM drawn per frame in this range")
     pointing_error_arcsec: float = Field(

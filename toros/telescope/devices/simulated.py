@@ -281,7 +281,7 @@ def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
                     spec.ra_deg, spec.dec_deg, spec.epoch, spec.rate_arcsec_per_hour, spec.position_angle_deg, spec.mag
                 )
             )
-    return SimulatedSky(StarCatalog(settings.faintest_star_mag), galaxies, transients)
+    return SimulatedSky(StarCatalog(settings.faintest_star_mag), galaxies, transients, optics=settings.psf.optics())
 
 
 class Sky:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from toros.preprocessor.discovery import NOT_VETTED, DiscoverySettings, discover, write_products
+from toros.preprocessor.discovery import DiscoverySettings, discover, is_candidate, write_products
 from toros.preprocessor.settings import DiscoveryConfig
 from toros.simulation.fakes import make_pair
 
@@ -79,7 +79,7 @@ def quality(pairs: int, reference_pairs: int) -> None:
                     (snr, fake.mag - limmag, found is not None, found is not None and _vetted(found),
                      (found.flux / 10 ** (-0.4 * (fake.mag - zp)) - 1) if found else np.nan,
                      (found.x - fake.x) if found else np.nan, (found.y - fake.y) if found else np.nan, fake.on_galaxy,
-                     max(result.science.fwhm, result.reference.fwhm) / 2.3548)
+                     max(result.science.fwhm, result.reference.fwhm) / 2.3548, fake.nuclear)
                 )  # fmt: skip
             vetted = [c for c in positive if _vetted(c) and c.snr >= 7.5]
             if len(vetted):
@@ -112,6 +112,13 @@ def quality(pairs: int, reference_pairs: int) -> None:
         f"quality: {pairs} pairs of 1024², {len(table)} injected point sources ({int(table[:, 7].sum())} on galaxies)"
     )
     print(f"  recovery at S/N >= 10: {recovered[bright].mean():.3f} detected, {kept[bright].mean():.3f} after vetting")
+    nuclear, field = table[:, 9] > 0, table[:, 7] == 0
+    print(
+        f"  completeness at S/N >= 10 after vetting: on galaxy nuclei {kept[bright & nuclear].mean():.3f} "
+        f"({int((bright & nuclear).sum())} sources), in the field {kept[bright & field].mean():.3f} "
+        f"({int((bright & field).sum())}); on nuclei {100 * (kept[bright & nuclear].mean() - kept[bright & field].mean()):+.1f} "
+        "points"
+    )
     bins = np.arange(-2.0, 1.01, 0.1)
     centres, fractions = [], []
     for low, high in zip(bins[:-1], bins[1:], strict=True):
@@ -191,13 +198,10 @@ def _hits(fakes, result, zp: float, found_xy: np.ndarray) -> list[tuple[float, b
 
 
 def _vetted(candidate) -> bool:
-    """The pipeline's rule (``preprocessor.discovery`` defaults): score, S/N, and not at an edge nor on a bright star."""
+    """The daemon's rule (``preprocessor.discovery`` defaults): score, S/N, not at an edge nor a bright star's
+    residual."""
     settings = DiscoveryConfig()
-    return (
-        candidate.score >= settings.min_score
-        and candidate.snr >= settings.min_snr
-        and not NOT_VETTED.intersection(candidate.flags)
-    )
+    return is_candidate(candidate, settings.min_score, settings.min_snr)
 
 
 def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
@@ -287,6 +291,12 @@ def _sfft(new_path: Path, reference_path: Path) -> dict:
         found = sep.extract(filled, 10.0, err=background.globalrms, mask=blind, minarea=5)
         found = found[(found["flag"] == 0) & (found["a"] / np.maximum(found["b"], 1e-3) < 1.3)]
         width, _ = sep.flux_radius(filled, found["x"], found["y"], 6.0 * found["a"], 0.5, subpix=5)
+        # Stars by their width, as the science step selects them: cosmic rays and hot pixels (a pixel wide) are
+        # not, and counted as stars they would make the sharper image look like the wider one.
+        stars = 2 * width > 1.5
+        if stars.sum() >= 5:
+            stars &= 2 * width > 0.6 * float(np.median(2 * width[stars]))
+        found, width = found[stars], width[stars]
         images.append(np.where(blind, np.nan, filled))
         widths.append(float(np.median(2 * width)))
         stars.append(np.column_stack([found["x"], found["y"]]))
@@ -318,7 +328,7 @@ def _sfft(new_path: Path, reference_path: Path) -> dict:
     background = sep.Background(filled, mask=blind)
     found = sep.extract(filled - background.back(), 5.0, err=background.globalrms, mask=blind, minarea=5)
     xy = np.column_stack([found["x"], found["y"]]) if len(found) else np.empty((0, 2))
-    return {"xy": xy, "seconds": subtraction_seconds, "shared_stars": len(shared)}
+    return {"xy": xy, "seconds": subtraction_seconds, "shared_stars": len(shared), "widths": widths}
 
 
 def _speed_child(size: int, which: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from support import FIELD, HOST, SCALE, SIZE, WHEN, ZTF
+from support import FIELD, HOST, KILONOVA_OFFSET, SCALE, SIZE, WHEN, ztf_cutouts
 
 from toros.cli import main as toros_main
 from toros.daemons import build_daemon
@@ -89,36 +89,60 @@ def test_a_reference_of_another_pixel_scale_is_resampled_and_the_kilonova_still_
 
 @pytest.mark.filterwarnings("ignore:Found a SIMPLE card")  # ZTF's cut-outs' own header
 @pytest.mark.parametrize(
-    ("packet", "negative"),
-    [("1661382530015060001", True), ("472263571115115008", False)],
+    "packet", ["2019_01_10_739260766315010006", "472263571115115000", "forcedphot_test_1660293514215020000"]
 )
-def test_real_ztf_cutouts_give_ztfs_own_measurement(packet, negative, tmp_path):
-    """Science and template cut-outs of real ZTF alert packets (63×63, too few stars: a Gaussian PSF of the
-    candidate's FWHM), given a WCS and ZTF's zero point: the candidate at the centre, ZTF's sign and
-    magnitude."""
-    import fastavro
-
-    with open(ZTF / f"{packet}.avro", "rb") as stream:
-        record = next(iter(fastavro.reader(stream)))
-    assert isinstance(record, dict)
-    candidate = record["candidate"]
-    paths = {}
-    for kind in ("Science", "Template"):
-        hdu = fits.open(io.BytesIO(gzip.decompress(record[f"cutout{kind}"]["stampData"])))[0]
-        header = fits.Header()
-        from toros.floor.sky_geometry import tan_wcs
-
-        header.update(tan_wcs(candidate["ra"], candidate["dec"], *hdu.data.shape[::-1], 1.012).to_header())
-        header["MAGZP"], header["FWHM"] = candidate["magzpsci"], candidate["fwhm"]
-        header["GAIN"], header["SATURATE"], header["FILTER"] = 6.2, 50000.0, "r"
-        paths[kind] = tmp_path / f"{kind}.fits"
-        fits.PrimaryHDU(hdu.data.astype(np.float32), header).writeto(paths[kind])
-    result = discover(paths["Science"], paths["Template"])
-    central = [c for c in result.candidates if math.hypot(c.x - 31, c.y - 31) < 1.5]
+def test_ztf_cutouts_are_measured_from_their_own_pixels(packet, tmp_path):
+    """Real ZTF cut-outs (63×63) with nothing but a WCS and the science image's zero point: each PSF from the
+    image's own stars, the template's flux scale from the stars both show; ZTF's sign and magnitude."""
+    science, template, candidate = ztf_cutouts(packet, tmp_path)
+    result = discover(science, template)
+    central = [c for c in result.candidates if math.hypot(c.x - 31, c.y - 31) < 2.5]
     assert central, [(c.x, c.y) for c in result.candidates]
-    assert central[0].negative is negative
+    assert central[0].negative is (candidate["isdiffpos"] in ("f", "0"))
     assert central[0].mag == pytest.approx(candidate["magpsf"], abs=0.15)
-    assert any("Gaussian PSF" in note for note in result.notes)
+    assert any("flux scale from" in note and "common star" in note for note in result.notes), result.notes
+    psf = next(note for note in result.notes if note.startswith("science PSF"))
+    assert "header" not in psf, "measured on the pixels, not taken from a header"
+
+
+@pytest.mark.filterwarnings("ignore:Found a SIMPLE card")
+def test_a_template_without_a_zero_point_and_nothing_to_scale_from_is_refused(tmp_path):
+    """ZTF packet 472263571115115008: a new point source, and no star the two cut-outs share: the magnitudes
+    would be a guess, so the subtraction says why it cannot give them."""
+    science, template, _ = ztf_cutouts("472263571115115008", tmp_path)
+    with pytest.raises(DiscoveryFailed, match="no MAGZP in the reference and no common source to scale"):
+        discover(science, template)
+
+
+def test_a_jpeg_cutout_is_refused_with_its_reason(tmp_path):
+    science, template, _ = ztf_cutouts("87704463155000", tmp_path)
+    with pytest.raises(DiscoveryFailed, match="a JPEG picture, not a FITS image"):
+        discover(science, template)
+    assert toros_main(["difference", str(science), str(template), "--out", str(tmp_path)]) == 1
+
+
+def test_cutouts_with_no_point_source_and_no_fwhm_are_refused(tmp_path):
+    from toros.floor.sky_geometry import tan_wcs
+
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        header = tan_wcs(FIELD[0], FIELD[1], 63, 63, 1.0).to_header()
+        header["MAGZP"] = 26.0
+        fits.PrimaryHDU(rng.normal(100, 5, (63, 63)).astype(np.float32), header).writeto(tmp_path / f"{name}.fits")
+    with pytest.raises(DiscoveryFailed, match="has a point source to measure a PSF on or a FWHM in its header"):
+        discover(tmp_path / "a.fits", tmp_path / "b.fits")
+
+
+def test_a_header_fwhm_the_stars_contradict_is_named_and_overridden(pair, tmp_path):
+    wrong = tmp_path / "wrong.fits"
+    with fits.open(pair["new"]) as hdus:
+        hdus[0].header["FWHM"] = hdus[0].header["FWHM"] * 2.0
+        hdus[0].header["PSFBETA"] = 25.0
+        hdus.writeto(wrong)
+    result = discover(wrong, pair["reference"])
+    assert any("the header's FWHM" in note and "contradicts its stars'" in note for note in result.notes)
+    assert any("PSFBETA 25 is not a seeing profile's" in note for note in result.notes)
+    assert result.science.fwhm == pytest.approx(2.0 / SCALE, rel=0.05), "the stars' FWHM, a Moffat fit"
 
 
 def test_bad_inputs_are_named(pair, tmp_path):
@@ -209,7 +233,9 @@ def test_the_search_stores_the_kilonova_once_streams_it_and_writes_every_report(
     assert outcome.searched and len(outcome.events) == 1, outcome.message
     event = outcome.events[0]
     assert event.name.startswith("TOROS-2026-") and event.detections == 1 and event.alert_id == "S261122a"
-    assert event.host == HOST.name and event.host_offset_arcsec == pytest.approx(math.hypot(3 * 0.905, 1), abs=0.6)
+    assert event.host == HOST.name and event.host_offset_arcsec == pytest.approx(
+        math.hypot(KILONOVA_OFFSET[0] * 0.905, KILONOVA_OFFSET[1]), abs=0.6
+    )
     assert event.host_offset_kpc == pytest.approx(kpc_offset(event.host_offset_arcsec, 60.0), rel=1e-6)
     assert event.mag == pytest.approx(pair["kilonova"].mag("r", WHEN), abs=0.2)
     kinds = {kind for _, kind in outcome.products}

@@ -304,7 +304,7 @@ class Product(_message.Message):
     def __init__(self, path: _Optional[str] = ..., kind: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., science: _Optional[_Union[FrameScience, _Mapping]] = ...) -> None: ...
 
 class FrameScience(_message.Message):
-    __slots__ = ("magzp", "magzp_err", "zero_point_stars", "fwhm_px", "limmag", "sky_level", "astrometry_rms_arcsec", "astrometry_stars", "sources", "catalog_path")
+    __slots__ = ("magzp", "magzp_err", "zero_point_stars", "fwhm_px", "limmag", "sky_level", "astrometry_rms_arcsec", "astrometry_stars", "sources", "catalog_path", "psf_beta")
     MAGZP_FIELD_NUMBER: _ClassVar[int]
     MAGZP_ERR_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_STARS_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +315,7 @@ class FrameScience(_message.Message):
     ASTROMETRY_STARS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     CATALOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    PSF_BETA_FIELD_NUMBER: _ClassVar[int]
     magzp: float
     magzp_err: float
     zero_point_stars: int
@@ -325,7 +326,8 @@ class FrameScience(_message.Message):
     astrometry_stars: int
     sources: int
     catalog_path: str
-    def __init__(self, magzp: _Optional[float] = ..., magzp_err: _Optional[float] = ..., zero_point_stars: _Optional[int] = ..., fwhm_px: _Optional[float] = ..., limmag: _Optional[float] = ..., sky_level: _Optional[float] = ..., astrometry_rms_arcsec: _Optional[float] = ..., astrometry_stars: _Optional[int] = ..., sources: _Optional[int] = ..., catalog_path: _Optional[str] = ...) -> None: ...
+    psf_beta: float
+    def __init__(self, magzp: _Optional[float] = ..., magzp_err: _Optional[float] = ..., zero_point_stars: _Optional[int] = ..., fwhm_px: _Optional[float] = ..., limmag: _Optional[float] = ..., sky_level: _Optional[float] = ..., astrometry_rms_arcsec: _Optional[float] = ..., astrometry_stars: _Optional[int] = ..., sources: _Optional[int] = ..., catalog_path: _Optional[str] = ..., psf_beta: _Optional[float] = ...) -> None: ...
 
 class WorkOrderStatus(_message.Message):
     __slots__ = ("id", "state", "message", "progress_percent", "products", "task", "requester", "priority", "accept_time", "start_time", "end_time", "attempts")

@@ -1,12 +1,17 @@
 """Transient discovery on one science frame: the reference onto its grid, ZOGY, the detections measured.
 
-The steps, in order: read both images (background subtracted, unusable pixels NaN), bring the reference onto
-the science grid (a pure shift when the two grids differ by one — the usual case of a telescope's own
-reference — else ``reproject``), refine the registration with the stars both images share, measure each PSF on
-its stars (a Gaussian of the header's ``FWHM`` when too few), scale the fluxes by the zero points (by the
-common stars' flux ratio when a header has none), subtract (``subtraction.py``), then measure every peak of
-|S_corr| ≥ the threshold: position, PSF-fit flux and magnitude, shape on D, negative and masked pixels nearby,
-the nearest star of the reference, and the real/bogus score (``vetting.py``).
+The steps, in order: read and measure both images (``sides.py``: background, stars, FWHM from Moffat fits),
+bring the reference onto the science grid (a pure shift when the two grids differ by one — the usual case of a
+telescope's own reference — else resampled), refine the registration with the stars both images share, measure
+each PSF on its stars with its wings (``psf.py``; a model across the frame), scale the fluxes by the zero
+points (by the common stars, or the host's light, when a header has none), subtract (``subtraction.py``), then
+measure every peak of |S_corr| ≥ the threshold: position, PSF-fit flux and magnitude (the science PSF of its
+own place), shape on D, negative and masked pixels nearby, what lies under it in the reference (a star, or a
+galaxy's centre), and the real/bogus score (``vetting.py``).
+
+An image with nothing to measure its PSF on (a survey cut-out of a supernova on its host) takes the header's
+``FWHM`` or the reference's PSF to begin with; the transient itself, on the difference, then says the science
+PSF, and the subtraction is made again with it.
 
 The same function serves the pipeline (``find_transients``) and ``toros difference`` on any two FITS files.
 """
@@ -16,75 +21,46 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_scales
+from scipy import fft
 from scipy.spatial import cKDTree
 
-from toros.floor.fitsfiles import (
-    BadImage,
-    check_declared_size,
-    check_finite,
-    decompressed_size,
-    header_number,
-    image_index,
-    write_fits,
-)
+from toros.floor.fitsfiles import write_fits
 from toros.preprocessor import subtraction, vetting
-from toros.preprocessor.settings import MAX_FRAME_BYTES
+from toros.preprocessor.psf import Moffat, UniformPsf, fit_moffat
+from toros.preprocessor.sides import (
+    MIN_PSF_STARS,
+    DiscoveryFailed,
+    Side,
+    measure_psf,
+    psf_of,
+    psf_size,
+    read_side,
+    register_reference,
+)
 from toros.preprocessor.subtraction import PSF_SIZE, Difference, Image
 from toros.runtime.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-MASK_UNUSABLE = 1 | 2 | 4  # hot, bad flat, saturated: NaN for the subtraction
-MASK_COSMIC_RAY = 8  # cleaned by the calibration: usable, but counted as masked near a candidate
-MIN_PSF_STARS = 5
+__all__ = ["Candidate", "DiscoveryFailed", "DiscoveryResult", "DiscoverySettings", "discover", "write_products"]
+
 EDGE_PX = PSF_SIZE // 2  # S_corr this close to the frame's border sees the tile's wrap-around
 BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
 PARALLEL_READ_PIXELS = 6000 * 6000
 NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate
+TRANSIENT_PSF_SNR = 15.0  # a transient this significant on D measures the science PSF of a cut-out
+REFINEMENTS = 3  # subtractions of a cut-out whose PSF or flux scale the transient itself refines
+POINT_LIKE = 0.85  # a source's light within 1 FWHM over 3 FWHM, against the PSF's: below this, extended
 CANDIDATE_COLUMNS = (
     "ra_deg", "dec_deg", "x", "y", "mag", "mag_err", "snr", "score", "flux", "flux_err", "fwhm_px", "elongation",
-    "negative_pixels", "masked_pixels", "star_offset_arcsec", "negative", "flags",
+    "negative_pixels", "masked_pixels", "star_offset_arcsec", "negative", "flags", "candidate",
 )  # fmt: skip
-
-
-class DiscoveryFailed(Exception):
-    """The pair cannot be subtracted; the message says why, for the operator."""
-
-
-@dataclass
-class Side:
-    """One image, measured: background-subtracted pixels (NaN where unusable) and what ZOGY needs of it."""
-
-    path: Path
-    header: fits.Header
-    wcs: WCS
-    data: np.ndarray  # float32
-    cleaned: np.ndarray  # bool: pixels the calibration repaired (cosmic rays)
-    sigma: float
-    gain: float
-    magzp: float | None
-    fwhm: float  # pixels
-    saturation: float  # above the background
-    stars_xy: np.ndarray  # (n, 2) point sources, 0-based
-    stars_flux: np.ndarray
-    stars_width: np.ndarray = field(default_factory=lambda: np.empty(0))  # 2 × half-light radius, pixels
-    sources_xy: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))  # every source, saturated ones too
-    psf: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((PSF_SIZE, PSF_SIZE)))
-    psf_measured: bool = False
-    counts_factor: float = 1.0  # counts here per count of the file (a resampling to larger pixels: below 1)
-
-    @property
-    def pixel_scale_arcsec(self) -> float:
-        return float(np.mean(proj_plane_pixel_scales(self.wcs)) * 3600.0)
 
 
 @dataclass(frozen=True)
@@ -109,10 +85,12 @@ class Candidate:
     score: float  # real/bogus, 0..1
     flags: tuple[str, ...] = ()
 
-    def row(self) -> dict[str, object]:
-        """The CSV row: floats rounded to what they are worth, no infinity."""
+    def row(self, candidate: bool) -> dict[str, object]:
+        """The CSV row: floats rounded to what they are worth, no infinity; ``candidate``: whether it passes the
+        daemon's vetting rules."""
         record = asdict(self)
         record["flags"] = " ".join(self.flags)
+        record["candidate"] = "true" if candidate else "false"
         for name, digits in (("ra_deg", 7), ("dec_deg", 7), ("x", 2), ("y", 2), ("mag", 4), ("mag_err", 4),
                              ("snr", 2), ("score", 3), ("flux", 2), ("flux_err", 2), ("fwhm_px", 2),
                              ("elongation", 2), ("star_offset_arcsec", 2)):  # fmt: skip
@@ -126,10 +104,32 @@ class DiscoverySettings:
     threshold: float = 5.0  # |S_corr|
     tile: int = 1024
     apron: int = 64
-    star_flag_arcsec: float = 1.0  # a candidate this close to a reference star: "on_star" (a variable?)
+    star_flag_arcsec: float = 1.0  # a detection this close to a reference star: "on_star" (a variable?)
     max_candidates: int = 2000  # a frame with more is a failed subtraction: the rest are not measured
     refine: bool = True  # False: trust the WCS alone (the vetting's training data for misregistration)
     vet: bool = True  # False: no real/bogus score (the vetting's training data)
+    min_score: float = 0.7  # the daemon's vetting rules, for the candidates table's ``candidate`` column
+    min_snr: float = 6.0
+
+
+def is_candidate(candidate: Candidate, min_score: float, min_snr: float) -> bool:
+    """The daemon's vetting rule: a new (positive) source, scored real enough, significant enough, and neither
+    at the frame's edge nor a bright star's residual."""
+    return (
+        not candidate.negative
+        and candidate.score >= min_score
+        and candidate.snr >= min_snr
+        and not NOT_VETTED.intersection(candidate.flags)
+    )
+
+
+@dataclass(frozen=True)
+class StarCatalog:
+    """Positions of known stars (the science step's reference catalog): a source under a detection is a star
+    only if one of these is there."""
+
+    ra_deg: np.ndarray
+    dec_deg: np.ndarray
 
 
 @dataclass
@@ -142,249 +142,24 @@ class DiscoveryResult:
     candidates: list[Candidate]
     features: np.ndarray  # vetting.FEATURES of each candidate, in the same order
     notes: list[str]
+    settings: DiscoverySettings = field(default_factory=DiscoverySettings)
 
 
-def _celestial_wcs(header: fits.Header, label: str) -> WCS:
-    """The header's celestial WCS, checked to map pixels to the sky and back (a singular matrix, a broken
-    projection: DiscoveryFailed naming the image)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wcs = WCS(header, naxis=2)
-            if not wcs.has_celestial:
-                raise DiscoveryFailed(f"{label}: no celestial WCS in the header")
-            ra, dec = wcs.celestial.pixel_to_world_values(0.0, 0.0)
-            x, y = wcs.celestial.world_to_pixel_values(ra, dec)
-        except DiscoveryFailed:
-            raise
-        except Exception as exc:  # astropy's WCS raises many kinds for a header it cannot use
-            # wcslib's messages come as "ERROR n in f() at line …:" lines, each followed by the reason
-            reasons = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("ERROR")]
-            raise DiscoveryFailed(
-                f"{label}: the WCS cannot be used: {' '.join(reasons) or type(exc).__name__}"
-            ) from None
-    if not np.all(np.isfinite([ra, dec, x, y])) or abs(float(x)) > 1e-3 or abs(float(y)) > 1e-3:
-        raise DiscoveryFailed(f"{label}: the WCS does not map pixels to the sky and back (a singular matrix?)")
-    return wcs
-
-
-def read_side(path: Path, label: str, *, fwhm_fallback: float | None = None, max_bytes: int = MAX_FRAME_BYTES) -> Side:
-    """Reads and measures one image; a clear ``DiscoveryFailed`` for a file that cannot serve."""
-    import sep
-
-    try:
-        # Checked as a raw frame is, before a pixel is read: the size (gzip decompressed in a stream) and the
-        # declared image within the cap, the declared pixels held by the file, half of them finite at least.
-        size = decompressed_size(path, max_bytes, "calibration.max_frame_bytes")
-        with fits.open(path, memmap=True) as hdus:
-            index = image_index(hdus)
-            check_declared_size(hdus[index], size, max_bytes, "calibration.max_frame_bytes")
-            header = hdus[index].header.copy()
-            data = np.array(hdus[index].data, dtype=np.float32)
-            mask = np.array(hdus["MASK"].data, dtype=np.uint8) if "MASK" in hdus else None
-        check_finite(data)
-        saturate = header_number(header, "SATURATE", np.inf)
-        gain = header_number(header, "GAIN", 1.0)
-        magzp = header_number(header, "MAGZP")
-        fwhm = header_number(header, "FWHM", fwhm_fallback or 0.0)
-    except BadImage as exc:
-        raise DiscoveryFailed(f"{label} {path.name}: {exc}") from None
-    except (OSError, ValueError, TypeError, MemoryError) as exc:
-        raise DiscoveryFailed(f"{label} {path.name}: not a readable FITS image ({exc})") from None
-    assert saturate is not None and gain is not None and fwhm is not None, "given defaults"
-    wcs = _celestial_wcs(header, f"{label} {path.name}")
-    unusable = ~np.isfinite(data) | (data >= saturate)
-    if mask is not None and mask.shape == data.shape:
-        unusable |= (mask & MASK_UNUSABLE) != 0
-        cleaned = (mask & MASK_COSMIC_RAY) != 0
-    else:
-        cleaned = np.zeros(data.shape, bool)
-    if unusable.all():
-        raise DiscoveryFailed(f"{label} {path.name}: no usable pixel")
-    _repair_specks(data, unusable & (data < saturate), cleaned)
-    unusable &= ~cleaned
-    data[unusable] = 0.0
-    background = sep.Background(data, mask=unusable)
-    background.subfrom(data)
-    data[unusable] = np.nan
-    side = Side(
-        path, header, wcs, data, cleaned, float(background.globalrms), gain if gain > 0 else 1.0, magzp,
-        max(fwhm, 0.0), saturate - float(background.globalback), np.empty((0, 2)), np.empty(0),
-    )  # fmt: skip
-    _find_stars(side)
-    return side
-
-
-def _repair_specks(data: np.ndarray, bad: np.ndarray, cleaned: np.ndarray, largest: int = 4) -> None:
-    """Unusable specks of at most ``largest`` pixels (hot pixels) take the median of the usable pixels around
-    them and are marked ``cleaned``: a NaN would blind the subtraction for a PSF's width around it. Larger
-    regions (and saturated cores) stay unusable. The regions are found among the unusable pixels alone (a
-    graph of side-by-side neighbours), not by labelling the whole frame: a 10560² frame has a few thousand."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    flat = np.flatnonzero(bad)
-    if flat.size == 0:
-        return
-    width = bad.shape[1]
-    edges = []
-    for step, beside in ((1, flat % width != width - 1), (width, np.ones(flat.size, bool))):
-        position = np.minimum(np.searchsorted(flat, flat + step), flat.size - 1)
-        linked = beside & (flat[position] == flat + step)
-        edges.append((np.flatnonzero(linked), position[linked]))
-    rows = np.concatenate([e[0] for e in edges])
-    columns = np.concatenate([e[1] for e in edges])
-    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, columns)), shape=(flat.size, flat.size))
-    _, labels = connected_components(graph, directed=False)
-    small = np.bincount(labels)[labels] <= largest
-    order = np.argsort(labels[small], kind="stable")
-    members, member_labels = flat[small][order], labels[small][order]
-    starts = np.flatnonzero(np.r_[True, member_labels[1:] != member_labels[:-1]])
-    for speck_pixels in np.split(members, starts[1:]):
-        ys, xs = np.divmod(speck_pixels, width)
-        y0, x0 = max(0, int(ys.min()) - 2), max(0, int(xs.min()) - 2)
-        window = data[y0 : int(ys.max()) + 3, x0 : int(xs.max()) + 3]
-        usable = ~bad[y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] & np.isfinite(window)
-        if usable.sum() < 4:
-            continue
-        data[ys, xs] = np.median(window[usable])
-        cleaned[ys, xs] = True
-
-
-def _find_stars(side: Side) -> None:
-    """The image's point sources (for registration, the PSF and the flux ratio) and its FWHM when unknown."""
-    import sep
-
-    usable = np.isfinite(side.data)
-    pixels = np.where(usable, side.data, np.float32(0.0))  # one float32 copy
-    sep.set_extract_pixstack(max(300_000, pixels.size // 20))
-    sep.set_sub_object_limit(4096)
-    try:
-        found = sep.extract(pixels, 5.0, err=side.sigma, mask=~usable, minarea=5)
-    except Exception as exc:  # sep raises plain Exceptions
-        raise DiscoveryFailed(f"{side.path.name}: source extraction failed: {exc}") from None
-    if len(found) == 0:
-        return
-    side.sources_xy = np.column_stack([found["x"], found["y"]])
-    height, width = pixels.shape
-    edge = PSF_SIZE // 2 + 1
-    keep = (found["flag"] == 0) & (found["peak"] < 0.8 * side.saturation)
-    keep &= (found["x"] > edge) & (found["x"] < width - edge) & (found["y"] > edge) & (found["y"] < height - edge)
-    keep &= found["a"] / np.maximum(found["b"], 1e-3) < 1.5
-    stars = found[keep]
-    if len(stars) == 0:
-        return
-    # sep's detection filter makes a cosmic ray or a hot pixel a source: stars are as wide as the seeing.
-    width, _ = sep.flux_radius(pixels, stars["x"], stars["y"], 6.0 * stars["a"], 0.5, subpix=5)
-    width = 2.0 * width
-    if side.fwhm <= 0:
-        wide = width[width > 1.5]
-        if len(wide) == 0:
-            return
-        side.fwhm = float(np.median(wide))
-    round_enough = (width > 0.6 * side.fwhm) & (width < 1.6 * side.fwhm)
-    stars, width = stars[round_enough], width[round_enough]
-    side.stars_xy = np.column_stack([stars["x"], stars["y"]])
-    side.stars_flux = np.asarray(stars["flux"], dtype=np.float64)
-    side.stars_width = np.asarray(width, dtype=np.float64)
-
-
-def _measure_psf(side: Side) -> None:
-    """The PSF from the brightest isolated stars of the typical width (a galaxy or a blend in the stack
-    widens the PSF, and a matched filter wider than the truth overestimates every flux), else a Gaussian of
-    the FWHM."""
-    import sep
-
-    if len(side.stars_xy) >= MIN_PSF_STARS:
-        tree = cKDTree(side.stars_xy)
-        neighbours = tree.query(side.stars_xy, k=2)[0][:, 1]
-        typical = float(
-            np.median(side.stars_width[np.argsort(-side.stars_flux)[: max(MIN_PSF_STARS, len(side.stars_flux) // 2)]])
-        )
-        chosen = (neighbours > PSF_SIZE / 2) & (np.abs(side.stars_width / typical - 1) < 0.2)
-        order = np.argsort(-side.stars_flux[chosen])[:60]
-        xy = side.stars_xy[chosen][order]
-        if len(xy) >= MIN_PSF_STARS:
-            pixels = np.nan_to_num(side.data).astype(np.float32)
-            x, y, _ = sep.winpos(pixels, xy[:, 0], xy[:, 1], max(typical, 1.0) / 2.3548)
-            psf = subtraction.psf_from_stars(side.data, x, y, fwhm=side.fwhm)
-            if psf is not None:
-                side.psf, side.psf_measured = psf, True
-                return
-    if side.fwhm <= 0:
-        raise DiscoveryFailed(f"{side.path.name}: too few stars for a PSF and no FWHM in the header")
-    side.psf = subtraction.gaussian_psf(side.fwhm)
-
-
-def register_reference(science: Side, reference: Side) -> tuple[Side, tuple[float, float], str]:
-    """The reference on the science grid, the sub-pixel shift still to apply (ZOGY does it in Fourier
-    space), and how: a whole-pixel cut when the two grids differ by a translation, else ``reproject``."""
-    shape = science.data.shape
-    ys = np.array([0, 0, shape[0] - 1, shape[0] - 1, shape[0] // 2])
-    xs = np.array([0, shape[1] - 1, 0, shape[1] - 1, shape[1] // 2])
-    ra, dec = science.wcs.pixel_to_world_values(xs, ys)
-    rx, ry = reference.wcs.world_to_pixel_values(ra, dec)
-    offset_x, offset_y = rx - xs, ry - ys
-    translation = np.ptp(offset_x) < 0.05 and np.ptp(offset_y) < 0.05
-    if translation:
-        dx, dy = float(np.mean(offset_x)), float(np.mean(offset_y))
-        ix, iy = int(round(dx)), int(round(dy))
-        cut = np.full(shape, np.nan, dtype=np.float32)
-        cleaned = np.zeros(shape, bool)
-        src_y0, src_x0 = max(0, iy), max(0, ix)
-        src_y1 = min(reference.data.shape[0], iy + shape[0])
-        src_x1 = min(reference.data.shape[1], ix + shape[1])
-        if src_y1 > src_y0 and src_x1 > src_x0:
-            cut[src_y0 - iy : src_y1 - iy, src_x0 - ix : src_x1 - ix] = reference.data[src_y0:src_y1, src_x0:src_x1]
-            cleaned[src_y0 - iy : src_y1 - iy, src_x0 - ix : src_x1 - ix] = reference.cleaned[
-                src_y0:src_y1, src_x0:src_x1
-            ]
-        moved = Side(
-            reference.path, reference.header, science.wcs, cut, cleaned, reference.sigma, reference.gain,
-            reference.magzp, reference.fwhm, reference.saturation,
-            reference.stars_xy - [ix, iy], reference.stars_flux, reference.stars_width,
-            sources_xy=reference.sources_xy - [ix, iy],
-        )  # fmt: skip
-        return moved, (ix - dx, iy - dy), f"shift ({dx:+.2f}, {dy:+.2f}) px"
-    data = subtraction.register(reference.data, reference.wcs, science.wcs, shape)
-
-    def onto_science(xy: np.ndarray) -> np.ndarray:
-        if len(xy) == 0:
-            return np.empty((0, 2))
-        x, y = science.wcs.world_to_pixel_values(*reference.wcs.pixel_to_world_values(xy[:, 0], xy[:, 1]))
-        return np.column_stack([x, y])
-
-    scale = science.pixel_scale_arcsec / reference.pixel_scale_arcsec
-    counts_factor = 1.0 / scale**2  # reproject keeps a pixel's value: a star's sum scales with the pixel area
-    moved = Side(
-        reference.path, reference.header, science.wcs, data, np.zeros(shape, bool), _rms(data),
-        reference.gain, reference.magzp, reference.fwhm / scale, reference.saturation,
-        onto_science(reference.stars_xy), reference.stars_flux * counts_factor, reference.stars_width / scale,
-        sources_xy=onto_science(reference.sources_xy), counts_factor=counts_factor,
-    )  # fmt: skip
-    return moved, (0.0, 0.0), f"resampled (pixel scale ratio {scale:.3f})"
-
-
-def _rms(data: np.ndarray) -> float:
-    """The background noise of a resampled image (resampling correlates and lowers the pixel noise)."""
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        return 1.0
-    sample = finite[:: max(1, finite.size // 1_000_000)]
-    median = np.median(sample)
-    return float(1.4826 * np.median(np.abs(sample - median)))
-
-
-def discover(science_path: Path, reference_path: Path, settings: DiscoverySettings | None = None) -> DiscoveryResult:
+def discover(
+    science_path: Path,
+    reference_path: Path,
+    settings: DiscoverySettings | None = None,
+    stars: StarCatalog | None = None,
+) -> DiscoveryResult:
     """Subtracts the reference from the science frame and measures what is new (or gone)."""
     settings = settings or DiscoverySettings()
-    notes: list[str] = []
     # sep and numpy release the GIL: both images at once, unless they are large (reading one takes 3 times its
     # pixels' memory for a moment: two TOROS frames at once would pass 4 GiB).
     with ThreadPoolExecutor(max_workers=2 if _pixels(science_path) <= PARALLEL_READ_PIXELS else 1) as pool:
         reading = pool.submit(read_side, reference_path, "reference")
         science = read_side(science_path, "science")
         reference = reading.result()
+    notes = [*science.notes, *reference.notes]
     science_filter = str(science.header.get("FILTER", "")).strip()
     reference_filter = str(reference.header.get("FILTER", "")).strip()
     if science_filter and reference_filter and science_filter != reference_filter:
@@ -394,49 +169,66 @@ def discover(science_path: Path, reference_path: Path, settings: DiscoverySettin
     if not np.isfinite(registered.data).any():
         raise DiscoveryFailed(f"the reference {reference_path.name} does not cover the science frame")
     # The registration, refined by the stars both images show (an imperfect WCS moves a reference by a pixel).
-    radius = max(2.0, 1.5 * max(science.fwhm, 1.0))
+    radius = max(2.0, 1.5 * max(science.fwhm, registered.fwhm, 1.0))
+    error = (0.1, 0.1)
     if settings.refine:
-        shift, pairs = subtraction.residual_shift(
-            science.stars_xy, registered.stars_xy, shift, radius, min_pairs=MIN_PSF_STARS
-        )
-        if len(pairs) < MIN_PSF_STARS:
+        shift, pairs, error = subtraction.residual_shift(
+            science.stars_xy, registered.stars_xy, shift, radius, min_pairs=3,
+            weights=(science.stars_flux, registered.stars_flux),
+        )  # fmt: skip
+        if len(pairs) < 3:
             notes.append(f"{len(pairs)} stars in common: registration from the WCS alone")
     else:
         pairs = subtraction.matched_stars(science.stars_xy, registered.stars_xy, shift, radius)
     if max(abs(shift[0]), abs(shift[1])) > 20:
         raise DiscoveryFailed(f"registration failed: the stars disagree with the WCS by {shift} px")
-    _measure_psf(science)
-    _measure_psf(registered)  # on its own grid: ZOGY shifts its pixels and its PSF stays centred
+    tiles = math.ceil(science.data.shape[0] / settings.tile) * math.ceil(science.data.shape[1] / settings.tile)
+    measure_psf(science, tiles)
+    measure_psf(registered, tiles)  # on its own grid: ZOGY shifts its pixels and its PSF stays centred
+    notes += registered.notes
     registered.stars_xy = registered.stars_xy + shift
     registered.sources_xy = registered.sources_xy + shift
-    astrometric_sigma = _registration_noise(science, registered, pairs)
-    if not science.psf_measured or not registered.psf_measured:
-        notes.append("too few stars: a Gaussian PSF of the header's FWHM")
-    science_scale, reference_scale = _flux_scales(science, registered, pairs, notes)
-    new = Image(science.data, science.psf, science_scale, science.sigma, science.gain)
-    ref = Image(registered.data, registered.psf, reference_scale, registered.sigma, registered.gain)
-    difference = subtraction.subtract(
-        new, ref, tile=settings.tile, apron=settings.apron, shift=shift, astrometric_sigma=astrometric_sigma
-    )
-    found = subtraction.detections(difference, settings.threshold, separation=max(2, round(science.fwhm / 2)))
+    astrometric_sigma = _registration_noise(science, registered, pairs, error, translation=how.startswith("shift"))
+    guessed = _borrow_psf(science, registered)
+    scales = _flux_scales(science, registered, pairs)
+    for attempt in range(REFINEMENTS if guessed is not None or scales.from_light else 1):
+        assert science.psf is not None and registered.psf is not None, "measured or borrowed"
+        new = Image(science.data, science.psf, scales.science, science.sigma, science.gain)
+        ref = Image(registered.data, registered.psf, scales.reference, registered.sigma, registered.gain)
+        difference = subtraction.subtract(
+            new, ref, tile=settings.tile, apron=settings.apron, shift=shift, astrometric_sigma=astrometric_sigma
+        )
+        found = subtraction.detections(difference, settings.threshold, separation=max(2, round(science.fwhm / 2)))
+        if attempt == REFINEMENTS - 1 or not _refine(science, registered, scales, difference, found, guessed):
+            break
+    notes.append(f"science PSF: {science.psf_source}; reference PSF: {registered.psf_source}")
+    if scales.note:
+        notes.append(scales.note)
     if len(found) > settings.max_candidates:
         notes.append(f"{len(found)} detections: only the {settings.max_candidates} most significant measured")
         found = found[: settings.max_candidates]
-    candidates, features = _measure(found, difference, science, registered, settings)
+    candidates, features = _measure(found, difference, science, registered, settings, stars)
     log.info("%s − %s: %s, %d common stars, %d detections", science_path.name, reference_path.name, how,
              len(pairs), len(candidates))  # fmt: skip
-    return DiscoveryResult(science, registered, difference, shift, len(pairs), candidates, features, notes)
+    return DiscoveryResult(science, registered, difference, shift, len(pairs), candidates, features, notes, settings)
 
 
-def _registration_noise(science: Side, registered: Side, pairs: np.ndarray) -> tuple[float, float]:
-    """The registration's rms per axis, from the brighter half of the common stars (whose centroids are
-    good to a few hundredths of a pixel); at least 0.02 px, and 0.1 px when too few stars say."""
-    if len(pairs) < 2 * MIN_PSF_STARS:
+def _registration_noise(
+    science: Side, registered: Side, pairs: np.ndarray, error: tuple[float, float], translation: bool
+) -> tuple[float, float]:
+    """The registration's noise per axis, at least 0.01 px: for a reference that is only shifted (one offset
+    over the whole frame), the error of that offset; for a resampled one (its distortions matched by the WCSs
+    alone), the scatter of the brighter half of the common stars about it; 0.1 px when fewer than 3 stars
+    say."""
+    if len(pairs) < 3:
         return 0.1, 0.1
-    bright = pairs[np.argsort(-science.stars_flux[pairs[:, 0]])[: len(pairs) // 2]]
-    offsets = science.stars_xy[bright[:, 0]] - registered.stars_xy[bright[:, 1]]
+    if translation:
+        return float(np.clip(error[0], 0.01, 0.5)), float(np.clip(error[1], 0.01, 0.5))
+    if len(pairs) >= 2 * MIN_PSF_STARS:
+        pairs = pairs[np.argsort(-science.stars_flux[pairs[:, 0]])[: len(pairs) // 2]]
+    offsets = science.stars_xy[pairs[:, 0]] - registered.stars_xy[pairs[:, 1]]
     spread = 1.4826 * np.median(np.abs(offsets - np.median(offsets, axis=0)), axis=0)
-    return float(np.clip(spread[0], 0.02, 0.5)), float(np.clip(spread[1], 0.02, 0.5))
+    return float(np.clip(spread[0], 0.01, 0.5)), float(np.clip(spread[1], 0.01, 0.5))
 
 
 def _pixels(path: Path) -> int:
@@ -451,15 +243,176 @@ def _pixels(path: Path) -> int:
     return 0
 
 
-def _flux_scales(science: Side, reference: Side, pairs: np.ndarray, notes: list[str]) -> tuple[float, float]:
-    """(F_n, F_r): fluxes come out in the science frame's counts (F_n = 1)."""
+@dataclass
+class FluxScales:
+    """(F_n, F_r): fluxes come out in the science frame's counts (F_n = 1); and how F_r was found."""
+
+    science: float
+    reference: float
+    note: str = ""
+    from_light: bool = False  # from the images' light (a host), refined once the transient is known
+
+
+def _flux_scales(science: Side, reference: Side, pairs: np.ndarray) -> FluxScales:
+    """Each image's own MAGZP; else the common stars' flux ratio; else the ratio of the light both images show
+    (a survey template scaled to its science image holds its host's light alike)."""
     if science.magzp is not None and reference.magzp is not None:
-        return 1.0, 10 ** (0.4 * (reference.magzp - science.magzp)) * reference.counts_factor
-    if len(pairs) >= MIN_PSF_STARS:
-        ratio = reference.stars_flux[pairs[:, 1]] / science.stars_flux[pairs[:, 0]]
-        notes.append("no zero point in a header: flux scale from the common stars")
-        return 1.0, float(np.median(ratio[np.isfinite(ratio) & (ratio > 0)]))
-    raise DiscoveryFailed("no zero point (MAGZP) and too few common stars to scale the fluxes")
+        return FluxScales(1.0, 10 ** (0.4 * (reference.magzp - science.magzp)) * reference.counts_factor)
+    missing = " and ".join(side.label for side in (science, reference) if side.magzp is None)
+    if len(pairs):
+        # Each star's light in an aperture 2.5 times the wider FWHM, corrected by each PSF's share of the light
+        # within it: isophotal fluxes would depend on the seeing.
+        radius = 2.5 * max(science.fwhm, reference.fwhm, 1.0)
+        ratio = _total_light(reference, pairs[:, 1], radius) / _total_light(science, pairs[:, 0], radius)
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        if len(ratio):
+            return FluxScales(
+                1.0, float(np.median(ratio)),
+                f"no MAGZP in the {missing}: flux scale from {len(ratio)} common star{'s' if len(ratio) > 1 else ''}",
+            )  # fmt: skip
+    ratio = _light_ratio(science, reference, exclude=None)
+    if ratio is None:
+        raise DiscoveryFailed(
+            f"no MAGZP in the {missing} and no common source to scale the fluxes by: the magnitudes would be wrong"
+        )
+    return FluxScales(1.0, ratio, f"no MAGZP in the {missing} and no common star: flux scale from the light both "
+                      "images show (a host galaxy)", from_light=True)  # fmt: skip
+
+
+def _total_light(side: Side, stars: np.ndarray, radius: float) -> np.ndarray:
+    """The total light of stars (indexes into ``side.stars_xy``): aperture sums over the PSF's share of the
+    light within the aperture."""
+    import sep
+
+    xy = side.stars_xy[stars]
+    pixels = np.nan_to_num(side.data).astype(np.float32)
+    flux, _, flags = sep.sum_circle(pixels, xy[:, 0], xy[:, 1], radius, subpix=5)
+    shares = []
+    for x, y in xy:
+        psf = side.psf_at(float(x), float(y)).stamp
+        centre = psf.shape[0] // 2
+        yy, xx = np.indices(psf.shape)
+        shares.append(float(psf[np.hypot(xx - centre, yy - centre) <= radius].sum()))
+    return np.where(flags == 0, flux / np.maximum(np.array(shares), 1e-6), np.nan)
+
+
+def _light_ratio(science: Side, reference: Side, exclude: tuple[float, float] | None) -> float | None:
+    """The reference's light over the science image's where both show a source (above 5σ after smoothing to a
+    common resolution), but within 3 FWHM of ``exclude`` (the transient); None when nothing is bright in both."""
+    from scipy import ndimage
+
+    width = max(science.fwhm, reference.fwhm, 1.0)
+    smooth_n = ndimage.gaussian_filter(np.nan_to_num(science.data), width)
+    smooth_r = ndimage.gaussian_filter(np.nan_to_num(reference.data), width)
+    noise = 1.0 / (2.0 * math.sqrt(math.pi) * width)  # a Gaussian filter's effect on white noise
+    bright = (smooth_n > 5 * science.sigma * noise) & (smooth_r > 5 * reference.sigma * noise)
+    bright &= np.isfinite(science.data) & np.isfinite(reference.data)
+    if exclude is not None:
+        yy, xx = np.indices(bright.shape)
+        bright &= np.hypot(xx - exclude[0], yy - exclude[1]) > 3.0 * width
+    if bright.sum() < 10:
+        return None
+    light_n, light_r = float(science.data[bright].sum()), float(reference.data[bright].sum())
+    # The light in common must be measured well in both: 50σ (a 2% scale), not a faint star's wings.
+    area = math.sqrt(float(bright.sum()))
+    if light_n < 50 * science.sigma * area or light_r < 50 * reference.sigma * area:
+        return None
+    return light_r / light_n
+
+
+def _borrow_psf(science: Side, reference: Side) -> Side | None:
+    """An image with nothing to measure its PSF on (a cut-out of a supernova on its host, a template without a
+    star) starts with the other's; the transient itself then says better (``_refine``). Returns that image."""
+    if science.psf is None and reference.psf is None:
+        raise DiscoveryFailed(
+            f"neither {science.name} nor {reference.name} has a point source to measure a PSF on or a FWHM in its "
+            "header"
+        )
+    for lacking, other in ((science, reference), (reference, science)):
+        if lacking.psf is None:
+            lacking.psf, lacking.fwhm, lacking.beta = other.psf, other.fwhm, other.beta
+            lacking.psf_source = f"the {other.label}'s, until the transient says better"
+            return lacking
+    return None
+
+
+def _refine(
+    science: Side, reference: Side, scales: FluxScales, difference: Difference,
+    found: list[subtraction.Detection], guessed: Side | None,
+) -> bool:  # fmt: skip
+    """The transient itself on D says what a cut-out did not: the PSF of the image that had none (from its
+    width on D: a new source for the science image, a vanished one for the reference) and the flux scale (from
+    the host's light without it). True when either changed enough to subtract again."""
+    strongest = [d for d in found if abs(d.score) >= TRANSIENT_PSF_SNR]
+    changed = False
+    if strongest and scales.from_light:
+        ratio = _light_ratio(science, reference, exclude=(strongest[0].x, strongest[0].y))
+        if ratio is not None and abs(ratio / scales.reference - 1.0) > 0.01:
+            scales.reference, changed = ratio, True
+    if guessed is None:
+        return changed
+    sign = 1.0 if guessed is science else -1.0
+    own = [d for d in strongest if d.score * sign > 0]
+    if not own:
+        if "no transient" not in guessed.psf_source:
+            guessed.psf_source += (
+                f" (no {'new' if sign > 0 else 'vanished'} source significant enough to measure it on)"
+            )
+        return changed
+    fwhm = _fwhm_from_transient(science, reference, guessed, scales, difference, own[0])
+    if fwhm is None:
+        return changed
+    moffat = Moffat(fwhm, fwhm, 0.0, guessed.beta)
+    guessed.psf = UniformPsf(psf_of(moffat, psf_size(fwhm)))
+    guessed.psf_source = f"from the transient on the difference (FWHM {fwhm:.2f} px)"
+    changed = changed or abs(fwhm / max(guessed.fwhm, 1e-6) - 1.0) > 0.02
+    guessed.fwhm = fwhm
+    return changed
+
+
+def _fwhm_from_transient(
+    science: Side, reference: Side, guessed: Side, scales: FluxScales, difference: Difference,
+    transient: subtraction.Detection,
+) -> float | None:  # fmt: skip
+    """The FWHM of ``guessed``'s PSF that makes a point source in it look on D as the transient does: D shows
+    such a source through the kernels of the PSFs assumed, so the width it has there is predicted for trial
+    widths (Moffats of its β) and the observed one interpolated among them."""
+    observed = fit_moffat(difference.difference * np.sign(transient.score), transient.x, transient.y,
+                          max(guessed.fwhm, 1.0), 1.0)  # fmt: skip
+    if observed is None:
+        return None
+    assert science.psf is not None and reference.psf is not None
+    x, y = transient.x, transient.y
+    new_psf, ref_psf = science.psf.at(x, y), reference.psf.at(x, y)
+    size = psf_size(max(science.fwhm, reference.fwhm) * 2)
+    small = (fft.next_fast_len(4 * size),) * 2
+    kernels = subtraction.Kernels.of(
+        Image(np.empty(0), UniformPsf(new_psf), scales.science, science.sigma),
+        Image(np.empty(0), UniformPsf(ref_psf), scales.reference, reference.sigma),
+        new_psf, ref_psf, small,
+    )  # fmt: skip
+    factor = (kernels.new_factor if guessed is science else kernels.ref_factor).astype(np.complex128)
+    trials = guessed.fwhm * np.geomspace(0.4, 3.0, 15)
+    widths = []
+    for trial in trials:
+        candidate = psf_of(Moffat(trial, trial, 0.0, guessed.beta), size)
+        profile = fft.fftshift(fft.irfft2(factor * _centred_hat(candidate.stamp, small), s=small))
+        shown = fit_moffat(profile, small[1] // 2, small[0] // 2, trial, 1e-6, gain=math.inf)
+        widths.append(shown.moffat.fwhm if shown is not None else np.nan)
+    widths_array = np.array(widths)
+    good = np.isfinite(widths_array)
+    if good.sum() < 3 or not np.all(np.diff(widths_array[good]) > 0):
+        return None
+    if not widths_array[good][0] <= observed.moffat.fwhm <= widths_array[good][-1]:
+        return None
+    return float(np.interp(observed.moffat.fwhm, widths_array[good], trials[good]))
+
+
+def _centred_hat(stamp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    padded = np.zeros(shape)
+    size = stamp.shape[0]
+    padded[:size, :size] = stamp
+    return np.asarray(fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))))
 
 
 def _measure(
@@ -468,6 +421,7 @@ def _measure(
     science: Side,
     reference: Side,
     settings: DiscoverySettings,
+    stars: StarCatalog | None,
 ) -> tuple[list[Candidate], np.ndarray]:
     if not found:
         return [], np.empty((0, len(vetting.FEATURES)))
@@ -484,23 +438,32 @@ def _measure(
         for detection, offset in zip(found, offsets_px, strict=True)
     ])  # fmt: skip
     scores = vetting.score(features) if settings.vet else np.full(len(found), np.nan)
+    known = _catalog_stars(stars, science) if stars is not None else None
     candidates = []
     for i, detection in enumerate(found):
         shape = vetting.Shape.of(features[i], fwhm)
-        flux = abs(detection.flux)
+        correction = _flux_correction(difference, science, detection)
+        at_peak = difference.flux_at(detection.x, detection.y)
+        flux = abs(at_peak if at_peak is not None else detection.flux) * correction
+        flux_error = detection.flux_error * correction
         mag = mag_err = None
         if science.magzp is not None and flux > 0:
             mag = science.magzp - 2.5 * math.log10(flux)
-            mag_err = 1.0857 * detection.flux_error / flux
+            mag_err = 1.0857 * flux_error / flux
         flags = []
-        if star_offsets[i] < settings.star_flag_arcsec:
+        under = _under(reference, detection, settings.star_flag_arcsec / science.pixel_scale_arcsec, known)
+        if under == "star":
             flags.append("on_star")
             if _reference_snr(reference, detection, fwhm) >= BRIGHT_STAR_SNR:
                 flags.append("bright_star")
+        elif under == "nucleus":
+            flags.append("nuclear")
         if shape.masked_pixels:
             flags.append("near_masked")
         if _at_edge(difference.score, detection, fwhm):
             flags.append("edge")
+        if science.psf_varies or reference.psf_varies:
+            flags.append("psf_varies")
         candidates.append(
             Candidate(
                 round(detection.x, 2),
@@ -508,7 +471,7 @@ def _measure(
                 float(ra[i]),
                 float(dec[i]),
                 flux,
-                detection.flux_error,
+                flux_error,
                 mag,
                 mag_err,
                 abs(detection.score),
@@ -524,6 +487,69 @@ def _measure(
         )
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i].snr)
     return [candidates[i] for i in order], features[order]
+
+
+def _flux_correction(difference: Difference, science: Side, detection: subtraction.Detection) -> float:
+    """The tile's flux of a source made right for the science PSF of the source's own place (a wide field's PSF
+    widens toward the corners, within a tile too)."""
+    tile = difference.tile_at(detection.x, detection.y)
+    if tile is None or science.psf is None:
+        return 1.0
+    local = science.psf.near(detection.x, detection.y, tile.centre, tile.science_psf)
+    return tile.flux_correction(local)
+
+
+def _catalog_stars(stars: StarCatalog, science: Side) -> cKDTree | None:
+    """The catalog's stars on the science grid (a tree of pixel positions)."""
+    px, py = science.wcs.world_to_pixel_values(stars.ra_deg, stars.dec_deg)
+    height, width = science.data.shape
+    inside = np.isfinite(px) & np.isfinite(py) & (px > -10) & (px < width + 10) & (py > -10) & (py < height + 10)
+    if not inside.any():
+        return None
+    return cKDTree(np.column_stack([px[inside], py[inside]]))
+
+
+def _under(reference: Side, detection: subtraction.Detection, radius_px: float, known: cKDTree | None) -> str | None:
+    """What the reference shows under a detection: "star" (a point source — and a catalog star when there is a
+    catalog), "nucleus" (the centre of a galaxy: light more extended than the PSF, or a point source no catalog
+    calls a star), or None (nothing significant, or not centred on it). Decided from the source's shape against
+    the PSF, not from its brightness: a bright nucleus is not a star."""
+    fwhm = max(reference.fwhm, 1.0)
+    x, y = detection.x, detection.y
+    half = int(math.ceil(3.0 * fwhm)) + 1
+    ix, iy = int(round(x)), int(round(y))
+    cut = reference.data[max(0, iy - half) : iy + half + 1, max(0, ix - half) : ix + half + 1]
+    if cut.size == 0 or not np.isfinite(cut).any():
+        return None
+    yy, xx = np.indices(cut.shape)
+    xx, yy = xx + max(0, ix - half), yy + max(0, iy - half)
+    values = np.nan_to_num(cut)
+    # A source under it is a local maximum of the reference's light within the radius (a galaxy's disc only
+    # slopes under a detection beside its nucleus).
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(values, 0.5)
+    maxima = (smooth == ndimage.maximum_filter(smooth, size=3)) & (
+        np.hypot(xx - x, yy - y) <= max(radius_px, 0.5 * fwhm) + 0.5
+    )
+    if not maxima.any():
+        return None
+    peak = int(np.argmax(np.where(maxima, smooth, -np.inf)))
+    px, py = float(xx.flat[peak]), float(yy.flat[peak])
+    distance = np.hypot(xx - px, yy - py)
+    inner, outer = values[distance <= fwhm].sum(), values[distance <= 3.0 * fwhm].sum()
+    signal = inner / (reference.sigma * math.sqrt(max(int((distance <= fwhm).sum()), 1)))
+    if signal < 5.0 or outer <= 0:
+        return None
+    assert reference.psf is not None
+    psf = reference.psf.at(px, py).stamp
+    centre = psf.shape[0] // 2
+    pyy, pxx = np.indices(psf.shape)
+    radius = np.hypot(pxx - centre, pyy - centre)
+    expected = psf[radius <= fwhm].sum() / psf[radius <= 3.0 * fwhm].sum()
+    point_like = inner / outer >= POINT_LIKE * expected
+    stellar = known is None or bool(known.query([px, py], distance_upper_bound=max(radius_px, 1.0))[0] < np.inf)
+    return "star" if point_like and stellar else "nucleus"
 
 
 def _at_edge(score: np.ndarray, detection: subtraction.Detection, fwhm: float) -> bool:
@@ -568,5 +594,6 @@ def write_products(result: DiscoveryResult, folder: Path) -> tuple[Path, Path, P
         writer = csv.DictWriter(stream, CANDIDATE_COLUMNS)
         writer.writeheader()
         for candidate in result.candidates:
-            writer.writerow(candidate.row())
+            rule = result.settings
+            writer.writerow(candidate.row(is_candidate(candidate, rule.min_score, rule.min_snr)))
     return diff_path, scorr_path, csv_path

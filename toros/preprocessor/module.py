@@ -15,6 +15,7 @@ from toros.generated import toros_pb2 as pb
 from toros.preprocessor import orders
 from toros.preprocessor.candidates import CandidateStore, CandidateVerdict, Label
 from toros.preprocessor.compute import Compute
+from toros.preprocessor.discovery import StarCatalog
 from toros.preprocessor.follower import TelescopeFollower
 from toros.preprocessor.inventory import night_files
 from toros.preprocessor.library import MasterLibrary
@@ -177,8 +178,13 @@ class PreprocessorModule(Module):
             return None
         return TransientSearch(
             settings.discovery, self.references, self.candidates, self.storage_root, galaxies=self._galaxy_index,
-            site=self.site.name, compute=self.compute,
+            site=self.site.name, compute=self.compute, stars=self._known_stars,
         )  # fmt: skip
+
+    def _known_stars(self) -> StarCatalog | None:
+        """The reference catalog's stars: a source under a detection is a star only if one of them is there."""
+        step = self._science_step()
+        return StarCatalog(step.catalog.ra, step.catalog.dec) if step is not None else None
 
     def _calibrate(self, context: TaskContext[Any], files: list[Path], *, night: str | None = None) -> str:
         """Calibrates frames (and makes them science-ready, on the compute engine) for one work order."""

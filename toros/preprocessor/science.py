@@ -4,10 +4,15 @@ it contains.
 Sources are extracted with ``sep`` (SExtractor's algorithms as a library); the brightest are matched to the
 reference catalog's stars projected through the frame's first WCS (the mount's pointing) with ``astroalign``'s
 asterism matcher, then every source is matched and a TAN (+SIP on wide fields) WCS fitted with astropy's
-``fit_wcs_from_points``, twice, outliers clipped. The zero point comes from aperture photometry of the matched
-stars (sigma-clipped), the limiting magnitude from the sky noise in an aperture of radius FWHM. The frame's
-header gets the WCS and ``MAGZP``, ``MAGZPERR``, ``FWHM``, ``LIMMAG``, ``SKYLEV``, ``ASTRRMS``, ``ASTRNSTR``; its
-sources go to a FITS table beside it (``<stem>_cat.fits``).
+``fit_wcs_from_points``, twice, outliers clipped. Stars are Moffat profiles whose wings hold several percent of
+their light beyond 2 FWHM, so everything photometric is measured to where the light is: the FWHM is a Moffat
+fit to the brightest isolated stars (``psf.fit_moffat``: the true width, not a half-light diameter), aperture
+fluxes are corrected by the curve of growth measured on the bright stars out to 5 FWHM (the light beyond from
+the fitted Moffat), across the frame (a wide field's PSF widens toward the corners). The zero point comes from
+the matched stars' corrected fluxes (sigma-clipped); the limiting magnitude is a PSF fit's 5σ on the sky's noise
+(``LIMMAG``; an aperture's, shallower, under ``LIMMAGAP``). The frame's header gets the WCS and ``MAGZP``,
+``MAGZPERR``, ``FWHM``, ``PSFBETA``, ``LIMMAG``, ``SKYLEV``, ``ASTRRMS``, ``ASTRNSTR``; its sources go to a FITS
+table beside it (``<stem>_cat.fits``).
 
 A frame that cannot be made science-ready says why (``ScienceFailed``) and stays calibrated.
 """
@@ -33,6 +38,7 @@ from scipy.spatial import cKDTree
 from toros.floor.fitsfiles import write_fits
 from toros.floor.sky_geometry import separation_deg
 from toros.generated import toros_pb2 as pb
+from toros.preprocessor.psf import BETA_RANGE, CurveOfGrowth, Moffat, fit_moffat
 from toros.preprocessor.settings import ScienceConfig
 from toros.runtime.files import sha256_of
 
@@ -41,19 +47,20 @@ log = logging.getLogger(__name__)
 CATALOG_SUFFIX = "_cat.fits"
 MASK_UNUSABLE = 1 | 2 | 4  # hot, bad flat, saturated (the calibrated frame's MASK bits)
 MASK_SATURATED = 4
-APERTURE_FWHMS = 2.0  # zero-point aperture radius: all of a star's light
+APERTURE_FWHMS = 2.0  # zero-point aperture radius (corrected to all of a star's light by the curve of growth)
+GROWTH_FWHMS = 5.0  # the curve of growth is measured out to this radius on bright stars; the Moffat says beyond
+MOFFAT_STARS = 40  # the brightest isolated stars fitted for the FWHM and β
 FIT_BRIGHTEST_FRACTION = 0.4
 SIP_GAIN = 0.9
 ZERO_POINT_MIN_SNR = 10.0
 ZERO_POINT_MIN_STARS = 3
-BACKGROUND_ANNULUS = (3.0, 5.0)  # FWHMs: the local sky around each aperture (the global map is biased low)
-FWHM_APERTURE_FRACTION = 1.0 - math.exp(-4 * math.log(2))  # a Gaussian's light within radius FWHM: 0.9375
+BACKGROUND_ANNULUS = (6.0, 9.0)  # FWHMs: the local sky around each aperture, beyond all but 0.1% of the wings
 WCS_KEYWORDS = ("WCSAXES", "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1",
                 "CD2_2", "CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1", "PC2_2", "CUNIT1", "CUNIT2", "LONPOLE",
                 "LATPOLE", "RADESYS", "EQUINOX", "MJDREF", "A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER")  # fmt: skip
 CATALOG_COLUMNS = (
-    "x (0-based column), y (0-based row), ra_deg, dec_deg, flux and flux_err (ADU in an aperture of radius FWHM, "
-    "aperture-corrected), mag and mag_err (AB, from MAGZP), snr, fwhm_px, ellipticity (1 - b/a), flags (sep's "
+    "x (0-based column), y (0-based row), ra_deg, dec_deg, flux and flux_err (ADU: an aperture of radius FWHM, "
+    "corrected by the curve of growth), mag and mag_err (AB, from MAGZP), snr, fwhm_px, ellipticity (1 - b/a), flags (sep's "
     "extraction flags), mask (OR of the frame's MASK bits under the source)"
 )
 
@@ -123,6 +130,7 @@ class ScienceResult:
     catalog_path: Path
     frame_sha256: str  # the rewritten frame's
     catalog_sha256: str
+    psf_beta: float = math.nan
 
     @classmethod
     def from_frame(cls, path: Path) -> ScienceResult | None:
@@ -146,6 +154,7 @@ class ScienceResult:
             catalog,
             sha256_of(path),
             sha256_of(catalog),
+            float(header.get("PSFBETA", math.nan)),
         )
 
     def proto_fields(self) -> dict[str, object]:
@@ -218,16 +227,27 @@ class ScienceStep:
                 f"{len(stars.x)} point sources detected, {self.settings.min_matches} needed "
                 "(clouds, a closed dome or an empty field?)"
             )
-        fwhm = float(np.median(2.0 * sep.flux_radius(data, stars.x, stars.y, 6.0 * stars.a, 0.5, subpix=5)[0]))
-        stars.x, stars.y, _ = sep.winpos(data, stars.x, stars.y, max(fwhm, 1.0) / 2.3548)
+        half_light = float(np.median(2.0 * sep.flux_radius(data, stars.x, stars.y, 6.0 * stars.a, 0.5, subpix=5)[0]))
+        stars.x, stars.y, _ = sep.winpos(data, stars.x, stars.y, max(half_light, 1.0) / 2.3548)
+        profile = self._profile(data, rms, gain, stars, half_light)
+        fwhm = profile.fwhm
         wcs, matched_sources, matched_refs, rms_arcsec = self._astrometry(first_wcs, stars, data.shape)
-        magzp, magzp_err, zp_stars = self._zero_point(
-            data, rms, gain, stars.take(matched_sources), matched_refs, fwhm, str(header.get("FILTER", ""))
+        growth = CurveOfGrowth.measure(
+            data, stars.x, stars.y, profile, (1.0, APERTURE_FWHMS), GROWTH_FWHMS, BACKGROUND_ANNULUS
         )
-        aperture_noise = rms * math.sqrt(math.pi) * fwhm
-        limmag = magzp - 2.5 * math.log10(5.0 * aperture_noise / FWHM_APERTURE_FRACTION)
+        magzp, magzp_err, zp_stars = self._zero_point(
+            data, rms, gain, stars.take(matched_sources), matched_refs, growth, str(header.get("FILTER", ""))
+        )
+        # A PSF fit's flux error on the sky's noise: sigma / sqrt(sum P²) (P the PSF normalised to all its light).
+        pixels = profile.pixels((65, 65), 32, 32)
+        limmag = magzp - 2.5 * math.log10(5.0 * rms / math.sqrt(float(np.sum(pixels**2))))
+        aperture_noise = rms * math.sqrt(math.pi) * fwhm * growth.at(1.0, np.array([data.shape[1] / 2]),
+                                                                     np.array([data.shape[0] / 2]))[0]  # fmt: skip
+        limmag_aperture = magzp - 2.5 * math.log10(5.0 * aperture_noise)
         catalog_path = catalog_path_of(path)
-        count, catalog_sha = self._write_catalog(catalog_path, data, rms, gain, mask, sources, wcs, fwhm, magzp, header)
+        count, catalog_sha = self._write_catalog(
+            catalog_path, data, rms, gain, mask, sources, wcs, fwhm, magzp, header, growth
+        )
         for keyword in WCS_KEYWORDS:
             header.remove(keyword, ignore_missing=True, remove_all=True)
         for keyword in [k for k in header if k[:2] in ("A_", "B_") or k[:3] in ("AP_", "BP_")]:
@@ -239,8 +259,11 @@ class ScienceStep:
         header["MAGZP"] = (round(magzp, 4), "AB mag of 1 ADU in total")
         header["MAGZPERR"] = (round(magzp_err, 4), "[mag] error of MAGZP")
         header["MAGZPN"] = (zp_stars, "stars the zero point was measured on")
-        header["FWHM"] = (round(fwhm, 3), "[pixel] median FWHM of the stars")
-        header["LIMMAG"] = (round(limmag, 3), "5-sigma point source, aperture radius FWHM")
+        header["FWHM"] = (round(fwhm, 3), "[pixel] FWHM of a Moffat fitted to the stars")
+        header["PSFBETA"] = (round(profile.beta, 3), "Moffat beta of the stars")
+        header["PSFELL"] = (round(profile.ellipticity, 3), "1 - b/a of the stars")
+        header["LIMMAG"] = (round(limmag, 3), "5-sigma point source, PSF fit")
+        header["LIMMAGAP"] = (round(limmag_aperture, 3), "5-sigma point source, aperture radius FWHM")
         header["SKYLEV"] = (round(float(background.globalback), 3), "[ADU] sky level")
         header["REFCAT"] = (Path(self.catalog.source).name[:60], "reference catalog")
         header["SRCCAT"] = (catalog_path.name[:60], "source catalog beside this frame")
@@ -258,7 +281,29 @@ class ScienceStep:
             catalog_path,
             frame_sha,
             catalog_sha,
+            profile.beta,
         )
+
+    def _profile(self, data: np.ndarray, rms: float, gain: float, stars: _Sources, half_light: float) -> Moffat:
+        """The stars' Moffat: the median of fits to the brightest isolated stars (their FWHM, β, axis ratio)."""
+        xy = np.column_stack([stars.x, stars.y])
+        neighbours = cKDTree(xy).query(xy, k=2)[0][:, 1] if len(xy) > 1 else np.full(len(xy), np.inf)
+        guess = max(half_light / 1.2, 1.0)  # a Moffat's half-light diameter is about 1.2 FWHM
+        isolated = np.flatnonzero(neighbours > 4.0 * guess)
+        fitted = []
+        for index in isolated[np.argsort(-stars.flux[isolated])][: 2 * MOFFAT_STARS]:
+            fit = fit_moffat(data, float(stars.x[index]), float(stars.y[index]), guess, rms, gain)
+            if fit is not None and fit.moffat.fwhm_minor >= 1.0 and fit.flux > 50.0 * rms:
+                fitted.append(fit.moffat)
+            if len(fitted) == MOFFAT_STARS:
+                break
+        if not fitted:
+            raise ScienceFailed("no star could be fitted for the PSF (all blended, saturated or too faint)")
+        fwhm = float(np.median([m.fwhm for m in fitted]))
+        ellipticity = float(np.median([m.ellipticity for m in fitted]))
+        beta = float(np.clip(np.median([m.beta for m in fitted]), *BETA_RANGE))
+        stretch = 1.0 / math.sqrt(1.0 - min(ellipticity, 0.9))
+        return Moffat(fwhm * stretch, fwhm / stretch, 0.0, beta)
 
     def _point_sources(self, sources: _Sources, data: np.ndarray, unusable: np.ndarray, saturation: float) -> _Sources:
         """Unflagged, unsaturated, round sources away from the edges: the stars to match and calibrate with."""
@@ -385,12 +430,13 @@ class ScienceStep:
         gain: float,
         stars: _Sources,
         refs: np.ndarray,
-        fwhm: float,
+        growth: CurveOfGrowth,
         filter: str,
     ) -> tuple[float, float, int]:
         import sep
 
         catalog_mags = self.catalog.magnitudes(filter)[refs]
+        fwhm = growth.fwhm
         flux, flux_err, flags = sep.sum_circle(
             data,
             stars.x,
@@ -401,6 +447,7 @@ class ScienceStep:
             subpix=5,
             bkgann=(BACKGROUND_ANNULUS[0] * fwhm, BACKGROUND_ANNULUS[1] * fwhm),
         )
+        flux = flux * growth.at(APERTURE_FWHMS, stars.x, stars.y)
         usable = (flux > 0) & (flags == 0) & np.isfinite(catalog_mags) & (flux > ZERO_POINT_MIN_SNR * flux_err)
         if usable.sum() < ZERO_POINT_MIN_STARS:
             raise ScienceFailed(
@@ -426,10 +473,11 @@ class ScienceStep:
         fwhm: float,
         magzp: float,
         header: fits.Header,
+        growth: CurveOfGrowth,
     ) -> tuple[int, str]:
         import sep
 
-        radius = max(fwhm, 1.0)
+        radius = fwhm
         flux, flux_err, _ = sep.sum_circle(
             data,
             sources.x,
@@ -440,7 +488,8 @@ class ScienceStep:
             subpix=5,
             bkgann=(BACKGROUND_ANNULUS[0] * radius, BACKGROUND_ANNULUS[1] * radius),
         )
-        flux, flux_err = flux / FWHM_APERTURE_FRACTION, flux_err / FWHM_APERTURE_FRACTION
+        correction = growth.at(radius / growth.fwhm, sources.x, sources.y)
+        flux, flux_err = flux * correction, flux_err * correction
         ra, dec = wcs.pixel_to_world_values(sources.x, sources.y)
         with np.errstate(divide="ignore", invalid="ignore"):
             mag = np.where(flux > 0, magzp - 2.5 * np.log10(flux), np.nan)

@@ -1,9 +1,9 @@
 """Proper image subtraction (ZOGY: Zackay, Ofek & Gal-Yam 2016, ApJ 830, 27) on ``scipy.fft``, in tiles.
 
 Given a science image N and a reference R on the same pixel grid (the reference resampled with ``reproject``,
-then shifted by the residual offset of their common stars), their PSFs P_n and P_r (measured on each image's
-stars, or a Gaussian of the header's FWHM when there are too few), their flux scales F_n and F_r (from their
-zero points) and their background noise σ_n and σ_r, ZOGY gives the difference image D (white noise, unit
+then shifted by the residual offset of their common stars), their PSFs P_n and P_r (``psf.py``: measured on
+each image's stars, for each tile, with their wings), their flux scales F_n and F_r (from their zero points)
+and their background noise σ_n and σ_r, ZOGY gives the difference image D (white noise, unit
 variance on blank sky), its PSF P_D, and the matched-filter score S corrected for the source noise of both
 images, S_corr: a point source that appears in N is a peak of S_corr whose height is its significance in σ.
 
@@ -22,18 +22,47 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy import fft, ndimage
 
+from toros.preprocessor.psf import Psf, PsfField
+
 PSF_SIZE = 31  # pixels on a side of a PSF stamp (odd: the centre is a pixel)
 
 
 @dataclass(frozen=True)
 class Image:
-    """One side of the subtraction: background-subtracted pixels, their PSF, flux scale and noise."""
+    """One side of the subtraction: background-subtracted pixels, their PSF at each place, flux scale and
+    noise."""
 
     data: np.ndarray  # float, background subtracted; NaN where unusable
-    psf: np.ndarray  # PSF_SIZE², sum 1, centred
+    psf: PsfField  # the PSF of each tile (all of its light: a stamp and the fraction beyond)
     flux_scale: float  # F: counts in this image per unit of true flux
     sigma: float  # background noise, counts
     gain: float = 1.0  # e-/count, for the source noise
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile's box on the frame and what its kernels make of a point source (for the flux of a source whose
+    PSF is not quite the tile's: the science PSF changes across a tile of a wide field)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    response: np.ndarray  # F_D conj(P_D) × the new image's factor, on a small grid
+    unit: float  # S of a source of unit flux with the tile's own PSF
+    science_psf: Psf  # the science image's PSF the tile was subtracted with
+    score_hat: np.ndarray  # F_D conj(P_D): S = D filtered by it, on the small grid
+    small: tuple[int, int]  # the small grid's shape
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x0 + self.x1 - 1) / 2.0, (self.y0 + self.y1 - 1) / 2.0
+
+    def flux_correction(self, science_psf: np.ndarray) -> float:
+        """How much the tile's flux of a source whose science PSF is ``science_psf`` (a centred stamp holding
+        the fraction of its light in each pixel) must be multiplied by: the tile's unit over that source's."""
+        response = float(fft.irfft2(self.response * _padded_psf_hat(science_psf, self.small), s=self.small)[0, 0])
+        return self.unit / response if response > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -41,69 +70,41 @@ class Difference:
     difference: np.ndarray  # D, unit variance on blank sky
     score: np.ndarray  # S_corr, in σ
     flux_error: np.ndarray  # of a point source's flux at each pixel, in the science frame's counts
+    tiles: tuple[Tile, ...] = ()  # where each tile's kernels apply, for measurements at a place
 
     def flux(self, y: int, x: int) -> float:
         """A point source's flux at a pixel: S_corr × its error (S over a unit source's S)."""
         return float(self.score[y, x]) * float(self.flux_error[y, x])
 
-
-def gaussian_psf(fwhm_px: float, size: int = PSF_SIZE) -> np.ndarray:
-    """A pixel-integrated circular Gaussian, normalised: the PSF of an image with too few stars."""
-    from scipy.special import erf
-
-    sigma = max(fwhm_px, 0.5) / 2.3548
-    edges = np.arange(size + 1) - size / 2.0
-    profile = np.diff(erf(edges / (math.sqrt(2) * sigma))) / 2.0
-    psf = np.outer(profile, profile)
-    return np.asarray(psf / psf.sum())
-
-
-def psf_from_stars(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, size: int = PSF_SIZE, fwhm: float | None = None
-) -> np.ndarray | None:
-    """The flux-weighted mean of normalised stamps of isolated stars, re-centred to a pixel by Fourier
-    shifts, tapered to zero between 1.5 and 2.5 FWHM (beyond, a stamp is mostly noise, and wings of noise widen
-    the model: a matched filter wider than the truth overestimates every flux): None when fewer than 5 fit."""
-    half = size // 2
-    height, width = data.shape
-    ys, xs = np.mgrid[-half : half + 1, -half : half + 1]
-    radius = np.hypot(xs, ys)
-    support = radius <= (min(half, max(2.5 * fwhm, 4.0)) if fwhm else half)
-    annulus = (radius > half - 3) & (radius <= half)
-    stamps, weights = [], []
-    for cx, cy in zip(x, y, strict=True):
-        ix, iy = int(round(cx)), int(round(cy))
-        if ix - half < 0 or iy - half < 0 or ix + half >= width or iy + half >= height:
-            continue
-        stamp = np.array(data[iy - half : iy + half + 1, ix - half : ix + half + 1], dtype=np.float64)
-        if not np.isfinite(stamp).all():
-            continue
-        stamp -= np.median(stamp[annulus])  # what the background map left around this star
-        stamp = _shift(stamp, ix - cx, iy - cy)
-        total = stamp[support].sum()
-        if total <= 0:
-            continue
-        stamps.append(stamp / total)
-        weights.append(total)
-    if len(stamps) < 5:
+    def tile_at(self, x: float, y: float) -> Tile | None:
+        for tile in self.tiles:
+            if tile.x0 <= x < tile.x1 and tile.y0 <= y < tile.y1:
+                return tile
         return None
-    psf = np.average(stamps, axis=0, weights=weights)
-    if fwhm:  # a smooth taper to zero between 1.5 and 2.5 FWHM: a hard edge rings around bright stars in D
-        inner, outer = 1.5 * fwhm, min(2.5 * fwhm, half)
-        taper = np.clip((outer - radius) / max(outer - inner, 1e-6), 0.0, 1.0)
-        psf *= 0.5 - 0.5 * np.cos(np.pi * taper)
-    else:
-        psf[~support] = 0.0
-    return np.asarray(psf / psf.sum())
 
-
-def _shift(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``image`` moved by (dx, dy) pixels (a Fourier phase ramp: exact for band-limited images)."""
-    height, width = image.shape
-    ky = fft.fftfreq(height)[:, None]
-    kx = fft.fftfreq(width)[None, :]
-    ramp = np.exp(-2j * np.pi * (kx * dx + ky * dy))
-    return np.real(fft.ifft2(fft.fft2(image) * ramp))
+    def flux_at(self, x: float, y: float) -> float | None:
+        """A point source's flux at a sub-pixel place: S there (D filtered by the tile's kernel moved by the
+        fraction of a pixel in Fourier space, exact for any PSF) over a unit source's S. None outside the
+        tiles or where D is blind."""
+        tile = self.tile_at(x, y)
+        if tile is None:
+            return None
+        rows, columns = tile.small
+        ix, iy = math.floor(x), math.floor(y)
+        ky, kx = fft.fftfreq(rows)[:, None], fft.rfftfreq(columns)[None, :]
+        kernel = fft.irfft2(tile.score_hat * np.exp(2j * np.pi * (kx * (x - ix) + ky * (y - iy))), s=(rows, columns))
+        # S(x) = Σ_p K(x − p) D(p): p = (iy − m, ix − n) for the kernel's offsets m, n (wrapped on its grid).
+        m = np.arange(-(rows // 2), rows - rows // 2)
+        n = np.arange(-(columns // 2), columns - columns // 2)
+        py, px = iy - m[:, None], ix - n[None, :]
+        inside = (py >= 0) & (py < self.difference.shape[0]) & (px >= 0) & (px < self.difference.shape[1])
+        values = np.where(inside, self.difference[np.clip(py, 0, None) % self.difference.shape[0],
+                                                  np.clip(px, 0, None) % self.difference.shape[1]], 0.0)  # fmt: skip
+        weights = kernel[m[:, None] % rows, n[None, :] % columns]
+        near = np.abs(weights) > 1e-4 * np.abs(weights).max()
+        if not np.isfinite(values[near]).all():
+            return None
+        return float(np.sum(np.nan_to_num(values) * weights)) / tile.unit
 
 
 def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -115,27 +116,30 @@ def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(fft.rfft2(padded))
 
 
-@dataclass(frozen=True)
-class Kernels:
-    """What ZOGY needs of the two PSFs, flux scales and noises on one tile shape: computed once per shape."""
+def _embedded_hat(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The transform on a tile's grid of a kernel computed on a small grid (origin at pixel (0, 0), negative
+    offsets wrapped), in single precision."""
+    centred = fft.fftshift(kernel)
+    rows, columns = centred.shape
+    padded = np.zeros(shape, dtype=np.float32)
+    padded[:rows, :columns] = centred
+    padded = np.roll(padded, (-(rows // 2), -(columns // 2)), axis=(0, 1))
+    return np.asarray(fft.rfft2(padded))
 
-    shape: tuple[int, int]
+
+@dataclass(frozen=True)
+class _Factors:
+    """ZOGY's Fourier factors of two PSFs on one grid (eq. 13–29 of the paper)."""
+
     new_factor: np.ndarray  # F_r P_r / sqrt(denominator): D_hat = new_factor N_hat - ref_factor R_hat
     ref_factor: np.ndarray
     score_factor: np.ndarray  # F_D conj(P_D_hat): S_hat = score_factor D_hat
     k_n_hat: np.ndarray  # the kernels whose squares weigh each image's variance into S's (eq. 26-29)
     k_r_hat: np.ndarray
-    k_n2_hat: np.ndarray
-    k_r2_hat: np.ndarray
-    unit: float  # S of a source of unit flux: F_D² Σ P_D²
-    ky: np.ndarray
-    kx: np.ndarray
+    f_d: float
 
     @classmethod
-    def of(cls, new: Image, ref: Image, shape: tuple[int, int]) -> Kernels:
-        p_n, p_r = _padded_psf_hat(new.psf, shape), _padded_psf_hat(ref.psf, shape)
-        f_n, f_r = new.flux_scale, ref.flux_scale
-        s_n, s_r = new.sigma, ref.sigma
+    def of(cls, p_n: np.ndarray, p_r: np.ndarray, f_n: float, f_r: float, s_n: float, s_r: float) -> _Factors:
         abs_n2, abs_r2 = np.abs(p_n) ** 2, np.abs(p_r) ** 2
         denominator = np.maximum(s_n**2 * f_r**2 * abs_r2 + s_r**2 * f_n**2 * abs_n2, 1e-300)
         root = np.sqrt(denominator)
@@ -143,18 +147,53 @@ class Kernels:
         p_d_hat = f_r * f_n * p_r * p_n / (f_d * root)
         k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
         k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
-        p_d = fft.irfft2(p_d_hat, s=shape)
-        # Computed in double precision, applied in single: the tiles' transforms run in float32 (twice as fast,
-        # and the images' own noise is many orders above float32's rounding).
-        new_factor, ref_factor, score_factor, k_n, k_r, k_n2, k_r2 = (
-            factor.astype(np.complex64)
-            for factor in (
-                f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat,
-                fft.rfft2(fft.irfft2(k_n_hat, s=shape) ** 2), fft.rfft2(fft.irfft2(k_r_hat, s=shape) ** 2),
-            )
-        )  # fmt: skip
+        return cls(f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat, f_d)
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """What ZOGY needs of the two PSFs, flux scales and noises on one tile: computed for each tile (each has
+    its PSFs), applied in single precision (the images' own noise is orders above float32's rounding)."""
+
+    shape: tuple[int, int]
+    new_factor: np.ndarray
+    ref_factor: np.ndarray
+    score_factor: np.ndarray
+    k_n_hat: np.ndarray
+    k_r_hat: np.ndarray
+    k_n2_hat: np.ndarray
+    k_r2_hat: np.ndarray
+    unit: float  # S of a source of unit flux: F_D² Σ P_D²
+    response: np.ndarray  # score_factor × new_factor / F_n_held on the small grid: S of a science PSF
+    score_small: np.ndarray  # score_factor on the small grid
+    small: tuple[int, int]
+    ky: np.ndarray
+    kx: np.ndarray
+
+    @classmethod
+    def of(cls, new: Image, ref: Image, new_psf: Psf, ref_psf: Psf, shape: tuple[int, int]) -> Kernels:
+        # The PSFs' stamps hold their light but for the wings beyond: ZOGY takes them normalised, the flux
+        # scales times the fraction held, so that fluxes come out as all of a source's light.
+        f_n, f_r = new.flux_scale * new_psf.enclosed, ref.flux_scale * ref_psf.enclosed
+        psf_n, psf_r = new_psf.unit, ref_psf.unit
+        # The kernels whose squares S's variance needs, S's unit and its response to other PSFs come from a
+        # small grid (they are a few PSFs wide): two transforms of the tile's size instead of six.
+        side = fft.next_fast_len(4 * max(psf_n.shape[0], psf_r.shape[0]))
+        small = shape if side >= min(shape) else (side, side)  # a cut-out is its own small grid
+        little = _Factors.of(
+            _padded_psf_hat(psf_n, small), _padded_psf_hat(psf_r, small), f_n, f_r, new.sigma, ref.sigma
+        )
+        p_d = fft.irfft2(np.conj(little.score_factor) / little.f_d, s=small)
+        k_n, k_r = fft.irfft2(little.k_n_hat, s=small), fft.irfft2(little.k_r_hat, s=small)
+        big = _Factors.of(_padded_psf_hat(psf_n, shape), _padded_psf_hat(psf_r, shape), f_n, f_r, new.sigma, ref.sigma)
+        single = np.complex64
         return cls(
-            shape, new_factor, ref_factor, score_factor, k_n, k_r, k_n2, k_r2, f_d**2 * float(np.sum(p_d**2)),
+            shape,
+            big.new_factor.astype(single), big.ref_factor.astype(single), big.score_factor.astype(single),
+            big.k_n_hat.astype(single), big.k_r_hat.astype(single),
+            _embedded_hat(k_n**2, shape), _embedded_hat(k_r**2, shape),
+            little.f_d**2 * float(np.sum(p_d**2)),
+            little.score_factor * little.new_factor * new.flux_scale, little.score_factor, small,
             fft.fftfreq(shape[0])[:, None].astype(np.float32), fft.rfftfreq(shape[1])[None, :].astype(np.float32),
         )  # fmt: skip
 
@@ -210,25 +249,29 @@ def subtract(
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
 ) -> Difference:
     """ZOGY of two images on the same grid, in tiles of ``tile`` pixels with ``apron`` pixels of overlap,
-    one tile per core at a time (numpy and the FFTs release the GIL)."""
+    each with the two images' PSFs at its centre, one tile per core at a time (numpy and the FFTs release the
+    GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     height, width = new.data.shape
     outputs = tuple(np.full((height, width), np.nan, dtype=np.float32) for _ in range(3))
-    tiles = []
+    boxes = []
     for y0 in range(0, height, tile):
         for x0 in range(0, width, tile):
             y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
             ya, xa = max(0, y0 - apron), max(0, x0 - apron)
             yb, xb = min(height, y1 + apron), min(width, x1 + apron)
-            tiles.append(((y0, y1, x0, x1), (ya, yb, xa, xb)))
-    kernels = {shape: Kernels.of(new, ref, shape) for shape in {(yb - ya, xb - xa) for _, (ya, yb, xa, xb) in tiles}}
+            boxes.append(((y0, y1, x0, x1), (ya, yb, xa, xb)))
+    # The PSFs of every tile first, here: a model's wings are fitted in Python, which holds the GIL.
+    centres = [((x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0) for (y0, y1, x0, x1), _ in boxes]
+    psfs = [(new.psf.at(*centre), ref.psf.at(*centre)) for centre in centres]
 
-    def one(inner_box: tuple[int, int, int, int], outer_box: tuple[int, int, int, int]) -> None:
-        (y0, y1, x0, x1), (ya, yb, xa, xb) = inner_box, outer_box
+    def one(index: int) -> Tile:
+        (y0, y1, x0, x1), (ya, yb, xa, xb) = boxes[index]
+        kernels = Kernels.of(new, ref, *psfs[index], (yb - ya, xb - xa))
         new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
         with fft.set_workers(1):
-            results = zogy_tile(new_tile, ref_tile, kernels[(yb - ya, xb - xa)], new, ref, shift, astrometric_sigma)
+            results = zogy_tile(new_tile, ref_tile, kernels, new, ref, shift, astrometric_sigma)
         blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
         if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
             blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
@@ -237,11 +280,11 @@ def subtract(
             if blind.any():
                 result[blind] = np.nan
             output[y0:y1, x0:x1] = result[inner]
+        return Tile(y0, y1, x0, x1, kernels.response, kernels.unit, psfs[index][0], kernels.score_small, kernels.small)
 
-    with ThreadPoolExecutor(max_workers=min(len(tiles), os.cpu_count() or 1)) as pool:
-        for done in [pool.submit(one, *box) for box in tiles]:
-            done.result()
-    return Difference(*outputs)
+    with ThreadPoolExecutor(max_workers=min(len(boxes), os.cpu_count() or 1)) as pool:
+        tiles = tuple(pool.map(one, range(len(boxes))))
+    return Difference(outputs[0], outputs[1], outputs[2], tiles)
 
 
 def register(
@@ -381,23 +424,42 @@ def residual_shift(
     start: tuple[float, float] = (0.0, 0.0),
     radius: float = 2.0,
     min_pairs: int = 5,
-) -> tuple[tuple[float, float], np.ndarray]:
-    """The median offset that moves the registered reference's stars onto the science image's, from pairs
-    within ``radius`` of ``start`` and then within 1.5 px of that first estimate, and the pairs it rests on;
-    ``start`` itself when fewer than ``min_pairs`` pairs say."""
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[tuple[float, float], np.ndarray, tuple[float, float]]:
+    """The offset that moves the registered reference's stars onto the science image's, the pairs it rests on
+    and its error per axis: pairs within ``radius`` of ``start``, then within 1.5 px of their median offset;
+    the offsets within 3 robust deviations of the median averaged, weighted by the stars' fluxes in each
+    image (``weights``: a bright star's centroid is good to a hundredth of a pixel, a faint one's to a tenth).
+    ``start`` itself (and an error of 0.1 px) when fewer than ``min_pairs`` pairs say."""
 
-    def median_offset(pairs: np.ndarray) -> tuple[float, float]:
+    def estimate(pairs: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
         offsets = science_xy[pairs[:, 0]] - reference_xy[pairs[:, 1]]
-        return float(np.median(offsets[:, 0])), float(np.median(offsets[:, 1]))
+        median = np.median(offsets, axis=0)
+        spread = np.maximum(1.4826 * np.median(np.abs(offsets - median), axis=0), 1e-3)
+        kept = np.all(np.abs(offsets - median) <= 3.0 * spread, axis=1)
+        if weights is None:
+            w = np.ones(len(pairs))
+        else:
+            flux_s = weights[0][pairs[:, 0]] / max(float(np.median(weights[0])), 1e-12)
+            flux_r = weights[1][pairs[:, 1]] / max(float(np.median(weights[1])), 1e-12)
+            w = 1.0 / (1.0 / np.maximum(flux_s, 1e-6) + 1.0 / np.maximum(flux_r, 1e-6))
+        w = w * kept
+        mean = (w[:, None] * offsets).sum(axis=0) / w.sum()
+        # The error of a weighted mean from the scatter about it (n_eff = (Σw)² / Σw²).
+        n_eff = w.sum() ** 2 / max(float((w**2).sum()), 1e-12)
+        scatter = np.sqrt((w[:, None] * (offsets - mean) ** 2).sum(axis=0) / w.sum())
+        error = scatter / math.sqrt(max(n_eff - 1.0, 1.0))
+        return (float(mean[0]), float(mean[1])), (float(error[0]), float(error[1]))
 
     pairs = matched_stars(science_xy, reference_xy, start, radius)
     if len(pairs) < min_pairs:
-        return start, pairs
-    shift = median_offset(pairs)
-    pairs = matched_stars(science_xy, reference_xy, shift, min(radius, 1.5))
-    if len(pairs) >= min_pairs:
-        shift = median_offset(pairs)
-    return shift, pairs
+        return start, pairs, (0.1, 0.1)
+    shift, error = estimate(pairs)
+    closer = matched_stars(science_xy, reference_xy, shift, min(radius, 1.5))
+    if len(closer) >= min_pairs:
+        pairs = closer
+        shift, error = estimate(pairs)
+    return shift, pairs, error
 
 
 @dataclass(frozen=True)
@@ -428,13 +490,32 @@ def detections(result: Difference, threshold: float = 5.0, separation: int = 2) 
             peaks = (values == ndimage.maximum_filter(values, size=size)) & (labels[around] == index)
             for iy, ix in zip(*np.nonzero(peaks), strict=True):
                 py, px = around[0].start + iy, around[1].start + ix
-                dx, gain_x = _parabola(score[py, px - 1 : px + 2]) if 0 < px < score.shape[1] - 1 else (0.0, 1.0)
-                dy, gain_y = _parabola(score[py - 1 : py + 2, px]) if 0 < py < score.shape[0] - 1 else (0.0, 1.0)
+                significance = float(score[py, px])
+                # Where the source is: the peak of S itself (the matched filter), near S_corr's; S_corr's peak
+                # leans away from a galaxy's nucleus, whose light makes S noisier there.
+                py, px = _peak_of_s(result, sign, py, px)
+                s_map = (
+                    result.score[py - 1 : py + 2, px - 1 : px + 2] * result.flux_error[py - 1 : py + 2, px - 1 : px + 2]
+                )
+                inside = 0 < px < score.shape[1] - 1 and 0 < py < score.shape[0] - 1 and s_map.shape == (3, 3)
+                dx, gain_x = _parabola(s_map[1, :]) if inside else (0.0, 1.0)
+                dy, gain_y = _parabola(s_map[:, 1]) if inside else (0.0, 1.0)
                 # The flux at the source's centre, not at the pixel nearest to it (S falls off as the PSF does).
                 flux = result.flux(py, px) * gain_x * gain_y
-                found.append(Detection(px + dx, py + dy, float(score[py, px]), flux, float(result.flux_error[py, px])))
+                found.append(Detection(px + dx, py + dy, significance, flux, float(result.flux_error[py, px])))
     found.sort(key=lambda d: (d.score < 0, -abs(d.score)))
     return found
+
+
+def _peak_of_s(result: Difference, sign: float, py: int, px: int, reach: int = 2) -> tuple[int, int]:
+    """The pixel of the largest S (the score times its flux error) within ``reach`` pixels of (py, px)."""
+    y0, x0 = max(0, py - reach), max(0, px - reach)
+    window = sign * result.score[y0 : py + reach + 1, x0 : px + reach + 1]
+    window = window * result.flux_error[y0 : py + reach + 1, x0 : px + reach + 1]
+    if not np.isfinite(window).any():
+        return py, px
+    wy, wx = np.unravel_index(np.nanargmax(window), window.shape)
+    return y0 + int(wy), x0 + int(wx)
 
 
 def _parabola(values: np.ndarray) -> tuple[float, float]:

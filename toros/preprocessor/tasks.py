@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from toros.floor.fitsfiles import write_fits
 from toros.preprocessor.calibration import MASK_COSMIC_RAY, Buffers, CalibrationJob, write_calibrated
-from toros.preprocessor.discovery import DiscoveryResult, DiscoverySettings, discover
+from toros.preprocessor.discovery import DiscoveryResult, DiscoverySettings, StarCatalog, discover
 from toros.preprocessor.reduction import Corrections, FrameReader
 from toros.preprocessor.science import ReferenceCatalog, ScienceResult, ScienceStep
 from toros.preprocessor.settings import CalibrationConfig, ScienceConfig
@@ -92,6 +92,8 @@ def measure_frame(frame: str, settings: str, catalog: str) -> ScienceResult:
 # -- difference imaging -----------------------------------------------------------------------------------------
 
 
-def difference(frame: str, reference: str, settings: DiscoverySettings) -> DiscoveryResult:
+def difference(
+    frame: str, reference: str, settings: DiscoverySettings, stars: StarCatalog | None = None
+) -> DiscoveryResult:
     """Difference imaging of one frame against its reference (registration, ZOGY, the candidates measured)."""
-    return discover(Path(frame), Path(reference), settings)
+    return discover(Path(frame), Path(reference), settings, stars)

@@ -28,11 +28,12 @@ from toros.preprocessor import reports, tasks, vetting
 from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
 from toros.preprocessor.compute import ComputeUnavailable, Engine, PathMap, Task
 from toros.preprocessor.discovery import (
-    NOT_VETTED,
     DiscoveryFailed,
     DiscoveryResult,
     DiscoverySettings,
+    StarCatalog,
     discover,
+    is_candidate,
     write_products,
 )
 from toros.preprocessor.references import BadReference, ReferenceLibrary, epoch_of, footprint_of
@@ -73,8 +74,10 @@ class TransientSearch:
         galaxies: Callable[[], GalaxyIndex | None] = lambda: None,
         site: str = "",
         compute: Engine | None = None,
+        stars: Callable[[], StarCatalog | None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self.stars = stars
         self.compute = compute  # where the difference imaging runs (None: here)
         self.references = references
         self.store = store
@@ -141,9 +144,13 @@ class TransientSearch:
     def _difference(self, frame: Path, reference: Path, notes: list[str]) -> DiscoveryResult:
         """Registration, ZOGY and the candidates' measurement: here, or on the compute engine's cluster (the
         images come back with the result, for the stamps and reports made here)."""
-        settings = DiscoverySettings(self.settings.threshold, self.settings.tile)
+        settings = DiscoverySettings(
+            self.settings.threshold, self.settings.tile, min_score=self.settings.min_score,
+            min_snr=self.settings.min_snr,
+        )  # fmt: skip
+        stars = self.stars()
         if self.compute is None:
-            return discover(frame, reference, settings)
+            return discover(frame, reference, settings, stars)
 
         def back(result: DiscoveryResult, paths: PathMap) -> DiscoveryResult:
             return dataclasses.replace(
@@ -154,9 +161,9 @@ class TransientSearch:
 
         task = Task(
             f"difference imaging of {frame.name}",
-            lambda: discover(frame, reference, settings),
+            lambda: discover(frame, reference, settings, stars),
             tasks.difference,
-            lambda paths: (paths.to_worker(frame), paths.to_worker(reference), settings),
+            lambda paths: (paths.to_worker(frame), paths.to_worker(reference), settings, stars),
             back,
         )
         return self.compute.run(task, notes.append)
@@ -184,14 +191,7 @@ class TransientSearch:
         diff, scorr, table = write_products(result, folder)
         outcome = SearchOutcome(search.frame, "", True)
         outcome.products += [(diff, "difference"), (scorr, "significance"), (table, "candidates_table")]
-        vetted = [
-            c
-            for c in result.candidates
-            if not c.negative
-            and c.score >= self.settings.min_score
-            and c.snr >= self.settings.min_snr
-            and not NOT_VETTED.intersection(c.flags)
-        ]
+        vetted = [c for c in result.candidates if is_candidate(c, self.settings.min_score, self.settings.min_snr)]
         scale = result.science.pixel_scale_arcsec
         size = max(15, int(round(self.settings.cutout_arcsec / scale)) | 1)
         rows = {id(c): row for c, row in zip(result.candidates, result.features, strict=True)}

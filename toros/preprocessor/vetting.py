@@ -23,7 +23,7 @@ from toros.runtime.files import atomic_write
 
 if TYPE_CHECKING:
     from toros.preprocessor.candidates import Candidate, Label
-    from toros.preprocessor.discovery import Side
+    from toros.preprocessor.sides import Side
     from toros.preprocessor.subtraction import Detection, Difference
 
 FEATURES = (

@@ -129,6 +129,11 @@ def with_zero_point(template: Path, zero_point: float | None) -> Path:
     return scaled
 
 
+def _short(reason: str) -> str:
+    """A table cell's reason: the refusal of a picture in a few words."""
+    return "a JPEG cut-out: refused" if "JPEG" in reason else reason
+
+
 def main() -> int:
     import fastavro
 
@@ -148,19 +153,20 @@ def main() -> int:
             own, own_how = measure(science, template)
             rows.append((path.stem, candidate["magpsf"], scaled, own, origin, how, own_how, describe(candidate)))
     if arguments.markdown:
-        print(
-            "| packet | ZTF magpsf | ours, template at ZTF's scale | ours, template scaled by us | zero point | "
-            "science PSF | the source |"
-        )
+        print("| packet | ZTF magpsf | ours (Δ), template scaled by us | ours (Δ), template at ZTF's scale | zero point | "
+              "PSF, or why not measured | the source, as ZTF's packet says |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
     for packet, ztf, scaled, own, origin, how, own_how, kind in rows:
         first = f"{scaled:.2f} ({scaled - ztf:+.2f})" if scaled is not None else "-"
-        second = f"{own:.2f} ({own - ztf:+.2f})" if own is not None else f"- ({own_how})"
+        second = f"{own:.2f} ({own - ztf:+.2f})" if own is not None else "-"
+        why = _short(own_how if own is None else how)
+        if own is None and origin == "none" and "JPEG" not in why and "MAGZP" not in why:
+            why = f"no zero point in the packet (no magzpsci, no magnr under it); {why}"
         if arguments.markdown:
-            print(f"| {packet} | {ztf:.2f} | {first} | {second} | {origin} | {how} | {kind} |")
+            print(f"| {packet} | {ztf:.2f} | {second} | {first} | {origin} | {why} | {kind} |")
         else:
-            print(f"{packet:36s} ZTF {ztf:6.2f}  {first:16s} {second:16s} zp {origin:8s} {how} [{kind}]")
-    for column, label in ((2, "template at ZTF's scale"), (3, "template scaled by us")):
+            print(f"{packet:36s} ZTF {ztf:6.2f}  {second:16s} {first:16s} zp {origin:8s} {why} [{kind}]")
+    for column, label in ((3, "template scaled by us"), (2, "template at ZTF's scale")):
         compared = [abs(row[column] - row[1]) for row in rows if row[column] is not None]
         if compared:
             print(

@@ -28,7 +28,7 @@ from toros.preprocessor.candidates import CandidateStore, Host, NewDetection, Se
 from toros.preprocessor.discovery import DiscoveryFailed, discover
 from toros.preprocessor.references import ReferenceLibrary
 from toros.preprocessor.reports import read_avro
-from toros.preprocessor.settings import DiscoveryConfig, ReferencesConfig
+from toros.preprocessor.settings import DiscoveryConfig, ReferencesConfig, ReportsConfig, TnsReporting
 from toros.preprocessor.transients import TransientSearch, kpc_offset
 from toros.runtime.config import DatabaseConfig
 from toros.simulation.sky import StarCatalog
@@ -208,7 +208,13 @@ def search(pair, tmp_path):
     from toros.floor.catalogs import GalaxyIndex
 
     index = GalaxyIndex.open(catalog)
-    finder = TransientSearch(DiscoveryConfig(), library, store, tmp_path / "data", galaxies=lambda: index, site="Macon")
+    reporting = ReportsConfig(
+        author="A. Observer (IATE) on behalf of TOROS",
+        tns=TnsReporting(group_id=140, instrument_id=287, filter_ids={"r": 22}, observer="Robot"),
+    )
+    finder = TransientSearch(
+        DiscoveryConfig(), library, store, tmp_path / "data", galaxies=lambda: index, site="Macon", reporting=reporting
+    )
     yield finder
     library.close()
     store.close()
@@ -247,11 +253,19 @@ def test_the_search_stores_the_kilonova_once_streams_it_and_writes_every_report(
     reports = root / "reports" / "S261122a"
     circular = (reports / "gcn-circular-draft.txt").read_text()
     assert event.name in circular and HOST.name in circular and "S261122a" in circular
+    assert "FROM:    A. Observer (IATE) on behalf of TOROS" in circular and "ref-" in circular
     tns = json.loads((reports / "tns-at-report.json").read_text())["at_report"]["0"]
-    assert tns["internal_name"] == event.name and tns["photometry"]["photometry_group"]["0"]["filter_value"] == "r"
+    photometry = tns["photometry"]["photometry_group"]["0"]
+    assert tns["internal_name"] == event.name and photometry["filter_value"] == "22"
+    assert photometry["instrument_value"] == "287" and tns["reporting_group_id"] == "140"
+    assert photometry["exptime"] and float(photometry["limiting_flux"]) > event.mag
+    # Nothing searched it before: the reference image is the last non-detection, with its date and limit.
+    assert tns["non_detection"]["comments"].startswith("the reference image") and tns["non_detection"]["obsdate"]
+    assert 0 < float(tns["ra"]["error"]) < 1.0
     (packet_path,) = (reports / "avro").glob("*.avro")
     (packet,) = read_avro(packet_path)
-    assert packet["objectId"] == event.name and packet["candidate"]["magpsf"] == pytest.approx(event.mag)
+    assert packet["objectId"] == event.name and packet["candidate"]["magpsf"] == pytest.approx(event.mag, abs=1e-5)
+    assert packet["candidate"]["ndethist"] == 1 and packet["candidate"]["fid"] == 2
     cutout = fits.open(io.BytesIO(gzip.decompress(packet["cutoutDifference"]["stampData"])))[0]
     assert cutout.data.shape[0] >= 15 and WCS(cutout.header).has_celestial
     # The same frame again (a restart mid-night): still one detection; a second frame: a history of two.
@@ -264,6 +278,10 @@ def test_the_search_stores_the_kilonova_once_streams_it_and_writes_every_report(
     assert search.search(later, work_order_id="wo-4").events[0].detections == 2
     (candidate,) = search.store.candidates("S261122a")
     assert len(candidate.history) == 2 and candidate.last_seen - candidate.first_seen == pytest.approx(3600)
+    packets = [read_avro(p)[0] for p in (reports / "avro").glob("*.avro")]
+    (second,) = [p for p in packets if p["candidate"]["ndethist"] == 2]
+    assert second["candidate"]["ncovhist"] == 2 and len(second["prv_candidates"]) == 1
+    assert second["prv_candidates"][0]["candid"] == packet["candid"]
 
 
 def test_a_reference_in_another_filter_only_is_named(pair, search, tmp_path):
@@ -348,6 +366,7 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
         for task, field in (
             (pb.LabelCandidate(name="TOROS-nobody", label=pb.CANDIDATE_LABEL_REAL), "label_candidate.name"),
             (pb.LabelCandidate(name=candidate.name), "label_candidate.label"),
+            (pb.LabelCandidate(name=candidate.name, label=1, tns_name="TOROS-1"), "label_candidate.tns_name"),
         ):
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Submit(pb.WorkOrder(label_candidate=task))
@@ -363,6 +382,16 @@ def test_the_preprocessor_daemon_finds_transients_on_a_work_order(pair, make_con
         labels = json.loads((daemon.storage_root / "reports" / "labels.json").read_text())
         assert labels == {candidate.name: {"label": "real", "by": "web:ana", "note": "a point source beside its host",
                                            "time": labels[candidate.name]["time"]}}  # fmt: skip
+        # Reported to the TNS: the circular draft names it from then on.
+        order = pb.LabelCandidate(name=candidate.name, label=pb.CANDIDATE_LABEL_REAL, tns_name="AT 2026xyz")
+        stub.Submit(pb.WorkOrder(id="named", requester="web:ana", label_candidate=order))
+        named = wait_for(
+            lambda: (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id="named"))).state in (3, 4) and s, timeout=30
+        )
+        assert named.state == pb.WORK_ORDER_STATE_DONE and "reported as AT 2026xyz" in named.message
+        circular = daemon.storage_root / "reports" / "S261122a" / "gcn-circular-draft.txt"
+        (row,) = [line for line in circular.read_text().splitlines() if line.startswith(candidate.name)]
+        assert "AT 2026xyz" in row
         record = json.loads(Path(candidate.record_path).read_text())
         assert set(record["features"]) == set(vetting.FEATURES) and record["features"]["snr"] > 10
     listing = toros_cli(

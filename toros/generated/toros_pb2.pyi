@@ -434,14 +434,16 @@ class ReprocessNight(_message.Message):
     def __init__(self, night: _Optional[str] = ..., from_step: _Optional[_Union[ReprocessStep, str]] = ...) -> None: ...
 
 class LabelCandidate(_message.Message):
-    __slots__ = ("name", "label", "note")
+    __slots__ = ("name", "label", "note", "tns_name")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    TNS_NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     label: CandidateLabel
     note: str
-    def __init__(self, name: _Optional[str] = ..., label: _Optional[_Union[CandidateLabel, str]] = ..., note: _Optional[str] = ...) -> None: ...
+    tns_name: str
+    def __init__(self, name: _Optional[str] = ..., label: _Optional[_Union[CandidateLabel, str]] = ..., note: _Optional[str] = ..., tns_name: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("after_sequence", "work_order_id", "kinds", "replay_only")

@@ -35,7 +35,7 @@ from sqlalchemy import (
 
 from toros.floor.sky_geometry import separation_deg
 from toros.runtime.config import DatabaseConfig
-from toros.runtime.database import make_engine
+from toros.runtime.database import add_missing_columns, make_engine
 
 MOVING_WITHIN_ARCMIN = 5.0
 
@@ -58,6 +58,13 @@ searches = Table(
     Column("detections", Integer, nullable=False),  # of |S_corr| >= threshold, before vetting
     Column("message", Text, nullable=False),
     Column("work_order_id", String(128), nullable=False),
+    # Added after the first release (``add_missing_columns``): nullable.
+    Column("magzp", Float, nullable=True),
+    Column("catalog", Text, nullable=True),  # the photometric and astrometric reference catalog (REFCAT)
+    Column("reference_epoch", Float, nullable=True),  # unix seconds
+    Column("reference_limmag", Float, nullable=True),
+    Column("event_time", Float, nullable=True),
+    Column("drill", Boolean, nullable=True),
 )
 candidates = Table(
     "preprocessor_candidates",
@@ -92,6 +99,11 @@ detections = Table(
     Column("triplet", Text, nullable=False),
     Column("record", Text, nullable=False),
     Column("negative", Boolean, nullable=False, default=False),
+    Column("position_error_arcsec", Float, nullable=True),
+    Column("reference_mag", Float, nullable=True),
+    Column("reference_distance_px", Float, nullable=True),
+    Column("star_galaxy", Float, nullable=True),
+    Column("catalog_star_arcsec", Float, nullable=True),
 )
 
 
@@ -105,6 +117,7 @@ labels = Table(
     Column("requester", String(128), nullable=False),
     Column("work_order_id", String(128), nullable=False, unique=True),
     Column("time", Float, nullable=False),  # unix seconds
+    Column("tns_name", String(64), nullable=True),
 )
 
 
@@ -123,6 +136,7 @@ class Label:
     requester: str
     work_order_id: str
     time: float
+    tns_name: str = ""  # the name the TNS gave it once reported (e.g. "AT 2026abc")
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,12 @@ class Search:
     detections: int
     message: str
     work_order_id: str
+    magzp: float | None = None
+    catalog: str = ""
+    reference_epoch: float | None = None
+    reference_limmag: float | None = None
+    event_time: float | None = None
+    drill: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +189,20 @@ class NewDetection:
     triplet: str = ""
     record: str = ""
     features: tuple[float, ...] = ()  # vetting.FEATURES, as the classifier scored them
+    context: DetectionContext | None = None
+
+
+@dataclass(frozen=True)
+class DetectionContext:
+    """Where a detection lies, as brokers read it (ZTF's names in brackets): its position error, the nearest
+    reference source's distance [distnr] and light [magnr], what lies under it [sgscore1], the nearest catalog
+    star [distpsnr1]."""
+
+    position_error_arcsec: float | None = None
+    reference_mag: float | None = None
+    reference_distance_px: float | None = None
+    star_galaxy: float | None = None
+    catalog_star_arcsec: float | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +219,7 @@ class Detection:
     flags: tuple[str, ...]
     triplet: str
     record: str
+    context: DetectionContext = DetectionContext()
 
 
 @dataclass
@@ -196,6 +231,7 @@ class Candidate:
     host: Host | None
     history: list[Detection] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
+    tns_name: str = ""
 
     @property
     def first_seen(self) -> float:
@@ -214,6 +250,7 @@ class CandidateStore:
     def __init__(self, database: DatabaseConfig, *, match_radius_arcsec: float = 1.0) -> None:
         self._engine = make_engine(database, writer=True)
         metadata.create_all(self._engine)
+        add_missing_columns(self._engine, metadata)
         self.match_radius_deg = match_radius_arcsec / 3600.0
 
     def close(self) -> None:
@@ -253,6 +290,7 @@ class CandidateStore:
                         triplet=detection.triplet,
                         record=detection.record,
                         negative=False,
+                        **_context_row(detection.context),
                     )  # fmt: skip
                 )
                 count = conn.execute(select(detections.c.id).where(detections.c.candidate_id == candidate_id)).all()
@@ -322,6 +360,12 @@ class CandidateStore:
                 r.detections,
                 r.message,
                 r.work_order_id,
+                r.magzp,
+                r.catalog or "",
+                r.reference_epoch,
+                r.reference_limmag,
+                r.event_time,
+                bool(r.drill),
             )  # fmt: skip
             for r in rows
         ]
@@ -354,12 +398,21 @@ class CandidateStore:
                     tuple(d.flags.split()),
                     d.triplet,
                     d.record,
+                    DetectionContext(
+                        d.position_error_arcsec,
+                        d.reference_mag,
+                        d.reference_distance_px,
+                        d.star_galaxy,
+                        d.catalog_star_arcsec,
+                    ),
                 )  # fmt: skip
             )
         found = []
+        named = {name: label.tns_name for name, label in self.labels(with_tns_name=True).items()}
         for r in rows:
             host = Host(r.host, r.host_offset_arcsec, r.host_offset_kpc, r.host_distance_mpc) if r.host else None
             candidate = Candidate(r.name, r.alert_id, r.ra_deg, r.dec_deg, host, by_candidate.get(r.id, []))
+            candidate.tns_name = named.get(r.name, "")
             if candidate.history:
                 for detection in candidate.history:
                     candidate.flags.update(detection.flags)
@@ -370,6 +423,12 @@ class CandidateStore:
     def exists(self, name: str) -> bool:
         with self._engine.connect() as conn:
             return conn.execute(select(candidates.c.id).where(candidates.c.name == name)).first() is not None
+
+    def alert_of(self, name: str) -> str:
+        """The alert a candidate was found for ("" for none or an unknown name)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(select(candidates.c.alert_id).where(candidates.c.name == name)).scalar()
+        return str(found or "")
 
     def add_label(self, label: Label) -> None:
         """Keeps a verdict (once per work order: a work order run again after a restart adds nothing)."""
@@ -384,15 +443,21 @@ class CandidateStore:
                         requester=label.requester,
                         work_order_id=label.work_order_id,
                         time=label.time,
+                        tns_name=label.tns_name or None,
                     )
                 )
 
-    def labels(self) -> dict[str, Label]:
-        """The latest verdict on each labelled candidate."""
+    def labels(self, *, with_tns_name: bool = False) -> dict[str, Label]:
+        """The latest verdict on each labelled candidate (or the latest label that gave a TNS name)."""
+        query = select(labels).order_by(labels.c.time, labels.c.id)
+        if with_tns_name:
+            query = query.where(labels.c.tns_name.is_not(None))
         with self._engine.connect() as conn:
-            rows = conn.execute(select(labels).order_by(labels.c.time, labels.c.id)).all()
+            rows = conn.execute(query).all()
         return {
-            r.candidate: Label(r.candidate, CandidateVerdict(r.label), r.note, r.requester, r.work_order_id, r.time)
+            r.candidate: Label(
+                r.candidate, CandidateVerdict(r.label), r.note, r.requester, r.work_order_id, r.time, r.tns_name or ""
+            )
             for r in rows
         }
 
@@ -420,6 +485,17 @@ class CandidateStore:
                 apart = separation_deg(np.array([a.ra_deg]), np.array([a.dec_deg]), b.ra_deg, b.dec_deg)[0]
                 if apart * 60 <= MOVING_WITHIN_ARCMIN:
                     a.flags.add("moving")
+
+
+def _context_row(context: DetectionContext | None) -> dict[str, float | None]:
+    context = context or DetectionContext()
+    return {
+        "position_error_arcsec": context.position_error_arcsec,
+        "reference_mag": context.reference_mag,
+        "reference_distance_px": context.reference_distance_px,
+        "star_galaxy": context.star_galaxy,
+        "catalog_star_arcsec": context.catalog_star_arcsec,
+    }
 
 
 def _inserted_id(result: CursorResult[Any]) -> int:

@@ -60,6 +60,7 @@ POINT_LIKE = 0.85  # a source's light within 1 FWHM over 3 FWHM, against the PSF
 CANDIDATE_COLUMNS = (
     "ra_deg", "dec_deg", "x", "y", "mag", "mag_err", "snr", "score", "flux", "flux_err", "fwhm_px", "elongation",
     "negative_pixels", "masked_pixels", "star_offset_arcsec", "negative", "flags", "candidate",
+    "position_error_arcsec", "reference_mag", "star_galaxy", "catalog_star_arcsec",
 )  # fmt: skip
 
 
@@ -84,6 +85,10 @@ class Candidate:
     negative: bool  # the source faded (or is in the reference only)
     score: float  # real/bogus, 0..1
     flags: tuple[str, ...] = ()
+    position_error_arcsec: float = math.nan  # per axis, 1σ: the fit's, the registration's and the WCS's
+    reference_mag: float | None = None  # the nearest reference source's total light, AB (ZTF's magnr)
+    star_galaxy: float = 0.5  # what lies under it: 1 a point source a catalog calls a star, 0 extended, 0.5 none
+    catalog_star_arcsec: float = math.inf  # nearest star of the reference catalog (ZTF's distpsnr1)
 
     def row(self, candidate: bool) -> dict[str, object]:
         """The CSV row: floats rounded to what they are worth, no infinity; ``candidate``: whether it passes the
@@ -93,7 +98,8 @@ class Candidate:
         record["candidate"] = "true" if candidate else "false"
         for name, digits in (("ra_deg", 7), ("dec_deg", 7), ("x", 2), ("y", 2), ("mag", 4), ("mag_err", 4),
                              ("snr", 2), ("score", 3), ("flux", 2), ("flux_err", 2), ("fwhm_px", 2),
-                             ("elongation", 2), ("star_offset_arcsec", 2)):  # fmt: skip
+                             ("elongation", 2), ("star_offset_arcsec", 2), ("position_error_arcsec", 3),
+                             ("reference_mag", 3), ("star_galaxy", 2), ("catalog_star_arcsec", 2)):  # fmt: skip
             value = record[name]
             record[name] = "" if value is None or not math.isfinite(value) else round(float(value), digits)
         return {name: record[name] for name in CANDIDATE_COLUMNS}
@@ -207,10 +213,30 @@ def discover(
     if len(found) > settings.max_candidates:
         notes.append(f"{len(found)} detections: only the {settings.max_candidates} most significant measured")
         found = found[: settings.max_candidates]
-    candidates, features = _measure(found, difference, science, registered, settings, stars)
+    located = _Located(astrometric_sigma, _wcs_error_arcsec(science), scales)
+    candidates, features = _measure(found, difference, science, registered, settings, stars, located)
     log.info("%s − %s: %s, %d common stars, %d detections", science_path.name, reference_path.name, how,
              len(pairs), len(candidates))  # fmt: skip
     return DiscoveryResult(science, registered, difference, shift, len(pairs), candidates, features, notes, settings)
+
+
+@dataclass(frozen=True)
+class _Located:
+    """What a detection's position error and its reference magnitude need besides the detection."""
+
+    registration_px: tuple[float, float]  # per axis
+    wcs_arcsec: float  # the science WCS's own error
+    scales: FluxScales
+
+
+def _wcs_error_arcsec(science: Side) -> float:
+    """The error of the science frame's WCS as a whole: the fit's rms over the square root of its stars (0.1"
+    when the header does not say: a WCS nobody fitted here)."""
+    rms, stars = science.header.get("ASTRRMS"), science.header.get("ASTRNSTR")
+    try:
+        return float(rms) / math.sqrt(max(int(stars), 1)) if rms is not None and stars is not None else 0.1
+    except (TypeError, ValueError):
+        return 0.1
 
 
 def _registration_noise(
@@ -422,6 +448,7 @@ def _measure(
     reference: Side,
     settings: DiscoverySettings,
     stars: StarCatalog | None,
+    located: _Located,
 ) -> tuple[list[Candidate], np.ndarray]:
     if not found:
         return [], np.empty((0, len(vetting.FEATURES)))
@@ -439,6 +466,12 @@ def _measure(
     ])  # fmt: skip
     scores = vetting.score(features) if settings.vet else np.full(len(found), np.nan)
     known = _catalog_stars(stars, science) if stars is not None else None
+    catalog_offsets = np.full(len(found), np.inf)
+    if known is not None:
+        catalog_offsets = known.query(np.column_stack([xs, ys]))[0] * science.pixel_scale_arcsec
+    nearest = np.full(len(found), -1)
+    if len(reference.sources_xy):
+        nearest = cKDTree(reference.sources_xy).query(np.column_stack([xs, ys]))[1]
     candidates = []
     for i, detection in enumerate(found):
         shape = vetting.Shape.of(features[i], fwhm)
@@ -458,6 +491,7 @@ def _measure(
                 flags.append("bright_star")
         elif under == "nucleus":
             flags.append("nuclear")
+        star_galaxy = {"star": 1.0, "nucleus": 0.0, None: 0.5}[under]
         if shape.masked_pixels:
             flags.append("near_masked")
         if _at_edge(difference.score, detection, fwhm):
@@ -483,10 +517,49 @@ def _measure(
                 detection.score < 0,
                 float(scores[i]),
                 tuple(flags),
+                _position_error(detection.score, science, located),
+                _reference_mag(reference, science, located.scales, int(nearest[i])),
+                star_galaxy,
+                float(catalog_offsets[i]),
             )  # fmt: skip
         )
     order = sorted(range(len(candidates)), key=lambda i: -candidates[i].snr)
     return [candidates[i] for i in order], features[order]
+
+
+def _position_error(snr: float, science: Side, located: _Located) -> float:
+    """The 1σ error of a position per axis, in arcsec: a PSF fit's at this S/N (√2·σ_PSF/SNR, the Cramér–Rao
+    bound on a background-limited image), the registration's and the WCS's, in quadrature."""
+    sigma_px = max(science.fwhm, 1.0) / 2.3548
+    fit_px = math.sqrt(2.0) * sigma_px / max(abs(snr), 1.0)
+    registration_px = math.hypot(*located.registration_px) / math.sqrt(2.0)
+    scale = science.pixel_scale_arcsec
+    return math.sqrt((fit_px * scale) ** 2 + (registration_px * scale) ** 2 + located.wcs_arcsec**2)
+
+
+def _reference_mag(reference: Side, science: Side, scales: FluxScales, source: int) -> float | None:
+    """The AB magnitude of a reference source (its total light: an aperture of 2.5 FWHM over the PSF's share
+    of the light within it), on the science frame's zero point; None without one or without a source."""
+    if source < 0 or science.magzp is None or reference.psf is None:
+        return None
+    import sep
+
+    x, y = (float(v) for v in reference.sources_xy[source])
+    radius = 2.5 * max(reference.fwhm, 1.0)
+    half = int(math.ceil(radius)) + 2
+    x0, y0 = max(0, int(x) - half), max(0, int(y) - half)
+    cut = np.nan_to_num(reference.data[y0 : int(y) + half + 1, x0 : int(x) + half + 1]).astype(np.float32)
+    if cut.size == 0:
+        return None
+    flux, _, _ = sep.sum_circle(np.ascontiguousarray(cut), np.array([x - x0]), np.array([y - y0]), radius, subpix=5)
+    psf = reference.psf.at(x, y).stamp
+    centre = psf.shape[0] // 2
+    yy, xx = np.indices(psf.shape)
+    share = float(psf[np.hypot(xx - centre, yy - centre) <= radius].sum())
+    total = float(flux[0]) / max(share, 1e-6) / scales.reference
+    if total <= 0 or not math.isfinite(total):
+        return None
+    return science.magzp - 2.5 * math.log10(total)
 
 
 def _flux_correction(difference: Difference, science: Side, detection: subtraction.Detection) -> float:

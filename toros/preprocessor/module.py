@@ -178,7 +178,7 @@ class PreprocessorModule(Module):
             return None
         return TransientSearch(
             settings.discovery, self.references, self.candidates, self.storage_root, galaxies=self._galaxy_index,
-            site=self.site.name, compute=self.compute, stars=self._known_stars,
+            site=self.site.name, compute=self.compute, stars=self._known_stars, reporting=settings.reports,
         )  # fmt: skip
 
     def _known_stars(self) -> StarCatalog | None:
@@ -300,7 +300,9 @@ class PreprocessorModule(Module):
         assert store is not None, "checked at submission"
         verdict = CandidateVerdict.REAL if task.label == pb.CANDIDATE_LABEL_REAL else CandidateVerdict.BOGUS
         requester = context.record.requester or "someone"
-        store.add_label(Label(task.name, verdict, task.note, requester, context.id, self.clock.now().timestamp()))
+        store.add_label(
+            Label(task.name, verdict, task.note, requester, context.id, self.clock.now().timestamp(), task.tns_name)
+        )
         latest = {
             name: {"label": label.verdict.value, "by": label.requester, "note": label.note, "time": label.time}
             for name, label in store.labels().items()
@@ -309,7 +311,13 @@ class PreprocessorModule(Module):
         with atomic_write(path, "w") as stream:
             json.dump(latest, stream, indent=1)
         context.add_product(path, "labels")
-        return f"{task.name}: {verdict.value} ({requester}{': ' + task.note if task.note else ''})"
+        search = self._transients() if task.tns_name else None
+        alert_id = store.alert_of(task.name)
+        if search is not None and alert_id:
+            for product, kind in search.write_alert_reports(alert_id):  # the circular names it now
+                context.add_product(product, kind)
+        named = f", reported as {task.tns_name}" if task.tns_name else ""
+        return f"{task.name}: {verdict.value}{named} ({requester}{': ' + task.note if task.note else ''})"
 
     def find_transients(self, context: TaskContext[pb.FindTransients]) -> str:
         """Calibrated frames (or a night's) against their references; every frame is named in the outcome."""

@@ -9,6 +9,7 @@ from toros.runtime.validation import Checker
 
 MAX_IMAGES = 10000
 NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")
+TNS_NAME = re.compile(r"((AT|SN|TDE|FRB) ?)?\d{4}[a-z]{3,4}")  # as the TNS names objects
 
 
 def check_calibrate_night(task: pb.CalibrateNight, check: Checker) -> None:
@@ -47,6 +48,8 @@ def check_label_candidate(task: pb.LabelCandidate, check: Checker) -> None:
     check.text("name", task.name, max_length=64)
     check.enum("label", task.label, pb.CandidateLabel)
     check.text("note", task.note, max_length=1024, required=False)
+    if task.tns_name and not TNS_NAME.fullmatch(task.tns_name):
+        check.fail("tns_name", f"not a TNS name (e.g. AT 2026abc), got {task.tns_name!r}")
 
 
 def check_reprocess_night(task: pb.ReprocessNight, check: Checker) -> None:

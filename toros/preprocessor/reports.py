@@ -6,6 +6,7 @@ packets with gzipped FITS cutouts (schema ``toros/data/toros_alert.avsc``). Ever
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -20,7 +21,9 @@ from astropy.wcs import WCS
 
 from toros import __version__
 from toros.floor.pictures import zscaled
-from toros.preprocessor.candidates import Candidate, Search
+from toros.floor.sky_geometry import separation_deg
+from toros.preprocessor.candidates import Candidate, Detection, Search
+from toros.preprocessor.settings import TnsReporting
 from toros.runtime.files import atomic_write
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "data" / "toros_alert.avsc"
@@ -112,17 +115,41 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _jd(seconds: float) -> float:
+    return seconds / 86400.0 + 2440587.5
+
+
+def covering(candidate: Candidate, observed: list[Search]) -> list[Search]:
+    """The searched frames (a reference subtracted) whose footprint holds the candidate's place, in time order."""
+    return [
+        s
+        for s in observed
+        if s.reference
+        and separation_deg(np.array([s.ra_deg]), np.array([s.dec_deg]), candidate.ra_deg, candidate.dec_deg)[0]
+        < s.radius_deg
+    ]
+
+
+def non_detections(candidate: Candidate, observed: list[Search]) -> list[Search]:
+    """Searched frames that covered the candidate's place and did not detect it."""
+    seen = {d.frame for d in candidate.history}
+    return [s for s in covering(candidate, observed) if str(s.frame) not in seen]
+
+
 def gcn_circular(
-    alert_id: str, event_time: float | None, observed: list[Search], found: list[Candidate], *, site: str,
-    drill: bool, min_score: float, min_snr: float,
+    alert_id: str, observed: list[Search], found: list[Candidate], *, author: str, site: str, min_score: float,
+    min_snr: float,
 ) -> str:  # fmt: skip
-    """A draft circular in the usual style: what was observed, how deep, and the candidates."""
+    """A draft circular in the usual style: who, what was observed against which references and how deep, the
+    fields that were not searched and why, and the candidates with their TNS names once reported."""
     searched = [s for s in observed if s.reference]
+    event_time = next((s.event_time for s in observed if s.event_time), None)
+    drill = any(s.drill for s in observed)
     lines = [
         "TITLE:   GCN CIRCULAR",
         f"SUBJECT: LIGO/Virgo/KAGRA {alert_id}: TOROS optical follow-up"
         + (f" and {len(found)} candidate{'s' if len(found) != 1 else ''}" if found else ", no candidate"),
-        "FROM:    TOROS Collaboration",
+        f"FROM:    {author}",
         "",
     ]
     if drill:
@@ -130,27 +157,40 @@ def gcn_circular(
     start = min((s.date_obs for s in observed), default=None)
     after = f" ({(start - event_time) / 3600:.2f} h after the event)" if start and event_time else ""
     filters = ", ".join(sorted({s.filter for s in observed})) or "-"
+    catalogs = ", ".join(sorted({s.catalog for s in observed if s.catalog})) or "the site's reference catalog"
+    references = sorted({Path(s.reference).name: s.reference_epoch for s in searched}.items())
+    fields = len({s.frame.name for s in observed})
     lines.append(
-        f"We observed {len({s.frame.name for s in observed})} fields of candidate host galaxies of the "
-        f"gravitational-wave event {alert_id} with the TOROS telescope at {site}, starting {_iso(start) if start else '-'} "
-        f"UTC{after}, in {filters}. The images were calibrated, astrometrically and photometrically "
-        "calibrated, and subtracted (ZOGY, Zackay, Ofek & Gal-Yam 2016) against reference images taken before the "
-        "event; detections were vetted by a real/bogus classifier."
+        f"{author} observed {fields} field{'s' if fields != 1 else ''} of candidate host galaxies of the "
+        f"gravitational-wave event {alert_id} with the TOROS telescope at {site}, starting "
+        f"{_iso(start) if start else '-'} UTC{after}, in {filters}. The images were bias-, dark- and "
+        f"flat-field-corrected, astrometrically and photometrically calibrated against {catalogs}, and "
+        "reference images taken before the event were subtracted (ZOGY, Zackay, Ofek & Gal-Yam 2016); "
+        "detections were vetted by a real/bogus classifier."
     )
-    lines += ["", "Observations (5-sigma limiting magnitudes, AB):", ""]
-    lines.append(f"{'Start (UTC)':19s}  {'Filter':6s}  {'Exp (s)':>7s}  {'Limit':>5s}  Field")
-    for s in observed:
+    lines += ["", "Observations (5-sigma limiting magnitudes of a PSF fit, AB):", ""]
+    lines.append(f"{'Start (UTC)':19s}  {'Filter':6s}  {'Exp (s)':>7s}  {'Limit':>5s}  {'Field (deg)':18s}  Reference")
+    for s in searched:
         limit = f"{s.limmag:5.2f}" if s.limmag is not None else "  -  "
         exposure = f"{s.exposure_s:7.0f}" if s.exposure_s else "      -"
-        lines.append(f"{_iso(s.date_obs)}  {s.filter:6s}  {exposure}  {limit}  {s.ra_deg:8.4f} {s.dec_deg:+8.4f}")
-    if len(searched) < len(observed):
-        lines.append(f"({len(observed) - len(searched)} fields had no reference image yet and were not searched.)")
+        taken = f" ({_iso(s.reference_epoch)[:10]})" if s.reference_epoch else ""
+        lines.append(
+            f"{_iso(s.date_obs)}  {s.filter:6s}  {exposure}  {limit}  {s.ra_deg:8.4f} {s.dec_deg:+8.4f}  "
+            f"{Path(s.reference).name}{taken}"
+        )
+    unsearched = [s for s in observed if not s.reference]
+    if unsearched:
+        lines += ["", "Fields observed but not searched:", ""]
+        for s in unsearched:
+            lines.append(f"{_iso(s.date_obs)}  {s.filter:6s}  {s.ra_deg:8.4f} {s.dec_deg:+8.4f}  {s.message}")
+    if references:
+        lines += ["", f"Reference images: {', '.join(name for name, _ in references)}."]
     lines += [""]
     if found:
         lines += [f"Candidates (real/bogus score >= {min_score:.2f}, S/N >= {min_snr:g}):", ""]
         lines.append(
-            f"{'Name':16s} {'RA (J2000)':>11s} {'Dec (J2000)':>11s} {'T-T0 (h)':>8s} {'Mag':>6s} {'Err':>5s} "
-            f"{'Filt':4s} {'Host':18s} {'Off(as)':>7s} {'Off(kpc)':>8s} {'Score':>5s}"
+            f"{'Name':16s} {'TNS':12s} {'RA (J2000)':>11s} {'Dec (J2000)':>11s} {'T-T0 (h)':>8s} {'Mag':>6s} "
+            f"{'Err':>5s} {'Filt':4s} {'Host':18s} {'Off(as)':>7s} {'Off(kpc)':>8s} {'Score':>5s}"
         )
         for c in found:
             best = c.best
@@ -161,8 +201,8 @@ def gcn_circular(
             offset = f"{c.host.offset_arcsec:7.1f}" if c.host else "      -"
             kpc = f"{c.host.offset_kpc:8.1f}" if c.host and c.host.offset_kpc is not None else "       -"
             lines.append(
-                f"{c.name:16s} {c.ra_deg:11.5f} {c.dec_deg:+11.5f} {since} {mag} {error} {best.filter:4s} "
-                f"{host[:18]:18s} {offset} {kpc} {best.score:5.2f}"
+                f"{c.name:16s} {c.tns_name or '-':12s} {c.ra_deg:11.5f} {c.dec_deg:+11.5f} {since} {mag} {error} "
+                f"{best.filter:4s} {host[:18]:18s} {offset} {kpc} {best.score:5.2f}"
                 + (f"  [{', '.join(sorted(c.flags))}]" if c.flags else "")
             )
     else:
@@ -175,38 +215,108 @@ def gcn_circular(
     return "\n".join(lines) + "\n"
 
 
-def tns_report(found: list[Candidate], *, reporter: str, group_id: str, instrument_id: str) -> dict[str, object]:
-    """A TNS bulk AT report (the ``at_report`` JSON of the TNS API), one entry per candidate."""
+def _tns_date(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _id(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def tns_report(
+    found: list[Candidate], observed: list[Search], tns: TnsReporting
+) -> tuple[dict[str, object], list[str]]:
+    """A TNS bulk AT report (the ``at_report`` JSON of the TNS API), one entry per candidate: its position with
+    the fit's error, its photometry with each frame's limit and exposure, the last non-detection before it (a
+    searched frame without it, else the reference image with its date and limit), the site's ids. Returns the
+    report and what is missing for the TNS to accept it (ids the config does not give)."""
+    missing = sorted(
+        {
+            f"preprocessor.reports.tns.{name}"
+            for name, value in (("group_id", tns.group_id), ("instrument_id", tns.instrument_id))
+            if value is None
+        }  # fmt: skip
+        | {
+            f"preprocessor.reports.tns.filter_ids[{d.filter}]"
+            for c in found
+            for d in c.history
+            if d.filter not in tns.filter_ids
+        }
+    )
+    by_frame = {str(s.frame): s for s in observed}
+    group = _id(tns.group_id)
     reports: dict[str, object] = {}
     for index, c in enumerate(found):
         first = min(c.history, key=lambda d: d.date_obs)
-        photometry = {
-            str(i): {
-                "obsdate": _iso(d.date_obs),
-                "flux": round(d.mag, 3) if d.mag is not None else None,
-                "flux_error": round(d.mag_err, 3) if d.mag_err is not None else None,
-                "flux_units": "1",  # AB mag
-                "filter_value": d.filter,
-                "instrument_value": instrument_id,
-                "comments": f"S/N {d.snr:.1f}, real/bogus {d.score:.2f}",
+        photometry = {}
+        for i, d in enumerate(sorted(c.history, key=lambda d: d.date_obs)):
+            search = by_frame.get(d.frame)
+            photometry[str(i)] = {
+                "obsdate": _tns_date(d.date_obs),
+                "flux": f"{d.mag:.3f}" if d.mag is not None else "",
+                "flux_error": f"{d.mag_err:.3f}" if d.mag_err is not None else "",
+                "limiting_flux": f"{search.limmag:.2f}" if search and search.limmag is not None else "",
+                "flux_units": str(tns.flux_unit_id),
+                "filter_value": _id(tns.filter_ids.get(d.filter)),
+                "instrument_value": _id(tns.instrument_id),
+                "exptime": f"{search.exposure_s:g}" if search and search.exposure_s else "",
+                "observer": tns.observer,
+                "comments": f"{d.filter}; S/N {d.snr:.1f}, real/bogus {d.score:.2f}",
             }
-            for i, d in enumerate(c.history)
-        }
+        errors = [d.context.position_error_arcsec for d in c.history if d.context.position_error_arcsec]
+        error = f"{min(errors):.2f}" if errors else ""
         reports[str(index)] = {
-            "ra": {"value": round(c.ra_deg, 6), "error": 0.3, "units": "arcsec"},
-            "dec": {"value": round(c.dec_deg, 6), "error": 0.3, "units": "arcsec"},
-            "reporting_group_id": group_id,
-            "discovery_data_source_id": group_id,
-            "reporter": reporter,
-            "discovery_datetime": _iso(first.date_obs),
-            "at_type": "1",  # PSN
-            "internal_name": c.name,
+            "ra": {"value": f"{c.ra_deg:.6f}", "error": error, "units": "arcsec"},
+            "dec": {"value": f"{c.dec_deg:.6f}", "error": error, "units": "arcsec"},
+            "reporting_group_id": group,
+            "discovery_data_source_id": _id(tns.data_source_id if tns.data_source_id is not None else tns.group_id),
+            "reporter": tns.reporter,
+            "discovery_datetime": _tns_date(first.date_obs),
+            "at_type": str(tns.at_type),
             "host_name": c.host.name if c.host else "",
+            "host_redshift": "",
+            "transient_redshift": "",
+            "internal_name": c.name,
             "remarks": f"TOROS follow-up of {c.alert_id}"
             + (f"; flags: {', '.join(sorted(c.flags))}" if c.flags else ""),
+            "proprietary_period_groups": [str(g) for g in tns.proprietary_groups],
+            "proprietary_period": {
+                "proprietary_period_value": f"{tns.proprietary_period_days:g}",
+                "proprietary_period_units": "days",
+            },
+            "non_detection": _non_detection(c, first, observed, tns),
             "photometry": {"photometry_group": photometry},
         }
-    return {"at_report": reports}
+    return {"at_report": reports}, missing
+
+
+def _non_detection(c: Candidate, first: Detection, observed: list[Search], tns: TnsReporting) -> dict[str, str]:
+    """The last searched frame before the discovery that did not see it; else the reference image of the
+    discovery frame (date and 5σ limit); else an archival remark naming it."""
+    before = [s for s in non_detections(c, observed) if s.date_obs < first.date_obs and s.limmag is not None]
+    common = {"flux_units": str(tns.flux_unit_id), "instrument_value": _id(tns.instrument_id),
+              "observer": tns.observer, "archiveid": "", "archival_remarks": ""}  # fmt: skip
+    if before:
+        last = before[-1]
+        return {
+            **common, "obsdate": _tns_date(last.date_obs), "limiting_flux": f"{last.limmag:.2f}",
+            "filter_value": _id(tns.filter_ids.get(last.filter)),
+            "exptime": f"{last.exposure_s:g}" if last.exposure_s else "",
+            "comments": f"TOROS frame {last.frame.name} ({last.filter}), searched without a detection",
+        }  # fmt: skip
+    discovery = next((s for s in observed if str(s.frame) == first.frame), None)
+    if discovery is not None and discovery.reference_epoch and discovery.reference_limmag is not None:
+        return {
+            **common, "obsdate": _tns_date(discovery.reference_epoch),
+            "limiting_flux": f"{discovery.reference_limmag:.2f}", "filter_value": _id(tns.filter_ids.get(first.filter)),
+            "exptime": "", "comments": f"the reference image {Path(discovery.reference).name} ({first.filter})",
+        }  # fmt: skip
+    reference = Path(discovery.reference).name if discovery and discovery.reference else "unknown"
+    return {
+        "obsdate": "", "limiting_flux": "", "flux_units": "", "filter_value": "", "instrument_value": "",
+        "exptime": "", "observer": "", "comments": "", "archiveid": "0",
+        "archival_remarks": f"not in the reference image {reference}, whose date or depth is not known",
+    }  # fmt: skip
 
 
 def cutout_bytes(image: np.ndarray, wcs: WCS) -> bytes:
@@ -216,47 +326,109 @@ def cutout_bytes(image: np.ndarray, wcs: WCS) -> bytes:
     return gzip.compress(buffer.getvalue(), mtime=0)
 
 
+def _pid(frame: str) -> int:
+    """A frame's stable numeric id (ZTF's pid: the processed image)."""
+    return int(hashlib.sha256(frame.encode()).hexdigest()[:15], 16)
+
+
+def candid_of(detection: Detection) -> int:
+    """A detection's stable numeric id (ZTF's candid)."""
+    return int(hashlib.sha256(detection.record.encode()).hexdigest()[:15], 16)
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 def avro_packet(
-    candidate: Candidate, cut: Stamps, *, alert_id: str, candid: int, magzp: float | None
-) -> dict[str, Any]:
-    """One alert packet (schema ``toros_alert.avsc``) for the candidate's latest detection."""
-    latest = max(candidate.history, key=lambda d: d.date_obs)
-    return {
-        "schemavsn": "1.0",
-        "publisher": f"TOROS {__version__}",
-        "objectId": candidate.name,
-        "candid": candid,
-        "alertId": alert_id,
-        "candidate": {
-            "jd": latest.date_obs / 86400.0 + 2440587.5,
+    candidate: Candidate, latest: Detection, cut: Stamps, observed: list[Search], *, alert_id: str, programid: int,
+    fids: dict[str, int],
+) -> dict[str, Any]:  # fmt: skip
+    """One alert packet (schema ``toros_alert.avsc``, ZTF's names, types and units) for a detection of the
+    candidate: its earlier detections and the searched frames that covered its place without it."""
+    by_frame = {str(s.frame): s for s in observed}
+    search = by_frame.get(latest.frame)
+    earlier = [d for d in candidate.history if d.date_obs < latest.date_obs and d is not latest]
+    covered = [s for s in covering(candidate, observed) if s.date_obs <= latest.date_obs]
+    context = latest.context
+    prv: list[dict[str, Any]] = [
+        {
+            "jd": _jd(d.date_obs),
+            "fid": fids.get(d.filter, 0),
+            "pid": _pid(d.frame),
+            "diffmaglim": by_frame[d.frame].limmag if d.frame in by_frame else None,
+            "programid": programid,
+            "candid": candid_of(d),
+            "isdiffpos": "t",
             "ra": candidate.ra_deg,
             "dec": candidate.dec_deg,
-            "filter": latest.filter,
-            "magpsf": latest.mag if latest.mag is not None else math.nan,
-            "sigmapsf": latest.mag_err if latest.mag_err is not None else math.nan,
-            "magzpsci": magzp if magzp is not None else math.nan,
-            "snr": latest.snr,
+            "magpsf": d.mag,
+            "sigmapsf": d.mag_err,
+            "rb": d.score,
+            "filter": d.filter,
+        }  # fmt: skip
+        for d in earlier
+    ]
+    prv += [
+        {
+            "jd": _jd(s.date_obs),
+            "fid": fids.get(s.filter, 0),
+            "pid": _pid(str(s.frame)),
+            "diffmaglim": s.limmag,
+            "programid": programid,
+            "candid": None,
+            "isdiffpos": None,
+            "ra": None,
+            "dec": None,
+            "magpsf": None,
+            "sigmapsf": None,
+            "rb": None,
+            "filter": s.filter,
+        }  # fmt: skip
+        for s in non_detections(candidate, observed)
+        if s.date_obs < latest.date_obs
+    ]
+    prv.sort(key=lambda p: p["jd"])
+    return {
+        "schemavsn": "2.0",
+        "publisher": f"TOROS {__version__}",
+        "objectId": candidate.name,
+        "candid": candid_of(latest),
+        "alertId": alert_id,
+        "candidate": {
+            "jd": _jd(latest.date_obs),
+            "fid": fids.get(latest.filter, 0),
+            "pid": _pid(latest.frame),
+            "diffmaglim": search.limmag if search else None,
+            "programid": programid,
+            "candid": candid_of(latest),
+            "isdiffpos": "t",  # only brightenings become candidates
+            "ra": candidate.ra_deg,
+            "dec": candidate.dec_deg,
+            "magpsf": _nan(latest.mag),
+            "sigmapsf": _nan(latest.mag_err),
+            "magzpsci": search.magzp if search else None,
+            "distnr": context.reference_distance_px,
+            "magnr": context.reference_mag,
+            "sgscore1": context.star_galaxy,
+            "distpsnr1": context.catalog_star_arcsec
+            if context.catalog_star_arcsec is not None and math.isfinite(context.catalog_star_arcsec)
+            else None,
+            "ndethist": len(earlier) + 1,
+            "ncovhist": len(covered),
+            "jdstarthist": _jd(min(d.date_obs for d in candidate.history)),
             "rb": latest.score,
             "xpos": latest.x,
             "ypos": latest.y,
-            "isdiffpos": "t",
+            "filter": latest.filter,
+            "snr": latest.snr,
+            "poserr": context.position_error_arcsec,
             "host": candidate.host.name if candidate.host else None,
             "host_offset_arcsec": candidate.host.offset_arcsec if candidate.host else None,
             "host_offset_kpc": candidate.host.offset_kpc if candidate.host else None,
             "flags": sorted(candidate.flags),
         },
-        "prv_candidates": [
-            {
-                "jd": d.date_obs / 86400.0 + 2440587.5,
-                "filter": d.filter,
-                "magpsf": d.mag,
-                "sigmapsf": d.mag_err,
-                "snr": d.snr,
-                "rb": d.score,
-            }  # fmt: skip
-            for d in candidate.history
-            if d is not latest
-        ],
+        "prv_candidates": prv,
         "cutoutScience": {
             "fileName": f"{candidate.name}_science.fits.gz",
             "stampData": cutout_bytes(cut.science, cut.wcs),

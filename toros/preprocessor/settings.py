@@ -110,12 +110,43 @@ class DiscoveryConfig(Section):
     host_search_kpc: float = Field(default=50.0, gt=0, le=1000, description="galaxies this close are hosts")
     cutout_arcsec: float = Field(default=30.0, ge=5, le=600, description="side of the triplet stamps")
     tile: int = Field(default=1024, ge=128, le=8192, description="ZOGY tile side, pixels (memory: ~30 tile²×8 B)")
-    tns_reporter: str = Field(default="TOROS Collaboration", max_length=500, description="the TNS report's reporter")
-    tns_group_id: str = Field(default="", max_length=32, description="your TNS reporting group id")
-    tns_instrument_id: str = Field(default="", max_length=32, description="your TNS instrument id")
 
     def active(self, science_active: bool) -> bool:
         return science_active and self.enabled is not False
+
+
+class TnsReporting(Section):
+    """The site's identity in the TNS bulk AT report (``tns-at-report.json``): the numeric ids the TNS gives a
+    group, an instrument, its filters and units. An id left unset is written empty and named in the log."""
+
+    reporter: str = Field(default="TOROS Collaboration", max_length=1000, description="authors of the report")
+    group_id: int | None = Field(default=None, ge=0, description="your TNS reporting group id")
+    data_source_id: int | None = Field(default=None, ge=0, description="discovery data source id; None: group_id")
+    instrument_id: int | None = Field(default=None, ge=0, description="the TNS id of this telescope+camera")
+    filter_ids: dict[str, int] = Field(
+        default_factory=dict, description="the site's filter names (FILTER) to TNS filter ids"
+    )
+    flux_unit_id: int = Field(default=1, ge=0, description="TNS flux unit id of the magnitudes (1: AB mag)")
+    at_type: int = Field(default=1, ge=0, description="TNS AT type id (1: PSN)")
+    observer: str = Field(default="Robot", max_length=200, description="the photometry's observer")
+    proprietary_period_days: float = Field(default=0.0, ge=0, le=3650, description="before the TNS makes it public")
+    proprietary_groups: tuple[int, ...] = Field(default=(), description="TNS groups that see it meanwhile")
+
+
+class ReportsConfig(Section):
+    """What the preprocessor writes for people and brokers under ``storage.root/reports/<alert>/``
+    (``reports.py``)."""
+
+    author: str = Field(
+        default="TOROS Collaboration", max_length=1000,
+        description="the GCN circular's FROM line (\"A. Person (Institute) on behalf of ...\")",
+    )  # fmt: skip
+    programid: int = Field(default=1, ge=0, le=255, description="the Avro packets' programid (ZTF: 1 public)")
+    fids: dict[str, int] = Field(
+        default_factory=lambda: {"g": 1, "r": 2, "i": 3},
+        description="the Avro packets' fid of each filter name (ZTF's numbering; 0 for others)",
+    )
+    tns: TnsReporting = TnsReporting()
 
 
 class FollowedTelescope(Section):
@@ -215,6 +246,7 @@ class PreprocessorConfig(ServerConfig):
     science: ScienceConfig = ScienceConfig()
     references: ReferencesConfig = ReferencesConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    reports: ReportsConfig = ReportsConfig()
     follow: tuple[FollowedTelescope, ...] = ()
     compute: ComputeConfig = ComputeConfig()
 

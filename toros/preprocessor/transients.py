@@ -8,7 +8,6 @@ database, a ``transient_candidate`` event each, and the alert's reports brought 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from toros.floor.catalogs import GalaxyIndex
 from toros.floor.sky_geometry import separation_deg
 from toros.generated import toros_pb2 as pb
 from toros.preprocessor import reports, tasks, vetting
-from toros.preprocessor.candidates import Candidate, CandidateStore, Host, NewDetection, Search
+from toros.preprocessor.candidates import Candidate, CandidateStore, DetectionContext, Host, NewDetection, Search
 from toros.preprocessor.compute import ComputeUnavailable, Engine, PathMap, Task
 from toros.preprocessor.discovery import (
     DiscoveryFailed,
@@ -37,7 +36,7 @@ from toros.preprocessor.discovery import (
     write_products,
 )
 from toros.preprocessor.references import BadReference, ReferenceLibrary, epoch_of, footprint_of
-from toros.preprocessor.settings import DiscoveryConfig
+from toros.preprocessor.settings import DiscoveryConfig, ReportsConfig
 from toros.runtime.files import atomic_write, path_inside, safe_name
 
 log = logging.getLogger(__name__)
@@ -75,8 +74,10 @@ class TransientSearch:
         site: str = "",
         compute: Engine | None = None,
         stars: Callable[[], StarCatalog | None] = lambda: None,
+        reporting: ReportsConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.reporting = reporting or ReportsConfig()
         self.stars = stars
         self.compute = compute  # where the difference imaging runs (None: here)
         self.references = references
@@ -107,6 +108,8 @@ class TransientSearch:
         search = Search(
             frame, alert_id, date_obs, filter, footprint.ra_deg, footprint.dec_deg, footprint.radius_deg,
             _number(header.get("LIMMAG")), _number(header.get("EXPTIME")), "", 0, "", work_order_id,
+            magzp=_number(header.get("MAGZP")), catalog=str(header.get("REFCAT", "")).strip(), event_time=event_time,
+            drill=bool(header.get("DRILL", False)),
         )  # fmt: skip
         if "MAGZP" not in header:
             return self._not_searched(search, "not science-ready (no MAGZP): the science step failed on it")
@@ -137,7 +140,8 @@ class TransientSearch:
             return self._not_searched(search, f"subtraction against {reference.path.name} failed: {exc}")
         except ComputeUnavailable as exc:
             return self._not_searched(search, str(exc))
-        outcome = self._keep(search, result, reference.path, alert_id, event_time, bool(header.get("DRILL", False)))
+        search = dataclasses.replace(search, reference_epoch=reference.epoch or None, reference_limmag=reference.depth)
+        outcome = self._keep(search, result, reference.path, alert_id)
         outcome.message = "; ".join([outcome.message, *notes])
         return outcome
 
@@ -183,10 +187,7 @@ class TransientSearch:
         stem = search.frame.name.removesuffix(".fits")
         return path_inside(self.root, "transients", safe_name(night, "night"), safe_name(stem, "frame"))
 
-    def _keep(
-        self, search: Search, result: DiscoveryResult, reference: Path, alert_id: str, event_time: float | None,
-        drill: bool,
-    ) -> SearchOutcome:  # fmt: skip
+    def _keep(self, search: Search, result: DiscoveryResult, reference: Path, alert_id: str) -> SearchOutcome:
         folder = self._folder(search)
         diff, scorr, table = write_products(result, folder)
         outcome = SearchOutcome(search.frame, "", True)
@@ -211,6 +212,13 @@ class TransientSearch:
                 c.flags,
                 self._host(c.ra_deg, c.dec_deg),
                 features=tuple(float(v) for v in rows[id(c)]),
+                context=DetectionContext(
+                    _finite(c.position_error_arcsec),
+                    c.reference_mag,
+                    _finite(c.star_offset_arcsec / scale),
+                    c.star_galaxy,
+                    _finite(c.catalog_star_arcsec),
+                ),  # fmt: skip
             )
             cut = reports.stamps(
                 result.science.data, result.reference.data, result.difference.difference, result.science.wcs,
@@ -242,7 +250,8 @@ class TransientSearch:
             outcome.products += [(Path(detection.triplet), "triplet"), (Path(detection.record), "candidate_record")]
             outcome.events.append(self._event(name, count, detection, search, alert_id))
         if alert_id:
-            outcome.products += self._event_reports(alert_id, event_time, drill, result, found, named, cuts)
+            outcome.products += self.write_alert_reports(alert_id)
+            outcome.products += self._avro_packets(alert_id, search.frame, named, cuts)
         outcome.message = message
         log.info("%s: %s", search.frame.name, message)
         return outcome
@@ -309,17 +318,14 @@ class TransientSearch:
             triplet_path=d.triplet, record_path=d.record,
         )  # fmt: skip
 
-    def _event_reports(
-        self, alert_id: str, event_time: float | None, drill: bool, result: DiscoveryResult,
-        found: list[NewDetection], named: list[tuple[str, int]], cuts: list[reports.Stamps],
-    ) -> list[tuple[Path, str]]:  # fmt: skip
-        """The alert's circular draft, TNS report and candidates list, and an Avro packet per detection of this
-        frame; rewritten after every frame of the alert."""
+    def write_alert_reports(self, alert_id: str) -> list[tuple[Path, str]]:
+        """The alert's circular draft, TNS report and candidates list, from everything searched for it so far:
+        rewritten after every frame of the alert, and when a person gives a candidate its TNS name."""
         folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
         candidates = self.store.candidates(alert_id)
         observed = self.store.searches(alert_id)
         circular = reports.gcn_circular(
-            alert_id, event_time, observed, candidates, site=self.site or "the TOROS site", drill=drill,
+            alert_id, observed, candidates, author=self.reporting.author, site=self.site or "the TOROS site",
             min_score=self.settings.min_score, min_snr=self.settings.min_snr,
         )  # fmt: skip
         gcn = folder / "gcn-circular-draft.txt"
@@ -327,23 +333,30 @@ class TransientSearch:
             _summary(c) for c in candidates]})  # fmt: skip
         with atomic_write(gcn) as stream:
             stream.write(circular.encode())
-        tns = reports.write_json(
-            folder / "tns-at-report.json",
-            reports.tns_report(
-                candidates, reporter=self.settings.tns_reporter, group_id=self.settings.tns_group_id,
-                instrument_id=self.settings.tns_instrument_id,
-            ),
-        )  # fmt: skip
-        products = [(gcn, "gcn_draft"), (tns, "tns_report"), (folder / "candidates.json", "candidates_list")]
-        by_name = {c.name: c for c in candidates}
-        magzp = _number(result.science.header.get("MAGZP"))
-        for detection, (name, _), cut in zip(found, named, cuts, strict=True):
+        report, missing = reports.tns_report(candidates, observed, self.reporting.tns)
+        if missing and candidates:
+            log.warning("%s: the TNS report needs %s before the TNS accepts it", alert_id, ", ".join(missing))
+        tns = reports.write_json(folder / "tns-at-report.json", report)
+        return [(gcn, "gcn_draft"), (tns, "tns_report"), (folder / "candidates.json", "candidates_list")]
+
+    def _avro_packets(
+        self, alert_id: str, frame: Path, named: list[tuple[str, int]], cuts: list[reports.Stamps]
+    ) -> list[tuple[Path, str]]:
+        """An Avro packet per detection of this frame, with the candidate's history up to it."""
+        folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
+        by_name = {c.name: c for c in self.store.candidates(alert_id)}
+        observed = self.store.searches(alert_id)
+        products = []
+        for (name, _), cut in zip(named, cuts, strict=True):
             candidate = by_name.get(name)
-            if candidate is None:
+            latest = next((d for d in candidate.history if d.frame == str(frame)), None) if candidate else None
+            if candidate is None or latest is None:
                 continue
-            candid = int(hashlib.sha256(f"{detection.record}".encode()).hexdigest()[:15], 16)
-            packet = reports.avro_packet(candidate, cut, alert_id=alert_id, candid=candid, magzp=magzp)
-            path = reports.write_avro(folder / "avro" / f"{name}-{candid}.avro", [packet])
+            packet = reports.avro_packet(
+                candidate, latest, cut, observed, alert_id=alert_id, programid=self.reporting.programid,
+                fids=self.reporting.fids,
+            )  # fmt: skip
+            path = reports.write_avro(folder / "avro" / f"{name}-{packet['candid']}.avro", [packet])
             products.append((path, "avro_packet"))
         return products
 
@@ -375,6 +388,10 @@ def _summary(c: Candidate) -> dict[str, object]:
         ],
         "triplet": best.triplet,
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _number(value: Any) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 from toros.runtime.config import DatabaseConfig
@@ -60,3 +60,25 @@ def make_engine(database: DatabaseConfig, *, writer: bool) -> Engine:
         conn.exec_driver_sql(SQLITE_WRITER_BEGIN if writer else "BEGIN")
 
     return engine
+
+
+def add_missing_columns(engine: Engine, metadata: MetaData) -> list[str]:
+    """Adds the nullable columns a newer release gave its tables to a database an older one created (as
+    ``ALTER TABLE … ADD COLUMN``: the rows kept, the new columns NULL); returns them as ``table.column``. A
+    column that cannot be NULL cannot be added to rows that exist: that is a programming error."""
+    added = []
+    present = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not present.has_table(table.name):
+            continue
+        known = {column["name"] for column in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in known:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"{table.name}.{column.name} cannot be added to existing rows: make it nullable")
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+            added.append(f"{table.name}.{column.name}")
+    return added

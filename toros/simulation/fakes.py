@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from toros.simulation.psf import Optics
 from toros.simulation.sky import Conditions, Galaxy, SimulatedSky, StarCatalog, VariableStar, write_calibrated_frame
 
 WHEN = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
@@ -53,11 +54,12 @@ def make_pair(
     hot_pixels: int = 20,
     galaxies: int = 12,
     bright_stars: int = 6,
+    optics: Optics | None = None,
 ) -> Pair:
     """A reference (300 s) and a new frame (60 s) of a random southern field with ``fakes`` point sources from
     4 mag above (30%) or 2 mag above (70%) to 1 mag below the new frame's 5σ limit, a third of them on galaxies
     (one per galaxy: half on its nucleus, half within 10 pixels of it; blended fakes would measure the blending,
-    not the subtraction). Stars and galaxies through the default optics: Moffat PSFs, galaxies with nuclei."""
+    not the subtraction). Stars and galaxies through ``optics`` (by default Moffat PSFs), galaxies with nuclei."""
     rng = np.random.default_rng(seed)
     ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-70, -10))
     ratio = seeing_ratio if seeing_ratio is not None else float(rng.uniform(1.0, 2.5))
@@ -75,7 +77,8 @@ def make_pair(
     stars = StarCatalog()
     new_conditions = Conditions("r", 60.0, 1.2, new_seeing, WHEN)
     reference_conditions = Conditions("r", 300.0, 1.1, reference_seeing, WHEN - timedelta(days=30))
-    sky = SimulatedSky(stars, hosts)
+    optics = optics or Optics()
+    sky = SimulatedSky(stars, hosts, optics=optics)
     from toros.floor.sky_geometry import tan_wcs
 
     wcs = tan_wcs(ra, dec, size, size, pixel_scale)
@@ -107,7 +110,7 @@ def make_pair(
         static.append(
             VariableStar(float(b_ra), float(b_dec), float(rng.uniform(limmag - 9, limmag - 5)), 0.0, 1.0, WHEN)
         )
-    sky = SimulatedSky(stars, hosts, static)
+    sky = SimulatedSky(stars, hosts, static, optics=optics)
     reference_path, new_path = folder / f"ref-{seed}.fits", folder / f"new-{seed}.fits"
     offset = rng.uniform(-30, 30, 2)  # the reference's pointing differs by whole and fractional pixels
     reference_centre = (ra + offset[0] / 3600 / math.cos(math.radians(dec)), dec + offset[1] / 3600)
@@ -116,7 +119,7 @@ def make_pair(
         pixel_scale_arcsec=pixel_scale, conditions=reference_conditions, seed=seed * 2 + 1,
     )  # fmt: skip
     write_calibrated_frame(
-        new_path, SimulatedSky(stars, hosts, static + transients), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
+        new_path, SimulatedSky(stars, hosts, static + transients, optics=optics), (ra, dec), size, pointing_error_arcsec=(0.0, 0.0),
         pixel_scale_arcsec=pixel_scale, conditions=new_conditions, seed=seed * 2 + 2,
     )  # fmt: skip
     artefacts = _add_artefacts(new_path, rng, cosmic_rays, hot_pixels, misregistration)

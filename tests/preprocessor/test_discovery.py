@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from support import FIELD, HOST, KILONOVA_OFFSET, SCALE, SIZE, WHEN, ztf_cutouts
+from support import FIELD, HOST, KILONOVA_OFFSET, SCALE, SIZE, WHEN, science_ready_with_truth, ztf_cutouts
 
 from toros.cli import main as toros_main
 from toros.daemons import build_daemon
@@ -31,7 +31,7 @@ from toros.preprocessor.reports import read_avro
 from toros.preprocessor.settings import DiscoveryConfig, ReferencesConfig, ReportsConfig, TnsReporting
 from toros.preprocessor.transients import TransientSearch, kpc_offset
 from toros.runtime.config import DatabaseConfig
-from toros.simulation.sky import StarCatalog
+from toros.simulation.sky import Conditions, SimulatedSky, StarCatalog, VariableStar, write_calibrated_frame
 
 
 def _truth_xy(pair: dict) -> tuple[float, float]:
@@ -70,6 +70,45 @@ def test_toros_difference_writes_the_difference_the_significance_and_the_candida
     ra, dec = WCS(scorr[0].header).pixel_to_world_values(float(best["x"]), float(best["y"]))
     assert float(best["ra_deg"]) == pytest.approx(float(ra), abs=1e-6)
     assert scorr[0].data[round(float(best["y"])), round(float(best["x"]))] == pytest.approx(float(best["snr"]), rel=0.3)
+
+
+def test_a_transient_on_a_galaxy_nucleus_is_kept_flagged_nuclear_and_measured(pair, tmp_path):
+    """The host's nucleus (r 14.7) is bright reference light under the detection, but extended: not a star. Its
+    PSF models come from a few faint stars (uncertain by 2-3%), so the flux error counts that uncertainty times
+    the nucleus: a transient of a quarter of the nucleus's light is found, its magnitude right within its error,
+    never precise and wrong."""
+    nova = VariableStar(HOST.ra_deg, HOST.dec_deg, 16.0, 0.0, 1.0, WHEN)
+    path = tmp_path / "nuclear.fits"
+    truth = write_calibrated_frame(
+        path, SimulatedSky(StarCatalog(), [HOST], [nova]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
+        pixel_scale_arcsec=SCALE, conditions=Conditions("r", 120.0, 1.2, 2.0, WHEN), seed=12,
+    )  # fmt: skip
+    science_ready_with_truth(path, truth, 2.0)
+    result = discover(path, pair["reference"])
+    x, y = truth.wcs.world_to_pixel_values(HOST.ra_deg, HOST.dec_deg)
+    (found,) = [c for c in result.candidates if math.hypot(c.x - x, c.y - y) < 2.0 and not c.negative]
+    assert "nuclear" in found.flags and not {"on_star", "bright_star"} & set(found.flags)
+    assert found.star_galaxy == 0.0 and found.mag is not None and found.mag_err is not None
+    assert abs(found.mag - 16.0) < 3 * found.mag_err and found.mag_err < 0.3, (found.mag, found.mag_err)
+    assert found.snr >= DiscoveryConfig().min_snr and found.score >= 0.5, (found.snr, found.score)
+    # Without it, the nucleus's residual (2.6% of its light with these PSF models) is no detection.
+    quiet = discover(pair["new"], pair["reference"])
+    hx, hy = pair["truth"].wcs.world_to_pixel_values(HOST.ra_deg, HOST.dec_deg)
+    assert not [c for c in quiet.candidates if math.hypot(c.x - hx, c.y - hy) < 3.0]
+
+
+def test_a_saturated_core_under_a_detection_never_gives_a_clean_magnitude(pair, tmp_path):
+    """The kilonova's place saturated in the new frame: either nothing is found there, or what is found is
+    flagged (masked pixels), never an unflagged candidate with a magnitude."""
+    path = tmp_path / "saturated.fits"
+    x, y = _truth_xy(pair)
+    with fits.open(pair["new"]) as hdus:
+        hdus[0].header["SATURATE"] = 60000.0
+        hdus[0].data[int(y) - 3 : int(y) + 4, int(x) - 3 : int(x) + 4] = 65000.0
+        hdus.writeto(path)
+    result = discover(path, pair["reference"])
+    there = [c for c in result.candidates if math.hypot(c.x - x, c.y - y) < 5.0]
+    assert all({"near_masked", "edge"} & set(c.flags) for c in there), [(c.flags, c.mag) for c in there]
 
 
 def test_a_reference_of_another_pixel_scale_is_resampled_and_the_kilonova_still_measured(pair, tmp_path):

@@ -164,6 +164,11 @@ class PsfField(Protocol):
         the core changed): cheap, for a correction at each detection."""
         ...
 
+    @property
+    def uncertainty(self) -> float:
+        """How far the model may be from the true PSF, relative (0: as good as exact)."""
+        ...
+
 
 @dataclass(frozen=True)
 class UniformPsf:
@@ -173,6 +178,10 @@ class UniformPsf:
 
     def at(self, x: float, y: float) -> Psf:
         return self.psf
+
+    @property
+    def uncertainty(self) -> float:
+        return 0.0
 
     def near(self, x: float, y: float, centre: tuple[float, float], there: Psf) -> np.ndarray:
         return there.stamp
@@ -189,10 +198,16 @@ class PsfModel:
     scale: float
     fwhm: float  # pixels, of the stars it was fitted to
     stars: int
+    core_noise: float = 0.0  # the stacked core's noise at its peak, relative to the peak
 
     @property
     def size(self) -> int:
         return int(self.terms.shape[1])
+
+    @property
+    def uncertainty(self) -> float:
+        """The stacked core's noise: a few faint stars leave it uncertain by percents."""
+        return self.core_noise
 
     def core(self, x: float, y: float) -> np.ndarray:
         """The empirical stamp at (x, y), normalised as the stars were."""
@@ -243,7 +258,29 @@ class PsfModel:
             keep = misfit <= limit
             solution = _fit_terms(design, stamps, weights, keep)
         terms = solution.reshape(len(design[0]), size, size)
-        return cls(terms, degree, origin, scale, fwhm, int(keep.sum()))
+        return cls(
+            terms, degree, origin, scale, fwhm, int(keep.sum()), _core_noise(design, stamps, weights, keep, solution)
+        )
+
+
+def _core_noise(
+    design: np.ndarray, stamps: np.ndarray, weights: np.ndarray, keep: np.ndarray, solution: np.ndarray
+) -> float:
+    """The model's noise at its peak (the 3×3 pixels there), relative to the peak: the stars' scatter about the
+    model, over what their weighted mean averages away. A few faint stars make a core uncertain by several
+    percent, and a matched filter then leaves that much of a bright galaxy nucleus behind (measured: 2.6% of a
+    14.7 mag nucleus with a core uncertain by 3.1%)."""
+    count = int(keep.sum())
+    if count < 2:
+        return math.inf
+    models = (design @ solution).reshape(stamps.shape)
+    half = stamps.shape[1] // 2
+    centre = (slice(None), slice(half - 1, half + 2), slice(half - 1, half + 2))
+    residual = (stamps - models)[centre][keep]
+    w = weights[keep][:, None, None]
+    variance = np.sum(w**2 * residual**2, axis=0) / np.sum(w) ** 2 * count / (count - 1)
+    peak = float(np.max(models[keep][:, half, half]))
+    return float(np.sqrt(np.mean(variance)) / max(peak, 1e-12))
 
 
 def _fit_terms(design: np.ndarray, stamps: np.ndarray, weights: np.ndarray, keep: np.ndarray) -> np.ndarray:

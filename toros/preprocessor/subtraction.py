@@ -206,11 +206,15 @@ def zogy_tile(
     ref_image: Image,
     shift: tuple[float, float] = (0.0, 0.0),
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
+    psf_uncertainty: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(D, S_corr, flux error) of one tile; where either image is NaN both count as empty, and the caller
     blanks the results there and within a PSF radius. ``astrometric_sigma`` (pixels, x and y) is the
     registration's noise: near bright sources it adds the variance of S that a misalignment would make
-    (eq. 30-33 of the paper), so a star's dipole is not a transient."""
+    (eq. 30-33 of the paper), so a star's dipole is not a transient. ``psf_uncertainty`` (relative, new and
+    reference) is each PSF model's own error: near bright sources it adds the variance of S that such an error
+    makes, so a bright galaxy nucleus's residual is not a transient either, and a source on it has an honest
+    flux error."""
     shape = new.shape
     bad = ~np.isfinite(new) | ~np.isfinite(ref)  # either image blind there: both count as empty
     n = np.where(bad, np.float32(0.0), new).astype(np.float32, copy=False)
@@ -227,13 +231,14 @@ def zogy_tile(
     variance_r = np.maximum(r, 0.0) / max(ref_image.gain, 1e-6) + ref_image.sigma**2
     score_variance = fft.irfft2(fft.rfft2(variance_n) * kernels.k_n2_hat + fft.rfft2(variance_r) * kernels.k_r2_hat,
                                 s=shape)  # fmt: skip
-    if astrometric_sigma != (0.0, 0.0):
+    if astrometric_sigma != (0.0, 0.0) or psf_uncertainty != (0.0, 0.0):
         s_n = fft.irfft2(kernels.k_n_hat * n_hat, s=shape)
         s_r = fft.irfft2(kernels.k_r_hat * r_hat, s=shape)
         gy_n, gx_n = np.gradient(s_n)
         gy_r, gx_r = np.gradient(s_r)
         sx2, sy2 = astrometric_sigma[0] ** 2, astrometric_sigma[1] ** 2
         score_variance += sx2 * (gx_n**2 + gx_r**2) + sy2 * (gy_n**2 + gy_r**2)
+        score_variance += (psf_uncertainty[0] * s_n) ** 2 + (psf_uncertainty[1] * s_r) ** 2
     deviation = np.sqrt(np.maximum(score_variance, 1e-12))
     # S over its standard deviation: S_corr (eq. 25); a point source's flux: S over a unit source's S.
     return difference, score / deviation, deviation / kernels.unit
@@ -271,7 +276,10 @@ def subtract(
         kernels = Kernels.of(new, ref, *psfs[index], (yb - ya, xb - xa))
         new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
         with fft.set_workers(1):
-            results = zogy_tile(new_tile, ref_tile, kernels, new, ref, shift, astrometric_sigma)
+            results = zogy_tile(
+                new_tile, ref_tile, kernels, new, ref, shift, astrometric_sigma,
+                (new.psf.uncertainty, ref.psf.uncertainty),
+            )  # fmt: skip
         blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
         if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
             blind = ndimage.maximum_filter(blind, size=PSF_SIZE)

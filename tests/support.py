@@ -381,10 +381,12 @@ def calibrate(root: Path, paths: list[Path], night: str | None = "2026-11-23", *
     return result, recorder
 
 
-def launch(config: Path, port_file: Path) -> tuple[subprocess.Popen, int]:
+def launch(config: Path, port_file: Path, kind: str = "drill") -> tuple[subprocess.Popen, int]:
+    """A daemon as a process (a test can kill -9 it): the drill telescope, the ``real`` telescope or the
+    ``alert`` daemon."""
     port_file.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, str(SUPPORT_SCRIPT), str(config), str(port_file)], stderr=subprocess.DEVNULL
+        [sys.executable, str(SUPPORT_SCRIPT), str(config), str(port_file), kind], stderr=subprocess.DEVNULL
     )
     port = int(wait_for(lambda: port_file.exists() and port_file.read_text(), timeout=30))
     return process, port
@@ -476,7 +478,10 @@ if __name__ == "__main__":
 
     loaded = load_config(sys.argv[1])
     setup_logging(loaded.logging, "telescope")
-    daemon = build_daemon("telescope", loaded) if sys.argv[3:] == ["real"] else drill_daemon(loaded)
+    kind = sys.argv[3] if len(sys.argv) > 3 else "drill"  # real: the telescope module; alert: the alert daemon
+    if kind == "alert":
+        setup_logging(loaded.logging, "alert")
+    daemon = {"real": telescope_daemon, "alert": lambda c: build_daemon("alert", c)}.get(kind, drill_daemon)(loaded)
     port = daemon.start()
     port_file = Path(sys.argv[2])
     port_file.with_suffix(".tmp").write_text(str(port))

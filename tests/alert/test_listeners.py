@@ -158,3 +158,23 @@ def test_email_notification_after_a_relay_and_a_dead_mail_server_does_not_stop_i
     status = done(stub, "e2")
     assert status.state == pb.WORK_ORDER_STATE_DONE and "5 targets accepted" in status.message
     assert telescope.journal.get("MS181101ac-e2-macon") is not None
+
+
+def test_gcn_credentials_and_a_mirror_reach_gcn_kafkas_consumer_configuration(monkeypatch):
+    """GCN's OAUTHBEARER login cannot be exercised here (its identity provider is GCN's): what the consumer is
+    configured with is checked instead — the credentials from the config or the environment, GCN's endpoints,
+    and a mirror broker named in the config."""
+    listener = KafkaListener(KafkaIntake(enabled=True, client_id="abc", client_secret="xyz"), lambda *_: None)
+    config = listener.consumer_config()
+    assert config["sasl.mechanisms"] == "OAUTHBEARER" and config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.oauthbearer.client.id"] == "abc" and config["sasl.oauthbearer.client.secret"] == "xyz"
+    assert config["bootstrap.servers"] == "kafka.gcn.nasa.gov" and config["enable.auto.commit"] is False
+    assert config["sasl.oauthbearer.token.endpoint.url"] == "https://auth.gcn.nasa.gov/oauth2/token"
+    monkeypatch.setenv("GCN_KAFKA_CLIENT_ID", "from-env")
+    assert KafkaListener(KafkaIntake(enabled=True), lambda *_: None).consumer_config()[
+        "sasl.oauthbearer.client.id"
+    ] == ("from-env")
+    mirror = KafkaIntake(enabled=True, bootstrap_servers="127.0.0.1:9092", security_protocol="plaintext")
+    assert KafkaListener(mirror, lambda *_: None).consumer_config()["bootstrap.servers"] == "127.0.0.1:9092"
+    with pytest.raises(ValueError, match="plaintext needs bootstrap_servers on loopback"):
+        KafkaIntake(enabled=True, bootstrap_servers="kafka.example.org:9092", security_protocol="plaintext")

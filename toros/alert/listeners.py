@@ -38,18 +38,41 @@ class KafkaListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-intake", daemon=True)
 
-    def _gcn_consumer(self) -> Any:
-        from gcn_kafka import Consumer
+    def _consumer_inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(librdkafka settings, gcn-kafka's arguments): GCN's OAUTHBEARER login with the credentials (config or
+        environment), or a broker named in the config."""
 
         def secret(value: Any, variable: str) -> str | None:
             return value.get_secret_value() if value is not None else os.environ.get(variable)
 
-        return Consumer(
-            client_id=secret(self.settings.client_id, "GCN_KAFKA_CLIENT_ID"),
-            client_secret=secret(self.settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
-            domain=self.settings.domain,
-            config={"group.id": self.settings.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest"},
-        )
+        config: dict[str, Any] = {
+            "group.id": self.settings.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "security.protocol": self.settings.security_protocol,
+            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+        }
+        if self.settings.bootstrap_servers:
+            config["bootstrap.servers"] = self.settings.bootstrap_servers
+        arguments = {
+            "client_id": secret(self.settings.client_id, "GCN_KAFKA_CLIENT_ID"),
+            "client_secret": secret(self.settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
+            "domain": self.settings.domain,
+        }
+        return config, arguments
+
+    def consumer_config(self) -> dict[str, Any]:
+        """The consumer's configuration as gcn-kafka completes it (what the broker sees)."""
+        from gcn_kafka.core import get_config
+
+        config, arguments = self._consumer_inputs()
+        return dict(get_config("consumer", config, **arguments))
+
+    def _gcn_consumer(self) -> Any:
+        from gcn_kafka import Consumer
+
+        config, arguments = self._consumer_inputs()
+        return Consumer(config=config, **arguments)
 
     def start(self) -> None:
         self._thread.start()
@@ -65,7 +88,10 @@ class KafkaListener:
             try:
                 consumer = self._factory()
                 consumer.subscribe(list(self.settings.topics))
-                log.info("consuming %s from GCN Kafka (%s)", ", ".join(self.settings.topics), self.settings.domain)
+                log.info(
+                    "consuming %s from Kafka (%s)", ", ".join(self.settings.topics),
+                    self.settings.bootstrap_servers or f"kafka.{self.settings.domain}",
+                )  # fmt: skip
                 while not self._stop.is_set():
                     for message in consumer.consume(num_messages=10, timeout=1.0):
                         if message.error():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from toros.floor.notifications import Notifications
 from toros.floor.site import Site
-from toros.runtime.config import ConfigPath, Section, ServerConfig
+from toros.runtime.config import ConfigPath, Section, ServerConfig, is_loopback
 
 
 class Observatory(Site):
@@ -39,7 +39,8 @@ class SkymapDownload(Section):
 
 
 class KafkaIntake(Section):
-    """GCN Kafka (igwn.gwalert JSON). Credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET."""
+    """GCN Kafka (igwn.gwalert JSON). Credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET
+    (GCN's OAUTHBEARER login against its identity provider, as gcn-kafka configures it)."""
 
     enabled: bool = False
     client_id: SecretStr | None = None
@@ -47,6 +48,26 @@ class KafkaIntake(Section):
     domain: Literal["gcn.nasa.gov", "test.gcn.nasa.gov", "dev.gcn.nasa.gov"] = "gcn.nasa.gov"
     topics: tuple[str, ...] = ("igwn.gwalert",)
     group_id: str = "toros-alert"
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port…] of another broker (a mirror); None: GCN's kafka.<domain>"
+    )
+    security_protocol: Literal["sasl_ssl", "plaintext"] = Field(
+        default="sasl_ssl", description="plaintext only for brokers on this machine's loopback"
+    )
+    session_timeout_s: float = Field(
+        default=10.0, ge=6.0, le=300.0,
+        description="a consumer that died holds its partitions this long (after a kill -9, notices wait so long)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _plaintext_on_loopback_only(self) -> KafkaIntake:
+        if self.security_protocol == "plaintext":
+            hosts = [server.rsplit(":", 1)[0].strip("[]") for server in (self.bootstrap_servers or "").split(",")]
+            if not self.bootstrap_servers or not all(is_loopback(host) for host in hosts):
+                raise ValueError(
+                    "security_protocol plaintext needs bootstrap_servers on loopback (notices unencrypted)"
+                )
+        return self
 
 
 class VoeventIntake(Section):

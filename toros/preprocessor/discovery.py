@@ -189,8 +189,10 @@ def discover(
     if max(abs(shift[0]), abs(shift[1])) > 20:
         raise DiscoveryFailed(f"registration failed: the stars disagree with the WCS by {shift} px")
     tiles = math.ceil(science.data.shape[0] / settings.tile) * math.ceil(science.data.shape[1] / settings.tile)
-    measure_psf(science, tiles)
-    measure_psf(registered, tiles)  # on its own grid: ZOGY shifts its pixels and its PSF stays centred
+    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy's stacking and least squares release the GIL
+        measuring = pool.submit(measure_psf, registered, tiles)  # on its own grid: ZOGY shifts its pixels
+        measure_psf(science, tiles)
+        measuring.result()
     notes += registered.notes
     registered.stars_xy = registered.stars_xy + shift
     registered.sources_xy = registered.sources_xy + shift

@@ -13,7 +13,7 @@ part beyond the stamp.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,7 @@ _NODE_Y, _NODE_X = (a.reshape(-1, 1, 1) for a in np.meshgrid(_NODES, _NODES, ind
 _NODE_WEIGHTS = np.outer(_WEIGHTS, _WEIGHTS).reshape(-1)
 NORMALISATION_FWHMS = 3.0  # a star's stamp is normalised by its light within this radius
 CORE_FWHMS = (1.5, 2.5)  # the empirical core, blended into the fitted wings between these radii
+WINGS_GRID = 3  # a PSF model's wings are fitted once per cell of this grid over the image
 MIN_STARS = 3  # a constant model's stack; more for a model that varies
 
 
@@ -199,6 +200,7 @@ class PsfModel:
     fwhm: float  # pixels, of the stars it was fitted to
     stars: int
     core_noise: float = 0.0  # the stacked core's noise at its peak, relative to the peak
+    _wings: dict[tuple[int, int], StarFit | None] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -216,8 +218,20 @@ class PsfModel:
 
     def at(self, x: float, y: float) -> Psf:
         """The PSF at (x, y) with its wings: the empirical core within 1.5 FWHM, blended into the Moffat fitted
-        to it by 2.5 FWHM, all of it normalised to the light the Moffat says the whole plane holds."""
-        return with_wings(self.core(x, y), self.fwhm)
+        to it by 2.5 FWHM, all of it normalised to the light the Moffat says the whole plane holds. The Moffat
+        is fitted once per cell of a ``WINGS_GRID``² grid over the image (the wings change slowly; a fit takes
+        20 ms, and a frame asks for hundreds of places); the core is the model's at (x, y) itself."""
+        cell = (self._cell(x, self.origin[0]), self._cell(y, self.origin[1]))
+        if cell not in self._wings:
+            centre = [
+                (index + 0.5) / WINGS_GRID * (2.0 * o + 1.0) - 0.5 for index, o in zip(cell, self.origin, strict=True)
+            ]
+            self._wings[cell] = _wings_of(self.core(*centre), self.fwhm)
+        return _completed(self.core(x, y), self.fwhm, self._wings[cell])
+
+    @staticmethod
+    def _cell(value: float, origin: float) -> int:
+        return min(max(int((value + 0.5) / (2.0 * origin + 1.0) * WINGS_GRID), 0), WINGS_GRID - 1)
 
     def near(self, x: float, y: float, centre: tuple[float, float], there: Psf) -> np.ndarray:
         core, core_there = self.core(x, y), self.core(*centre)
@@ -344,13 +358,23 @@ def fourier_shift(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return np.asarray(np.real(fft.ifft2(fft.fft2(image) * np.exp(-2j * np.pi * (kx * dx + ky * dy)))))
 
 
+def _wings_of(core: np.ndarray, fwhm: float) -> StarFit | None:
+    """The Moffat fitted to a centred empirical stamp, every pixel weighted alike."""
+    half = core.shape[0] // 2
+    return fit_moffat(core, half, half, fwhm, sigma=float(np.abs(core).max()) * 1e-3, gain=math.inf)
+
+
 def with_wings(core: np.ndarray, fwhm: float) -> Psf:
     """A centred empirical stamp completed by the Moffat fitted to it: its own pixels within 1.5 FWHM (where
     they are precise), the Moffat's beyond 2.5 FWHM (where single pixels are noise), blended between; normalised
     so that the stamp and the Moffat's light beyond it make 1."""
+    return _completed(core, fwhm, _wings_of(core, fwhm))
+
+
+def _completed(core: np.ndarray, fwhm: float, fit: StarFit | None) -> Psf:
+    """``with_wings`` given the Moffat (fitted to this stamp or to one of the same model nearby; None: the
+    fit failed, and the stamp stands alone)."""
     size = core.shape[0]
-    half = size // 2
-    fit = fit_moffat(core, half, half, fwhm, sigma=float(np.abs(core).max()) * 1e-3, gain=math.inf)  # uniform weights
     if fit is None:
         return Psf(core / core.sum(), 1.0, Moffat(fwhm, fwhm, 0.0, BETA_RANGE[1]))
     model = fit.flux * fit.moffat.pixels(core.shape, fit.x, fit.y)

@@ -324,6 +324,9 @@ def psf_size(fwhm: float) -> int:
     return int(min(63, max(15, 2 * math.ceil(4 * fwhm) + 1)))
 
 
+MAX_PSF_STARS = 400  # a quadratic model's 6 terms per pixel are well fitted by far fewer (PSFEx takes ~hundreds)
+
+
 def measure_psf(side: Side, tiles: int = 1) -> None:
     """The PSF from the image's isolated stars of the typical width, as a model across the frame (up to
     quadratic, with the stars there are: ``tiles`` of the subtraction want 25 stars each); else a Moffat fitted to
@@ -336,7 +339,7 @@ def measure_psf(side: Side, tiles: int = 1) -> None:
         neighbours = everything.query(side.stars_xy, k=2)[0][:, 1] if len(side.sources_xy) > 1 else np.inf
         typical = float(np.median(side.stars_width))
         chosen = (neighbours > size / 2) & (np.abs(side.stars_width / typical - 1) < 0.3)
-        order = np.argsort(-side.stars_flux[chosen])[: max(60, 25 * tiles)]
+        order = np.argsort(-side.stars_flux[chosen])[: min(max(60, 25 * tiles), MAX_PSF_STARS)]
         xy = side.stars_xy[chosen][order]
         if len(xy):
             pixels = np.nan_to_num(side.data).astype(np.float32)

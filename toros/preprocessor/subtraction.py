@@ -107,13 +107,15 @@ class Difference:
         return float(np.sum(np.nan_to_num(values) * weights)) / tile.unit
 
 
-def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0)."""
-    padded = np.zeros(shape, dtype=np.float64)
+def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64) -> np.ndarray:
+    """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0), in double precision (computed
+    in ``dtype``: single precision halves a tile's transform, and its rounding, a ten-millionth of the peak,
+    lies far below any frequency that carries a signal)."""
+    padded: np.ndarray = np.zeros(shape, dtype=dtype)
     size = psf.shape[0]
     padded[:size, :size] = psf
     padded = np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))
-    return np.asarray(fft.rfft2(padded))
+    return np.asarray(fft.rfft2(padded), dtype=np.complex128)
 
 
 def _embedded_hat(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -185,7 +187,10 @@ class Kernels:
         )
         p_d = fft.irfft2(np.conj(little.score_factor) / little.f_d, s=small)
         k_n, k_r = fft.irfft2(little.k_n_hat, s=small), fft.irfft2(little.k_r_hat, s=small)
-        big = _Factors.of(_padded_psf_hat(psf_n, shape), _padded_psf_hat(psf_r, shape), f_n, f_r, new.sigma, ref.sigma)
+        big = _Factors.of(
+            _padded_psf_hat(psf_n, shape, np.float32), _padded_psf_hat(psf_r, shape, np.float32), f_n, f_r,
+            new.sigma, ref.sigma,
+        )  # fmt: skip
         single = np.complex64
         return cls(
             shape,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -364,3 +365,27 @@ def test_significance_threshold(observatory):
     submit(stub, json.dumps(notice).encode(), "s1")
     assert "not marked significant" in done(stub, "s1").message
     assert telescope.journal.get("MS181101ab-s1-macon") is None
+
+
+def test_a_raven_coincidence_uses_the_combined_sky_map_and_says_so(observatory):
+    """An external coincidence carries the GW map combined with the external one (RAVEN): the better
+    localisation is ranked, and the work order and the sky view name which map it was."""
+    notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+    gw_only = parse_notice(json.dumps(notice).encode())
+    assert gw_only.skymap_source == "the GW sky map"
+    combined = base64.b64encode((DATA / "MS181101ab-bayestar.multiorder.fits").read_bytes()).decode()
+    notice.update(alert_type="EXT_UPDATE", external_coinc={"observatory": "Fermi", "search": "GRB",
+                                                          "combined_skymap": combined})  # fmt: skip
+    alert = parse_notice(json.dumps(notice).encode())
+    assert alert.skymap is not None and alert.skymap.data == (DATA / "MS181101ab-bayestar.multiorder.fits").read_bytes()
+    assert alert.skymap_source == "the combined GW and Fermi sky map (external_coinc.combined_skymap)"
+    _, alert_daemon = observatory
+    _, stub = alert_daemon()
+    submit(stub, json.dumps(notice).encode(), "raven")
+    status = done(stub, "raven")
+    assert "galaxies in the credible region of the combined GW and Fermi sky map" in status.message, status.message
+    view = json.loads(next(Path(p.path) for p in status.products if p.kind == "sky_view").read_text())
+    assert view["alert"]["skymap_source"] == alert.skymap_source
+    notice["external_coinc"]["combined_skymap"] = "not base64!"
+    with pytest.raises(BadNotice, match="external_coinc.combined_skymap: not valid base64"):
+        parse_notice(json.dumps(notice).encode())

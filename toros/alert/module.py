@@ -216,8 +216,8 @@ class AlertModule(Module):
         )
         sites = self._relay(alert, ranked, context, relay)
         relayed = sum(len(site.targets) for site in sites if site.accepted)
-        summary = f"{report.label}: {len(ranked)} galaxies in the credible region; " + "; ".join(
-            site.note for site in sites
+        summary = f"{report.label}: {len(ranked)} galaxies in the credible region of {alert.skymap_source}; " + (
+            "; ".join(site.note for site in sites)
         )
         if relayed:
             targets = {site.observatory.name: [asdict(t) for t in site.targets] for site in sites}
@@ -329,6 +329,7 @@ class AlertModule(Module):
             "instruments": list(alert.instruments),
             "classification": alert.classification,
             "properties": alert.properties,
+            "skymap_source": alert.skymap_source,
         }
 
     def _galaxies(self, ranked: Ranked) -> list[dict[str, object]]:

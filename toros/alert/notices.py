@@ -75,6 +75,7 @@ class Alert:
     source_format: str = ""
     packet_type: int | None = None
     external_coinc: dict[str, Any] | None = None
+    skymap_source: str = "the GW sky map"  # which map the notice's localisation comes from
     drill_key: str = ""  # set for a notice replayed on purpose as a drill: each replay is a notice of its own
 
     @property
@@ -138,6 +139,16 @@ def parse_gwalert_json(payload: bytes) -> Alert:
         except (binascii.Error, ValueError) as exc:
             raise BadNotice(f"event.skymap: not valid base64: {exc}") from None
     external = top.object("external_coinc")
+    skymap_source = "the GW sky map"
+    # A coincidence with an external trigger (RAVEN) carries the GW map combined with the external one: it is
+    # the better localisation, as GOTO's alert system takes it too; the GW map otherwise.
+    if external is not None and (combined := external.text("combined_skymap")):
+        try:
+            skymap = SkymapReference(data=base64.b64decode(combined, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise BadNotice(f"external_coinc.combined_skymap: not valid base64: {exc}") from None
+        observatory = external.text("observatory") or "an external trigger"
+        skymap_source = f"the combined GW and {observatory} sky map (external_coinc.combined_skymap)"
     return Alert(
         alert_id=alert_id,
         alert_type=alert_type,
@@ -156,6 +167,7 @@ def parse_gwalert_json(payload: bytes) -> Alert:
         is_test=_is_test(alert_id),
         source_format="gwalert_json",
         external_coinc=external.value if external is not None else None,
+        skymap_source=skymap_source,
     )
 
 

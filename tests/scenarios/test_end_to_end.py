@@ -26,7 +26,7 @@ def test_alert_to_calibrated_images(tmp_path):
         print(line)  # shown by pytest if the test fails
 
     result = run_chain(
-        tmp_path / "chain", frame=512, pixel_scale=1.0, rate=600.0, galaxies=5000, timeout=240.0, say=say
+        tmp_path / "chain", frame=512, pixel_scale=1.0, rate=400.0, galaxies=5000, timeout=260.0, say=say
     )
     if not result.ok:  # what went wrong, from the daemons' own log
         log = (tmp_path / "chain" / "logs" / "toros.log").read_text().splitlines()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +217,35 @@ def browser() -> Iterator[Any]:
 def pair(tmp_path_factory) -> dict[str, Any]:
     """The kilonova pair of the difference-imaging tests (support.kilonova_pair), made once per test module."""
     return kilonova_pair(tmp_path_factory.mktemp("discovery"))
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP server on loopback that keeps the JSON bodies POSTed to it: (URL, bodies)."""
+    posts: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", posts
+    server.shutdown()
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Iterator[Any]:
+    """The reference library in a test's own database and storage root."""
+    from toros.preprocessor.references import ReferenceLibrary
+    from toros.preprocessor.settings import ReferencesConfig
+    from toros.runtime.config import DatabaseConfig
+
+    made = ReferenceLibrary(DatabaseConfig(path=tmp_path / "toros.db"), tmp_path / "data", ReferencesConfig())
+    yield made
+    made.close()

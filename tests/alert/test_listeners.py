@@ -4,7 +4,6 @@ real client against pygcn's own local VOEvent server, and the webhook notificati
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import threading
 
@@ -91,33 +90,18 @@ def test_pygcn_client_against_pygcns_local_server(observatory, tmp_path):
     daemon.module.stop()
 
 
-def test_webhook_notification_after_a_relay(observatory):
-    posts: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        _, alert = observatory
-        _, stub = alert(notify={"webhook": f"http://127.0.0.1:{server.server_port}/toros"})
-        stub.Submit(
-            pb.WorkOrder(
-                id="w1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())
-            )
+def test_webhook_notification_after_a_relay(observatory, webhook):
+    url, posts = webhook
+    _, alert = observatory
+    _, stub = alert(notify={"webhook": url})
+    stub.Submit(
+        pb.WorkOrder(
+            id="w1", process_alert=pb.ProcessAlert(payload=(DATA / "MS181101ab-preliminary.json").read_bytes())
         )
-        assert done(stub, "w1").state == pb.WORK_ORDER_STATE_DONE
-        wait_for(lambda: posts)
-        assert posts[0]["alert_id"] == "MS181101ab" and len(posts[0]["targets"]["macon"]) == 5
-    finally:
-        server.shutdown()
+    )
+    assert done(stub, "w1").state == pb.WORK_ORDER_STATE_DONE
+    wait_for(lambda: posts)
+    assert posts[0]["alert_id"] == "MS181101ab" and len(posts[0]["targets"]["macon"]) == 5
 
 
 def test_email_notification_after_a_relay_and_a_dead_mail_server_does_not_stop_it(observatory):

@@ -27,13 +27,6 @@ def cutout(path: Path, ra: float, dec: float, *, size: int = 64, value: float = 
     return path
 
 
-@pytest.fixture
-def library(tmp_path: Path):
-    made = ReferenceLibrary(DatabaseConfig(path=tmp_path / "toros.db"), tmp_path / "data", ReferencesConfig())
-    yield made
-    made.close()
-
-
 def centre_of(path: Path) -> tuple[float, float]:
     header = fits.getheader(path)
     return tuple(float(v) for v in tan_wcs_of(header).pixel_to_world_values(31.5, 31.5))  # type: ignore[return-value]

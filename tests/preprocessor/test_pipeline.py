@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.stats import mad_std
-from support import SENSOR, Recorder, calibrate, wait_for
+from support import SENSOR, Recorder, calibrate, done
 
 from toros.daemons import build_daemon
 from toros.generated import toros_pb2 as pb
@@ -264,23 +264,12 @@ def preprocessor(make_config, start_daemon):
         yield FrontDeskStub(channel), daemon
 
 
-def finished(stub, id):
-    return wait_for(
-        lambda: (
-            (s := stub.GetWorkOrder(pb.GetWorkOrderRequest(id=id))).state
-            in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
-            and s
-        ),
-        timeout=60,
-    )
-
-
 def test_calibrate_night_work_order_with_progress_and_products(preprocessor):
     stub, daemon = preprocessor
     # Frames from 2026-11-23 00:00 UTC on belong to the night of 2026-11-22 at Macón (date at local noon).
     paths = write_night(daemon.storage_root / "raw" / "2026-11-22", SENSOR, lights=2)
     stub.Submit(pb.WorkOrder(id="night", calibrate_night=pb.CalibrateNight(directory="raw/2026-11-22")))
-    status = finished(stub, "night")
+    status = done(stub, "night")
     assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
     assert status.message == "2 frames calibrated, 3 masters built" and status.progress_percent == 100
     kinds = sorted(p.kind for p in status.products)
@@ -297,7 +286,7 @@ def test_calibrate_night_work_order_with_progress_and_products(preprocessor):
     assert {p.stage for p in progress} >= {"master_bias", "master_dark", "master_flat", "science"}
 
     stub.Submit(pb.WorkOrder(id="images", calibrate_images=pb.CalibrateImages(paths=[str(paths[-1])])))
-    again = finished(stub, "images")
+    again = done(stub, "images")
     assert again.state == pb.WORK_ORDER_STATE_DONE and [p.kind for p in again.products] == ["calibrated"]
 
 
@@ -308,16 +297,16 @@ def test_light_frames_without_masters_wait_for_them_and_are_calibrated_once_they
     paths = write_night(daemon.storage_root / "raw" / "2026-11-22", SENSOR, lights=2)
     lights, calibrations = paths[-2:], paths[:-2]
     stub.Submit(pb.WorkOrder(id="lights", calibrate_images=pb.CalibrateImages(paths=[str(p) for p in lights])))
-    waited = finished(stub, "lights")
+    waited = done(stub, "lights")
     assert waited.state == pb.WORK_ORDER_STATE_DONE, waited.message
     assert waited.message.startswith("0 frames calibrated, 0 masters built; 2 wait for their masters: ")
     assert "no master bias for setup 204x160_bin1x1 on or before 2026-11-22 yet" in waited.message
     assert "wait for their masters" in stub.GetStatus(pb.GetStatusRequest()).message
     stub.Submit(pb.WorkOrder(id="morning", calibrate_images=pb.CalibrateImages(paths=[str(p) for p in calibrations])))
-    morning = finished(stub, "morning")
+    morning = done(stub, "morning")
     assert morning.state == pb.WORK_ORDER_STATE_DONE and "3 masters built" in morning.message
     assert "the frames that waited for these masters are calibrated by morning-waited-204x160_bin1x1" in morning.message
-    then = finished(stub, "morning-waited-204x160_bin1x1")
+    then = done(stub, "morning-waited-204x160_bin1x1")
     assert then.state == pb.WORK_ORDER_STATE_DONE and then.message.startswith("2 frames calibrated"), then.message
     assert sorted(p.kind for p in then.products) == ["calibrated", "calibrated"]
     assert "wait for their masters" not in stub.GetStatus(pb.GetStatusRequest()).message
@@ -328,7 +317,7 @@ def test_an_empty_night_fails_with_a_clear_message(preprocessor):
     (daemon.storage_root / "2026-11-24").mkdir()
     (daemon.storage_root / "2026-11-24" / "notes.txt").write_text("cloudy")
     stub.Submit(pb.WorkOrder(id="empty", calibrate_night=pb.CalibrateNight(directory="2026-11-24")))
-    status = finished(stub, "empty")
+    status = done(stub, "empty")
     assert status.state == pb.WORK_ORDER_STATE_FAILED and status.message.startswith("no FITS files in")
 
 
@@ -339,7 +328,7 @@ def test_a_night_of_only_bad_files_fails_naming_each(preprocessor):
     (night / "a.fits").write_bytes(b"garbage")
     (night / "b.fits").write_bytes(b"more garbage")
     stub.Submit(pb.WorkOrder(id="bad", calibrate_night=pb.CalibrateNight(directory="2026-11-25")))
-    status = finished(stub, "bad")
+    status = done(stub, "bad")
     assert status.state == pb.WORK_ORDER_STATE_FAILED
     assert "a.fits: unreadable FITS" in status.message and "b.fits: unreadable FITS" in status.message
 

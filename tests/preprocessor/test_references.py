@@ -13,9 +13,7 @@ from sqlalchemy import func, select
 from support import toros_cli, write_config
 
 from toros.floor.sky_geometry import tan_wcs
-from toros.preprocessor.references import BadReference, ReferenceLibrary, reference_cells
-from toros.preprocessor.settings import ReferencesConfig
-from toros.runtime.config import DatabaseConfig
+from toros.preprocessor.references import BadReference, reference_cells
 
 FIELD = (194.3, -17.9)
 NIGHT = datetime(2026, 5, 1, 23, 0, tzinfo=UTC)
@@ -31,13 +29,6 @@ def science_ready(path: Path, centre=FIELD, *, limmag=20.0, fwhm_px=4.0, filter=
     header.update(tan_wcs(*centre, size, size, 0.47).to_header())
     fits.PrimaryHDU(np.zeros((size, size), np.float32), header).writeto(path, overwrite=True)
     return path
-
-
-@pytest.fixture
-def library(tmp_path: Path):
-    made = ReferenceLibrary(DatabaseConfig(path=tmp_path / "toros.db"), tmp_path / "data", ReferencesConfig())
-    yield made
-    made.close()
 
 
 def test_own_frames_become_references_when_they_beat_the_current_one(library, tmp_path):

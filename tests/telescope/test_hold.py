@@ -4,10 +4,6 @@ does not open in daylight unless an operator overrides it by name."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -35,25 +31,6 @@ from toros.telescope.settings import HoldConfig
 
 OBSERVABLE_AT_NIGHT = pb.Target(name="field south", ra_deg=40.0, dec_deg=-30.0, exposure_count=1)
 DONE = pb.WORK_ORDER_STATE_DONE
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    posts: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hold", posts
-    server.shutdown()
 
 
 def clock_of(stub) -> float:

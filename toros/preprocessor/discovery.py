@@ -317,11 +317,15 @@ def _total_light(side: Side, stars: np.ndarray, radius: float) -> np.ndarray:
     flux, _, flags = sep.sum_circle(pixels, xy[:, 0], xy[:, 1], radius, subpix=5)
     shares = []
     for x, y in xy:
-        psf = side.psf_at(float(x), float(y)).stamp
-        centre = psf.shape[0] // 2
-        yy, xx = np.indices(psf.shape)
-        shares.append(float(psf[np.hypot(xx - centre, yy - centre) <= radius].sum()))
+        shares.append(_share_within(side.psf_at(float(x), float(y)).stamp, radius))
     return np.where(flags == 0, flux / np.maximum(np.array(shares), 1e-6), np.nan)
+
+
+def _share_within(stamp: np.ndarray, radius: float) -> float:
+    """The share of a centred PSF stamp's light within ``radius`` pixels of its centre."""
+    centre = stamp.shape[0] // 2
+    yy, xx = np.indices(stamp.shape)
+    return float(stamp[np.hypot(xx - centre, yy - centre) <= radius].sum())
 
 
 def _light_ratio(science: Side, reference: Side, exclude: tuple[float, float] | None) -> float | None:
@@ -554,10 +558,7 @@ def _reference_mag(reference: Side, science: Side, scales: FluxScales, source: i
     if cut.size == 0:
         return None
     flux, _, _ = sep.sum_circle(np.ascontiguousarray(cut), np.array([x - x0]), np.array([y - y0]), radius, subpix=5)
-    psf = reference.psf.at(x, y).stamp
-    centre = psf.shape[0] // 2
-    yy, xx = np.indices(psf.shape)
-    share = float(psf[np.hypot(xx - centre, yy - centre) <= radius].sum())
+    share = _share_within(reference.psf.at(x, y).stamp, radius)
     total = float(flux[0]) / max(share, 1e-6) / scales.reference
     if total <= 0 or not math.isfinite(total):
         return None
@@ -618,10 +619,7 @@ def _under(reference: Side, detection: subtraction.Detection, radius_px: float, 
         return None
     assert reference.psf is not None
     psf = reference.psf.at(px, py).stamp
-    centre = psf.shape[0] // 2
-    pyy, pxx = np.indices(psf.shape)
-    radius = np.hypot(pxx - centre, pyy - centre)
-    expected = psf[radius <= fwhm].sum() / psf[radius <= 3.0 * fwhm].sum()
+    expected = _share_within(psf, fwhm) / _share_within(psf, 3.0 * fwhm)
     point_like = inner / outer >= POINT_LIKE * expected
     stellar = known is None or bool(known.query([px, py], distance_upper_bound=max(radius_px, 1.0))[0] < np.inf)
     return "star" if point_like and stellar else "nucleus"

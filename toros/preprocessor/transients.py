@@ -250,8 +250,10 @@ class TransientSearch:
             outcome.products += [(Path(detection.triplet), "triplet"), (Path(detection.record), "candidate_record")]
             outcome.events.append(self._event(name, count, detection, search, alert_id))
         if alert_id:
-            outcome.products += self.write_alert_reports(alert_id)
-            outcome.products += self._avro_packets(alert_id, search.frame, named, cuts)
+            # The alert's candidates and searches, read once for its reports and this frame's packets.
+            candidates, observed = self.store.candidates(alert_id), self.store.searches(alert_id)
+            outcome.products += self._alert_reports(alert_id, candidates, observed)
+            outcome.products += self._avro_packets(alert_id, search.frame, named, cuts, candidates, observed)
         outcome.message = message
         log.info("%s: %s", search.frame.name, message)
         return outcome
@@ -321,9 +323,12 @@ class TransientSearch:
     def write_alert_reports(self, alert_id: str) -> list[tuple[Path, str]]:
         """The alert's circular draft, TNS report and candidates list, from everything searched for it so far:
         rewritten after every frame of the alert, and when a person gives a candidate its TNS name."""
+        return self._alert_reports(alert_id, self.store.candidates(alert_id), self.store.searches(alert_id))
+
+    def _alert_reports(
+        self, alert_id: str, candidates: list[Candidate], observed: list[Search]
+    ) -> list[tuple[Path, str]]:
         folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
-        candidates = self.store.candidates(alert_id)
-        observed = self.store.searches(alert_id)
         circular = reports.gcn_circular(
             alert_id, observed, candidates, author=self.reporting.author, site=self.site or "the TOROS site",
             min_score=self.settings.min_score, min_snr=self.settings.min_snr,
@@ -340,12 +345,12 @@ class TransientSearch:
         return [(gcn, "gcn_draft"), (tns, "tns_report"), (folder / "candidates.json", "candidates_list")]
 
     def _avro_packets(
-        self, alert_id: str, frame: Path, named: list[tuple[str, int]], cuts: list[reports.Stamps]
-    ) -> list[tuple[Path, str]]:
+        self, alert_id: str, frame: Path, named: list[tuple[str, int]], cuts: list[reports.Stamps],
+        candidates: list[Candidate], observed: list[Search],
+    ) -> list[tuple[Path, str]]:  # fmt: skip
         """An Avro packet per detection of this frame, with the candidate's history up to it."""
         folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
-        by_name = {c.name: c for c in self.store.candidates(alert_id)}
-        observed = self.store.searches(alert_id)
+        by_name = {c.name: c for c in candidates}
         products = []
         for (name, _), cut in zip(named, cuts, strict=True):
             candidate = by_name.get(name)

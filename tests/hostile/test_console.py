@@ -156,7 +156,7 @@ def test_120_replaying_streams_neither_stall_the_status_nor_grow_the_console(con
     streams_before = console.daemon.frontdesk.open_streams  # the console's own Watch
     flood = Flood(console, viewer, 120)
     try:
-        during = _status_times(viewer, 60)
+        during = _status_times(viewer, 200)  # a p99 of 200: one stall of a loaded machine is not the 99th
         rss_during = console.rss_mb()
     finally:
         received = flood.stop()

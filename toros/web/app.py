@@ -546,17 +546,10 @@ class Console:
             for module in MODULES if since is not None else ():
                 while sent[module] < now[module]:
                     async with self.catching_up:  # a page at a time: every browser catching up moves on
-                        page = await loop.run_in_executor(
-                            self.replays, self.hub.page, module, sent[module], now[module]
-                        )
-                        chunk = bytearray()
-                        for event in page:
-                            if event.sequence > sent[module]:
-                                sent[module] = event.sequence
-                                chunk += self._sse(event, sent)
-                    if not page:
+                        chunk = await loop.run_in_executor(self.replays, self._replay_page, module, sent, now)
+                    if not chunk:
                         break  # the daemon is down: its events come when it is back
-                    yield bytes(chunk)
+                    yield chunk
             while (live := await subscriber.queue.get()) is not None:  # None: too far behind, it reconnects
                 if live.kind == DAEMON:
                     yield f"event: {DAEMON}\r\ndata: {live.json}\r\n\r\n".encode()
@@ -566,6 +559,16 @@ class Console:
         finally:
             self.hub.unsubscribe(subscriber)
             slot.release()
+
+    def _replay_page(self, module: str, sent: dict[str, int], now: dict[str, int]) -> bytes:
+        """The next page a browser missed of one daemon, read and written out on a replay thread (the event loop
+        only sends it); advances ``sent``. Empty: the daemon is down."""
+        chunk = bytearray()
+        for event in self.hub.page(module, sent[module], now[module]):
+            if event.sequence > sent[module]:
+                sent[module] = event.sequence
+                chunk += self._sse(event, sent)
+        return bytes(chunk)
 
     @staticmethod
     def _sse(event: WebEvent, sent: dict[str, int]) -> bytes:

@@ -7,6 +7,7 @@ telescope, or with ``real`` the telescope module itself) that a test can kill -9
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -521,3 +522,26 @@ def confined(context: Any, origin: str) -> list[str]:
 
     context.route("**/*", check)
     return outside
+
+
+def avro_notice(notice: dict[str, Any], schema: Any = None, records: int = 1) -> bytes:
+    """An igwn.gwalert JSON notice as LVK writes it in Avro (``igwn.alerts.Alert``, the schema LVK publishes, in
+    an object container as Hopskotch carries it): the sky maps are bytes (base64 in JSON), the rest the same."""
+    import base64
+    import io
+    from importlib import resources
+
+    import fastavro
+
+    if schema is None:
+        avsc = resources.files("igwn_gwalert_schema") / "igwn.alerts.Alert.avsc"
+        schema = fastavro.parse_schema(json.loads(avsc.read_text()))
+    record = json.loads(json.dumps(notice))
+    for part, key in (("event", "skymap"), ("external_coinc", "combined_skymap")):
+        if isinstance(record.get(part), dict) and record[part].get(key):
+            record[part][key] = base64.b64decode(record[part][key])
+    if "superevent_id" in record:
+        record.setdefault("urls", {})
+    out = io.BytesIO()
+    fastavro.writer(out, schema, [record] * records)
+    return out.getvalue()

@@ -753,7 +753,7 @@ def parser() -> argparse.ArgumentParser:
     alert = commands.add_parser("alert", help="alert robot: replay notices, index the galaxy catalog")
     alert_commands = alert.add_subparsers(dest="alert_command", required=True, metavar="ACTION")
     replay = alert_commands.add_parser("replay", parents=[client], help="submit notices from files (drills, tests)")
-    replay.add_argument("files", nargs="+", metavar="FILE", help="VOEvent XML or igwn.gwalert JSON")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="VOEvent XML, igwn.gwalert JSON or Avro")
     replay.add_argument("--wait", action="store_true", help="wait for each to be processed")
     replay.set_defaults(run=cmd_alert_replay)
     ingest = alert_commands.add_parser("ingest-catalog", help="build the galaxy catalog's index ahead of time")

@@ -66,7 +66,7 @@ def test_o2_era_parameter_names_and_ext_update():
 @pytest.mark.parametrize(
     "payload, reason",
     [
-        (b"\x00\x01garbage", "neither XML nor JSON"),
+        (b"\x00\x01garbage", "neither XML, JSON nor Avro"),
         (b"<VOEvent><What>", "malformed XML"),
         (b"{not json", "not valid JSON"),
         (b'{"alert_type": "PRELIMINARY"}', "superevent_id is missing"),

@@ -1,12 +1,15 @@
-"""Alert notices into one typed record: GCN VOEvent XML (current and O2-era parameter names) and GCN Kafka
+"""Alert notices into one typed record: GCN VOEvent XML (current and O2-era parameter names), GCN Kafka
 ``igwn.gwalert`` JSON (early warning, preliminary, initial, update, retraction with a null event, and
-ext-update with ``external_coinc``).
+ext-update with ``external_coinc``) and the same alerts as Avro (LVK's ``igwn.alerts.Alert`` schema in an Avro
+object container, as SCiMMA's Hopskotch carries them: the sky maps are bytes there, base64 in JSON).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
+import itertools
 import json
 import math
 import re
@@ -28,7 +31,7 @@ LVK_PACKET_TYPES = {
     163: "EARLY_WARNING",
     164: "RETRACTION",
 }
-VOEVENT_ALERT_TYPES = {
+VOEVENT_ALERT_TYPES = {  # the spellings of the notices' alert types (both schema versions) to one
     "PRELIMINARY": "PRELIMINARY",
     "INITIAL": "INITIAL",
     "UPDATE": "UPDATE",
@@ -91,19 +94,29 @@ class Alert:
         return f"{self.alert_id}/{self.alert_type}/{self.serial}/{created}"
 
 
+AVRO_MAGIC = b"Obj\x01"  # an Avro object container file begins so
+AVRO_SCHEMA = "igwn.alerts.Alert"  # LVK's schema (the igwn-gwalert-schema package), every version
+
+
 def detect_format(payload: bytes) -> int:
+    if payload.startswith(AVRO_MAGIC):
+        return pb.ALERT_FORMAT_GWALERT_AVRO
     head = payload.lstrip()[:1]
     if head == b"{":
         return pb.ALERT_FORMAT_GWALERT_JSON
     if head == b"<":
         return pb.ALERT_FORMAT_VOEVENT
-    raise BadNotice("neither XML nor JSON (the first character is neither '<' nor '{')")
+    raise BadNotice("neither XML, JSON nor Avro (it starts with neither '<', '{' nor the Avro container's 'Obj')")
 
 
 def parse_notice(payload: bytes, format_hint: int = pb.ALERT_FORMAT_UNSPECIFIED) -> Alert:
     """Parses raw notice bytes; raises BadNotice with the reason."""
     kind = format_hint or detect_format(payload)
-    parse = parse_gwalert_json if kind == pb.ALERT_FORMAT_GWALERT_JSON else parse_voevent
+    parse = parse_voevent
+    if kind == pb.ALERT_FORMAT_GWALERT_JSON:
+        parse = parse_gwalert_json
+    elif kind == pb.ALERT_FORMAT_GWALERT_AVRO:
+        parse = parse_gwalert_avro
     try:
         return parse(payload)
     except BadNotice:
@@ -128,25 +141,43 @@ def parse_gwalert_json(payload: bytes) -> Alert:
         raise BadNotice("not valid JSON: nested too deeply") from None
     if not isinstance(notice, dict):
         raise BadNotice("JSON notice must be an object")
+    return _gwalert(notice, "gwalert_json")
+
+
+def parse_gwalert_avro(payload: bytes) -> Alert:
+    """One ``igwn.alerts.Alert`` record from an Avro object container (its writer's schema inside it): a
+    container of another schema, of no record or of several, is refused by name."""
+    import fastavro
+
+    try:
+        reader = fastavro.reader(io.BytesIO(payload))
+        schema = reader.writer_schema
+        name = schema.get("name", "") if isinstance(schema, dict) else ""
+        if name != AVRO_SCHEMA:
+            raise BadNotice(f"Avro notice of schema {name or 'without a name'!r}, not LVK's {AVRO_SCHEMA}")
+        records = list(itertools.islice(reader, 2))
+    except BadNotice:
+        raise
+    except (ValueError, TypeError, KeyError, EOFError, IndexError, OverflowError, MemoryError) as exc:
+        raise BadNotice(f"not a readable Avro container ({type(exc).__name__}: {exc})") from None
+    if len(records) != 1 or not isinstance(records[0], dict):
+        raise BadNotice(f"an Avro notice holds one {AVRO_SCHEMA} record, this one {len(records)} or more")
+    return _gwalert(records[0], "gwalert_avro")
+
+
+def _gwalert(notice: dict[str, Any], source_format: str) -> Alert:
+    """An ``igwn.gwalert`` notice, read from JSON or Avro (the same fields; the sky maps base64 or bytes)."""
     top = _JsonFields(notice, "")
     alert_id = _alert_id("superevent_id", top.text("superevent_id", required=True))
     alert_type = _alert_type("alert_type", top.text("alert_type", required=True).upper())
     event = top.object("event") or _JsonFields({}, "event")
-    skymap = None
-    if encoded := event.text("skymap"):
-        try:
-            skymap = SkymapReference(data=base64.b64decode(encoded, validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise BadNotice(f"event.skymap: not valid base64: {exc}") from None
+    skymap = event.skymap("skymap")
     external = top.object("external_coinc")
     skymap_source = "the GW sky map"
     # A coincidence with an external trigger (RAVEN) carries the GW map combined with the external one: it is
     # the better localisation, as GOTO's alert system takes it too; the GW map otherwise.
-    if external is not None and (combined := external.text("combined_skymap")):
-        try:
-            skymap = SkymapReference(data=base64.b64decode(combined, validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise BadNotice(f"external_coinc.combined_skymap: not valid base64: {exc}") from None
+    if external is not None and (combined := external.skymap("combined_skymap")):
+        skymap = combined
         observatory = external.text("observatory") or "an external trigger"
         skymap_source = f"the combined GW and {observatory} sky map (external_coinc.combined_skymap)"
     return Alert(
@@ -165,14 +196,15 @@ def parse_gwalert_json(payload: bytes) -> Alert:
         properties=event.numbers("properties"),
         skymap=skymap,
         is_test=_is_test(alert_id),
-        source_format="gwalert_json",
-        external_coinc=external.value if external is not None else None,
+        source_format=source_format,
+        # Its facts; the combined map is the alert's sky map already.
+        external_coinc={k: v for k, v in external.value.items() if k != "combined_skymap"} if external else None,
         skymap_source=skymap_source,
     )
 
 
 class _JsonFields:
-    """Typed reading of one JSON object's members: a member of the wrong type is a BadNotice naming its path.
+    """Typed reading of one JSON object's (or Avro record's) members: a member of the wrong type is a BadNotice naming its path.
 
     Absent and null members read as "not given"."""
 
@@ -219,6 +251,19 @@ class _JsonFields:
         if members is None:
             return {}
         return {name: value for name in members.value if (value := members.number(name)) is not None}
+
+    def skymap(self, key: str) -> SkymapReference | None:
+        """An embedded sky map: base64 text (JSON) or bytes (Avro); None when absent or empty."""
+        value = self.value.get(key)
+        if isinstance(value, bytes):
+            return SkymapReference(data=value) if value else None
+        encoded = self.text(key)
+        if not encoded:
+            return None
+        try:
+            return SkymapReference(data=base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise BadNotice(f"{self._name(key)}: not valid base64: {exc}") from None
 
     def object(self, key: str) -> _JsonFields | None:
         value = self._get(key, "an object or null", dict)
@@ -276,7 +321,7 @@ def _alert_id(name: str, text: str) -> str:
 def _alert_type(name: str, text: str) -> str:
     if not ALERT_TYPE.fullmatch(text):
         raise BadNotice(f"{name}: must be a word of A-Z and _ (e.g. PRELIMINARY), got {text[:40]!r}")
-    return text
+    return VOEVENT_ALERT_TYPES.get(text, text)  # EARLYWARNING (the schema's spelling) is EARLY_WARNING
 
 
 def parse_voevent(payload: bytes) -> Alert:

@@ -46,6 +46,7 @@ class AlertFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_FORMAT_UNSPECIFIED: _ClassVar[AlertFormat]
     ALERT_FORMAT_VOEVENT: _ClassVar[AlertFormat]
     ALERT_FORMAT_GWALERT_JSON: _ClassVar[AlertFormat]
+    ALERT_FORMAT_GWALERT_AVRO: _ClassVar[AlertFormat]
 
 class WorkOrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -108,6 +109,7 @@ DOME_ACTION_PARK: DomeAction
 ALERT_FORMAT_UNSPECIFIED: AlertFormat
 ALERT_FORMAT_VOEVENT: AlertFormat
 ALERT_FORMAT_GWALERT_JSON: AlertFormat
+ALERT_FORMAT_GWALERT_AVRO: AlertFormat
 WORK_ORDER_STATE_UNSPECIFIED: WorkOrderState
 WORK_ORDER_STATE_QUEUED: WorkOrderState
 WORK_ORDER_STATE_RUNNING: WorkOrderState

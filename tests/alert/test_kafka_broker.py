@@ -3,8 +3,10 @@ as the daemon runs it: a burst of notices journaled exactly once each across a k
 messages refused with their offsets committed; the broker stopped and started again under a running listener.
 
 The broker's jars come from Maven Central (``tests/kafka/pom.xml``), cached in ``~/.cache/toros/kafka``. GCN's
-own listener takes SASL/OAUTHBEARER logins against GCN's identity provider, which cannot exist here: these tests
-use a plaintext loopback listener, and ``test_listeners.py`` checks the credentials reach gcn-kafka's config."""
+own listener takes SASL/OAUTHBEARER logins against GCN's identity provider, which cannot exist here: most tests
+use a plaintext loopback listener, and ``test_listeners.py`` checks GCN's credentials reach gcn-kafka's config.
+The broker's second listener is configured as SCiMMA's Hopskotch is (SASL SCRAM-SHA-512 over TLS): a login
+with a user and password, a wrong password refused and told once, and a topic that does not exist told once."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pki import Authority
 from support import DATA, TESTS, avro_notice, launch, wait_for, write_config
 
 from toros.demo import free_port
@@ -29,6 +32,7 @@ from toros.generated import toros_pb2 as pb
 KAFKA_VERSION = "4.1.1"
 JARS = Path.home() / ".cache" / "toros" / f"kafka-{KAFKA_VERSION}"
 TOPIC = "igwn.gwalert"
+SCRAM_USER, SCRAM_PASSWORD = "toros-node", "a long enough test secret"
 # .ci/run installs Java and Maven and sets TOROS_REQUIRE_KAFKA: there, a broker that cannot start is a failure.
 REQUIRED = os.environ.get("TOROS_REQUIRE_KAFKA") == "1"
 AVAILABLE = bool(shutil.which("java") and (shutil.which("mvn") or JARS.is_dir()))
@@ -50,8 +54,16 @@ class KafkaBroker:
             )  # fmt: skip
             partial.rename(JARS)
         self.folder = Path(tempfile.mkdtemp(prefix="toros-kafka-"))
-        self.port, controller = free_port(), free_port()
+        self.port, controller, secure = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # A second listener as Hopskotch's: SCRAM-SHA-512 logins over TLS (a certificate for 127.0.0.1 from a
+        # test CA), the user created with the storage.
+        self.secure_address = f"127.0.0.1:{secure}"
+        authority = Authority(self.folder / "pki")
+        self.ca_file = authority.ca
+        certificate, key = authority.issue("broker", ["127.0.0.1"])
+        keystore = self.folder / "pki" / "broker.pem"
+        keystore.write_text(key.read_text() + certificate.read_text())
         self.properties = self.folder / "server.properties"
         self.properties.write_text(
             "\n".join(
@@ -59,10 +71,17 @@ class KafkaBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                    f"listeners=PLAINTEXT://{self.address},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://{self.address}",
+                    f"listeners=PLAINTEXT://{self.address},SASL_SSL://{self.secure_address},"
+                    f"CONTROLLER://127.0.0.1:{controller}",
+                    f"advertised.listeners=PLAINTEXT://{self.address},SASL_SSL://{self.secure_address}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+                    "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                    "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                    "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+                    f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
                     f"log.dirs={self.folder / 'data'}",
                     "offsets.topic.replication.factor=1",
                     "transaction.state.log.replication.factor=1",
@@ -75,7 +94,10 @@ class KafkaBroker:
             + "\n"
         )
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(self.properties))
+        self._java(
+            "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(self.properties),
+            "--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]",
+        )  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -220,3 +242,101 @@ def test_poison_is_refused_and_committed_and_a_restarted_broker_is_found_again(b
         assert set(journaled(tmp_path)) == {good, good_avro, after}, "nothing consumed twice after the reconnection"
     finally:
         stopped(process)
+
+
+def test_two_alert_daemons_of_one_group_share_the_partitions_and_handle_each_notice_once(broker, tmp_path):
+    """Two nodes consuming for redundancy: the group splits the partitions between them; one joining in the
+    middle of a burst takes its share from the other's committed offsets, and no notice is handled by both."""
+    topic = "shared.gwalert"
+    broker.create_topic(topic, partitions=2)
+    folders = [tmp_path / "first", tmp_path / "second"]
+    for folder in folders:
+        folder.mkdir()
+    configs = [intake_config(folder, broker, topic, "toros-shared") for folder in folders]
+    first, _ = launch(configs[0], folders[0] / "port", "alert")
+    second = None
+    try:
+        before = broker.produce(topic, retractions(300, "S26one"))
+        wait_for(lambda: len(journaled(folders[0])) >= 100, timeout=120, interval=0.2)
+        second, _ = launch(configs[1], folders[1] / "port", "alert")  # a rebalance in the middle of the burst
+        # Notices keep coming, a few at a time, while the group rebalances; the rest once both consume.
+        coming = retractions(300, "S26two")
+        after: list[str] = []
+        while coming and not journaled(folders[1]):
+            after += broker.produce(topic, coming[:10])
+            del coming[:10]
+            time.sleep(0.5)
+        after += broker.produce(topic, coming)
+
+        def handled() -> tuple[set[str], set[str]]:
+            return set(journaled(folders[0])), set(journaled(folders[1]))
+
+        wait_for(lambda: len(set.union(*handled())) >= 600, timeout=180, interval=0.5)
+        time.sleep(2.0)  # a redelivery has had its chance
+        one, two = handled()
+        assert one | two == set(before) | set(after), "none lost"
+        assert not one & two, "none handled by both"
+        assert len(two) > 0 and len(one) > 100, (len(one), len(two))
+    finally:
+        stopped(first)
+        if second is not None:
+            stopped(second)
+
+
+def secure_config(folder: Path, broker: KafkaBroker, topics: list[str], password: str) -> Path:
+    """The intake as a Hopskotch subscriber configures it: SCRAM-SHA-512 over TLS, the broker's CA."""
+    return write_config(
+        folder, alert={"port": 0, "kafka": {"enabled": True, "bootstrap_servers": broker.secure_address,
+                                           "security_protocol": "sasl_ssl", "sasl_mechanism": "SCRAM-SHA-512",
+                                           "username": SCRAM_USER, "password": password,
+                                           "ca_file": str(broker.ca_file), "topics": topics,
+                                           "group_id": f"toros-{folder.name}", "session_timeout_s": 6.0}},
+    )  # fmt: skip
+
+
+def intake_events(folder: Path) -> list[str]:
+    """The messages of the daemon's own alert_processed events (not a notice's): its intake problems."""
+    with sqlite3.connect(f"file:{folder / 'toros.db'}?mode=ro", uri=True, timeout=30) as db:
+        rows = db.execute("SELECT payload FROM events WHERE work_order_id = ''").fetchall()
+    events = [pb.Event.FromString(row[0]) for row in rows]
+    return [e.alert_processed.message for e in events if e.HasField("alert_processed")]
+
+
+def test_a_hopskotch_style_login_over_tls_takes_avro_notices(broker, tmp_path):
+    topic = "igwn.gwalert.secure"
+    broker.create_topic(topic, partitions=1)
+    (key,) = broker.produce(topic, [avro_notice(json.loads(retractions(1, "S26tls")[0]))])
+    process, _ = launch(secure_config(tmp_path, broker, [topic], SCRAM_PASSWORD), tmp_path / "port", "alert")
+    try:
+        wait_for(lambda: key in journaled(tmp_path), timeout=120, interval=0.2)
+        assert intake_events(tmp_path) == [], "no problem to tell"
+    finally:
+        stopped(process)
+    log = (tmp_path / "logs" / "toros.log").read_text()
+    assert "consuming igwn.gwalert.secure" in log and SCRAM_PASSWORD not in log, "the password never reaches it"
+
+
+def test_a_refused_login_and_a_missing_topic_are_each_told_once_and_intake_goes_on(broker, tmp_path):
+    topic = "igwn.gwalert.told"
+    broker.create_topic(topic, partitions=1)
+    refused, absent = tmp_path / "refused", tmp_path / "absent"
+    refused.mkdir()
+    absent.mkdir()
+    wrong, _ = launch(secure_config(refused, broker, [topic], "not the password"), refused / "port", "alert")
+    missing, port = launch(secure_config(absent, broker, ["no.such.topic", topic], SCRAM_PASSWORD),
+                           absent / "port", "alert")  # fmt: skip
+    try:
+        wait_for(lambda: any("AUTHENTICATION" in m for m in intake_events(refused)), timeout=60, interval=0.5)
+        wait_for(lambda: any("no.such.topic" in m for m in intake_events(absent)), timeout=60, interval=0.5)
+        # The other topic of the same listener is consumed all the same.
+        (key,) = broker.produce(topic, retractions(1, "S26told"))
+        wait_for(lambda: key in journaled(absent), timeout=60, interval=0.2)
+        time.sleep(5.0)  # several more seconds of the same problems: still one event each
+        told = [m for m in intake_events(refused) if "AUTHENTICATION" in m]
+        assert len(told) == 1, told
+        assert len([m for m in intake_events(absent) if "no.such.topic" in m]) == 1, intake_events(absent)
+        assert not journaled(refused), "nothing consumed without a login"
+        assert wrong.poll() is None and missing.poll() is None, "both daemons serve on"
+    finally:
+        stopped(wrong)
+        stopped(missing)

@@ -162,3 +162,48 @@ def test_gcn_credentials_and_a_mirror_reach_gcn_kafkas_consumer_configuration(mo
     assert KafkaListener(mirror, lambda *_: None).consumer_config()["bootstrap.servers"] == "127.0.0.1:9092"
     with pytest.raises(ValueError, match="plaintext needs bootstrap_servers on loopback"):
         KafkaIntake(enabled=True, bootstrap_servers="kafka.example.org:9092", security_protocol="plaintext")
+
+
+def test_a_password_login_is_configured_for_tls_only_and_never_mixed_with_gcns(monkeypatch):
+    """Hopskotch's login (SCRAM-SHA-512, a user and password, over TLS): what the consumer gets; a password
+    over plaintext or without a user is refused when the config is read; GCN's variables do not leak into it."""
+    monkeypatch.setenv("GCN_KAFKA_CLIENT_ID", "from-env")
+    hopskotch = KafkaIntake(
+        enabled=True, bootstrap_servers="kafka.scimma.org:9092", sasl_mechanism="SCRAM-SHA-512", username="toros",
+        password="hunter2-hopskotch", ca_file="/etc/ssl/certs/ca-certificates.crt",
+    )  # fmt: skip
+    config = KafkaListener(hopskotch, lambda *_: None).consumer_config()
+    assert config["sasl.mechanisms"] == "SCRAM-SHA-512" and config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.username"] == "toros" and config["sasl.password"] == "hunter2-hopskotch"
+    assert config["ssl.ca.location"] == "/etc/ssl/certs/ca-certificates.crt"
+    assert not any(key.startswith("sasl.oauthbearer") for key in config), "GCN's login is not mixed in"
+    assert "hunter2" not in repr(hopskotch), "the password is a secret in the settings"
+    with pytest.raises(ValueError, match="only over sasl_ssl"):
+        KafkaIntake(enabled=True, bootstrap_servers="127.0.0.1:9092", security_protocol="plaintext",
+                    sasl_mechanism="PLAIN", username="toros", password="hunter2-hopskotch")  # fmt: skip
+    with pytest.raises(ValueError, match="needs username and password"):
+        KafkaIntake(enabled=True, sasl_mechanism="SCRAM-SHA-512", password="hunter2-hopskotch")
+
+
+def test_broker_problems_are_told_once_per_kind_until_notices_come_through():
+    told: list[str] = []
+    listener = KafkaListener(KafkaIntake(enabled=True), lambda *_: None, report=told.append)
+
+    class Problem:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def name(self) -> str:
+            return self.kind
+
+        def str(self) -> str:
+            return f"{self.kind} happened"
+
+    for _ in range(3):
+        listener._problem(Problem("_AUTHENTICATION"))
+        listener._problem(Problem("_ALL_BROKERS_DOWN"))
+    assert told == ["Kafka intake: _AUTHENTICATION: _AUTHENTICATION happened",
+                    "Kafka intake: _ALL_BROKERS_DOWN: _ALL_BROKERS_DOWN happened"]  # fmt: skip
+    listener._recovered()
+    listener._problem(Problem("_AUTHENTICATION"))
+    assert len(told) == 3, "after a recovery the same problem is news again"

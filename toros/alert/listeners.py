@@ -1,4 +1,5 @@
-"""Alert intake from the network: GCN Kafka (igwn.gwalert JSON) and GCN Classic VOEvent (pygcn).
+"""Alert intake from the network: GCN Kafka (igwn.gwalert JSON; Hopskotch's Avro) and GCN Classic VOEvent
+(pygcn).
 
 Both hand every notice to ``receive(payload, key)``, which stores it raw and journals a process_alert work
 order whose id is ``key``: a notice delivered twice (a Kafka redelivery after a restart, a VOEvent re-sent)
@@ -27,16 +28,38 @@ Receive = Callable[[bytes, str], None]
 
 
 class KafkaListener:
-    """Consumes GCN Kafka topics; an offset is committed only after its notice is journaled."""
+    """Consumes GCN Kafka topics; an offset is committed only after its notice is journaled.
+
+    What goes wrong with the broker (a refused login, a topic that does not exist, the brokers down) is told
+    once per kind through ``report`` (a log line and an event), until a notice comes through again: an
+    operator sees each problem once, not once a second."""
 
     def __init__(
-        self, settings: KafkaIntake, receive: Receive, consumer_factory: Callable[[], Any] | None = None
+        self,
+        settings: KafkaIntake,
+        receive: Receive,
+        consumer_factory: Callable[[], Any] | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.receive = receive
+        self.report = report or (lambda text: log.warning("%s", text))
+        self._reported: set[str] = set()
         self._factory = consumer_factory or self._gcn_consumer
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-intake", daemon=True)
+
+    def _problem(self, error: Any) -> None:
+        """A broker's error (a KafkaError), told once per kind until intake recovers."""
+        kind = error.name() if hasattr(error, "name") else str(error)
+        if kind not in self._reported:
+            self._reported.add(kind)
+            self.report(f"Kafka intake: {kind}: {error.str() if hasattr(error, 'str') else error}")
+
+    def _recovered(self) -> None:
+        if self._reported:
+            log.info("Kafka intake: notices come through again (after %s)", ", ".join(sorted(self._reported)))
+            self._reported.clear()
 
     def _consumer_inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(librdkafka settings, gcn-kafka's arguments): GCN's OAUTHBEARER login with the credentials (config or
@@ -54,6 +77,14 @@ class KafkaListener:
         }
         if self.settings.bootstrap_servers:
             config["bootstrap.servers"] = self.settings.bootstrap_servers
+        if self.settings.ca_file is not None:
+            config["ssl.ca.location"] = str(self.settings.ca_file)
+        if self.settings.sasl_mechanism != "OAUTHBEARER":  # a user and password (Hopskotch, a mirror)
+            assert self.settings.password is not None, "checked with the settings"
+            config["sasl.mechanisms"] = self.settings.sasl_mechanism
+            config["sasl.username"] = self.settings.username
+            config["sasl.password"] = self.settings.password.get_secret_value()
+            return config, {"domain": self.settings.domain}
         arguments = {
             "client_id": secret(self.settings.client_id, "GCN_KAFKA_CLIENT_ID"),
             "client_secret": secret(self.settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
@@ -72,6 +103,7 @@ class KafkaListener:
         from gcn_kafka import Consumer
 
         config, arguments = self._consumer_inputs()
+        config["error_cb"] = self._problem  # a refused login, all brokers down: errors of no one message
         return Consumer(config=config, **arguments)
 
     def start(self) -> None:
@@ -95,11 +127,12 @@ class KafkaListener:
                 while not self._stop.is_set():
                     for message in consumer.consume(num_messages=10, timeout=1.0):
                         if message.error():
-                            log.warning("GCN Kafka: %s", message.error())
+                            self._problem(message.error())
                             continue
                         key = f"kafka-{message.topic()}-{message.partition()}-{message.offset()}"
                         self.receive(message.value(), key)
                         consumer.commit(message, asynchronous=False)
+                        self._recovered()
                     backoff = 1.0
             except Exception as exc:  # a broken connection or a refused login: reconnect, never give up
                 log.error("GCN Kafka consumer failed: %s; reconnecting in %.0f s", exc, backoff)

@@ -110,7 +110,7 @@ class AlertModule(Module):
                 raise ConfigError(f"alert.catalog: {self.settings.catalog}: {exc.strerror or exc}") from None
             log.info("catalog %s: %d galaxies", self.settings.catalog, len(self.index))
         if self.settings.kafka.enabled:
-            self.listeners.append(KafkaListener(self.settings.kafka, self.receive))
+            self.listeners.append(KafkaListener(self.settings.kafka, self.receive, report=self.intake_problem))
         if self.settings.voevent.enabled:
             self.listeners.append(VoeventListener(self.settings.voevent, self.receive, self.archive))
         for listener in self.listeners:
@@ -145,6 +145,14 @@ class AlertModule(Module):
         self.journal.append_event(
             key, alert_processed=pb.AlertProcessed(message=f"refused: {reason} (raw notice {raw})")
         )
+
+    def intake_problem(self, text: str) -> None:
+        """A listener's problem with its source (not with one notice): a log line and an event."""
+        log.warning("%s", text)
+        try:
+            self.journal.append_event("", alert_processed=pb.AlertProcessed(message=text))
+        except JournalUnavailable:  # the log line is what is left; the listener goes on either way
+            log.error("the journal cannot record the intake problem above")
 
     def status_message(self) -> str:
         observatories = ", ".join(o.name for o in self.settings.observatories) or "none configured"

@@ -39,8 +39,10 @@ class SkymapDownload(Section):
 
 
 class KafkaIntake(Section):
-    """GCN Kafka (igwn.gwalert JSON). Credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET
-    (GCN's OAUTHBEARER login against its identity provider, as gcn-kafka configures it)."""
+    """GCN Kafka (igwn.gwalert JSON), or another broker carrying the same alerts (SCiMMA's Hopskotch, as Avro;
+    a site's mirror). GCN's login is OAUTHBEARER against its identity provider, as gcn-kafka configures it, with
+    the credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET; Hopskotch's and a mirror's is a
+    user name and password (SCRAM-SHA-512 for Hopskotch, or PLAIN), always over TLS."""
 
     enabled: bool = False
     client_id: SecretStr | None = None
@@ -58,6 +60,12 @@ class KafkaIntake(Section):
         default=10.0, ge=6.0, le=300.0,
         description="a consumer that died holds its partitions this long (after a kill -9, notices wait so long)",
     )  # fmt: skip
+    sasl_mechanism: Literal["OAUTHBEARER", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="OAUTHBEARER", description="OAUTHBEARER: GCN's login (client_id); the others: username and password"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: ConfigPath | None = Field(default=None, description="the broker's CA (PEM); None: the usual CAs")
 
     @model_validator(mode="after")
     def _plaintext_on_loopback_only(self) -> KafkaIntake:
@@ -67,6 +75,11 @@ class KafkaIntake(Section):
                 raise ValueError(
                     "security_protocol plaintext needs bootstrap_servers on loopback (notices unencrypted)"
                 )
+        if self.sasl_mechanism != "OAUTHBEARER":
+            if not self.username or self.password is None:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs username and password")
+            if self.security_protocol != "sasl_ssl":
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} sends a password: only over sasl_ssl")
         return self
 
 

@@ -1,12 +1,14 @@
 """Many browsers catching up at once, in a process of their own (so that reading them costs the test nothing):
 ``python sse_flood.py URL SESSION_COOKIE COUNT`` opens COUNT event streams asking for every event since the
 beginning, prints "open" once all answered 200, reads until its standard input closes, then prints how many
-events each stream was sent, as JSON."""
+events each stream was sent, as JSON. It runs at a low priority: the browsers it stands for run on their own
+machines, so reading 120 streams must not take the console's share of this one's cores."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 import httpx
@@ -50,4 +52,5 @@ async def main(url: str, cookie: str, count: int) -> None:
 
 
 if __name__ == "__main__":
+    os.nice(10)
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

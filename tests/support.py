@@ -330,12 +330,12 @@ class FakeConsumer:
     def subscribe(self, topics):
         assert topics == ["igwn.gwalert"]
 
-    def consume(self, num_messages, timeout):
-        batch = [
-            Message(o, self.log[o]) for o in range(self.position, min(len(self.log), self.position + num_messages))
-        ]
-        self.position += len(batch)
-        return batch
+    def poll(self, timeout):
+        if self.position >= len(self.log):
+            time.sleep(min(timeout, 0.05))
+            return None
+        self.position += 1
+        return Message(self.position - 1, self.log[self.position - 1])
 
     def commit(self, message, asynchronous):
         assert not asynchronous

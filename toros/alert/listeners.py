@@ -125,14 +125,18 @@ class KafkaListener:
                     self.settings.bootstrap_servers or f"kafka.{self.settings.domain}",
                 )  # fmt: skip
                 while not self._stop.is_set():
-                    for message in consumer.consume(num_messages=10, timeout=1.0):
-                        if message.error():
-                            self._problem(message.error())
-                            continue
-                        key = f"kafka-{message.topic()}-{message.partition()}-{message.offset()}"
-                        self.receive(message.value(), key)
-                        consumer.commit(message, asynchronous=False)
-                        self._recovered()
+                    # One message at a time: poll returns as soon as one is there (a batch consume waits for a
+                    # full batch or its timeout, a second added to a lone notice's latency).
+                    message = consumer.poll(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message.error():
+                        self._problem(message.error())
+                        continue
+                    key = f"kafka-{message.topic()}-{message.partition()}-{message.offset()}"
+                    self.receive(message.value(), key)
+                    consumer.commit(message, asynchronous=False)
+                    self._recovered()
                     backoff = 1.0
             except Exception as exc:  # a broken connection or a refused login: reconnect, never give up
                 log.error("GCN Kafka consumer failed: %s; reconnecting in %.0f s", exc, backoff)

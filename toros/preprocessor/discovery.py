@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Candidate", "DiscoveryFailed", "DiscoveryResult", "DiscoverySettings", "discover", "write_products"]
 
-EDGE_PX = PSF_SIZE // 2  # S_corr this close to the frame's border sees the tile's wrap-around
+# S_corr this close to the frame's border sees the tile's wrap-around: S at a pixel sums D over a PSF stamp,
+# and D there sums the images over another, so the far edge reaches two half-stamps in (at one half-stamp, the
+# demo's 512² frames had one-detection "candidates" 16 px from the border).
+EDGE_PX = 2 * (PSF_SIZE // 2)
 BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
 PARALLEL_READ_PIXELS = 6000 * 6000
 NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate

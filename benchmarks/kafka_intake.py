@@ -13,7 +13,6 @@ Usage: .venv/bin/python benchmarks/kafka_intake.py [--notices 200]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,8 +25,8 @@ import grpc
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from kafka_broker import KAFKA_VERSION, KafkaBroker  # noqa: E402 (the tests' broker)
-from support import DATA, launch, write_config  # noqa: E402
+from kafka_broker import KAFKA_VERSION, KafkaBroker, retractions  # noqa: E402 (the tests' broker)
+from support import launch, write_config  # noqa: E402
 
 from toros.generated import toros_pb2 as pb  # noqa: E402
 from toros.generated import toros_pb2_grpc as pb_grpc  # noqa: E402
@@ -57,11 +56,6 @@ class Arrivals:
             if not self.changed.wait_for(lambda: key in self.seen, timeout=timeout):
                 raise SystemExit(f"no alert_processed event for {key} within {timeout:.0f} s")
             return self.seen[key]
-
-
-def notices(count: int, prefix: str) -> list[bytes]:
-    notice = json.loads((DATA / "MS181101ab-retraction.json").read_text())
-    return [json.dumps({**notice, "superevent_id": f"{prefix}{index:05d}"}).encode() for index in range(count)]
 
 
 def through_broker(broker: KafkaBroker, topic: str, arrivals: Arrivals, payloads: list[bytes]) -> list[float]:
@@ -122,9 +116,9 @@ def main() -> int:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.FrontDeskStub(channel)
             arrivals = Arrivals(stub)
-            through_broker(broker, topic, arrivals, notices(5, "S26warm"))  # the group joined, the topic known
-            kafka = through_broker(broker, topic, arrivals, notices(args.notices, "S26kafka"))
-            direct = through_grpc(stub, arrivals, notices(args.notices, "S26grpc"))
+            through_broker(broker, topic, arrivals, retractions(5, "S26warm"))  # the group joined, the topic known
+            kafka = through_broker(broker, topic, arrivals, retractions(args.notices, "S26kafka"))
+            direct = through_grpc(stub, arrivals, retractions(args.notices, "S26grpc"))
             arrivals.call.cancel()
     finally:
         process.terminate()

@@ -5,6 +5,7 @@ plaintext listener and a second one configured as SCiMMA's Hopskotch is (SASL SC
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from pki import Authority
-from support import TESTS, wait_for
+from support import DATA, TESTS, wait_for
 
 from toros.demo import free_port
 
@@ -142,3 +143,10 @@ def _answers(admin: object) -> bool:
         return True
     except Exception:  # not up yet
         return False
+
+
+def retractions(count: int, prefix: str) -> list[bytes]:
+    """Real sample retraction notices, their superevent ids rewritten: cheap to process, so the test measures
+    the intake."""
+    notice = json.loads((DATA / "MS181101ab-retraction.json").read_text())
+    return [json.dumps({**notice, "superevent_id": f"{prefix}{index:05d}"}).encode() for index in range(count)]

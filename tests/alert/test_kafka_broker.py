@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka_broker import AVAILABLE, REQUIRED, SCRAM_PASSWORD, SCRAM_USER, KafkaBroker
-from support import DATA, avro_notice, launch, wait_for, write_config
+from kafka_broker import AVAILABLE, REQUIRED, SCRAM_PASSWORD, SCRAM_USER, KafkaBroker, retractions
+from support import avro_notice, launch, wait_for, write_config
 
 from toros.generated import toros_pb2 as pb
 
@@ -32,13 +32,6 @@ def broker():
     server = KafkaBroker()
     yield server
     server.remove()
-
-
-def retractions(count: int, prefix: str) -> list[bytes]:
-    """Real sample retraction notices, their superevent ids rewritten: cheap to process, so the test measures
-    the intake."""
-    notice = json.loads((DATA / "MS181101ab-retraction.json").read_text())
-    return [json.dumps({**notice, "superevent_id": f"{prefix}{index:05d}"}).encode() for index in range(count)]
 
 
 def intake_config(folder: Path, broker: KafkaBroker, topic: str, group: str) -> Path:

@@ -51,10 +51,10 @@ class KafkaListener:
 
     def _problem(self, error: Any) -> None:
         """A broker's error (a KafkaError), told once per kind until intake recovers."""
-        kind = error.name() if hasattr(error, "name") else str(error)
+        kind = error.name()
         if kind not in self._reported:
             self._reported.add(kind)
-            self.report(f"Kafka intake: {kind}: {error.str() if hasattr(error, 'str') else error}")
+            self.report(f"Kafka intake: {kind}: {error.str()}")
 
     def _recovered(self) -> None:
         if self._reported:

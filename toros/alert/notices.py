@@ -31,7 +31,7 @@ LVK_PACKET_TYPES = {
     163: "EARLY_WARNING",
     164: "RETRACTION",
 }
-VOEVENT_ALERT_TYPES = {  # the spellings of the notices' alert types (both schema versions) to one
+ALERT_TYPE_SPELLINGS = {  # the spellings of the notices' alert types (both schema versions) to one
     "PRELIMINARY": "PRELIMINARY",
     "INITIAL": "INITIAL",
     "UPDATE": "UPDATE",
@@ -204,7 +204,8 @@ def _gwalert(notice: dict[str, Any], source_format: str) -> Alert:
 
 
 class _JsonFields:
-    """Typed reading of one JSON object's (or Avro record's) members: a member of the wrong type is a BadNotice naming its path.
+    """Typed reading of one JSON object's (or Avro record's) members: a member of the wrong type is a BadNotice
+    naming its path.
 
     Absent and null members read as "not given"."""
 
@@ -321,7 +322,7 @@ def _alert_id(name: str, text: str) -> str:
 def _alert_type(name: str, text: str) -> str:
     if not ALERT_TYPE.fullmatch(text):
         raise BadNotice(f"{name}: must be a word of A-Z and _ (e.g. PRELIMINARY), got {text[:40]!r}")
-    return VOEVENT_ALERT_TYPES.get(text, text)  # EARLYWARNING (the schema's spelling) is EARLY_WARNING
+    return ALERT_TYPE_SPELLINGS.get(text, text)  # EARLYWARNING (the schema's spelling) is EARLY_WARNING
 
 
 def parse_voevent(payload: bytes) -> Alert:
@@ -349,7 +350,7 @@ def parse_voevent(payload: bytes) -> Alert:
     alert_id = _alert_id("GraceID", params["GraceID"])
     declared = params.get("AlertType", "").replace(" ", "").upper()
     alert_type = _alert_type(
-        "AlertType", VOEVENT_ALERT_TYPES.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN")
+        "AlertType", ALERT_TYPE_SPELLINGS.get(declared) or LVK_PACKET_TYPES.get(packet or 0, declared or "UNKNOWN")
     )
     skymap_url = (
         groups.get("GW_SKYMAP", {}).get("skymap_fits")

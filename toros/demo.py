@@ -48,6 +48,7 @@ from toros.floor.catalogs import GalaxyIndex
 from toros.floor.requesters import DEMO
 from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
+from toros.preprocessor.waiting import WAITING_FOR_MASTERS
 from toros.runtime.states import FINAL_STATES
 from toros.simulation.galaxies import write_glade_plus
 from toros.simulation.sky import Kilonova, StarCatalog
@@ -151,6 +152,10 @@ def write_config(
                 "dark_times_s": [exposure_s],  # the routine 180 s frames use them scaled
                 "flat_count": 5,
                 "flat_filters": ["r"],
+                # the simulated twilight needs ~5 s at the Sun's -3 deg (where the dome may open): up to 60 s
+                # leaves ~11 clock minutes, 2-3 frames when a loaded laptop stretches each to 4-5 minutes at
+                # rate 300; up to 180 s leaves ~16 (the preprocessor builds a master flat from 3)
+                "flat_max_exposure_s": 180.0,
             },
         },
         "preprocessor": {
@@ -295,17 +300,19 @@ class Node:
         observing = self.work_orders("telescope", "observe_targets")
         lights = len(self.light_frames())
         follows = self.work_orders("preprocessor", "calibrate_images")
+        waiting = self.stub("preprocessor").GetStatus(pb.GetStatusRequest(), timeout=10).activity == WAITING_FOR_MASTERS
         calibrated = sum(u.state == pb.WORK_ORDER_STATE_DONE for u in follows.values())
         state = telescope.activity
         line = (
             f"{telescope.clock_time.ToDatetime():%H:%M} UTC: telescope {state}, {lights} science frames; "
-            f"preprocessor {calibrated} calibrated"
+            f"preprocessor {calibrated} calibrated" + (", frames waiting for their masters" if waiting else "")
         )
         finished = (
             bool(observing)
             and all(u.state in FINAL_STATES for u in observing.values())
             and all(u.state in FINAL_STATES for u in follows.values())
             and len(follows) >= lights
+            and not waiting
         )
         return line, finished, lights, calibrated
 

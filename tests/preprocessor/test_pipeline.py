@@ -26,6 +26,7 @@ from toros.preprocessor.library import MasterLibrary
 from toros.preprocessor.pipeline import MASK_COSMIC_RAY, MASK_HOT, NightCalibration
 from toros.preprocessor.reduction import FrameReader
 from toros.preprocessor.settings import CalibrationConfig
+from toros.preprocessor.waiting import WAITING_FOR_MASTERS
 from toros.runtime.config import DatabaseConfig
 from toros.simulation.ccd import Sensor, make_frame, write_night
 
@@ -301,7 +302,8 @@ def test_light_frames_without_masters_wait_for_them_and_are_calibrated_once_they
     assert waited.state == pb.WORK_ORDER_STATE_DONE, waited.message
     assert waited.message.startswith("0 frames calibrated, 0 masters built; 2 wait for their masters: ")
     assert "no master bias for setup 204x160_bin1x1 on or before 2026-11-22 yet" in waited.message
-    assert "wait for their masters" in stub.GetStatus(pb.GetStatusRequest()).message
+    status = stub.GetStatus(pb.GetStatusRequest())
+    assert "wait for their masters" in status.message and status.activity == WAITING_FOR_MASTERS
     stub.Submit(pb.WorkOrder(id="morning", calibrate_images=pb.CalibrateImages(paths=[str(p) for p in calibrations])))
     morning = done(stub, "morning")
     assert morning.state == pb.WORK_ORDER_STATE_DONE and "3 masters built" in morning.message
@@ -309,7 +311,8 @@ def test_light_frames_without_masters_wait_for_them_and_are_calibrated_once_they
     then = done(stub, "morning-waited-204x160_bin1x1")
     assert then.state == pb.WORK_ORDER_STATE_DONE and then.message.startswith("2 frames calibrated"), then.message
     assert sorted(p.kind for p in then.products) == ["calibrated", "calibrated"]
-    assert "wait for their masters" not in stub.GetStatus(pb.GetStatusRequest()).message
+    status = stub.GetStatus(pb.GetStatusRequest())
+    assert "wait for their masters" not in status.message and status.activity == ""
 
 
 def test_an_empty_night_fails_with_a_clear_message(preprocessor):

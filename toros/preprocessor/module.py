@@ -26,7 +26,7 @@ from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, Sc
 from toros.preprocessor.settings import PreprocessorConfig, WhenUnreachable
 from toros.preprocessor.stages import Frame, StageName, StageRun, run_stages
 from toros.preprocessor.transients import TransientSearch
-from toros.preprocessor.waiting import WaitingForMasters
+from toros.preprocessor.waiting import WAITING_FOR_MASTERS, WaitingForMasters
 from toros.runtime.files import atomic_write, confine, path_inside
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.validation import Checker
@@ -132,6 +132,11 @@ class PreprocessorModule(Module):
             self.references.close()
         if self.candidates is not None:
             self.candidates.close()
+
+    def activity(self) -> str:
+        """Whether science frames wait for the masters of their setup: a night's frames are not all calibrated
+        until then."""
+        return WAITING_FOR_MASTERS if self.waiting.frames() else ""
 
     def status_message(self) -> str:
         parts = []

@@ -20,6 +20,9 @@ from toros.runtime.journal import Journal, WorkOrderRecord
 
 log = logging.getLogger(__name__)
 
+#: The preprocessor's activity (``ModuleStatus.activity``) while frames wait: its night is not calibrated yet.
+WAITING_FOR_MASTERS = "waiting for masters"
+
 
 class WaitingForMasters:
     def __init__(self, journal: Journal, submit: Callable[[pb.WorkOrder], tuple[WorkOrderRecord, bool]]) -> None:

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from math import cos, radians
 from typing import Any, ClassVar
 from xml.etree import ElementTree
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("indipyclient").setLevel(logging.ERROR)
 
 _POLL_S = 0.05
+_ARRIVED_DEG = 1.0 / 60.0  # a mount this close to where it was sent has arrived (the simulator: exactly)
 # What one indiserver may send (a hostile or broken one must not grow the telescope daemon without bound):
 ELEMENT_BYTES = 1 << 20  # one top-level element (a property's definition or update); a camera raises it for its images
 MAX_DEVICES = 64  # devices on one server
@@ -366,6 +368,16 @@ class IndiMount(_IndiDevice, Mount):
         ra, dec = self.to_wire(ra_deg, dec_deg)
         self.set("ON_COORD_SET", {"TRACK": "On", "SLEW": "Off", "SYNC": "Off"})
         self.set("EQUATORIAL_EOD_COORD", {"RA": ra / 15.0, "DEC": dec})
+        # A property set is only sent: until the server answers, the vector still says Ok from before, and a
+        # caller polling slewing() would take the mount for arrived. The answer is Busy, or Ok at the target.
+        self.wait_until("the slew starting", lambda: self.busy("EQUATORIAL_EOD_COORD") or self._on_wire_at(ra, dec))
+
+    def _on_wire_at(self, ra: float, dec: float) -> bool:
+        on_ra, on_dec = self.number("EQUATORIAL_EOD_COORD", "RA") * 15.0, self.number("EQUATORIAL_EOD_COORD", "DEC")
+        return (
+            abs(on_dec - dec) < _ARRIVED_DEG
+            and abs((on_ra - ra + 180.0) % 360.0 - 180.0) * cos(radians(dec)) < _ARRIVED_DEG
+        )
 
     def slewing(self) -> bool:
         self._live()
@@ -378,6 +390,7 @@ class IndiMount(_IndiDevice, Mount):
     def park(self) -> None:
         self._live()
         self.set("TELESCOPE_PARK", {"PARK": "On", "UNPARK": "Off"})
+        self.wait_until("parking starting", lambda: self.busy("TELESCOPE_PARK") or self.parked())
 
     def unpark(self) -> None:
         self._live()
@@ -424,7 +437,16 @@ class IndiDome(_IndiDevice, Dome):
             self.wait_until(
                 "unparking", lambda: self.switched_on("DOME_PARK") == "UNPARK" and not self.busy("DOME_PARK")
             )
-        self.set("ABS_DOME_POSITION", {"DOME_ABSOLUTE_POSITION": azimuth_deg % 360.0})
+        target = azimuth_deg % 360.0
+        self.set("ABS_DOME_POSITION", {"DOME_ABSOLUTE_POSITION": target})
+        self.wait_until(  # answered: Busy, or Ok at the target (see IndiMount.slew_to)
+            "the dome's rotation starting",
+            lambda: (
+                self.busy("ABS_DOME_POSITION")
+                or abs((self.number("ABS_DOME_POSITION", "DOME_ABSOLUTE_POSITION") - target + 180.0) % 360.0 - 180.0)
+                < 0.5
+            ),
+        )
 
     def azimuth(self) -> float:
         self._live()

@@ -152,11 +152,13 @@ def write_config(
                 "dark_times_s": [exposure_s],  # the routine 180 s frames use them scaled
                 "flat_count": 5,
                 "flat_filters": ["r"],
-                # the simulated twilight needs ~5 s at the Sun's -3 deg (where the dome may open): up to 60 s
-                # leaves ~11 clock minutes, 2-3 frames when a loaded laptop stretches each to 4-5 minutes at
-                # rate 300; up to 180 s leaves ~16 (the preprocessor builds a master flat from 3)
+                # The simulated twilight needs 3-8 s at the Sun's -3 deg: flats from there up to 60 s leave ~11
+                # clock minutes, 2-3 frames when a loaded laptop stretches each to 4-5 clock minutes at rate 300
+                # (a master flat needs 3). Opening at sunset for flats of up to 180 s leaves ~25.
+                "flat_sun_altitude_deg": [-12.0, 0.0],
                 "flat_max_exposure_s": 180.0,
             },
+            "safety": {"max_sun_altitude_deg": 0.0},
         },
         "preprocessor": {
             "port": ports["preprocessor"],

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from toros.preprocessor.psf import CurveOfGrowth, Moffat, PsfModel, UniformPsf, fit_moffat, moffat_psf
+from toros.preprocessor.psf import (
+    CurveOfGrowth,
+    Moffat,
+    PsfModel,
+    UniformPsf,
+    _moffat_of,
+    _profile_derivatives,
+    fit_moffat,
+    moffat_psf,
+)
 from toros.preprocessor.subtraction import Image, subtract
 from toros.simulation.psf import Optics, PsfShape, stamp
 
@@ -47,6 +56,21 @@ def test_a_moffat_fit_gives_the_true_width_shape_and_flux(beta):
     assert np.median([f.moffat.fwhm for f in fits_ if f]) == pytest.approx(3.8, rel=0.01)
     assert np.median([f.moffat.beta for f in fits_ if f]) == pytest.approx(beta, rel=0.05)
     assert np.median([f.flux / truth for f, truth in zip(fits_, flux, strict=True) if f]) == pytest.approx(1, abs=0.003)
+
+
+@pytest.mark.parametrize("log_axis_ratio", [0.35, -0.4, 0.0])
+def test_the_fit_s_analytic_derivatives_are_the_profile_s(log_axis_ratio):
+    """fit_moffat's Jacobian against central differences of the profile itself, for each parameter."""
+    p = np.array([0.0, 7.3, 8.1, math.log(2.7), log_axis_ratio, 0.6, math.log(2.2), 0.0])
+    shape = (17, 19)
+    stacked = _profile_derivatives(p, shape)
+    assert np.allclose(stacked[0], _moffat_of(p).pixels(shape, p[1], p[2]), rtol=0, atol=1e-15)
+    for index in range(1, 7):
+        up, down = p.copy(), p.copy()
+        up[index] += 1e-6
+        down[index] -= 1e-6
+        numeric = (_moffat_of(up).pixels(shape, up[1], up[2]) - _moffat_of(down).pixels(shape, down[1], down[2])) / 2e-6
+        assert np.abs(stacked[index] - numeric).max() <= 1e-7 * max(np.abs(numeric).max(), 1e-3), index
 
 
 @pytest.mark.parametrize("profile", ["moffat", "gaussian"])

@@ -518,7 +518,14 @@ class IndiCamera(_IndiDevice, Camera):
         self._ends_at = time.monotonic() + seconds + self.timeout_s
 
     def image_ready(self) -> bool:
-        if self._live() and self._ends_at is not None:
+        try:
+            restarted = self._live()
+        except DeviceError as exc:  # the driver or the server is gone (indiserver restarts a driver in a moment)
+            if self._ends_at is None:
+                raise
+            self._ends_at = None
+            raise DeviceError(f"{exc}: the driver or server stopped during the exposure; its image is lost") from exc
+        if restarted and self._ends_at is not None:
             self._ends_at = None
             raise DeviceError(f"{self._where()}: the driver or server restarted during the exposure; its image is lost")
         if self._blob()[0] > self._blobs_seen:

@@ -56,14 +56,19 @@ class Moffat:
 
     def pixels(self, shape: tuple[int, int], x0: float, y0: float) -> np.ndarray:
         """The fraction of the light falling in each pixel of an image of ``shape``, the centre at (x0, y0)."""
+        alpha_a, alpha_b = self._alphas()
+        u, v = self._at_nodes(shape, x0, y0)
+        values = np.tensordot(_NODE_WEIGHTS, (1.0 + u * u + v * v) ** (-self.beta), axes=1)
+        return np.asarray(values * (self.beta - 1.0) / (math.pi * alpha_a * alpha_b))
+
+    def _at_nodes(self, shape: tuple[int, int], x0: float, y0: float) -> tuple[np.ndarray, np.ndarray]:
+        """(u, v): each pixel's quadrature nodes along the major and minor axes, in units of their α."""
         rows, columns = shape
         alpha_a, alpha_b = self._alphas()
         cos, sin = math.cos(self.angle), math.sin(self.angle)
         dy = np.arange(rows)[None, :, None] - y0 + _NODE_Y
         dx = np.arange(columns)[None, None, :] - x0 + _NODE_X
-        u, v = (dx * cos + dy * sin) / alpha_a, (dy * cos - dx * sin) / alpha_b
-        values = np.tensordot(_NODE_WEIGHTS, (1.0 + u * u + v * v) ** (-self.beta), axes=1)
-        return np.asarray(values * (self.beta - 1.0) / (math.pi * alpha_a * alpha_b))
+        return (dx * cos + dy * sin) / alpha_a, (dy * cos - dx * sin) / alpha_b
 
     def outside_radius(self, radius: float) -> float:
         """The fraction of the light beyond a circle of ``radius`` pixels (the round profile of the same
@@ -146,10 +151,7 @@ def _profile_derivatives(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     beta = moffat.beta
     alpha_a, alpha_b = moffat._alphas()
     cos, sin = math.cos(moffat.angle), math.sin(moffat.angle)
-    rows, columns = shape
-    dy = np.arange(rows)[None, :, None] - p[2] + _NODE_Y
-    dx = np.arange(columns)[None, None, :] - p[1] + _NODE_X
-    u, v = (dx * cos + dy * sin) / alpha_a, (dy * cos - dx * sin) / alpha_b
+    u, v = moffat._at_nodes(shape, p[1], p[2])
     r2 = u * u + v * v
     q = 1.0 + r2
     k = (beta - 1.0) / (math.pi * alpha_a * alpha_b)

@@ -46,6 +46,7 @@ from toros.telescope.devices import (
     WeatherStation,
 )
 from toros.telescope.devices.equinox import Equinox, spoken
+from toros.telescope.dome_geometry import azimuth_error_deg
 from toros.telescope.settings import CameraLink, DeviceLink, FlatLampLink, IndiLink, MountLink
 
 log = logging.getLogger(__name__)
@@ -374,10 +375,7 @@ class IndiMount(_IndiDevice, Mount):
 
     def _on_wire_at(self, ra: float, dec: float) -> bool:
         on_ra, on_dec = self.number("EQUATORIAL_EOD_COORD", "RA") * 15.0, self.number("EQUATORIAL_EOD_COORD", "DEC")
-        return (
-            abs(on_dec - dec) < _ARRIVED_DEG
-            and abs((on_ra - ra + 180.0) % 360.0 - 180.0) * cos(radians(dec)) < _ARRIVED_DEG
-        )
+        return abs(on_dec - dec) < _ARRIVED_DEG and azimuth_error_deg(on_ra, ra) * cos(radians(dec)) < _ARRIVED_DEG
 
     def slewing(self) -> bool:
         self._live()
@@ -443,8 +441,7 @@ class IndiDome(_IndiDevice, Dome):
             "the dome's rotation starting",
             lambda: (
                 self.busy("ABS_DOME_POSITION")
-                or abs((self.number("ABS_DOME_POSITION", "DOME_ABSOLUTE_POSITION") - target + 180.0) % 360.0 - 180.0)
-                < 0.5
+                or azimuth_error_deg(self.number("ABS_DOME_POSITION", "DOME_ABSOLUTE_POSITION"), target) < 0.5
             ),
         )
 

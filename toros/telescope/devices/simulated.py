@@ -42,6 +42,7 @@ from toros.telescope.devices import (
     Shutter,
     WeatherStation,
 )
+from toros.telescope.dome_geometry import azimuth_error_deg
 from toros.telescope.settings import (
     BadWeather,
     CameraLink,
@@ -71,10 +72,6 @@ class _Move:
         return now < self.start_time + self.duration
 
 
-def _angle_between(a: float, b: float) -> float:
-    return abs((b - a + 180.0) % 360.0 - 180.0)
-
-
 class SimulatedMount(Mount):
     driver = "simulator"
     PARK_DEC = -90.0  # the pole: a safe, well-defined park position for either hemisphere's demo
@@ -96,7 +93,7 @@ class SimulatedMount(Mount):
         with self._lock:
             ra_now, dec_now = self._ra.at(now), self._dec.at(now)
             target_ra = ra_now + ((ra - ra_now + 180.0) % 360.0 - 180.0)
-            duration = max(_angle_between(ra_now, ra), abs(dec - dec_now)) / self.rate
+            duration = max(azimuth_error_deg(ra_now, ra), abs(dec - dec_now)) / self.rate
             self._ra = _Move(ra_now, target_ra, now, duration)
             self._dec = _Move(dec_now, dec, now, duration)
 

@@ -126,3 +126,26 @@ def test_detections_find_negative_peaks_too():
     score[10, 10], score[40, 30] = 8.0, -6.0
     found = detections(Difference(score, score, np.ones_like(score)))
     assert [(round(d.x), round(d.y), d.score) for d in found] == [(10, 10, 8.0), (30, 40, -6.0)]
+
+
+def test_detections_are_the_local_extremes_a_maximum_filter_finds():
+    """The peaks found among the pixels above the threshold are those of a frame-wide maximum filter (NaN and
+    the frame's outside lower than any value), on a correlated noise field with blind patches and edges."""
+    from scipy import ndimage
+
+    from toros.preprocessor.subtraction import Difference
+
+    rng = np.random.default_rng(3)
+    score = ndimage.gaussian_filter(rng.normal(0, 1, (300, 400)), 1.5).astype(np.float32)
+    score *= 3.0 / score.std()
+    score[100:130, 200:260] = np.nan
+    score[0, 50], score[299, 399], score[120, 199] = 40.0, -30.0, 25.0  # on the border, the corner, beside NaN
+    found = detections(Difference(score, score, np.ones_like(score)), threshold=5.0, separation=2)
+    expected = set()
+    for sign in (1.0, -1.0):
+        values = np.nan_to_num(sign * score, nan=-np.inf)
+        local = values == ndimage.maximum_filter(values, size=5, mode="constant", cval=-np.inf)
+        expected |= {(int(x), int(y)) for y, x in zip(*np.nonzero(local & (values >= 5.0)), strict=True)}
+    assert len(expected) > 20
+    assert {(round(d.x), round(d.y)) for d in found} == expected
+    assert [abs(d.score) for d in found if d.score > 0] == sorted((d.score for d in found if d.score > 0), reverse=True)

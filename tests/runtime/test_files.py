@@ -84,3 +84,19 @@ def test_a_full_disk_is_raised_in_the_computing_thread_and_leaves_no_file(tiny_d
                 stream.write_rows(band)
             stream.finish()
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_an_image_written_in_bands_is_the_image_write_fits_writes(tmp_path):
+    """The same pixels, bit for bit (NaN too), and the same cards; the stream's header says EXTEND = T."""
+    from toros.floor.fitsfiles import write_fits, write_fits_image
+
+    data = np.random.default_rng(8).normal(0, 1, size=(1030, 17)).astype(np.float32)
+    data[5:9, 3] = np.nan
+    streamed = write_fits_image(tmp_path / "streamed.fits", header(), data, rows=512)
+    write_fits(tmp_path / "whole.fits", [fits.PrimaryHDU(data, header())])
+    assert streamed == hashlib.sha256((tmp_path / "streamed.fits").read_bytes()).hexdigest()
+    with fits.open(tmp_path / "streamed.fits") as ours, fits.open(tmp_path / "whole.fits") as astropys:
+        assert ours[0].data.tobytes() == astropys[0].data.tobytes()
+        cards = [(card.keyword, card.value) for card in ours[0].header.cards if card.keyword != "EXTEND"]
+        assert cards == [(card.keyword, card.value) for card in astropys[0].header.cards if card.keyword != "EXTEND"]
+        assert ours[0].header["EXTEND"] is True

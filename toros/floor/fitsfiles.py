@@ -29,6 +29,15 @@ def write_fits(path: Path, hdus: list[Any]) -> str:
     return writer.hexdigest()
 
 
+def write_fits_image(path: Path, header: Any, data: np.ndarray, rows: int = 512) -> str:
+    """Writes one image as ``write_fits`` does, streamed band by band (``FitsImageStream``): astropy converts a
+    whole copy to FITS byte order first, half a GiB and a second of a TOROS frame."""
+    with FitsImageStream(path, header, (data.shape[0], data.shape[1]), data.dtype) as stream:
+        for start in range(0, data.shape[0], rows):
+            stream.write_rows(data[start : start + rows])
+        return stream.finish()
+
+
 def system_error(error: OSError) -> OSError:
     """The operating system's own error behind one that a library re-raised as a bare OSError (astropy's
     "Not enough space on disk…" carries no errno): so a full disk reads as ENOSPC wherever it happened."""

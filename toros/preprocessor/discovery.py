@@ -26,11 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from scipy import fft
 from scipy.spatial import cKDTree
 
-from toros.floor.fitsfiles import write_fits
+from toros.floor.fitsfiles import write_fits_image
 from toros.preprocessor import subtraction, vetting
 from toros.preprocessor.psf import Moffat, UniformPsf, fit_moffat
 from toros.preprocessor.sides import (
@@ -55,7 +54,6 @@ __all__ = ["Candidate", "DiscoveryFailed", "DiscoveryResult", "DiscoverySettings
 # demo's 512² frames had one-detection "candidates" 16 px from the border).
 EDGE_PX = 2 * (PSF_SIZE // 2)
 BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
-PARALLEL_READ_PIXELS = 6000 * 6000
 NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate
 TRANSIENT_PSF_SNR = 15.0  # a transient this significant on D measures the science PSF of a cut-out
 REFINEMENTS = 3  # subtractions of a cut-out whose PSF or flux scale the transient itself refines
@@ -162,9 +160,9 @@ def discover(
 ) -> DiscoveryResult:
     """Subtracts the reference from the science frame and measures what is new (or gone)."""
     settings = settings or DiscoverySettings()
-    # sep and numpy release the GIL: both images at once, unless they are large (reading one takes 3 times its
-    # pixels' memory for a moment: two TOROS frames at once would pass 4 GiB).
-    with ThreadPoolExecutor(max_workers=2 if _pixels(science_path) <= PARALLEL_READ_PIXELS else 1) as pool:
+    # sep and numpy release the GIL: both images at once (reading one takes 2.4 times its pixels' memory at
+    # most: 2.2 GiB for two TOROS frames, below the subtraction's peak).
+    with ThreadPoolExecutor(max_workers=2) as pool:
         reading = pool.submit(read_side, reference_path, "reference")
         science = read_side(science_path, "science")
         reference = reading.result()
@@ -260,18 +258,6 @@ def _registration_noise(
     offsets = science.stars_xy[pairs[:, 0]] - registered.stars_xy[pairs[:, 1]]
     spread = 1.4826 * np.median(np.abs(offsets - np.median(offsets, axis=0)), axis=0)
     return float(np.clip(spread[0], 0.01, 0.5)), float(np.clip(spread[1], 0.01, 0.5))
-
-
-def _pixels(path: Path) -> int:
-    """The pixels of a file's first image, from its header (0 when it cannot say)."""
-    try:
-        with fits.open(path) as hdus:
-            for hdu in hdus:
-                if hdu.header.get("NAXIS", 0) == 2:
-                    return int(hdu.header["NAXIS1"]) * int(hdu.header["NAXIS2"])
-    except (OSError, ValueError, KeyError):
-        return 0
-    return 0
 
 
 @dataclass
@@ -662,8 +648,12 @@ def write_products(result: DiscoveryResult, folder: Path) -> tuple[Path, Path, P
     header["REGSHFTY"] = (round(result.shift_px[1], 3), "[pixel] residual registration shift")
     diff_path, scorr_path = folder / f"{stem}_diff.fits", folder / f"{stem}_scorr.fits"
     header["BUNIT"] = "sigma"
-    write_fits(diff_path, [fits.PrimaryHDU(result.difference.difference, header)])
-    write_fits(scorr_path, [fits.PrimaryHDU(result.difference.score, header)])
+    with ThreadPoolExecutor(max_workers=2) as pool:  # byte-swapping and hashing release the GIL
+        for written in [
+            pool.submit(write_fits_image, path, header, image)
+            for path, image in ((diff_path, result.difference.difference), (scorr_path, result.difference.score))
+        ]:
+            written.result()
     csv_path = folder / f"{stem}_candidates.csv"
     # A temporary created exclusively in the folder (mkstemp), never a name a planted link could stand at.
     with atomic_write(csv_path, "w") as stream:

@@ -108,14 +108,14 @@ class Difference:
 
 
 def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64) -> np.ndarray:
-    """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0), in double precision (computed
-    in ``dtype``: single precision halves a tile's transform, and its rounding, a ten-millionth of the peak,
-    lies far below any frequency that carries a signal)."""
+    """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0), in ``dtype``'s precision
+    (single precision halves a tile's transform, and its rounding, a ten-millionth of the peak, lies far below
+    any frequency that carries a signal)."""
     padded: np.ndarray = np.zeros(shape, dtype=dtype)
     size = psf.shape[0]
     padded[:size, :size] = psf
     padded = np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))
-    return np.asarray(fft.rfft2(padded), dtype=np.complex128)
+    return np.asarray(fft.rfft2(padded))
 
 
 def _embedded_hat(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -142,14 +142,30 @@ class _Factors:
 
     @classmethod
     def of(cls, p_n: np.ndarray, p_r: np.ndarray, f_n: float, f_r: float, s_n: float, s_r: float) -> _Factors:
-        abs_n2, abs_r2 = np.abs(p_n) ** 2, np.abs(p_r) ** 2
-        denominator = np.maximum(s_n**2 * f_r**2 * abs_r2 + s_r**2 * f_n**2 * abs_n2, 1e-300)
-        root = np.sqrt(denominator)
+        """In the transforms' own precision, through real arrays where the factors allow (a tile's grid has
+        two thirds of a million frequencies, and each tile of a varying PSF has its own)."""
+        abs_n2 = np.square(p_n.real) + np.square(p_n.imag)
+        abs_r2 = np.square(p_r.real) + np.square(p_r.imag)
+        inverse_root = (s_n**2 * f_r**2) * abs_r2 + (s_r**2 * f_n**2) * abs_n2  # the denominator, then its root's
+        np.maximum(inverse_root, np.finfo(inverse_root.dtype).tiny, out=inverse_root)  # inverse, in place
+        np.sqrt(inverse_root, out=inverse_root)
+        np.reciprocal(inverse_root, out=inverse_root)
         f_d = f_r * f_n / math.sqrt(s_n**2 * f_r**2 + s_r**2 * f_n**2)
-        p_d_hat = f_r * f_n * p_r * p_n / (f_d * root)
-        k_r_hat = f_r * f_n**2 * np.conj(p_r) * abs_n2 / denominator
-        k_n_hat = f_n * f_r**2 * np.conj(p_n) * abs_r2 / denominator
-        return cls(f_r * p_r / root, f_n * p_n / root, f_d * np.conj(p_d_hat), k_n_hat, k_r_hat, f_d)
+        new_factor = p_r * inverse_root
+        new_factor *= f_r
+        ref_factor = p_n * inverse_root
+        ref_factor *= f_n
+        score_factor = np.conj(new_factor * p_n)  # F_D conj(P_D_hat) = F_r F_n conj(P_r P_n) / root
+        score_factor *= f_n
+        # K_n = F_n F_r² conj(P_n) |P_r|² / denominator and K_r likewise: each the other's factor's conjugate
+        # times F² |P|² / root.
+        abs_r2 *= inverse_root
+        abs_r2 *= f_r**2
+        k_n_hat = np.conj(ref_factor) * abs_r2
+        abs_n2 *= inverse_root
+        abs_n2 *= f_n**2
+        k_r_hat = np.conj(new_factor) * abs_n2
+        return cls(new_factor, ref_factor, score_factor, k_n_hat, k_r_hat, f_d)
 
 
 @dataclass(frozen=True)
@@ -169,11 +185,14 @@ class Kernels:
     response: np.ndarray  # score_factor × new_factor / F_n_held on the small grid: S of a science PSF
     score_small: np.ndarray  # score_factor on the small grid
     small: tuple[int, int]
-    ky: np.ndarray
-    kx: np.ndarray
 
     @classmethod
-    def of(cls, new: Image, ref: Image, new_psf: Psf, ref_psf: Psf, shape: tuple[int, int]) -> Kernels:
+    def of(
+        cls, new: Image, ref: Image, new_psf: Psf, ref_psf: Psf, shape: tuple[int, int],
+        shift: tuple[float, float] = (0.0, 0.0),
+    ) -> Kernels:  # fmt: skip
+        """``shift`` (pixels, x and y) moves the reference by a fraction of a pixel: it is in the reference's
+        factors (its phase ramp), so a tile's transforms need not apply it."""
         # The PSFs' stamps hold their light but for the wings beyond: ZOGY takes them normalised, the flux
         # scales times the fraction held, so that fluxes come out as all of a source's light.
         f_n, f_r = new.flux_scale * new_psf.enclosed, ref.flux_scale * ref_psf.enclosed
@@ -191,59 +210,60 @@ class Kernels:
             _padded_psf_hat(psf_n, shape, np.float32), _padded_psf_hat(psf_r, shape, np.float32), f_n, f_r,
             new.sigma, ref.sigma,
         )  # fmt: skip
-        single = np.complex64
+        ref_factor, k_r_hat = big.ref_factor, big.k_r_hat
+        if shift != (0.0, 0.0):
+            # e^(−2πi(kx·dx + ky·dy)): an outer product of the two axes' ramps, not an exponential per frequency
+            ramp_y = np.exp(-2j * np.pi * fft.fftfreq(shape[0]) * shift[1]).astype(np.complex64)[:, None]
+            ramp_x = np.exp(-2j * np.pi * fft.rfftfreq(shape[1]) * shift[0]).astype(np.complex64)[None, :]
+            ramp = ramp_y * ramp_x
+            ref_factor, k_r_hat = ref_factor * ramp, k_r_hat * ramp
         return cls(
-            shape,
-            big.new_factor.astype(single), big.ref_factor.astype(single), big.score_factor.astype(single),
-            big.k_n_hat.astype(single), big.k_r_hat.astype(single),
+            shape, big.new_factor, ref_factor, big.score_factor, big.k_n_hat, k_r_hat,
             _embedded_hat(k_n**2, shape), _embedded_hat(k_r**2, shape),
             little.f_d**2 * float(np.sum(p_d**2)),
             little.score_factor * little.new_factor * new.flux_scale, little.score_factor, small,
-            fft.fftfreq(shape[0])[:, None].astype(np.float32), fft.rfftfreq(shape[1])[None, :].astype(np.float32),
         )  # fmt: skip
 
 
 def zogy_tile(
     new: np.ndarray,
     ref: np.ndarray,
+    blind: np.ndarray,
     kernels: Kernels,
     new_image: Image,
     ref_image: Image,
-    shift: tuple[float, float] = (0.0, 0.0),
     astrometric_sigma: tuple[float, float] = (0.0, 0.0),
     psf_uncertainty: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(D, S_corr, flux error) of one tile; where either image is NaN both count as empty, and the caller
-    blanks the results there and within a PSF radius. ``astrometric_sigma`` (pixels, x and y) is the
+    """(D, S_corr, flux error) of one tile; where either image is ``blind`` (NaN) both count as empty, and
+    the caller blanks the results there and within a PSF radius. ``astrometric_sigma`` (pixels, x and y) is the
     registration's noise: near bright sources it adds the variance of S that a misalignment would make
     (eq. 30-33 of the paper), so a star's dipole is not a transient. ``psf_uncertainty`` (relative, new and
     reference) is each PSF model's own error: near bright sources it adds the variance of S that such an error
     makes, so a bright galaxy nucleus's residual is not a transient either, and a source on it has an honest
     flux error."""
     shape = new.shape
-    bad = ~np.isfinite(new) | ~np.isfinite(ref)  # either image blind there: both count as empty
-    n = np.where(bad, np.float32(0.0), new).astype(np.float32, copy=False)
-    r = np.where(bad, np.float32(0.0), ref).astype(np.float32, copy=False)
+    n = np.where(blind, np.float32(0.0), new).astype(np.float32, copy=False)
+    r = np.where(blind, np.float32(0.0), ref).astype(np.float32, copy=False)
     n_hat = fft.rfft2(n)
     r_hat = fft.rfft2(r)
-    if shift != (0.0, 0.0):
-        r_hat *= np.exp(-2j * np.pi * (kernels.kx * shift[0] + kernels.ky * shift[1])).astype(np.complex64)
     d_hat = kernels.new_factor * n_hat - kernels.ref_factor * r_hat
     difference = fft.irfft2(d_hat, s=shape)
     score = fft.irfft2(kernels.score_factor * d_hat, s=shape)
-    # Source noise: the variance of S from each image's own counts, background and sources (eq. 26-29).
-    variance_n = np.maximum(n, 0.0) / max(new_image.gain, 1e-6) + new_image.sigma**2
-    variance_r = np.maximum(r, 0.0) / max(ref_image.gain, 1e-6) + ref_image.sigma**2
-    score_variance = fft.irfft2(fft.rfft2(variance_n) * kernels.k_n2_hat + fft.rfft2(variance_r) * kernels.k_r2_hat,
-                                s=shape)  # fmt: skip
+    # Source noise: the variance of S from each image's own variance, its sources' counts over its gain (whose
+    # transforms are at hand) and its background's, whose share is a constant, σ² Σ K² (eq. 26-29).
+    gain_n, gain_r = max(new_image.gain, 1e-6), max(ref_image.gain, 1e-6)
+    score_variance = fft.irfft2(n_hat * (kernels.k_n2_hat / gain_n) + r_hat * (kernels.k_r2_hat / gain_r), s=shape)
+    score_variance += (
+        new_image.sigma**2 * kernels.k_n2_hat[0, 0].real + ref_image.sigma**2 * kernels.k_r2_hat[0, 0].real
+    )
     if astrometric_sigma != (0.0, 0.0) or psf_uncertainty != (0.0, 0.0):
         s_n = fft.irfft2(kernels.k_n_hat * n_hat, s=shape)
         s_r = fft.irfft2(kernels.k_r_hat * r_hat, s=shape)
-        gy_n, gx_n = np.gradient(s_n)
-        gy_r, gx_r = np.gradient(s_r)
-        sx2, sy2 = astrometric_sigma[0] ** 2, astrometric_sigma[1] ** 2
-        score_variance += sx2 * (gx_n**2 + gx_r**2) + sy2 * (gy_n**2 + gy_r**2)
-        score_variance += (psf_uncertainty[0] * s_n) ** 2 + (psf_uncertainty[1] * s_r) ** 2
+        for part, sigma in ((s_n, psf_uncertainty[0]), (s_r, psf_uncertainty[1])):
+            for gradient, axis_sigma in zip(np.gradient(part), astrometric_sigma[::-1], strict=True):  # y, x
+                score_variance += np.square(gradient, out=gradient) * np.float32(axis_sigma**2)
+            score_variance += np.square(part, out=part) * np.float32(sigma**2)
     deviation = np.sqrt(np.maximum(score_variance, 1e-12))
     # S over its standard deviation: S_corr (eq. 25); a point source's flux: S over a unit source's S.
     return difference, score / deviation, deviation / kernels.unit
@@ -278,21 +298,21 @@ def subtract(
 
     def one(index: int) -> Tile:
         (y0, y1, x0, x1), (ya, yb, xa, xb) = boxes[index]
-        kernels = Kernels.of(new, ref, *psfs[index], (yb - ya, xb - xa))
+        kernels = Kernels.of(new, ref, *psfs[index], (yb - ya, xb - xa), shift)
         new_tile, ref_tile = new.data[ya:yb, xa:xb], ref.data[ya:yb, xa:xb]
+        blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
         with fft.set_workers(1):
             results = zogy_tile(
-                new_tile, ref_tile, kernels, new, ref, shift, astrometric_sigma,
+                new_tile, ref_tile, blind, kernels, new, ref, astrometric_sigma,
                 (new.psf.uncertainty, ref.psf.uncertainty),
             )  # fmt: skip
-        blind = ~np.isfinite(new_tile) | ~np.isfinite(ref_tile)
-        if blind.any():  # results within a PSF radius of a blind pixel are not to be trusted
-            blind = ndimage.maximum_filter(blind, size=PSF_SIZE)
         inner = (slice(y0 - ya, y0 - ya + (y1 - y0)), slice(x0 - xa, x0 - xa + (x1 - x0)))
+        # Results within a PSF radius of a blind pixel are not to be trusted.
+        near_blind = ndimage.maximum_filter(blind, size=PSF_SIZE)[inner] if blind.any() else None
         for output, result in zip(outputs, results, strict=True):
-            if blind.any():
-                result[blind] = np.nan
             output[y0:y1, x0:x1] = result[inner]
+            if near_blind is not None:
+                output[y0:y1, x0:x1][near_blind] = np.nan
         return Tile(y0, y1, x0, x1, kernels.response, kernels.unit, psfs[index][0], kernels.score_small, kernels.small)
 
     with ThreadPoolExecutor(max_workers=min(len(boxes), os.cpu_count() or 1)) as pool:
@@ -310,7 +330,8 @@ def register(
     block: tuple[int, int] = (512, 1024),
 ) -> np.ndarray:
     """The reference resampled onto the science image's pixel grid through both WCSs (cubic spline); NaN
-    where the reference does not cover the science image or was blind.
+    where the reference does not cover the science image or was blind. A float32 ``reference`` is spent: its
+    pixels become the spline's coefficients (a copy was half a GiB and a second and a half of a TOROS frame).
 
     The WCSs are evaluated on a grid of ``grid`` pixels only (``reproject`` evaluates them at every pixel: 24 s
     of a 4096² frame's 25). In each block of the output an affine map fits the two projections to a hundredth
@@ -397,10 +418,10 @@ def _in_bands(work: Callable[[tuple[int, int]], None], rows: int) -> None:
 
 
 def _spline_coefficients(image: np.ndarray, blind: np.ndarray) -> np.ndarray:
-    """The cubic spline's coefficients in float32 (scipy's ``spline_filter`` makes a float64 copy: 0.9 GB of a
-    TOROS frame), one axis after the other, in bands on every core; blind pixels count as 0 (the caller
-    blanks what they touch)."""
-    coefficients = np.array(image, dtype=np.float32)
+    """The cubic spline's coefficients in float32, in place of a float32 ``image`` (scipy's ``spline_filter``
+    makes a float64 copy: 0.9 GB of a TOROS frame), one axis after the other, in bands on every core; blind
+    pixels count as 0 (the caller blanks what they touch)."""
+    coefficients = np.asarray(image, dtype=np.float32)
     coefficients[blind] = 0.0
     rows, columns = coefficients.shape
 
@@ -490,32 +511,34 @@ def detections(result: Difference, threshold: float = 5.0, separation: int = 2) 
     first, by score. Local, not one per connected region: a faint source beside a brighter one keeps its peak."""
     found: list[Detection] = []
     score = result.score  # NaN compares False: no copy of a frame-sized array
-    size = 2 * separation + 1
+    height, width = score.shape
     for sign in (1.0, -1.0):
-        above = score >= threshold if sign > 0 else score <= -threshold
-        labels, _ = ndimage.label(above)
-        del above
-        for index, region in enumerate(ndimage.find_objects(labels), start=1):
-            if region is None:
-                continue
-            around = tuple(slice(max(0, r.start - separation), r.stop + separation) for r in region)
-            values = np.nan_to_num(sign * score[around], nan=-np.inf)
-            peaks = (values == ndimage.maximum_filter(values, size=size)) & (labels[around] == index)
-            for iy, ix in zip(*np.nonzero(peaks), strict=True):
-                py, px = around[0].start + iy, around[1].start + ix
-                significance = float(score[py, px])
-                # Where the source is: the peak of S itself (the matched filter), near S_corr's; S_corr's peak
-                # leans away from a galaxy's nucleus, whose light makes S noisier there.
-                py, px = _peak_of_s(result, sign, py, px)
-                s_map = (
-                    result.score[py - 1 : py + 2, px - 1 : px + 2] * result.flux_error[py - 1 : py + 2, px - 1 : px + 2]
-                )
-                inside = 0 < px < score.shape[1] - 1 and 0 < py < score.shape[0] - 1 and s_map.shape == (3, 3)
-                dx, gain_x = _parabola(s_map[1, :]) if inside else (0.0, 1.0)
-                dy, gain_y = _parabola(s_map[:, 1]) if inside else (0.0, 1.0)
-                # The flux at the source's centre, not at the pixel nearest to it (S falls off as the PSF does).
-                flux = result.flux(py, px) * gain_x * gain_y
-                found.append(Detection(px + dx, py + dy, significance, flux, float(result.flux_error[py, px])))
+        # A peak is a pixel above the threshold that no pixel within ``separation`` exceeds (NaN and the
+        # frame's outside count as lower): checked on the few pixels above it, not by labelling the frame.
+        ys, xs = np.nonzero(score >= threshold if sign > 0 else score <= -threshold)
+        values = sign * score[ys, xs]
+        peak = np.ones(len(ys), bool)
+        for oy in range(-separation, separation + 1):
+            for ox in range(-separation, separation + 1):
+                if oy == ox == 0:
+                    continue
+                ny, nx = ys + oy, xs + ox
+                within = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+                neighbour = np.full(len(ys), -np.inf, dtype=score.dtype)
+                neighbour[within] = sign * score[ny[within], nx[within]]
+                peak &= ~(neighbour > values)  # a NaN neighbour compares False
+        for py, px in zip(ys[peak].tolist(), xs[peak].tolist(), strict=True):
+            significance = float(score[py, px])
+            # Where the source is: the peak of S itself (the matched filter), near S_corr's; S_corr's peak
+            # leans away from a galaxy's nucleus, whose light makes S noisier there.
+            py, px = _peak_of_s(result, sign, py, px)
+            s_map = result.score[py - 1 : py + 2, px - 1 : px + 2] * result.flux_error[py - 1 : py + 2, px - 1 : px + 2]
+            inside = 0 < px < score.shape[1] - 1 and 0 < py < score.shape[0] - 1 and s_map.shape == (3, 3)
+            dx, gain_x = _parabola(s_map[1, :]) if inside else (0.0, 1.0)
+            dy, gain_y = _parabola(s_map[:, 1]) if inside else (0.0, 1.0)
+            # The flux at the source's centre, not at the pixel nearest to it (S falls off as the PSF does).
+            flux = result.flux(py, px) * gain_x * gain_y
+            found.append(Detection(px + dx, py + dy, significance, flux, float(result.flux_error[py, px])))
     found.sort(key=lambda d: (d.score < 0, -abs(d.score)))
     return found
 

@@ -149,3 +149,44 @@ def test_detections_are_the_local_extremes_a_maximum_filter_finds():
     assert len(expected) > 20
     assert {(round(d.x), round(d.y)) for d in found} == expected
     assert [abs(d.score) for d in found if d.score > 0] == sorted((d.score for d in found if d.score > 0), reverse=True)
+
+
+@pytest.mark.parametrize("rotation_deg", [0.0, 0.3])
+def test_registration_is_the_spline_through_both_wcs_at_every_pixel(rotation_deg):
+    """The reference's cubic spline where the two WCSs put each science pixel (pointings 24" apart, the same
+    or a turned orientation), within a few thousandths of a pixel of the map away from its edges and blind pixels;
+    NaN wherever it does not reach."""
+    from scipy import ndimage
+
+    def wcs(ra: float, dec: float, rotation: float, shape: tuple[int, int]) -> WCS:
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [ra, dec]
+        w.wcs.crpix = [shape[1] / 2, shape[0] / 2]
+        angle = math.radians(rotation)
+        scale = 0.47 / 3600
+        w.wcs.cd = scale * np.array([[-math.cos(angle), math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        return w
+
+    shape = (600, 700)
+    rng = np.random.default_rng(11)
+    reference = ndimage.gaussian_filter(rng.normal(0, 100, shape), 2.0).astype(np.float32)
+    reference[300:304, 100:104] = np.nan
+    science_wcs = wcs(150.0, -30.0, 0.0, shape)
+    reference_wcs = wcs(150.0 + 20 / 3600 / math.cos(math.radians(30)), -30.0 + 13.7 / 3600, rotation_deg, shape)
+    rows, columns = np.mgrid[0 : shape[0], 0 : shape[1]]
+    x, y = reference_wcs.world_to_pixel_values(*science_wcs.pixel_to_world_values(columns, rows))
+    filled = np.nan_to_num(reference)
+    expected = ndimage.map_coordinates(filled.astype(np.float64), [y, x], order=3, mode="nearest")
+    expected[(y < -0.5) | (y > shape[0] - 0.5) | (x < -0.5) | (x > shape[1] - 0.5)] = np.nan
+
+    registered = register(reference.copy(), reference_wcs, science_wcs, shape, grid=64, block=(128, 256))
+    assert np.isnan(registered[np.isnan(expected)]).all()
+    # Away from the reference's edges (which ndimage extends its own way) and from its blind pixels.
+    interior = (y > 3) & (y < shape[0] - 4) & (x > 3) & (x < shape[1] - 4)
+    interior &= ~((np.abs(y - 301.5) < 6) & (np.abs(x - 101.5) < 6))
+    assert interior.sum() > 0.8 * registered.size and np.isfinite(registered[interior]).all()
+    # The map's error times the image's local gradient (and float32's rounding).
+    gradient = np.hypot(*np.gradient(filled))
+    error = np.abs(registered[interior] - expected[interior])
+    assert np.all(error <= 0.002 * gradient[interior] + 0.004)

@@ -250,10 +250,16 @@ def zogy_tile(
     d_hat = kernels.new_factor * n_hat - kernels.ref_factor * r_hat
     difference = fft.irfft2(d_hat, s=shape)
     score = fft.irfft2(kernels.score_factor * d_hat, s=shape)
-    # Source noise: the variance of S from each image's own variance, its sources' counts over its gain (whose
-    # transforms are at hand) and its background's, whose share is a constant, σ² Σ K² (eq. 26-29).
-    gain_n, gain_r = max(new_image.gain, 1e-6), max(ref_image.gain, 1e-6)
-    score_variance = fft.irfft2(n_hat * (kernels.k_n2_hat / gain_n) + r_hat * (kernels.k_r2_hat / gain_r), s=shape)
+    # Source noise: the variance of S from each image's own counts, background and sources (eq. 26-29): its
+    # sources' counts (the positive pixels) over its gain, and its background's variance, whose share is a
+    # constant, σ² Σ K².
+    counts_n = np.maximum(n, np.float32(0.0))
+    counts_n /= np.float32(max(new_image.gain, 1e-6))
+    counts_r = np.maximum(r, np.float32(0.0))
+    counts_r /= np.float32(max(ref_image.gain, 1e-6))
+    score_variance = fft.irfft2(
+        fft.rfft2(counts_n) * kernels.k_n2_hat + fft.rfft2(counts_r) * kernels.k_r2_hat, s=shape
+    )
     score_variance += (
         new_image.sigma**2 * kernels.k_n2_hat[0, 0].real + ref_image.sigma**2 * kernels.k_r2_hat[0, 0].real
     )

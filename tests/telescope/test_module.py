@@ -290,11 +290,18 @@ def test_the_robotic_night_runs_from_afternoon_to_morning(telescope, tmp_path):
     assert kinds.count((pb.IMAGE_TYPE_FLAT, "night-2026-11-22-evening-flats-r")) == 2
     assert kinds.count((pb.IMAGE_TYPE_FLAT, "night-2026-11-22-morning-flats-r")) == 2
     assert kinds.count((pb.IMAGE_TYPE_LIGHT, "tonight")) == 3
+    flat_pointings = []
     for event in images(stub):
         if event.image_ready.image_type == pb.IMAGE_TYPE_FLAT:
             with fits.open(event.image_ready.path) as hdus:
                 level = float(hdus[0].data[:, :64].mean()) - float(hdus[0].data[:, 64:].mean())
+                header = hdus[0].header
             assert 12500 <= level <= 37500, "sky flats are exposed to the target level"
+            # At the twilight sky's flattest spot, 13 deg from the zenith: at 500x the sky turns a degree in each
+            # half second of real time between the choice of the spot and the shutter.
+            assert 74.0 < header["ALTITUDE"] < 84.0, "13 deg from the zenith, not at it"
+            flat_pointings.append((round(header["RA"], 3), round(header["DEC"], 3)))
+    assert len(set(flat_pointings)) == len(flat_pointings) == 4, "each flat dithered"
     assert devices(stub)["dome"].message.startswith("shutter closed")
 
 

@@ -186,10 +186,26 @@ def altaz_exact(site: Site, ra_deg: float, dec_deg: float, when: datetime) -> tu
     return float(altaz.alt.to_value(u.deg)), float(altaz.az.to_value(u.deg))
 
 
-def zenith(site: Site, when: datetime) -> tuple[float, float]:
-    """RA and Dec (degrees) of the zenith: where twilight flats are flattest."""
-    last = Time(when).sidereal_time("apparent", longitude=site.longitude * u.deg).to_value(u.deg)
-    return float(last) % 360.0, site.latitude
+FLAT_SPOT_ZENITH_DISTANCE_DEG = 13.0  # where the twilight sky is flattest (Chromey & Hasselbacher 1996, PASP 108, 944)
+# Offsets of successive sky flats (east, north; arcminutes): the stars fall on other pixels each time, and the
+# master's median rejects them.
+FLAT_DITHERS_ARCMIN = ((0, 0), (2, 0), (0, 2), (-2, 0), (0, -2), (2, 2), (-2, -2), (2, -2), (-2, 2))
+
+
+def flat_spot(site: Site, when: datetime, frame: int = 0) -> tuple[float, float]:
+    """RA and Dec (degrees) of the ``frame``-th twilight flat: 13° from the zenith away from the Sun, where the
+    twilight sky's gradient is smallest (not the zenith itself), dithered by a few arcminutes from one frame to
+    the next. The spot stays near one altitude and azimuth through the sequence: the dome hardly turns."""
+    moment = Time(when)
+    frame_of = AltAz(obstime=moment, location=location_of(site))
+    sun_azimuth = float(get_sun(moment).transform_to(frame_of).az.to_value(u.deg))
+    spot = SkyCoord(
+        alt=(90.0 - FLAT_SPOT_ZENITH_DISTANCE_DEG) * u.deg, az=((sun_azimuth + 180.0) % 360.0) * u.deg, frame=frame_of
+    ).transform_to("icrs")
+    east, north = FLAT_DITHERS_ARCMIN[frame % len(FLAT_DITHERS_ARCMIN)]
+    dec = float(spot.dec.to_value(u.deg)) + north / 60.0
+    ra = float(spot.ra.to_value(u.deg)) + east / 60.0 / math.cos(math.radians(dec))
+    return ra % 360.0, dec
 
 
 def minimum_altitude(constraints: Constraints, azimuth: np.ndarray) -> np.ndarray:

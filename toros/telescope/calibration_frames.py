@@ -1,5 +1,6 @@
 """Calibration frames: bias and darks with the dome closed, dome flats under the flat-field lamp, twilight sky
-flats near the zenith with each exposure predicted from the frames before it, in the evening and in the morning.
+flats 13° from the zenith away from the Sun, dithered, with each exposure predicted from the frames before it, in the
+evening and in the morning.
 
 Each work order counts its stored frames in the journal, so that a restart resumes after them.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from toros.floor import journal_keys
-from toros.floor.astronomy import local_noon, night_of, sun_altitude, zenith
+from toros.floor.astronomy import altaz_exact, flat_spot, local_noon, night_of, sun_altitude
 from toros.generated import toros_pb2 as pb
 from toros.runtime.clock import Clock
 from toros.runtime.journal import Journal
@@ -168,7 +169,8 @@ class CalibrationFrames:
         context.progress(100.0 * done / total, f"{done} of {total} {kind} frames")
 
     def _sky_flats(self, context: TaskContext[Any], task: pb.TakeCalibrations) -> str:
-        """Twilight flats near the zenith, each exposure predicted from the frames before it.
+        """Twilight flats at the flattest spot of the sky (``flat_spot``: 13° from the zenith away from the Sun,
+        dithered), each exposure predicted from the frames before it.
 
         In the evening the sky darkens: too bright → wait; too dark → stop. In the morning the reverse."""
         o, settings = self.observatory, self.settings
@@ -181,7 +183,7 @@ class CalibrationFrames:
         with o.instrument:
             while done < task.count and low <= o.sun() <= high:
                 context.check()
-                ra, dec = zenith(self.config.site, self.clock.now())
+                ra, dec = flat_spot(self.config.site, self.clock.now(), done + rejected)
                 o.point(ra, dec, context.check)
                 wanted = twilight.exposure(self.clock.now(), settings.flat_target_adu, first)
                 too_bright, too_dark = wanted < settings.flat_min_exposure_s, wanted > settings.flat_max_exposure_s
@@ -190,9 +192,11 @@ class CalibrationFrames:
                 if too_bright or too_dark:
                     context.sleep(SKY_FLAT_RETRY_S)
                     continue
+                altitude, _ = altaz_exact(self.config.site, ra, dec, self.clock.now())
                 request = ImageRequest(
-                    pb.IMAGE_TYPE_FLAT, wanted, task.filter, "sky flat", context.id, (ra, dec), flat_source="sky"
-                )
+                    pb.IMAGE_TYPE_FLAT, wanted, task.filter, "sky flat", context.id, (ra, dec), flat_source="sky",
+                    altitude=altitude,
+                )  # fmt: skip
                 pixels, exposure = o.imaging.take(context.check, request)
                 level, problem = self._judge_flat(pixels)
                 twilight.record(exposure.date_obs + timedelta(seconds=wanted / 2), wanted, level)

@@ -111,22 +111,29 @@ def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int], dtype: type[np.floa
     """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0), in ``dtype``'s precision
     (single precision halves a tile's transform, and its rounding, a ten-millionth of the peak, lies far below
     any frequency that carries a signal)."""
-    padded: np.ndarray = np.zeros(shape, dtype=dtype)
     size = psf.shape[0]
-    padded[:size, :size] = psf
-    padded = np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))
-    return np.asarray(fft.rfft2(padded))
+    return _wrapped_hat(np.asarray(psf, dtype=dtype), shape, (size // 2, size // 2))
 
 
 def _embedded_hat(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The transform on a tile's grid of a kernel computed on a small grid (origin at pixel (0, 0), negative
     offsets wrapped), in single precision."""
-    centred = fft.fftshift(kernel)
-    rows, columns = centred.shape
-    padded = np.zeros(shape, dtype=np.float32)
-    padded[:rows, :columns] = centred
-    padded = np.roll(padded, (-(rows // 2), -(columns // 2)), axis=(0, 1))
-    return np.asarray(fft.rfft2(padded))
+    rows, columns = kernel.shape
+    return _wrapped_hat(fft.fftshift(kernel).astype(np.float32), shape, (rows // 2, columns // 2))
+
+
+def _wrapped_hat(kernel: np.ndarray, shape: tuple[int, int], centre: tuple[int, int]) -> np.ndarray:
+    """``rfft2`` on a grid of ``shape`` of a small ``kernel`` whose pixel ``centre`` goes to (0, 0), the rest
+    wrapped around the grid's edges (as ``np.roll`` of a zero-padded copy): the kernel's rows transformed alone,
+    then the columns, so the grid's empty rows cost nothing (half of a tile's transform)."""
+    rows, columns = kernel.shape
+    height, width = shape
+    padded_rows = np.zeros((rows, width), dtype=kernel.dtype)
+    padded_rows[:, (np.arange(columns) - centre[1]) % width] = kernel
+    along_rows = fft.rfft(padded_rows, axis=1)
+    grid = np.zeros((height, width // 2 + 1), dtype=along_rows.dtype)
+    grid[(np.arange(rows) - centre[0]) % height] = along_rows
+    return np.asarray(fft.fft(grid, axis=0, overwrite_x=True))
 
 
 @dataclass(frozen=True)

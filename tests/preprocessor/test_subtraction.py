@@ -198,13 +198,13 @@ def test_a_kernel_s_transform_on_a_tile_is_that_of_its_padded_rolled_copy(size, 
     tile and rolled so that its centre is at pixel (0, 0) (odd and even sizes, a kernel as large as the grid)."""
     from scipy import fft
 
-    from toros.preprocessor.subtraction import _embedded_hat, _padded_psf_hat
+    from toros.preprocessor.subtraction import _embedded_hat, padded_psf_hat
 
     kernel = np.random.default_rng(size).random((size, size))
     padded = np.zeros(shape)
     padded[:size, :size] = kernel
     expected = fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1)))
-    np.testing.assert_allclose(_padded_psf_hat(kernel, shape), expected, atol=1e-10)
-    np.testing.assert_allclose(_padded_psf_hat(kernel, shape, np.float32), expected, atol=1e-4 * size)
-    assert _padded_psf_hat(kernel, shape, np.float32).dtype == np.complex64
+    np.testing.assert_allclose(padded_psf_hat(kernel, shape), expected, atol=1e-10)
+    np.testing.assert_allclose(padded_psf_hat(kernel, shape, np.float32), expected, atol=1e-4 * size)
+    assert padded_psf_hat(kernel, shape, np.float32).dtype == np.complex64
     np.testing.assert_allclose(_embedded_hat(fft.ifftshift(kernel), shape), expected, atol=1e-4 * size)

@@ -417,7 +417,7 @@ def _fwhm_from_transient(
     widths = []
     for trial in trials:
         candidate = psf_of(Moffat(trial, trial, 0.0, guessed.beta), size)
-        profile = fft.fftshift(fft.irfft2(factor * _centred_hat(candidate.stamp, small), s=small))
+        profile = fft.fftshift(fft.irfft2(factor * subtraction.padded_psf_hat(candidate.stamp, small), s=small))
         shown = fit_moffat(profile, small[1] // 2, small[0] // 2, trial, 1e-6, gain=math.inf)
         widths.append(shown.moffat.fwhm if shown is not None else np.nan)
     widths_array = np.array(widths)
@@ -427,13 +427,6 @@ def _fwhm_from_transient(
     if not widths_array[good][0] <= observed.moffat.fwhm <= widths_array[good][-1]:
         return None
     return float(np.interp(observed.moffat.fwhm, widths_array[good], trials[good]))
-
-
-def _centred_hat(stamp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    padded = np.zeros(shape)
-    size = stamp.shape[0]
-    padded[:size, :size] = stamp
-    return np.asarray(fft.rfft2(np.roll(padded, (-(size // 2), -(size // 2)), axis=(0, 1))))
 
 
 def _measure(

@@ -61,7 +61,7 @@ class Tile:
     def flux_correction(self, science_psf: np.ndarray) -> float:
         """How much the tile's flux of a source whose science PSF is ``science_psf`` (a centred stamp holding
         the fraction of its light in each pixel) must be multiplied by: the tile's unit over that source's."""
-        response = float(fft.irfft2(self.response * _padded_psf_hat(science_psf, self.small), s=self.small)[0, 0])
+        response = float(fft.irfft2(self.response * padded_psf_hat(science_psf, self.small), s=self.small)[0, 0])
         return self.unit / response if response > 0 else 1.0
 
 
@@ -107,7 +107,7 @@ class Difference:
         return float(np.sum(np.nan_to_num(values) * weights)) / tile.unit
 
 
-def _padded_psf_hat(psf: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64) -> np.ndarray:
+def padded_psf_hat(psf: np.ndarray, shape: tuple[int, int], dtype: type[np.floating] = np.float64) -> np.ndarray:
     """The PSF's transform on a tile's grid, its centre moved to pixel (0, 0), in ``dtype``'s precision
     (single precision halves a tile's transform, and its rounding, a ten-millionth of the peak, lies far below
     any frequency that carries a signal)."""
@@ -208,13 +208,11 @@ class Kernels:
         # small grid (they are a few PSFs wide): two transforms of the tile's size instead of six.
         side = fft.next_fast_len(4 * max(psf_n.shape[0], psf_r.shape[0]))
         small = shape if side >= min(shape) else (side, side)  # a cut-out is its own small grid
-        little = _Factors.of(
-            _padded_psf_hat(psf_n, small), _padded_psf_hat(psf_r, small), f_n, f_r, new.sigma, ref.sigma
-        )
+        little = _Factors.of(padded_psf_hat(psf_n, small), padded_psf_hat(psf_r, small), f_n, f_r, new.sigma, ref.sigma)
         p_d = fft.irfft2(np.conj(little.score_factor) / little.f_d, s=small)
         k_n, k_r = fft.irfft2(little.k_n_hat, s=small), fft.irfft2(little.k_r_hat, s=small)
         big = _Factors.of(
-            _padded_psf_hat(psf_n, shape, np.float32), _padded_psf_hat(psf_r, shape, np.float32), f_n, f_r,
+            padded_psf_hat(psf_n, shape, np.float32), padded_psf_hat(psf_r, shape, np.float32), f_n, f_r,
             new.sigma, ref.sigma,
         )  # fmt: skip
         ref_factor, k_r_hat = big.ref_factor, big.k_r_hat

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 import signal
 import socket
@@ -38,9 +39,8 @@ from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
-from toros.alert.module import targets_for
+from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.notices import parse_notice
-from toros.alert.outputs import Candidate
 from toros.alert.ranking import rank
 from toros.alert.skymap import read_skymap
 from toros.config import load_config
@@ -67,10 +67,30 @@ ROUTINE_EXPOSURE_S = 180.0  # the references: deeper than the alert's 60 s frame
 KILONOVA_OFFSET_ARCSEC = (3.0, 2.0)  # east, north of the host's centre
 
 
+PORTS_BELOW = 32768  # Linux's default first ephemeral port
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, for a daemon started a few seconds later: drawn below the kernel's ephemeral
+    range where it can be, so that the servers other processes bind to port 0 meanwhile, and their outgoing
+    connections, never take it (a port from bind(0) is free only until the kernel hands it out again)."""
+    low = _first_ephemeral_port()
+    for _ in range(200):
+        port = random.randint(max(1024, low - 12000), low - 1) if low > 2048 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free loopback port")
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return PORTS_BELOW
 
 
 @dataclass
@@ -92,7 +112,7 @@ class Scenario:
     """Tonight's story, set up before the daemons start: the galaxies the alert will rank (monitored before
     it), the notice with its times moved to tonight, and the kilonova beside the first galaxy."""
 
-    targets: list[Candidate]
+    targets: list[Pointing]
     alert: Path
     kilonova: dict[str, Any]  # as the telescope's sky.transients takes it
 
@@ -172,7 +192,7 @@ def write_config(
     return path
 
 
-def write_reference_stars(folder: Path, targets: list[Candidate], radius_deg: float) -> int:
+def write_reference_stars(folder: Path, targets: list[Pointing], radius_deg: float) -> int:
     """The site's reference catalog for tonight's fields: the simulated sky's stars around each target (a real
     site keeps a Gaia or Pan-STARRS extract)."""
     centres = [(t.ra_deg, t.dec_deg) for t in targets]
@@ -198,10 +218,9 @@ def plan_scenario(config: Path) -> Scenario:
         credible_level=settings.credible_level,
         luminosity_weighting=settings.luminosity_weighting,
     )
-    targets = targets_for(
-        settings, GalaxyIndex.open(settings.catalog), ranked, settings.observatories[0], EVENT_TIME + 2 * NOTICE_DELAY
-    )
-    host = targets[0]
+    pool = Galaxies.of(GalaxyIndex.open(settings.catalog), ranked, pool_size(settings, ranked))
+    targets = plan_first_epoch(pool, settings.observatories, settings, EVENT_TIME + 2 * NOTICE_DELAY)[0].pointings
+    host = targets[0].galaxies[0]
     east, north = KILONOVA_OFFSET_ARCSEC
     kilonova = {
         "kind": "kilonova",
@@ -243,8 +262,11 @@ class Node:
 
     def start(self, module: str) -> None:
         command = [sys.executable, "-m", "toros.cli", "serve", module, "--config", str(self.config)]
-        self.processes[module] = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=self.folder)
+        process = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=self.folder)
+        self.processes[module] = process
         wait_serving(self.ports[module], self.logs)
+        if process.poll() is not None:  # what answered on the port is not this daemon
+            raise RuntimeError(f"{module} exited with {process.returncode} while starting; see {self.logs}")
 
     def kill(self, module: str) -> None:
         """kill -9: no goodbye, as in a power cut or a crash."""
@@ -345,7 +367,7 @@ def wait_until(node: Node, done: Callable[[], bool], deadline: float, say: Calla
     raise RuntimeError(f"the chain did not get there in time; see {node.logs}")
 
 
-def routine_order(targets: list[Candidate]) -> pb.WorkOrder:
+def routine_order(targets: list[Pointing]) -> pb.WorkOrder:
     """Tonight's routine monitoring of the galaxies, as an operator would submit it."""
     exposure = Duration(seconds=int(ROUTINE_EXPOSURE_S))
     return pb.WorkOrder(
@@ -384,7 +406,7 @@ def run_chain(
     stars = write_reference_stars(folder, scenario.targets, frame * pixel_scale / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
     node = Node(config)
     result = ChainResult(ok=False)
-    host = scenario.targets[0]
+    host = scenario.targets[0].galaxies[0]
     say(f"tonight: routine monitoring of {len(scenario.targets)} galaxies, then a merger at {EVENT_TIME:%H:%M} UTC")
     say(f"reference catalog: {stars} synthetic stars around the fields ({REFERENCE_CATALOG})")
     say(f"starting alert, telescope and preprocessor on loopback (config {node.config})")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,10 +17,11 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert import orders
+from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
-from toros.alert.outputs import Candidate, plot_skymap, sky_view, write_sky_view, write_targets
-from toros.alert.ranking import Ranked, observable, rank
+from toros.alert.outputs import plot_skymap, sky_view, target_record, write_sky_view, write_targets
+from toros.alert.ranking import Ranked, rank
 from toros.alert.relay import Relay
 from toros.alert.settings import AlertConfig, Observatory
 from toros.alert.skymap import BadSkymap, SkyMap, download, read_skymap
@@ -39,18 +40,16 @@ from toros.runtime.workers import TaskContext, TaskFailed
 
 log = logging.getLogger(__name__)
 
-# How many of the best candidates are checked for visibility per observatory, per target wanted.
-CANDIDATES_PER_TARGET = 20
 GALAXIES_SHOWN = 50  # the ranked galaxies listed in the sky view, whether chosen for a site or not
 
 
 @dataclass
 class SiteRelay:
-    """One observatory's share of an alert: its targets, the work order that carries them, and how it went."""
+    """One observatory's share of an alert: its pointings, the work order that carries them, and how it went."""
 
     observatory: Observatory
     work_order_id: str
-    targets: list[Candidate] = field(default_factory=list)
+    targets: list[Pointing] = field(default_factory=list)
     accepted: bool = False
     note: str = ""
 
@@ -228,7 +227,10 @@ class AlertModule(Module):
             "; ".join(site.note for site in sites)
         )
         if relayed:
-            targets = {site.observatory.name: [asdict(t) for t in site.targets] for site in sites}
+            targets = {
+                site.observatory.name: [target_record(order, t) for order, t in enumerate(site.targets, start=1)]
+                for site in sites
+            }
             notify(
                 self.settings.notify,
                 f"TOROS: {report.label}",
@@ -270,18 +272,24 @@ class AlertModule(Module):
     def _relay(
         self, alert: Alert, ranked: Ranked, context: TaskContext[pb.ProcessAlert], relay: Relay
     ) -> list[SiteRelay]:
-        """Each observatory's candidates, sent to its telescope."""
+        """The first epoch planned for all observatories together, each site's pointings sent to its telescope."""
+        plans = plan_first_epoch(self._pool(ranked), self.settings.observatories, self.settings, self.clock.now())
         sites = []
-        for observatory in self.settings.observatories:
+        for plan in plans:
             context.check()
-            site = SiteRelay(observatory, f"{alert.alert_id}-{context.id}-{observatory.name}")
-            site.targets = self._targets_for(observatory, ranked)
+            observatory = plan.observatory
+            site = SiteRelay(observatory, f"{alert.alert_id}-{context.id}-{observatory.name}", plan.pointings)
             sites.append(site)
             if not site.targets:
-                site.note = f"{observatory.name}: no candidate observable tonight"
+                site.note = f"{observatory.name}: {plan.note}"
                 continue
             site.accepted, site.note = self._send(alert, site, context, relay)
         return sites
+
+    def _pool(self, ranked: Ranked) -> Galaxies:
+        index = self.index
+        assert index is not None, "ranked, so there is a catalog"
+        return Galaxies.of(index, ranked, pool_size(self.settings, ranked))
 
     def _keep_products(
         self,
@@ -313,7 +321,7 @@ class AlertModule(Module):
                     "work_order_id": site.work_order_id,
                     "accepted": site.accepted,
                     "note": site.note,
-                    "targets": [asdict(t) for t in site.targets],
+                    "targets": [target_record(order, t) for order, t in enumerate(site.targets, start=1)],
                 }
                 for site in sites
             ],
@@ -367,11 +375,6 @@ class AlertModule(Module):
             data = download(alert.skymap.url, settings, wait=context.sleep_real)
         return read_skymap(data, self.settings.skymap.max_bytes)
 
-    def _targets_for(self, observatory: Observatory, ranked: Ranked) -> list[Candidate]:
-        index = self.index
-        assert index is not None, "ranked, so there is a catalog"
-        return targets_for(self.settings, index, ranked, observatory, self.clock.now())
-
     def _send(
         self, alert: Alert, site: SiteRelay, context: TaskContext[pb.ProcessAlert], relay: Relay
     ) -> tuple[bool, str]:
@@ -391,8 +394,8 @@ class AlertModule(Module):
                         name=t.name,
                         ra_deg=t.ra_deg,
                         dec_deg=t.dec_deg,
-                        score=t.score,
-                        distance_mpc=t.distance_mpc or 0.0,
+                        score=t.probability,
+                        distance_mpc=t.galaxies[0].distance_mpc or 0.0,
                         exposure_count=exposure.exposure_count,
                         filter=exposure.filter,
                         exposure_time=Duration(
@@ -411,7 +414,8 @@ class AlertModule(Module):
         sent = json.loads(self.journal.get_value(key) or "[]")
         if [observatory.telescope, order.id] not in sent:
             self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
-        return True, f"{observatory.name}: {len(targets)} targets accepted"
+        galaxies = sum(len(t.galaxies) for t in targets)
+        return True, f"{observatory.name}: {len(targets)} targets accepted ({galaxies} galaxies)"
 
     def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
         sent = json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]")
@@ -430,37 +434,6 @@ class AlertModule(Module):
         if finished:
             text += f", {len(finished)} already finished ({', '.join(finished)})"
         return text + (f" (not cancelled: {', '.join(problems)})" if problems else "")
-
-
-def targets_for(
-    settings: AlertConfig, index: GalaxyIndex, ranked: Ranked, observatory: Observatory, when: datetime
-) -> list[Candidate]:
-    """The best-ranked galaxies an observatory can observe at ``when``: what the alert robot relays to it."""
-    wanted = settings.targets_per_observatory
-    rows = np.asarray(ranked.rows[: wanted * CANDIDATES_PER_TARGET])
-    if len(rows) == 0:
-        return []
-    ra, dec = np.asarray(index.ra[rows]), np.asarray(index.dec[rows])
-    visible = observable(
-        ra,
-        dec,
-        observatory,
-        when,
-        min_altitude_deg=settings.min_altitude_deg,
-        sun_altitude_deg=settings.twilight_sun_altitude_deg,
-    )
-    chosen = np.flatnonzero(visible)[:wanted]
-    return [
-        Candidate(
-            rank=rank_number + 1,
-            name=index.name[rows[i]].decode(errors="replace"),
-            ra_deg=float(ra[i]),
-            dec_deg=float(dec[i]),
-            distance_mpc=float(index.dist[rows[i]]) if np.isfinite(index.dist[rows[i]]) else None,
-            score=float(ranked.score[i]),
-        )
-        for rank_number, i in enumerate(chosen)
-    ]
 
 
 def as_drill(alert: Alert, work_order_id: str) -> Alert:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import matplotlib
@@ -17,36 +18,42 @@ import numpy as np  # noqa: E402
 from astropy_healpix import healpix_to_lonlat, level_to_nside, lonlat_to_healpix  # noqa: E402
 from contourpy import contour_generator  # noqa: E402
 
+from toros.alert.coordination import Pointing  # noqa: E402
 from toros.alert.skymap import SkyMap  # noqa: E402
 from toros.runtime.files import atomic_write, path_inside  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """A host-galaxy candidate chosen for one observatory: its rank there, where it is, and its score."""
-
-    rank: int
-    name: str
-    ra_deg: float
-    dec_deg: float
-    distance_mpc: float | None
-    score: float
+FIELDS = ("order", "name", "ra_deg", "dec_deg", "start", "duration_s", "probability", "galaxies")
 
 
-FIELDS = tuple(f.name for f in fields(Candidate))
+def target_record(order: int, pointing: Pointing) -> dict[str, Any]:
+    """A pointing as people and the console read it: where, when, the galaxies it was chosen for."""
+    best = pointing.galaxies[0]
+    return {
+        "order": order,
+        "name": pointing.name,
+        "ra_deg": round(pointing.ra_deg, 6),
+        "dec_deg": round(pointing.dec_deg, 6),
+        "start": pointing.start.isoformat().replace("+00:00", "Z"),
+        "duration_s": pointing.duration_s,
+        "probability": pointing.probability,
+        "distance_mpc": best.distance_mpc,
+        "galaxies": [asdict(g) for g in pointing.galaxies],
+    }
 
 
-def write_targets(folder: Path, observatory: str, targets: list[Candidate]) -> list[Path]:
+def write_targets(folder: Path, observatory: str, pointings: list[Pointing]) -> list[Path]:
+    """A site's pointings as CSV (the galaxies' names joined) and JSON (the galaxies in full)."""
+    records = [target_record(order, p) for order, p in enumerate(pointings, start=1)]
     csv_path = path_inside(folder, f"targets-{observatory}.csv")
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=FIELDS)
+    writer = csv.DictWriter(text, fieldnames=FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(asdict(t) for t in targets)
+    writer.writerows(r | {"galaxies": "; ".join(g["name"] for g in r["galaxies"])} for r in records)
     with atomic_write(csv_path, "w") as stream:
         stream.write(text.getvalue())
     json_path = path_inside(folder, f"targets-{observatory}.json")
     with atomic_write(json_path, "w") as stream:
-        json.dump([asdict(t) for t in targets], stream, indent=1)
+        json.dump(records, stream, indent=1)
     return [csv_path, json_path]
 
 
@@ -120,7 +127,7 @@ def write_sky_view(path: Path, view: dict[str, object]) -> Path:
 
 
 def plot_skymap(
-    path: Path, skymap: SkyMap, credible: np.ndarray, title: str, targets: dict[str, list[Candidate]]
+    path: Path, skymap: SkyMap, credible: np.ndarray, title: str, targets: dict[str, list[Pointing]]
 ) -> Path:
     """The credible region (colour: probability density) and each site's targets: the whole sky (Mollweide,
     RA increasing to the left), and a zoom on the region with the targets numbered by rank."""

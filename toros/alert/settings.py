@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from toros.floor.notifications import Notifications
 from toros.floor.site import Site
@@ -13,6 +13,23 @@ from toros.runtime.config import ConfigPath, Section, ServerConfig, is_loopback
 
 class Observatory(Site):
     telescope: str = Field(description="host:port of the observatory's telescope daemon")
+    field_of_view_deg: float | tuple[float, float] | None = Field(
+        default=None,
+        description="the camera's field: a circle's diameter, or [width, height] aligned with RA and Dec; "
+        "None: one galaxy per pointing, and no sky-map coverage for this site",
+    )
+    filters: tuple[str, ...] = Field(default=(), description="the filter names its wheel holds; empty: any")
+    overhead_s: float = Field(
+        default=60.0, ge=0, le=3600, description="per pointing: slew, settle and the readouts of its frames"
+    )
+
+    @field_validator("field_of_view_deg")
+    @classmethod
+    def _field_of_view(cls, value: float | tuple[float, float] | None) -> float | tuple[float, float] | None:
+        sizes = value if isinstance(value, tuple) else () if value is None else (value,)
+        if not all(0 < size <= 20 for size in sizes):
+            raise ValueError("each size must be more than 0 and at most 20 degrees")
+        return value
 
 
 class ExposurePlan(Section):
@@ -103,6 +120,7 @@ class AlertConfig(ServerConfig):
     luminosity_weighting: bool = False
     min_altitude_deg: float = Field(default=30.0, ge=0, lt=90)
     twilight_sun_altitude_deg: float = Field(default=-12.0, ge=-18, le=0)
+    min_moon_separation_deg: float = Field(default=20.0, ge=0, le=180)
     far_threshold_hz: float | None = Field(default=None, gt=0)
     significant_only: bool = False
     exposure: ExposurePlan = ExposurePlan()

@@ -48,7 +48,7 @@ def sun_altitudes(site: Site, times: Time) -> np.ndarray:
     if times.isscalar or len(times) < 3:
         frame = AltAz(obstime=times, location=location_of(site))
         return np.asarray(get_sun(times).transform_to(frame).alt.to_value(u.deg))
-    return _ApparentSky(site, times).sun_altitude()
+    return ApparentSky(site, times).sun_altitude
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class SkyGrid:
     moon_altitude: np.ndarray  # T
 
 
-class _ApparentSky:
+class ApparentSky:
     """The sky of a site over a time grid, in the apparent (TETE) frame of date.
 
     Targets are reduced to apparent place once; the Sun and the topocentric Moon are computed every 15
@@ -130,17 +130,6 @@ class _ApparentSky:
         t = (self.times - self.coarse[0]).to_value(u.s)
         return np.stack([np.interp(t, x, row) for row in np.atleast_2d(values)])
 
-    def altitude_azimuth(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Apparent RA/Dec (radians, column vectors or rows over the grid) -> altitude, azimuth in degrees."""
-        lat = self.latitude
-        hour_angle = self.last - ra
-        sin_alt = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
-        azimuth = np.arctan2(
-            -np.cos(dec) * np.sin(hour_angle),
-            np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(hour_angle),
-        )
-        return np.rad2deg(np.arcsin(np.clip(sin_alt, -1.0, 1.0))), np.rad2deg(azimuth) % 360.0
-
     def apparent(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ICRS positions -> apparent RA, Dec (radians) at the middle of the grid."""
         middle = self.times[len(self.times) // 2]
@@ -150,17 +139,46 @@ class _ApparentSky:
         place = targets.transform_to(TETE(obstime=middle))
         return place.ra.to_value(u.rad), place.dec.to_value(u.rad)
 
+    @functools.cached_property
     def sun_altitude(self) -> np.ndarray:
+        """The Sun's altitude at each grid time (degrees)."""
         sun = get_sun(self.coarse).transform_to(self.frame)
         ra = self._interpolate(np.unwrap(sun.ra.to_value(u.rad)))
         dec = self._interpolate(sun.dec.to_value(u.rad))
-        return np.asarray(self.altitude_azimuth(ra, dec)[0][0])
+        return np.asarray(_altitude_azimuth(self.latitude, self.last, ra, dec)[0][0])
 
+    @functools.cached_property
     def moon_directions(self) -> np.ndarray:
         """Unit vectors (3 × T) towards the Moon as seen from the site."""
         moon = get_body("moon", self.coarse, location=self.location).transform_to(self.frame)
         vectors = self._interpolate(_unit(moon.ra.to_value(u.rad), moon.dec.to_value(u.rad)))
         return np.asarray(vectors / np.linalg.norm(vectors, axis=0))
+
+    def grid(self, ra_deg: np.ndarray, dec_deg: np.ndarray, columns: slice = slice(None)) -> SkyGrid:
+        """Where each target stands at the grid times ``columns``; the Sun and the Moon are computed once per
+        sky, however many target lists ask."""
+        ra, dec = self.apparent(ra_deg, dec_deg)
+        last = self.last[:, columns]
+        altitude, azimuth = _altitude_azimuth(self.latitude, last, ra[:, None], dec[:, None])
+        moon = self.moon_directions[:, columns]
+        moon_separation = np.rad2deg(np.arccos(np.clip(_unit(ra, dec).T @ moon, -1.0, 1.0)))
+        moon_ra, moon_dec = np.arctan2(moon[1], moon[0])[None, :], np.arcsin(np.clip(moon[2], -1.0, 1.0))[None, :]
+        moon_altitude = _altitude_azimuth(self.latitude, last, moon_ra, moon_dec)[0][0]
+        times = self.times[columns]
+        return SkyGrid(times, altitude, azimuth, moon_separation, self.sun_altitude[columns], moon_altitude)
+
+
+def _altitude_azimuth(
+    latitude: float, last: np.ndarray, ra: np.ndarray, dec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apparent RA/Dec (radians) at local apparent sidereal times ``last`` -> altitude, azimuth in degrees."""
+    hour_angle = last - ra
+    sin_alt = np.sin(latitude) * np.sin(dec) + np.cos(latitude) * np.cos(dec) * np.cos(hour_angle)
+    azimuth = np.arctan2(
+        -np.cos(dec) * np.sin(hour_angle),
+        np.sin(dec) * np.cos(latitude) - np.cos(dec) * np.sin(latitude) * np.cos(hour_angle),
+    )
+    return np.rad2deg(np.arcsin(np.clip(sin_alt, -1.0, 1.0))), np.rad2deg(azimuth) % 360.0
 
 
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -169,14 +187,14 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 def sky_grid(site: Site, ra_deg: np.ndarray, dec_deg: np.ndarray, times: Time) -> SkyGrid:
     """Where each target stands at each time, for the constraints of a night plan."""
-    sky = _ApparentSky(site, times)
-    ra, dec = sky.apparent(ra_deg, dec_deg)
-    altitude, azimuth = sky.altitude_azimuth(ra[:, None], dec[:, None])
-    moon = sky.moon_directions()
-    moon_separation = np.rad2deg(np.arccos(np.clip(_unit(ra, dec).T @ moon, -1.0, 1.0)))
-    moon_ra, moon_dec = np.arctan2(moon[1], moon[0])[None, :], np.arcsin(np.clip(moon[2], -1.0, 1.0))[None, :]
-    moon_altitude = sky.altitude_azimuth(moon_ra, moon_dec)[0][0]
-    return SkyGrid(times, altitude, azimuth, moon_separation, sky.sun_altitude(), moon_altitude)
+    return ApparentSky(site, times).grid(ra_deg, dec_deg)
+
+
+@functools.lru_cache(maxsize=16)
+def sky_of_night(site: Site, noon: datetime, step_s: float, hours: float = 48.0) -> ApparentSky:
+    """A site's sky on a grid of ``step_s`` from a local noon over ``hours``, kept: every alert of a night
+    plans on the same grid, and pays for the Sun and the Moon once."""
+    return ApparentSky(site, Time(noon) + np.arange(int(hours * 3600 / step_s) + 1) * step_s * u.s)
 
 
 def altaz_exact(site: Site, ra_deg: float, dec_deg: float, when: datetime) -> tuple[float, float]:

@@ -92,7 +92,9 @@ function banner(view, event) {
 }
 function galaxies(view) {
   const chosen = new Map();
-  for (const site of view.sites || []) for (const t of site.targets) chosen.set(t.name, [site.name, t]);
+  for (const site of view.sites || []) for (const t of site.targets) {
+    for (const g of t.galaxies || [t]) chosen.set(g.name, [site.name, t]);  // a field holds several galaxies
+  }
   const table = document.createElement("table"); table.className = "galaxies";
   table.innerHTML = "<thead><tr><th>rank</th><th>galaxy</th><th>RA</th><th>Dec</th><th>Mpc</th><th>score</th>" +
                     "<th>target of</th><th>state</th></tr></thead>";

@@ -1,0 +1,213 @@
+"""Campaign benchmark (issue 27): an alert's first night planned for two sites together, against each site
+working alone from its own ranked list, on the same events, galaxies and nights.
+
+Sky maps: the two shared samples (MS181101ab, 31 deg²; M323277, 1,176 deg²) and generated maps of 100-1500
+deg² (elongated Gaussians with distance layers, centred where the night sky is at the event's date). Galaxies:
+a synthetic all-sky catalog, uniform in volume to 400 Mpc at 2e-3 Mpc^-3 with half of them in groups of
+0.3 deg (written as CSV and indexed as the daemon indexes a catalog). Sites: Macon and Bosque Alegre, each
+with TOROS's 1.38 deg square field (an assumption for Bosque Alegre), 3 × 60 s per pointing plus 60 s
+overhead, the alert module's default constraints.
+
+Plans compared for each event, each over the whole first night:
+* alone: each site plans from its own ranked list, one galaxy per pointing (what was relayed before
+  coordination), unaware of the other site;
+* alone + fields: each site alone, but taking the galaxies that share its field in one pointing;
+* together: ``plan_first_epoch`` for both sites (fields, no galaxy at two sites).
+Figures: 3-D probability covered (the ranked galaxies' share inside the observed fields), 2-D probability
+covered (the sky map inside them), galaxies targeted at both sites, and the planning time.
+
+Usage: .venv/bin/python benchmarks/campaign.py [--generated 8] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from astropy_healpix import HEALPix
+
+from toros.alert.coordination import Galaxies, SitePlan, plan_first_epoch, pool_size
+from toros.alert.coverage import Field, probability_2d, probability_3d
+from toros.alert.footprints import Footprint, tangent_plane
+from toros.alert.ranking import rank
+from toros.alert.settings import AlertConfig, Observatory
+from toros.alert.skymap import SkyMap, read_skymap
+from toros.floor.catalogs import GalaxyIndex
+
+SAMPLES = Path(__file__).resolve().parents[1] / "toros" / "data" / "alerts"
+FIELD = (1.38, 1.38)
+SITES = [
+    {"name": "macon", "latitude": -24.62, "longitude": -67.32, "elevation": 4650},
+    {"name": "eaba", "latitude": -31.598, "longitude": -64.546, "elevation": 1350},
+]
+DENSITY_MPC3 = 2e-3
+MAX_DISTANCE_MPC = 400.0
+GENERATED_NSIDE = 256
+
+
+@dataclass
+class Event:
+    name: str
+    skymap: SkyMap
+    time: datetime
+
+
+def write_catalog(path: Path, rng: np.random.Generator) -> None:
+    """Galaxies uniform in volume, half of them in groups (0.3 deg, 2 Mpc across)."""
+    count = int(DENSITY_MPC3 * 4 / 3 * math.pi * MAX_DISTANCE_MPC**3)
+    field = count // 2
+    ra = rng.uniform(0, 360, field)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, field)))
+    dist = MAX_DISTANCE_MPC * rng.random(field) ** (1 / 3)
+    groups = (count - field) // 8
+    group_ra = rng.uniform(0, 360, groups)
+    group_dec = np.degrees(np.arcsin(rng.uniform(-1, 1, groups)))
+    group_dist = MAX_DISTANCE_MPC * rng.random(groups) ** (1 / 3)
+    members = np.repeat(np.arange(groups), 8)
+    ra = np.concatenate(
+        [ra, (group_ra[members] + rng.normal(0, 0.3, len(members)) / np.cos(np.radians(group_dec[members]))) % 360]
+    )
+    dec = np.concatenate([dec, np.clip(group_dec[members] + rng.normal(0, 0.3, len(members)), -90, 90)])
+    dist = np.concatenate([dist, np.maximum(group_dist[members] + rng.normal(0, 1.0, len(members)), 1.0)])
+    with open(path, "w") as stream:
+        stream.write("name,ra,dec,dist,b\n")
+        for i in range(len(ra)):
+            stream.write(f"G{i},{ra[i]:.6f},{dec[i]:.6f},{dist[i]:.2f},15.0\n")
+
+
+def night_time_for(ra_deg: float, rng: np.random.Generator) -> datetime:
+    """A time in the year when RA ``ra_deg`` is up at night, at a random hour (alerts come at any time)."""
+    day = (80 + (ra_deg - 180.0) * 365.25 / 360.0) % 365.0
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=float(day), hours=float(rng.uniform(0, 24)))
+
+
+def generated_map(area_deg2: float, rng: np.random.Generator) -> tuple[SkyMap, float]:
+    """An elongated Gaussian of ``area_deg2`` (90%) with distance layers; and its centre's RA."""
+    ra0, dec0 = rng.uniform(0, 360), float(np.degrees(np.arcsin(rng.uniform(-0.95, 0.3))))
+    ratio = rng.uniform(1.0, 5.0)
+    minor = math.sqrt(area_deg2 / (-2 * math.log(0.1) * math.pi * ratio))
+    major, angle = ratio * minor, rng.uniform(0, math.pi)
+    grid = HEALPix(nside=GENERATED_NSIDE, order="nested")
+    lon, lat = grid.healpix_to_lonlat(np.arange(grid.npix))
+    x, y = tangent_plane(lon.deg, lat.deg, ra0, dec0)
+    behind = ~np.isfinite(x)  # the far hemisphere holds no probability
+    x, y = np.where(behind, 0.0, x), np.where(behind, 0.0, y)
+    u_ = x * math.cos(angle) + y * math.sin(angle)
+    v_ = -x * math.sin(angle) + y * math.cos(angle)
+    density = np.where(behind, 0.0, np.exp(-0.5 * ((u_ / major) ** 2 + (v_ / minor) ** 2)))
+    density /= density.sum() * grid.pixel_area.to_value("sr")
+    distance = rng.uniform(40, 250)
+    sigma = 0.3 * distance
+    level = int(math.log2(GENERATED_NSIDE))
+    skymap = SkyMap(
+        uniq=4 * 4**level + np.arange(grid.npix),
+        probdensity=density,
+        distmu=np.full(grid.npix, distance),
+        distsigma=np.full(grid.npix, sigma),
+        distnorm=np.full(grid.npix, 1.0 / (distance**2 + sigma**2)),
+    )
+    return skymap, ra0
+
+
+def events(count: int, rng: np.random.Generator) -> list[Event]:
+    found = []
+    for name, ra in (("MS181101ab-bayestar.multiorder.fits", 194.3), ("M323277-bayestar.flat-nested.fits.gz", 161.9)):
+        found.append(Event(name.split("-")[0], read_skymap((SAMPLES / name).read_bytes()), night_time_for(ra, rng)))
+    for area in np.linspace(100, 1500, count):
+        skymap, ra = generated_map(float(area), rng)
+        found.append(Event(f"generated {area:.0f} deg²", skymap, night_time_for(ra, rng)))
+    return found
+
+
+def fields_of(plans: list[SitePlan]) -> list[Field]:
+    footprint = Footprint.of(FIELD)
+    return [(footprint, p.ra_deg, p.dec_deg) for plan in plans for p in plan.pointings]
+
+
+def targeted_twice(plans: list[SitePlan]) -> int:
+    seen: dict[str, set[str]] = {}
+    for plan in plans:
+        for pointing in plan.pointings:
+            for galaxy in pointing.galaxies:
+                seen.setdefault(galaxy.name, set()).add(plan.observatory.name)
+    return sum(len(sites) > 1 for sites in seen.values())
+
+
+def config(fields: bool) -> AlertConfig:
+    return AlertConfig(
+        observatories=[
+            Observatory(**site, telescope="127.0.0.1:1", field_of_view_deg=FIELD if fields else None) for site in SITES
+        ],
+        targets_per_observatory=10000,
+        exposure={"exposure_time_s": 60.0, "exposure_count": 3, "filter": "r"},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generated", type=int, default=8, help="generated maps, 100 to 1500 deg²")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as folder:
+        catalog = Path(folder) / "galaxies.csv"
+        write_catalog(catalog, rng)
+        index = GalaxyIndex.open(catalog)
+        print(f"catalog: {len(index):,} galaxies (uniform in volume to {MAX_DISTANCE_MPC:.0f} Mpc, half in groups)")
+        header = (
+            f"{'event':22} {'90% deg²':>8} {'galaxies':>8} {'pointings':>9} "
+            f"{'3-D alone':>9} {'+fields':>8} {'together':>8} {'ratio':>6} {'2-D alone':>9} {'together':>8} "
+            f"{'twice alone':>11} {'together':>8} {'plan s':>6}"
+        )
+        print(header)
+        ratios, ratios_fields, seconds = [], [], []
+        for event in events(args.generated, rng):
+            ranked = rank(index, event.skymap, credible_level=0.9, luminosity_weighting=False)
+            if not len(ranked):
+                continue
+            total = float(np.sum(ranked.score))
+            ra, dec = np.asarray(index.ra[ranked.rows]), np.asarray(index.dec[ranked.rows])
+            share = ranked.score / total
+            single, with_fields = config(False), config(True)
+            pool = Galaxies.of(index, ranked, pool_size(with_fields, ranked))
+            alone = [plan_first_epoch(pool, [site], single, event.time)[0] for site in single.observatories]
+            alone_fields = [
+                plan_first_epoch(pool, [site], with_fields, event.time)[0] for site in with_fields.observatories
+            ]
+            started = time.perf_counter()
+            together = plan_first_epoch(pool, with_fields.observatories, with_fields, event.time)
+            seconds.append(time.perf_counter() - started)
+            p3 = [probability_3d(ra, dec, share, fields_of(plans)) for plans in (alone, alone_fields, together)]
+            p2 = [probability_2d(event.skymap, fields_of(plans)) for plans in (alone, together)]
+            area = float(event.skymap.pixel_area()[event.skymap.credible_region(0.9)].sum() * (180 / math.pi) ** 2)
+            pointings = sum(len(plan.pointings) for plan in together)
+            ratio = p3[2] / p3[0] if p3[0] > 0 else float("nan")
+            if p3[0] > 0:
+                ratios.append(ratio)
+                ratios_fields.append(p3[2] / p3[1])
+            print(
+                f"{event.name:22} {area:8.0f} {len(ranked):8,} {pointings:9} "
+                f"{p3[0]:9.3f} {p3[1]:8.3f} {p3[2]:8.3f} {ratio:6.2f} {p2[0]:9.3f} {p2[1]:8.3f} "
+                f"{targeted_twice(alone):11} {targeted_twice(together):8} {seconds[-1]:6.2f}",
+                flush=True,
+            )
+        print(
+            f"3-D probability covered, together / alone: median {statistics.median(ratios):.2f}, "
+            f"min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} events "
+            f"(together / alone with fields: median {statistics.median(ratios_fields):.2f}); "
+            f"planning {statistics.median(seconds):.2f} s median, {max(seconds):.2f} s max"
+        )
+        if min(ratios) < 1.0:
+            sys.exit("coordination covered less than the sites alone on some event")
+
+
+if __name__ == "__main__":
+    main()

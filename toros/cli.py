@@ -547,6 +547,32 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_campaign(args: argparse.Namespace) -> int:
+    """An event's campaign as the alert daemon keeps it (the latest updated when no id is given)."""
+    from toros.alert.campaign import CAMPAIGN_FILE, describe
+    from toros.runtime.files import UnusablePath, path_inside
+
+    root = Path(_config(args).storage.root) / "campaigns"
+    if args.alert_id:
+        try:
+            path = path_inside(root, args.alert_id, CAMPAIGN_FILE)
+        except UnusablePath as exc:
+            raise CliError(f"{args.alert_id}: not an event id ({exc})", 2) from None
+        if not path.is_file():
+            raise CliError(f"no campaign for {args.alert_id} under {root}", 1)
+    else:
+        found = sorted(root.glob(f"*/{CAMPAIGN_FILE}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+        if not found:
+            raise CliError(f"no campaign yet under {root}", 1)
+        path = found[-1]
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{path}: cannot read: {exc}", 1) from None
+    print(json.dumps(data, indent=1) if args.json else describe(data) + f"\n({path})")
+    return 0
+
+
 def cmd_references_list(args: argparse.Namespace) -> int:
     """The reference library, one line per reference (current ones marked *)."""
     library = _reference_library(args)
@@ -787,6 +813,13 @@ def parser() -> argparse.ArgumentParser:
         help="write the labelled candidates' detections with the classifier's features (for train_vetting.py --labels)",
     )
     candidates.set_defaults(run=cmd_candidates)
+
+    campaign = commands.add_parser(
+        "campaign", parents=[common], help="an event's campaign: sites, pointings, coverage, candidates, timeline"
+    )
+    campaign.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the superevent id (default: the latest)")
+    campaign.add_argument("--json", action="store_true", help="the whole campaign as JSON")
+    campaign.set_defaults(run=cmd_campaign)
 
     difference = commands.add_parser(
         "difference", help="subtract a reference from a science image (ZOGY) and list what changed; no daemon"

@@ -99,6 +99,7 @@ class ChainResult:
     lines: list[str] = field(default_factory=list)
     exit_codes: dict[str, int] = field(default_factory=dict)
     light_frames: int = 0
+    campaign: dict[str, Any] = field(default_factory=dict)  # the alert daemon's campaign.json at the end
     calibrated: list[str] = field(default_factory=list)
     science_ready: list[str] = field(default_factory=list)  # calibrated frames with a fitted WCS and MAGZP
     kilonova: Kilonova | None = None  # the truth: the simulated sky's kilonova
@@ -152,6 +153,8 @@ def write_config(
                     "longitude": -67.32,
                     "elevation": 4650,
                     "telescope": f"127.0.0.1:{ports['telescope']}",
+                    "preprocessor": f"127.0.0.1:{ports['preprocessor']}",
+                    "field_of_view_deg": [round(frame * pixel_scale / 3600.0, 4)] * 2,
                 }
             ],
         },
@@ -446,6 +449,11 @@ def run_chain(
         for line in listing.stdout.strip().splitlines():
             say(f"  {line}")
         result.reports = [line.split(" ", 2)[1] for line in listing.stdout.splitlines() if line.startswith("report ")]
+        wait_until(node, lambda: campaign_caught_up(folder, result.light_frames - len(scenario.targets)), deadline, say)
+        campaign = node.cli("campaign", ALERT_ID)
+        for line in campaign.stdout.strip().splitlines():
+            say(f"  {line}")
+        result.campaign = json.loads((folder / "data" / "campaigns" / ALERT_ID / "campaign.json").read_text())
     except (RuntimeError, grpc.RpcError) as exc:
         say(f"demo failed: {exc}")
     finally:
@@ -463,6 +471,15 @@ def run_chain(
         f'the kilonova was placed {math.hypot(*KILONOVA_OFFSET_ARCSEC):.1f}" from {host.name} ({host.distance_mpc or 40:.0f} Mpc)'
     )
     return result
+
+
+def campaign_caught_up(folder: Path, frames: int) -> bool:
+    """Whether the alert daemon's campaign holds the alert's ``frames``, each with its measured depth."""
+    path = folder / "data" / "campaigns" / ALERT_ID / "campaign.json"
+    if not path.exists():
+        return False
+    depths = [d for p in json.loads(path.read_text())["pointings"] for d in p["frames"].values()]
+    return len(depths) >= frames and None not in depths
 
 
 def candidate_events(node: Node, rate: float) -> tuple[list[pb.TransientCandidate], list[float]]:

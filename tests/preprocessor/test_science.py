@@ -16,10 +16,10 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from toros.daemons import build_daemon
+from toros.floor.kilonova import AT2017GFO_MAGS
 from toros.preprocessor.science import BadReferenceCatalog, ReferenceCatalog, ScienceFailed, ScienceStep
 from toros.preprocessor.settings import ScienceConfig
 from toros.simulation.sky import (
-    AT2017GFO_MAGS,
     Asteroid,
     Conditions,
     Galaxy,

@@ -6,6 +6,7 @@ daemons as separate processes."""
 from __future__ import annotations
 
 import math
+import statistics
 from datetime import UTC
 from pathlib import Path
 
@@ -90,6 +91,32 @@ def test_alert_to_calibrated_images(tmp_path):
         assert candidate.alert_id == "MS181101ab" and candidate.host and candidate.host_offset_kpc > 0
         assert Path(candidate.triplet_path).exists()
     assert [c.detections for c in result.candidates] == list(range(1, len(result.candidates) + 1)), "its history"
+    # The campaign, as the alert daemon kept it from the telescope's and the preprocessor's events.
+    campaign = result.campaign
+    assert (
+        campaign["event"] == "MS181101ab" and campaign["drill"] and [s["name"] for s in campaign["sites"]] == ["macon"]
+    )
+    observed = [p for p in campaign["pointings"] if p["state"] == "observed"]
+    assert len(observed) == 6 and all(len(p["frames"]) == 2 for p in observed)
+    for pointing in observed:
+        depths = [fits.getheader(path)["LIMMAG"] for path in result.calibrated
+                  if Path(path).stem.removesuffix("_cal") in pointing["frames"]]  # fmt: skip
+        assert pointing["limmag"] == pytest.approx(statistics.median(depths), abs=1e-3)
+    coverage = campaign["coverage"]
+    assert 0 < coverage["probability_2d"] < 1 and 0 < coverage["probability_3d"] <= coverage["probability_3d_observed"]
+    assert 0 < coverage["kilonova_efficiency"] <= coverage["probability_2d"]
+    (found,) = campaign["candidates"]
+    assert found["name"] == result.candidates[0].name and found["rank"] == 1 and found["in_field"]
+    assert found["host"] == result.candidates[0].host and found["host_distance_consistent"] is True
+    assert len(found["detections"]) == len(result.candidates)
+    timeline = campaign["timeline"]
+    assert timeline["merger"].startswith("2026-05-01T23:45")
+    # Each step is stamped by the daemon where it happened; the three simulated clocks started a few real
+    # seconds apart (minutes of clock time at rate 400), so only steps of one daemon are compared here.
+    assert timeline["merger"] < timeline["notice"] < timeline["relayed"], timeline
+    assert timeline["first_shutter_open"] == timeline["first_shutter_open_by_site"]["macon"]
+    assert timeline["first_frame_searched"] <= timeline["first_candidate"], timeline
+    assert any(line.strip().startswith("timeline: merger") for line in lines), "the demo prints the campaign"
     reports = data / "reports" / "MS181101ab"
     assert result.candidates[0].name in (reports / "gcn-circular-draft.txt").read_text()
     assert list((reports / "avro").glob("*.avro")) and (reports / "tns-at-report.json").exists()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert import orders
+from toros.alert.campaign import Campaigns, EventSky
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
@@ -32,6 +35,7 @@ from toros.floor.requesters import ALERT_RELAY, LISTENER
 from toros.generated import toros_pb2 as pb
 from toros.runtime.config import ConfigError
 from toros.runtime.files import StorageUnavailable, atomic_write, path_inside
+from toros.runtime.following import EventFollower
 from toros.runtime.journal import JournalUnavailable
 from toros.runtime.module import Module, Services, Task
 from toros.runtime.states import state_name
@@ -89,6 +93,8 @@ class AlertModule(Module):
         self.settings = settings
         self.index: GalaxyIndex | None = None
         self.listeners: list[KafkaListener | VoeventListener] = []
+        self.followers: list[EventFollower] = []
+        self.campaigns = Campaigns(self.storage_root / "campaigns", settings.observatories)
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -108,6 +114,9 @@ class AlertModule(Module):
             except OSError as exc:
                 raise ConfigError(f"alert.catalog: {self.settings.catalog}: {exc.strerror or exc}") from None
             log.info("catalog %s: %d galaxies", self.settings.catalog, len(self.index))
+        self.followers = self._campaign_followers()
+        for follower in self.followers:
+            follower.start()
         if self.settings.kafka.enabled:
             self.listeners.append(KafkaListener(self.settings.kafka, self.receive, report=self.intake_problem))
         if self.settings.voevent.enabled:
@@ -118,6 +127,39 @@ class AlertModule(Module):
     def stop(self) -> None:
         for listener in self.listeners:
             listener.stop()
+        for follower in self.followers:
+            follower.stop()
+
+    def _site_event(
+        self, handle: Callable[[str, pb.Event, datetime], None], site: str, _: object, event: pb.Event
+    ) -> None:
+        handle(site, event, self.clock.now())
+
+    def _campaign_followers(self) -> list[EventFollower]:
+        """Each site's telescope (frames, ended work orders) and preprocessor (depth, candidates), followed for
+        the campaigns."""
+        followers = []
+        for site in self.settings.observatories:
+            roles = [
+                ("telescope", site.telescope, [pb.EVENT_KIND_IMAGE_READY, pb.EVENT_KIND_WORK_ORDER_UPDATE],
+                 self.campaigns.telescope_event),
+            ]  # fmt: skip
+            if site.preprocessor:
+                kinds = [pb.EVENT_KIND_CALIBRATION_PROGRESS, pb.EVENT_KIND_TRANSIENT_CANDIDATE]
+                roles.append(("preprocessor", site.preprocessor, kinds, self.campaigns.preprocessor_event))
+            for role, address, events, handle in roles:
+                followers.append(
+                    EventFollower(
+                        f"{site.name} {role}",
+                        address,
+                        events,
+                        functools.partial(self._site_event, handle, site.name),
+                        self.services,
+                        journal_keys.campaign_position(site.name, role),
+                        retry_on=(OSError,),
+                    )
+                )
+        return followers
 
     def receive(self, payload: bytes, key: str) -> None:
         """A notice from a listener: kept raw, then journaled as a process_alert work order with id ``key``.
@@ -206,11 +248,13 @@ class AlertModule(Module):
         relay = Relay(self.services.connect, self.settings.relay_retry_s, context.sleep_real)
         if alert.retraction:
             self.journal.set_value(journal_keys.event_retracted(alert.alert_id), context.id)
-            return report.done(self._retract(alert, relay, report.label))
+            message = self._retract(alert, relay, report.label)
+            self.campaigns.retracted(alert.alert_id, self.clock.now())
+            return report.done(message)
         if (reason := self._held(alert)) is not None:
             return report.done(f"{report.label}: {reason}; not relayed")
         try:
-            skymap = self._skymap(alert, context)
+            skymap, skymap_bytes = self._skymap(alert, context)
         except BadSkymap as exc:
             return report.failed(f"{report.label}: sky map unavailable: {exc}; nothing relayed")
         if self.index is None:
@@ -223,6 +267,7 @@ class AlertModule(Module):
         )
         sites = self._relay(alert, ranked, context, relay)
         relayed = sum(len(site.targets) for site in sites if site.accepted)
+        self._campaign(alert, skymap, skymap_bytes, ranked, sites)
         summary = f"{report.label}: {len(ranked)} galaxies in the credible region of {alert.skymap_source}; " + (
             "; ".join(site.note for site in sites)
         )
@@ -285,6 +330,35 @@ class AlertModule(Module):
                 continue
             site.accepted, site.note = self._send(alert, site, context, relay)
         return sites
+
+    def _campaign(
+        self, alert: Alert, skymap: SkyMap, skymap_bytes: bytes | bytearray, ranked: Ranked, sites: list[SiteRelay]
+    ) -> None:
+        """The event's campaign takes the notice's map, ranking and pointings."""
+        index = self.index
+        assert index is not None, "ranked, so there is a catalog"
+        rows = np.asarray(ranked.rows)
+        sky = EventSky(
+            skymap,
+            np.array([n.decode(errors="replace").strip() for n in index.name[rows]], dtype=str),
+            np.asarray(index.ra[rows], dtype=float),
+            np.asarray(index.dec[rows], dtype=float),
+            np.asarray(index.dist[rows], dtype=float),
+            np.asarray(ranked.score, dtype=float) / (float(np.sum(ranked.score)) or 1.0),
+        )
+        exposure = self.settings.exposure
+        self.campaigns.relayed(
+            alert.alert_id,
+            drill=alert.is_test,
+            merger=alert.event_time,
+            notice=alert.created,
+            now=self.clock.now(),
+            sky=sky,
+            skymap_bytes=skymap_bytes,
+            sites=[(s.observatory, s.work_order_id, s.targets, s.accepted, s.note) for s in sites],
+            filter=exposure.filter,
+            exposure_s=exposure.exposure_time_s,
+        )
 
     def _pool(self, ranked: Ranked) -> Galaxies:
         index = self.index
@@ -365,7 +439,8 @@ class AlertModule(Module):
             for number, row in enumerate(rows)
         ]
 
-    def _skymap(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> SkyMap:
+    def _skymap(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> tuple[SkyMap, bytes | bytearray]:
+        """The notice's sky map, read, and its bytes (the campaign keeps them)."""
         if alert.skymap is None:
             raise BadSkymap("the notice names no sky map")
         data: bytes | bytearray = alert.skymap.data
@@ -373,7 +448,7 @@ class AlertModule(Module):
             settings = self.settings.skymap
             context.progress(10, f"downloading {alert.skymap.url}")
             data = download(alert.skymap.url, settings, wait=context.sleep_real)
-        return read_skymap(data, self.settings.skymap.max_bytes)
+        return read_skymap(data, self.settings.skymap.max_bytes), data
 
     def _send(
         self, alert: Alert, site: SiteRelay, context: TaskContext[pb.ProcessAlert], relay: Relay

@@ -19,6 +19,13 @@ class Observatory(Site):
         "None: one galaxy per pointing, and no sky-map coverage for this site",
     )
     filters: tuple[str, ...] = Field(default=(), description="the filter names its wheel holds; empty: any")
+    treasuremap_instrument_id: int | None = Field(
+        default=None, ge=0, description="the instrument's id on the GW Treasure Map, for its pointing reports"
+    )
+    preprocessor: str | None = Field(
+        default=None,
+        description="host:port of the site's preprocessor daemon: its frames' depth and candidates join the campaign",
+    )
     overhead_s: float = Field(
         default=60.0, ge=0, le=3600, description="per pointing: slew, settle and the readouts of its frames"
     )

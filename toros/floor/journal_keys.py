@@ -68,3 +68,8 @@ def follow_pending(telescope: str) -> str:
 def waiting_for_masters() -> str:
     """Raw science frames waiting for masters of their setup, as {setup: [paths]}."""
     return "preprocessor:waiting-for-masters"
+
+
+def campaign_position(site: str, daemon: str) -> str:
+    """The last event of a site's daemon (telescope or preprocessor) the campaigns were updated from."""
+    return f"campaign:{site}:{daemon}:after"

@@ -12,11 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from pathlib import Path
-from typing import Any
-
-import grpc
 
 from toros.floor import journal_keys
 from toros.floor.requesters import FOLLOWER
@@ -30,12 +26,12 @@ from toros.runtime.files import (
     path_inside,
     sha256_of,
 )
+from toros.runtime.following import EventFollower
 from toros.runtime.module import Services
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_TYPES = {pb.IMAGE_TYPE_BIAS, pb.IMAGE_TYPE_DARK, pb.IMAGE_TYPE_FLAT}
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class FetchFailed(Exception):
@@ -49,55 +45,26 @@ class TelescopeFollower:
         self.journal = services.journal
         self.storage_root = storage_root
         self.requester = f"{FOLLOWER}{telescope.name}"
-        self._after_key = journal_keys.follow_position(telescope.name)
         self._pending_key = journal_keys.follow_pending(telescope.name)
-        self._stop = threading.Event()
-        self._stream: Any = None  # the Watch call, cancelled to stop
-        self._thread = threading.Thread(target=self._run, name=f"follow-{telescope.name}", daemon=True)
+        self.events = EventFollower(
+            telescope.name,
+            telescope.address,
+            [pb.EVENT_KIND_IMAGE_READY],
+            self._handle,
+            services,
+            journal_keys.follow_position(telescope.name),
+            retry_on=(FetchFailed, OSError, ValueError),
+        )
 
     def start(self) -> None:
-        self._thread.start()
+        self.events.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._stream is not None:
-            self._stream.cancel()
-        self._thread.join(timeout=10)
+        self.events.stop()
 
     @property
     def position(self) -> int:
-        return int(self.journal.get_value(self._after_key) or 0)
-
-    def _run(self) -> None:
-        backoff = 1.0
-        while not self._stop.is_set():
-            channel = self.services.connect(self.telescope.address)
-            try:
-                stub = FrontDeskStub(channel)
-                after = self.position
-                stream = stub.Watch(pb.WatchRequest(after_sequence=after, kinds=[pb.EVENT_KIND_IMAGE_READY]))
-                self._stream = stream
-                log.info("following %s at %s from event %d", self.telescope.name, self.telescope.address, after)
-                for event in stream:
-                    self._handle(stub, event)
-                    self.journal.set_value(self._after_key, str(event.sequence))
-                    backoff = 1.0
-            except grpc.RpcError as exc:
-                if self._stop.is_set():
-                    break
-                log.warning(
-                    "stream of %s at %s: %s; retrying in %.0f s",
-                    self.telescope.name,
-                    self.telescope.address,
-                    exc.code().name,
-                    backoff,
-                )
-            except (FetchFailed, OSError, ValueError) as exc:
-                log.error("image from %s not processed yet: %s; retrying in %.0f s", self.telescope.name, exc, backoff)
-            finally:
-                channel.close()
-            self._stop.wait(backoff)
-            backoff = min(2 * backoff, MAX_BACKOFF_SECONDS)
+        return self.events.position
 
     def _handle(self, stub: FrontDeskStub, event: pb.Event) -> None:
         image = event.image_ready

@@ -39,6 +39,7 @@ from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 from astropy_healpix import HEALPix
 
+from toros.floor.kilonova import kilonova_mag
 from toros.floor.sky_geometry import separation_deg
 from toros.runtime.files import atomic_write
 from toros.simulation.psf import Optics, PsfShape, kernel, kernel_half, stamp
@@ -256,21 +257,9 @@ class Transient(ABC):
         """AB magnitude in ``filter`` at ``when``; None while it is not there (before it starts)."""
 
 
-# AT2017gfo (GW170817's kilonova) at 40 Mpc, AB, Galactic-extinction corrected: a smooth approximation of the
-# compiled light curves of Villar et al. 2017 (ApJL 851, L21) and Drout et al. 2017 (Science 358, 1570).
-AT2017GFO_DISTANCE_MPC = 40.0
-AT2017GFO_DAYS = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0])
-AT2017GFO_MAGS = {
-    "g": np.array([17.3, 17.9, 18.6, 19.2, 20.2, 20.9, 21.5, 22.4, 23.5]),
-    "r": np.array([17.5, 17.6, 18.0, 18.4, 19.1, 19.6, 20.1, 20.9, 21.9]),
-    "i": np.array([17.8, 17.7, 17.9, 18.1, 18.6, 19.0, 19.4, 19.9, 20.7]),
-    "z": np.array([18.0, 17.8, 17.9, 18.0, 18.3, 18.6, 18.9, 19.3, 19.9]),
-}
-
-
 @dataclass(frozen=True)
 class Kilonova(Transient):
-    """AT2017gfo's light curves scaled to ``distance_mpc``, from the merger time ``start``."""
+    """AT2017gfo's light curves (``floor.kilonova``) scaled to ``distance_mpc``, from the merger time ``start``."""
 
     ra_deg: float
     dec_deg: float
@@ -281,21 +270,7 @@ class Kilonova(Transient):
         return self.ra_deg, self.dec_deg
 
     def mag(self, filter: str, when: datetime) -> float | None:
-        days = (when - self.start).total_seconds() / 86400.0
-        if days <= 0:
-            return None
-        band = "r" if filter == "clear" else filter
-        curve = AT2017GFO_MAGS[band]
-        log_days = np.log10(AT2017GFO_DAYS)
-        if days <= AT2017GFO_DAYS[0]:
-            at_40 = float(curve[0])  # the early blue emission: held at its first measured brightness
-        elif days >= AT2017GFO_DAYS[-1]:
-            slope = (curve[-1] - curve[-2]) / (AT2017GFO_DAYS[-1] - AT2017GFO_DAYS[-2])
-            at_40 = float(curve[-1] + slope * (days - AT2017GFO_DAYS[-1]))
-        else:
-            at_40 = float(np.interp(math.log10(days), log_days, curve))
-        shift = 5.0 * math.log10(self.distance_mpc / AT2017GFO_DISTANCE_MPC)
-        return at_40 + shift - (0.1 if filter == "clear" else 0.0)
+        return kilonova_mag(filter, (when - self.start).total_seconds() / 86400.0, self.distance_mpc)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,277 @@
+"""An event's campaign, kept from the relay and the sites' events: pointings, depth, coverage, efficiency,
+candidates and the timeline — against independent computations from the sky map."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy_healpix import healpix_to_lonlat, level_to_nside
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from support import MULTIORDER, toros_cli, write_config
+
+from toros.alert.campaign import CAMPAIGN_FILE, Campaigns, EventSky, kilonova_reach_mpc
+from toros.alert.coordination import Candidate, Pointing
+from toros.alert.coverage import inside_any
+from toros.alert.footprints import Footprint
+from toros.alert.settings import Observatory
+from toros.alert.skymap import read_skymap
+from toros.floor.kilonova import kilonova_mag
+from toros.generated import toros_pb2 as pb
+
+MERGER = datetime(2026, 5, 1, 23, 45, tzinfo=UTC)
+FIELD = (1.4, 1.4)
+MACON = Observatory(
+    name="macon", latitude=-24.62, longitude=-67.32, elevation=4650, telescope="127.0.0.1:1", field_of_view_deg=FIELD
+)
+EABA = Observatory(name="eaba", latitude=-31.6, longitude=-64.5, telescope="127.0.0.1:2")  # no field of view
+
+
+def stamp(moment: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
+
+
+def sky() -> tuple[EventSky, bytes]:
+    data = MULTIORDER.read_bytes()
+    skymap = read_skymap(data)
+    rng = np.random.default_rng(8)
+    count = 3000
+    ra, dec = rng.normal(194.3, 2.0, count), rng.normal(-17.9, 2.0, count)
+    distance = rng.uniform(10, 200, count)
+    distance[:40] = np.nan  # some galaxies have no distance
+    share = rng.random(count)
+    return EventSky(skymap, np.array([f"G{i}" for i in range(count)]), ra, dec, distance, share / share.sum()), data
+
+
+def pointing(site: str, ra: float, dec: float, name: str) -> Pointing:
+    galaxy = Candidate(1, name, ra, dec, 40.0, 0.01)
+    return Pointing(site, ra, dec, MERGER + timedelta(minutes=20), 240.0, (galaxy,))
+
+
+PLAN = [
+    (MACON, "S1-a-macon", [pointing("macon", 194.3, -17.9, "G-A"), pointing("macon", 195.6, -17.9, "G-B")], True, ""),
+    (EABA, "S1-a-eaba", [pointing("eaba", 193.0, -18.5, "G-C")], True, ""),
+]
+
+
+def relayed(root: Path) -> tuple[Campaigns, EventSky]:
+    event_sky, data = sky()
+    campaigns = Campaigns(root, (MACON, EABA))
+    campaigns.relayed(
+        "S1",
+        drill=True,
+        merger=MERGER,
+        notice=MERGER + timedelta(seconds=30),
+        now=MERGER + timedelta(minutes=2),
+        sky=event_sky,
+        skymap_bytes=data,
+        sites=PLAN,
+        filter="r",
+        exposure_s=60.0,
+    )
+    return campaigns, event_sky
+
+
+def frame(order: str, name: str, stem: str, when: datetime, sequence: int) -> pb.Event:
+    return pb.Event(
+        sequence=sequence,
+        work_order_id=order,
+        image_ready=pb.ImageReady(
+            path=f"/data/2026-05-01/{stem}.fits",
+            image_type=pb.IMAGE_TYPE_LIGHT,
+            filter="r",
+            exposure_time=Duration(seconds=60),
+            object=name,
+            date_obs=stamp(when),
+        ),
+    )
+
+
+def depth(stem: str, limmag: float, when: datetime) -> pb.Event:
+    science = pb.FrameScience(limmag=limmag)
+    progress = pb.CalibrationProgress(stage="science", path=f"/cal/{stem}_cal.fits", science=science)
+    return pb.Event(sequence=1, time=stamp(when), calibration_progress=progress)
+
+
+def read(root: Path) -> dict:
+    return json.loads((root / "S1" / CAMPAIGN_FILE).read_text())
+
+
+def observe(campaigns: Campaigns, at: datetime) -> None:
+    """Two frames of the first pointing at Macon (their depth first for one, as streams may race), one of
+    Eaba's; Macon's list then cancelled with its second pointing unobserved."""
+    campaigns.preprocessor_event("macon", depth("f1", 17.8, at), at)
+    campaigns.telescope_event("macon", frame("S1-a-macon", "G-A", "f1", at, 1), at)
+    campaigns.telescope_event("macon", frame("S1-a-macon", "G-A", "f2", at + timedelta(minutes=1), 2), at)
+    campaigns.preprocessor_event("macon", depth("f2", 18.2, at), at)
+    campaigns.telescope_event("eaba", frame("S1-a-eaba", "G-C", "e1", at, 3), at)
+    cancelled = pb.WorkOrderUpdate(state=pb.WORK_ORDER_STATE_CANCELLED, message="cancelled by web:alice")
+    campaigns.telescope_event(
+        "macon", pb.Event(sequence=4, work_order_id="S1-a-macon", work_order_update=cancelled), at
+    )
+    campaigns.telescope_event("macon", frame("other-order", "G-A", "x1", at, 5), at)  # not the campaign's
+
+
+def test_pointings_follow_the_sites_events(tmp_path):
+    campaigns, _ = relayed(tmp_path)
+    data = read(tmp_path)
+    assert [p["state"] for p in data["pointings"]] == ["planned"] * 3
+    assert data["sites"] == [
+        {"name": "macon", "state": "observing", "note": ""},
+        {"name": "eaba", "state": "observing", "note": ""},
+    ]
+    assert (
+        data["timeline"]["notice"] == "2026-05-01T23:45:30Z" and data["timeline"]["relayed"] == "2026-05-01T23:47:00Z"
+    )
+    assert data["coverage"]["probability_2d"] == 0 and data["coverage"]["kilonova_efficiency"] == 0
+    first = MERGER + timedelta(minutes=25)
+    observe(campaigns, first)
+    data = read(tmp_path)
+    a, b, c = data["pointings"]
+    assert a["state"] == "observed" and a["frames"] == {"f1": 17.8, "f2": 18.2} and a["limmag"] == pytest.approx(18.0)
+    assert a["start"] == "2026-05-02T00:10:00Z" and a["exposure_s"] == 60.0
+    assert b["state"] == "cancelled" and not b["frames"], "the cancelled list's unobserved pointing"
+    assert c["state"] == "observed" and c["frames"] == {"e1": None} and c["limmag"] is None
+    assert data["timeline"]["first_shutter_open"] == "2026-05-02T00:10:00Z"
+    assert data["timeline"]["first_frame_searched"] == "2026-05-02T00:10:00Z"
+    assert data["sites"][0] == {"name": "macon", "state": "finished", "note": "cancelled by web:alice"}
+
+    again = Campaigns(tmp_path, (MACON, EABA))  # a restarted daemon carries on from the file
+    again.preprocessor_event("eaba", depth("e1", 19.5, first), first)
+    assert read(tmp_path)["pointings"][2]["limmag"] == 19.5
+
+
+def test_coverage_and_depth_against_independent_sums(tmp_path):
+    campaigns, event_sky = relayed(tmp_path)
+    observe(campaigns, MERGER + timedelta(minutes=25))
+    coverage = read(tmp_path)["coverage"]
+    # Only Macon has a field of view: its one observed field counts (Eaba's frame has no footprint).
+    fields = [(Footprint.of(FIELD), 194.3, -17.9)]
+    inside = inside_any(event_sky.ra, event_sky.dec, fields)
+    assert coverage["probability_3d_observed"] == pytest.approx(event_sky.share[inside].sum(), abs=1e-5)
+    days = (datetime(2026, 5, 2, 0, 10, tzinfo=UTC) - MERGER).total_seconds() / 86400
+    distance = event_sky.distance.copy()
+    skymap = event_sky.skymap
+    level, ipix = skymap.level_ipix
+    # Galaxies without a distance are taken at DISTMU of their pixel: looked up here by brute force.
+    for row in np.flatnonzero(~np.isfinite(distance) & inside):
+        lon, lat = healpix_to_lonlat(ipix, level_to_nside(level), order="nested")
+        nearest = np.argmin((lon.deg - event_sky.ra[row]) ** 2 + (lat.deg - event_sky.dec[row]) ** 2)
+        distance[row] = skymap.distmu[nearest]
+    seen = np.array([(kilonova_mag("r", days, d) or 99) <= 18.0 for d in distance])
+    assert coverage["probability_3d"] == pytest.approx(event_sky.share[inside & seen].sum(), abs=2e-3)
+    assert 0 < coverage["probability_3d"] < coverage["probability_3d_observed"]
+    # The efficiency: a Monte Carlo of kilonovae drawn from the map, their distance from the pixel's posterior.
+    rng = np.random.default_rng(9)
+    probability = skymap.probability()
+    chosen = rng.choice(len(probability), size=200_000, p=probability / probability.sum())
+    lon, lat = healpix_to_lonlat(
+        ipix[chosen],
+        level_to_nside(level[chosen]),
+        dx=rng.random(len(chosen)),
+        dy=rng.random(len(chosen)),
+        order="nested",
+    )
+    mu, sigma = skymap.distmu[chosen], skymap.distsigma[chosen]
+    # Each kilonova's distance from r² N(mu, sigma) on (0, mu + 5 sigma], by rejection, drawn again until taken.
+    usable = np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0)  # elsewhere no distance: never counted
+    top = np.where(usable, mu + 5 * sigma, 1.0)
+    r = np.full(len(chosen), np.inf)
+    pending = usable.copy()
+    while pending.any():
+        trial = rng.normal(mu[pending], sigma[pending])
+        taken = (trial > 0) & (trial <= top[pending]) & (rng.random(len(trial)) < (trial / top[pending]) ** 2)
+        r[np.flatnonzero(pending)[taken]] = trial[taken]
+        pending[np.flatnonzero(pending)[taken]] = False
+    reach = kilonova_reach_mpc("r", days, 18.0)  # 50 Mpc: the map holds the event at 40 ± 8
+    hit = inside_any(lon.deg, lat.deg, fields) & (r <= reach)
+    assert coverage["kilonova_efficiency"] == pytest.approx(hit.mean(), abs=0.01)
+    assert 0.2 * coverage["probability_2d"] < coverage["kilonova_efficiency"] < 0.95 * coverage["probability_2d"]
+    galaxies = read(tmp_path)["galaxies"]
+    assert galaxies and all(g["site"] == "macon" for g in galaxies)
+    listed = next(g for g in galaxies if g["distance_mpc"] is not None)
+    assert listed["absolute_mag_limit"] == pytest.approx(18.0 - 5 * np.log10(listed["distance_mpc"] * 1e5), abs=0.02)
+
+
+def test_candidates_and_their_hosts_distance(tmp_path):
+    campaigns, event_sky = relayed(tmp_path)
+    at = MERGER + timedelta(minutes=25)
+    observe(campaigns, at)
+    skymap = event_sky.skymap
+    ra, dec = 194.30, -17.86
+    posterior = event_sky.distance_posterior(np.array([ra]), np.array([dec]))
+    mu, sigma = float(posterior[0][0]), float(posterior[1][0])
+    event_sky.distance[:3] = [mu + 0.5 * sigma, mu + 6 * sigma, np.nan]  # near, far, unknown
+    names = {"near": "G0", "far": "G1", "unknown": "G2", "none": ""}
+    for number, (label, host) in enumerate(names.items()):
+        found = pb.TransientCandidate(
+            name=f"TOROS-{label}", ra_deg=ra if label != "none" else 200.0, dec_deg=dec, mag=18.0, mag_err=0.05,
+            filter="r", snr=20, score=0.9, host=host, alert_id="S1", date_obs=stamp(at + timedelta(minutes=number)),
+            frame_path=f"/cal/f{number}_cal.fits",
+        )  # fmt: skip
+        event = pb.Event(sequence=10 + number, time=stamp(at + timedelta(minutes=number)), transient_candidate=found)
+        campaigns.preprocessor_event("macon", event, at)
+        campaigns.preprocessor_event("macon", event, at)  # the same event again (a replayed stream): once
+    assert skymap.has_distance
+    data = read(tmp_path)
+    by_name = {c["name"]: c for c in data["candidates"]}
+    assert by_name["TOROS-near"]["host_distance_consistent"] is True and by_name["TOROS-near"]["rank"] == 1
+    assert by_name["TOROS-far"]["host_distance_consistent"] is False
+    assert by_name["TOROS-unknown"]["host_distance_consistent"] is None
+    assert "no distance" in by_name["TOROS-unknown"]["distance_note"]
+    assert (
+        by_name["TOROS-none"]["distance_note"] == "no catalog galaxy near it" and not by_name["TOROS-none"]["in_field"]
+    )
+    assert by_name["TOROS-near"]["in_field"] and len(by_name["TOROS-near"]["detections"]) == 1
+    assert data["timeline"]["first_candidate"] == "2026-05-02T00:10:00Z"
+
+
+def test_the_cli_prints_the_campaign(tmp_path):
+    config = write_config(tmp_path, storage={"root": str(tmp_path / "data")})
+    missing = toros_cli("campaign", "--config", str(config))
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("toros: no campaign yet under")
+    campaigns, _ = relayed(tmp_path / "data" / "campaigns")
+    observe(campaigns, MERGER + timedelta(minutes=25))
+    shown = toros_cli("campaign", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("S1 (drill)") and "site macon: finished" in shown.stdout
+    assert "pointings: 2 observed, 1 cancelled" in shown.stdout and "kilonova efficiency" in shown.stdout
+    assert "timeline: merger 2026-05-01T23:45:00Z → notice 2026-05-01T23:45:30Z (+30 s)" in shown.stdout
+    as_json = toros_cli("campaign", "S1", "--json", "--config", str(config))
+    assert json.loads(as_json.stdout)["event"] == "S1"
+    other = toros_cli("campaign", "S2", "--config", str(config))
+    assert other.returncode == 1 and "no campaign for S2" in other.stderr
+    bad = toros_cli("campaign", "../../etc", "--config", str(config))
+    assert bad.returncode in (1, 2) and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_treasure_map_and_circular_drafts_move_with_the_campaign(tmp_path):
+    campaigns, _ = relayed(tmp_path)
+    folder = tmp_path / "S1"
+    planned = json.loads((folder / "treasuremap-pointings.json").read_text())
+    assert planned["graceid"] == "S1" and [p["status"] for p in planned["pointings"]] == ["planned"] * 3
+    assert all("depth" not in p for p in planned["pointings"])
+    assert "TOROS has not observed yet" in (folder / "gcn-circular-draft.txt").read_text()
+    observe(campaigns, MERGER + timedelta(minutes=25))
+    report = json.loads((folder / "treasuremap-pointings.json").read_text())
+    first, second, third = report["pointings"]
+    assert first == {
+        "ra": 194.3, "dec": -17.9, "instrumentid": None, "time": "2026-05-02T00:10:00", "status": "completed",
+        "band": "r", "pos_angle": 0.0, "depth": 18.0, "depth_unit": "ab_mag",
+    }  # fmt: skip
+    assert second["status"] == "cancelled" and third["status"] == "completed" and "depth" not in third
+    circular = (folder / "gcn-circular-draft.txt").read_text()
+    assert circular.startswith("SUBJECT: LIGO/Virgo/KAGRA S1: TOROS optical follow-up (DRILL, do not send)")
+    words = " ".join(circular.split())
+    assert "observed 2 fields holding 2 of the ranked host-galaxy candidates of S1 from eaba, macon" in words
+    assert "macon: median 5-sigma limit 18.00 AB (1 field measured)" in circular
+    assert "No candidate passed the vetting so far." in circular
+    campaigns.retracted("S1", MERGER + timedelta(hours=1))
+    assert "S1 was retracted by LVK" in (folder / "gcn-circular-draft.txt").read_text()
+    assert read(tmp_path)["retracted"]

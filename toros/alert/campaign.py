@@ -1,0 +1,614 @@
+"""An event's campaign, kept by the alert daemon: the sites working it, every pointing planned and taken (with
+its depth), what they covered of the event and how deep, its candidates, and the timeline of the headline
+delays. Rewritten after each change as ``storage.root/campaigns/<event>/campaign.json`` (atomically), with
+beside it the sky map and the ranked galaxies the coverage is measured against, so that a restarted daemon
+carries on where it was.
+
+It learns from the sites' own events: each telescope's ``image_ready`` (a pointing's frames, its first shutter
+open) and ``work_order_update`` (a relayed list cancelled or failed), each preprocessor's
+``calibration_progress`` (a frame's measured ``LIMMAG``) and ``transient_candidate``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import statistics
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toros.alert.campaign_reports import CIRCULAR_FILE, TREASUREMAP_FILE, circular_draft, treasuremap_pointings
+from toros.alert.coordination import Pointing
+from toros.alert.coverage import (
+    Field,
+    best_field,
+    inside_any,
+    kilonova_efficiency,
+    map_pixels_at,
+    probability_2d,
+)
+from toros.alert.footprints import Footprint
+from toros.alert.settings import Observatory
+from toros.alert.skymap import SkyMap, read_skymap
+from toros.floor.kilonova import kilonova_mag
+from toros.generated import toros_pb2 as pb
+from toros.runtime.files import atomic_write, path_inside
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_FILE = "campaign.json"
+SKYMAP_FILE = "skymap.fits"
+GALAXIES_FILE = "galaxies.npz"
+GALAXIES_LISTED = 200  # observed galaxies listed with their limits, best first
+CONSISTENT_SIGMAS = 2.0  # a host within this many DISTSIGMA of DISTMU along its line of sight is consistent
+UNMATCHED_KEPT = 2000  # frame depths that arrived before their frames, kept for a while
+
+
+class PointingState(StrEnum):
+    PLANNED = "planned"
+    OBSERVED = "observed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class SiteState(StrEnum):
+    OBSERVING = "observing"  # its telescope accepted the pointings
+    REFUSED = "refused"  # its telescope refused them or could not be reached
+    IDLE = "nothing to observe"  # no pointing for it (the note says why)
+    FINISHED = "finished"  # its work orders ended
+
+
+def now_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class CampaignPointing:
+    site: str
+    work_order_id: str
+    name: str
+    ra_deg: float
+    dec_deg: float
+    filter: str
+    start: str  # the planned start, then the first frame's DATE-OBS
+    exposure_s: float  # each frame
+    state: PointingState
+    galaxies: list[str]
+    frames: dict[str, float | None] = field(default_factory=dict)  # frame (file stem) -> its LIMMAG, once searched
+
+    @property
+    def limmag(self) -> float | None:
+        """The pointing's depth: the median of its frames' 5-sigma limits (each frame is searched alone)."""
+        depths = [d for d in self.frames.values() if d is not None]
+        return round(statistics.median(depths), 3) if depths else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "frames"} | {
+            "state": self.state.value,
+            "limmag": self.limmag,
+            "frames": self.frames,
+        }
+
+
+@dataclass
+class CampaignCandidate:
+    name: str
+    ra_deg: float
+    dec_deg: float
+    host: str
+    host_distance_mpc: float | None
+    host_distance_consistent: bool | None
+    distance_note: str
+    score: float  # the best real/bogus score of its detections
+    in_field: bool  # inside an observed field of the campaign
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    classification: str = "unknown"
+    kilonova_score: float | None = None
+
+
+@dataclass
+class Campaign:
+    event: str
+    drill: bool
+    merger: str | None
+    sites: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {"state", "note"}
+    pointings: list[CampaignPointing] = field(default_factory=list)
+    candidates: dict[str, CampaignCandidate] = field(default_factory=dict)
+    timeline: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)
+    galaxies: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    retracted: bool = False
+    updated: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        ranked = sorted(
+            self.candidates.values(),
+            key=lambda c: (c.host_distance_consistent is not True, not c.in_field, -c.score, c.name),
+        )
+        return {
+            "event": self.event,
+            "drill": self.drill,
+            "retracted": self.retracted,
+            "updated": self.updated,
+            "sites": [{"name": name} | state for name, state in self.sites.items()],
+            "pointings": [p.to_json() for p in self.pointings],
+            "coverage": self.coverage,
+            "galaxies": self.galaxies,
+            "candidates": [asdict(c) | {"rank": rank} for rank, c in enumerate(ranked, start=1)],
+            "timeline": {"merger": self.merger} | self.timeline,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Campaign:
+        pointings = [
+            CampaignPointing(
+                **{k: v for k, v in p.items() if k not in ("limmag", "state")}, state=PointingState(p["state"])
+            )
+            for p in data["pointings"]
+        ]
+        candidates = {
+            c["name"]: CampaignCandidate(**{k: v for k, v in c.items() if k != "rank"}) for c in data["candidates"]
+        }
+        timeline = {k: v for k, v in data["timeline"].items() if k != "merger"}
+        return cls(
+            data["event"],
+            data["drill"],
+            data["timeline"].get("merger"),
+            {s["name"]: {k: v for k, v in s.items() if k != "name"} for s in data["sites"]},
+            pointings,
+            candidates,
+            timeline,
+            data["coverage"],
+            data["galaxies"],
+            data["notes"],
+            data["retracted"],
+            data["updated"],
+        )
+
+
+@dataclass
+class EventSky:
+    """What coverage is measured against: the sky map and the ranked galaxies (share of the probability)."""
+
+    skymap: SkyMap
+    name: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    distance: np.ndarray
+    share: np.ndarray
+
+    def save(self, folder: Path, skymap_bytes: bytes | bytearray) -> None:
+        with atomic_write(folder / SKYMAP_FILE) as stream:
+            stream.write(bytes(skymap_bytes))
+        buffer = io.BytesIO()
+        np.savez(buffer, name=self.name, ra=self.ra, dec=self.dec, distance=self.distance, share=self.share)
+        with atomic_write(folder / GALAXIES_FILE) as stream:
+            stream.write(buffer.getvalue())
+
+    @classmethod
+    def load(cls, folder: Path) -> EventSky:
+        skymap = read_skymap((folder / SKYMAP_FILE).read_bytes())
+        with np.load(folder / GALAXIES_FILE) as saved:
+            return cls(skymap, *(saved[key] for key in ("name", "ra", "dec", "distance", "share")))
+
+    def distance_posterior(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """DISTMU and DISTSIGMA of the map's pixels under the places; None for a 2-D map."""
+        if self.skymap.distmu is None or self.skymap.distsigma is None:
+            return None
+        pixel = map_pixels_at(self.skymap, ra, dec)
+        return self.skymap.distmu[pixel], self.skymap.distsigma[pixel]
+
+
+def kilonova_reach_mpc(filter: str, days: float, limmag: float) -> float:
+    """How far an AT2017gfo-like kilonova ``days`` after the merger is brighter than ``limmag``; 0 where the
+    model has no light curve for the filter or before the merger."""
+    at_40 = kilonova_mag(filter, days, 40.0)
+    if at_40 is None:
+        return 0.0
+    return 40.0 * 10 ** ((limmag - at_40) / 5.0)
+
+
+class Campaigns:
+    """Every event's campaign on this node, updated from the relay and the sites' events (thread-safe)."""
+
+    def __init__(self, root: Path, observatories: tuple[Observatory, ...]) -> None:
+        self.root = root
+        self.observatories = {o.name: o for o in observatories}
+        self._lock = threading.Lock()
+        self._campaigns: dict[str, Campaign] = {}
+        self._skies: dict[str, EventSky] = {}
+        self._orders: dict[str, str] = {}  # work order id -> event
+        self._frames: dict[str, tuple[str, int]] = {}  # frame stem -> (event, pointing index)
+        self._unmatched: dict[str, tuple[float, str]] = {}  # frame stem -> (LIMMAG, when), for frames yet unseen
+        for path in sorted(root.glob(f"*/{CAMPAIGN_FILE}")) if root.is_dir() else []:
+            try:
+                campaign = Campaign.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("campaign %s not read: %s", path, exc)
+                continue
+            self._campaigns[campaign.event] = campaign
+            self._index(campaign)
+
+    def folder(self, event: str) -> Path:
+        return path_inside(self.root, event)
+
+    # -- from the relay ------------------------------------------------------------------------
+
+    def relayed(
+        self,
+        event: str,
+        *,
+        drill: bool,
+        merger: datetime | None,
+        notice: datetime | None,
+        now: datetime,
+        sky: EventSky,
+        skymap_bytes: bytes | bytearray,
+        sites: list[tuple[Observatory, str, list[Pointing], bool, str]],
+        filter: str,
+        exposure_s: float,
+    ) -> Campaign:
+        """A notice's pointings relayed (site, work order id, pointings, accepted, note): the campaign takes
+        the new sky map and ranking, and the pointings join the ones already there."""
+        with self._lock:
+            campaign = self._campaigns.get(event) or Campaign(event, drill, now_iso(merger) if merger else None)
+            self._campaigns[event] = campaign
+            folder = self.folder(event)
+            sky.save(folder, skymap_bytes)
+            self._skies[event] = sky
+            campaign.timeline.setdefault("notice", now_iso(notice) if notice else None)
+            campaign.timeline.setdefault("relayed", now_iso(now))
+            for observatory, order_id, pointings, accepted, note in sites:
+                state = SiteState.OBSERVING if accepted else SiteState.REFUSED if pointings else SiteState.IDLE
+                campaign.sites[observatory.name] = {"state": state.value, "note": note}
+                for p in pointings:
+                    campaign.pointings.append(
+                        CampaignPointing(
+                            observatory.name,
+                            order_id,
+                            p.name,
+                            round(p.ra_deg, 6),
+                            round(p.dec_deg, 6),
+                            filter,
+                            now_iso(p.start),
+                            exposure_s,
+                            PointingState.PLANNED if accepted else PointingState.FAILED,
+                            [g.name for g in p.galaxies],
+                        )
+                    )
+            self._index(campaign)
+            self._update(campaign, now)
+            return campaign
+
+    def retracted(self, event: str, now: datetime) -> None:
+        with self._lock:
+            campaign = self._campaigns.get(event)
+            if campaign is None:
+                return
+            campaign.retracted = True
+            campaign.notes.append(f"{now_iso(now)}: retracted by LVK; every site's lists cancelled")
+            self._update(campaign, now)
+
+    # -- from the sites ------------------------------------------------------------------------
+
+    def telescope_event(self, site: str, event: pb.Event, now: datetime) -> None:
+        with self._lock:
+            name = self._orders.get(event.work_order_id)
+            if name is None:
+                return
+            campaign = self._campaigns[name]
+            kind = event.WhichOneof("kind")
+            if kind == "image_ready" and event.image_ready.image_type == pb.IMAGE_TYPE_LIGHT:
+                self._frame_taken(campaign, site, event)
+            elif kind == "work_order_update" and event.work_order_update.state in (
+                pb.WORK_ORDER_STATE_DONE,
+                pb.WORK_ORDER_STATE_FAILED,
+                pb.WORK_ORDER_STATE_CANCELLED,
+            ):
+                self._order_ended(campaign, site, event)
+            else:
+                return
+            self._update(campaign, now)
+
+    def preprocessor_event(self, site: str, event: pb.Event, now: datetime) -> None:
+        with self._lock:
+            kind = event.WhichOneof("kind")
+            if kind == "calibration_progress" and event.calibration_progress.HasField("science"):
+                progress = event.calibration_progress
+                stem = Path(progress.path).stem.removesuffix("_cal")
+                when = now_iso(event.time.ToDatetime(UTC))
+                if stem not in self._frames:
+                    self._unmatched[stem] = (progress.science.limmag, when)
+                    while len(self._unmatched) > UNMATCHED_KEPT:
+                        self._unmatched.pop(next(iter(self._unmatched)))
+                    return
+                name, index = self._frames[stem]
+                campaign = self._campaigns[name]
+                self._frame_depth(campaign, index, stem, progress.science.limmag, when)
+            elif kind == "transient_candidate" and event.transient_candidate.alert_id in self._campaigns:
+                campaign = self._campaigns[event.transient_candidate.alert_id]
+                self._candidate(campaign, event)
+            else:
+                return
+            self._update(campaign, now)
+
+    def _frame_taken(self, campaign: Campaign, site: str, event: pb.Event) -> None:
+        image = event.image_ready
+        index = next(
+            (
+                i
+                for i, p in enumerate(campaign.pointings)
+                if p.work_order_id == event.work_order_id and p.name == image.object
+            ),
+            None,
+        )
+        if index is None:
+            campaign.notes.append(f"{site}: a frame of {image.object!r} matches no pointing ({Path(image.path).name})")
+            return
+        pointing = campaign.pointings[index]
+        stem = Path(image.path).stem
+        taken = now_iso(image.date_obs.ToDatetime(UTC))
+        if not pointing.frames:
+            pointing.start = taken
+        pointing.state = PointingState.OBSERVED
+        pointing.filter = image.filter or pointing.filter
+        pointing.exposure_s = image.exposure_time.ToTimedelta().total_seconds() or pointing.exposure_s
+        pointing.frames.setdefault(stem, None)
+        self._frames[stem] = (campaign.event, index)
+        opened = campaign.timeline.setdefault("first_shutter_open_by_site", {})
+        _earliest(opened, site, taken)
+        campaign.timeline["first_shutter_open"] = min(opened.values())
+        if stem in self._unmatched:
+            limmag, when = self._unmatched.pop(stem)
+            self._frame_depth(campaign, index, stem, limmag, when)
+
+    def _frame_depth(self, campaign: Campaign, index: int, stem: str, limmag: float, when: str) -> None:
+        campaign.pointings[index].frames[stem] = round(limmag, 3) if math.isfinite(limmag) and limmag > 0 else None
+        _earliest(campaign.timeline, "first_frame_searched", when)
+
+    def _order_ended(self, campaign: Campaign, site: str, event: pb.Event) -> None:
+        update = event.work_order_update
+        for pointing in campaign.pointings:
+            if pointing.work_order_id == event.work_order_id and pointing.state is PointingState.PLANNED:
+                cancelled = update.state == pb.WORK_ORDER_STATE_CANCELLED
+                pointing.state = PointingState.CANCELLED if cancelled else PointingState.FAILED
+        if site in campaign.sites:
+            campaign.sites[site] = {"state": SiteState.FINISHED.value, "note": update.message}
+
+    def _candidate(self, campaign: Campaign, event: pb.Event) -> None:
+        found = event.transient_candidate
+        candidate = campaign.candidates.get(found.name)
+        if candidate is None:
+            distance, consistent, note = self._host_distance(campaign.event, found)
+            candidate = CampaignCandidate(
+                found.name, found.ra_deg, found.dec_deg, found.host, distance, consistent, note, 0.0, False
+            )
+            campaign.candidates[found.name] = candidate
+            when = now_iso(event.time.ToDatetime(UTC))
+            _earliest(campaign.timeline, "first_candidate", when)
+            _earliest(campaign.timeline, "first_frame_searched", when)  # its frame was searched by then
+        candidate.score = max(candidate.score, round(found.score, 4))
+        detection = {
+            "time": now_iso(found.date_obs.ToDatetime(UTC)),
+            "filter": found.filter,
+            "mag": round(found.mag, 3),
+            "mag_err": round(found.mag_err, 3),
+            "snr": round(found.snr, 1),
+            "frame": Path(found.frame_path).name,
+        }
+        if detection not in candidate.detections:
+            candidate.detections.append(detection)
+            candidate.detections.sort(key=lambda d: d["time"])
+
+    def _host_distance(self, event: str, found: pb.TransientCandidate) -> tuple[float | None, bool | None, str]:
+        """The host's catalog distance, and whether it lies within ``CONSISTENT_SIGMAS`` of the GW distance
+        along the candidate's line of sight (with the reason when that cannot be said)."""
+        sky = self._sky(event)
+        if not found.host:
+            return None, None, "no catalog galaxy near it"
+        if sky is None:
+            return None, None, "the event's sky map is not available"
+        match = np.flatnonzero(sky.name == found.host)
+        distance = float(sky.distance[match[0]]) if len(match) else math.nan
+        if not (math.isfinite(distance) and distance > 0):
+            return None, None, f"its host {found.host} has no distance in the catalog"
+        posterior = sky.distance_posterior(np.array([found.ra_deg]), np.array([found.dec_deg]))
+        if posterior is None:
+            return distance, None, "the sky map has no distances (2-D)"
+        mu, sigma = float(posterior[0][0]), float(posterior[1][0])
+        if not (math.isfinite(mu) and sigma > 0):
+            return distance, None, "no GW distance along its line of sight"
+        consistent = abs(distance - mu) <= CONSISTENT_SIGMAS * sigma
+        return distance, consistent, f"GW distance {mu:.0f} ± {sigma:.0f} Mpc there; host {distance:.0f} Mpc"
+
+    # -- coverage and the file -----------------------------------------------------------------
+
+    def _sky(self, event: str) -> EventSky | None:
+        if event not in self._skies:
+            try:
+                self._skies[event] = EventSky.load(self.folder(event))
+            except (OSError, ValueError) as exc:
+                log.error("campaign %s: sky map and galaxies not readable: %s", event, exc)
+                return None
+        return self._skies[event]
+
+    def _update(self, campaign: Campaign, now: datetime) -> None:
+        campaign.updated = now_iso(now)
+        sky = self._sky(campaign.event)
+        if sky is not None:
+            self._measure(campaign, sky)
+        data = campaign.to_json()
+        folder = self.folder(campaign.event)
+        with atomic_write(folder / CAMPAIGN_FILE, "w") as stream:
+            json.dump(data, stream, indent=1)
+        with atomic_write(folder / TREASUREMAP_FILE, "w") as stream:
+            json.dump(treasuremap_pointings(data, self.observatories), stream, indent=1)
+        with atomic_write(folder / CIRCULAR_FILE, "w") as stream:
+            stream.write(circular_draft(data))
+
+    def _measure(self, campaign: Campaign, sky: EventSky) -> None:
+        """Coverage, depth and the kilonova efficiency of the pointings taken so far."""
+        merger = datetime.fromisoformat(campaign.merger) if campaign.merger else None
+        fields: list[Field] = []
+        reach: list[float] = []
+        taken = [p for p in campaign.pointings if p.state is PointingState.OBSERVED]
+        for pointing in taken:
+            view = self.observatories.get(pointing.site)
+            if view is None or view.field_of_view_deg is None:
+                continue
+            fields.append((Footprint.of(view.field_of_view_deg), pointing.ra_deg, pointing.dec_deg))
+            depth = pointing.limmag
+            days = (datetime.fromisoformat(pointing.start) - merger).total_seconds() / 86400 if merger else None
+            reach.append(kilonova_reach_mpc(pointing.filter, days, depth) if depth and days else 0.0)
+        depth_of = np.array(reach)
+        best = best_field(sky.ra, sky.dec, fields, depth_of)
+        distance = sky.distance.copy()
+        missing = ~(np.isfinite(distance) & (distance > 0))
+        if missing.any() and (posterior := sky.distance_posterior(sky.ra[missing], sky.dec[missing])) is not None:
+            distance[missing] = posterior[0]  # a galaxy without a distance is taken at the GW distance there
+        inside = best >= 0
+        deep = inside & (depth_of[np.maximum(best, 0)] >= distance) if len(fields) else inside
+        campaign.coverage = {
+            "pointings_observed": len(taken),
+            "probability_2d": round(probability_2d(sky.skymap, fields), 5),
+            "probability_3d_observed": round(float(np.sum(sky.share[inside])), 5),
+            "probability_3d": round(float(np.sum(sky.share[deep])), 5),
+            "kilonova_efficiency": _rounded(kilonova_efficiency(sky.skymap, fields, reach)) if merger else None,
+            "kilonova_model": "AT2017gfo (floor.kilonova)",
+        }
+        campaign.galaxies = self._observed_galaxies(campaign, sky, best, distance, taken, fields)
+        found = list(campaign.candidates.values())
+        where = inside_any(np.array([c.ra_deg for c in found]), np.array([c.dec_deg for c in found]), fields)
+        for candidate, inside_a_field in zip(found, where, strict=True):
+            candidate.in_field = bool(inside_a_field)
+
+    def _observed_galaxies(
+        self,
+        campaign: Campaign,
+        sky: EventSky,
+        best: np.ndarray,
+        distance: np.ndarray,
+        taken: list[CampaignPointing],
+        fields: list[Field],
+    ) -> list[dict[str, Any]]:
+        """The best-ranked galaxies inside observed fields, with the absolute magnitude a transient needed there
+        to be seen (the field's LIMMAG less the galaxy's distance modulus)."""
+        with_view = [p for p in taken if (o := self.observatories.get(p.site)) and o.field_of_view_deg is not None]
+        listed = []
+        for row in np.flatnonzero(best >= 0)[:GALAXIES_LISTED]:
+            pointing = with_view[int(best[row])]
+            depth, d = pointing.limmag, float(distance[row])
+            listed.append(
+                {
+                    "name": str(sky.name[row]),
+                    "share": round(float(sky.share[row]), 6),
+                    "site": pointing.site,
+                    "distance_mpc": round(d, 1) if math.isfinite(d) else None,
+                    "limmag": depth,
+                    "absolute_mag_limit": round(depth - 5 * math.log10(d * 1e5), 2)
+                    if depth and math.isfinite(d) and d > 0
+                    else None,
+                }
+            )
+        assert len(with_view) == len(fields), "one field per pointing taken at a site with a field of view"
+        return listed
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get(self, event: str) -> Campaign | None:
+        with self._lock:
+            return self._campaigns.get(event)
+
+    def _index(self, campaign: Campaign) -> None:
+        for index, pointing in enumerate(campaign.pointings):
+            self._orders[pointing.work_order_id] = campaign.event
+            for stem in pointing.frames:
+                self._frames[stem] = (campaign.event, index)
+
+
+def _earliest(timeline: dict[str, Any], key: str, when: str) -> None:
+    """A timeline step at ``when`` unless it was already reached earlier (events come from several streams)."""
+    if timeline.get(key) is None or when < timeline[key]:
+        timeline[key] = when
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
+
+
+TIMELINE = (
+    ("merger", "merger"),
+    ("notice", "notice"),
+    ("relayed", "targets relayed"),
+    ("first_shutter_open", "first shutter open"),
+    ("first_frame_searched", "first frame searched"),
+    ("first_candidate", "first candidate"),
+    ("second_look", "second look"),
+    ("classification", "classification"),
+)
+
+
+def describe(data: dict[str, Any]) -> str:
+    """A campaign's JSON as an operator reads it: sites, pointings, coverage, candidates, the timeline."""
+    lines = [f"{data['event']}{' (drill)' if data['drill'] else ''}{' RETRACTED' if data['retracted'] else ''}"
+             f", updated {data['updated']}"]  # fmt: skip
+    lines += [f"site {s['name']}: {s['state']}" + (f" ({s['note']})" if s.get("note") else "") for s in data["sites"]]
+    states: dict[str, int] = {}
+    for p in data["pointings"]:
+        states[p["state"]] = states.get(p["state"], 0) + 1
+    lines.append("pointings: " + (", ".join(f"{n} {state}" for state, n in states.items()) or "none"))
+    for p in data["pointings"]:
+        depth = f"LIMMAG {p['limmag']:.2f}" if p["limmag"] is not None else "depth -"
+        lines.append(
+            f"  {p['site']:8} {p['name'][:24]:24} {p['ra_deg']:9.4f} {p['dec_deg']:+9.4f} {p['filter']:3} "
+            f"{p['start']}  {len(p['frames'])} frame{'s' if len(p['frames']) != 1 else ''}  {depth}  {p['state']}"
+        )
+    c = data["coverage"]
+    if c:
+        efficiency = c.get("kilonova_efficiency")
+        lines.append(
+            f"coverage: 2-D {100 * c['probability_2d']:.1f}%, 3-D {100 * c['probability_3d']:.1f}% deep enough for "
+            f"an AT2017gfo-like kilonova ({100 * c['probability_3d_observed']:.1f}% observed), kilonova efficiency "
+            + (f"{100 * efficiency:.1f}%" if efficiency is not None else "- (no distances or no merger time)")
+        )
+    lines.append(f"candidates: {len(data['candidates'])}")
+    for k in data["candidates"]:
+        last = k["detections"][-1] if k["detections"] else None
+        seen = f"{last['filter']} {last['mag']:.2f}±{last['mag_err']:.2f} at {last['time']}" if last else "-"
+        host = k["host"] or "no host"
+        if k["host_distance_mpc"] is not None:
+            verdict = {True: "consistent", False: "inconsistent", None: "unknown"}[k["host_distance_consistent"]]
+            host += f" ({k['host_distance_mpc']:.0f} Mpc, {verdict} with the GW distance)"
+        lines.append(
+            f"  {k['rank']:>2} {k['name']} {k['ra_deg']:.5f} {k['dec_deg']:+.5f} {k['classification']}  host {host}"
+            f"  {len(k['detections'])} detections, last {seen}"
+        )
+    timeline = data["timeline"]
+    merger = datetime.fromisoformat(timeline["merger"]) if timeline.get("merger") else None
+    steps = []
+    for key, label in TIMELINE:
+        if not timeline.get(key):
+            continue
+        moment = datetime.fromisoformat(timeline[key])
+        after = f" (+{_delay((moment - merger).total_seconds())})" if merger and key != "merger" else ""
+        steps.append(f"{label} {timeline[key]}{after}")
+    lines.append("timeline: " + (" → ".join(steps) or "-"))
+    return "\n".join(lines)
+
+
+def _delay(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

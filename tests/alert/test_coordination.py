@@ -19,6 +19,7 @@ from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch
 from toros.alert.settings import AlertConfig, Observatory
 from toros.config import load_config
 from toros.daemons import build_daemon
+from toros.demo import free_port
 from toros.floor.astronomy import location_of
 from toros.floor.sky_geometry import tan_wcs
 from toros.generated import toros_pb2 as pb
@@ -221,3 +222,40 @@ def test_a_field_across_ra_zero_is_one_pointing():
     (pointing,) = plan.pointings
     assert len(pointing.galaxies) == 4 and inside_camera(pointing, (1.4, 1.4), margin_deg=1.5 / 60)
     assert min(pointing.ra_deg, 360.0 - pointing.ra_deg) < 0.5
+
+
+def test_a_site_that_does_not_answer_has_its_galaxies_moved(tmp_path, glade_catalog, start_daemon):
+    (tmp_path / "macon").mkdir()
+    macon = start_daemon(load_config(write_config(tmp_path / "macon")))
+    nobody = free_port()  # Eaba's telescope is down
+    (tmp_path / "alert").mkdir()
+    sites = [
+        {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
+        {**EABA, "telescope": f"127.0.0.1:{nobody}", "field_of_view_deg": 1.37},
+    ]
+    config = write_config(
+        tmp_path / "alert",
+        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
+        alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 6,
+               "observatories": sites, "relay_retry_s": 2},
+    )  # fmt: skip
+    daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
+    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    submit(stub, "MS181101ab-preliminary.json", "m1")
+    status = done(stub, "m1")
+    assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+    assert "eaba: telescope refused or unreachable (UNAVAILABLE" in status.message
+    assert "its galaxies planned again at macon" in status.message and "targets moved here accepted" in status.message
+    first = macon.journal.get("MS181101ab-m1-macon").work_order().observe_targets.targets
+    moved = macon.journal.get("MS181101ab-m1-macon-moved").work_order().observe_targets.targets
+    assert first and moved and not {t.name for t in first} & {t.name for t in moved}
+    campaign = json.loads((tmp_path / "alert" / "data" / "campaigns" / "MS181101ab" / "campaign.json").read_text())
+    assert {p["state"] for p in campaign["pointings"] if p["site"] == "eaba"} == {"failed"}
+    assert {p["site"] for p in campaign["pointings"] if p["work_order_id"].endswith("-moved")} == {"macon"}
+    eaba = {p["name"] for p in campaign["pointings"] if p["site"] == "eaba"}
+    again = {g for p in campaign["pointings"] if p["work_order_id"].endswith("-moved") for g in p["galaxies"]}
+    planned_at_eaba = {g for p in campaign["pointings"] if p["site"] == "eaba" for g in p["galaxies"]}
+    assert eaba and again <= planned_at_eaba and len(again) > 0
+    # A retraction cancels every list the event sent, the moved one too.
+    submit(stub, "MS181101ab-retraction.json", "m2")
+    assert "of 2 target lists cancelled" in done(stub, "m2").message

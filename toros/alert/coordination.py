@@ -76,6 +76,18 @@ class Galaxies:
     def __len__(self) -> int:
         return len(self.ra)
 
+    def subset(self, rows: list[int]) -> Galaxies:
+        """Some of the pool (their ranks and shares kept)."""
+        index = np.asarray(rows, dtype=np.int64)
+        return Galaxies(
+            self.rank[index],
+            [self.name[i] for i in index],
+            self.ra[index],
+            self.dec[index],
+            self.distance[index],
+            self.share[index],
+        )
+
     def candidate(self, i: int) -> Candidate:
         distance = float(self.distance[i])
         return Candidate(

@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +45,8 @@ from toros.runtime.workers import TaskContext, TaskFailed
 
 log = logging.getLogger(__name__)
 
-GALAXIES_SHOWN = 50  # the ranked galaxies listed in the sky view, whether chosen for a site or not
+GALAXIES_SHOWN = 50
+FIRST_TRY_S = 15.0  # a site's telescope that has not taken its list by then is passed over  # the ranked galaxies listed in the sky view, whether chosen for a site or not
 
 
 @dataclass
@@ -97,6 +99,7 @@ class AlertModule(Module):
         self.campaigns = Campaigns(self.storage_root / "campaigns", settings.observatories)
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._orders_lock = threading.Lock()
 
     def tasks(self) -> dict[str, Task[Any]]:
         return {"process_alert": Task(self.check_process_alert, self.process_alert)}
@@ -317,19 +320,67 @@ class AlertModule(Module):
     def _relay(
         self, alert: Alert, ranked: Ranked, context: TaskContext[pb.ProcessAlert], relay: Relay
     ) -> list[SiteRelay]:
-        """The first epoch planned for all observatories together, each site's pointings sent to its telescope."""
-        plans = plan_first_epoch(self._pool(ranked), self.settings.observatories, self.settings, self.clock.now())
-        sites = []
-        for plan in plans:
-            context.check()
-            observatory = plan.observatory
-            site = SiteRelay(observatory, f"{alert.alert_id}-{context.id}-{observatory.name}", plan.pointings)
-            sites.append(site)
+        """The first epoch planned for all observatories together, each site's pointings sent to its telescope,
+        all at once. A site that does not take its list within ``FIRST_TRY_S`` is passed over: its galaxies are
+        planned at the sites that did, as lists of their own. When no site took one, every site is tried for
+        as long as ``alert.relay_retry_s`` allows."""
+        pool = self._pool(ranked)
+        plans = plan_first_epoch(pool, self.settings.observatories, self.settings, self.clock.now())
+        sites = [
+            SiteRelay(p.observatory, f"{alert.alert_id}-{context.id}-{p.observatory.name}", p.pointings, note=p.note)
+            for p in plans
+        ]
+        for site in sites:
             if not site.targets:
-                site.note = f"{observatory.name}: {plan.note}"
-                continue
-            site.accepted, site.note = self._send(alert, site, context, relay)
+                site.note = f"{site.observatory.name}: {site.note}"
+        waiting = [site for site in sites if site.targets]
+        first_try = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), context.sleep_real)
+        self._send_all(alert, waiting, context, first_try)
+        failed = [site for site in waiting if not site.accepted]
+        accepted = [site for site in waiting if site.accepted]
+        if failed and accepted:
+            sites += self._move(alert, pool, failed, accepted, context, first_try)
+        elif failed:
+            self._send_all(alert, failed, context, relay)
         return sites
+
+    def _send_all(
+        self, alert: Alert, sites: list[SiteRelay], context: TaskContext[pb.ProcessAlert], relay: Relay
+    ) -> None:
+        """Each site's list sent to its telescope in parallel: a slow or dead site delays no other."""
+        if not sites:
+            return
+        context.check()
+        with ThreadPoolExecutor(max_workers=len(sites), thread_name_prefix="relay") as senders:
+            answers = list(senders.map(lambda site: self._send(alert, site, context, relay), sites))
+        for site, (accepted, note) in zip(sites, answers, strict=True):
+            site.accepted, site.note = accepted, note
+
+    def _move(
+        self,
+        alert: Alert,
+        pool: Galaxies,
+        failed: list[SiteRelay],
+        accepted: list[SiteRelay],
+        context: TaskContext[pb.ProcessAlert],
+        relay: Relay,
+    ) -> list[SiteRelay]:
+        """The galaxies of the sites that did not take their lists, planned at the sites that did."""
+        rows = sorted({galaxy.rank - 1 for site in failed for pointing in site.targets for galaxy in pointing.galaxies})
+        observatories = [site.observatory for site in accepted]
+        plans = plan_first_epoch(pool.subset(rows), observatories, self.settings, self.clock.now())
+        moved = [
+            SiteRelay(p.observatory, f"{alert.alert_id}-{context.id}-{p.observatory.name}-moved", p.pointings)
+            for p in plans
+            if p.pointings
+        ]
+        self._send_all(alert, moved, context, relay)
+        to = ", ".join(site.observatory.name for site in moved if site.accepted) or "no other site that can see them"
+        for site in failed:
+            site.note += f"; its galaxies planned again at {to}"
+        for site in moved:
+            site.note = site.note.replace("targets accepted", "targets moved here accepted")
+        return moved
 
     def _campaign(
         self, alert: Alert, skymap: SkyMap, skymap_bytes: bytes | bytearray, ranked: Ranked, sites: list[SiteRelay]
@@ -486,9 +537,10 @@ class AlertModule(Module):
         except grpc.RpcError as exc:
             return False, f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
         key = journal_keys.event_orders(alert.alert_id)
-        sent = json.loads(self.journal.get_value(key) or "[]")
-        if [observatory.telescope, order.id] not in sent:
-            self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
+        with self._orders_lock:  # the sites' lists are sent in parallel: each is recorded for a retraction
+            sent = json.loads(self.journal.get_value(key) or "[]")
+            if [observatory.telescope, order.id] not in sent:
+                self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
         galaxies = sum(len(t.galaxies) for t in targets)
         return True, f"{observatory.name}: {len(targets)} targets accepted ({galaxies} galaxies)"
 

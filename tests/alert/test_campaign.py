@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from support import MULTIORDER, toros_cli, write_config
 
 from toros.alert.campaign import CAMPAIGN_FILE, Campaigns, EventSky, kilonova_reach_mpc
-from toros.alert.coordination import Candidate, Pointing
+from toros.alert.coordination import Candidate, Galaxies, Pointing
 from toros.alert.coverage import inside_any
 from toros.alert.footprints import Footprint
 from toros.alert.settings import Observatory
@@ -275,3 +275,14 @@ def test_treasure_map_and_circular_drafts_move_with_the_campaign(tmp_path):
     campaigns.retracted("S1", MERGER + timedelta(hours=1))
     assert "S1 was retracted by LVK" in (folder / "gcn-circular-draft.txt").read_text()
     assert read(tmp_path)["retracted"]
+
+
+def test_what_was_observed_is_not_planned_again(tmp_path):
+    campaigns, _ = relayed(tmp_path)
+    ra = np.array([194.3, 194.9, 195.6, 193.0, 150.0])
+    dec = np.array([-17.9, -17.5, -17.9, -18.5, 10.0])
+    pool = Galaxies(np.arange(1, 6), ["X1", "X2", "X3", "G-C", "X5"], ra, dec, np.full(5, 40.0), np.full(5, 0.2))
+    assert not campaigns.observed("S1", pool).any() and not campaigns.observed("S2", pool).any()
+    observe(campaigns, MERGER + timedelta(minutes=25))
+    # In Macon's observed 1.4 deg field, or the galaxy Eaba (no field of view) pointed at; not the cancelled field.
+    assert campaigns.observed("S1", pool).tolist() == [True, True, False, True, False]

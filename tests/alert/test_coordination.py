@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import AltAz, SkyCoord, get_body, get_sun
 from astropy.time import Time
-from support import done, submit, write_config
+from support import DATA, done, submit, write_config
 
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch
 from toros.alert.settings import AlertConfig, Observatory
@@ -259,3 +259,22 @@ def test_a_site_that_does_not_answer_has_its_galaxies_moved(tmp_path, glade_cata
     # A retraction cancels every list the event sent, the moved one too.
     submit(stub, "MS181101ab-retraction.json", "m2")
     assert "of 2 target lists cancelled" in done(stub, "m2").message
+
+
+def test_a_new_sky_map_withdraws_the_lists_still_running_and_plans_anew(two_sites):
+    telescopes, stub = two_sites
+    submit(stub, "MS181101ab-preliminary.json", "u1")
+    assert done(stub, "u1").state == pb.WORK_ORDER_STATE_DONE
+    notice = json.loads((DATA / "MS181101ab-preliminary.json").read_text())
+    notice.update(alert_type="UPDATE", time_created="2026-05-01T23:30:00Z")
+    submit(stub, json.dumps(notice).encode(), "u2")
+    status = done(stub, "u2")
+    assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
+    assert "earlier lists withdrawn: " in status.message and "macon: 8 targets accepted" in status.message
+    for telescope, site in zip(telescopes, ("macon", "eaba"), strict=True):
+        first = telescope.journal.get(f"MS181101ab-u1-{site}")
+        assert first.state in (pb.WORK_ORDER_STATE_CANCELLED, pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED)
+        assert telescope.journal.get(f"MS181101ab-u2-{site}") is not None
+    submit(stub, "MS181101ab-retraction.json", "u3")  # the withdrawn lists are not asked again
+    retraction = done(stub, "u3").message
+    assert " of 2 target lists cancelled" in retraction and "-u1-" not in retraction, retraction

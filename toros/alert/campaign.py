@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from toros.alert.campaign_reports import CIRCULAR_FILE, TREASUREMAP_FILE, circular_draft, treasuremap_pointings
-from toros.alert.coordination import Pointing
+from toros.alert.coordination import Galaxies, Pointing
 from toros.alert.coverage import (
     Field,
     best_field,
@@ -459,14 +459,11 @@ class Campaigns:
     def _measure(self, campaign: Campaign, sky: EventSky) -> None:
         """Coverage, depth and the kilonova efficiency of the pointings taken so far."""
         merger = datetime.fromisoformat(campaign.merger) if campaign.merger else None
-        fields: list[Field] = []
-        reach: list[float] = []
         taken = [p for p in campaign.pointings if p.state is PointingState.OBSERVED]
-        for pointing in taken:
-            view = self.observatories.get(pointing.site)
-            if view is None or view.field_of_view_deg is None:
-                continue
-            fields.append((Footprint.of(view.field_of_view_deg), pointing.ra_deg, pointing.dec_deg))
+        viewed = self._viewed(taken)
+        fields = [field for _, field in viewed]
+        reach = []
+        for pointing, _ in viewed:
             depth = pointing.limmag
             days = (datetime.fromisoformat(pointing.start) - merger).total_seconds() / 86400 if merger else None
             reach.append(kilonova_reach_mpc(pointing.filter, days, depth) if depth and days else 0.0)
@@ -486,24 +483,19 @@ class Campaigns:
             "kilonova_efficiency": _rounded(kilonova_efficiency(sky.skymap, fields, reach)) if merger else None,
             "kilonova_model": "AT2017gfo (floor.kilonova)",
         }
-        campaign.galaxies = self._observed_galaxies(campaign, sky, best, distance, taken, fields)
+        campaign.galaxies = self._observed_galaxies(sky, best, distance, [p for p, _ in viewed])
         found = list(campaign.candidates.values())
         where = inside_any(np.array([c.ra_deg for c in found]), np.array([c.dec_deg for c in found]), fields)
         for candidate, inside_a_field in zip(found, where, strict=True):
             candidate.in_field = bool(inside_a_field)
 
+    @staticmethod
     def _observed_galaxies(
-        self,
-        campaign: Campaign,
-        sky: EventSky,
-        best: np.ndarray,
-        distance: np.ndarray,
-        taken: list[CampaignPointing],
-        fields: list[Field],
+        sky: EventSky, best: np.ndarray, distance: np.ndarray, with_view: list[CampaignPointing]
     ) -> list[dict[str, Any]]:
-        """The best-ranked galaxies inside observed fields, with the absolute magnitude a transient needed there
-        to be seen (the field's LIMMAG less the galaxy's distance modulus)."""
-        with_view = [p for p in taken if (o := self.observatories.get(p.site)) and o.field_of_view_deg is not None]
+        """The best-ranked galaxies inside observed fields (``best``: the index of the deepest field, in
+        ``with_view``, each lies in), with the absolute magnitude a transient needed there to be seen (the
+        field's LIMMAG less the galaxy's distance modulus)."""
         listed = []
         for row in np.flatnonzero(best >= 0)[:GALAXIES_LISTED]:
             pointing = with_view[int(best[row])]
@@ -520,10 +512,30 @@ class Campaigns:
                     else None,
                 }
             )
-        assert len(with_view) == len(fields), "one field per pointing taken at a site with a field of view"
         return listed
 
     # -- reading -------------------------------------------------------------------------------
+
+    def observed(self, event: str, pool: Galaxies) -> np.ndarray:
+        """Which of ``pool`` the event's campaign has observed already: inside a field taken, or pointed at by
+        a site without a field of view."""
+        with self._lock:
+            campaign = self._campaigns.get(event)
+            if campaign is None:
+                return np.zeros(len(pool), dtype=bool)
+            taken = [p for p in campaign.pointings if p.state is PointingState.OBSERVED]
+            fields = [field for _, field in self._viewed(taken)]
+            named = {g for p in taken for g in p.galaxies}
+        return inside_any(pool.ra, pool.dec, fields) | np.isin(np.asarray(pool.name, dtype=str), list(named))
+
+    def _viewed(self, pointings: list[CampaignPointing]) -> list[tuple[CampaignPointing, Field]]:
+        """The pointings at sites with a field of view, each with its footprint on the sky."""
+        viewed = []
+        for pointing in pointings:
+            view = self.observatories.get(pointing.site)
+            if view is not None and view.field_of_view_deg is not None:
+                viewed.append((pointing, (Footprint.of(view.field_of_view_deg), pointing.ra_deg, pointing.dec_deg)))
+        return viewed
 
     def get(self, event: str) -> Campaign | None:
         with self._lock:

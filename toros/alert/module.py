@@ -268,11 +268,12 @@ class AlertModule(Module):
             credible_level=self.settings.credible_level,
             luminosity_weighting=self.settings.luminosity_weighting,
         )
+        withdrawn = self._withdraw(alert, context)
         sites = self._relay(alert, ranked, context, relay)
         relayed = sum(len(site.targets) for site in sites if site.accepted)
         self._campaign(alert, skymap, skymap_bytes, ranked, sites)
         summary = f"{report.label}: {len(ranked)} galaxies in the credible region of {alert.skymap_source}; " + (
-            "; ".join(site.note for site in sites)
+            "; ".join([withdrawn] * bool(withdrawn) + [site.note for site in sites])
         )
         if relayed:
             targets = {
@@ -325,6 +326,9 @@ class AlertModule(Module):
         planned at the sites that did, as lists of their own. When no site took one, every site is tried for
         as long as ``alert.relay_retry_s`` allows."""
         pool = self._pool(ranked)
+        seen = self.campaigns.observed(alert.alert_id, pool)
+        if seen.any():  # an update of the map: what was taken already is not planned again
+            pool = pool.subset(list(np.flatnonzero(~seen)))
         plans = plan_first_epoch(pool, self.settings.observatories, self.settings, self.clock.now())
         sites = [
             SiteRelay(p.observatory, f"{alert.alert_id}-{context.id}-{p.observatory.name}", p.pointings, note=p.note)
@@ -545,19 +549,37 @@ class AlertModule(Module):
         return True, f"{observatory.name}: {len(targets)} targets accepted ({galaxies} galaxies)"
 
     def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
-        sent = json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]")
+        return f"{label}: retraction; " + self._cancel_lists(alert.alert_id, relay, f"{alert.alert_id} retracted")
+
+    def _withdraw(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> str:
+        """A new sky map for an event already relayed: its lists still running are cancelled (what they took
+        stays taken), so that the new plan's lists replace them; a sentence saying so, or "" on a first notice."""
+        if not json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]"):
+            return ""
+        quick = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), context.sleep_real)
+        reason = f"{alert.alert_id} re-planned from its {alert.alert_type.lower()} notice #{alert.serial}"
+        return "earlier lists withdrawn: " + self._cancel_lists(alert.alert_id, quick, reason)
+
+    def _cancel_lists(self, alert_id: str, relay: Relay, reason: str) -> str:
+        """Every list the event sent and not withdrawn yet, cancelled; how it went, in words."""
+        sent = json.loads(self.journal.get_value(journal_keys.event_orders(alert_id)) or "[]")
+        withdrawn_key = journal_keys.event_withdrawn(alert_id)
+        withdrawn = set(json.loads(self.journal.get_value(withdrawn_key) or "[]"))
+        active = [(address, order_id) for address, order_id in sent if order_id not in withdrawn]
         cancelled, finished, problems = 0, [], []
-        for address, order_id in sent:
+        for address, order_id in active:
             try:
-                status = relay.cancel(address, order_id, f"{alert.alert_id} retracted")
+                status = relay.cancel(address, order_id, reason)
             except grpc.RpcError as exc:
                 problems.append(f"{order_id} at {address}: {exc.code().name}")
                 continue
+            withdrawn.add(order_id)
             if status.state in (pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED):
                 finished.append(f"{order_id} {state_name(status.state).upper()}")
             else:
                 cancelled += 1
-        text = f"{label}: retraction; {cancelled} of {len(sent)} target lists cancelled"
+        self.journal.set_value(withdrawn_key, json.dumps(sorted(withdrawn)))
+        text = f"{cancelled} of {len(active)} target lists cancelled"
         if finished:
             text += f", {len(finished)} already finished ({', '.join(finished)})"
         return text + (f" (not cancelled: {', '.join(problems)})" if problems else "")

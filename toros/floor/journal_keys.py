@@ -55,6 +55,11 @@ def event_orders(alert_id: str) -> str:
 # -- preprocessor ---------------------------------------------------------------------------------------
 
 
+def event_withdrawn(alert_id: str) -> str:
+    """The event's target lists cancelled already (by a later notice's new plan)."""
+    return f"event:{alert_id}:withdrawn"
+
+
 def follow_position(telescope: str) -> str:
     """The last event of a followed telescope's stream that was handled."""
     return f"follow:{telescope}:after"

@@ -18,11 +18,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 from kafka_broker import AVAILABLE, REQUIRED, SCRAM_PASSWORD, SCRAM_USER, KafkaBroker, retractions
-from support import avro_notice, launch, wait_for, write_config
+from support import avro_notice, done, launch, submit, wait_for, write_config
 
+from toros.config import load_config
+from toros.daemons import build_daemon
+from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
+from toros.generated.toros_pb2_grpc import FrontDeskStub
 
 pytestmark = pytest.mark.skipif(not AVAILABLE and not REQUIRED, reason="Java and Maven are not installed")
 
@@ -204,3 +209,61 @@ def test_a_refused_login_and_a_missing_topic_are_each_told_once_and_intake_goes_
     finally:
         stopped(wrong)
         stopped(missing)
+
+
+def campaign_config(folder: Path, catalog: Path, servers: str, topic: str) -> Path:
+    macon = {
+        "name": "macon",
+        "latitude": -24.62,
+        "longitude": -67.32,
+        "elevation": 4650,
+        "telescope": f"127.0.0.1:{free_port()}",
+        "field_of_view_deg": 1.37,
+    }  # nobody there: refused
+    return write_config(
+        folder,
+        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
+        alert={"port": 0, "catalog": str(catalog), "process_test_alerts": True, "targets_per_observatory": 3,
+               "observatories": [macon], "relay_retry_s": 1,
+               "campaign_kafka": {"enabled": True, "bootstrap_servers": servers, "security_protocol": "plaintext",
+                                  "topic": topic}},
+    )  # fmt: skip
+
+
+def test_the_campaign_is_published_on_kafka_and_a_dead_broker_is_named(broker, tmp_path, glade_catalog, start_daemon):
+    from confluent_kafka import Consumer
+
+    topic = "toros.campaign.test"
+    broker.create_topic(topic)
+    (tmp_path / "live").mkdir()
+    daemon = start_daemon(
+        load_config(campaign_config(tmp_path / "live", glade_catalog, broker.address, topic)),
+        lambda c: build_daemon("alert", c),
+    )
+    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    submit(stub, "MS181101ab-preliminary.json", "k1")
+    assert done(stub, "k1").state == pb.WORK_ORDER_STATE_DONE
+    consumer = Consumer({"bootstrap.servers": broker.address, "group.id": "partners", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    try:
+        message = wait_for(lambda: (m := consumer.poll(1.0)) is not None and not m.error() and m, timeout=60)
+    finally:
+        consumer.close()
+    published = json.loads(message.value())
+    assert message.key() == b"MS181101ab" and published["schema"] == "toros.campaign/1"
+    assert published["event"] == "MS181101ab" and published["sites"][0]["state"] == "refused"
+    kept = tmp_path / "live" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
+    wait_for(lambda: f"published on {topic}" in json.loads(kept.read_text())["published"], timeout=30)
+
+    (tmp_path / "dead").mkdir()  # a broker that cannot be reached: the campaign goes on, and says so
+    daemon = start_daemon(
+        load_config(campaign_config(tmp_path / "dead", glade_catalog, f"127.0.0.1:{free_port()}", topic)),
+        lambda c: build_daemon("alert", c),
+    )
+    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    submit(stub, "MS181101ab-preliminary.json", "k2")
+    assert done(stub, "k2").state == pb.WORK_ORDER_STATE_DONE
+    kept = tmp_path / "dead" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
+    assert json.loads(kept.read_text())["pointings"], "the campaign is kept whatever the broker does"
+    wait_for(lambda: "not published yet" in json.loads(kept.read_text())["published"], timeout=60)
+    assert "retried" in json.loads(kept.read_text())["published"]

@@ -17,6 +17,7 @@ import logging
 import math
 import statistics
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -128,6 +129,7 @@ class Campaign:
     notes: list[str] = field(default_factory=list)
     retracted: bool = False
     updated: str = ""
+    published: str = ""  # how publishing it on Kafka goes (alert.campaign_kafka), when it is published
 
     def to_json(self) -> dict[str, Any]:
         ranked = sorted(
@@ -146,6 +148,7 @@ class Campaign:
             "candidates": [asdict(c) | {"rank": rank} for rank, c in enumerate(ranked, start=1)],
             "timeline": {"merger": self.merger} | self.timeline,
             "notes": self.notes,
+            "published": self.published,
         }
 
     @classmethod
@@ -173,6 +176,7 @@ class Campaign:
             data["notes"],
             data["retracted"],
             data["updated"],
+            data.get("published", ""),
         )
 
 
@@ -221,8 +225,14 @@ def kilonova_reach_mpc(filter: str, days: float, limmag: float) -> float:
 class Campaigns:
     """Every event's campaign on this node, updated from the relay and the sites' events (thread-safe)."""
 
-    def __init__(self, root: Path, observatories: tuple[Observatory, ...]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        observatories: tuple[Observatory, ...],
+        publish: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.root = root
+        self.publish = publish  # each new state of a campaign, to partners (alert.campaign_kafka)
         self.observatories = {o.name: o for o in observatories}
         self._lock = threading.Lock()
         self._campaigns: dict[str, Campaign] = {}
@@ -442,12 +452,26 @@ class Campaigns:
                 return None
         return self._skies[event]
 
+    def published(self, event: str, text: str, now: datetime) -> None:
+        """How publishing the campaign went (shown in it; not published again for that)."""
+        with self._lock:
+            campaign = self._campaigns.get(event)
+            if campaign is None or campaign.published.endswith(text):
+                return
+            campaign.published = f"{now_iso(now)}: {text}"
+            self._write(campaign, campaign.to_json())
+
     def _update(self, campaign: Campaign, now: datetime) -> None:
         campaign.updated = now_iso(now)
         sky = self._sky(campaign.event)
         if sky is not None:
             self._measure(campaign, sky)
         data = campaign.to_json()
+        self._write(campaign, data)
+        if self.publish is not None:
+            self.publish(campaign.event, {k: v for k, v in data.items() if k != "published"})
+
+    def _write(self, campaign: Campaign, data: dict[str, Any]) -> None:
         folder = self.folder(campaign.event)
         with atomic_write(folder / CAMPAIGN_FILE, "w") as stream:
             json.dump(data, stream, indent=1)

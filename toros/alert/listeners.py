@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from toros.alert.settings import KafkaIntake, VoeventIntake
+from toros.alert.settings import KafkaIntake, KafkaLogin, VoeventIntake
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,32 @@ LVK_NOTICE_TYPES = frozenset({150, 151, 152, 153, 154, 163, 164})
 MAX_BACKOFF_SECONDS = 60.0
 
 Receive = Callable[[bytes, str], None]
+
+
+def kafka_login(settings: KafkaLogin, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(librdkafka settings, gcn-kafka's arguments) for a client of ``settings``' broker: GCN's OAUTHBEARER
+    login with the credentials (config or environment), or a broker named in the config with its user."""
+
+    def secret(value: Any, variable: str) -> str | None:
+        return value.get_secret_value() if value is not None else os.environ.get(variable)
+
+    config = config | {"security.protocol": settings.security_protocol}
+    if settings.bootstrap_servers:
+        config["bootstrap.servers"] = settings.bootstrap_servers
+    if settings.ca_file is not None:
+        config["ssl.ca.location"] = str(settings.ca_file)
+    if settings.sasl_mechanism != "OAUTHBEARER":  # a user and password (Hopskotch, a mirror)
+        assert settings.password is not None, "checked with the settings"
+        config["sasl.mechanisms"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.username
+        config["sasl.password"] = settings.password.get_secret_value()
+        return config, {"domain": settings.domain}
+    arguments = {
+        "client_id": secret(settings.client_id, "GCN_KAFKA_CLIENT_ID"),
+        "client_secret": secret(settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
+        "domain": settings.domain,
+    }
+    return config, arguments
 
 
 class KafkaListener:
@@ -62,35 +88,16 @@ class KafkaListener:
             self._reported.clear()
 
     def _consumer_inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(librdkafka settings, gcn-kafka's arguments): GCN's OAUTHBEARER login with the credentials (config or
-        environment), or a broker named in the config."""
-
-        def secret(value: Any, variable: str) -> str | None:
-            return value.get_secret_value() if value is not None else os.environ.get(variable)
-
-        config: dict[str, Any] = {
-            "group.id": self.settings.group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "security.protocol": self.settings.security_protocol,
-            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
-        }
-        if self.settings.bootstrap_servers:
-            config["bootstrap.servers"] = self.settings.bootstrap_servers
-        if self.settings.ca_file is not None:
-            config["ssl.ca.location"] = str(self.settings.ca_file)
-        if self.settings.sasl_mechanism != "OAUTHBEARER":  # a user and password (Hopskotch, a mirror)
-            assert self.settings.password is not None, "checked with the settings"
-            config["sasl.mechanisms"] = self.settings.sasl_mechanism
-            config["sasl.username"] = self.settings.username
-            config["sasl.password"] = self.settings.password.get_secret_value()
-            return config, {"domain": self.settings.domain}
-        arguments = {
-            "client_id": secret(self.settings.client_id, "GCN_KAFKA_CLIENT_ID"),
-            "client_secret": secret(self.settings.client_secret, "GCN_KAFKA_CLIENT_SECRET"),
-            "domain": self.settings.domain,
-        }
-        return config, arguments
+        """(librdkafka settings, gcn-kafka's arguments) of the consumer."""
+        return kafka_login(
+            self.settings,
+            {
+                "group.id": self.settings.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+            },
+        )
 
     def consumer_config(self) -> dict[str, Any]:
         """The consumer's configuration as gcn-kafka completes it (what the broker sees)."""

@@ -25,6 +25,7 @@ from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
 from toros.alert.outputs import plot_skymap, sky_view, target_record, write_sky_view, write_targets
+from toros.alert.publishing import CampaignPublisher
 from toros.alert.ranking import Ranked, rank
 from toros.alert.relay import Relay
 from toros.alert.settings import AlertConfig, Observatory
@@ -96,7 +97,14 @@ class AlertModule(Module):
         self.index: GalaxyIndex | None = None
         self.listeners: list[KafkaListener | VoeventListener] = []
         self.followers: list[EventFollower] = []
-        self.campaigns = Campaigns(self.storage_root / "campaigns", settings.observatories)
+        self.publisher = (
+            CampaignPublisher(settings.campaign_kafka, self._published) if settings.campaign_kafka.enabled else None
+        )
+        self.campaigns = Campaigns(
+            self.storage_root / "campaigns",
+            settings.observatories,
+            self.publisher.publish if self.publisher is not None else None,
+        )
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._orders_lock = threading.Lock()
@@ -120,6 +128,8 @@ class AlertModule(Module):
         self.followers = self._campaign_followers()
         for follower in self.followers:
             follower.start()
+        if self.publisher is not None:
+            self.publisher.start()
         if self.settings.kafka.enabled:
             self.listeners.append(KafkaListener(self.settings.kafka, self.receive, report=self.intake_problem))
         if self.settings.voevent.enabled:
@@ -132,6 +142,13 @@ class AlertModule(Module):
             listener.stop()
         for follower in self.followers:
             follower.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
+
+    def _published(self, event: str, text: str) -> None:
+        if not text.startswith("published"):
+            log.warning("campaign %s: %s", event, text)
+        self.campaigns.published(event, text, self.clock.now())
 
     def _site_event(
         self, handle: Callable[[str, pb.Event, datetime], None], site: str, _: object, event: pb.Event

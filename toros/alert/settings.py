@@ -62,28 +62,21 @@ class SkymapDownload(Section):
     rewrite: dict[str, str] = Field(default_factory=dict, description="URL prefix -> replacement (offline mirrors)")
 
 
-class KafkaIntake(Section):
-    """GCN Kafka (igwn.gwalert JSON), or another broker carrying the same alerts (SCiMMA's Hopskotch, as Avro;
-    a site's mirror). GCN's login is OAUTHBEARER against its identity provider, as gcn-kafka configures it, with
-    the credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET; Hopskotch's and a mirror's is a
-    user name and password (SCRAM-SHA-512 for Hopskotch, or PLAIN), always over TLS."""
+class KafkaLogin(Section):
+    """How to reach a Kafka broker: GCN's, whose login is OAUTHBEARER against its identity provider, as
+    gcn-kafka configures it, with the credentials here or in $GCN_KAFKA_CLIENT_ID / $GCN_KAFKA_CLIENT_SECRET;
+    or another one (SCiMMA's Hopskotch, a site's mirror or its partners') with a user name and password
+    (SCRAM-SHA-512 for Hopskotch, or PLAIN), always over TLS."""
 
-    enabled: bool = False
     client_id: SecretStr | None = None
     client_secret: SecretStr | None = None
     domain: Literal["gcn.nasa.gov", "test.gcn.nasa.gov", "dev.gcn.nasa.gov"] = "gcn.nasa.gov"
-    topics: tuple[str, ...] = ("igwn.gwalert",)
-    group_id: str = "toros-alert"
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port…] of another broker (a mirror); None: GCN's kafka.<domain>"
     )
     security_protocol: Literal["sasl_ssl", "plaintext"] = Field(
         default="sasl_ssl", description="plaintext only for brokers on this machine's loopback"
     )
-    session_timeout_s: float = Field(
-        default=10.0, ge=6.0, le=300.0,
-        description="a consumer that died holds its partitions this long (after a kill -9, notices wait so long)",
-    )  # fmt: skip
     sasl_mechanism: Literal["OAUTHBEARER", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
         default="OAUTHBEARER", description="OAUTHBEARER: GCN's login (client_id); the others: username and password"
     )
@@ -92,7 +85,7 @@ class KafkaIntake(Section):
     ca_file: ConfigPath | None = Field(default=None, description="the broker's CA (PEM); None: the usual CAs")
 
     @model_validator(mode="after")
-    def _plaintext_on_loopback_only(self) -> KafkaIntake:
+    def _plaintext_on_loopback_only(self) -> KafkaLogin:
         if self.security_protocol == "plaintext":
             hosts = [server.rsplit(":", 1)[0].strip("[]") for server in (self.bootstrap_servers or "").split(",")]
             if not self.bootstrap_servers or not all(is_loopback(host) for host in hosts):
@@ -105,6 +98,27 @@ class KafkaIntake(Section):
             if self.security_protocol != "sasl_ssl":
                 raise ValueError(f"sasl_mechanism {self.sasl_mechanism} sends a password: only over sasl_ssl")
         return self
+
+
+class KafkaIntake(KafkaLogin):
+    """GCN Kafka (igwn.gwalert JSON), or another broker carrying the same alerts (SCiMMA's Hopskotch, as Avro;
+    a site's mirror)."""
+
+    enabled: bool = False
+    topics: tuple[str, ...] = ("igwn.gwalert",)
+    group_id: str = "toros-alert"
+    session_timeout_s: float = Field(
+        default=10.0, ge=6.0, le=300.0,
+        description="a consumer that died holds its partitions this long (after a kill -9, notices wait so long)",
+    )  # fmt: skip
+
+
+class CampaignPublishing(KafkaLogin):
+    """The campaigns published as our own notices on a Kafka topic (gcn-kafka's producer), for partners to
+    listen to: each event's campaign JSON (key: the superevent id) whenever it changes. Off by default."""
+
+    enabled: bool = False
+    topic: str = Field(default="toros.campaign", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
 
 
 class VoeventIntake(Section):
@@ -134,5 +148,6 @@ class AlertConfig(ServerConfig):
     skymap: SkymapDownload = SkymapDownload()
     relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
     kafka: KafkaIntake = KafkaIntake()
+    campaign_kafka: CampaignPublishing = CampaignPublishing()
     voevent: VoeventIntake = VoeventIntake()
     notify: Notifications = Notifications()

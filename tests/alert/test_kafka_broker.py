@@ -246,12 +246,16 @@ def test_the_campaign_is_published_on_kafka_and_a_dead_broker_is_named(broker, t
     consumer = Consumer({"bootstrap.servers": broker.address, "group.id": "partners", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     try:
-        message = wait_for(lambda: (m := consumer.poll(1.0)) is not None and not m.error() and m, timeout=60)
+        first = wait_for(lambda: (m := consumer.poll(1.0)) is not None and not m.error() and m, timeout=60)
+        submit(stub, "MS181101ab-retraction.json", "k2")  # the campaign's next state comes after it, in order
+        second = wait_for(lambda: (m := consumer.poll(1.0)) is not None and not m.error() and m, timeout=60)
     finally:
         consumer.close()
-    published = json.loads(message.value())
-    assert message.key() == b"MS181101ab" and published["schema"] == "toros.campaign/1"
+    published, then = json.loads(first.value()), json.loads(second.value())
+    assert first.key() == second.key() == b"MS181101ab" and published["schema"] == "toros.campaign/1"
     assert published["event"] == "MS181101ab" and published["sites"][0]["state"] == "refused"
+    assert not published["retracted"] and then["retracted"] and published["sent"] <= then["sent"]
+    assert (first.partition(), first.offset() + 1) == (second.partition(), second.offset())
     kept = tmp_path / "live" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
     wait_for(lambda: f"published on {topic}" in json.loads(kept.read_text())["published"], timeout=30)
 

@@ -444,6 +444,10 @@ def run_chain(
         result.ok = calibrated == result.light_frames > 0
         for id, update in node.work_orders("telescope", "observe_targets").items():
             say(f"telescope work order {id}: {update.message}")
+        wait_until(node, lambda: second_looks_done(folder), deadline, say)
+        wait_until(node, lambda: node.progress()[1], deadline, say)  # the second looks' frames calibrated too
+        _, _, result.light_frames, calibrated = node.progress()
+        result.ok = calibrated == result.light_frames > 0
         result.candidates, result.candidate_latency_s = candidate_events(node, rate)
         listing = node.cli("candidates", "--alert", ALERT_ID)
         for line in listing.stdout.strip().splitlines():
@@ -471,6 +475,22 @@ def run_chain(
         f'the kilonova was placed {math.hypot(*KILONOVA_OFFSET_ARCSEC):.1f}" from {host.name} ({host.distance_mpc or 40:.0f} Mpc)'
     )
     return result
+
+
+def second_looks_done(folder: Path) -> bool:
+    """Whether every candidate of the alert was observed again and those frames searched (or its second look
+    could not be had)."""
+    path = folder / "data" / "campaigns" / ALERT_ID / "campaign.json"
+    if not path.exists():
+        return False
+    campaign = json.loads(path.read_text())
+    looks = [c["second_look"] for c in campaign["candidates"]]
+    if any(look is not None and look["state"] == "scheduled" for look in looks):
+        return False
+    again = [p for p in campaign["pointings"] if p["purpose"] == "second look"]
+    return all(
+        p["state"] in ("cancelled", "failed") or (p["frames"] and None not in p["frames"].values()) for p in again
+    )
 
 
 def campaign_caught_up(folder: Path, frames: int) -> bool:

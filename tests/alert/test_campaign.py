@@ -286,3 +286,51 @@ def test_what_was_observed_is_not_planned_again(tmp_path):
     observe(campaigns, MERGER + timedelta(minutes=25))
     # In Macon's observed 1.4 deg field, or the galaxy Eaba (no field of view) pointed at; not the cancelled field.
     assert campaigns.observed("S1", pool).tolist() == [True, True, False, True, False]
+
+
+def test_each_candidate_is_looked_at_again_when_due(tmp_path):
+    event_sky, data = sky()
+    campaigns = Campaigns(tmp_path, (MACON, EABA), second_look_delay_s=1800)
+    campaigns.relayed("S1", drill=False, merger=MERGER, notice=None, now=MERGER, sky=event_sky, skymap_bytes=data,
+                      sites=PLAN, filter="r", exposure_s=60.0)  # fmt: skip
+    found = MERGER + timedelta(minutes=30)
+    candidate = pb.TransientCandidate(
+        name="TOROS-1", ra_deg=194.3, dec_deg=-17.9, mag=18.0, mag_err=0.05, filter="r", snr=20, score=0.9,
+        alert_id="S1", date_obs=stamp(found), frame_path="/cal/f1_cal.fits",
+    )  # fmt: skip
+    campaigns.preprocessor_event("eaba", pb.Event(sequence=1, time=stamp(found), transient_candidate=candidate), found)
+    assert read(tmp_path)["candidates"][0]["second_look"]["state"] == "scheduled"
+    assert campaigns.due(found + timedelta(minutes=29)) == []
+    (look,) = campaigns.due(found + timedelta(minutes=30))
+    assert (look.event, look.candidate, look.site, look.drill) == ("S1", "TOROS-1", "eaba", False)
+    sent = found + timedelta(minutes=31)
+    campaigns.looked(look, MACON, "S1-second-look-TOROS-1-macon", "g", 120.0, "2 × 120 s in g at macon", sent)
+    assert campaigns.due(sent) == [], "sent once"
+    data_now = read(tmp_path)
+    assert data_now["candidates"][0]["second_look"] | {"note": ""} == {
+        "due": "2026-05-02T00:45:00Z", "site": "macon", "state": "relayed",
+        "work_order_id": "S1-second-look-TOROS-1-macon", "note": "",
+    }  # fmt: skip
+    again = data_now["pointings"][-1]
+    assert again["purpose"] == "second look" and again["state"] == "planned" and again["filter"] == "g"
+    taken = sent + timedelta(minutes=5)
+    campaigns.telescope_event("macon", frame("S1-second-look-TOROS-1-macon", "TOROS-1", "s1", taken, 9), taken)
+    timeline = read(tmp_path)["timeline"]
+    assert timeline["second_look"] == "2026-05-02T00:51:00Z" and "first_shutter_open" not in timeline
+
+    # A candidate of a retracted event is not looked at again; one that no telescope takes says why.
+    campaigns.preprocessor_event(
+        "eaba", pb.Event(sequence=2, time=stamp(found), transient_candidate=pb.TransientCandidate(
+            name="TOROS-2", ra_deg=194.0, dec_deg=-18.0, alert_id="S1", date_obs=stamp(found))), found,
+    )  # fmt: skip
+    (second,) = campaigns.due(found + timedelta(hours=1))
+    campaigns.looked(second, None, "", "g", 120.0, "no telescope took it (eaba: UNAVAILABLE)", found)
+    assert read(tmp_path)["candidates"][1]["second_look"]["state"] == "failed"
+    campaigns.preprocessor_event(
+        "eaba", pb.Event(sequence=3, time=stamp(found), transient_candidate=pb.TransientCandidate(
+            name="TOROS-3", ra_deg=194.1, dec_deg=-18.0, alert_id="S1", date_obs=stamp(found))), found,
+    )  # fmt: skip
+    campaigns.retracted("S1", found)
+    assert campaigns.due(found + timedelta(hours=2)) == []
+    third = next(c for c in read(tmp_path)["candidates"] if c["name"] == "TOROS-3")
+    assert third["second_look"]["state"] == "cancelled"

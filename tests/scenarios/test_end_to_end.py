@@ -35,10 +35,10 @@ def test_alert_to_calibrated_images(tmp_path):
     assert result.ok, "\n".join(lines)
     assert result.exit_codes == {"alert": 0, "telescope": 0, "preprocessor": 0}
     assert any("6 targets accepted" in line for line in lines), lines
-    assert result.light_frames == 18 and len(result.calibrated) == 18, "6 routine frames and 12 of the alert"
+    assert result.light_frames == 20 and len(result.calibrated) == 20, "6 routine, 12 of the alert, 2 second looks"
     data = tmp_path / "chain" / "data"
     raw_lights = sorted(p.stem for p in (data / "2026-05-01").glob("*-light-*.fits"))
-    assert len(raw_lights) == 18
+    assert len(raw_lights) == 20
     assert sorted(Path(p).stem.removesuffix("_cal") for p in result.calibrated) == raw_lights
     with fits.open(result.calibrated[-1]) as hdus:
         assert hdus[0].header["IMAGETYP"] == "LIGHT" and "MASK" in hdus and hdus[0].data.dtype.name == "float32"
@@ -97,7 +97,9 @@ def test_alert_to_calibrated_images(tmp_path):
         campaign["event"] == "MS181101ab" and campaign["drill"] and [s["name"] for s in campaign["sites"]] == ["macon"]
     )
     observed = [p for p in campaign["pointings"] if p["state"] == "observed"]
-    assert len(observed) == 6 and all(len(p["frames"]) == 2 for p in observed)
+    assert len(observed) == 7 and all(len(p["frames"]) == 2 for p in observed)
+    (again,) = [p for p in observed if p["purpose"] == "second look"]
+    assert again["name"] == result.candidates[0].name and again["site"] == "macon"
     for pointing in observed:
         depths = [fits.getheader(path)["LIMMAG"] for path in result.calibrated
                   if Path(path).stem.removesuffix("_cal") in pointing["frames"]]  # fmt: skip
@@ -109,6 +111,10 @@ def test_alert_to_calibrated_images(tmp_path):
     assert found["name"] == result.candidates[0].name and found["rank"] == 1 and found["in_field"]
     assert found["host"] == result.candidates[0].host and found["host_distance_consistent"] is True
     assert len(found["detections"]) == len(result.candidates)
+    assert (
+        found["second_look"]["state"] == "relayed" and found["second_look"]["work_order_id"] == again["work_order_id"]
+    )
+    assert any(d["frame"].removesuffix("_cal.fits") in again["frames"] for d in found["detections"]), "seen again"
     timeline = campaign["timeline"]
     assert timeline["merger"].startswith("2026-05-01T23:45")
     # Each step is stamped by the daemon where it happened; the three simulated clocks started a few real
@@ -116,6 +122,7 @@ def test_alert_to_calibrated_images(tmp_path):
     assert timeline["merger"] < timeline["notice"] < timeline["relayed"], timeline
     assert timeline["first_shutter_open"] == timeline["first_shutter_open_by_site"]["macon"]
     assert timeline["first_frame_searched"] <= timeline["first_candidate"], timeline
+    assert timeline["first_shutter_open"] < timeline["second_look"], "both stamped by the telescope"
     assert any(line.strip().startswith("timeline: merger") for line in lines), "the demo prints the campaign"
     reports = data / "reports" / "MS181101ab"
     assert result.candidates[0].name in (reports / "gcn-circular-draft.txt").read_text()
@@ -132,7 +139,7 @@ def test_alert_to_calibrated_images(tmp_path):
         order = again.stdout.splitlines()[0]
         status = node.stub("preprocessor").GetWorkOrder(pb.GetWorkOrderRequest(id=order))
         assert status.state == pb.WORK_ORDER_STATE_DONE and status.task == "reprocess_night"
-        assert status.message.startswith("2026-05-01: 18 of 18 frames science-ready, "), status.message
+        assert status.message.startswith("2026-05-01: 20 of 20 frames science-ready, "), status.message
         found = [
             e.transient_candidate
             for e in node.stub("preprocessor").Watch(

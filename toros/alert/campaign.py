@@ -19,7 +19,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,18 @@ class PointingState(StrEnum):
     FAILED = "failed"
 
 
+class LookState(StrEnum):
+    SCHEDULED = "scheduled"
+    RELAYED = "relayed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Purpose(StrEnum):
+    FIRST_EPOCH = "first epoch"
+    SECOND_LOOK = "second look"
+
+
 class SiteState(StrEnum):
     OBSERVING = "observing"  # its telescope accepted the pointings
     REFUSED = "refused"  # its telescope refused them or could not be reached
@@ -84,6 +96,7 @@ class CampaignPointing:
     state: PointingState
     galaxies: list[str]
     frames: dict[str, float | None] = field(default_factory=dict)  # frame (file stem) -> its LIMMAG, once searched
+    purpose: Purpose = Purpose.FIRST_EPOCH
 
     @property
     def limmag(self) -> float | None:
@@ -94,6 +107,7 @@ class CampaignPointing:
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "frames"} | {
             "state": self.state.value,
+            "purpose": self.purpose.value,
             "limmag": self.limmag,
             "frames": self.frames,
         }
@@ -113,6 +127,21 @@ class CampaignCandidate:
     detections: list[dict[str, Any]] = field(default_factory=list)
     classification: str = "unknown"
     kilonova_score: float | None = None
+    # {"due", "site", "state" (a LookState), "work_order_id", "note"}; None when second looks are off
+    second_look: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class DueLook:
+    """A candidate's second look, due now."""
+
+    event: str
+    drill: bool
+    merger: str | None
+    candidate: str
+    ra_deg: float
+    dec_deg: float
+    site: str
 
 
 @dataclass
@@ -155,7 +184,9 @@ class Campaign:
     def from_json(cls, data: dict[str, Any]) -> Campaign:
         pointings = [
             CampaignPointing(
-                **{k: v for k, v in p.items() if k not in ("limmag", "state")}, state=PointingState(p["state"])
+                **{k: v for k, v in p.items() if k not in ("limmag", "state", "purpose")},
+                state=PointingState(p["state"]),
+                purpose=Purpose(p.get("purpose", Purpose.FIRST_EPOCH)),
             )
             for p in data["pointings"]
         ]
@@ -230,8 +261,10 @@ class Campaigns:
         root: Path,
         observatories: tuple[Observatory, ...],
         publish: Callable[[str, dict[str, Any]], None] | None = None,
+        second_look_delay_s: float | None = None,
     ) -> None:
         self.root = root
+        self.second_look_delay_s = second_look_delay_s  # None: candidates are not observed again
         self.publish = publish  # each new state of a campaign, to partners (alert.campaign_kafka)
         self.observatories = {o.name: o for o in observatories}
         self._lock = threading.Lock()
@@ -307,6 +340,10 @@ class Campaigns:
                 return
             campaign.retracted = True
             campaign.notes.append(f"{now_iso(now)}: retracted by LVK; every site's lists cancelled")
+            for candidate in campaign.candidates.values():
+                look = candidate.second_look
+                if look is not None and look["state"] == LookState.SCHEDULED:
+                    look.update(state=LookState.CANCELLED.value, note="the event was retracted")
             self._update(campaign, now)
 
     # -- from the sites ------------------------------------------------------------------------
@@ -347,7 +384,7 @@ class Campaigns:
                 self._frame_depth(campaign, index, stem, progress.science.limmag, when)
             elif kind == "transient_candidate" and event.transient_candidate.alert_id in self._campaigns:
                 campaign = self._campaigns[event.transient_candidate.alert_id]
-                self._candidate(campaign, event)
+                self._candidate(campaign, site, event)
             else:
                 return
             self._update(campaign, now)
@@ -375,9 +412,12 @@ class Campaigns:
         pointing.exposure_s = image.exposure_time.ToTimedelta().total_seconds() or pointing.exposure_s
         pointing.frames.setdefault(stem, None)
         self._frames[stem] = (campaign.event, index)
-        opened = campaign.timeline.setdefault("first_shutter_open_by_site", {})
-        _earliest(opened, site, taken)
-        campaign.timeline["first_shutter_open"] = min(opened.values())
+        if pointing.purpose is Purpose.SECOND_LOOK:
+            _earliest(campaign.timeline, "second_look", taken)
+        else:
+            opened = campaign.timeline.setdefault("first_shutter_open_by_site", {})
+            _earliest(opened, site, taken)
+            campaign.timeline["first_shutter_open"] = min(opened.values())
         if stem in self._unmatched:
             limmag, when = self._unmatched.pop(stem)
             self._frame_depth(campaign, index, stem, limmag, when)
@@ -395,7 +435,7 @@ class Campaigns:
         if site in campaign.sites:
             campaign.sites[site] = {"state": SiteState.FINISHED.value, "note": update.message}
 
-    def _candidate(self, campaign: Campaign, event: pb.Event) -> None:
+    def _candidate(self, campaign: Campaign, site: str, event: pb.Event) -> None:
         found = event.transient_candidate
         candidate = campaign.candidates.get(found.name)
         if candidate is None:
@@ -404,6 +444,12 @@ class Campaigns:
                 found.name, found.ra_deg, found.dec_deg, found.host, distance, consistent, note, 0.0, False
             )
             campaign.candidates[found.name] = candidate
+            if self.second_look_delay_s is not None and not campaign.retracted:
+                due = found.date_obs.ToDatetime(UTC) + timedelta(seconds=self.second_look_delay_s)
+                candidate.second_look = {
+                    "due": now_iso(due), "site": site, "state": LookState.SCHEDULED.value, "work_order_id": "",
+                    "note": "",
+                }  # fmt: skip
             when = now_iso(event.time.ToDatetime(UTC))
             _earliest(campaign.timeline, "first_candidate", when)
             _earliest(campaign.timeline, "first_frame_searched", when)  # its frame was searched by then
@@ -537,6 +583,42 @@ class Campaigns:
                 }
             )
         return listed
+
+    # -- second looks ------------------------------------------------------------------------
+
+    def due(self, now: datetime) -> list[DueLook]:
+        """The candidates' second looks due at ``now`` and not sent yet."""
+        moment = now_iso(now)
+        with self._lock:
+            return [
+                DueLook(c.event, c.drill, c.merger, k.name, k.ra_deg, k.dec_deg, k.second_look["site"])
+                for c in self._campaigns.values()
+                if not c.retracted
+                for k in c.candidates.values()
+                if k.second_look and k.second_look["state"] == LookState.SCHEDULED and k.second_look["due"] <= moment
+            ]
+
+    def looked(
+        self, look: DueLook, site: Observatory | None, order_id: str, filter: str, exposure_s: float, note: str,
+        now: datetime,
+    ) -> None:  # fmt: skip
+        """A second look sent to ``site`` as work order ``order_id`` (None site: it could not be sent)."""
+        with self._lock:
+            campaign = self._campaigns[look.event]
+            state = campaign.candidates[look.candidate].second_look
+            assert state is not None, "a due look was scheduled"
+            if site is None:
+                state.update(state=LookState.FAILED.value, note=note)
+            else:
+                state.update(state=LookState.RELAYED.value, site=site.name, work_order_id=order_id, note=note)
+                campaign.pointings.append(
+                    CampaignPointing(
+                        site.name, order_id, look.candidate, look.ra_deg, look.dec_deg, filter, now_iso(now),
+                        exposure_s, PointingState.PLANNED, [], purpose=Purpose.SECOND_LOOK,
+                    )
+                )  # fmt: skip
+                self._index(campaign)
+            self._update(campaign, now)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert import orders
-from toros.alert.campaign import Campaigns, EventSky
+from toros.alert.campaign import Campaigns, DueLook, EventSky
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
@@ -47,6 +47,7 @@ from toros.runtime.workers import TaskContext, TaskFailed
 log = logging.getLogger(__name__)
 
 GALAXIES_SHOWN = 50
+LOOK_POLL_S = 1.0  # how often due second looks are looked for (real seconds)
 FIRST_TRY_S = 15.0  # a site's telescope that has not taken its list by then is passed over  # the ranked galaxies listed in the sky view, whether chosen for a site or not
 
 
@@ -59,6 +60,10 @@ class SiteRelay:
     targets: list[Pointing] = field(default_factory=list)
     accepted: bool = False
     note: str = ""
+
+
+class Stopping(Exception):
+    """The daemon stops: a second look being sent is left for the next start."""
 
 
 class Report:
@@ -104,7 +109,10 @@ class AlertModule(Module):
             self.storage_root / "campaigns",
             settings.observatories,
             self.publisher.publish if self.publisher is not None else None,
+            settings.second_look.delay_s if settings.second_look.enabled else None,
         )
+        self._stopping = threading.Event()
+        self._looker = threading.Thread(target=self._look_again, name="second-looks", daemon=True)
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._orders_lock = threading.Lock()
@@ -130,6 +138,7 @@ class AlertModule(Module):
             follower.start()
         if self.publisher is not None:
             self.publisher.start()
+        self._looker.start()
         if self.settings.kafka.enabled:
             self.listeners.append(KafkaListener(self.settings.kafka, self.receive, report=self.intake_problem))
         if self.settings.voevent.enabled:
@@ -144,6 +153,63 @@ class AlertModule(Module):
             follower.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        self._stopping.set()
+        if self._looker.is_alive():
+            self._looker.join(timeout=10)
+
+    def _look_again(self) -> None:
+        """The candidates' second looks, sent as they come due (clock time)."""
+        while not self._stopping.wait(LOOK_POLL_S):
+            for look in self.campaigns.due(self.clock.now()):
+                try:
+                    self._send_look(look)
+                except Stopping:
+                    return
+                except Exception:  # one look that cannot be sent must not stop the others
+                    log.exception("second look at %s of %s not sent", look.candidate, look.event)
+
+    def _send_look(self, look: DueLook) -> None:
+        """A second look at a candidate: to the site that found it, or else to another."""
+        settings, exposure = self.settings.second_look, self.settings.exposure
+        filter = settings.filter or exposure.filter
+        seconds = settings.exposure_time_s or exposure.exposure_time_s
+        merger = datetime.fromisoformat(look.merger) if look.merger else None
+        target = pb.Target(
+            name=look.candidate,
+            ra_deg=look.ra_deg,
+            dec_deg=look.dec_deg,
+            exposure_count=settings.exposure_count,
+            filter=filter,
+            exposure_time=Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)),
+        )
+        relay = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), self._wait_or_stop)
+        problems = []
+        for site in sorted(self.settings.observatories, key=lambda o: o.name != look.site):
+            order = pb.WorkOrder(
+                id=f"{look.event}-second-look-{look.candidate}-{site.name}",
+                requester=f"{ALERT_RELAY}second-look",
+                priority=settings.priority,
+                observe_targets=pb.ObserveTargets(
+                    alert_id=look.event, drill=look.drill, event_time=_timestamp(merger), targets=[target]
+                ),
+            )
+            try:
+                relay.submit(site.telescope, order)
+            except grpc.RpcError as exc:
+                problems.append(f"{site.name}: {exc.code().name}: {exc.details()}")
+                continue
+            self._record_order(look.event, site.telescope, order.id)
+            note = f"{settings.exposure_count} × {seconds:g} s in {filter} at {site.name}"
+            log.info("second look at %s of %s sent: %s", look.candidate, look.event, note)
+            self.campaigns.looked(look, site, order.id, filter, seconds, note, self.clock.now())
+            return
+        note = "no telescope took it (" + "; ".join(problems or ["no observatory configured"]) + ")"
+        log.warning("second look at %s of %s: %s", look.candidate, look.event, note)
+        self.campaigns.looked(look, None, "", filter, seconds, note, self.clock.now())
+
+    def _wait_or_stop(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise Stopping
 
     def _published(self, event: str, text: str) -> None:
         if not text.startswith("published"):
@@ -557,13 +623,17 @@ class AlertModule(Module):
             relay.submit(observatory.telescope, order)
         except grpc.RpcError as exc:
             return False, f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
-        key = journal_keys.event_orders(alert.alert_id)
-        with self._orders_lock:  # the sites' lists are sent in parallel: each is recorded for a retraction
-            sent = json.loads(self.journal.get_value(key) or "[]")
-            if [observatory.telescope, order.id] not in sent:
-                self.journal.set_value(key, json.dumps(sent + [[observatory.telescope, order.id]]))
+        self._record_order(alert.alert_id, observatory.telescope, order.id)
         galaxies = sum(len(t.galaxies) for t in targets)
         return True, f"{observatory.name}: {len(targets)} targets accepted ({galaxies} galaxies)"
+
+    def _record_order(self, alert_id: str, address: str, order_id: str) -> None:
+        """A list sent for the event, kept for its retraction (lists are sent from several threads)."""
+        key = journal_keys.event_orders(alert_id)
+        with self._orders_lock:
+            sent = json.loads(self.journal.get_value(key) or "[]")
+            if [address, order_id] not in sent:
+                self.journal.set_value(key, json.dumps(sent + [[address, order_id]]))
 
     def _retract(self, alert: Alert, relay: Relay, label: str) -> str:
         return f"{label}: retraction; " + self._cancel_lists(alert.alert_id, relay, f"{alert.alert_id} retracted")

@@ -130,6 +130,18 @@ class VoeventIntake(Section):
     ivorn: str = "ivo://toros/alert"
 
 
+class SecondLook(Section):
+    """Each vetted candidate of an alert's frames observed again: its rise or decline (the same filter) or its
+    colour (another filter, where the site has references in it)."""
+
+    enabled: bool = True
+    delay_s: float = Field(default=1800.0, ge=0, le=7 * 86400, description="after its first detection")
+    filter: str | None = Field(default=None, description="None: the alert's exposure filter")
+    exposure_count: int = Field(default=2, ge=1, le=100)
+    exposure_time_s: float | None = Field(default=None, gt=0, le=3600, description="None: the alert's")
+    priority: int = Field(default=80, ge=0, le=100, description="above routine work, below new alert fields (90)")
+
+
 class AlertConfig(ServerConfig):
     port: int = Field(default=50051, ge=0, le=65535)
     max_message_bytes: int = Field(default=64 * 1024 * 1024 + 4096, ge=64 * 1024, le=1024**3)  # embedded sky maps
@@ -149,5 +161,6 @@ class AlertConfig(ServerConfig):
     relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
     kafka: KafkaIntake = KafkaIntake()
     campaign_kafka: CampaignPublishing = CampaignPublishing()
+    second_look: SecondLook = SecondLook()
     voevent: VoeventIntake = VoeventIntake()
     notify: Notifications = Notifications()

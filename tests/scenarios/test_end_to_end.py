@@ -110,6 +110,7 @@ def test_alert_to_calibrated_images(tmp_path):
     (found,) = campaign["candidates"]
     assert found["name"] == result.candidates[0].name and found["rank"] == 1 and found["in_field"]
     assert found["host"] == result.candidates[0].host and found["host_distance_consistent"] is True
+    assert found["classification"] == "kilonova-like" and found["kilonova_score"] > 0.1, found["evidence"]
     assert len(found["detections"]) == len(result.candidates)
     assert (
         found["second_look"]["state"] == "relayed" and found["second_look"]["work_order_id"] == again["work_order_id"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from toros.alert.campaign_reports import CIRCULAR_FILE, TREASUREMAP_FILE, circular_draft, treasuremap_pointings
+from toros.alert.classification import Detection, classify
 from toros.alert.coordination import Galaxies, Pointing
 from toros.alert.coverage import (
     Field,
@@ -127,6 +128,8 @@ class CampaignCandidate:
     detections: list[dict[str, Any]] = field(default_factory=list)
     classification: str = "unknown"
     kilonova_score: float | None = None
+    evidence: list[str] = field(default_factory=list)  # why it is classified so
+    flags: list[str] = field(default_factory=list)  # the preprocessor's flags on any of its detections
     # {"due", "site", "state" (a LookState), "work_order_id", "note"}; None when second looks are off
     second_look: dict[str, str] | None = None
 
@@ -163,7 +166,7 @@ class Campaign:
     def to_json(self) -> dict[str, Any]:
         ranked = sorted(
             self.candidates.values(),
-            key=lambda c: (c.host_distance_consistent is not True, not c.in_field, -c.score, c.name),
+            key=lambda c: (-(c.kilonova_score or 0.0), c.host_distance_consistent is not True, -c.score, c.name),
         )
         return {
             "event": self.event,
@@ -454,6 +457,7 @@ class Campaigns:
             _earliest(campaign.timeline, "first_candidate", when)
             _earliest(campaign.timeline, "first_frame_searched", when)  # its frame was searched by then
         candidate.score = max(candidate.score, round(found.score, 4))
+        candidate.flags = sorted(set(candidate.flags) | set(found.flags))
         detection = {
             "time": now_iso(found.date_obs.ToDatetime(UTC)),
             "filter": found.filter,
@@ -461,6 +465,8 @@ class Campaigns:
             "mag_err": round(found.mag_err, 3),
             "snr": round(found.snr, 1),
             "frame": Path(found.frame_path).name,
+            "ra_deg": round(found.ra_deg, 7),
+            "dec_deg": round(found.dec_deg, 7),
         }
         if detection not in candidate.detections:
             candidate.detections.append(detection)
@@ -558,6 +564,39 @@ class Campaigns:
         where = inside_any(np.array([c.ra_deg for c in found]), np.array([c.dec_deg for c in found]), fields)
         for candidate, inside_a_field in zip(found, where, strict=True):
             candidate.in_field = bool(inside_a_field)
+            self._classify(candidate, sky, merger)
+
+    @staticmethod
+    def _classify(candidate: CampaignCandidate, sky: EventSky, merger: datetime | None) -> None:
+        """Its classification and kilonova score, from its detections and its host's (or the GW) distance."""
+        posterior = sky.distance_posterior(np.array([candidate.ra_deg]), np.array([candidate.dec_deg]))
+        mu, sigma = (float(posterior[0][0]), float(posterior[1][0])) if posterior is not None else (math.nan, 0.0)
+        usable = math.isfinite(mu) and sigma > 0
+        distance, source, consistency = candidate.host_distance_mpc, f"its host {candidate.host}", None
+        if distance is not None and usable:
+            consistency = math.exp(-0.5 * ((distance - mu) / sigma) ** 2)
+        elif distance is None and usable:
+            distance, source = mu, "the GW distance along its line of sight"
+        detections = [
+            Detection(
+                datetime.fromisoformat(d["time"]), d["filter"], d["mag"], d["mag_err"],
+                d.get("ra_deg", candidate.ra_deg), d.get("dec_deg", candidate.dec_deg),
+            )
+            for d in candidate.detections
+            if d.get("mag") is not None and d.get("mag_err") is not None
+        ]  # fmt: skip
+        verdict = classify(
+            detections,
+            merger=merger,
+            flags=set(candidate.flags),
+            distance_mpc=distance,
+            distance_source=source,
+            host_consistency=consistency,
+            vetting_score=candidate.score,
+        )
+        candidate.classification = verdict.classification.value
+        candidate.kilonova_score = verdict.kilonova_score
+        candidate.evidence = verdict.evidence
 
     @staticmethod
     def _observed_galaxies(

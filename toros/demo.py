@@ -431,8 +431,12 @@ def run_chain(
 
         wait_until(node, references_made, deadline, say)
         wait_until(node, lambda: clock_now(node) >= EVENT_TIME + NOTICE_DELAY, deadline, say)
+        replayed = clock_now(node)
+        late = (replayed - EVENT_TIME).total_seconds() / 60.0
         say(
-            f"{EVENT_TIME:%H:%M} UTC: a merger; the notice arrives a minute later: replaying {scenario.alert.name} (a drill)"
+            f"{EVENT_TIME:%H:%M} UTC: a merger. Its notice (made a minute after it) is replayed at {replayed:%H:%M} "
+            f"UTC, {late:.0f} min after the merger on the simulated clock (the routine references came first): "
+            f"{scenario.alert.name} (a drill)"
         )
         replay = node.cli("alert", "replay", str(scenario.alert), "--wait")
         for line in replay.stdout.strip().splitlines():

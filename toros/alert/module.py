@@ -180,7 +180,7 @@ class AlertModule(Module):
             dec_deg=look.dec_deg,
             exposure_count=settings.exposure_count,
             filter=filter,
-            exposure_time=Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)),
+            exposure_time=_duration(seconds),
         )
         relay = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), self._wait_or_stop)
         problems = []
@@ -611,9 +611,7 @@ class AlertModule(Module):
                         distance_mpc=t.galaxies[0].distance_mpc or 0.0,
                         exposure_count=exposure.exposure_count,
                         filter=exposure.filter,
-                        exposure_time=Duration(
-                            seconds=int(exposure.exposure_time_s), nanos=int(exposure.exposure_time_s % 1 * 1e9)
-                        ),
+                        exposure_time=_duration(exposure.exposure_time_s),
                     )
                     for t in targets
                 ],
@@ -677,6 +675,10 @@ def as_drill(alert: Alert, work_order_id: str) -> Alert:
     notice (its key names the work order), never mistaken for the real event."""
     alert_id = alert.alert_id if alert.alert_id.endswith("-drill") else f"{alert.alert_id}-drill"
     return replace(alert, alert_id=alert_id, is_test=True, drill_key=f"drill/{work_order_id}")
+
+
+def _duration(seconds: float) -> Duration:
+    return Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:

@@ -20,6 +20,7 @@ from toros.alert.coverage import inside_any
 from toros.alert.footprints import Footprint
 from toros.alert.settings import Observatory
 from toros.alert.skymap import read_skymap
+from toros.cli import main
 from toros.floor.kilonova import kilonova_mag
 from toros.generated import toros_pb2 as pb
 
@@ -232,23 +233,31 @@ def test_candidates_and_their_hosts_distance(tmp_path):
     assert data["timeline"]["first_candidate"] == "2026-05-02T00:10:00Z"
 
 
-def test_the_cli_prints_the_campaign(tmp_path):
-    config = write_config(tmp_path, storage={"root": str(tmp_path / "data")})
-    missing = toros_cli("campaign", "--config", str(config))
-    assert missing.returncode == 1 and missing.stderr.strip().startswith("toros: no campaign yet under")
+def test_the_cli_prints_the_campaign(tmp_path, capsys):
+    config = str(write_config(tmp_path, storage={"root": str(tmp_path / "data")}))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["campaign", *args, "--config", config])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = run()
+    assert code == 1 and err.strip().startswith("toros: no campaign yet under")
     campaigns, _ = relayed(tmp_path / "data" / "campaigns")
     observe(campaigns, MERGER + timedelta(minutes=25))
-    shown = toros_cli("campaign", "--config", str(config))
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.startswith("S1 (drill)") and "site macon: finished" in shown.stdout
-    assert "pointings: 2 observed, 1 cancelled" in shown.stdout and "kilonova efficiency" in shown.stdout
-    assert "timeline: merger 2026-05-01T23:45:00Z → notice 2026-05-01T23:45:30Z (+30 s)" in shown.stdout
-    as_json = toros_cli("campaign", "S1", "--json", "--config", str(config))
-    assert json.loads(as_json.stdout)["event"] == "S1"
-    other = toros_cli("campaign", "S2", "--config", str(config))
-    assert other.returncode == 1 and "no campaign for S2" in other.stderr
-    bad = toros_cli("campaign", "../../etc", "--config", str(config))
-    assert bad.returncode in (1, 2) and len(bad.stderr.strip().splitlines()) == 1
+    code, out, err = run()
+    assert code == 0, err
+    assert out.startswith("S1 (drill)") and "site macon: finished" in out
+    assert "pointings: 2 observed, 1 cancelled" in out and "kilonova efficiency" in out
+    assert "timeline: merger 2026-05-01T23:45:00Z → notice 2026-05-01T23:45:30Z (+30 s)" in out
+    code, out, _ = run("S1", "--json")
+    assert code == 0 and json.loads(out)["event"] == "S1"
+    code, _, err = run("S2")
+    assert code == 1 and "no campaign for S2" in err
+    code, _, err = run("../../etc")
+    assert code in (1, 2) and len(err.strip().splitlines()) == 1
+    shown = toros_cli("campaign", "S1", "--config", config)  # and as a command, once
+    assert shown.returncode == 0 and shown.stdout.startswith("S1 (drill)"), shown.stderr
 
 
 def test_treasure_map_and_circular_drafts_move_with_the_campaign(tmp_path):

@@ -23,6 +23,8 @@ import pytest
 from kafka_broker import AVAILABLE, REQUIRED, SCRAM_PASSWORD, SCRAM_USER, KafkaBroker, retractions
 from support import avro_notice, done, launch, submit, wait_for, write_config
 
+from toros.alert.publishing import CampaignPublisher
+from toros.alert.settings import CampaignPublishing
 from toros.config import load_config
 from toros.daemons import build_daemon
 from toros.demo import free_port
@@ -230,7 +232,7 @@ def campaign_config(folder: Path, catalog: Path, servers: str, topic: str) -> Pa
     )  # fmt: skip
 
 
-def test_the_campaign_is_published_on_kafka_and_a_dead_broker_is_named(broker, tmp_path, glade_catalog, start_daemon):
+def test_the_campaign_is_published_on_kafka_in_order(broker, tmp_path, glade_catalog, start_daemon):
     from confluent_kafka import Consumer
 
     topic = "toros.campaign.test"
@@ -259,15 +261,17 @@ def test_the_campaign_is_published_on_kafka_and_a_dead_broker_is_named(broker, t
     kept = tmp_path / "live" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
     wait_for(lambda: f"published on {topic}" in json.loads(kept.read_text())["published"], timeout=30)
 
-    (tmp_path / "dead").mkdir()  # a broker that cannot be reached: the campaign goes on, and says so
-    daemon = start_daemon(
-        load_config(campaign_config(tmp_path / "dead", glade_catalog, f"127.0.0.1:{free_port()}", topic)),
-        lambda c: build_daemon("alert", c),
+
+def test_a_broker_that_cannot_be_reached_is_named_and_retried(broker):
+    told: list[tuple[str, str]] = []
+    settings = CampaignPublishing(
+        enabled=True, bootstrap_servers=f"127.0.0.1:{free_port()}", security_protocol="plaintext"
     )
-    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
-    submit(stub, "MS181101ab-preliminary.json", "k2")
-    assert done(stub, "k2").state == pb.WORK_ORDER_STATE_DONE
-    kept = tmp_path / "dead" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
-    assert json.loads(kept.read_text())["pointings"], "the campaign is kept whatever the broker does"
-    wait_for(lambda: "not published yet" in json.loads(kept.read_text())["published"], timeout=60)
-    assert "retried" in json.loads(kept.read_text())["published"]
+    publisher = CampaignPublisher(settings, lambda event, text: told.append((event, text)))
+    publisher.start()
+    try:
+        publisher.publish("S1", {"event": "S1"})
+        wait_for(lambda: any("not published yet" in text and text.endswith("retried") for _, text in told), timeout=60)
+    finally:
+        publisher.stop()
+    assert {event for event, _ in told} == {"S1"}

@@ -35,6 +35,7 @@ class CampaignPublisher:
         self.status = status
         self._factory = producer_factory or self._gcn_producer
         self._pending: dict[str, bytes] = {}  # event -> its latest campaign, not yet handed to the producer
+        self._in_flight: set[str] = set()  # events handed to the producer, not delivered yet
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -71,7 +72,7 @@ class CampaignPublisher:
     def _problem(self, error: Any) -> None:
         """A broker's error (all brokers down, a refused login): told on every campaign waiting to be sent."""
         with self._lock:
-            waiting = list(self._pending)
+            waiting = sorted(set(self._pending) | self._in_flight)
         for event in waiting:
             self.status(event, f"not published yet: {error.name()}: {error.str()}; retried")
 
@@ -82,6 +83,7 @@ class CampaignPublisher:
             self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, {}
+                self._in_flight |= set(batch)
             if not batch:
                 continue
             try:
@@ -105,6 +107,8 @@ class CampaignPublisher:
                 producer = None
 
     def _delivered(self, event: str, value: bytes, error: Any) -> None:
+        with self._lock:
+            self._in_flight.discard(event)
         if error is None:
             self.status(event, f"published on {self.settings.topic}")
             return
@@ -114,4 +118,5 @@ class CampaignPublisher:
     def _again(self, event: str, value: bytes) -> None:
         """A message not delivered goes back in line, unless a newer state of its campaign is there already."""
         with self._lock:
+            self._in_flight.discard(event)
             self._pending.setdefault(event, value)

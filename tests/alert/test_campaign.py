@@ -142,6 +142,17 @@ def test_pointings_follow_the_sites_events(tmp_path):
     assert data["timeline"]["first_shutter_open"] == "2026-05-02T00:10:00Z"
     assert data["timeline"]["first_frame_searched"] == "2026-05-02T00:10:00Z"
     assert data["sites"][0] == {"name": "macon", "state": "finished", "note": "cancelled by web:alice"}
+    # The galaxy Macon's operator gave up goes to the other sites; a list this daemon withdrew itself does not.
+    assert data["moves"] == [{"from": "macon", "order": "S1-a-macon", "galaxies": ["G-B"],
+                              "reason": "cancelled by web:alice", "state": "scheduled", "to": []}]  # fmt: skip
+    (move,) = campaigns.due_moves()
+    assert (move.site, move.galaxies, move.index) == ("macon", ["G-B"], 0)
+    campaigns.moved(move, [], "r", 60.0, first)
+    assert read(tmp_path)["moves"][0]["state"] == "nowhere" and campaigns.due_moves() == []
+    campaigns.withdrawing("S1", ["S1-a-eaba"])
+    ended = pb.WorkOrderUpdate(state=pb.WORK_ORDER_STATE_CANCELLED, message="S1 re-planned")
+    campaigns.telescope_event("eaba", pb.Event(sequence=6, work_order_id="S1-a-eaba", work_order_update=ended), first)
+    assert len(read(tmp_path)["moves"]) == 1
 
     again = Campaigns(tmp_path, (MACON, EABA))  # a restarted daemon carries on from the file
     again.preprocessor_event("eaba", depth("e1", 19.5, first), first)

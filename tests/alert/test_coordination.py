@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import AltAz, SkyCoord, get_body, get_sun
 from astropy.time import Time
-from support import DATA, done, submit, write_config
+from support import DATA, done, submit, wait_for, write_config
 
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch
 from toros.alert.settings import AlertConfig, Observatory
@@ -23,6 +25,7 @@ from toros.demo import free_port
 from toros.floor.astronomy import location_of
 from toros.floor.sky_geometry import tan_wcs
 from toros.generated import toros_pb2 as pb
+from toros.generated import toros_pb2_grpc as pb_grpc
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 
 NOW = datetime(2026, 5, 1, 23, 0, tzinfo=UTC)  # the sample map's region is up at both sites; the full Moon
@@ -277,4 +280,72 @@ def test_a_new_sky_map_withdraws_the_lists_still_running_and_plans_anew(two_site
         assert telescope.journal.get(f"MS181101ab-u2-{site}") is not None
     submit(stub, "MS181101ab-retraction.json", "u3")  # the withdrawn lists are not asked again
     retraction = done(stub, "u3").message
-    assert " of 2 target lists cancelled" in retraction and "-u1-" not in retraction, retraction
+    assert "target lists cancelled" in retraction and "-u1-" not in retraction, retraction
+
+
+class Telescope(pb_grpc.FrontDeskServicer):
+    """A site's telescope as the alert daemon sees it (FrontDesk's Submit and Watch): it keeps what it is sent,
+    and with ``cancelling`` its operator cancels every list a moment after taking it (clouds)."""
+
+    def __init__(self, cancelling: bool) -> None:
+        self.cancelling = cancelling
+        self.orders: dict[str, pb.WorkOrder] = {}
+        self.events: queue.Queue[pb.Event] = queue.Queue()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        pb_grpc.add_FrontDeskServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def Submit(self, request, context):
+        self.orders[request.id] = request
+        if self.cancelling:
+            update = pb.WorkOrderUpdate(state=pb.WORK_ORDER_STATE_CANCELLED, message="cancelled by web:alice: clouds",
+                                        task="observe_targets")  # fmt: skip
+            self.events.put(pb.Event(sequence=len(self.orders), work_order_id=request.id, work_order_update=update))
+        return pb.SubmitResponse(id=request.id)
+
+    def Watch(self, request, context):
+        while context.is_active():
+            try:
+                yield self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+
+def test_galaxies_a_site_gives_up_in_the_night_go_to_the_other_site(tmp_path, glade_catalog, start_daemon):
+    macon, eaba = Telescope(cancelling=True), Telescope(cancelling=False)
+    try:
+        (tmp_path / "alert").mkdir()
+        sites = [
+            {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
+            {**EABA, "telescope": f"127.0.0.1:{eaba.port}", "field_of_view_deg": 1.37},
+        ]
+        config = write_config(
+            tmp_path / "alert",
+            clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
+            alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True,
+                   "targets_per_observatory": 5, "observatories": sites, "relay_retry_s": 2},
+        )  # fmt: skip
+        daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
+        stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+        submit(stub, "MS181101ab-preliminary.json", "n1")
+        assert done(stub, "n1").state == pb.WORK_ORDER_STATE_DONE
+        kept = tmp_path / "alert" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
+        wait_for(lambda: [m["state"] for m in json.loads(kept.read_text())["moves"]] == ["moved"], timeout=30)
+        campaign = json.loads(kept.read_text())
+        (move,) = campaign["moves"]
+        left = {g for p in campaign["pointings"] if p["work_order_id"] == "MS181101ab-n1-macon" for g in p["galaxies"]}
+        assert move["from"] == "macon" and move["to"] == ["eaba"] and "clouds" in move["reason"]
+        assert set(move["galaxies"]) == left and len(left) > 0
+        sent = eaba.orders["MS181101ab-moved-0-eaba"].observe_targets
+        again = {
+            g for p in campaign["pointings"] if p["work_order_id"] == "MS181101ab-moved-0-eaba" for g in p["galaxies"]
+        }
+        assert again and again <= left and {t.name for t in sent.targets} <= left and sent.alert_id == "MS181101ab"
+        assert {p["state"] for p in campaign["pointings"] if p["site"] == "macon"} == {"cancelled"}
+        assert not any(k.startswith("MS181101ab-moved") for k in macon.orders), (
+            "nothing goes back to the site that left"
+        )
+    finally:
+        macon.server.stop(grace=0)
+        eaba.server.stop(grace=0)

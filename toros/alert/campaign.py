@@ -73,6 +73,24 @@ class Purpose(StrEnum):
     SECOND_LOOK = "second look"
 
 
+class MoveState(StrEnum):
+    SCHEDULED = "scheduled"
+    MOVED = "moved"  # planned and sent to other sites
+    NOWHERE = "nowhere"  # no other site can take them
+
+
+@dataclass(frozen=True)
+class DueMove:
+    """Galaxies a site did not observe, to plan at the others."""
+
+    event: str
+    drill: bool
+    merger: str | None
+    index: int  # in the campaign's moves
+    site: str
+    galaxies: list[str]
+
+
 class SiteState(StrEnum):
     OBSERVING = "observing"  # its telescope accepted the pointings
     REFUSED = "refused"  # its telescope refused them or could not be reached
@@ -161,7 +179,13 @@ class Campaign:
     notes: list[str] = field(default_factory=list)
     retracted: bool = False
     updated: str = ""
-    published: str = ""  # how publishing it on Kafka goes (alert.campaign_kafka), when it is published
+    published: str = ""
+    withdrawn: list[str] = field(default_factory=list)  # lists this daemon cancelled itself (a new map)
+    # A site's list that ended with pointings not taken (its operator cancelled it, it failed): their galaxies,
+    # to plan at the other sites. {"from", "order", "galaxies", "reason", "state" (a MoveState), "to"}
+    moves: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # how publishing it on Kafka goes (alert.campaign_kafka), when it is published
 
     def to_json(self) -> dict[str, Any]:
         ranked = sorted(
@@ -181,6 +205,8 @@ class Campaign:
             "timeline": {"merger": self.merger} | self.timeline,
             "notes": self.notes,
             "published": self.published,
+            "withdrawn": self.withdrawn,
+            "moves": self.moves,
         }
 
     @classmethod
@@ -211,6 +237,8 @@ class Campaign:
             data["retracted"],
             data["updated"],
             data.get("published", ""),
+            data.get("withdrawn", []),
+            data.get("moves", []),
         )
 
 
@@ -276,6 +304,7 @@ class Campaigns:
         self._orders: dict[str, str] = {}  # work order id -> event
         self._frames: dict[str, tuple[str, int]] = {}  # frame stem -> (event, pointing index)
         self._unmatched: dict[str, tuple[float, str]] = {}  # frame stem -> (LIMMAG, when), for frames yet unseen
+        self._early: dict[str, list[tuple[str, pb.Event]]] = {}  # work order -> its events before the relay recorded it
         for path in sorted(root.glob(f"*/{CAMPAIGN_FILE}")) if root.is_dir() else []:
             try:
                 campaign = Campaign.from_json(json.loads(path.read_text()))
@@ -314,27 +343,28 @@ class Campaigns:
             self._skies[event] = sky
             campaign.timeline.setdefault("notice", now_iso(notice) if notice else None)
             campaign.timeline.setdefault("relayed", now_iso(now))
-            for observatory, order_id, pointings, accepted, note in sites:
+            for observatory, _, pointings, accepted, note in sites:
                 state = SiteState.OBSERVING if accepted else SiteState.REFUSED if pointings else SiteState.IDLE
                 campaign.sites[observatory.name] = {"state": state.value, "note": note}
-                for p in pointings:
-                    campaign.pointings.append(
-                        CampaignPointing(
-                            observatory.name,
-                            order_id,
-                            p.name,
-                            round(p.ra_deg, 6),
-                            round(p.dec_deg, 6),
-                            filter,
-                            now_iso(p.start),
-                            exposure_s,
-                            PointingState.PLANNED if accepted else PointingState.FAILED,
-                            [g.name for g in p.galaxies],
-                        )
-                    )
+            self._add_pointings(campaign, sites, filter, exposure_s)
             self._index(campaign)
             self._update(campaign, now)
             return campaign
+
+    @staticmethod
+    def _add_pointings(
+        campaign: Campaign, sites: list[tuple[Observatory, str, list[Pointing], bool, str]], filter: str,
+        exposure_s: float,
+    ) -> None:  # fmt: skip
+        for observatory, order_id, pointings, accepted, _ in sites:
+            for p in pointings:
+                campaign.pointings.append(
+                    CampaignPointing(
+                        observatory.name, order_id, p.name, round(p.ra_deg, 6), round(p.dec_deg, 6), filter,
+                        now_iso(p.start), exposure_s, PointingState.PLANNED if accepted else PointingState.FAILED,
+                        [g.name for g in p.galaxies],
+                    )
+                )  # fmt: skip
 
     def retracted(self, event: str, now: datetime) -> None:
         with self._lock:
@@ -353,22 +383,32 @@ class Campaigns:
 
     def telescope_event(self, site: str, event: pb.Event, now: datetime) -> None:
         with self._lock:
-            name = self._orders.get(event.work_order_id)
-            if name is None:
+            if not self._telescope_change(site, event):
                 return
-            campaign = self._campaigns[name]
-            kind = event.WhichOneof("kind")
-            if kind == "image_ready" and event.image_ready.image_type == pb.IMAGE_TYPE_LIGHT:
-                self._frame_taken(campaign, site, event)
-            elif kind == "work_order_update" and event.work_order_update.state in (
-                pb.WORK_ORDER_STATE_DONE,
-                pb.WORK_ORDER_STATE_FAILED,
-                pb.WORK_ORDER_STATE_CANCELLED,
-            ):
-                self._order_ended(campaign, site, event)
-            else:
-                return
-            self._update(campaign, now)
+            self._update(self._campaigns[self._orders[event.work_order_id]], now)
+
+    def _telescope_change(self, site: str, event: pb.Event) -> bool:
+        """A telescope's event applied to its campaign; whether it changed it. An event of a list the relay
+        has not recorded yet (a telescope may answer before the relay returns) is kept until it is."""
+        kind = event.WhichOneof("kind")
+        ended = kind == "work_order_update" and event.work_order_update.state in (
+            pb.WORK_ORDER_STATE_DONE, pb.WORK_ORDER_STATE_FAILED, pb.WORK_ORDER_STATE_CANCELLED,
+        )  # fmt: skip
+        frame = kind == "image_ready" and event.image_ready.image_type == pb.IMAGE_TYPE_LIGHT
+        if not (ended or frame) or not event.work_order_id:
+            return False
+        name = self._orders.get(event.work_order_id)
+        if name is None:
+            self._early.setdefault(event.work_order_id, []).append((site, event))
+            while len(self._early) > UNMATCHED_KEPT:
+                self._early.pop(next(iter(self._early)))
+            return False
+        campaign = self._campaigns[name]
+        if frame:
+            self._frame_taken(campaign, site, event)
+        else:
+            self._order_ended(campaign, site, event)
+        return True
 
     def preprocessor_event(self, site: str, event: pb.Event, now: datetime) -> None:
         with self._lock:
@@ -430,13 +470,66 @@ class Campaigns:
         _earliest(campaign.timeline, "first_frame_searched", when)
 
     def _order_ended(self, campaign: Campaign, site: str, event: pb.Event) -> None:
+        """A list ended: its pointings not taken are cancelled or failed, and — unless this daemon withdrew it or
+        the event was retracted — their galaxies are to be planned at the other sites, once."""
         update = event.work_order_update
+        left: list[str] = []
         for pointing in campaign.pointings:
             if pointing.work_order_id == event.work_order_id and pointing.state is PointingState.PLANNED:
                 cancelled = update.state == pb.WORK_ORDER_STATE_CANCELLED
                 pointing.state = PointingState.CANCELLED if cancelled else PointingState.FAILED
+                if pointing.purpose is Purpose.FIRST_EPOCH:
+                    left += pointing.galaxies
         if site in campaign.sites:
             campaign.sites[site] = {"state": SiteState.FINISHED.value, "note": update.message}
+        ours = event.work_order_id in campaign.withdrawn or campaign.retracted
+        moved_before = {galaxy for move in campaign.moves for galaxy in move["galaxies"]}
+        left = [galaxy for galaxy in left if galaxy not in moved_before]  # a galaxy moves once, never back and forth
+        if left and not ours and all(m["order"] != event.work_order_id for m in campaign.moves):
+            campaign.moves.append(
+                {"from": site, "order": event.work_order_id, "galaxies": left, "reason": update.message,
+                 "state": MoveState.SCHEDULED.value, "to": []}
+            )  # fmt: skip
+
+    def withdrawing(self, event: str, order_ids: list[str]) -> None:
+        """Lists this daemon is about to cancel itself: their galaxies are planned anew, not moved."""
+        with self._lock:
+            campaign = self._campaigns.get(event)
+            if campaign is not None:
+                campaign.withdrawn = sorted(set(campaign.withdrawn) | set(order_ids))
+
+    def due_moves(self) -> list[DueMove]:
+        with self._lock:
+            return [
+                DueMove(c.event, c.drill, c.merger, n, m["from"], list(m["galaxies"]))
+                for c in self._campaigns.values()
+                if not c.retracted
+                for n, m in enumerate(c.moves)
+                if m["state"] == MoveState.SCHEDULED
+            ]
+
+    def galaxies_named(self, event: str, names: list[str]) -> Galaxies:
+        """The event's ranked galaxies of these names, as a pool to plan from (best first)."""
+        with self._lock:
+            sky = self._sky(event)
+        if sky is None:
+            return Galaxies(np.empty(0, np.int64), [], np.empty(0), np.empty(0), np.empty(0), np.empty(0))
+        rows = np.flatnonzero(np.isin(sky.name, names))
+        return Galaxies(rows + 1, [str(n) for n in sky.name[rows]], sky.ra[rows], sky.dec[rows], sky.distance[rows],
+                        sky.share[rows])  # fmt: skip
+
+    def moved(
+        self, move: DueMove, sites: list[tuple[Observatory, str, list[Pointing], bool, str]], filter: str,
+        exposure_s: float, now: datetime,
+    ) -> None:  # fmt: skip
+        """Where a move's galaxies went (the lists sent, each accepted or not)."""
+        with self._lock:
+            campaign = self._campaigns[move.event]
+            self._add_pointings(campaign, sites, filter, exposure_s)
+            taken = [observatory.name for observatory, _, pointings, accepted, _ in sites if accepted and pointings]
+            campaign.moves[move.index].update(state=(MoveState.MOVED if taken else MoveState.NOWHERE).value, to=taken)
+            self._index(campaign)
+            self._update(campaign, now)
 
     def _candidate(self, campaign: Campaign, site: str, event: pb.Event) -> None:
         found = event.transient_candidate
@@ -691,6 +784,9 @@ class Campaigns:
             self._orders[pointing.work_order_id] = campaign.event
             for stem in pointing.frames:
                 self._frames[stem] = (campaign.event, index)
+        for order in {p.work_order_id for p in campaign.pointings} & set(self._early):
+            for site, event in self._early.pop(order):
+                self._telescope_change(site, event)
 
 
 def _earliest(timeline: dict[str, Any], key: str, when: str) -> None:

@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert import orders
-from toros.alert.campaign import Campaigns, DueLook, EventSky
+from toros.alert.campaign import Campaigns, DueLook, DueMove, EventSky
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
@@ -49,6 +49,20 @@ log = logging.getLogger(__name__)
 GALAXIES_SHOWN = 50
 LOOK_POLL_S = 1.0  # how often due second looks are looked for (real seconds)
 FIRST_TRY_S = 15.0  # a site's telescope that has not taken its list by then is passed over  # the ranked galaxies listed in the sky view, whether chosen for a site or not
+
+
+@dataclass(frozen=True)
+class ListHead:
+    """What every target list of an event carries: the event, whether a drill, the merger, who asks."""
+
+    alert_id: str
+    drill: bool
+    event_time: datetime | None
+    requester: str
+
+    @classmethod
+    def of(cls, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> ListHead:
+        return cls(alert.alert_id, alert.is_test, alert.event_time, f"{ALERT_RELAY}{context.id}")
 
 
 @dataclass
@@ -158,15 +172,52 @@ class AlertModule(Module):
             self._looker.join(timeout=10)
 
     def _look_again(self) -> None:
-        """The candidates' second looks, sent as they come due (clock time)."""
+        """The candidates' second looks, sent as they come due (clock time), and the galaxies a site left, sent
+        to the others."""
         while not self._stopping.wait(LOOK_POLL_S):
-            for look in self.campaigns.due(self.clock.now()):
-                try:
-                    self._send_look(look)
-                except Stopping:
-                    return
-                except Exception:  # one look that cannot be sent must not stop the others
-                    log.exception("second look at %s of %s not sent", look.candidate, look.event)
+            try:
+                for look in self.campaigns.due(self.clock.now()):
+                    self._guarded(self._send_look, look, f"second look at {look.candidate} of {look.event}")
+                for move in self.campaigns.due_moves():
+                    self._guarded(self._move_away, move, f"galaxies {move.site} left of {move.event}")
+            except Stopping:
+                return
+
+    def _guarded(self, send: Callable[[Any], None], item: object, what: str) -> None:
+        """One item sent; one that cannot be must not stop the others (Stopping passes through)."""
+        try:
+            send(item)
+        except Stopping:
+            raise
+        except Exception:
+            log.exception("%s not sent", what)
+
+    def _move_away(self, move: DueMove) -> None:
+        """Galaxies a site's list left (its operator cancelled it, it failed), planned at the other sites."""
+        others = [o for o in self.settings.observatories if o.name != move.site]
+        pool = self.campaigns.galaxies_named(move.event, move.galaxies)
+        plans = plan_first_epoch(pool, others, self.settings, self.clock.now()) if others and len(pool) else []
+        relays = [
+            SiteRelay(p.observatory, f"{move.event}-moved-{move.index}-{p.observatory.name}", p.pointings)
+            for p in plans
+            if p.pointings
+        ]
+        merger = datetime.fromisoformat(move.merger) if move.merger else None
+        head = ListHead(move.event, move.drill, merger, f"{ALERT_RELAY}campaign")
+        relay = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), self._wait_or_stop)
+        self._send_all(head, relays, relay)
+        log.info(
+            "%s: %d galaxies %s left, planned again: %s", move.event, len(move.galaxies), move.site,
+            "; ".join(r.note for r in relays) or "no other site can take them",
+        )  # fmt: skip
+        exposure = self.settings.exposure
+        self.campaigns.moved(
+            move,
+            [(r.observatory, r.work_order_id, r.targets, r.accepted, r.note) for r in relays],
+            exposure.filter,
+            exposure.exposure_time_s,
+            self.clock.now(),
+        )
 
     def _send_look(self, look: DueLook) -> None:
         """A second look at a candidate: to the site that found it, or else to another."""
@@ -422,24 +473,24 @@ class AlertModule(Module):
                 site.note = f"{site.observatory.name}: {site.note}"
         waiting = [site for site in sites if site.targets]
         first_try = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), context.sleep_real)
-        self._send_all(alert, waiting, context, first_try)
+        self._send_all(ListHead.of(alert, context), waiting, first_try, context.check)
         failed = [site for site in waiting if not site.accepted]
         accepted = [site for site in waiting if site.accepted]
         if failed and accepted:
             sites += self._move(alert, pool, failed, accepted, context, first_try)
         elif failed:
-            self._send_all(alert, failed, context, relay)
+            self._send_all(ListHead.of(alert, context), failed, relay, context.check)
         return sites
 
     def _send_all(
-        self, alert: Alert, sites: list[SiteRelay], context: TaskContext[pb.ProcessAlert], relay: Relay
+        self, head: ListHead, sites: list[SiteRelay], relay: Relay, check: Callable[[], None] = lambda: None
     ) -> None:
         """Each site's list sent to its telescope in parallel: a slow or dead site delays no other."""
         if not sites:
             return
-        context.check()
+        check()
         with ThreadPoolExecutor(max_workers=len(sites), thread_name_prefix="relay") as senders:
-            answers = list(senders.map(lambda site: self._send(alert, site, context, relay), sites))
+            answers = list(senders.map(lambda site: self._send(head, site, relay), sites))
         for site, (accepted, note) in zip(sites, answers, strict=True):
             site.accepted, site.note = accepted, note
 
@@ -461,7 +512,7 @@ class AlertModule(Module):
             for p in plans
             if p.pointings
         ]
-        self._send_all(alert, moved, context, relay)
+        self._send_all(ListHead.of(alert, context), moved, relay, context.check)
         to = ", ".join(site.observatory.name for site in moved if site.accepted) or "no other site that can see them"
         for site in failed:
             site.note += f"; its galaxies planned again at {to}"
@@ -588,20 +639,18 @@ class AlertModule(Module):
             data = download(alert.skymap.url, settings, wait=context.sleep_real)
         return read_skymap(data, self.settings.skymap.max_bytes), data
 
-    def _send(
-        self, alert: Alert, site: SiteRelay, context: TaskContext[pb.ProcessAlert], relay: Relay
-    ) -> tuple[bool, str]:
+    def _send(self, head: ListHead, site: SiteRelay, relay: Relay) -> tuple[bool, str]:
         """Relays one site's targets; returns whether its telescope accepted them, and a note."""
         exposure = self.settings.exposure
-        observatory, targets, drill = site.observatory, site.targets, alert.is_test
+        observatory, targets = site.observatory, site.targets
         order = pb.WorkOrder(
             id=site.work_order_id,
-            requester=f"{ALERT_RELAY}{context.id}",
+            requester=head.requester,
             priority=90,
             observe_targets=pb.ObserveTargets(
-                alert_id=alert.alert_id,
-                drill=drill,
-                event_time=_timestamp(alert.event_time),
+                alert_id=head.alert_id,
+                drill=head.drill,
+                event_time=_timestamp(head.event_time),
                 targets=[
                     pb.Target(
                         name=t.name,
@@ -621,7 +670,7 @@ class AlertModule(Module):
             relay.submit(observatory.telescope, order)
         except grpc.RpcError as exc:
             return False, f"{observatory.name}: telescope refused or unreachable ({exc.code().name}: {exc.details()})"
-        self._record_order(alert.alert_id, observatory.telescope, order.id)
+        self._record_order(head.alert_id, observatory.telescope, order.id)
         galaxies = sum(len(t.galaxies) for t in targets)
         return True, f"{observatory.name}: {len(targets)} targets accepted ({galaxies} galaxies)"
 
@@ -639,8 +688,10 @@ class AlertModule(Module):
     def _withdraw(self, alert: Alert, context: TaskContext[pb.ProcessAlert]) -> str:
         """A new sky map for an event already relayed: its lists still running are cancelled (what they took
         stays taken), so that the new plan's lists replace them; a sentence saying so, or "" on a first notice."""
-        if not json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]"):
+        sent = json.loads(self.journal.get_value(journal_keys.event_orders(alert.alert_id)) or "[]")
+        if not sent:
             return ""
+        self.campaigns.withdrawing(alert.alert_id, [order_id for _, order_id in sent])
         quick = Relay(self.services.connect, min(self.settings.relay_retry_s, FIRST_TRY_S), context.sleep_real)
         reason = f"{alert.alert_id} re-planned from its {alert.alert_type.lower()} notice #{alert.serial}"
         return "earlier lists withdrawn: " + self._cancel_lists(alert.alert_id, quick, reason)

@@ -167,6 +167,19 @@ def test_in_daytime_the_plan_starts_at_dusk():
     assert sun < -12.0 + 0.1
 
 
+def alert_daemon(folder: Path, catalog: Path, start_daemon, sites: list[dict], per_site: int) -> FrontDeskStub:
+    """An alert daemon on a May night clock that plans for ``sites``."""
+    folder.mkdir()
+    config = write_config(
+        folder,
+        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
+        alert={"port": 0, "catalog": str(catalog), "process_test_alerts": True, "targets_per_observatory": per_site,
+               "observatories": sites, "relay_retry_s": 2},
+    )  # fmt: skip
+    daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
+    return FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+
+
 @pytest.fixture
 def two_sites(tmp_path, glade_catalog, start_daemon):
     """Two drill telescopes and an alert daemon that plans for both with Macon's field of view."""
@@ -174,25 +187,11 @@ def two_sites(tmp_path, glade_catalog, start_daemon):
     for name in ("macon", "eaba"):
         (tmp_path / name).mkdir()
         telescopes.append(start_daemon(load_config(write_config(tmp_path / name))))
-    (tmp_path / "alert").mkdir()
     sites = [
         {**MACON, "telescope": f"127.0.0.1:{telescopes[0].port}", "field_of_view_deg": 1.37},
         {**EABA, "telescope": f"127.0.0.1:{telescopes[1].port}", "field_of_view_deg": [1.0, 0.7]},
     ]
-    config = write_config(
-        tmp_path / "alert",
-        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
-        alert={
-            "port": 0,
-            "catalog": str(glade_catalog),
-            "process_test_alerts": True,
-            "targets_per_observatory": 8,
-            "observatories": sites,
-            "relay_retry_s": 2,
-        },
-    )
-    daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
-    return telescopes, FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    return telescopes, alert_daemon(tmp_path / "alert", glade_catalog, start_daemon, sites, 8)
 
 
 def test_an_alert_reaches_two_sites_with_disjoint_fields(two_sites):
@@ -231,19 +230,11 @@ def test_a_site_that_does_not_answer_has_its_galaxies_moved(tmp_path, glade_cata
     (tmp_path / "macon").mkdir()
     macon = start_daemon(load_config(write_config(tmp_path / "macon")))
     nobody = free_port()  # Eaba's telescope is down
-    (tmp_path / "alert").mkdir()
     sites = [
         {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
         {**EABA, "telescope": f"127.0.0.1:{nobody}", "field_of_view_deg": 1.37},
     ]
-    config = write_config(
-        tmp_path / "alert",
-        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
-        alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 6,
-               "observatories": sites, "relay_retry_s": 2},
-    )  # fmt: skip
-    daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
-    stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+    stub = alert_daemon(tmp_path / "alert", glade_catalog, start_daemon, sites, 6)
     submit(stub, "MS181101ab-preliminary.json", "m1")
     status = done(stub, "m1")
     assert status.state == pb.WORK_ORDER_STATE_DONE, status.message
@@ -315,19 +306,11 @@ class Telescope(pb_grpc.FrontDeskServicer):
 def test_galaxies_a_site_gives_up_in_the_night_go_to_the_other_site(tmp_path, glade_catalog, start_daemon):
     macon, eaba = Telescope(cancelling=True), Telescope(cancelling=False)
     try:
-        (tmp_path / "alert").mkdir()
         sites = [
             {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
             {**EABA, "telescope": f"127.0.0.1:{eaba.port}", "field_of_view_deg": 1.37},
         ]
-        config = write_config(
-            tmp_path / "alert",
-            clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
-            alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True,
-                   "targets_per_observatory": 5, "observatories": sites, "relay_retry_s": 2},
-        )  # fmt: skip
-        daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
-        stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+        stub = alert_daemon(tmp_path / "alert", glade_catalog, start_daemon, sites, 5)
         submit(stub, "MS181101ab-preliminary.json", "n1")
         assert done(stub, "n1").state == pb.WORK_ORDER_STATE_DONE
         kept = tmp_path / "alert" / "data" / "campaigns" / "MS181101ab" / "campaign.json"

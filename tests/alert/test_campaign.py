@@ -14,7 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from support import MULTIORDER, toros_cli, write_config
 
-from toros.alert.campaign import CAMPAIGN_FILE, Campaigns, EventSky, kilonova_reach_mpc
+from toros.alert.campaign import CAMPAIGN_FILE, Campaigns, EventSky, describe, kilonova_reach_mpc
 from toros.alert.coordination import Candidate, Galaxies, Pointing
 from toros.alert.coverage import inside_any
 from toros.alert.footprints import Footprint
@@ -354,3 +354,26 @@ def test_each_candidate_is_looked_at_again_when_due(tmp_path):
     assert campaigns.due(found + timedelta(hours=2)) == []
     third = next(c for c in read(tmp_path)["candidates"] if c["name"] == "TOROS-3")
     assert third["second_look"]["state"] == "cancelled"
+
+
+def test_a_map_without_distances_and_a_site_without_a_field_of_view(tmp_path):
+    """A 2-D map: no efficiency and no host verdict, said so; coverage and depth from the galaxies' own
+    distances; Eaba's pointings (no field of view) count by the galaxies they were chosen for only."""
+    event_sky, data = sky()
+    skymap = event_sky.skymap
+    flat = type(skymap)(skymap.uniq, skymap.probdensity, meta=skymap.meta)
+    event_sky = EventSky(flat, event_sky.name, event_sky.ra, event_sky.dec, event_sky.distance, event_sky.share)
+    campaigns = Campaigns(tmp_path, (MACON, EABA))
+    campaigns.relayed("S1", drill=True, merger=MERGER, notice=None, now=MERGER, sky=event_sky, skymap_bytes=data,
+                      sites=PLAN, filter="r", exposure_s=60.0)  # fmt: skip
+    at = MERGER + timedelta(minutes=25)
+    observe(campaigns, at)
+    found = pb.TransientCandidate(name="TOROS-1", ra_deg=194.3, dec_deg=-17.9, mag=18.0, mag_err=0.05, filter="r",
+                                  host="G100", alert_id="S1", date_obs=stamp(at), score=0.9)  # fmt: skip
+    campaigns.preprocessor_event("macon", pb.Event(sequence=1, time=stamp(at), transient_candidate=found), at)
+    campaign = read(tmp_path)
+    assert campaign["coverage"]["kilonova_efficiency"] is None and campaign["coverage"]["probability_2d"] > 0
+    (candidate,) = campaign["candidates"]
+    assert candidate["host_distance_consistent"] is None and "2-D" in candidate["distance_note"]
+    assert candidate["evidence"] and candidate["classification"] in ("kilonova-like", "supernova-like", "unknown")
+    assert "kilonova efficiency -" in describe(campaign)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from toros.alert.campaign_reports import CIRCULAR_FILE, TREASUREMAP_FILE, circular_draft, treasuremap_pointings
-from toros.alert.classification import Detection, classify
+from toros.alert.classification import Classification, Detection, classify
 from toros.alert.coordination import Galaxies, Pointing
 from toros.alert.coverage import (
     Field,
@@ -658,6 +658,8 @@ class Campaigns:
         for candidate, inside_a_field in zip(found, where, strict=True):
             candidate.in_field = bool(inside_a_field)
             self._classify(candidate, sky, merger)
+            if candidate.classification != Classification.UNKNOWN:
+                _earliest(campaign.timeline, "classification", campaign.updated)
 
     @staticmethod
     def _classify(candidate: CampaignCandidate, sky: EventSky, merger: datetime | None) -> None:

@@ -33,9 +33,8 @@ from toros.alert.coverage import (
     Field,
     best_field,
     inside_any,
-    kilonova_efficiency,
     map_pixels_at,
-    probability_2d,
+    sky_coverage,
 )
 from toros.alert.footprints import Footprint
 from toros.alert.settings import Observatory
@@ -644,12 +643,13 @@ class Campaigns:
             distance[missing] = posterior[0]  # a galaxy without a distance is taken at the GW distance there
         inside = best >= 0
         deep = inside & (depth_of[np.maximum(best, 0)] >= distance) if len(fields) else inside
+        covered, efficiency = sky_coverage(sky.skymap, fields, reach)  # one pass over the fields' pixels
         campaign.coverage = {
             "pointings_observed": len(taken),
-            "probability_2d": round(probability_2d(sky.skymap, fields), 5),
+            "probability_2d": round(covered, 5),
             "probability_3d_observed": round(float(np.sum(sky.share[inside])), 5),
             "probability_3d": round(float(np.sum(sky.share[deep])), 5),
-            "kilonova_efficiency": _rounded(kilonova_efficiency(sky.skymap, fields, reach)) if merger else None,
+            "kilonova_efficiency": _rounded(efficiency) if merger else None,
             "kilonova_model": "AT2017gfo (floor.kilonova)",
         }
         campaign.galaxies = self._observed_galaxies(sky, best, distance, [p for p, _ in viewed])

@@ -10,6 +10,7 @@ resolved to a fine pixel's size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,10 +31,7 @@ Field = tuple[Footprint, float, float]
 
 def probability_2d(skymap: SkyMap, fields: Sequence[Field]) -> float:
     """The sky map's probability inside the union of the fields (0..1)."""
-    cover = _Cover(skymap, fields)
-    if not len(cover.pixels):
-        return 0.0
-    return float(np.sum(cover.probability))
+    return sky_coverage(skymap, fields, [math.inf] * len(fields))[0]
 
 
 def kilonova_efficiency(skymap: SkyMap, fields: Sequence[Field], reach_mpc: Sequence[float]) -> float | None:
@@ -41,14 +39,19 @@ def kilonova_efficiency(skymap: SkyMap, fields: Sequence[Field], reach_mpc: Sequ
     ``reach_mpc`` (where an AT2017gfo-like kilonova would have been at its limiting magnitude), a pixel covered
     twice by its deepest field; a pixel's distance posterior is the map's (Singer et al. 2016: r² N(r; DISTMU,
     DISTSIGMA)). None for a map without distances."""
-    if not skymap.has_distance:
-        return None
+    return sky_coverage(skymap, fields, reach_mpc)[1]
+
+
+def sky_coverage(skymap: SkyMap, fields: Sequence[Field], reach_mpc: Sequence[float]) -> tuple[float, float | None]:
+    """Both figures from one pass over the fields' pixels: (``probability_2d``, ``kilonova_efficiency``)."""
     cover = _Cover(skymap, fields, np.asarray(reach_mpc, dtype=float))
     if not len(cover.pixels):
-        return 0.0
-    assert skymap.distmu is not None and skymap.distsigma is not None, "has_distance"
+        return 0.0, 0.0 if skymap.has_distance else None
+    probability = float(np.sum(cover.probability))
+    if skymap.distmu is None or skymap.distsigma is None:
+        return probability, None
     mu, sigma = skymap.distmu[cover.map_pixel], skymap.distsigma[cover.map_pixel]
-    return float(np.sum(cover.probability * _closer_than(cover.reach, mu, sigma)))
+    return probability, float(np.sum(cover.probability * _closer_than(cover.reach, mu, sigma)))
 
 
 def _closer_than(reach: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -72,7 +75,7 @@ class _Cover:
     probability: np.ndarray
     reach: np.ndarray
 
-    def __init__(self, skymap: SkyMap, fields: Sequence[Field], reach: np.ndarray | None = None) -> None:
+    def __init__(self, skymap: SkyMap, fields: Sequence[Field], reach: np.ndarray) -> None:
         level, ipix = skymap.level_ipix
         fine = int(np.clip(level.max(), *FINE_LEVELS))
         grid = HEALPix(nside=level_to_nside(fine), order="nested")
@@ -84,7 +87,7 @@ class _Cover:
             lon, lat = healpix_to_lonlat(near, grid.nside, order="nested")
             inside = near[footprint.contains(lon.to_value(u.deg), lat.to_value(u.deg), ra, dec)]
             pixels.append(inside)
-            reaches.append(np.full(len(inside), np.inf if reach is None else reach[number]))
+            reaches.append(np.full(len(inside), reach[number]))
         every = np.concatenate(pixels) if pixels else np.empty(0, np.int64)
         self.pixels, first = np.unique(every, return_inverse=True)
         self.reach = np.full(len(self.pixels), -np.inf)
@@ -98,10 +101,8 @@ class _Cover:
 def map_pixels_of(skymap: SkyMap, pixels: np.ndarray, level: int) -> np.ndarray:
     """The index of the map's pixel holding each nested pixel of ``level`` (at least the map's deepest): the
     last map pixel starting at or before it, on the common order-29 scale."""
-    map_level, ipix = skymap.level_ipix
-    starts = ipix.astype(np.int64) << (2 * (ORDER - map_level.astype(np.int64)))
-    order = np.argsort(starts)
-    where = np.searchsorted(starts[order], np.asarray(pixels, dtype=np.int64) << (2 * (ORDER - level)), side="right")
+    order, starts = skymap.starts_order29
+    where = np.searchsorted(starts, np.asarray(pixels, dtype=np.int64) << (2 * (ORDER - level)), side="right")
     return np.asarray(order[where - 1])
 
 

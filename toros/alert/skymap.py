@@ -7,6 +7,7 @@ distance columns, NESTED or RING ordering), plain or gzipped. Pixel arithmetic i
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import ipaddress
@@ -31,6 +32,7 @@ from astropy_healpix import (
 )
 
 from toros.alert.settings import SkymapDownload
+from toros.floor.catalogs import ORDER
 from toros.runtime.files import GZIP_MAGIC, TooLarge, gunzip_chunks
 
 DISTANCE_COLUMNS = ("DISTMU", "DISTSIGMA", "DISTNORM")
@@ -57,6 +59,15 @@ class SkyMap:
     def level_ipix(self) -> tuple[np.ndarray, np.ndarray]:
         level, ipix = uniq_to_level_ipix(self.uniq)
         return np.asarray(level), np.asarray(ipix)
+
+    @functools.cached_property
+    def starts_order29(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the pixels sorted by where they start on the order-29 nested grid, those starts): kept, so that
+        looking places up in the map sorts it once."""
+        level, ipix = self.level_ipix
+        starts = ipix.astype(np.int64) << (2 * (ORDER - level.astype(np.int64)))
+        order = np.argsort(starts)
+        return order, starts[order]
 
     def pixel_area(self) -> np.ndarray:
         """Area of each pixel in steradians."""

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m toros.demo
+	$(VENV)/bin/toros demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -547,6 +547,19 @@ def cmd_candidates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A night from a scenario file (the shipped campaign by default), every daemon on loopback, then the
+    campaign it made."""
+    _quiet_astropy()
+    from toros import demo
+    from toros.scenarios import SHIPPED, ScenarioError
+
+    try:
+        return demo.main(Path(args.scenario) if args.scenario else SHIPPED, Path(args.out))
+    except ScenarioError as exc:
+        raise CliError(str(exc), 2) from None
+
+
 def cmd_campaign(args: argparse.Namespace) -> int:
     """An event's campaign as the alert daemon keeps it (the latest updated when no id is given)."""
     from toros.alert.campaign import CAMPAIGN_FILE, describe
@@ -820,6 +833,13 @@ def parser() -> argparse.ArgumentParser:
     campaign.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the superevent id (default: the latest)")
     campaign.add_argument("--json", action="store_true", help="the whole campaign as JSON")
     campaign.set_defaults(run=cmd_campaign)
+
+    demo = commands.add_parser(
+        "demo", help="run a night from a scenario file on loopback daemons and print its campaign (make demo)"
+    )
+    demo.add_argument("--scenario", metavar="FILE", help="a scenario (YAML; default: the shipped two-site campaign)")
+    demo.add_argument("--out", metavar="DIR", default="demo", help="where the night's nodes live (default: ./demo)")
+    demo.set_defaults(run=cmd_demo)
 
     difference = commands.add_parser(
         "difference", help="subtract a reference from a science image (ZOGY) and list what changed; no daemon"

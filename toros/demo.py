@@ -1,18 +1,14 @@
-"""`make demo`: one observatory from one command — the whole chain on embedded defaults, down to the kilonova.
+"""`make demo` (`toros demo`): a night from a scenario file, every daemon on loopback, down to the campaign.
 
-The three daemons start on loopback (SQLite, simulated hardware, an accelerated clock on an autumn evening
-at Macón when the sample event's region rises). The night starts with routine monitoring of nearby galaxies
-(as galaxy-targeted programs such as DLT40 do): the telescope observes them after its calibration frames, and
-the preprocessor, following its image stream, calibrates each frame, makes it science-ready and files it in
-the reference library. At 23:45 UTC a merger happens: the shipped sample LVK alert (MS181101ab, igwn.gwalert
-JSON with its sky map, its times moved to tonight) is replayed as a drill a minute later, and the simulated sky
-holds an AT2017gfo-like kilonova 3.6" from the galaxy the alert robot will rank first. The robot ranks and
-relays; the telescope observes the targets; the preprocessor calibrates, solves, subtracts the references
-taken before the merger, vets what is new, and writes the candidate's triplet, the GCN circular draft, the TNS
-report and Avro packets. The demo prints the candidate and where everything is, and stops the daemons.
-Everything goes under ./demo/ (ignored by git).
+``run_scenario`` sets a scenario up (``toros.scenarios``: one node per site, one simulated clock, routine
+monitoring's references), starts every site's daemons as processes, lets each preprocessor search its later
+routine visits, replays the notice when the shared clock reaches it, follows the sites' progress until the
+campaign has nothing pending, prints it with what each transient of the simulated sky became, and stops every
+daemon. Everything goes under ./demo/ (ignored by git); ``tests/scenarios/test_end_to_end.py`` runs the shipped
+scenario on smaller frames.
 
-``run_chain`` is also what the end-to-end test runs, with smaller frames and a faster clock.
+The single-node helpers (``write_config``, ``plan_scenario``, ``Node``) are what the system tests, the console's
+tests and the rapid-response benchmark start their nodes with.
 """
 
 from __future__ import annotations
@@ -34,8 +30,6 @@ from typing import Any
 
 import grpc
 import yaml
-from astropy.io import fits
-from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from toros import MODULES
@@ -50,8 +44,10 @@ from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.waiting import WAITING_FOR_MASTERS
 from toros.runtime.states import FINAL_STATES
+from toros.scenarios import SHIPPED, Placed, Prepared, ScenarioError, SiteNode, prepare, share_clock
+from toros.scenarios import Scenario as ScenarioFile
 from toros.simulation.galaxies import write_glade_plus
-from toros.simulation.sky import Kilonova, StarCatalog
+from toros.simulation.sky import StarCatalog
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "alerts"
 ALERT = SAMPLES / "MS181101ab-preliminary.json"
@@ -63,7 +59,6 @@ REFERENCE_MARGIN_DEG = 0.1  # beyond a frame's half-diagonal: the mount's pointi
 CLOCK_START = "2026-05-01T20:40:00Z"
 EVENT_TIME = datetime(2026, 5, 1, 23, 45, tzinfo=UTC)  # the merger, once the routine monitoring is done
 NOTICE_DELAY = timedelta(minutes=1)  # LVK's preliminary notices come within a minute
-ROUTINE_EXPOSURE_S = 180.0  # the references: deeper than the alert's 60 s frames
 KILONOVA_OFFSET_ARCSEC = (3.0, 2.0)  # east, north of the host's centre
 
 
@@ -93,23 +88,8 @@ def _first_ephemeral_port() -> int:
         return PORTS_BELOW
 
 
-@dataclass
-class ChainResult:
-    ok: bool
-    lines: list[str] = field(default_factory=list)
-    exit_codes: dict[str, int] = field(default_factory=dict)
-    light_frames: int = 0
-    campaign: dict[str, Any] = field(default_factory=dict)  # the alert daemon's campaign.json at the end
-    calibrated: list[str] = field(default_factory=list)
-    science_ready: list[str] = field(default_factory=list)  # calibrated frames with a fitted WCS and MAGZP
-    kilonova: Kilonova | None = None  # the truth: the simulated sky's kilonova
-    candidates: list[pb.TransientCandidate] = field(default_factory=list)  # the streamed transient_candidate events
-    candidate_latency_s: list[float] = field(default_factory=list)  # image_ready -> transient_candidate, real s
-    reports: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
-class Scenario:
+class Tonight:
     """Tonight's story, set up before the daemons start: the galaxies the alert will rank (monitored before
     it), the notice with its times moved to tonight, and the kilonova beside the first galaxy."""
 
@@ -202,7 +182,7 @@ def write_reference_stars(folder: Path, targets: list[Pointing], radius_deg: flo
     return StarCatalog().write_reference_catalog(folder / REFERENCE_CATALOG, centres, radius_deg)
 
 
-def plan_scenario(config: Path) -> Scenario:
+def plan_scenario(config: Path) -> Tonight:
     """Ranks the sample alert's galaxies as the alert robot will when the notice arrives (the same code, the
     same catalog), writes the notice with tonight's times, and places the kilonova beside the first galaxy."""
     node = load_config(config)
@@ -232,7 +212,7 @@ def plan_scenario(config: Path) -> Scenario:
         "start": EVENT_TIME.isoformat(),
         "distance_mpc": host.distance_mpc or 40.0,
     }
-    return Scenario(targets, alert_path, kilonova)
+    return Tonight(targets, alert_path, kilonova)
 
 
 def wait_serving(port: int, logs: Path, timeout: float = 120.0) -> None:
@@ -253,21 +233,29 @@ def wait_serving(port: int, logs: Path, timeout: float = 120.0) -> None:
 
 
 class Node:
-    """The three daemons of one node as processes (so that they can be stopped, killed and restarted)."""
+    """The daemons of one node as processes (so that they can be stopped, killed and restarted)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, modules: tuple[str, ...] = MODULES) -> None:
         self.config = config
         self.folder = config.parent
-        self.ports = {m: yaml.safe_load(config.read_text())[m]["port"] for m in MODULES}
+        self.modules = modules
+        self.ports = {m: yaml.safe_load(config.read_text())[m]["port"] for m in modules}
         self.logs = self.folder / "logs" / "toros.log"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._channels: dict[str, grpc.Channel] = {}
 
     def start(self, module: str) -> None:
+        self.launch(module)
+        self.ready(module)
+
+    def launch(self, module: str) -> None:
+        """Starts a daemon without waiting for it to serve (``ready`` waits)."""
         command = [sys.executable, "-m", "toros.cli", "serve", module, "--config", str(self.config)]
-        process = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=self.folder)
-        self.processes[module] = process
+        self.processes[module] = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=self.folder)
+
+    def ready(self, module: str) -> None:
         wait_serving(self.ports[module], self.logs)
+        process = self.processes[module]
         if process.poll() is not None:  # what answered on the port is not this daemon
             raise RuntimeError(f"{module} exited with {process.returncode} while starting; see {self.logs}")
 
@@ -344,230 +332,243 @@ class Node:
         return line, finished, lights, calibrated
 
 
-def add_transients(config: Path, transients: list[dict[str, object]]) -> None:
-    """The simulated sky's transients into the telescope's section of a written config."""
-    document = yaml.safe_load(config.read_text())
-    document["telescope"]["sky"]["transients"] = transients
-    config.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-
-
 def clock_now(node: Node) -> datetime:
     status: pb.ModuleStatus = node.stub("telescope").GetStatus(pb.GetStatusRequest(), timeout=10)
     return status.clock_time.ToDatetime(tzinfo=UTC)
 
 
-def wait_until(node: Node, done: Callable[[], bool], deadline: float, say: Callable[[str], None]) -> None:
-    """Progress lines until ``done``; RuntimeError at the deadline."""
-    shown = ""
-    while time.monotonic() < deadline:
-        line, _, _, _ = node.progress()
-        if line != shown:
-            say(line)
-            shown = line
-        if done():
-            return
-        time.sleep(1.0)
-    raise RuntimeError(f"the chain did not get there in time; see {node.logs}")
+# -- a campaign night from a scenario ------------------------------------------------------------------------
 
 
-def routine_order(targets: list[Pointing]) -> pb.WorkOrder:
-    """Tonight's routine monitoring of the galaxies, as an operator would submit it."""
-    exposure = Duration(seconds=int(ROUTINE_EXPOSURE_S))
-    return pb.WorkOrder(
-        id="routine-monitoring-2026-05-01",
-        requester=f"{DEMO}routine-monitoring",
-        observe_targets=pb.ObserveTargets(
-            targets=[
-                pb.Target(
-                    name=t.name,
-                    ra_deg=t.ra_deg,
-                    dec_deg=t.dec_deg,
-                    exposure_time=exposure,
-                    exposure_count=1,
-                    filter="r",
-                )  # fmt: skip
-                for t in targets
-            ]
-        ),
-    )
+@dataclass
+class SiteRun:
+    site: SiteNode
+    node: Node
+
+    def progress(self) -> str:
+        line, _, _, _ = self.node.progress()
+        return f"{self.site.name}: {line.split(': ', 1)[1]}"
+
+    def caught_up(self) -> bool:
+        """Every light frame calibrated (and its masters there), every list the telescope took finished."""
+        lights = len(self.node.light_frames())
+        observing = self.node.work_orders("telescope", "observe_targets")
+        follows = self.node.work_orders("preprocessor", "calibrate_images")
+        return (
+            len(follows) >= lights
+            and all(u.state in FINAL_STATES for u in observing.values())
+            and all(u.state in FINAL_STATES for u in follows.values())
+        )
 
 
-def run_chain(
-    folder: Path,
-    *,
-    frame: int = 2048,
-    pixel_scale: float = 0.47,
-    rate: float = 300.0,
-    galaxies: int = 20000,
-    timeout: float = 540.0,
-    say: Callable[[str], None] = print,
-) -> ChainResult:
-    """Runs the whole chain under ``folder`` and stops the daemons; never leaves a daemon running."""
-    config = write_config(folder, frame=frame, pixel_scale=pixel_scale, rate=rate, galaxies=galaxies)
-    scenario = plan_scenario(config)
-    add_transients(config, [scenario.kilonova])
-    stars = write_reference_stars(folder, scenario.targets, frame * pixel_scale / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
-    node = Node(config)
-    result = ChainResult(ok=False)
-    host = scenario.targets[0].galaxies[0]
-    say(f"tonight: routine monitoring of {len(scenario.targets)} galaxies, then a merger at {EVENT_TIME:%H:%M} UTC")
-    say(f"reference catalog: {stars} synthetic stars around the fields ({REFERENCE_CATALOG})")
-    say(f"starting alert, telescope and preprocessor on loopback (config {node.config})")
-    deadline = time.monotonic() + timeout
+@dataclass
+class ScenarioResult:
+    ok: bool
+    folder: Path
+    prepared: Prepared | None = None
+    exit_codes: dict[str, int] = field(default_factory=dict)  # "site/module": exit code
+    campaign: dict[str, Any] = field(default_factory=dict)
+    # Each placed transient and the campaign's candidates that are it (matched by position at their times).
+    verdicts: list[tuple[Placed, list[dict[str, Any]]]] = field(default_factory=list)
+    candidates: dict[str, list[pb.TransientCandidate]] = field(default_factory=dict)  # per site, as streamed
+    notice_replayed: datetime | None = None  # on the shared simulated clock
+
+
+def run_scenario(scenario: ScenarioFile, folder: Path, *, say: Callable[[str], None] = print) -> ScenarioResult:
+    """Runs a scenario's night under ``folder`` and stops every daemon; never leaves one running."""
+    result = ScenarioResult(ok=False, folder=folder)
+    ports = {
+        site.name: {module: free_port() for module in (MODULES if n == 0 else ("telescope", "preprocessor"))}
+        for n, site in enumerate(scenario.sites)
+    }
+    prepared = prepare(scenario, folder, ports=ports, say=say)
+    result.prepared = prepared
+    for placed in prepared.placed:
+        say(f"the simulated sky holds: {placed.label}")
+    say(f"{prepared.references} pre-event frames in the sites' reference libraries")
+    origin = datetime.now(UTC) + timedelta(seconds=1)
+    runs = []
+    for site in prepared.sites:
+        share_clock(site, origin)
+        runs.append(SiteRun(site, Node(site.config, site.modules)))
+    deadline = time.monotonic() + scenario.timeout_s
     try:
-        for module in MODULES:
-            node.start(module)
-            say(f"{module} is serving on 127.0.0.1:{node.ports[module]}")
-        routine = routine_order(scenario.targets)
-        node.stub("telescope").Submit(routine, timeout=30)
-        say(
-            f"routine monitoring submitted: {', '.join(t.name for t in scenario.targets)} ({ROUTINE_EXPOSURE_S:.0f} s, r)"
+        for run in runs:
+            for module in run.site.modules:
+                run.node.launch(module)
+        for run in runs:
+            for module in run.site.modules:
+                run.node.ready(module)
+        serving = ", ".join(f"{r.site.name} ({'/'.join(r.site.modules)})" for r in runs)
+        say(f"serving: {serving}; one simulated clock from {scenario.start:%H:%M} UTC at ×{scenario.clock_rate:g}")
+        _search_routine_frames(runs, deadline, say)
+        alert = runs[0].node
+        notice_at = origin + timedelta(
+            seconds=(scenario.notice_time - scenario.start).total_seconds() / scenario.clock_rate
         )
-
-        def references_made() -> bool:
-            update = node.work_orders("telescope", "observe_targets").get(routine.id)
-            _, _, lights, calibrated = node.progress()
-            return update is not None and update.state in FINAL_STATES and 0 < lights == calibrated
-
-        wait_until(node, references_made, deadline, say)
-        wait_until(node, lambda: clock_now(node) >= EVENT_TIME + NOTICE_DELAY, deadline, say)
-        replayed = clock_now(node)
-        late = (replayed - EVENT_TIME).total_seconds() / 60.0
+        _wait_for(notice_at, runs, deadline, say)
+        order = pb.WorkOrder(
+            id=f"scenario-{prepared.alert_id}",
+            requester=f"{DEMO}scenario",
+            process_alert=pb.ProcessAlert(
+                payload=prepared.notice.read_bytes(), format=pb.ALERT_FORMAT_GWALERT_JSON, source=prepared.notice.name,
+            ),
+        )  # fmt: skip
+        alert.stub("alert").Submit(order, timeout=30)
+        result.notice_replayed = clock_now(alert)
         say(
-            f"{EVENT_TIME:%H:%M} UTC: a merger. Its notice (made a minute after it) is replayed at {replayed:%H:%M} "
-            f"UTC, {late:.0f} min after the merger on the simulated clock (the routine references came first): "
-            f"{scenario.alert.name} (a drill)"
+            f"{scenario.merger:%H:%M:%S} UTC: a merger. Its notice ({prepared.notice.name}, created "
+            f"{scenario.notice_delay_s:g} s later) is replayed at {result.notice_replayed:%H:%M:%S} UTC on the simulated clock"
         )
-        replay = node.cli("alert", "replay", str(scenario.alert), "--wait")
-        for line in replay.stdout.strip().splitlines():
-            say(f"  {line.strip()}")
-        if replay.returncode != 0:
-            raise RuntimeError(f"the alert was not processed: {replay.stderr.strip() or replay.stdout.strip()}")
-        wait_until(node, lambda: node.progress()[1], deadline, say)
-        _, _, result.light_frames, calibrated = node.progress()
-        result.ok = calibrated == result.light_frames > 0
-        for id, update in node.work_orders("telescope", "observe_targets").items():
-            say(f"telescope work order {id}: {update.message}")
-        wait_until(node, lambda: second_looks_done(folder), deadline, say)
-        wait_until(node, lambda: node.progress()[1], deadline, say)  # the second looks' frames calibrated too
-        _, _, result.light_frames, calibrated = node.progress()
-        result.ok = calibrated == result.light_frames > 0
-        result.candidates, result.candidate_latency_s = candidate_events(node, rate)
-        listing = node.cli("candidates", "--alert", ALERT_ID)
-        for line in listing.stdout.strip().splitlines():
+        status = _finished(alert.stub("alert"), order.id, deadline)
+        say(f"alert: {status.message}")
+        if status.state != pb.WORK_ORDER_STATE_DONE:
+            raise RuntimeError(f"the alert was not processed: {status.message}")
+        campaign_file = runs[0].site.config.parent / "data" / "campaigns" / prepared.alert_id / "campaign.json"
+        _until(lambda: campaign_done(campaign_file) and all(r.caught_up() for r in runs), runs, deadline, say)
+        printed = alert.cli("campaign", prepared.alert_id)
+        for line in printed.stdout.strip().splitlines():
             say(f"  {line}")
-        result.reports = [line.split(" ", 2)[1] for line in listing.stdout.splitlines() if line.startswith("report ")]
-        wait_until(node, lambda: campaign_caught_up(folder, result.light_frames - len(scenario.targets)), deadline, say)
-        campaign = node.cli("campaign", ALERT_ID)
-        for line in campaign.stdout.strip().splitlines():
-            say(f"  {line}")
-        result.campaign = json.loads((folder / "data" / "campaigns" / ALERT_ID / "campaign.json").read_text())
-    except (RuntimeError, grpc.RpcError) as exc:
-        say(f"demo failed: {exc}")
+        result.campaign = json.loads(campaign_file.read_text())
+        shutil.copyfile(campaign_file, folder / "campaign.json")
+        result.candidates = {r.site.name: candidate_events(r.node) for r in runs}
+        result.verdicts = match_truth(prepared.placed, result.campaign)
+        result.ok = True
+    except (RuntimeError, grpc.RpcError, ScenarioError) as exc:
+        say(f"the scenario failed: {exc}")
     finally:
-        result.exit_codes = node.stop()
+        for run in runs:
+            for module, code in run.node.stop().items():
+                result.exit_codes[f"{run.site.name}/{module}"] = code
     say("daemons stopped (exit codes: " + ", ".join(f"{m} {c}" for m, c in result.exit_codes.items()) + ")")
-    result.calibrated = sorted(str(p) for p in (folder / "data" / "calibrated").rglob("*_cal.fits"))
-    result.science_ready = [p for p in result.calibrated if "MAGZP" in fits.getheader(p)]
-    spec = scenario.kilonova
-    result.kilonova = Kilonova(
-        float(spec["ra_deg"]), float(spec["dec_deg"]), datetime.fromisoformat(str(spec["start"])),
-        float(spec["distance_mpc"]),
-    )  # fmt: skip
     result.ok = result.ok and not any(result.exit_codes.values())
-    say(
-        f'the kilonova was placed {math.hypot(*KILONOVA_OFFSET_ARCSEC):.1f}" from {host.name} ({host.distance_mpc or 40:.0f} Mpc)'
-    )
     return result
 
 
-def second_looks_done(folder: Path) -> bool:
-    """Whether every candidate of the alert was observed again and those frames searched (or its second look
-    could not be had)."""
-    path = folder / "data" / "campaigns" / ALERT_ID / "campaign.json"
+def _search_routine_frames(runs: list[SiteRun], deadline: float, say: Callable[[str], None]) -> None:
+    """Each site's preprocessor searches its later pre-event visits against the first (as routine monitoring
+    does), so that a source that varies is known before the merger."""
+    for run in runs:
+        if not run.site.routine:
+            continue
+        order = pb.WorkOrder(
+            id=f"routine-search-{run.site.name}", requester=f"{DEMO}routine-monitoring",
+            find_transients=pb.FindTransients(paths=[str(p) for p in run.site.routine]),
+        )  # fmt: skip
+        run.node.stub("preprocessor").Submit(order, timeout=30)
+        status = _finished(run.node.stub("preprocessor"), order.id, deadline)
+        say(f"{run.site.name}: routine search of {len(run.site.routine)} pre-event frames: {status.message}")
+
+
+def _finished(stub: FrontDeskStub, order_id: str, deadline: float) -> pb.WorkOrderStatus:
+    while time.monotonic() < deadline:
+        status: pb.WorkOrderStatus = stub.GetWorkOrder(pb.GetWorkOrderRequest(id=order_id), timeout=10)
+        if status.state in FINAL_STATES:
+            return status
+        time.sleep(0.1)
+    raise RuntimeError(f"work order {order_id} did not finish in time")
+
+
+def _wait_for(moment: datetime, runs: list[SiteRun], deadline: float, say: Callable[[str], None]) -> None:
+    """Progress lines until the real ``moment``, which is kept to the millisecond."""
+    shown: dict[str, str] = {}
+    while (left := (moment - datetime.now(UTC)).total_seconds()) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the night did not get there in time")
+        if left > 1.5:
+            _show(runs, shown, say)
+        time.sleep(min(1.0, max(left - 0.02, 0.0)) if left > 0.05 else 0.001)
+
+
+def _until(done: Callable[[], bool], runs: list[SiteRun], deadline: float, say: Callable[[str], None]) -> None:
+    shown: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        _show(runs, shown, say)
+        if done():
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"the night did not get there in time; see {runs[0].node.logs}")
+
+
+def _show(runs: list[SiteRun], shown: dict[str, str], say: Callable[[str], None]) -> None:
+    for run in runs:
+        line = run.progress()
+        if shown.get(run.site.name) != line.split(" UTC: ", 1)[-1]:
+            say(line)
+            shown[run.site.name] = line.split(" UTC: ", 1)[-1]
+
+
+def campaign_done(path: Path) -> bool:
+    """Whether a campaign has nothing pending: every pointing taken or given up, every second look sent (or
+    not needed), and its file not rewritten for two real seconds (the last frames' depths and candidates in)."""
     if not path.exists():
         return False
     campaign = json.loads(path.read_text())
-    looks = [c["second_look"] for c in campaign["candidates"]]
-    if any(look is not None and look["state"] == "scheduled" for look in looks):
+    if any(c["second_look"] is not None and c["second_look"]["state"] == "scheduled" for c in campaign["candidates"]):
         return False
-    again = [p for p in campaign["pointings"] if p["purpose"] == "second look"]
-    return all(
-        p["state"] in ("cancelled", "failed") or (p["frames"] and None not in p["frames"].values()) for p in again
-    )
-
-
-def campaign_caught_up(folder: Path, frames: int) -> bool:
-    """Whether the alert daemon's campaign holds the alert's ``frames``, each with its measured depth."""
-    path = folder / "data" / "campaigns" / ALERT_ID / "campaign.json"
-    if not path.exists():
+    if not campaign["pointings"] or any(p["state"] == "planned" for p in campaign["pointings"]):
         return False
-    depths = [d for p in json.loads(path.read_text())["pointings"] for d in p["frames"].values()]
-    return len(depths) >= frames and None not in depths
+    return time.time() - path.stat().st_mtime > 2.0
 
 
-def candidate_events(node: Node, rate: float) -> tuple[list[pb.TransientCandidate], list[float]]:
-    """The preprocessor's transient_candidate events, and for each the real seconds since its raw frame's
-    image_ready (clock seconds over the clock's rate)."""
-    ready = {}
-    request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_IMAGE_READY])
-    for event in node.stub("telescope").Watch(request, timeout=30):
-        ready[Path(event.image_ready.path).stem] = event.time.ToDatetime(tzinfo=UTC)
-    found, latency = [], []
+def candidate_events(node: Node) -> list[pb.TransientCandidate]:
     request = pb.WatchRequest(replay_only=True, kinds=[pb.EVENT_KIND_TRANSIENT_CANDIDATE])
-    for event in node.stub("preprocessor").Watch(request, timeout=30):
-        found.append(event.transient_candidate)
-        raw = Path(event.transient_candidate.frame_path).stem.removesuffix("_cal")
-        if raw in ready:
-            latency.append((event.time.ToDatetime(tzinfo=UTC) - ready[raw]).total_seconds() / rate)
-    return found, latency
+    return [event.transient_candidate for event in node.stub("preprocessor").Watch(request, timeout=30)]
 
 
-def main() -> int:
-    folder = Path("demo").resolve()
-    result = run_chain(folder, say=lambda line: print(f"demo: {line}", flush=True))
-    data = folder / "data"
+def match_truth(placed: list[Placed], campaign: dict[str, Any]) -> list[tuple[Placed, list[dict[str, Any]]]]:
+    """Each placed transient with the candidates that are it: a detection within 2" of where it was then."""
+    from toros.telescope.devices.simulated import transient_of
+    from toros.telescope.settings import SimulatedSkySettings
+
+    matched = []
+    for truth in placed:
+        source = transient_of(SimulatedSkySettings.model_validate({"transients": [truth.spec]}).transients[0])
+        found = []
+        for candidate in campaign["candidates"]:
+            for d in candidate["detections"]:
+                ra, dec = source.position(datetime.fromisoformat(d["time"]))
+                east = ((d["ra_deg"] - ra + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec))
+                if math.hypot(east, d["dec_deg"] - dec) * 3600.0 < 2.0:
+                    found.append(candidate)
+                    break
+        matched.append((truth, found))
+    return matched
+
+
+def main(scenario_path: Path = SHIPPED, out: Path = Path("demo")) -> int:
+    """``toros demo``: a scenario's night, then the campaign and where everything is."""
+    scenario = ScenarioFile.load(scenario_path)
+    folder = out.resolve()
+    say: Callable[[str], None] = lambda line: print(f"demo: {line}", flush=True)  # noqa: E731
+    say(f"scenario {scenario_path}: {len(scenario.sites)} sites, merger at {scenario.merger:%Y-%m-%d %H:%M} UTC")
+    result = run_scenario(scenario, folder, say=say)
+    print("demo: what each transient of the simulated sky became:")
+    right = 0
+    for truth, found in result.verdicts:
+        called = ", ".join(f"{c['name']} {c['classification']} (rank {c['rank']})" for c in found) or "not found"
+        ok = bool(found) and all(c["classification"] == truth.expected for c in found)
+        right += ok
+        print(f"  {truth.label}: {called}" + ("" if ok else f"  — expected {truth.expected}"))
     print("demo: where things are:")
-    for label, pattern in (
-        ("calibrated images", "calibrated/*"),
-        ("source catalogs", "calibrated/*/*_cat.fits"),
-        ("differences", "transients/*/*/*_diff.fits"),
-        ("target list", "alerts/*/*/targets-*.csv"),
-        ("sky-map plot", "alerts/*/*/skymap.png"),
-        ("night-plan plot", "20*/plan.png"),
-        ("raw frames", "20*"),
-    ):
-        found = sorted(data.glob(pattern))
-        print(
-            f"  {label:18s} {found[0] if found else '(none)'}"
-            + (f" (+{len(found) - 1} more)" if len(found) > 1 else "")
-        )
-    print(f"  {'logs':18s} {folder / 'logs' / 'toros.log'}")
+    for site in result.prepared.sites if result.prepared else []:
+        data = site.config.parent / "data"
+        for label, pattern in (
+            ("calibrated images", "calibrated/*"),
+            ("differences", "transients/*/*/*_diff.fits"),
+            ("night-plan plot", "20*/plan.png"),
+        ):
+            paths = sorted(data.glob(pattern))
+            print(f"  {site.name} {label:18s} {paths[0] if paths else '(none)'}"
+                  + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""))  # fmt: skip
+        print(f"  {site.name} {'logs':18s} {site.config.parent / 'logs' / 'toros.log'}")
+    print(f"  campaign           {folder / 'campaign.json'}")
+    whole = result.ok and right == len(result.verdicts)
     print(
-        f"demo: {len(result.calibrated)} calibrated frames of {result.light_frames} science frames, "
-        f"{len(result.science_ready)} science-ready (fitted WCS, zero point, source catalog)"
-        + ("" if result.ok else " — FAILED")
+        f"demo: {right} of {len(result.verdicts)} transients classified as what they are"
+        + ("" if whole else " — FAILED")
     )
-    names = sorted({c.name for c in result.candidates})
-    if names:
-        for name in names:
-            latest = [c for c in result.candidates if c.name == name][-1]
-            truth = result.kilonova
-            assert truth is not None, "the scenario placed one"
-            east = (latest.ra_deg - truth.ra_deg) * math.cos(math.radians(latest.dec_deg))
-            offset = math.hypot(east, latest.dec_deg - truth.dec_deg) * 3600
-            print(
-                f"demo: candidate {name} at {latest.ra_deg:.6f} {latest.dec_deg:+.6f}, r = {latest.mag:.2f} ± "
-                f'{latest.mag_err:.2f}, host {latest.host or "-"} ({latest.host_offset_arcsec:.1f}", '
-                f"{latest.host_offset_kpc:.1f} kpc), score {latest.score:.2f}, {latest.detections} detections; "
-                f'{offset:.2f}" from the injected kilonova'
-            )
-            print(f"demo:   triplet {latest.triplet_path}")
-        for report in result.reports:
-            print(f"demo:   report {report}")
-    else:
-        print("demo: no transient candidate was found — FAILED")
-    return 0 if result.ok and names else 1
+    return 0 if whole else 1
 
 
 if __name__ == "__main__":

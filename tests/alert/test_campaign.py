@@ -4,6 +4,7 @@ candidates and the timeline — against independent computations from the sky ma
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +78,15 @@ def relayed(root: Path) -> tuple[Campaigns, EventSky]:
         exposure_s=60.0,
     )
     return campaigns, event_sky
+
+
+def with_second_looks(root: Path) -> Campaigns:
+    """The event relayed to both sites, candidates looked at again 30 min after their first detection."""
+    event_sky, data = sky()
+    campaigns = Campaigns(root, (MACON, EABA), second_look_delay_s=1800)
+    campaigns.relayed("S1", drill=False, merger=MERGER, notice=None, now=MERGER, sky=event_sky, skymap_bytes=data,
+                      sites=PLAN, filter="r", exposure_s=60.0)  # fmt: skip
+    return campaigns
 
 
 def frame(order: str, name: str, stem: str, when: datetime, sequence: int) -> pb.Event:
@@ -309,10 +319,7 @@ def test_what_was_observed_is_not_planned_again(tmp_path):
 
 
 def test_each_candidate_is_looked_at_again_when_due(tmp_path):
-    event_sky, data = sky()
-    campaigns = Campaigns(tmp_path, (MACON, EABA), second_look_delay_s=1800)
-    campaigns.relayed("S1", drill=False, merger=MERGER, notice=None, now=MERGER, sky=event_sky, skymap_bytes=data,
-                      sites=PLAN, filter="r", exposure_s=60.0)  # fmt: skip
+    campaigns = with_second_looks(tmp_path)
     found = MERGER + timedelta(minutes=30)
     candidate = pb.TransientCandidate(
         name="TOROS-1", ra_deg=194.3, dec_deg=-17.9, mag=18.0, mag_err=0.05, filter="r", snr=20, score=0.9,
@@ -377,3 +384,102 @@ def test_a_map_without_distances_and_a_site_without_a_field_of_view(tmp_path):
     assert candidate["host_distance_consistent"] is None and "2-D" in candidate["distance_note"]
     assert candidate["evidence"] and candidate["classification"] in ("kilonova-like", "supernova-like", "unknown")
     assert "kilonova efficiency -" in describe(campaign)
+
+
+def test_movers_and_variables_get_no_second_look(tmp_path):
+    """An asteroid that left the match radius between two exposures is two candidates, each missing from the
+    other's frame: one mover, and so is a candidate found later on its track. A star seen varying in a routine
+    search before the merger is a variable. No telescope time for either; a look waits for its pointing's frames
+    to be searched, and a candidate found in a look's own frames gets none of its own."""
+    campaigns = with_second_looks(tmp_path)
+    t1, t2 = MERGER + timedelta(minutes=25), MERGER + timedelta(minutes=27)
+    campaigns.telescope_event("macon", frame("S1-a-macon", "G-A", "f1", t1, 1), t1)
+    campaigns.telescope_event("macon", frame("S1-a-macon", "G-A", "f2", t2, 2), t2)
+    east = 1.0 / 3600 / math.cos(math.radians(17.9))
+
+    def found(name: str, seq: int, when: datetime, stem: str, ra: float, first_seen: datetime | None = None) -> None:
+        candidate = pb.TransientCandidate(
+            name=name, ra_deg=ra, dec_deg=-17.9, mag=18.5, mag_err=0.05, filter="r", snr=20, score=0.9,
+            alert_id="S1", date_obs=stamp(when), frame_path=f"/cal/{stem}_cal.fits",
+            first_seen=stamp(first_seen or when),
+        )  # fmt: skip
+        campaigns.preprocessor_event(
+            "macon", pb.Event(sequence=seq, time=stamp(when), transient_candidate=candidate), when
+        )
+
+    found("TOROS-A", 1, t1, "f1", 194.30)
+    found("TOROS-V", 2, t1, "f1", 194.32, first_seen=MERGER - timedelta(days=26))  # seen in a routine search
+    found("TOROS-V", 3, t2, "f2", 194.32, first_seen=MERGER - timedelta(days=26))
+    due = t1 + timedelta(minutes=30)
+    assert campaigns.due(due) == [], "f2 and f1 are not searched yet: wait"
+    campaigns.preprocessor_event("macon", depth("f1", 20.0, t1), t1)
+    found("TOROS-B", 4, t2, "f2", 194.30 + 1.1 * east)  # 1.1" east two minutes later
+    campaigns.preprocessor_event("macon", depth("f2", 20.0, t2), t2)
+    assert campaigns.due(due) == []
+    listed = {c["name"]: c for c in read(tmp_path)["candidates"]}
+    assert listed["TOROS-A"]["classification"] == listed["TOROS-B"]["classification"] == "moving"
+    assert "each missing from the other's frames" in listed["TOROS-A"]["evidence"][0]
+    assert listed["TOROS-V"]["classification"] == "variable" and listed["TOROS-V"]["first_seen"].startswith(
+        "2026-04-05"
+    )
+    assert {listed[n]["second_look"]["state"] for n in ("TOROS-A", "TOROS-V")} == {"not needed"}
+
+    # Half an hour on, a look at another candidate catches the asteroid 15" further east: on the track, and
+    # found in a look's frames, it gets no look of its own.
+    found("TOROS-K", 7, t1, "f1", 194.0)
+    (look,) = campaigns.due(due)
+    assert look.candidate == "TOROS-K"
+    campaigns.looked(look, MACON, "S1-look-K", "g", 60.0, "", due)
+    look_at = t2 + timedelta(minutes=32)
+    campaigns.telescope_event("macon", frame("S1-look-K", "TOROS-K", "f3", look_at, 5), look_at)
+    found("TOROS-C", 8, look_at, "f3", 194.30 + 17.0 * east)
+    listed = {c["name"]: c for c in read(tmp_path)["candidates"]}
+    assert listed["TOROS-C"]["classification"] == "moving" and "on the track of" in listed["TOROS-C"]["evidence"][0]
+    assert listed["TOROS-C"]["second_look"]["state"] == "not needed"
+
+
+def test_a_candidates_light_curve_holds_its_forced_photometry_and_limits(tmp_path):
+    campaigns, _ = relayed(tmp_path)
+    t0, t1, t2 = (MERGER + timedelta(minutes=m) for m in (20, 25, 27))
+    for n, (stem, when, limmag) in enumerate((("f0", t0, 20.1), ("f1", t1, 20.3), ("f2", t2, 20.2)), start=1):
+        campaigns.telescope_event("macon", frame("S1-a-macon", "G-A", stem, when, n), when)
+        campaigns.preprocessor_event("macon", depth(stem, limmag, when), when)
+    candidate = pb.TransientCandidate(
+        name="TOROS-K", ra_deg=194.31, dec_deg=-17.9, mag=18.0, mag_err=0.05, filter="r", snr=20, score=0.9,
+        alert_id="S1", date_obs=stamp(t1), frame_path="/cal/f1_cal.fits",
+    )  # fmt: skip
+    campaigns.preprocessor_event("macon", pb.Event(sequence=9, time=stamp(t1), transient_candidate=candidate), t1)
+    forced = pb.ForcedPhotometry(
+        name="TOROS-K", alert_id="S1", filter="r", date_obs=stamp(t2), frame_path="/cal/f2_cal.fits", flux=900.0,
+        flux_err=200.0, mag=19.1, mag_err=0.24, limmag=19.6,
+    )  # fmt: skip
+    for sequence in (10, 11):  # the same frame's measurement twice (a replayed stream): kept once
+        campaigns.preprocessor_event("macon", pb.Event(sequence=sequence, time=stamp(t2), forced_photometry=forced), t2)
+    unknown = pb.ForcedPhotometry(name="TOROS-X", alert_id="S1", frame_path="/cal/f2_cal.fits")
+    campaigns.preprocessor_event("macon", pb.Event(sequence=12, time=stamp(t2), forced_photometry=unknown), t2)
+    (listed,) = read(tmp_path)["candidates"]
+    assert [(f["frame"], f["mag"], f["limmag"]) for f in listed["forced"]] == [("f2_cal.fits", 19.1, 19.6)]
+    assert listed["limits"] == [{"time": "2026-05-02T00:05:00Z", "filter": "r", "limmag": 20.1, "frame": "f0"}]
+
+
+def test_a_persons_label_counts_in_the_ranking(tmp_path):
+    campaigns = with_second_looks(tmp_path)
+    when = MERGER + timedelta(hours=6)
+    for n, name in enumerate(("TOROS-A", "TOROS-B"), start=1):
+        candidate = pb.TransientCandidate(
+            name=name, ra_deg=194.3 + n / 100, dec_deg=-17.9, mag=kilonova_mag("r", 0.25, 40.0), mag_err=0.05,
+            filter="r", snr=20, score=0.5, alert_id="S1", date_obs=stamp(when), frame_path=f"/cal/f{n}_cal.fits",
+        )  # fmt: skip
+        campaigns.preprocessor_event(
+            "eaba", pb.Event(sequence=n, time=stamp(when), transient_candidate=candidate), when
+        )
+    before = {c["name"]: c["kilonova_score"] for c in read(tmp_path)["candidates"]}
+    for n, (name, label) in enumerate((("TOROS-A", pb.CANDIDATE_LABEL_BOGUS), ("TOROS-B", pb.CANDIDATE_LABEL_REAL))):
+        said = pb.CandidateLabelled(name=name, alert_id="S1", label=label, by="web:ana", note="checked the triplet")
+        campaigns.preprocessor_event("eaba", pb.Event(sequence=10 + n, time=stamp(when), candidate_labelled=said), when)
+    listed = {c["name"]: c for c in read(tmp_path)["candidates"]}
+    assert listed["TOROS-A"]["kilonova_score"] == 0 and listed["TOROS-A"]["label"]["label"] == "bogus"
+    assert listed["TOROS-A"]["evidence"][0] == "labelled bogus by web:ana: checked the triplet"
+    assert listed["TOROS-B"]["kilonova_score"] > before["TOROS-B"] > 0, "real: the vetting's doubt taken away"
+    assert listed["TOROS-B"]["rank"] == 1
+    assert [look.candidate for look in campaigns.due(when + timedelta(hours=1))] == ["TOROS-B"], "no look at bogus"

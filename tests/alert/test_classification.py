@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from toros.alert.classification import Classification, Detection, classify
+from toros.alert.classification import Classification, Detection, classify, on_track
 from toros.floor.kilonova import kilonova_mag
 
 MERGER = datetime(2026, 5, 1, 23, 45, tzinfo=UTC)
@@ -63,6 +63,36 @@ def test_impostors_by_context():
     assert nuclear.classification is Classification.NUCLEAR
     kept = verdict([seen(6, "r", mag), seen(6.5, "g", at(6.5, "g"))], flags={"nuclear"})
     assert kept.classification is Classification.KILONOVA, "a kilonova on a nucleus is kept"
+
+
+def test_a_source_seen_in_a_routine_search_before_the_merger_is_a_variable():
+    mag = at(6, "r")
+    routine = classify(
+        [seen(6, "r", mag)], merger=MERGER, flags={"on_star"}, distance_mpc=40.0, distance_source="its host",
+        host_consistency=1.0, vetting_score=0.9, first_seen=MERGER - timedelta(days=26),
+    )  # fmt: skip
+    assert routine.classification is Classification.VARIABLE, "a star that varied before the event: a variable"
+    assert "before the merger" in routine.evidence[0] and "reference catalog" in routine.evidence[0]
+
+
+def test_motion_is_judged_against_the_detections_position_errors():
+    mag = at(6, "r")
+    arcsec = 1 / 3600 / math.cos(math.radians(20.0))
+    # 1.2" in two minutes at S/N 50: an asteroid at 0.6"/min.
+    slow = verdict([seen(6, "r", mag, error=0.02), seen(6 + 2 / 60, "r", mag, ra=150.0 + 1.2 * arcsec, error=0.02)])
+    assert slow.classification is Classification.MOVING and '"/min' in slow.evidence[0]
+    # The same offset at S/N 5: within the positions' errors, not motion.
+    faint = verdict([seen(6, "r", mag, error=0.2), seen(6 + 2 / 60, "r", mag, ra=150.0 + 1.2 * arcsec, error=0.2)])
+    assert faint.classification is not Classification.MOVING
+
+
+def test_a_candidate_on_a_movers_track_is_that_mover():
+    arcsec = 1 / 3600 / math.cos(math.radians(20.0))
+    mover = [seen(6, "r", 18.5), seen(6 + 2 / 60, "r", 18.5, ra=150.0 + 1.0 * arcsec)]  # 0.5"/min east
+    later = [seen(6.5, "g", 18.9, ra=150.0 + 14.5 * arcsec)]  # 29 minutes on: 14.5" east
+    assert on_track(mover, later)
+    assert not on_track(mover, [seen(6.5, "g", 18.9, ra=150.0 - 14.5 * arcsec)]), "the other way"
+    assert not on_track(mover[:1], later), "one detection has no track"
 
 
 def test_without_a_distance_nothing_is_claimed():

@@ -97,6 +97,36 @@ def test_a_transient_on_a_galaxy_nucleus_is_kept_flagged_nuclear_and_measured(pa
     assert not [c for c in quiet.candidates if math.hypot(c.x - hx, c.y - hy) < 3.0]
 
 
+def test_a_bright_star_that_varied_is_kept_and_its_residual_is_not(pair, tmp_path):
+    """A detection on a bright star is its subtraction residual (``bright_star``, never vetted) unless it holds a
+    real share of the star's light: a variable star that brightened by half is kept, flagged ``on_star``."""
+    ra, dec, mag = FIELD[0] - 0.02, FIELD[1] + 0.015, 14.5
+    star = VariableStar(ra, dec, mag, 0.0, 1.0, WHEN)  # constant: a bright star of the field
+    reference = tmp_path / "reference.fits"
+    truth = write_calibrated_frame(
+        reference, SimulatedSky(StarCatalog(), [HOST], [star]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
+        pixel_scale_arcsec=SCALE, conditions=Conditions("r", 300.0, 1.1, 1.5, WHEN - timedelta(days=30)), seed=11,
+    )  # fmt: skip
+    science_ready_with_truth(reference, truth, 1.5)
+    for share, kept in ((0.5, True), (0.02, False)):
+        extra = VariableStar(ra, dec, mag - 2.5 * math.log10(share), 0.0, 1.0, WHEN)
+        path = tmp_path / f"varied-{share}.fits"
+        truth = write_calibrated_frame(
+            path, SimulatedSky(StarCatalog(), [HOST], [star, extra]), FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0),
+            pixel_scale_arcsec=SCALE, conditions=Conditions("r", 120.0, 1.2, 2.0, WHEN), seed=12,
+        )  # fmt: skip
+        science_ready_with_truth(path, truth, 2.0)
+        sx, sy = truth.wcs.world_to_pixel_values(ra, dec)
+        there = [c for c in discover(path, reference).candidates
+                 if math.hypot(c.x - sx, c.y - sy) < 2.0 and not c.negative]  # fmt: skip
+        if kept:
+            (found,) = there
+            assert "on_star" in found.flags and "bright_star" not in found.flags, found.flags
+            assert abs(found.mag - extra.mean_mag) < 0.1 + 3 * found.mag_err, (found.mag, extra.mean_mag)
+        else:
+            assert all("bright_star" in c.flags for c in there), [c.flags for c in there]
+
+
 def test_a_saturated_core_under_a_detection_never_gives_a_clean_magnitude(pair, tmp_path):
     """The kilonova's place saturated in the new frame: either nothing is found there, or what is found is
     flagged (masked pixels), never an unflagged candidate with a magnitude."""
@@ -321,6 +351,36 @@ def test_the_search_stores_the_kilonova_once_streams_it_and_writes_every_report(
     (second,) = [p for p in packets if p["candidate"]["ndethist"] == 2]
     assert second["candidate"]["ncovhist"] == 2 and len(second["prv_candidates"]) == 1
     assert second["prv_candidates"][0]["candid"] == packet["candid"]
+
+
+def test_a_known_candidate_is_measured_on_the_frames_that_do_not_detect_it(pair, search, tmp_path):
+    """Forced photometry: the kilonova found, a later frame where it has faded below the detection threshold
+    measures it at its place (within its error of the truth), and one where nothing is there gives a limit."""
+    root = tmp_path / "data"
+    search.references.import_file(pair["reference"], 0.0)
+    (found,) = search.search(_calibrated(pair, root), work_order_id="wo-1").events
+    faded = pair["kilonova"].__class__(pair["kilonova"].ra_deg, pair["kilonova"].dec_deg, pair["kilonova"].start, 125.0)
+    later = WHEN + timedelta(hours=2)
+    for name, sky, seed in (("faded", SimulatedSky(StarCatalog(), [HOST], [faded]), 21),
+                            ("gone", SimulatedSky(StarCatalog(), [HOST]), 22)):  # fmt: skip
+        path = root / "calibrated" / "2026-11-22" / f"{name}_cal.fits"
+        truth = write_calibrated_frame(
+            path, sky, FIELD, SIZE, pointing_error_arcsec=(0.0, 0.0), pixel_scale_arcsec=SCALE,
+            conditions=Conditions("r", 120.0, 1.2, 2.0, later), seed=seed,
+        )  # fmt: skip
+        science_ready_with_truth(path, truth, 2.0, ALERTID="S261122a", EVENTT="2026-11-22T03:00:00.000", DRILL=False)
+        outcome = search.search(path, work_order_id=f"wo-{name}")
+        assert outcome.searched and not outcome.events, outcome.message
+        (measured,) = outcome.forced
+        assert measured.name == found.name and measured.alert_id == "S261122a" and measured.filter == "r"
+        assert measured.frame_path == str(path) and measured.flux_err > 0 and 18 < measured.limmag < 24
+        expected = faded.mag("r", later) if name == "faded" else None
+        if expected is None:
+            assert abs(measured.flux) < 4 * measured.flux_err and math.isnan(measured.mag)
+        else:
+            flux = 10 ** (-0.4 * (expected - truth.magzp))
+            assert abs(measured.flux - flux) < 3 * measured.flux_err and measured.flux > 3 * measured.flux_err
+            assert abs(measured.mag - expected) < 3 * measured.mag_err + 0.05
 
 
 def test_a_reference_in_another_filter_only_is_named(pair, search, tmp_path):

@@ -33,3 +33,14 @@ def test_a_simulated_clock_carries_on_from_the_journal():
     assert clock.timestamp() >= later
     clock.resume_from(START.timestamp())  # never backwards
     assert clock.timestamp() >= later
+
+
+def test_clocks_shared_from_one_real_instant_agree_whenever_they_start():
+    origin = datetime.fromtimestamp(time.time() - 2.0, tz=UTC)  # the network's clock started 2 real s ago
+    first = Clock(START, rate=100.0, held=True, shared_from=origin)
+    time.sleep(0.05)
+    second = Clock(START, rate=100.0, held=True, shared_from=origin)  # a daemon that started later
+    first.release()
+    first.resume_from(START.timestamp() + 86400)  # a shared clock neither holds nor resumes
+    assert abs(first.timestamp() - second.timestamp()) < 1.0
+    assert 190 <= second.timestamp() - START.timestamp() <= 260

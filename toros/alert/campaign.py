@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from toros.alert.campaign_reports import CIRCULAR_FILE, TREASUREMAP_FILE, circular_draft, treasuremap_pointings
-from toros.alert.classification import Classification, Detection, classify
+from toros.alert.classification import IMPOSTORS, Classification, Detection, classify, on_track
 from toros.alert.coordination import Galaxies, Pointing
 from toros.alert.coverage import (
     Field,
@@ -50,7 +50,7 @@ SKYMAP_FILE = "skymap.fits"
 GALAXIES_FILE = "galaxies.npz"
 GALAXIES_LISTED = 200  # observed galaxies listed with their limits, best first
 CONSISTENT_SIGMAS = 2.0  # a host within this many DISTSIGMA of DISTMU along its line of sight is consistent
-UNMATCHED_KEPT = 2000  # frame depths that arrived before their frames, kept for a while
+UNMATCHED_KEPT = 2000  # frame depths that arrived before their frames (and frames searched), kept for a while
 
 
 class PointingState(StrEnum):
@@ -60,11 +60,17 @@ class PointingState(StrEnum):
     FAILED = "failed"
 
 
+LOOK_WAIT_S = 3600.0  # a due look waits this long at most for the rest of its pointing's frames to be searched
+MIN_MOVE_ARCSEC = 1.0  # the preprocessor's match radius: closer detections are one candidate
+MAX_RATE_ARCSEC_PER_MIN = 60.0  # faster than the fastest near-Earth objects worth pairing
+
+
 class LookState(StrEnum):
     SCHEDULED = "scheduled"
     RELAYED = "relayed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    NOT_NEEDED = "not needed"  # an impostor by then (moving, a star, a variable): no telescope time for it
 
 
 class Purpose(StrEnum):
@@ -115,6 +121,7 @@ class CampaignPointing:
     galaxies: list[str]
     frames: dict[str, float | None] = field(default_factory=dict)  # frame (file stem) -> its LIMMAG, once searched
     purpose: Purpose = Purpose.FIRST_EPOCH
+    taken: dict[str, str] = field(default_factory=dict)  # frame (file stem) -> its DATE-OBS
 
     @property
     def limmag(self) -> float | None:
@@ -147,6 +154,12 @@ class CampaignCandidate:
     kilonova_score: float | None = None
     evidence: list[str] = field(default_factory=list)  # why it is classified so
     flags: list[str] = field(default_factory=list)  # the preprocessor's flags on any of its detections
+    first_seen: str | None = None  # its first detection in any search of its site (a routine one included)
+    # Its light curve beyond its detections: forced photometry on the frames searched since it was found that
+    # did not detect it, and the 5σ limits of the observed frames over it measured neither way.
+    forced: list[dict[str, Any]] = field(default_factory=list)
+    limits: list[dict[str, Any]] = field(default_factory=list)
+    label: dict[str, str] | None = None  # a person's latest verdict: {"label": "real"|"bogus", "by", "note"}
     # {"due", "site", "state" (a LookState), "work_order_id", "note"}; None when second looks are off
     second_look: dict[str, str] | None = None
 
@@ -303,6 +316,7 @@ class Campaigns:
         self._orders: dict[str, str] = {}  # work order id -> event
         self._frames: dict[str, tuple[str, int]] = {}  # frame stem -> (event, pointing index)
         self._unmatched: dict[str, tuple[float, str]] = {}  # frame stem -> (LIMMAG, when), for frames yet unseen
+        self._searched: dict[str, None] = {}  # frame stems the preprocessors are done with (a look waits for them)
         self._early: dict[str, list[tuple[str, pb.Event]]] = {}  # work order -> its events before the relay recorded it
         for path in sorted(root.glob(f"*/{CAMPAIGN_FILE}")) if root.is_dir() else []:
             try:
@@ -412,6 +426,10 @@ class Campaigns:
     def preprocessor_event(self, site: str, event: pb.Event, now: datetime) -> None:
         with self._lock:
             kind = event.WhichOneof("kind")
+            if kind == "calibration_progress" and event.calibration_progress.stage in ("science", "discovery"):
+                self._searched[Path(event.calibration_progress.path).stem.removesuffix("_cal")] = None
+                while len(self._searched) > UNMATCHED_KEPT:
+                    self._searched.pop(next(iter(self._searched)))
             if kind == "calibration_progress" and event.calibration_progress.HasField("science"):
                 progress = event.calibration_progress
                 stem = Path(progress.path).stem.removesuffix("_cal")
@@ -427,6 +445,18 @@ class Campaigns:
             elif kind == "transient_candidate" and event.transient_candidate.alert_id in self._campaigns:
                 campaign = self._campaigns[event.transient_candidate.alert_id]
                 self._candidate(campaign, site, event)
+            elif kind == "candidate_labelled" and event.candidate_labelled.alert_id in self._campaigns:
+                labelled = event.candidate_labelled
+                campaign = self._campaigns[labelled.alert_id]
+                candidate = campaign.candidates.get(labelled.name)
+                if candidate is None:
+                    return
+                verdict = "real" if labelled.label == pb.CANDIDATE_LABEL_REAL else "bogus"
+                candidate.label = {"label": verdict, "by": labelled.by, "note": labelled.note}
+            elif kind == "forced_photometry" and event.forced_photometry.alert_id in self._campaigns:
+                campaign = self._campaigns[event.forced_photometry.alert_id]
+                if not self._forced(campaign, event.forced_photometry):
+                    return
             else:
                 return
             self._update(campaign, now)
@@ -453,6 +483,7 @@ class Campaigns:
         pointing.filter = image.filter or pointing.filter
         pointing.exposure_s = image.exposure_time.ToTimedelta().total_seconds() or pointing.exposure_s
         pointing.frames.setdefault(stem, None)
+        pointing.taken[stem] = taken
         self._frames[stem] = (campaign.event, index)
         if pointing.purpose is Purpose.SECOND_LOOK:
             _earliest(campaign.timeline, "second_look", taken)
@@ -539,7 +570,12 @@ class Campaigns:
                 found.name, found.ra_deg, found.dec_deg, found.host, distance, consistent, note, 0.0, False
             )
             campaign.candidates[found.name] = candidate
-            if self.second_look_delay_s is not None and not campaign.retracted:
+            found_in = self._frames.get(Path(found.frame_path).name.removesuffix(".fits").removesuffix("_cal"))
+            in_a_look = found_in is not None and campaign.pointings[found_in[1]].purpose is Purpose.SECOND_LOOK
+            if in_a_look:  # a look finds what is new there too; the next epoch confirms it, not a chain of looks
+                candidate.second_look = {"due": "", "site": site, "state": LookState.NOT_NEEDED.value,
+                                         "work_order_id": "", "note": "found in a second look's frames"}  # fmt: skip
+            elif self.second_look_delay_s is not None and not campaign.retracted:
                 due = found.date_obs.ToDatetime(UTC) + timedelta(seconds=self.second_look_delay_s)
                 candidate.second_look = {
                     "due": now_iso(due), "site": site, "state": LookState.SCHEDULED.value, "work_order_id": "",
@@ -550,6 +586,9 @@ class Campaigns:
             _earliest(campaign.timeline, "first_frame_searched", when)  # its frame was searched by then
         candidate.score = max(candidate.score, round(found.score, 4))
         candidate.flags = sorted(set(candidate.flags) | set(found.flags))
+        if found.HasField("first_seen"):
+            first = now_iso(found.first_seen.ToDatetime(UTC))
+            candidate.first_seen = min(candidate.first_seen or first, first)
         detection = {
             "time": now_iso(found.date_obs.ToDatetime(UTC)),
             "filter": found.filter,
@@ -563,6 +602,55 @@ class Campaigns:
         if detection not in candidate.detections:
             candidate.detections.append(detection)
             candidate.detections.sort(key=lambda d: d["time"])
+
+    @staticmethod
+    def _forced(campaign: Campaign, measured: pb.ForcedPhotometry) -> bool:
+        """A candidate's forced photometry on a frame (once per frame); False for an unknown candidate."""
+        candidate = campaign.candidates.get(measured.name)
+        if candidate is None:
+            return False
+        frame = Path(measured.frame_path).name
+        point = {
+            "time": now_iso(measured.date_obs.ToDatetime(UTC)),
+            "filter": measured.filter,
+            "flux": measured.flux,
+            "flux_err": measured.flux_err,
+            "mag": round(measured.mag, 3) if math.isfinite(measured.mag) else None,
+            "mag_err": round(measured.mag_err, 3) if math.isfinite(measured.mag_err) else None,
+            "limmag": round(measured.limmag, 3) if math.isfinite(measured.limmag) else None,
+            "frame": frame,
+        }
+        candidate.forced = sorted(
+            [f for f in candidate.forced if f["frame"] != frame] + [point], key=lambda f: f["time"]
+        )
+        return True
+
+    def _limits(self, campaign: Campaign, viewed: list[tuple[CampaignPointing, Field]]) -> None:
+        """Each candidate's 5σ limits from the observed frames over it that neither detected nor measured it
+        (frames searched before it was found, another site's)."""
+        found = list(campaign.candidates.values())
+        if not found:
+            return
+        ra, dec = np.array([c.ra_deg for c in found]), np.array([c.dec_deg for c in found])
+        for candidate in found:
+            candidate.limits = []
+        for pointing, footprint in viewed:
+            over = inside_any(ra, dec, [footprint])
+            for candidate in (c for c, inside in zip(found, over, strict=True) if inside):
+                measured = {str(d.get("frame", "")).removesuffix(".fits").removesuffix("_cal")
+                            for d in [*candidate.detections, *candidate.forced]}  # fmt: skip
+                candidate.limits += [
+                    {
+                        "time": pointing.taken.get(stem, pointing.start),
+                        "filter": pointing.filter,
+                        "limmag": depth,
+                        "frame": stem,
+                    }  # fmt: skip
+                    for stem, depth in pointing.frames.items()
+                    if depth is not None and stem not in measured
+                ]
+        for candidate in found:
+            candidate.limits.sort(key=lambda limit: str(limit["time"]))
 
     def _host_distance(self, event: str, found: pb.TransientCandidate) -> tuple[float | None, bool | None, str]:
         """The host's catalog distance, and whether it lies within ``CONSISTENT_SIGMAS`` of the GW distance
@@ -653,13 +741,55 @@ class Campaigns:
             "kilonova_model": "AT2017gfo (floor.kilonova)",
         }
         campaign.galaxies = self._observed_galaxies(sky, best, distance, [p for p, _ in viewed])
+        self._limits(campaign, viewed)
         found = list(campaign.candidates.values())
         where = inside_any(np.array([c.ra_deg for c in found]), np.array([c.dec_deg for c in found]), fields)
         for candidate, inside_a_field in zip(found, where, strict=True):
             candidate.in_field = bool(inside_a_field)
             self._classify(candidate, sky, merger)
-            if candidate.classification != Classification.UNKNOWN:
-                _earliest(campaign.timeline, "classification", campaign.updated)
+        self._same_movers(found)
+        if any(c.classification != Classification.UNKNOWN for c in found):
+            _earliest(campaign.timeline, "classification", campaign.updated)
+
+    def _seen_in(self, candidate: CampaignCandidate) -> set[tuple[int, str]]:
+        """(pointing index, frame stem) of each frame a candidate was detected in (frames of known pointings)."""
+        stems = {str(d.get("frame", "")).removesuffix(".fits").removesuffix("_cal") for d in candidate.detections}
+        return {(self._frames[stem][1], stem) for stem in stems if stem in self._frames}
+
+    def _same_movers(self, found: list[CampaignCandidate]) -> None:
+        """Movers that no one candidate shows: two candidates of one pointing, each in frames the other is
+        missing from, apart by more than the match radius and less than ``MAX_RATE_ARCSEC_PER_MIN`` allows (an
+        asteroid that left the match radius between two exposures); and a candidate on the extrapolated track of
+        one seen moving (found anew where it had gone by the second look)."""
+        seen = [self._seen_in(c) for c in found]
+        for i, a in enumerate(found):
+            for j in range(i + 1, len(found)):
+                b = found[j]
+                if not (seen[i] and seen[j]) or {p for p, _ in seen[i]} != {p for p, _ in seen[j]}:
+                    continue
+                if {f for _, f in seen[i]} & {f for _, f in seen[j]}:
+                    continue
+                apart, minutes = _apart(a, b)
+                if MIN_MOVE_ARCSEC < apart <= MAX_RATE_ARCSEC_PER_MIN * minutes:
+                    why = f'{a.name} and {b.name}: one source moving {apart / minutes:.2f}"/min ({apart:.1f}" in ' \
+                          f"{minutes:.1f} min), each missing from the other's frames"  # fmt: skip
+                    for mover in (a, b):
+                        mover.classification, mover.kilonova_score, mover.evidence = (
+                            Classification.MOVING.value,
+                            0.0,
+                            [why],
+                        )
+        movers = [c for c in found if c.classification == Classification.MOVING and len(c.detections) >= 2]
+        movers += _tracks([c for c in found if c.classification == Classification.MOVING and len(c.detections) == 1])
+        for candidate in found:
+            if candidate.classification == Classification.MOVING:
+                continue
+            for mover in movers:
+                if on_track(_detections(mover), _detections(candidate)):
+                    candidate.classification = Classification.MOVING.value
+                    candidate.kilonova_score = 0.0
+                    candidate.evidence = [f"on the track of {mover.name}, seen moving ({mover.evidence[0]})"]
+                    break
 
     @staticmethod
     def _classify(candidate: CampaignCandidate, sky: EventSky, merger: datetime | None) -> None:
@@ -672,26 +802,24 @@ class Campaigns:
             consistency = math.exp(-0.5 * ((distance - mu) / sigma) ** 2)
         elif distance is None and usable:
             distance, source = mu, "the GW distance along its line of sight"
-        detections = [
-            Detection(
-                datetime.fromisoformat(d["time"]), d["filter"], d["mag"], d["mag_err"],
-                d.get("ra_deg", candidate.ra_deg), d.get("dec_deg", candidate.dec_deg),
-            )
-            for d in candidate.detections
-            if d.get("mag") is not None and d.get("mag_err") is not None
-        ]  # fmt: skip
         verdict = classify(
-            detections,
+            _detections(candidate, forced=True),
             merger=merger,
+            first_seen=datetime.fromisoformat(candidate.first_seen) if candidate.first_seen else None,
             flags=set(candidate.flags),
             distance_mpc=distance,
             distance_source=source,
             host_consistency=consistency,
-            vetting_score=candidate.score,
+            vetting_score=1.0 if candidate.label and candidate.label["label"] == "real" else candidate.score,
         )
         candidate.classification = verdict.classification.value
         candidate.kilonova_score = verdict.kilonova_score
         candidate.evidence = verdict.evidence
+        if candidate.label is not None:  # a person's word counts: real takes the vetting's doubt away; bogus, all
+            said = f"labelled {candidate.label['label']} by {candidate.label['by']}"
+            candidate.evidence.insert(0, said + (f": {candidate.label['note']}" if candidate.label["note"] else ""))
+            if candidate.label["label"] == "bogus":
+                candidate.kilonova_score = 0.0
 
     @staticmethod
     def _observed_galaxies(
@@ -724,13 +852,36 @@ class Campaigns:
         """The candidates' second looks due at ``now`` and not sent yet."""
         moment = now_iso(now)
         with self._lock:
+            for campaign in self._campaigns.values():
+                spared = False
+                for k in campaign.candidates.values():
+                    look = k.second_look
+                    bogus = k.label is not None and k.label["label"] == "bogus"
+                    if look and look["state"] == LookState.SCHEDULED and (k.classification in IMPOSTORS or bogus):
+                        why = k.evidence[0] if bogus else f"{k.classification}: {k.evidence[0]}"
+                        look.update(state=LookState.NOT_NEEDED.value, note=why)
+                        spared = True
+                if spared:
+                    self._write(campaign, campaign.to_json())
             return [
                 DueLook(c.event, c.drill, c.merger, k.name, k.ra_deg, k.dec_deg, k.second_look["site"])
                 for c in self._campaigns.values()
                 if not c.retracted
                 for k in c.candidates.values()
-                if k.second_look and k.second_look["state"] == LookState.SCHEDULED and k.second_look["due"] <= moment
+                if k.second_look
+                and k.second_look["state"] == LookState.SCHEDULED
+                and k.second_look["due"] <= moment
+                and not self._searching(c, k, now)
             ]
+
+    def _searching(self, campaign: Campaign, candidate: CampaignCandidate, now: datetime) -> bool:
+        """Whether frames of the pointing a candidate was found in are still being searched (what they show may
+        make it an impostor: a mover missing from the next frame), for at most ``LOOK_WAIT_S`` past its due."""
+        due = datetime.fromisoformat(candidate.second_look["due"]) if candidate.second_look else now
+        if (now - due).total_seconds() > LOOK_WAIT_S:
+            return False
+        pointings = {index for index, _ in self._seen_in(candidate)}
+        return any(stem not in self._searched for i in pointings for stem in campaign.pointings[i].frames)
 
     def looked(
         self, look: DueLook, site: Observatory | None, order_id: str, filter: str, exposure_s: float, note: str,
@@ -813,6 +964,45 @@ TIMELINE = (
 )
 
 
+def _apart(a: CampaignCandidate, b: CampaignCandidate) -> tuple[float, float]:
+    """How far apart two candidates' nearest-in-time detections are (arcsec), and how many minutes."""
+    pairs = [(x, y) for x in a.detections for y in b.detections]
+    x, y = min(
+        pairs,
+        key=lambda p: abs(
+            (datetime.fromisoformat(p[0]["time"]) - datetime.fromisoformat(p[1]["time"])).total_seconds()
+        ),
+    )
+    minutes = abs((datetime.fromisoformat(x["time"]) - datetime.fromisoformat(y["time"])).total_seconds()) / 60.0
+    east = ((y["ra_deg"] - x["ra_deg"] + 180.0) % 360.0 - 180.0) * math.cos(math.radians(x["dec_deg"]))
+    return math.hypot(east, y["dec_deg"] - x["dec_deg"]) * 3600.0, max(minutes, 1e-6)
+
+
+def _tracks(singles: list[CampaignCandidate]) -> list[CampaignCandidate]:
+    """Movers seen once each, joined pairwise into one candidate-like track (to extrapolate)."""
+    joined = []
+    for i, a in enumerate(singles):
+        for b in singles[i + 1 :]:
+            if a.evidence and a.evidence == b.evidence:
+                track = CampaignCandidate(a.name, a.ra_deg, a.dec_deg, "", None, None, "", 0.0, False)
+                track.detections, track.evidence = [*a.detections, *b.detections], a.evidence
+                joined.append(track)
+    return joined
+
+
+def _detections(candidate: CampaignCandidate, *, forced: bool = False) -> list[Detection]:
+    """Its detections (and, with ``forced``, its forced photometry of 3σ and more, at its position)."""
+    points = [*candidate.detections, *(candidate.forced if forced else [])]
+    return [
+        Detection(
+            datetime.fromisoformat(d["time"]), d["filter"], d["mag"], d["mag_err"],
+            d.get("ra_deg", candidate.ra_deg), d.get("dec_deg", candidate.dec_deg),
+        )
+        for d in points
+        if d.get("mag") is not None and d.get("mag_err") is not None
+    ]  # fmt: skip
+
+
 def describe(data: dict[str, Any]) -> str:
     """A campaign's JSON as an operator reads it: sites, pointings, coverage, candidates, the timeline."""
     lines = [f"{data['event']}{' (drill)' if data['drill'] else ''}{' RETRACTED' if data['retracted'] else ''}"
@@ -847,6 +1037,8 @@ def describe(data: dict[str, Any]) -> str:
         lines.append(
             f"  {k['rank']:>2} {k['name']} {k['ra_deg']:.5f} {k['dec_deg']:+.5f} {k['classification']}  host {host}"
             f"  {len(k['detections'])} detections, last {seen}"
+            + (f"; forced photometry on {len(k['forced'])} frames" if k.get("forced") else "")
+            + (f", {len(k['limits'])} limits" if k.get("limits") else "")
         )
     timeline = data["timeline"]
     merger = datetime.fromisoformat(timeline["merger"]) if timeline.get("merger") else None

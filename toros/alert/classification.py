@@ -43,7 +43,13 @@ COLOUR_SIGMA_MAG = 0.3
 SUPERNOVAE = ((-19.0, 1.0), (-17.0, 0.8))  # (mean, sigma) of M
 SUPERNOVA_COLOUR = (0.2, 0.4)
 SUPERNOVA_RATE_SIGMA_MAG_PER_DAY = 0.1
-MOVED_ARCSEC = 2.0  # detections further apart than this: a moving object
+MOVED_ARCSEC = 0.4  # detections further apart than this (and than their errors allow): a moving object
+MOVED_SIGMAS = 5.0
+ASTROMETRY_FLOOR_ARCSEC = (
+    0.15  # a detection's position error beyond its own noise: frame to frame, WCS solutions differ
+)
+POSITION_PER_MAG_ERR = 0.8  # arcsec of position error per magnitude of error (σ ≈ FWHM / 2.355 S/N, FWHM ~2")
+TRACK_TOLERANCE_ARCSEC = 3.0  # a detection this close to a moving candidate's extrapolated track is that mover
 SAME_TIME_DAYS = 0.25  # detections in two filters within this are one colour
 
 
@@ -64,6 +70,9 @@ class Verdict:
     evidence: list[str] = field(default_factory=list)
 
 
+IMPOSTORS = frozenset({Classification.MOVING, Classification.STAR, Classification.VARIABLE})
+
+
 def classify(
     detections: list[Detection],
     *,
@@ -73,21 +82,25 @@ def classify(
     distance_source: str,
     host_consistency: float | None,
     vetting_score: float,
+    first_seen: datetime | None = None,
 ) -> Verdict:
     """``distance_mpc``: the host's (or the GW distance along the line of sight, ``distance_source`` says
     which); ``host_consistency``: exp(-z²/2) of the host's distance against the GW posterior there (None: not
-    known)."""
+    known); ``first_seen``: its first detection in any search (a routine one before the event included)."""
     evidence: list[str] = []
     detections = sorted(detections, key=lambda d: d.time)
     if not detections:
         return Verdict(Classification.UNKNOWN, 0.0, ["no detection"])
-    moved = _largest_offset_arcsec(detections)
-    if "moving" in flags or moved > MOVED_ARCSEC:
-        return Verdict(Classification.MOVING, 0.0, [f'moved {moved:.1f}" between detections'])
+    motion = _motion(detections)
+    if "moving" in flags or motion is not None:
+        return Verdict(Classification.MOVING, 0.0, [motion or "the preprocessor saw it move"])
+    earliest = min([detections[0].time, *([first_seen] if first_seen else [])])
+    if merger is not None and earliest < merger:
+        seen = f"seen before the merger ({earliest:%Y-%m-%d %H:%M} UTC)"
+        star = ", on a point source of the reference catalog" if "on_star" in flags else ""
+        return Verdict(Classification.VARIABLE, 0.0, [seen + star])
     if "on_star" in flags:
         return Verdict(Classification.STAR, 0.0, ["a point source of the reference catalog under it"])
-    if merger is not None and detections[0].time < merger:
-        return Verdict(Classification.VARIABLE, 0.0, [f"seen before the merger ({detections[0].time:%Y-%m-%d %H:%M})"])
     nuclear = "nuclear" in flags
     if nuclear:
         evidence.append("at its host's centre (nuclear: an AGN or a TDE is as likely)")
@@ -147,14 +160,47 @@ def classify(
     return Verdict(classification, round(score, 4), evidence)
 
 
-def _largest_offset_arcsec(detections: list[Detection]) -> float:
+def _offset_arcsec(a: Detection, b: Detection) -> tuple[float, float]:
+    """(east, north) of ``b`` from ``a``, arcsec."""
+    east = (b.ra_deg - a.ra_deg + 180.0) % 360.0 - 180.0
+    return east * math.cos(math.radians(a.dec_deg)) * 3600.0, (b.dec_deg - a.dec_deg) * 3600.0
+
+
+def _position_error_arcsec(d: Detection) -> float:
+    return math.hypot(ASTROMETRY_FLOOR_ARCSEC, POSITION_PER_MAG_ERR * (d.mag_err if math.isfinite(d.mag_err) else 0.3))
+
+
+def _motion(detections: list[Detection]) -> str | None:
+    """Why its detections show it moving (the largest offset from the first, beyond ``MOVED_ARCSEC`` and
+    ``MOVED_SIGMAS`` of both positions' errors), or None."""
     first = detections[0]
-    largest = 0.0
     for d in detections[1:]:
-        east = (d.ra_deg - first.ra_deg + 180.0) % 360.0 - 180.0
-        east *= math.cos(math.radians(first.dec_deg))
-        largest = max(largest, math.hypot(east, d.dec_deg - first.dec_deg) * 3600.0)
-    return largest
+        moved = math.hypot(*_offset_arcsec(first, d))
+        error = math.hypot(_position_error_arcsec(first), _position_error_arcsec(d))
+        if moved > max(MOVED_ARCSEC, MOVED_SIGMAS * error):
+            minutes = (d.time - first.time).total_seconds() / 60.0
+            rate = f', {moved / minutes:.2f}"/min' if minutes > 0 else ""
+            return f'moved {moved:.2f}" (± {error:.2f}") in {minutes:.1f} min{rate}'
+    return None
+
+
+def on_track(mover: list[Detection], detections: list[Detection]) -> bool:
+    """Whether every one of ``detections`` lies on the straight track a moving source's detections (``mover``,
+    at least two at different times) extrapolate to, within ``TRACK_TOLERANCE_ARCSEC`` and a tenth of the way:
+    the same asteroid, seen again as a new candidate."""
+    mover = sorted(mover, key=lambda d: d.time)
+    first, last = mover[0], mover[-1]
+    span = (last.time - first.time).total_seconds()
+    if span <= 0 or not detections:
+        return False
+    east, north = _offset_arcsec(first, last)
+    for d in detections:
+        fraction = (d.time - first.time).total_seconds() / span
+        seen = _offset_arcsec(first, d)
+        miss = math.hypot(seen[0] - fraction * east, seen[1] - fraction * north)
+        if miss > TRACK_TOLERANCE_ARCSEC + 0.1 * math.hypot(fraction * east, fraction * north):
+            return False
+    return True
 
 
 def _rate(detections: list[Detection]) -> tuple[float, float, datetime, datetime, str] | None:

@@ -282,7 +282,8 @@ class AlertModule(Module):
                  self.campaigns.telescope_event),
             ]  # fmt: skip
             if site.preprocessor:
-                kinds = [pb.EVENT_KIND_CALIBRATION_PROGRESS, pb.EVENT_KIND_TRANSIENT_CANDIDATE]
+                kinds = [pb.EVENT_KIND_CALIBRATION_PROGRESS, pb.EVENT_KIND_TRANSIENT_CANDIDATE,
+                         pb.EVENT_KIND_FORCED_PHOTOMETRY, pb.EVENT_KIND_CANDIDATE_LABELLED]  # fmt: skip
                 roles.append(("preprocessor", site.preprocessor, kinds, self.campaigns.preprocessor_event))
             for role, address, events, handle in roles:
                 followers.append(

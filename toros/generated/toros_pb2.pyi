@@ -88,6 +88,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_DEVICE_UPDATE: _ClassVar[EventKind]
     EVENT_KIND_TRANSIENT_CANDIDATE: _ClassVar[EventKind]
     EVENT_KIND_HOLD_UPDATE: _ClassVar[EventKind]
+    EVENT_KIND_FORCED_PHOTOMETRY: _ClassVar[EventKind]
+    EVENT_KIND_CANDIDATE_LABELLED: _ClassVar[EventKind]
 IMAGE_TYPE_UNSPECIFIED: ImageType
 IMAGE_TYPE_BIAS: ImageType
 IMAGE_TYPE_DARK: ImageType
@@ -136,6 +138,8 @@ EVENT_KIND_ALERT_PROCESSED: EventKind
 EVENT_KIND_DEVICE_UPDATE: EventKind
 EVENT_KIND_TRANSIENT_CANDIDATE: EventKind
 EVENT_KIND_HOLD_UPDATE: EventKind
+EVENT_KIND_FORCED_PHOTOMETRY: EventKind
+EVENT_KIND_CANDIDATE_LABELLED: EventKind
 
 class WorkOrder(_message.Message):
     __slots__ = ("id", "create_time", "requester", "priority", "observe_targets", "take_calibrations", "night_operation", "dome_control", "calibrate_night", "calibrate_images", "process_alert", "find_transients", "label_candidate", "reprocess_night")
@@ -460,7 +464,7 @@ class WatchRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., work_order_id: _Optional[str] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., replay_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update", "transient_candidate", "hold_update")
+    __slots__ = ("sequence", "time", "work_order_id", "work_order_update", "image_ready", "calibration_progress", "alert_processed", "device_update", "transient_candidate", "hold_update", "forced_photometry", "candidate_labelled")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     WORK_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -471,6 +475,8 @@ class Event(_message.Message):
     DEVICE_UPDATE_FIELD_NUMBER: _ClassVar[int]
     TRANSIENT_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     HOLD_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    FORCED_PHOTOMETRY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LABELLED_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     work_order_id: str
@@ -481,7 +487,9 @@ class Event(_message.Message):
     device_update: DeviceUpdate
     transient_candidate: TransientCandidate
     hold_update: HoldUpdate
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ..., transient_candidate: _Optional[_Union[TransientCandidate, _Mapping]] = ..., hold_update: _Optional[_Union[HoldUpdate, _Mapping]] = ...) -> None: ...
+    forced_photometry: ForcedPhotometry
+    candidate_labelled: CandidateLabelled
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., work_order_id: _Optional[str] = ..., work_order_update: _Optional[_Union[WorkOrderUpdate, _Mapping]] = ..., image_ready: _Optional[_Union[ImageReady, _Mapping]] = ..., calibration_progress: _Optional[_Union[CalibrationProgress, _Mapping]] = ..., alert_processed: _Optional[_Union[AlertProcessed, _Mapping]] = ..., device_update: _Optional[_Union[DeviceUpdate, _Mapping]] = ..., transient_candidate: _Optional[_Union[TransientCandidate, _Mapping]] = ..., hold_update: _Optional[_Union[HoldUpdate, _Mapping]] = ..., forced_photometry: _Optional[_Union[ForcedPhotometry, _Mapping]] = ..., candidate_labelled: _Optional[_Union[CandidateLabelled, _Mapping]] = ...) -> None: ...
 
 class WorkOrderUpdate(_message.Message):
     __slots__ = ("state", "message", "progress_percent", "task")
@@ -550,7 +558,7 @@ class AlertProcessed(_message.Message):
     def __init__(self, alert_id: _Optional[str] = ..., alert_type: _Optional[str] = ..., serial: _Optional[int] = ..., drill: _Optional[bool] = ..., targets_relayed: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TransientCandidate(_message.Message):
-    __slots__ = ("name", "ra_deg", "dec_deg", "mag", "mag_err", "filter", "snr", "score", "flags", "frame_path", "x", "y", "date_obs", "host", "host_offset_arcsec", "host_offset_kpc", "alert_id", "detections", "triplet_path", "record_path")
+    __slots__ = ("name", "ra_deg", "dec_deg", "mag", "mag_err", "filter", "snr", "score", "flags", "frame_path", "x", "y", "date_obs", "host", "host_offset_arcsec", "host_offset_kpc", "alert_id", "detections", "triplet_path", "record_path", "first_seen")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RA_DEG_FIELD_NUMBER: _ClassVar[int]
     DEC_DEG_FIELD_NUMBER: _ClassVar[int]
@@ -571,6 +579,7 @@ class TransientCandidate(_message.Message):
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     TRIPLET_PATH_FIELD_NUMBER: _ClassVar[int]
     RECORD_PATH_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     ra_deg: float
     dec_deg: float
@@ -591,13 +600,52 @@ class TransientCandidate(_message.Message):
     detections: int
     triplet_path: str
     record_path: str
-    def __init__(self, name: _Optional[str] = ..., ra_deg: _Optional[float] = ..., dec_deg: _Optional[float] = ..., mag: _Optional[float] = ..., mag_err: _Optional[float] = ..., filter: _Optional[str] = ..., snr: _Optional[float] = ..., score: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ..., frame_path: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[str] = ..., host_offset_arcsec: _Optional[float] = ..., host_offset_kpc: _Optional[float] = ..., alert_id: _Optional[str] = ..., detections: _Optional[int] = ..., triplet_path: _Optional[str] = ..., record_path: _Optional[str] = ...) -> None: ...
+    first_seen: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., ra_deg: _Optional[float] = ..., dec_deg: _Optional[float] = ..., mag: _Optional[float] = ..., mag_err: _Optional[float] = ..., filter: _Optional[str] = ..., snr: _Optional[float] = ..., score: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ..., frame_path: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[str] = ..., host_offset_arcsec: _Optional[float] = ..., host_offset_kpc: _Optional[float] = ..., alert_id: _Optional[str] = ..., detections: _Optional[int] = ..., triplet_path: _Optional[str] = ..., record_path: _Optional[str] = ..., first_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeviceUpdate(_message.Message):
     __slots__ = ("device",)
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     device: Device
     def __init__(self, device: _Optional[_Union[Device, _Mapping]] = ...) -> None: ...
+
+class ForcedPhotometry(_message.Message):
+    __slots__ = ("name", "alert_id", "filter", "date_obs", "frame_path", "flux", "flux_err", "mag", "mag_err", "limmag")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DATE_OBS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_PATH_FIELD_NUMBER: _ClassVar[int]
+    FLUX_FIELD_NUMBER: _ClassVar[int]
+    FLUX_ERR_FIELD_NUMBER: _ClassVar[int]
+    MAG_FIELD_NUMBER: _ClassVar[int]
+    MAG_ERR_FIELD_NUMBER: _ClassVar[int]
+    LIMMAG_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alert_id: str
+    filter: str
+    date_obs: _timestamp_pb2.Timestamp
+    frame_path: str
+    flux: float
+    flux_err: float
+    mag: float
+    mag_err: float
+    limmag: float
+    def __init__(self, name: _Optional[str] = ..., alert_id: _Optional[str] = ..., filter: _Optional[str] = ..., date_obs: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., frame_path: _Optional[str] = ..., flux: _Optional[float] = ..., flux_err: _Optional[float] = ..., mag: _Optional[float] = ..., mag_err: _Optional[float] = ..., limmag: _Optional[float] = ...) -> None: ...
+
+class CandidateLabelled(_message.Message):
+    __slots__ = ("name", "alert_id", "label", "by", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALERT_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alert_id: str
+    label: CandidateLabel
+    by: str
+    note: str
+    def __init__(self, name: _Optional[str] = ..., alert_id: _Optional[str] = ..., label: _Optional[_Union[CandidateLabel, str]] = ..., by: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class HoldUpdate(_message.Message):
     __slots__ = ("hold", "message", "ended_by")

@@ -256,10 +256,10 @@ class CandidateStore:
     def close(self) -> None:
         self._engine.dispose()
 
-    def record(self, search: Search, found: list[NewDetection], name_prefix: str) -> list[tuple[str, int]]:
+    def record(self, search: Search, found: list[NewDetection], name_prefix: str) -> list[tuple[str, int, float]]:
         """Stores a frame's search and its vetted detections, replacing an earlier search of the same frame;
-        returns each detection's (candidate name, detections of that candidate so far)."""
-        named: list[tuple[str, int]] = []
+        returns each detection's (candidate name, detections of that candidate so far, its first DATE-OBS)."""
+        named: list[tuple[str, int, float]] = []
         with self._engine.begin() as conn:
             earlier = conn.execute(select(searches.c.id).where(searches.c.frame == str(search.frame))).scalar()
             if earlier is not None:
@@ -293,8 +293,10 @@ class CandidateStore:
                         **_context_row(detection.context),
                     )  # fmt: skip
                 )
-                count = conn.execute(select(detections.c.id).where(detections.c.candidate_id == candidate_id)).all()
-                named.append((name, len(count)))
+                history = conn.execute(
+                    select(detections.c.date_obs).where(detections.c.candidate_id == candidate_id)
+                ).all()
+                named.append((name, len(history), min(row.date_obs for row in history)))
         return named
 
     def name_near(self, ra_deg: float, dec_deg: float) -> str | None:

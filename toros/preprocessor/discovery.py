@@ -53,7 +53,8 @@ __all__ = ["Candidate", "DiscoveryFailed", "DiscoveryResult", "DiscoverySettings
 # and D there sums the images over another, so the far edge reaches two half-stamps in (at one half-stamp, the
 # demo's 512² frames had one-detection "candidates" 16 px from the border).
 EDGE_PX = 2 * (PSF_SIZE // 2)
-BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)
+BRIGHT_STAR_SNR = 500.0  # a detection on a reference star this bright is its residual (flagged, never vetted)…
+RESIDUAL_FRACTION = 0.15  # …unless it holds this share of the star's light: a star that changed (a variable)
 NOT_VETTED = frozenset({"edge", "bright_star"})  # flags that keep a detection from being a candidate
 TRANSIENT_PSF_SNR = 15.0  # a transient this significant on D measures the science PSF of a cut-out
 REFINEMENTS = 3  # subtractions of a cut-out whose PSF or flux scale the transient itself refines
@@ -475,7 +476,10 @@ def _measure(
         under = _under(reference, detection, settings.star_flag_arcsec / science.pixel_scale_arcsec, known)
         if under == "star":
             flags.append("on_star")
-            if _reference_snr(reference, detection, fwhm) >= BRIGHT_STAR_SNR:
+            snr, light = _reference_light(reference, detection, fwhm)
+            if science.magzp is not None and reference.magzp is not None:
+                light *= 10 ** (0.4 * (science.magzp - reference.magzp))  # in the science frame's ADU
+            if snr >= BRIGHT_STAR_SNR and flux < RESIDUAL_FRACTION * light:
                 flags.append("bright_star")
         elif under == "nucleus":
             flags.append("nuclear")
@@ -545,6 +549,42 @@ def _reference_mag(reference: Side, science: Side, scales: FluxScales, source: i
     if total <= 0 or not math.isfinite(total):
         return None
     return science.magzp - 2.5 * math.log10(total)
+
+
+FORCED_EDGE_PX = 10  # forced photometry this far inside the frame at least
+FORCED_DETECTION_SIGMAS = 3.0  # a forced flux this significant is a magnitude; below, only the limit counts
+
+
+@dataclass(frozen=True)
+class ForcedMeasurement:
+    flux: float  # science-frame counts (ADU); negative when fainter than in the reference
+    flux_err: float
+    mag: float  # NaN below FORCED_DETECTION_SIGMAS
+    mag_err: float
+    limmag: float  # the 5σ limit at the position (NaN without a zero point)
+
+
+def forced_photometry(result: DiscoveryResult, ra_deg: float, dec_deg: float) -> ForcedMeasurement | None:
+    """A point source's flux on the difference image at a sky position (the same PSF fit as a detection's, made
+    right for the science PSF there), or None off the frame, near its edges or where it is blind."""
+    science, difference = result.science, result.difference
+    x, y = (float(v) for v in science.wcs.world_to_pixel_values(ra_deg, dec_deg))
+    height, width = difference.score.shape
+    if not (FORCED_EDGE_PX <= x < width - FORCED_EDGE_PX and FORCED_EDGE_PX <= y < height - FORCED_EDGE_PX):
+        return None
+    flux = difference.flux_at(x, y)
+    error = float(difference.flux_error[int(round(y)), int(round(x))])
+    if flux is None or not (math.isfinite(error) and error > 0):
+        return None
+    correction = _flux_correction(difference, science, subtraction.Detection(x, y, 0.0, flux, error))
+    flux, error = flux * correction, error * correction
+    magzp = science.magzp
+    mag = mag_err = limmag = math.nan
+    if magzp is not None:
+        limmag = magzp - 2.5 * math.log10(5.0 * error)
+        if flux >= FORCED_DETECTION_SIGMAS * error:
+            mag, mag_err = magzp - 2.5 * math.log10(flux), 1.0857 * error / flux
+    return ForcedMeasurement(round(flux, 3), round(error, 3), mag, mag_err, limmag)
 
 
 def _flux_correction(difference: Difference, science: Side, detection: subtraction.Detection) -> float:
@@ -618,14 +658,15 @@ def _at_edge(score: np.ndarray, detection: subtraction.Detection, fwhm: float) -
     return not np.isfinite(score[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]).all()
 
 
-def _reference_snr(reference: Side, detection: subtraction.Detection, fwhm: float) -> float:
-    """The S/N of the reference's light within 1 FWHM of a detection: a star whose 1% PSF mismatch is 5σ."""
+def _reference_light(reference: Side, detection: subtraction.Detection, fwhm: float) -> tuple[float, float]:
+    """The reference's light within 1 FWHM of a detection: its S/N (a star whose 1% PSF mismatch is 5σ at
+    ``BRIGHT_STAR_SNR``) and its sum (ADU)."""
     x, y, radius = int(round(detection.x)), int(round(detection.y)), max(1, int(round(fwhm)))
     cut = reference.data[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
     finite = cut[np.isfinite(cut)]
     if finite.size == 0:
-        return 0.0
-    return float(finite.sum() / (reference.sigma * math.sqrt(finite.size)))
+        return 0.0, 0.0
+    return float(finite.sum() / (reference.sigma * math.sqrt(finite.size))), float(finite.sum())
 
 
 def write_products(result: DiscoveryResult, folder: Path) -> tuple[Path, Path, Path]:

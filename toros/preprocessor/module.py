@@ -65,6 +65,9 @@ class WorkOrderReporter:
     def candidate(self, candidate: pb.TransientCandidate) -> None:
         self.context.emit(transient_candidate=candidate)
 
+    def forced(self, measurement: pb.ForcedPhotometry) -> None:
+        self.context.emit(forced_photometry=measurement)
+
     def check(self) -> None:
         self.context.check()
 
@@ -318,6 +321,11 @@ class PreprocessorModule(Module):
         context.add_product(path, "labels")
         search = self._transients() if task.tns_name else None
         alert_id = store.alert_of(task.name)
+        context.emit(
+            candidate_labelled=pb.CandidateLabelled(
+                name=task.name, alert_id=alert_id, label=task.label, by=requester, note=task.note
+            )
+        )
         if search is not None and alert_id:
             for product, kind in search.write_alert_reports(alert_id):  # the circular names it now
                 context.add_product(product, kind)
@@ -352,6 +360,8 @@ class PreprocessorModule(Module):
                 context.add_product(path, kind)
             for event in outcome.events:
                 context.emit(transient_candidate=event)
+            for measurement in outcome.forced:
+                context.emit(forced_photometry=measurement)
             searched += outcome.searched
             vetted += len(outcome.events)
             if not outcome.searched:

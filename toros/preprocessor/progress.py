@@ -22,6 +22,9 @@ class Reporter(Protocol):
     def candidate(self, candidate: pb.TransientCandidate) -> None:
         """A vetted transient candidate, as an event."""
 
+    def forced(self, measurement: pb.ForcedPhotometry) -> None:
+        """A known candidate measured where it was not detected, as an event."""
+
     def check(self) -> None: ...
 
 

@@ -273,6 +273,8 @@ class SearchTransients(Stage):
             run.progress.reporter.product(path, kind)
         for event in outcome.events:
             run.progress.reporter.candidate(event)
+        for measurement in outcome.forced:
+            run.progress.reporter.forced(measurement)
         run.result.notes.append(f"{frame.path.name}: {outcome.message}")
 
 

@@ -32,6 +32,7 @@ from toros.preprocessor.discovery import (
     DiscoverySettings,
     StarCatalog,
     discover,
+    forced_photometry,
     is_candidate,
     write_products,
 )
@@ -52,6 +53,7 @@ class SearchOutcome:
     message: str
     searched: bool
     events: list[pb.TransientCandidate] = field(default_factory=list)
+    forced: list[pb.ForcedPhotometry] = field(default_factory=list)  # the alert's other candidates on the frame
     products: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -177,10 +179,11 @@ class TransientSearch:
         self.store.record(search.__class__(**{**search.__dict__, "message": reason}), [], self._prefix(search))
         return SearchOutcome(search.frame, reason, False)
 
-    @staticmethod
-    def _prefix(search: Search) -> str:
+    def _prefix(self, search: Search) -> str:
+        """Candidate names: the year and the site (the sites of a network name their candidates apart)."""
         year = datetime.fromtimestamp(search.date_obs or 0, UTC).year
-        return f"TOROS-{year}-"
+        site = "".join(c for c in (self.site or "").upper() if c.isalnum())
+        return f"TOROS-{year}-{site}-" if site else f"TOROS-{year}-"
 
     def _folder(self, search: Search) -> Path:
         night = search.frame.parent.name
@@ -245,18 +248,47 @@ class TransientSearch:
         search = Search(**{**search.__dict__, "reference": str(reference), "detections": len(result.candidates),
                            "message": message})  # fmt: skip
         named = self.store.record(search, found, self._prefix(search))
-        for detection, (name, count) in zip(found, named, strict=True):
+        for detection, (name, count, first_seen) in zip(found, named, strict=True):
             reports.write_json(Path(detection.record), self._record(name, detection, search, result, reference))
             outcome.products += [(Path(detection.triplet), "triplet"), (Path(detection.record), "candidate_record")]
-            outcome.events.append(self._event(name, count, detection, search, alert_id))
+            outcome.events.append(self._event(name, count, first_seen, detection, search, alert_id))
         if alert_id:
             # The alert's candidates and searches, read once for its reports and this frame's packets.
             candidates, observed = self.store.candidates(alert_id), self.store.searches(alert_id)
+            seen_here = {name for name, _, _ in named}
+            outcome.forced = self._forced([c for c in candidates if c.name not in seen_here], search, result, alert_id)
             outcome.products += self._alert_reports(alert_id, candidates, observed)
             outcome.products += self._avro_packets(alert_id, search.frame, named, cuts, candidates, observed)
         outcome.message = message
         log.info("%s: %s", search.frame.name, message)
         return outcome
+
+    def _forced(
+        self, candidates: list[Candidate], search: Search, result: DiscoveryResult, alert_id: str
+    ) -> list[pb.ForcedPhotometry]:
+        """The alert's known candidates on this frame that it did not detect, measured at their positions."""
+        date_obs = Timestamp()
+        date_obs.FromDatetime(datetime.fromtimestamp(search.date_obs, UTC))
+        measured = []
+        for candidate in candidates:
+            found = forced_photometry(result, candidate.ra_deg, candidate.dec_deg)
+            if found is None:
+                continue
+            measured.append(
+                pb.ForcedPhotometry(
+                    name=candidate.name,
+                    alert_id=alert_id,
+                    filter=search.filter,
+                    date_obs=date_obs,
+                    frame_path=str(search.frame),
+                    flux=found.flux,
+                    flux_err=found.flux_err,
+                    mag=found.mag,
+                    mag_err=found.mag_err,
+                    limmag=found.limmag,
+                )  # fmt: skip
+            )
+        return measured
 
     def _host(self, ra_deg: float, dec_deg: float) -> Host | None:
         """The galaxy of the catalog nearest in projected distance within ``host_search_kpc`` (galaxies
@@ -308,16 +340,19 @@ class TransientSearch:
             "features": dict(zip(vetting.FEATURES, d.features, strict=True)),
         }
 
-    def _event(self, name: str, count: int, d: NewDetection, search: Search, alert_id: str) -> pb.TransientCandidate:
-        date_obs = Timestamp()
+    def _event(
+        self, name: str, count: int, first_seen: float, d: NewDetection, search: Search, alert_id: str
+    ) -> pb.TransientCandidate:
+        date_obs, first = Timestamp(), Timestamp()
         date_obs.FromDatetime(datetime.fromtimestamp(search.date_obs, UTC))
+        first.FromDatetime(datetime.fromtimestamp(first_seen, UTC))
         return pb.TransientCandidate(
             name=name, ra_deg=d.ra_deg, dec_deg=d.dec_deg, mag=d.mag if d.mag is not None else math.nan,
             mag_err=d.mag_err if d.mag_err is not None else math.nan, filter=search.filter, snr=d.snr, score=d.score,
             flags=list(d.flags), frame_path=str(search.frame), x=d.x, y=d.y, date_obs=date_obs,
             host=d.host.name if d.host else "", host_offset_arcsec=d.host.offset_arcsec if d.host else 0.0,
             host_offset_kpc=(d.host.offset_kpc or 0.0) if d.host else 0.0, alert_id=alert_id, detections=count,
-            triplet_path=d.triplet, record_path=d.record,
+            triplet_path=d.triplet, record_path=d.record, first_seen=first,
         )  # fmt: skip
 
     def write_alert_reports(self, alert_id: str) -> list[tuple[Path, str]]:
@@ -345,14 +380,14 @@ class TransientSearch:
         return [(gcn, "gcn_draft"), (tns, "tns_report"), (folder / "candidates.json", "candidates_list")]
 
     def _avro_packets(
-        self, alert_id: str, frame: Path, named: list[tuple[str, int]], cuts: list[reports.Stamps],
+        self, alert_id: str, frame: Path, named: list[tuple[str, int, float]], cuts: list[reports.Stamps],
         candidates: list[Candidate], observed: list[Search],
     ) -> list[tuple[Path, str]]:  # fmt: skip
         """An Avro packet per detection of this frame, with the candidate's history up to it."""
         folder = path_inside(self.root, "reports", safe_name(alert_id, "alert"))
         by_name = {c.name: c for c in candidates}
         products = []
-        for (name, _), cut in zip(named, cuts, strict=True):
+        for (name, _, _), cut in zip(named, cuts, strict=True):
             candidate = by_name.get(name)
             latest = next((d for d in candidate.history if d.frame == str(frame)), None) if candidate else None
             if candidate is None or latest is None:

@@ -197,8 +197,13 @@ def plaintext_beyond_loopback(key: str, ip: str, encrypted: bool, security: Secu
 class ClockConfig(Section):
     start: datetime | None = None
     rate: float = Field(default=1.0, gt=0, le=1e6)
+    shared_from: datetime | None = Field(
+        default=None,
+        description="the real instant at which the simulated clock reads `start`: the daemons of a simulated "
+        "network given the same one agree on the time (null: each starts its clock when it serves)",
+    )
 
-    @field_validator("start")
+    @field_validator("start", "shared_from")
     @classmethod
     def _utc(cls, start: datetime | None) -> datetime | None:
         if start is not None and start.tzinfo is None:
@@ -267,7 +272,7 @@ def _expand_environment(node: Any, where: str, file: Path) -> Any:
     return node
 
 
-def _describe(error: ValidationError, file: Path) -> str:
+def describe_error(error: ValidationError, file: Path) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
@@ -316,5 +321,5 @@ def load_model(path: str | os.PathLike[str] | None, model: type[Node]) -> Node:
     try:
         config = model.model_validate(data, context={"base_dir": file.resolve().parent})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file)) from None
+        raise ConfigError(describe_error(exc, file)) from None
     return config.model_copy(update={"source": file.resolve()})

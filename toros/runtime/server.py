@@ -70,8 +70,9 @@ class Daemon:
         self.config = config
         self.module_name = module
         self.settings = config.server(module)
-        # A simulated clock stands still until the daemon serves: a slow start is not time lost to the night.
-        self.clock = Clock(config.clock.start, config.clock.rate, held=True)
+        # A simulated clock stands still until the daemon serves: a slow start is not time lost to the night
+        # (unless the network shares one clock).
+        self.clock = Clock(config.clock.start, config.clock.rate, held=True, shared_from=config.clock.shared_from)
         self.storage_root = Path(config.storage.root)
         self._module_factory = module_factory
         self._stopped = threading.Event()

@@ -43,7 +43,6 @@ def write_glade_plus(
 ) -> None:
     """A GLADE+-format text catalog (only the number, RA, Dec, B and d_L are filled; the rest is null)."""
     rng = np.random.default_rng(seed)
-    null = np.frombuffer(b"null", dtype=np.uint8)
     with open(path, "wb") as stream:
         for start in range(0, count, CHUNK):
             n = min(CHUNK, count - start)
@@ -53,17 +52,25 @@ def write_glade_plus(
             ra[near] = rng.normal(centre[0], 3.0, near.sum()) % 360
             dec[near] = np.clip(rng.normal(centre[1], 3.0, near.sum()), -90, 90)
             dist = np.where(near, rng.uniform(10, 120, n), rng.uniform(5, 500, n))
-            pieces = [_fixed(np.arange(start, start + n) + 1.0, 9, 0)]
-            pieces += [np.tile(null, (n, 1))] * 7
-            pieces += [_fixed(ra, 3, 6), _fixed(dec, 2, 6, signed=True), _fixed(rng.uniform(10, 20, n), 2, 3)]
-            pieces += [np.tile(null, (n, 1))] * 21
-            pieces += [_fixed(dist, 5, 4)]
-            pieces += [np.tile(null, (n, 1))] * 7
-            widths = [p.shape[1] for p in pieces]
-            line = np.full((n, sum(widths) + len(pieces)), ord(" "), dtype=np.uint8)
-            offset = 0
-            for piece, width in zip(pieces, widths, strict=True):
-                line[:, offset : offset + width] = piece
-                offset += width + 1
-            line[:, -1] = ord("\n")
-            stream.write(line.tobytes())
+            numbers = np.arange(start, start + n) + 1.0
+            stream.write(_lines(numbers, ra, dec, rng.uniform(10, 20, n), dist))
+
+
+def _lines(numbers: np.ndarray, ra: np.ndarray, dec: np.ndarray, b_mag: np.ndarray, dist: np.ndarray) -> bytes:
+    """GLADE+ rows with the number, RA, Dec, B and d_L filled."""
+    n = len(numbers)
+    null = np.frombuffer(b"null", dtype=np.uint8)
+    pieces = [_fixed(numbers, 9, 0)]
+    pieces += [np.tile(null, (n, 1))] * 7
+    pieces += [_fixed(ra, 3, 6), _fixed(dec, 2, 6, signed=True), _fixed(b_mag, 2, 3)]
+    pieces += [np.tile(null, (n, 1))] * 21
+    pieces += [_fixed(dist, 5, 4)]
+    pieces += [np.tile(null, (n, 1))] * 7
+    widths = [p.shape[1] for p in pieces]
+    line = np.full((n, sum(widths) + len(pieces)), ord(" "), dtype=np.uint8)
+    offset = 0
+    for piece, width in zip(pieces, widths, strict=True):
+        line[:, offset : offset + width] = piece
+        offset += width + 1
+    line[:, -1] = ord("\n")
+    return line.tobytes()

@@ -7,7 +7,7 @@ What the camera simulator draws, what the tests and benchmarks measure against, 
   g, r, i, z and clear; counts per square degree by galactic latitude;
 * **galaxies** (``Galaxy``, e.g. those of the alert robot's catalog) as an exponential disc and a compact
   bulge — a nucleus, point-like at 100 Mpc — with sizes and brightness from their distance and B magnitude;
-* **transients** (``Kilonova`` after AT2017gfo, ``VariableStar``, ``Asteroid``) with a magnitude per filter
+* **transients** (``Kilonova`` after AT2017gfo, ``Supernova`` (Ia, II), ``VariableStar``, ``Asteroid``) with a magnitude per filter
   as a function of time;
 * the **conditions** of each frame: seeing, sky brightness, extinction with airmass, the telescope's zero
   point (``Photometry``: a 0.6 m CDK24 with an STA1600 at 0.47"/px);
@@ -41,6 +41,7 @@ from astropy_healpix import HEALPix
 
 from toros.floor.kilonova import kilonova_mag
 from toros.floor.sky_geometry import separation_deg
+from toros.floor.supernovae import SupernovaType, supernova_mag
 from toros.runtime.files import atomic_write
 from toros.simulation.psf import Optics, PsfShape, kernel, kernel_half, stamp
 
@@ -271,6 +272,23 @@ class Kilonova(Transient):
 
     def mag(self, filter: str, when: datetime) -> float | None:
         return kilonova_mag(filter, (when - self.start).total_seconds() / 86400.0, self.distance_mpc)
+
+
+@dataclass(frozen=True)
+class Supernova(Transient):
+    """A type Ia or II supernova (``floor.supernovae``) at ``distance_mpc``, its r peak at ``peak``."""
+
+    ra_deg: float
+    dec_deg: float
+    peak: datetime
+    distance_mpc: float
+    type: SupernovaType = SupernovaType.IA
+
+    def position(self, when: datetime) -> tuple[float, float]:
+        return self.ra_deg, self.dec_deg
+
+    def mag(self, filter: str, when: datetime) -> float | None:
+        return supernova_mag(self.type, filter, (when - self.peak).total_seconds() / 86400.0, self.distance_mpc)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,21 @@ class KilonovaSpec(_UtcMoment):
     distance_mpc: float = Field(gt=0, le=10000)
 
 
+class SupernovaSpec(_UtcMoment):
+    """A type Ia or II supernova at ``distance_mpc``, its r-band peak at ``peak_time``."""
+
+    kind: Literal["supernova_ia", "supernova_ii"]
+    ra_deg: float = Field(ge=0, lt=360)
+    dec_deg: float = Field(ge=-90, le=90)
+    peak_time: datetime
+    distance_mpc: float = Field(gt=0, le=10000)
+
+    @field_validator("peak_time")
+    @classmethod
+    def _utc_peak(cls, moment: datetime) -> datetime:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class VariableStarSpec(_UtcMoment):
     kind: Literal["variable"]
     ra_deg: float = Field(ge=0, lt=360)
@@ -235,7 +250,7 @@ class AsteroidSpec(_UtcMoment):
     mag: float = Field(ge=-2, le=30)
 
 
-TransientSpec = Annotated[KilonovaSpec | VariableStarSpec | AsteroidSpec, Field(discriminator="kind")]
+TransientSpec = Annotated[KilonovaSpec | SupernovaSpec | VariableStarSpec | AsteroidSpec, Field(discriminator="kind")]
 
 
 class SimulatedOptics(Section):

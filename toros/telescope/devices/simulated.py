@@ -17,6 +17,7 @@ import numpy as np
 
 from toros.floor.site import Site
 from toros.floor.sky_geometry import tan_wcs
+from toros.floor.supernovae import SupernovaType
 from toros.runtime.clock import Clock
 from toros.simulation.ccd import Sensor, make_frame
 from toros.simulation.sky import (
@@ -29,6 +30,7 @@ from toros.simulation.sky import (
     Scene,
     SimulatedSky,
     StarCatalog,
+    Supernova,
     Transient,
     VariableStar,
 )
@@ -49,6 +51,8 @@ from toros.telescope.settings import (
     DomeLink,
     KilonovaSpec,
     SimulatedSkySettings,
+    SupernovaSpec,
+    TransientSpec,
     VariableStarSpec,
 )
 
@@ -256,6 +260,18 @@ class Light:
     transmission: Callable[[float, float], float] | None = None
 
 
+def transient_of(spec: TransientSpec) -> Transient:
+    """The simulated sky's transient a config entry describes."""
+    if isinstance(spec, KilonovaSpec):
+        return Kilonova(spec.ra_deg, spec.dec_deg, spec.start, spec.distance_mpc)
+    if isinstance(spec, SupernovaSpec):
+        kind = SupernovaType.IA if spec.kind == "supernova_ia" else SupernovaType.II
+        return Supernova(spec.ra_deg, spec.dec_deg, spec.peak_time, spec.distance_mpc, kind)
+    if isinstance(spec, VariableStarSpec):
+        return VariableStar(spec.ra_deg, spec.dec_deg, spec.mean_mag, spec.amplitude_mag, spec.period_days, spec.epoch)
+    return Asteroid(spec.ra_deg, spec.dec_deg, spec.epoch, spec.rate_arcsec_per_hour, spec.position_angle_deg, spec.mag)
+
+
 def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
     """The simulated sky a config describes: its stars, the galaxies of a catalog, its transients."""
     galaxies: Galaxies | Sequence[Galaxy] = ()
@@ -264,20 +280,7 @@ def simulated_sky(settings: SimulatedSkySettings) -> SimulatedSky:
 
         index = GalaxyIndex.open(settings.galaxy_catalog)
         galaxies = Galaxies(index.ra, index.dec, index.bmag, index.dist, index.name)
-    transients: list[Transient] = []
-    for spec in settings.transients:
-        if isinstance(spec, KilonovaSpec):
-            transients.append(Kilonova(spec.ra_deg, spec.dec_deg, spec.start, spec.distance_mpc))
-        elif isinstance(spec, VariableStarSpec):
-            transients.append(
-                VariableStar(spec.ra_deg, spec.dec_deg, spec.mean_mag, spec.amplitude_mag, spec.period_days, spec.epoch)
-            )
-        else:
-            transients.append(
-                Asteroid(
-                    spec.ra_deg, spec.dec_deg, spec.epoch, spec.rate_arcsec_per_hour, spec.position_angle_deg, spec.mag
-                )
-            )
+    transients = [transient_of(spec) for spec in settings.transients]
     return SimulatedSky(StarCatalog(settings.faintest_star_mag), galaxies, transients, optics=settings.psf.optics())
 
 

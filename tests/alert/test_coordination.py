@@ -275,11 +275,14 @@ def test_a_new_sky_map_withdraws_the_lists_still_running_and_plans_anew(two_site
 
 
 class Telescope(pb_grpc.FrontDeskServicer):
-    """A site's telescope as the alert daemon sees it (FrontDesk's Submit and Watch): it keeps what it is sent,
-    and with ``cancelling`` its operator cancels every list a moment after taking it (clouds)."""
+    """A site's telescope as the alert daemon sees it (FrontDesk's Submit, CancelWorkOrder and Watch): it keeps
+    what it is sent; with ``cancelling`` its operator cancels every list a moment after taking it (clouds); with
+    ``observing`` it takes a frame of every target at once."""
 
-    def __init__(self, cancelling: bool) -> None:
+    def __init__(self, cancelling: bool, observing: bool = False) -> None:
         self.cancelling = cancelling
+        self.observing = observing
+        self.cancelled: list[str] = []
         self.orders: dict[str, pb.WorkOrder] = {}
         self.events: queue.Queue[pb.Event] = queue.Queue()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -293,7 +296,17 @@ class Telescope(pb_grpc.FrontDeskServicer):
             update = pb.WorkOrderUpdate(state=pb.WORK_ORDER_STATE_CANCELLED, message="cancelled by web:alice: clouds",
                                         task="observe_targets")  # fmt: skip
             self.events.put(pb.Event(sequence=len(self.orders), work_order_id=request.id, work_order_update=update))
+        if self.observing:
+            for n, target in enumerate(request.observe_targets.targets):
+                image = pb.ImageReady(path=f"/data/{request.id}-{n}.fits", image_type=pb.IMAGE_TYPE_LIGHT, filter="r",
+                                      object=target.name)  # fmt: skip
+                self.events.put(pb.Event(sequence=100 * len(self.orders) + n, work_order_id=request.id,
+                                         image_ready=image))  # fmt: skip
         return pb.SubmitResponse(id=request.id)
+
+    def CancelWorkOrder(self, request, context):
+        self.cancelled.append(request.id)
+        return pb.WorkOrderStatus(id=request.id, state=pb.WORK_ORDER_STATE_CANCELLED, message=request.reason)
 
     def Watch(self, request, context):
         while context.is_active():
@@ -329,6 +342,42 @@ def test_galaxies_a_site_gives_up_in_the_night_go_to_the_other_site(tmp_path, gl
         assert not any(k.startswith("MS181101ab-moved") for k in macon.orders), (
             "nothing goes back to the site that left"
         )
+    finally:
+        macon.server.stop(grace=0)
+        eaba.server.stop(grace=0)
+
+
+def test_a_site_that_falls_behind_has_its_list_cancelled_and_its_galaxies_moved(tmp_path, glade_catalog, start_daemon):
+    """Macon takes its list and then nothing (down, or closed without ending it): once its next pointing is
+    ``site_behind_s`` late, the list is cancelled there and its galaxies go to Eaba, which observes."""
+    macon, eaba = Telescope(cancelling=False), Telescope(cancelling=False, observing=True)
+    try:
+        sites = [
+            {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
+            {**EABA, "telescope": f"127.0.0.1:{eaba.port}", "field_of_view_deg": 1.37},
+        ]
+        (tmp_path / "alert").mkdir()
+        config = write_config(
+            tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 60.0},
+            alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 4,
+                   "observatories": sites, "relay_retry_s": 2, "site_behind_s": 600},
+        )  # fmt: skip
+        daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
+        stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+        submit(stub, "MS181101ab-preliminary.json", "b1")
+        assert done(stub, "b1").state == pb.WORK_ORDER_STATE_DONE
+        kept = tmp_path / "alert" / "data" / "campaigns" / "MS181101ab" / "campaign.json"
+        wait_for(lambda: [m["state"] for m in json.loads(kept.read_text())["moves"]] == ["moved"], timeout=60)
+        campaign = json.loads(kept.read_text())
+        (move,) = campaign["moves"]
+        assert move["from"] == "macon" and move["to"] == ["eaba"] and "macon fell behind" in move["reason"]
+        assert macon.cancelled == ["MS181101ab-b1-macon"], "the list is cancelled where it was left"
+        assert {s["name"]: s["state"] for s in campaign["sites"]}["macon"] == "behind"
+        left = {g for p in campaign["pointings"] if p["work_order_id"] == "MS181101ab-b1-macon" for g in p["galaxies"]}
+        assert set(move["galaxies"]) == left and {p["state"] for p in campaign["pointings"] if p["site"] == "macon"} == {
+            "cancelled"}  # fmt: skip
+        assert {t.name for t in eaba.orders["MS181101ab-moved-0-eaba"].observe_targets.targets} <= left
+        assert not any("behind" in m["reason"] and m["from"] == "eaba" for m in campaign["moves"]), "eaba observes"
     finally:
         macon.server.stop(grace=0)
         eaba.server.stop(grace=0)

@@ -101,6 +101,7 @@ class SiteState(StrEnum):
     REFUSED = "refused"  # its telescope refused them or could not be reached
     IDLE = "nothing to observe"  # no pointing for it (the note says why)
     FINISHED = "finished"  # its work orders ended
+    BEHIND = "behind"  # its next pointing is long overdue (down, closed, or slower than planned): moved away
 
 
 def now_iso(moment: datetime) -> str:
@@ -162,6 +163,16 @@ class CampaignCandidate:
     label: dict[str, str] | None = None  # a person's latest verdict: {"label": "real"|"bogus", "by", "note"}
     # {"due", "site", "state" (a LookState), "work_order_id", "note"}; None when second looks are off
     second_look: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A site's list given up there: to cancel at the site (its galaxies are moved)."""
+
+    event: str
+    site: str
+    work_order_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -520,6 +531,38 @@ class Campaigns:
                 {"from": site, "order": event.work_order_id, "galaxies": left, "reason": update.message,
                  "state": MoveState.SCHEDULED.value, "to": []}
             )  # fmt: skip
+
+    def behind(self, now: datetime, slack_s: float) -> list[Overdue]:
+        """Lists whose next pointing is more than ``slack_s`` past its planned start (a site down, closed without
+        ending its list, or slower than planned): their pointings not taken are given up there and their galaxies
+        moved to the other sites (once); the lists to cancel at their sites."""
+        overdue: list[Overdue] = []
+        moment = now - timedelta(seconds=slack_s)
+        with self._lock:
+            for campaign in self._campaigns.values():
+                if campaign.retracted:
+                    continue
+                moved = {m["order"] for m in campaign.moves}
+                waiting: dict[str, list[CampaignPointing]] = {}
+                for pointing in campaign.pointings:
+                    if pointing.state is PointingState.PLANNED and pointing.purpose is Purpose.FIRST_EPOCH:
+                        waiting.setdefault(pointing.work_order_id, []).append(pointing)
+                for order, pointings in waiting.items():
+                    due = min(datetime.fromisoformat(p.start) for p in pointings)
+                    if order in moved or order in campaign.withdrawn or due > moment:
+                        continue
+                    site = pointings[0].site
+                    reason = f"{site} fell behind: its next pointing was due at {due:%H:%M} UTC"
+                    moved_before = {galaxy for move in campaign.moves for galaxy in move["galaxies"]}
+                    left = [g for p in pointings for g in p.galaxies if g not in moved_before]
+                    for pointing in pointings:
+                        pointing.state = PointingState.CANCELLED
+                    campaign.moves.append({"from": site, "order": order, "galaxies": left, "reason": reason,
+                                           "state": MoveState.SCHEDULED.value, "to": []})  # fmt: skip
+                    campaign.sites[site] = {"state": SiteState.BEHIND.value, "note": reason}
+                    overdue.append(Overdue(campaign.event, site, order, reason))
+                    self._update(campaign, now)
+        return overdue
 
     def withdrawing(self, event: str, order_ids: list[str]) -> None:
         """Lists this daemon is about to cancel itself: their galaxies are planned anew, not moved."""

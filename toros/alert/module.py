@@ -20,7 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from toros.alert import orders
-from toros.alert.campaign import Campaigns, DueLook, DueMove, EventSky
+from toros.alert.campaign import Campaigns, DueLook, DueMove, EventSky, Overdue
 from toros.alert.coordination import Galaxies, Pointing, plan_first_epoch, pool_size
 from toros.alert.listeners import KafkaListener, VoeventListener
 from toros.alert.notices import Alert, BadNotice, parse_notice
@@ -126,6 +126,7 @@ class AlertModule(Module):
             settings.second_look.delay_s if settings.second_look.enabled else None,
         )
         self._stopping = threading.Event()
+        self._cancelling: dict[str, Overdue] = {}  # lists given up at sites that fell behind, not cancelled there yet
         self._looker = threading.Thread(target=self._look_again, name="second-looks", daemon=True)
         self._event_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -178,10 +179,32 @@ class AlertModule(Module):
             try:
                 for look in self.campaigns.due(self.clock.now()):
                     self._guarded(self._send_look, look, f"second look at {look.candidate} of {look.event}")
+                for overdue in self.campaigns.behind(self.clock.now(), self.settings.site_behind_s):
+                    log.warning("%s: %s; its list %s cancelled there, its galaxies moved", overdue.event,
+                                overdue.reason, overdue.work_order_id)  # fmt: skip
+                    self._cancelling[overdue.work_order_id] = overdue
+                self._cancel_overdue()
                 for move in self.campaigns.due_moves():
                     self._guarded(self._move_away, move, f"galaxies {move.site} left of {move.event}")
             except Stopping:
                 return
+
+    def _cancel_overdue(self) -> None:
+        """The lists given up at sites that fell behind, cancelled there: tried again each round until the site
+        answers (a site that was down must not carry on with galaxies now observed elsewhere)."""
+        sites = {o.name: o for o in self.settings.observatories}
+        relay = Relay(self.services.connect, 0.0, self._wait_or_stop)
+        for order_id, overdue in list(self._cancelling.items()):
+            site = sites.get(overdue.site)
+            if site is None:
+                self._cancelling.pop(order_id)
+                continue
+            try:
+                relay.cancel(site.telescope, order_id, overdue.reason)
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                    continue  # not reached: tried again next round
+            self._cancelling.pop(order_id)
 
     def _guarded(self, send: Callable[[Any], None], item: object, what: str) -> None:
         """One item sent; one that cannot be must not stop the others (Stopping passes through)."""

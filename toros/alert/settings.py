@@ -159,6 +159,11 @@ class AlertConfig(ServerConfig):
     exposure: ExposurePlan = ExposurePlan()
     skymap: SkymapDownload = SkymapDownload()
     relay_retry_s: float = Field(default=600.0, ge=0, le=86400)
+    site_behind_s: float = Field(
+        default=1800.0, ge=1, le=86400,
+        description="a site whose next pointing is this late (down, closed, slower than planned) has its list "
+        "cancelled and its galaxies moved to the other sites",
+    )  # fmt: skip
     kafka: KafkaIntake = KafkaIntake()
     campaign_kafka: CampaignPublishing = CampaignPublishing()
     second_look: SecondLook = SecondLook()

@@ -20,14 +20,20 @@ Classification (``toros/alert/classification.py``) on simulated candidates, at t
 candidate's detections, flags, host distance and the event's GW distance; no images): per event one
 AT2017gfo-like kilonova (its light curve shifted by N(0, 0.5) mag, the event at 40-200 Mpc, its host's catalog
 distance within 10%), a type Ia supernova at a random phase (-15 to +40 d from peak, M_peak -19.3 +- 0.3) and a
-type II on its plateau (M -17 +- 0.7), both in galaxies at 20-400 Mpc, an asteroid, a variable (seen before
+type II on its plateau (M -17 +- 0.7), both in galaxies at 20-400 Mpc, with the light curves the simulated sky
+draws (``floor.supernovae``), an asteroid, a variable (seen before
 the merger, or a reference star under it) and a nuclear flare (M -18 +- 1, slow); detections 1-12 h after the
 merger, a second look 30 min later in g for half the events (a colour) and in r for the others, errors from a
 5-sigma limit of 21, only what is brighter than 21 detected. Figures: the confusion matrix, the kilonovae ranked
 first by kilonova_score among their event's candidates, and the supernovae called kilonova-like. These hold on
 this simulation only.
 
-Usage: .venv/bin/python benchmarks/campaign.py [--generated 8] [--seed 1] [--events 50]
+With ``--gwemopt PYTHON`` (a Python with gwemopt from PyPI, in a venv of its own: ``python3 -m venv /tmp/gw &&
+/tmp/gw/bin/pip install gwemopt``), gwemopt plans the same first night for the same sites on the shared maps
+(its sky tiling, greedy schedule; ``benchmarks/gwemopt_driver.py``), and both plans' coverage is measured the
+same way.
+
+Usage: .venv/bin/python benchmarks/campaign.py [--generated 8] [--seed 1] [--events 50] [--gwemopt PYTHON]
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from toros.alert.settings import AlertConfig, Observatory
 from toros.alert.skymap import SkyMap, read_skymap
 from toros.floor.catalogs import GalaxyIndex
 from toros.floor.kilonova import kilonova_mag
+from toros.floor.supernovae import SupernovaType, supernova_mag
 
 SAMPLES = Path(__file__).resolve().parents[1] / "toros" / "data" / "alerts"
 FIELD = (1.38, 1.38)
@@ -71,6 +78,32 @@ class Event:
     name: str
     skymap: SkyMap
     time: datetime
+    path: Path | None = None  # the map's file (the shared samples), for gwemopt
+
+
+GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
+LEAP_SECONDS = 18  # GPS - UTC since 2017
+
+
+def gwemopt_fields(python: str, event: Event, folder: Path) -> tuple[list[Field], float]:
+    """gwemopt's first-night schedule for both sites (its sky tiling, greedy), as fields; and its run time."""
+    import json
+    import subprocess
+
+    assert event.path is not None
+    gps = (event.time - GPS_EPOCH).total_seconds() + LEAP_SECONDS
+    work = folder / f"gwemopt-{event.name}"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [python, str(Path(__file__).with_name("gwemopt_driver.py")), str(event.path), f"{gps:.0f}", str(work)],
+        capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"gwemopt on {event.name}: {result.stderr.strip().splitlines()[-1:]}")
+    footprint = Footprint.of(FIELD)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return [(footprint, float(r["ra"]), float(r["dec"])) for r in rows], seconds
 
 
 def write_catalog(path: Path, rng: np.random.Generator) -> None:
@@ -133,7 +166,8 @@ def generated_map(area_deg2: float, rng: np.random.Generator) -> tuple[SkyMap, f
 def events(count: int, rng: np.random.Generator) -> list[Event]:
     found = []
     for name, ra in (("MS181101ab-bayestar.multiorder.fits", 194.3), ("M323277-bayestar.flat-nested.fits.gz", 161.9)):
-        found.append(Event(name.split("-")[0], read_skymap((SAMPLES / name).read_bytes()), night_time_for(ra, rng)))
+        path = SAMPLES / name
+        found.append(Event(name.split("-")[0], read_skymap(path.read_bytes()), night_time_for(ra, rng), path))
     for area in np.linspace(100, 1500, count):
         skymap, ra = generated_map(float(area), rng)
         found.append(Event(f"generated {area:.0f} deg²", skymap, night_time_for(ra, rng)))
@@ -173,17 +207,6 @@ def observed(mag: float, rng: np.random.Generator) -> tuple[float, float] | None
         return None
     error = 0.02 + 0.2 * 10 ** (0.4 * (mag - LIMIT_MAG))
     return float(mag + rng.normal(0, error)), float(error)
-
-
-def supernova_mag(kind: str, band: str, days_from_peak: float, peak: float) -> float:
-    """A simple template: type Ia rises ~2.5 mag over 15 d to its peak and declines 0.05 mag/d in r (faster and
-    redder in g after peak); type II holds a plateau declining 0.01 mag/d."""
-    if kind == "supernova_ia":
-        mag = peak + (2.5 * (days_from_peak / 15.0) ** 2 if days_from_peak < 0 else 0.05 * days_from_peak)
-        colour = -0.1 + (0.03 * days_from_peak if days_from_peak > 0 else 0.0)
-    else:
-        mag, colour = peak + 0.01 * max(days_from_peak, 0.0), 0.45
-    return mag + (colour if band == "g" else 0.0)
 
 
 def simulated_event(number: int, rng: np.random.Generator) -> list[tuple[str, Verdict]]:
@@ -226,13 +249,16 @@ def simulated_event(number: int, rng: np.random.Generator) -> list[tuple[str, Ve
     shift = float(rng.normal(0, 0.5))
     judge("kilonova", [(first, "r", kilonova(first, "r", shift)), (second, second_band, kilonova(second, second_band, shift))],
           set(), truth_distance * (1 + rng.normal(0, 0.1)))  # fmt: skip
-    for kind, peak_absolute in (("supernova_ia", rng.normal(-19.3, 0.3)), ("supernova_ii", rng.normal(-17.0, 0.7))):
+    for kind, sn_type, spread, phases in (("supernova_ia", SupernovaType.IA, 0.3, (-15, 40)),
+                                          ("supernova_ii", SupernovaType.II, 0.7, (0, 60))):  # fmt: skip
         distance = float(rng.uniform(20, 400))
-        phase = float(rng.uniform(-15, 40))
-        peak = float(peak_absolute) + 5 * math.log10(distance * 1e5)
-        judge(kind, [(first, "r", supernova_mag(kind, "r", phase, peak)),
-                     (second, second_band, supernova_mag(kind, second_band, phase + 1 / 48, peak))],
-              set(), distance)  # fmt: skip
+        phase = float(rng.uniform(*phases))
+        shift = float(rng.normal(0, spread))  # this supernova's peak against the type's
+        mags = [
+            supernova_mag(sn_type, band, days, distance) for band, days in (("r", phase), (second_band, phase + 1 / 48))
+        ]
+        assert mags[0] is not None and mags[1] is not None, "both have exploded by then"
+        judge(kind, [(first, "r", mags[0] + shift), (second, second_band, mags[1] + shift)], set(), distance)
     judge("asteroid", [(first, "r", 19.0), (second, second_band, 19.0)], set(), None, moving=30.0)
     if number % 2:
         judge("variable", [(first, "r", 18.0), (second, second_band, 18.2)], set(), None, before=True)
@@ -278,6 +304,9 @@ def main() -> None:
     parser.add_argument("--generated", type=int, default=8, help="generated maps, 100 to 1500 deg²")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--events", type=int, default=50, help="simulated events for the classification")
+    parser.add_argument(
+        "--gwemopt", metavar="PYTHON", help="a Python with gwemopt installed: its plan on the shared maps, compared"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     classification_suite(args.events, np.random.default_rng(args.seed + 1))
@@ -317,6 +346,15 @@ def main() -> None:
             if p3[0] > 0:
                 ratios.append(ratio)
                 ratios_fields.append(p3[2] / p3[1])
+            if args.gwemopt and event.path is not None:
+                theirs, took = gwemopt_fields(args.gwemopt, event, Path(folder))
+                print(
+                    f"  gwemopt (sky tiling, greedy) on {event.name}: {len(theirs)} pointings, 3-D "
+                    f"{probability_3d(ra, dec, share, theirs):.3f}, 2-D {probability_2d(event.skymap, theirs):.3f} "
+                    f"in {took:.0f} s; ours together: {pointings} pointings, 3-D {p3[2]:.3f}, 2-D {p2[1]:.3f} "
+                    f"in {seconds[-1]:.2f} s",
+                    flush=True,
+                )
             print(
                 f"{event.name:22} {area:8.0f} {len(ranked):8,} {pointings:9} "
                 f"{p3[0]:9.3f} {p3[1]:8.3f} {p3[2]:8.3f} {ratio:6.2f} {p2[0]:9.3f} {p2[1]:8.3f} "

@@ -535,7 +535,7 @@ class Campaigns:
     def behind(self, now: datetime, slack_s: float) -> list[Overdue]:
         """Lists whose next pointing is more than ``slack_s`` past its planned start (a site down, closed without
         ending its list, or slower than planned): their pointings not taken are given up there and their galaxies
-        moved to the other sites (once); the lists to cancel at their sites."""
+        moved to the other sites (once), when there is another site not behind itself; the lists to cancel."""
         overdue: list[Overdue] = []
         moment = now - timedelta(seconds=slack_s)
         with self._lock:
@@ -552,6 +552,10 @@ class Campaigns:
                     if order in moved or order in campaign.withdrawn or due > moment:
                         continue
                     site = pointings[0].site
+                    others = [name for name in self.observatories if name != site
+                              and campaign.sites.get(name, {}).get("state") != SiteState.BEHIND.value]  # fmt: skip
+                    if not others:  # nowhere to move them: the site carries on, late
+                        continue
                     reason = f"{site} fell behind: its next pointing was due at {due:%H:%M} UTC"
                     moved_before = {galaxy for move in campaign.moves for galaxy in move["galaxies"]}
                     left = [g for p in pointings for g in p.galaxies if g not in moved_before]

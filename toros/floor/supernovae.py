@@ -4,7 +4,8 @@ brightness, rise, decline and colour, so that a campaign's classification meets 
 Each is a Bazin et al. (2009) curve in r — flux ∝ exp(−t/τ_fall) / (1 + exp(−t/τ_rise)) — peaking at the
 type's absolute magnitude (type Ia M_r ≈ −19.3, 0.6 mag down 15 days after peak; type II-P M_r ≈ −17, a plateau
 declining by about 0.01 mag a day; Richardson et al. 2014, Anderson et al. 2014), with a g − r colour that
-reddens after peak as both types do (Ia: −0.1 at peak to +1.0 a month later; II: 0.0 to +0.8). i and z are
+reddens after peak as both types do (Ia: −0.1 at peak to +1.0 a month later; II: +0.25 at peak, +0.5 twenty days
+later, to +1.0 at the plateau's end; de Jaeger et al. 2018). i and z are
 taken as r − 0.2 and r − 0.3, "clear" as r − 0.1. Not a template fit: good to a few tenths of a magnitude.
 """
 
@@ -33,7 +34,7 @@ class _Curve:
 
 CURVES = {
     SupernovaType.IA: _Curve(-19.3, 18.0, 2.5, 27.0, -0.1, 0.05, 1.0),
-    SupernovaType.II: _Curve(-17.0, 12.0, 2.0, 150.0, 0.0, 0.01, 0.8),
+    SupernovaType.II: _Curve(-17.0, 12.0, 2.0, 150.0, 0.25, 0.012, 1.0),
 }
 BAND_OFFSETS = {"r": 0.0, "i": -0.2, "z": -0.3, "clear": -0.1}
 

@@ -27,6 +27,7 @@ def main() -> None:
             f"filt r\nmagnitude 20.0\nexposuretime 180.0\nlatitude {latitude}\nlongitude {longitude}\n"
             f"elevation {elevation}\nFOV_coverage {FIELD_DEG}\nFOV {FIELD_DEG}\nFOV_coverage_type square\n"
             "FOV_type square\nslew_rate 1\nreadout 5\nhorizon 30\noverhead_per_exposure 60.0\nfilt_change_time 0\n"
+            f"tesselationFile {work / f'{name}.tess'}\n"  # its sky tiling, made by gwemopt on first use
         )
     from gwemopt.run import run
 

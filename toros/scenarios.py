@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ from toros.floor.catalogs import GalaxyIndex
 from toros.floor.sky_geometry import separation_deg
 from toros.runtime.config import Section, describe_error
 from toros.simulation.galaxies import write_glade_plus
-from toros.simulation.sky import Conditions, StarCatalog, write_calibrated_frame
+from toros.simulation.sky import Conditions, SimulatedSky, StarCatalog, write_calibrated_frame
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "scenarios" / "campaign.yaml"
 MAX_SCENARIO_BYTES = 1024 * 1024
@@ -219,7 +220,9 @@ class Prepared:
     references: int = 0  # frames filed in the sites' libraries
 
 
-def prepare(scenario: Scenario, folder: Path, *, ports: dict[str, dict[str, int]], say: Any = print) -> Prepared:
+def prepare(
+    scenario: Scenario, folder: Path, *, ports: dict[str, dict[str, int]], say: Callable[[str], None] = print
+) -> Prepared:
     """Everything before the daemons start, under ``folder`` (started afresh); ``ports``: per site, the port of
     each module it runs."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -529,7 +532,7 @@ class RoutineFrame:
     visit: int  # 0: the visit that fills the library
 
 
-def _monitor(prepared: Prepared, fields: list[Pointing], say: Any) -> None:
+def _monitor(prepared: Prepared, fields: list[Pointing], say: Callable[[str], None]) -> None:
     """Every site's pre-event frames of ``fields``: rendered, made science-ready (two processes), the first
     visit's filed in its library, the later visits' kept for its preprocessor to search."""
     from toros.preprocessor.references import ReferenceLibrary
@@ -577,7 +580,7 @@ def _monitor(prepared: Prepared, fields: list[Pointing], say: Any) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _site_sky(config: Path) -> Any:
+def _site_sky(config: Path) -> SimulatedSky:
     from toros.telescope.devices.simulated import simulated_sky
 
     return simulated_sky(load_config(config).telescope.sky)

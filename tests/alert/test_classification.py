@@ -75,6 +75,22 @@ def test_a_source_seen_in_a_routine_search_before_the_merger_is_a_variable():
     assert "before the merger" in routine.evidence[0] and "reference catalog" in routine.evidence[0]
 
 
+def test_a_supernova_older_than_the_event_is_told_from_a_variable():
+    """Seen in a routine search before the merger in a galaxy at 40 Mpc: as bright as a supernova there, an
+    older supernova; as faint as no supernova, a variable; at the galaxy's centre, an active nucleus."""
+
+    def older(mag: float, flags: set[str]) -> Classification:
+        return classify(
+            [seen(6, "r", mag)], merger=MERGER, flags=flags, distance_mpc=40.0, distance_source="its host",
+            host_consistency=1.0, vetting_score=0.9, first_seen=MERGER - timedelta(days=3),
+        ).classification  # fmt: skip
+
+    assert older(14.0, set()) is Classification.SUPERNOVA  # M = -19
+    assert older(20.0, set()) is Classification.VARIABLE  # M = -13: no supernova
+    assert older(20.0, {"nuclear"}) is Classification.NUCLEAR
+    assert older(14.0, {"on_star"}) is Classification.VARIABLE, "a catalog star under it: a variable star"
+
+
 def test_motion_is_judged_against_the_detections_position_errors():
     mag = at(6, "r")
     arcsec = 1 / 3600 / math.cos(math.radians(20.0))

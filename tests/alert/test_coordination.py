@@ -358,7 +358,7 @@ def test_a_site_that_falls_behind_has_its_list_cancelled_and_its_galaxies_moved(
         ]
         (tmp_path / "alert").mkdir()
         config = write_config(
-            tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 60.0},
+            tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 120.0},
             alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 4,
                    "observatories": sites, "relay_retry_s": 2, "site_behind_s": 600},
         )  # fmt: skip

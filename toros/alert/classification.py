@@ -96,9 +96,8 @@ def classify(
         return Verdict(Classification.MOVING, 0.0, [motion or "the preprocessor saw it move"])
     earliest = min([detections[0].time, *([first_seen] if first_seen else [])])
     if merger is not None and earliest < merger:
-        seen = f"seen before the merger ({earliest:%Y-%m-%d %H:%M} UTC)"
-        star = ", on a point source of the reference catalog" if "on_star" in flags else ""
-        return Verdict(Classification.VARIABLE, 0.0, [seen + star])
+        host_distance = distance_mpc if host_consistency is not None else None  # a host's, not the GW distance
+        return _older(detections[-1], earliest, flags, host_distance, distance_source)
     if "on_star" in flags:
         return Verdict(Classification.STAR, 0.0, ["a point source of the reference catalog under it"])
     nuclear = "nuclear" in flags
@@ -158,6 +157,26 @@ def classify(
     else:
         classification = Classification.UNKNOWN
     return Verdict(classification, round(score, 4), evidence)
+
+
+def _older(
+    latest: Detection, earliest: datetime, flags: set[str], distance_mpc: float | None, distance_source: str
+) -> Verdict:
+    """A source seen before the merger is not its counterpart: on a star of the catalog, a variable star; in a
+    host galaxy of known distance (``distance_mpc``), a transient older than the event — a supernova when it is
+    as bright as one there —; an active nucleus at a galaxy's centre; or else a variable of some kind."""
+    seen = f"seen before the merger ({earliest:%Y-%m-%d %H:%M} UTC)"
+    if "on_star" in flags:
+        return Verdict(Classification.VARIABLE, 0.0, [seen + ", on a point source of the reference catalog"])
+    if distance_mpc is not None and distance_mpc > 0:
+        absolute = latest.mag - 5.0 * math.log10(distance_mpc * 1e5)
+        if any(abs(absolute - mean) <= 2.0 * sigma for mean, sigma in SUPERNOVAE):
+            return Verdict(Classification.SUPERNOVA, 0.0, [
+                seen + f": older than the event, and at M = {absolute:.1f} ({distance_source}) as bright as a "
+                "supernova"])  # fmt: skip
+    if "nuclear" in flags:
+        return Verdict(Classification.NUCLEAR, 0.0, [seen + ", at its host's centre: an active nucleus?"])
+    return Verdict(Classification.VARIABLE, 0.0, [seen])
 
 
 def _offset_arcsec(a: Detection, b: Detection) -> tuple[float, float]:

@@ -582,3 +582,20 @@ def _log_in(page, url: str, name: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/")
+
+
+@pytest.mark.parametrize(
+    ("flags", "catalog_star_arcsec", "host_offset_arcsec", "kept"),
+    [
+        (("nuclear",), 0.1, 40.0, ("on_star",)),  # a catalog star on a galaxy's disc (not point-like against it)
+        (("nuclear", "psf_varies"), math.inf, 40.0, ("psf_varies",)),  # far from its host's centre: no nucleus
+        (("nuclear",), math.inf, 0.4, ("nuclear",)),  # on its host's centre
+        (("nuclear",), math.inf, None, ("nuclear",)),  # no host known: the image's word stands
+        (("edge",), 0.1, 40.0, ("edge",)),
+    ],
+)
+def test_a_nucleus_is_a_catalog_star_or_a_hosts_centre(flags, catalog_star_arcsec, host_offset_arcsec, kept):
+    from toros.preprocessor.transients import in_context
+
+    host = Host("NGC-TEST", host_offset_arcsec, 1.0, 40.0) if host_offset_arcsec is not None else None
+    assert in_context(flags, catalog_star_arcsec, host, 1.0) == kept

@@ -57,6 +57,25 @@ class SearchOutcome:
     products: list[tuple[Path, str]] = field(default_factory=list)
 
 
+NUCLEAR_ARCSEC = 3.0  # a detection further than this from its host's catalog centre is not on its nucleus
+
+
+def in_context(
+    flags: tuple[str, ...], catalog_star_arcsec: float, host: Host | None, star_arcsec: float
+) -> tuple[str, ...]:
+    """A detection's flags with what the catalogs say: light under it that the difference image's view called a
+    nucleus (not point-like against the PSF: a star on a galaxy's disc looks so) is a catalog star where the
+    reference catalog has one, and no nucleus far from its host galaxy's centre."""
+    if "nuclear" not in flags:
+        return flags
+    others = tuple(f for f in flags if f != "nuclear")
+    if catalog_star_arcsec <= star_arcsec:
+        return (*others, "on_star")
+    if host is not None and host.offset_arcsec > NUCLEAR_ARCSEC:
+        return others
+    return flags
+
+
 def kpc_offset(offset_arcsec: float, distance_mpc: float) -> float:
     """A projected offset at a luminosity distance: the angular-diameter distance D_L/(1+z)², z from Hubble's
     law (good to a percent within 500 Mpc, where the host galaxies of GW alerts are)."""
@@ -203,6 +222,7 @@ class TransientSearch:
         cuts: list[reports.Stamps] = []
         titles: list[str] = []
         for index, c in enumerate(vetted):
+            host = self._host(c.ra_deg, c.dec_deg)
             detection = NewDetection(
                 c.x,
                 c.y,
@@ -212,8 +232,8 @@ class TransientSearch:
                 c.mag_err,
                 c.snr,
                 c.score,
-                c.flags,
-                self._host(c.ra_deg, c.dec_deg),
+                in_context(c.flags, c.catalog_star_arcsec, host, DiscoverySettings().star_flag_arcsec),
+                host,
                 features=tuple(float(v) for v in rows[id(c)]),
                 context=DetectionContext(
                     _finite(c.position_error_arcsec),

@@ -44,7 +44,16 @@ from toros.generated import toros_pb2 as pb
 from toros.generated.toros_pb2_grpc import FrontDeskStub
 from toros.preprocessor.waiting import WAITING_FOR_MASTERS
 from toros.runtime.states import FINAL_STATES
-from toros.scenarios import SHIPPED, Placed, Prepared, ScenarioError, SiteNode, prepare, share_clock
+from toros.scenarios import (
+    REFERENCE_CATALOG,
+    SHIPPED,
+    Placed,
+    Prepared,
+    ScenarioError,
+    SiteNode,
+    prepare,
+    share_clock,
+)
 from toros.scenarios import Scenario as ScenarioFile
 from toros.simulation.galaxies import write_glade_plus
 from toros.simulation.sky import StarCatalog
@@ -52,8 +61,6 @@ from toros.simulation.sky import StarCatalog
 SAMPLES = Path(__file__).resolve().parent / "data" / "alerts"
 ALERT = SAMPLES / "MS181101ab-preliminary.json"
 ALERT_ID = "MS181101ab"
-REFERENCE_CATALOG = "reference-stars.csv"
-REFERENCE_MARGIN_DEG = 0.1  # beyond a frame's half-diagonal: the mount's pointing error and then some
 # Macón, the Sun at +16 deg: an hour of clock time before the sky-flat band (Sun at -3 deg), so that daemons slow to
 # start on a loaded machine (each real second is minutes of clock time) still take their evening flats in it.
 CLOCK_START = "2026-05-01T20:40:00Z"

@@ -167,14 +167,16 @@ def test_in_daytime_the_plan_starts_at_dusk():
     assert sun < -12.0 + 0.1
 
 
-def alert_daemon(folder: Path, catalog: Path, start_daemon, sites: list[dict], per_site: int) -> FrontDeskStub:
-    """An alert daemon on a May night clock that plans for ``sites``."""
+def alert_daemon(
+    folder: Path, catalog: Path, start_daemon, sites: list[dict], per_site: int, rate: float = 1.0, **alert: object
+) -> FrontDeskStub:
+    """An alert daemon on a May night clock (``rate``) that plans for ``sites`` (``alert``: more settings)."""
     folder.mkdir()
     config = write_config(
         folder,
-        clock={"start": "2026-05-01T23:00:00Z", "rate": 1.0},
+        clock={"start": "2026-05-01T23:00:00Z", "rate": rate},
         alert={"port": 0, "catalog": str(catalog), "process_test_alerts": True, "targets_per_observatory": per_site,
-               "observatories": sites, "relay_retry_s": 2},
+               "observatories": sites, "relay_retry_s": 2, **alert},
     )  # fmt: skip
     daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
     return FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
@@ -356,14 +358,7 @@ def test_a_site_that_falls_behind_has_its_list_cancelled_and_its_galaxies_moved(
             {**MACON, "telescope": f"127.0.0.1:{macon.port}", "field_of_view_deg": 1.37},
             {**EABA, "telescope": f"127.0.0.1:{eaba.port}", "field_of_view_deg": 1.37},
         ]
-        (tmp_path / "alert").mkdir()
-        config = write_config(
-            tmp_path / "alert", clock={"start": "2026-05-01T23:00:00Z", "rate": 120.0},
-            alert={"port": 0, "catalog": str(glade_catalog), "process_test_alerts": True, "targets_per_observatory": 4,
-                   "observatories": sites, "relay_retry_s": 2, "site_behind_s": 600},
-        )  # fmt: skip
-        daemon = start_daemon(load_config(config), lambda c: build_daemon("alert", c))
-        stub = FrontDeskStub(grpc.insecure_channel(f"127.0.0.1:{daemon.port}"))
+        stub = alert_daemon(tmp_path / "alert", glade_catalog, start_daemon, sites, 4, rate=120.0, site_behind_s=600)
         submit(stub, "MS181101ab-preliminary.json", "b1")
         assert done(stub, "b1").state == pb.WORK_ORDER_STATE_DONE
         kept = tmp_path / "alert" / "data" / "campaigns" / "MS181101ab" / "campaign.json"

@@ -36,6 +36,7 @@ from support import (
 
 from toros.demo import free_port
 from toros.generated import toros_pb2 as pb
+from toros.scenarios import REFERENCE_MARGIN_DEG
 from toros.web.accounts import hash_password
 from toros.web.server import STREAMS_CLOSE_S, WebServer
 
@@ -532,7 +533,7 @@ def observatory(tmp_path) -> Iterator[Observatory]:
     config = demo.write_config(folder, frame=256, pixel_scale=1.0, rate=120.0, galaxies=3000,
                                clock_start="2026-05-01T21:55:00Z")  # fmt: skip
     scenario = demo.plan_scenario(config)
-    demo.write_reference_stars(folder, scenario.targets, 256 / 3600.0 * 0.71 + demo.REFERENCE_MARGIN_DEG)
+    demo.write_reference_stars(folder, scenario.targets, 256 / 3600.0 * 0.71 + REFERENCE_MARGIN_DEG)
     document = yaml.safe_load(config.read_text())
     document["web"] = {"port": 0, "users": [
         {"name": "ana", "role": "operator", "password_hash": hash_password(PASSWORDS["ana"])},
